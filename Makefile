@@ -1,0 +1,43 @@
+# nerfvc — see README.md
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VIDEO ?= ../shared/data/clips/mimictalk_german_anchor_20s.mp4
+WORK ?= work/demo
+MINUTES ?= 10
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup test lint format demo bench clean
+
+$(BIN)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+setup: $(BIN)/.installed
+
+lint: setup
+	$(BIN)/ruff check nerfvc tests benchmarks
+	$(BIN)/ruff format --check nerfvc tests benchmarks
+
+format: setup
+	$(BIN)/ruff format nerfvc tests benchmarks
+	$(BIN)/ruff check --fix nerfvc tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/nerfvc prepare $(VIDEO) -o $(WORK)/dataset
+	$(BIN)/nerfvc inspect $(WORK)/dataset -o $(WORK)/inspect.png
+
+bench: setup
+	$(BIN)/python benchmarks/tracking.py
+
+clean:
+	rm -rf $(VENV) work

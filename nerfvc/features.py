@@ -1,0 +1,70 @@
+"""Per-frame face features: the values that cross the sender → bitstream → receiver boundary.
+
+Conventions (see docs/architecture.md):
+- ``pose`` is 12-d: a 3×3 rotation ``R`` (row-major, 9 values) then a translation ``t`` (3 values).
+  It maps canonical head space to camera space: ``X_cam = R @ X_can + t``.
+- ``expression`` is the vector of PCA coefficients of the person's linear expression basis (79-d by default).
+- ``landmarks`` are mediapipe face-mesh points in pixels of the frame they were tracked on: ``(x, y, z)`` with
+  ``z`` the mesh's relative depth scaled like ``x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nerfvc.errors import InputError
+from nerfvc.fsutil import atomic_path
+
+FEATURE_ARRAYS = ("expression", "pose", "landmarks", "valid", "timestamps")
+
+
+@dataclass
+class FaceFeatures:
+    """What the sender's tracker returns for one frame."""
+
+    expression: np.ndarray  # (E,) float32, PCA coefficients
+    pose: np.ndarray  # (12,) float32, [R row-major | t]
+    landmarks: np.ndarray  # (L, 3) float32, pixels
+    ok: bool  # False when no (single) face was found; the other fields then hold the last good values
+
+
+def pose_to_rt(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split poses ``(..., 12)`` into rotations ``(..., 3, 3)`` and translations ``(..., 3)``."""
+    pose = np.asarray(pose)
+    return pose[..., :9].reshape(*pose.shape[:-1], 3, 3), pose[..., 9:12]
+
+
+def rt_to_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """Join rotations ``(..., 3, 3)`` and translations ``(..., 3)`` into poses ``(..., 12)``."""
+    rotation = np.asarray(rotation)
+    return np.concatenate([rotation.reshape(*rotation.shape[:-2], 9), np.asarray(translation)], axis=-1)
+
+
+def save_features(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write per-frame feature arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_features(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a features ``.npz``; requires at least ``expression`` (N,E) and ``pose`` (N,12)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: file not found") from e
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path}: not a features .npz ({e})") from e
+    for key in ("expression", "pose"):
+        if key not in arrays:
+            raise InputError(f"{path}: missing array '{key}'")
+    n = len(arrays["pose"])
+    if arrays["pose"].shape != (n, 12) or arrays["expression"].ndim != 2 or len(arrays["expression"]) != n:
+        raise InputError(
+            f"{path}: expected expression (N,E) and pose (N,12), got "
+            f"{arrays['expression'].shape} and {arrays['pose'].shape}"
+        )
+    return arrays

@@ -1,0 +1,72 @@
+"""Shared contracts: camera, pose packing, features files, model fingerprint, atomic writes, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nerfvc.camera import Camera
+from nerfvc.cli import main
+from nerfvc.errors import InputError, ModelMismatchError
+from nerfvc.features import load_features, pose_to_rt, rt_to_pose, save_features
+from nerfvc.fsutil import atomic_path
+from nerfvc.modeldir import finalize_model_dir, read_model_manifest
+
+
+def test_camera_scaling_preserves_projection_in_relative_coordinates():
+    cam = Camera.from_fov(512, 384, 30.0)
+    pts = np.array([[0.1, -0.2, 3.0], [-0.3, 0.25, 4.0]])
+    uv = cam.project(pts)
+    uv2 = cam.scaled(1024, 768).project(pts)
+    np.testing.assert_allclose(uv2, uv * 2)
+    assert Camera.from_dict(json.loads(json.dumps(cam.to_dict()))) == cam
+
+
+def test_pose_roundtrip():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 3, 3)))
+    t = rng.normal(size=(5, 3))
+    r2, t2 = pose_to_rt(rt_to_pose(q, t))
+    np.testing.assert_array_equal(r2, q)
+    np.testing.assert_array_equal(t2, t)
+
+
+def test_features_file_roundtrip_and_errors(tmp_path):
+    expr = np.arange(20, dtype=np.float32).reshape(2, 10)
+    pose = np.zeros((2, 12), np.float32)
+    save_features(tmp_path / "f.npz", expression=expr, pose=pose)
+    back = load_features(tmp_path / "f.npz")
+    np.testing.assert_array_equal(back["expression"], expr)
+    with pytest.raises(InputError, match="missing array 'pose'"):
+        save_features(tmp_path / "g.npz", expression=expr)
+        load_features(tmp_path / "g.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a features"):
+        load_features(tmp_path / "bad.npz")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_fingerprint_detects_changes(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"weights")
+    (tmp_path / "b.json").write_text("{}")
+    fp = finalize_model_dir(tmp_path)
+    assert read_model_manifest(tmp_path)["fingerprint"] == fp
+    (tmp_path / "a.bin").write_bytes(b"weightz")
+    with pytest.raises(ModelMismatchError, match=r"a\.bin was modified"):
+        read_model_manifest(tmp_path)
+    assert finalize_model_dir(tmp_path) != fp
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
+    code = main(["inspect", str(tmp_path / "missing"), "-o", str(tmp_path / "x.png")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nerfvc inspect: error:") and "\n" not in err
