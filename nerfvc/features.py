@@ -44,7 +44,7 @@ def rt_to_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
 
 
 def save_features(path: str | Path, **arrays: np.ndarray) -> None:
-    """Write per-frame feature arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
+    """Write per-frame arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 

@@ -28,7 +28,7 @@ def fingerprint_of(files: dict[str, str]) -> str:
 
 
 def finalize_model_dir(path: str | Path, extra: dict[str, Any] | None = None) -> str:
-    """Hash every file in ``path`` (except model.json), write ``model.json`` atomically, return the fingerprint.
+    """Hash the files in ``path`` (but model.json), write ``model.json`` atomically, return the fingerprint.
 
     Call this last, after every other file of the model has been written.
     """
