@@ -1,0 +1,72 @@
+"""Thin wrapper around mediapipe's face mesh (478 landmarks incl. irises) and selfie segmentation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+NUM_LANDMARKS = 478
+
+# Face oval, clockwise in the image starting at the top of the forehead (mediapipe FACEMESH_FACE_OVAL order).
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
+# The lower part of the oval from below the subject's left ear (361) over the chin (152) to below the right
+# ear (132): the head/torso split follows it and continues horizontally from its ends (ears stay "head").
+JAW_LINE = FACE_OVAL[FACE_OVAL.index(361) : FACE_OVAL.index(132) + 1]
+# Landmarks that barely move with expressions (forehead, nose bridge, eye corners, cheek/temple contour).
+STABLE = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 234, 454, 127, 356, 93, 323,
+          70, 300, 105, 334, 98, 327, 109, 338, 67, 297]  # fmt: skip
+EYE_OUTER = (33, 263)  # the subject's right / left outer eye corners (image left / right when frontal)
+FOREHEAD, CHIN = 10, 152
+
+
+class FaceMesh:
+    """mediapipe face mesh in tracking mode with iris refinement.
+
+    ``detect(frame)`` returns a list of ``(478, 3)`` float32 arrays, one per face, in pixels of ``frame``:
+    ``(x, y, z)`` with ``z`` mediapipe's relative depth scaled like ``x`` (negative = towards the camera).
+    """
+
+    def __init__(self, max_num_faces: int = 2, static: bool = False, min_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_num_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+
+    def detect(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Landmarks of every face found in the uint8 RGB ``frame`` ``(H, W, 3)``."""
+        h, w = frame.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(frame))
+        faces = []
+        for lm in res.multi_face_landmarks or []:
+            a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)  # (478, 3) normalised
+            a *= np.array([w, h, w], dtype=np.float32)
+            faces.append(a)
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class PersonSegmenter:
+    """mediapipe selfie segmentation: ``person(frame)`` → ``(H, W)`` float32 probability of 'person'."""
+
+    def __init__(self, model_selection: int = 0):
+        import mediapipe as mp
+
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+
+    def person(self, frame: np.ndarray) -> np.ndarray:
+        return np.asarray(self._seg.process(np.ascontiguousarray(frame)).segmentation_mask, dtype=np.float32)
+
+    def close(self) -> None:
+        self._seg.close()
