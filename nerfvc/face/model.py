@@ -3,8 +3,8 @@
 Pipeline:
 1. **Lift** each frame's mediapipe landmarks (pixels ``u, v`` + relative depth ``z``) to camera space with the
    pinhole camera: a metric scale (metres per pixel at the face) comes from the size of a set of stable
-   landmarks, the face depth follows from it, and every point is back-projected along its own ray, so the lifted
-   points project *exactly* onto the tracked 2D landmarks.
+   landmarks, the face depth follows from it, and every point is back-projected along its own ray, so the
+   lifted points project *exactly* onto the tracked 2D landmarks.
 2. **Rigid generalized Procrustes** (rotation + translation, no scale: apparent size changes are depth) with
    per-landmark weights that favour points that do not move with expressions → mean shape ``M`` in canonical
    head space and a pose ``[R | t]`` per frame.
@@ -36,13 +36,13 @@ MODEL_VERSION = 1
 
 # ----------------------------------------------------------------------------------------------- lifting
 def stable_radius_px(landmarks: np.ndarray) -> np.ndarray:
-    """RMS distance of the stable landmarks from their centroid, in 3D pixel units. ``(..., 478, 3)`` → ``(...)``."""
+    """RMS radius of the stable landmarks (3D pixel units): ``(..., 478, 3)`` → ``(...)``."""
     s = landmarks[..., STABLE, :]
     return np.sqrt(((s - s.mean(-2, keepdims=True)) ** 2).sum(-1).mean(-1))
 
 
 def scale_constant(landmarks: np.ndarray) -> float:
-    """Metres that the stable-landmark RMS radius corresponds to, from the nominal eye distance. ``(N, 478, 3)``."""
+    """Metres that the stable-landmark RMS radius spans, from the nominal eye distance. ``(N, 478, 3)``."""
     eye = np.linalg.norm(landmarks[:, EYE_OUTER[0]] - landmarks[:, EYE_OUTER[1]], axis=-1)
     return float(EYE_DISTANCE_M * np.median(stable_radius_px(landmarks) / eye))
 
@@ -76,7 +76,7 @@ def rigid_align(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.nda
     h = np.einsum("p,...pi,...pj->...ij", w, src - cs[..., None, :], dst - cd[..., None, :])
     u, _, vt = np.linalg.svd(h)
     d = np.sign(np.linalg.det(vt.swapaxes(-1, -2) @ u.swapaxes(-1, -2)))
-    fix = np.ones(h.shape[:-2] + (3,))
+    fix = np.ones((*h.shape[:-2], 3))
     fix[..., 2] = d
     r = vt.swapaxes(-1, -2) @ (fix[..., :, None] * u.swapaxes(-1, -2))
     t = cd - np.einsum("...ij,...j->...i", r, cs)
@@ -96,8 +96,8 @@ def _canonical_frame(mean: np.ndarray) -> np.ndarray:
 def generalized_procrustes(
     points: np.ndarray, weights: np.ndarray | None = None, iters: int = 8
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rigid GPA of camera-space shapes ``(N, P, 3)`` → mean ``(P, 3)`` (canonical), ``R (N,3,3)``, ``t (N,3)``."""
-    n, p, _ = points.shape
+    """Rigid GPA of camera-space shapes ``(N, P, 3)`` → mean ``(P, 3)``, ``R (N,3,3)``, ``t (N,3)``."""
+    p = points.shape[1]
     w = np.ones(p) if weights is None else weights
     mean = points[0] - points[0].mean(0)
     for _ in range(iters):
@@ -118,7 +118,7 @@ def generalized_procrustes(
 # ------------------------------------------------------------------------------------------------- model
 @dataclass
 class FaceModel:
-    """Linear morphable model ``shape = mean + (basis @ expression).reshape(478, 3)`` in canonical head space."""
+    """Linear morphable model ``shape = mean + (basis @ expression).reshape(478, 3)`` (canonical space)."""
 
     mean: np.ndarray  # (478, 3) float64, metres, canonical
     basis: np.ndarray  # (1434, E) orthonormal columns
@@ -166,7 +166,10 @@ class FaceModel:
 
     # ---- fitting
     def fit(self, landmarks: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-        """Project landmarks ``(..., 478, 3)`` (pixels) onto the model → ``expression (..., E)``, ``pose (..., 12)``."""
+        """Pixel landmarks ``(..., 478, 3)`` → expression ``(..., E)``, pose ``(..., 12)`` of the model.
+
+        Same rigid alignment as the model building, then expression = basis^T · aligned residual.
+        """
         pts = lift(landmarks, camera, self.radius_m)
         r, t = rigid_align(self.mean, pts, self.weights)
         res = np.einsum("...ji,...pj->...pi", r, pts - t[..., None, :]) - self.mean
@@ -229,7 +232,7 @@ class FaceModel:
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write ``face_model.safetensors`` (mean, basis, weights, explained_variance, head_bounds) and ``.json``."""
+        """Write ``face_model.safetensors`` (mean, basis, weights, variances, head_bounds) + ``.json``."""
         from safetensors.numpy import save_file
 
         d = Path(directory)

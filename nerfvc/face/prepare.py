@@ -71,7 +71,7 @@ def read_png(path: Path, gray: bool = False) -> np.ndarray:
 def choose_crop(
     video: str, width: int, height: int, crop: str, start: float, max_frames: int | None
 ) -> tuple:
-    """Source rectangle ``(x0, y0, w, h)``: a square around the face (``auto``, non-square input) or everything."""
+    """Source rectangle ``(x0, y0, w, h)``: a square around the face (``auto``, non-square input) or all."""
     if crop == "none" or width == height:
         return (0, 0, width, height)
     side = min(width, height)
@@ -243,7 +243,7 @@ def prepare(
             f"{video}: two faces visible in {len(two_face)} frames; nerfvc needs exactly one person"
         )
 
-    # ---------------------------------------------------------------- pass 2: model, features, masks, background
+    # ------------------------------------------------------- pass 2: model, features, masks, background
     landmarks = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
     faces = np.zeros(n, np.int64)
     times = np.zeros(n, np.float64)

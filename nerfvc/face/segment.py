@@ -18,7 +18,7 @@ BACKGROUND, TORSO, HEAD = 0, 1, 2
 
 
 def head_region(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bool ``(H, W)``: everything above the jaw line, plus the face oval. ``landmarks`` ``(478, 3)`` pixels."""
+    """Bool ``(H, W)``: all above the jaw line, plus the face oval. ``landmarks`` ``(478, 3)`` pixels."""
     jaw = landmarks[JAW_LINE, :2]  # from the subject's left (image right) over the chin to the right
     big = 4 * (width + height)
     poly = np.concatenate(
@@ -54,7 +54,7 @@ def estimate_background(
     resolution for large holes and blended in.
     """
     h, w = masks[0].shape
-    k = max(3, int(round(margin * max(h, w))) | 1)
+    k = max(3, round(margin * max(h, w)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     stack = np.empty((len(frames), h, w, 3), np.float32)
     for i, (f, m) in enumerate(zip(frames, masks)):
@@ -71,7 +71,7 @@ def estimate_background(
     if holes.any():
         if not seen.any():
             return np.full((h, w, 3), 127, np.uint8), holes
-        # inpaint at <= 256 px (Telea is local; a smaller image gives a smoother fill of big holes), then upsample
+        # inpaint at <= 256 px (Telea is local: a smaller image fills big holes more smoothly), then upsample
         s = min(1.0, 256 / max(h, w))
         small = cv2.resize(bg, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         hs = cv2.resize(holes.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST)

@@ -1,8 +1,8 @@
 """Video I/O with PyAV.
 
 - :func:`probe` reads container metadata (fps, size, frame count, duration).
-- :func:`read_frames` decodes uint8 RGB frames ``(H, W, 3)`` with their true presentation timestamps in seconds
-  (variable-frame-rate input keeps its real timing; nothing is resampled).
+- :func:`read_frames` decodes uint8 RGB frames ``(H, W, 3)`` with their true presentation timestamps in
+  seconds (variable-frame-rate input keeps its real timing; nothing is resampled).
 - :class:`VideoWriter` / :func:`write_video` write H.264 mp4 (yuv420p; odd sizes are cropped to even).
 
 Anything that is not a readable video (missing file, not a video, truncated or corrupt) raises
@@ -85,9 +85,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 def read_frames(
     path: str | os.PathLike, start: float = 0.0, max_frames: int | None = None
 ) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)`` and its presentation time in seconds from the stream start.
+    """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)`` and its presentation time (s) from the stream start.
 
-    ``start`` is in seconds (frames with ``t < start`` are skipped); at most ``max_frames`` frames are yielded.
+    ``start`` is in seconds (frames with ``t < start`` are skipped); yields at most ``max_frames`` frames.
     A video that fails to decode before yielding any frame, or is cut off mid-stream, raises
     :class:`InputError`.
     """
