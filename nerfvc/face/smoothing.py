@@ -2,8 +2,10 @@
 
 A low-pass filter whose cutoff rises with the signal's speed: still → heavy smoothing (no jitter), fast →
 little smoothing (little lag). :class:`FeatureSmoother` applies it to pose (rotation entries, then
-re-orthonormalised to a proper rotation; translation in cm) and expression (in units of each coefficient's
-standard deviation), so one set of parameters fits every person.
+re-orthonormalised to a proper rotation; translation in cm) and expression (scaled to the RMS landmark
+displacement in mm it causes: the basis is orthonormal, so coefficient c moves the 478 points by c/√478 RMS).
+Low-variance (mostly noise) coefficients then move slowly and get smoothed hard, while large, fast motions
+(jaw opening) get through with little lag.
 """
 
 from __future__ import annotations
@@ -49,21 +51,22 @@ class OneEuroFilter:
 class SmoothingParams:
     """One-euro parameters per feature group (cutoffs in Hz; beta per unit of the group's scaled speed)."""
 
-    rot_min_cutoff: float = 1.5
-    rot_beta: float = 0.5  # rotation entries (≈ radians)
-    trans_min_cutoff: float = 1.5
-    trans_beta: float = 0.3  # translation in cm
-    expr_min_cutoff: float = 2.0
-    expr_beta: float = 0.3  # expression in units of its standard deviation
+    # defaults chosen on german + d9 (benchmarks/tracking.py): jitter roughly halved, lag < 1 frame
+    rot_min_cutoff: float = 1.0
+    rot_beta: float = 10.0  # rotation entries (≈ radians)
+    trans_min_cutoff: float = 1.0
+    trans_beta: float = 1.0  # translation in cm
+    expr_min_cutoff: float = 1.0
+    expr_beta: float = 1.0  # expression in mm of RMS landmark displacement
     d_cutoff: float = 1.0
 
 
 class FeatureSmoother:
-    """Smooth ``(expression (E,), pose (12,))`` over time; ``expr_std`` ``(E,)`` normalises the expression."""
+    """Smooth ``(expression (E,), pose (12,))`` over time (expression coefficients in metres)."""
 
-    def __init__(self, expr_std: np.ndarray, params: SmoothingParams | None = None):
+    def __init__(self, params: SmoothingParams | None = None, num_points: int = 478):
         p = params or SmoothingParams()
-        self.scale = np.where(np.asarray(expr_std) > 0, np.asarray(expr_std), 1.0)
+        self.scale = np.sqrt(num_points) / 1000.0  # coefficient (m) → RMS landmark displacement (mm)
         self._rot = OneEuroFilter(p.rot_min_cutoff, p.rot_beta, p.d_cutoff)
         self._trans = OneEuroFilter(p.trans_min_cutoff, p.trans_beta, p.d_cutoff)
         self._expr = OneEuroFilter(p.expr_min_cutoff, p.expr_beta, p.d_cutoff)

@@ -35,7 +35,7 @@ class FaceTracker:
         self.camera = camera
         self.smoothing = smoothing
         self._mesh = FaceMesh(max_num_faces=max_num_faces)
-        self._smoother = FeatureSmoother(np.sqrt(face_model.explained_variance), params)
+        self._smoother = FeatureSmoother(params)
         self._frame = 0
         e = np.zeros(face_model.expr_dims, np.float32)
         pose = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, camera.fx * 0.15 / camera.width], np.float32)
