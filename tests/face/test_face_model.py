@@ -33,7 +33,8 @@ def test_lift_projects_exactly_and_keeps_metric_size(german_track, camera512):
     # the stable landmarks' centroid is exactly twice as deep; the shape itself keeps its metric size
     np.testing.assert_allclose(pts_far[..., STABLE, 2].mean(-1), 2 * pts[..., STABLE, 2].mean(-1), rtol=1e-6)
     c, cf = pts - pts.mean(-2, keepdims=True), pts_far - pts_far.mean(-2, keepdims=True)
-    np.testing.assert_allclose(np.linalg.norm(cf, axis=-1), np.linalg.norm(c, axis=-1), rtol=0.02, atol=1e-4)
+    rms, rms_far = np.sqrt((c**2).sum(-1).mean(-1)), np.sqrt((cf**2).sum(-1).mean(-1))
+    np.testing.assert_allclose(rms_far, rms, rtol=0.01)  # (not exact: perspective differs with distance)
 
 
 def test_pca_explains_aligned_variance_and_reprojects(german_track, camera512):
