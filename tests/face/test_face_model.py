@@ -34,7 +34,7 @@ def test_lift_projects_exactly_and_keeps_metric_size(german_track, camera512):
     np.testing.assert_allclose(pts_far[..., STABLE, 2].mean(-1), 2 * pts[..., STABLE, 2].mean(-1), rtol=1e-6)
     c, cf = pts - pts.mean(-2, keepdims=True), pts_far - pts_far.mean(-2, keepdims=True)
     rms, rms_far = np.sqrt((c**2).sum(-1).mean(-1)), np.sqrt((cf**2).sum(-1).mean(-1))
-    np.testing.assert_allclose(rms_far, rms, rtol=0.01)  # (not exact: perspective differs with distance)
+    np.testing.assert_allclose(rms_far, rms, rtol=0.02)  # (not exact: perspective differs with distance)
 
 
 def test_pca_explains_aligned_variance_and_reprojects(german_track, camera512):
