@@ -103,5 +103,5 @@ def test_bad_inputs_raise_input_error(tmp_path):
             c.mux(p)
     half = tmp_path / "half.mp4"
     half.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(InputError, match="truncated|corrupt"):
+    with pytest.raises(InputError, match=r"truncated|corrupt"):
         list(read_frames(half))
