@@ -93,7 +93,11 @@ def main() -> None:
     result: dict = {
         "video": Path(args.video).name,
         "frames": len(frames),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores_used": 1},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores_used": 1,
+            "loadavg_at_start": os.getloadavg()[0],  # other processes share the CPU
+        },
         "speed": {},
     }
     raw_feats = None
