@@ -3,6 +3,8 @@
 - :func:`probe` reads container metadata (fps, size, frame count, duration).
 - :func:`read_frames` decodes uint8 RGB frames ``(H, W, 3)`` with their true presentation timestamps in
   seconds (variable-frame-rate input keeps its real timing; nothing is resampled).
+- Display rotation metadata (phone videos) is applied: frames come out upright, ``probe`` reports the
+  upright size.
 - :class:`VideoWriter` / :func:`write_video` write H.264 mp4 (yuv420p; odd sizes are cropped to even).
 
 Anything that is not a readable video (missing file, not a video, truncated or corrupt) raises
@@ -35,6 +37,13 @@ class VideoInfo:
     num_frames: int  # from the container when known, else estimated from duration × fps
     duration: float  # seconds
     codec: str
+    rotation: int = 0  # display rotation applied to decoded frames (degrees counter-clockwise)
+
+
+def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (multiple of 90°, counter-clockwise) to an ``(H, W, 3)`` frame."""
+    k = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
@@ -73,11 +82,18 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         n = int(s.frames or 0)
         if n <= 0 and fps > 0:
             n = round(duration * fps)
-        if s.codec_context.width <= 0 or s.codec_context.height <= 0:
+        w, h = s.codec_context.width, s.codec_context.height
+        if w <= 0 or h <= 0:
             raise InputError(f"{path}: video stream has no frame size")
-        return VideoInfo(
-            str(path), s.codec_context.width, s.codec_context.height, fps, n, duration, s.codec_context.name
-        )
+        rotation = 0
+        try:
+            first = next(container.decode(s), None)
+            rotation = round(first.rotation) if first is not None else 0
+        except (av.error.FFmpegError, AttributeError, TypeError):
+            rotation = 0
+        if round(rotation / 90) % 2:
+            w, h = h, w
+        return VideoInfo(str(path), w, h, fps, n, duration, s.codec_context.name, rotation)
     finally:
         container.close()
 
@@ -116,6 +132,9 @@ def read_frames(
                     continue
                 last_t = t
                 img = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                rot = getattr(frame, "rotation", 0) or 0
+                if rot:
+                    img = _upright(img, round(rot))
                 n += 1
                 yield img, t
         except av.error.FFmpegError as e:

@@ -56,6 +56,29 @@ def test_variable_frame_rate_keeps_true_timestamps(tmp_path):
     np.testing.assert_allclose(got, np.array(times_ms) / 1000, atol=2e-3)
 
 
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:16, :32] = 255  # a block in the top-left corner
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.set_display_rotation(rotation)
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    info = probe(path)
+    assert (info.width, info.height) == (64, 96)
+    frame, _ = next(read_frames(path))
+    assert frame.shape == (96, 64, 3)
+    # +90 (counter-clockwise, ffmpeg's convention): top-left block → bottom-left; -90: → top-right
+    corner = frame[80:, :10] if rotation == 90 else frame[:10, 54:]
+    assert corner.mean() > 200 and frame.mean() < 100
+
+
 def test_write_video_roundtrip_and_even_size(tmp_path):
     rng = np.random.default_rng(0)
     base = (rng.random((33, 45, 3)) * 255).astype(np.uint8)
