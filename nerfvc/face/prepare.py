@@ -105,12 +105,11 @@ def _out_size(rect: tuple, size: int) -> tuple[int, int]:
 
 def _interpolate(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Fill invalid frames ``(N, 478, 3)`` linearly in frame index (nearest valid frame at the ends)."""
-    idx = np.flatnonzero(valid)
-    out = landmarks.copy()
-    flat = landmarks.reshape(len(landmarks), -1)
-    for j in np.flatnonzero(~valid):
-        out[j] = np.array([np.interp(j, idx, flat[idx, c]) for c in range(flat.shape[1])]).reshape(-1, 3)
-    return out
+    idx, missing = np.flatnonzero(valid), np.flatnonzero(~valid)
+    out = landmarks.reshape(len(landmarks), -1).copy()  # (N, 1434)
+    for c in range(out.shape[1]):
+        out[missing, c] = np.interp(missing, idx, out[idx, c])
+    return out.reshape(landmarks.shape)
 
 
 def _tools() -> dict:
