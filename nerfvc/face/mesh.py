@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,6 +27,26 @@ EYE_OUTER = (33, 263)  # the subject's right / left outer eye corners (image lef
 FOREHEAD, CHIN = 10, 152
 
 
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence C++ log lines (TFLite/absl start-up chatter) written to fd 2 while mediapipe starts.
+
+    Set ``NERFVC_MEDIAPIPE_LOGS=1`` to see them.
+    """
+    if os.environ.get("NERFVC_MEDIAPIPE_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceMesh:
     """mediapipe face mesh in tracking mode with iris refinement.
 
@@ -32,20 +55,24 @@ class FaceMesh:
     """
 
     def __init__(self, max_num_faces: int = 2, static: bool = False, min_confidence: float = 0.5):
-        import mediapipe as mp
+        with quiet_native_stderr():
+            import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static,
-            max_num_faces=max_num_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=max_num_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+            for s in (64, 256):  # the first runs log (from worker threads): do them now, silently
+                self._mesh.process(np.zeros((s, s, 3), np.uint8))
 
     def detect(self, frame: np.ndarray) -> list[np.ndarray]:
         """Landmarks of every face found in the uint8 RGB ``frame`` ``(H, W, 3)``."""
         h, w = frame.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(frame))
+        with quiet_native_stderr():  # sub-models start lazily (on the first face) and log then
+            res = self._mesh.process(np.ascontiguousarray(frame))
         faces = []
         for lm in res.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)  # (478, 3) normalised
@@ -61,12 +88,17 @@ class PersonSegmenter:
     """mediapipe selfie segmentation: ``person(frame)`` → ``(H, W)`` float32 probability of 'person'."""
 
     def __init__(self, model_selection: int = 0):
-        import mediapipe as mp
+        with quiet_native_stderr():
+            import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            for s in (64, 256):
+                self._seg.process(np.zeros((s, s, 3), np.uint8))
 
     def person(self, frame: np.ndarray) -> np.ndarray:
-        return np.asarray(self._seg.process(np.ascontiguousarray(frame)).segmentation_mask, dtype=np.float32)
+        with quiet_native_stderr():
+            mask = self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
+        return np.asarray(mask, dtype=np.float32)
 
     def close(self) -> None:
         self._seg.close()
