@@ -44,14 +44,41 @@ def label_mask(person: np.ndarray, landmarks: np.ndarray | None, threshold: floa
     return out
 
 
+def pull_push_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Fill unknown pixels of ``img`` ``(H, W, C)`` float from the known ones (bool ``(H, W)``), smoothly.
+
+    Pull: an image pyramid of known-weighted colours and weights (averaging only known pixels). Push: from the
+    coarsest level up, every pixel takes its own level's average where enough known pixels contributed and the
+    upsampled coarser estimate elsewhere. Gives a diffuse fill without the streaks of local inpainting.
+    """
+    w = known.astype(np.float32)
+    c = img.astype(np.float32) * w[..., None]
+    levels = [(c, w)]
+    while min(c.shape[:2]) > 2:
+        c = cv2.resize(c, (max(1, c.shape[1] // 2), max(1, c.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+        w = cv2.resize(w, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_AREA)
+        levels.append((c, w))
+    est = None
+    for c, w in reversed(levels):
+        mean = c / np.maximum(w, 1e-6)[..., None]
+        if est is None:
+            total = w.sum()
+            est = np.broadcast_to(c.reshape(-1, c.shape[-1]).sum(0) / max(total, 1e-6), c.shape).copy()
+        else:
+            est = cv2.resize(est, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
+        alpha = np.clip(w * 2.0, 0.0, 1.0)[..., None]  # ≥ half the footprint known → trust this level
+        est = alpha * mean + (1 - alpha) * est
+    return est
+
+
 def estimate_background(
     frames: Sequence[np.ndarray], masks: Sequence[np.ndarray], margin: float = 0.02
 ) -> tuple[np.ndarray, np.ndarray]:
     """Static background RGB ``(H, W, 3)`` uint8 and the bool ``(H, W)`` map of pixels that had to be filled.
 
     Per pixel: median over the frames where it is background (the person mask dilated by ``margin`` × size
-    to drop the segmentation halo); pixels never seen are filled with ``cv2.inpaint`` (Telea), done at reduced
-    resolution for large holes and blended in.
+    to drop the segmentation halo); pixels never seen (behind a static person) are filled by
+    :func:`pull_push_fill`.
     """
     h, w = masks[0].shape
     k = max(3, round(margin * max(h, w)) | 1)
@@ -64,20 +91,17 @@ def estimate_background(
     seen = ~np.isnan(stack[..., 0]).all(0)
     med = np.zeros((h, w, 3), np.float32)
     if seen.any():
-        # nanmedian only over the seen pixels (all-NaN columns would warn)
-        med[seen] = np.nanmedian(stack[:, seen], axis=0)
+        # median of the valid samples per pixel: NaN sorts last, so take the middle of the first `count`
+        vals = np.sort(stack[:, seen], axis=0)  # (F, P, 3)
+        count = (~np.isnan(vals[..., 0])).sum(0)  # (P,)
+        lo, hi = (count - 1) // 2, count // 2
+        cols = np.arange(vals.shape[1])
+        med[seen] = 0.5 * (vals[lo, cols] + vals[hi, cols])
     bg = np.clip(np.round(med), 0, 255).astype(np.uint8)
     holes = ~seen
     if holes.any():
         if not seen.any():
             return np.full((h, w, 3), 127, np.uint8), holes
-        # inpaint at <= 256 px (Telea is local: a smaller image fills big holes more smoothly), then upsample
-        s = min(1.0, 256 / max(h, w))
-        small = cv2.resize(bg, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        hs = cv2.resize(holes.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        hs = cv2.dilate(hs, np.ones((3, 3), np.uint8))
-        filled = cv2.inpaint(small, hs, 9, cv2.INPAINT_TELEA)
-        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC)
-        filled = cv2.GaussianBlur(filled, (0, 0), 1.5)
-        bg[holes] = filled[holes]
+        filled = pull_push_fill(bg.astype(np.float32), seen)
+        bg[holes] = np.clip(np.round(filled[holes]), 0, 255).astype(np.uint8)
     return bg, holes
