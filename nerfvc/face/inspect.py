@@ -23,8 +23,9 @@ _EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count(
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     img = img.copy()
-    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    img[: th + 10, : tw + 10] = (img[: th + 10, : tw + 10] * 0.3).astype(np.uint8)  # dark box behind the text
+    cv2.putText(img, text, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 
 
