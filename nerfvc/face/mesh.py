@@ -17,7 +17,7 @@ NUM_LANDMARKS = 478
 # Face oval, clockwise in the image starting at the top of the forehead (mediapipe FACEMESH_FACE_OVAL order).
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
-# The lower part of the oval from the subject's left jaw angle (288) over the chin (152) to the right jaw angle
+# The lower face oval from the subject's left jaw angle (288) over the chin (152) to the right jaw angle
 # (58): the head/torso split follows it and continues horizontally from its ends (ear lobes stay "head").
 JAW_LINE = FACE_OVAL[FACE_OVAL.index(288) : FACE_OVAL.index(58) + 1]
 # Landmarks that barely move with expressions (forehead, nose bridge, eye corners, cheek/temple contour).
