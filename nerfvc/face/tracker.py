@@ -19,8 +19,12 @@ class FaceTracker:
     """Track one face per frame and project it onto ``face_model``.
 
     ``camera`` are the intrinsics of the dataset the model was built from; frames of another size use
-    ``camera.scaled(w, h)`` (same framing assumed). ``smoothing`` switches the one-euro filter on pose and
-    expression. ``track`` returns ``ok=False`` (and the last good values) when no single face is found.
+    ``camera.scaled(w, h)`` (same framing assumed). A frame whose aspect ratio differs from the camera's (e.g.
+    the raw 512×480 clip of a dataset prepared with a square crop) is first cropped with ``crop``
+    ``(x0, y0, w, h)`` — the dataset's crop, read by :meth:`from_dir` — if it fits, else centre-cropped to the
+    camera's aspect;
+    the returned landmarks are then in pixels of that crop. ``smoothing`` switches the one-euro filter on pose
+    and expression. ``track`` returns ``ok=False`` (and the last good values) when no single face is found.
     """
 
     def __init__(
@@ -30,9 +34,11 @@ class FaceTracker:
         smoothing: bool = True,
         params: SmoothingParams | None = None,
         max_num_faces: int = 1,
+        crop: tuple[int, int, int, int] | None = None,
     ):
         self.model = face_model
         self.camera = camera
+        self.crop = tuple(int(v) for v in crop) if crop is not None else None
         self.smoothing = smoothing
         self._mesh = FaceMesh(max_num_faces=max_num_faces)
         self._smoother = FeatureSmoother(params)
@@ -50,16 +56,27 @@ class FaceTracker:
         if (d / "camera.json").exists():
             cam = Camera.from_dict(read_json(d / "camera.json"))
         elif (d / "manifest.json").exists():
-            cam = Camera.from_dict(read_json(d / "manifest.json")["camera"])
+            manifest = read_json(d / "manifest.json")
+            cam = Camera.from_dict(manifest["camera"])
+            if manifest.get("crop") and "crop" not in kwargs:
+                kwargs["crop"] = tuple(manifest["crop"])
         else:
             raise InputError(f"{d}: neither camera.json nor manifest.json (not a dataset or model directory)")
         return cls(FaceModel.load(d), cam, **kwargs)
 
-    def _camera_for(self, frame: np.ndarray) -> Camera:
+    def frame_for_camera(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` cropped to the camera's aspect ratio (the dataset crop if it fits, else centred)."""
         h, w = frame.shape[:2]
-        if (w, h) == (self.camera.width, self.camera.height):
-            return self.camera
-        return self.camera.scaled(w, h)
+        aspect = self.camera.width / self.camera.height
+        if abs(w / h - aspect) < 1e-3:
+            return frame
+        if self.crop is not None:
+            x0, y0, cw, ch = self.crop
+            if x0 + cw <= w and y0 + ch <= h and abs(cw / ch - aspect) < 1e-2:
+                return frame[y0 : y0 + ch, x0 : x0 + cw]
+        cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return frame[y0 : y0 + ch, x0 : x0 + cw]
 
     def features(self, landmarks: np.ndarray, frame_size: tuple[int, int], t: float) -> FaceFeatures:
         """Features from already-tracked pixel landmarks ``(478, 3)`` on a frame of ``(w, h)``."""
@@ -75,6 +92,7 @@ class FaceTracker:
         """Features of the uint8 RGB ``frame`` (H, W, 3); ``timestamp`` (s) defaults to frame index / 30."""
         t = self._frame / 30.0 if timestamp is None else float(timestamp)
         self._frame += 1
+        frame = self.frame_for_camera(frame)
         faces = self._mesh.detect(frame)
         if len(faces) != 1:
             last = self._last

@@ -42,6 +42,21 @@ def test_tracker_other_size_and_lost_face(small_dataset):
         FaceTracker.from_dir(small_dataset / "nope")
 
 
+def test_tracker_crops_raw_non_square_frames_like_the_dataset(small_dataset):
+    from face_testdata import D9
+
+    from nerfvc.io import read_frames
+
+    feats = load_features(small_dataset / "features.npz")
+    with FaceTracker.from_dir(small_dataset, smoothing=False) as tr:
+        out = [tr.track(f, t) for f, t in read_frames(D9, max_frames=10)]  # raw 512x480 frames
+    assert all(o.ok for o in out)
+    pose = np.array([o.pose for o in out])
+    # same head pose as the dataset (tracked on the 480² crop resized to 512²): mm-level translation
+    np.testing.assert_allclose(pose[:, 9:], feats["pose"][:10, 9:], atol=0.01)
+    np.testing.assert_allclose(pose[:, :9], feats["pose"][:10, :9], atol=0.03)
+
+
 def test_one_euro_removes_jitter_with_little_lag():
     rng = np.random.default_rng(0)
     t = np.arange(300) / 30.0
