@@ -81,6 +81,7 @@ class FaceMesh:
         return faces
 
     def close(self) -> None:
+        """Release the mediapipe graph."""
         self._mesh.close()
 
 
@@ -96,9 +97,11 @@ class PersonSegmenter:
                 self._seg.process(np.zeros((s, s, 3), np.uint8))
 
     def person(self, frame: np.ndarray) -> np.ndarray:
+        """Person probability ``(H, W)`` float32 in [0, 1] for the uint8 RGB ``frame`` ``(H, W, 3)``."""
         with quiet_native_stderr():
             mask = self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
         return np.asarray(mask, dtype=np.float32)
 
     def close(self) -> None:
+        """Release the mediapipe graph."""
         self._seg.close()

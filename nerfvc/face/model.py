@@ -131,10 +131,12 @@ class FaceModel:
 
     @property
     def expr_dims(self) -> int:
+        """Number of expression coefficients E."""
         return self.basis.shape[1]
 
     @property
     def explained_variance_ratio(self) -> float:
+        """Fraction of the aligned training variance the E basis vectors explain."""
         return float(self.explained_variance.sum() / max(self.total_variance, 1e-30))
 
     # ---- building
@@ -215,6 +217,7 @@ class FaceModel:
 
     # ---- io
     def to_json(self) -> dict:
+        """The ``face_model.json`` metadata."""
         return {
             "format": "nerfvc-face-model",
             "version": MODEL_VERSION,

@@ -29,6 +29,7 @@ class OneEuroFilter:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the state: the next sample passes through unfiltered."""
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
         self._t: float | None = None
@@ -72,6 +73,7 @@ class FeatureSmoother:
         self._expr = OneEuroFilter(p.expr_min_cutoff, p.expr_beta, p.d_cutoff)
 
     def reset(self) -> None:
+        """Forget the state of every group."""
         for f in (self._rot, self._trans, self._expr):
             f.reset()
 

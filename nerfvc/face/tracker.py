@@ -105,6 +105,7 @@ class FaceTracker:
         self._smoother.reset()
 
     def close(self) -> None:
+        """Release the face mesh."""
         self._mesh.close()
 
     def __enter__(self) -> FaceTracker:
