@@ -107,3 +107,20 @@ def test_prepare_resumes_after_interruption(tmp_path, monkeypatch):
     assert m["complete"] is True and m["num_frames"] == 16
     assert done[0].stat().st_mtime_ns == mtime  # frames from the first run were kept, not redone
     assert load_features(out / "features.npz")["pose"].shape == (16, 12)
+
+
+def test_portrait_video_is_cropped_around_the_face(tmp_path):
+    from nerfvc.io import read_frames, write_video
+
+    frames = []
+    for f, _ in read_frames(GERMAN, max_frames=10):
+        tall = np.full((900, 512, 3), 40, np.uint8)  # phone-like portrait frame, face in the lower part
+        tall[350:862] = f
+        frames.append(tall)
+    video = tmp_path / "portrait.mp4"
+    write_video(video, frames, fps=25)
+    out = prep.prepare(video, tmp_path / "ds", progress=False, expr_dims=4)
+    m = json.loads((out / "manifest.json").read_text())
+    x0, y0, w, h = m["crop"]
+    assert (x0, w, h) == (0, 512, 512) and 300 <= y0 <= 388  # the square follows the face, not the centre
+    assert m["valid_frames"] == 10 and (m["width"], m["height"]) == (512, 512)
