@@ -1,0 +1,5 @@
+"""Video input/output (PyAV): probing, decoding with true timestamps, H.264 mp4 writing."""
+
+from nerfvc.io.video import VideoInfo, VideoWriter, probe, read_frames, write_video
+
+__all__ = ["VideoInfo", "VideoWriter", "probe", "read_frames", "write_video"]
