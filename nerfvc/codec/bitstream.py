@@ -118,7 +118,9 @@ class StreamHeader:
         if len(data) < 5:
             raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
         if data[4] != VERSION:
-            raise BitstreamError(f"unsupported bitstream version {data[4]} (this decoder reads version {VERSION})")
+            raise BitstreamError(
+                f"unsupported bitstream version {data[4]} (this decoder reads version {VERSION})"
+            )
         if len(data) < HEADER_SIZE:
             raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
         body = data[: _HEADER.size]
@@ -369,10 +371,13 @@ class StreamDecoder:
         h = StreamHeader.from_bytes(bytes(data[:HEADER_SIZE]))
         if h.fingerprint != self.fingerprint:
             raise ModelMismatchError(
-                f"stream was made for model {h.fingerprint}, but the model given has fingerprint {self.fingerprint}"
+                f"stream was made for model {h.fingerprint}, "
+                f"but the model given has fingerprint {self.fingerprint}"
             )
         if h.mode == MODE_NERFVC and h.code_dim != self.tables.code_dim:
-            raise ModelMismatchError(f"stream codes {h.code_dim} dims, the codec tables have {self.tables.code_dim}")
+            raise ModelMismatchError(
+                f"stream codes {h.code_dim} dims, the codec tables have {self.tables.code_dim}"
+            )
         self.header = h
         self._step_index = h.step_index
         return h
@@ -482,6 +487,7 @@ class StreamReport:
     corrupt_bytes: int = 0  # bytes skipped while resynchronizing
     corrupt_packets: int = 0
     truncated: bool = False
+    valid: np.ndarray | None = None  # (N,) bool, False for concealed frames
     keyframes: int = 0
     bytes: int = 0
     header: StreamHeader | None = None
@@ -581,6 +587,7 @@ def decode_stream(
     rep.truncated = skipping or bool(h.num_frames and (not frames or max(frames) < n - 1))
     code = np.zeros((n, tables.code_dim), np.float32)
     pose = np.zeros((n, 12), np.float32)
+    rep.valid = np.zeros(n, bool)
     last: DecodedFrame | None = None
     for i in range(n):
         f = frames.get(i)
@@ -591,6 +598,7 @@ def decode_stream(
             rep.concealed += 1
         else:
             rep.decoded += 1
+            rep.valid[i] = True
         code[i], pose[i] = f.code, f.pose
         last = f
     return code, pose, rep

@@ -177,7 +177,9 @@ def estimate_stream_bits(
     key, delta = model_pair(tables, step_index)
     is_key = np.arange(len(q)) % max(keyframe_interval, 1) == 0
     prev = np.vstack([np.zeros((1, q.shape[1]), np.int64), q[:-1]])
-    mu = np.where(is_key[:, None], key.c[None] + q @ key.V.T, delta.c[None] + prev @ delta.W.T + q @ delta.V.T)
+    mu = np.where(
+        is_key[:, None], key.c[None] + q @ key.V.T, delta.c[None] + prev @ delta.W.T + q @ delta.V.T
+    )
     r, frac = _split(mu)
     b = np.where(is_key[:, None], key.b[None], delta.b[None])
     return float(_laplace_bits((q - r).astype(np.float64), frac, b).sum())

@@ -25,7 +25,9 @@ def clip_kbps(
     """Actual kbps (packets incl. framing, header excluded) of the clip at a step index."""
     from nerfvc.codec.bitstream import HEADER_SIZE, encode_stream
 
-    data = encode_stream(tables, fingerprint, code, pose, fps, keyframe_interval=keyframe_interval, step_index=step_index)
+    data = encode_stream(
+        tables, fingerprint, code, pose, fps, keyframe_interval=keyframe_interval, step_index=step_index
+    )
     return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
 
 
@@ -82,13 +84,18 @@ def estimate_bits(
 
     def cdf(x: torch.Tensor) -> torch.Tensor:
         # Laplace CDF, written so both branches stay finite.
-        return torch.where(x < 0, 0.5 * torch.exp(torch.clamp(x, max=0) / b), 1 - 0.5 * torch.exp(-torch.clamp(x, min=0) / b))
+        return torch.where(
+            x < 0, 0.5 * torch.exp(torch.clamp(x, max=0) / b), 1 - 0.5 * torch.exp(-torch.clamp(x, min=0) / b)
+        )
 
     p = cdf(y + 0.5) - cdf(y - 0.5)
     return (-torch.log2(torch.clamp(p, min=2.0**-24))).sum(-1)
 
 
 def laplace_scales(tables: CodecTables, kind: str = "key") -> np.ndarray:
-    """Laplace scales ``b (D,)`` of the code dims in feature units: "key" (stationary) or "delta" (innovation)."""
+    """Laplace scales ``b (D,)`` of the code dims in feature units.
+
+    ``kind``: "key" (stationary) or "delta" (innovation, given the previous frame).
+    """
     p = tables.key if kind == "key" else tables.delta
     return p.sigma[-tables.code_dim :] / math.sqrt(2.0)

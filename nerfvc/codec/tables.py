@@ -53,7 +53,7 @@ STEP_INDEX_MIN, STEP_INDEX_MAX = -128, 127
 
 
 def step_from_index(k: int) -> float:
-    """Quality multiplier ``Q = 2**(k/16)`` for a step index ``k`` in [-128, 127] (exact on every platform)."""
+    """Quality multiplier ``Q = 2**(k/16)`` for a step index ``k`` in [-128, 127] (exact everywhere)."""
     if not STEP_INDEX_MIN <= k <= STEP_INDEX_MAX:
         raise ValueError(f"step index {k} out of range [{STEP_INDEX_MIN}, {STEP_INDEX_MAX}]")
     return math.ldexp(_FRAC16[k & 15], k >> 4)
@@ -160,7 +160,9 @@ class CodecTables:
         """``code (..., D)``, ``pose (..., 12)`` → ``(..., K)`` float64."""
         code = np.asarray(code, dtype=np.float64)
         if code.shape[-1] != self.code_dim:
-            raise ModelMismatchError(f"code has {code.shape[-1]} dims, the codec tables expect {self.code_dim}")
+            raise ModelMismatchError(
+                f"code has {code.shape[-1]} dims, the codec tables expect {self.code_dim}"
+            )
         if np.asarray(pose).shape[-1] != 12:
             raise InputError(f"pose must be 12-d [R | t], got {np.asarray(pose).shape[-1]}")
         if not (np.all(np.isfinite(code)) and np.all(np.isfinite(pose))):
@@ -170,7 +172,9 @@ class CodecTables:
     def vec_to_features(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(..., K)`` → ``code (..., D)`` float32, ``pose (..., 12)`` float32."""
         vec = np.asarray(vec, dtype=np.float64)
-        return vec[..., POSE_DIM:].astype(np.float32), self.vec_to_pose(vec[..., :POSE_DIM]).astype(np.float32)
+        return vec[..., POSE_DIM:].astype(np.float32), self.vec_to_pose(vec[..., :POSE_DIM]).astype(
+            np.float32
+        )
 
     # -- quantization -----------------------------------------------------------------------------------
     def steps(self, step_index: int) -> np.ndarray:
@@ -218,7 +222,8 @@ class CodecTables:
             raise InputError("not nerfvc codec tables (format != 'nerfvc-codec')")
         if d.get("version") != TABLES_VERSION:
             raise ModelMismatchError(
-                f"codec tables version {d.get('version')} is not supported (this build reads {TABLES_VERSION})"
+                f"codec tables version {d.get('version')} is not supported "
+                f"(this build reads {TABLES_VERSION})"
             )
         try:
             if d["pose_dim"] != POSE_DIM or d["frac_bits"] != FRAC_BITS or d["distribution"] != "laplace":
@@ -298,9 +303,14 @@ def _integerize(coef: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 def _make_predictor(
-    z_in: np.ndarray | None, z_out: np.ndarray, a: np.ndarray | None, base: np.ndarray, mean: np.ndarray, intra: bool
+    z_in: np.ndarray | None,
+    z_out: np.ndarray,
+    a: np.ndarray | None,
+    base: np.ndarray,
+    mean: np.ndarray,
+    intra: bool,
 ) -> PredictorTables:
-    """Build integer predictor tables from centred inputs ``z_in (M,K)`` (previous frame) → ``z_out (M,K)``."""
+    """Integer predictor tables from centred previous frames ``z_in (M,K)`` → frames ``z_out (M,K)``."""
     k = z_out.shape[1]
     resid = z_out if a is None else z_out - z_in @ a.T
     if intra and len(resid) > k:
@@ -316,7 +326,9 @@ def _make_predictor(
     pred = z_out @ b_used.T + (0 if z_in is None else z_in @ p_used.T)
     u = z_out - pred
     sigma = np.sqrt(2.0) * np.maximum(np.mean(np.abs(u), axis=0), 1e-12) if len(u) else np.ones(k)
-    gamma = ((w.astype(np.float64) ** 2).sum(1) + (v.astype(np.float64) ** 2).sum(1)) / (1 << 2 * FRAC_BITS) / 12
+    gamma = (
+        ((w.astype(np.float64) ** 2).sum(1) + (v.astype(np.float64) ** 2).sum(1)) / (1 << 2 * FRAC_BITS) / 12
+    )
     return PredictorTables(W=w, V=v, c0=c0, sigma=sigma, gamma=gamma)
 
 
@@ -372,7 +384,13 @@ def _empty_tables(d: int, pose_ref: np.ndarray) -> CodecTables:
 
 
 def _fit(
-    x: np.ndarray, valid: np.ndarray, pose_ref: np.ndarray, predictor: str, intra: bool, ridge: float, step_scale: float
+    x: np.ndarray,
+    valid: np.ndarray,
+    pose_ref: np.ndarray,
+    predictor: str,
+    intra: bool,
+    ridge: float,
+    step_scale: float,
 ) -> CodecTables:
     n, k = x.shape
     xv = x[valid]
@@ -403,8 +421,10 @@ def _fit(
     return CodecTables(k - POSE_DIM, mean, std, jit, base, ar, pose_ref, key, delta, predictor, info)
 
 
-def write_codec_tables(model_dir: str | Path, expression: np.ndarray, pose: np.ndarray, **kw: Any) -> CodecTables:
-    """Fit tables on training features and write ``codec.json`` into ``model_dir`` (before it is finalized)."""
+def write_codec_tables(
+    model_dir: str | Path, expression: np.ndarray, pose: np.ndarray, **kw: Any
+) -> CodecTables:
+    """Fit tables on training features; write ``codec.json`` into ``model_dir`` (before finalizing it)."""
     tables = fit_codec(expression, pose, **kw)
     tables.save(Path(model_dir) / CODEC_FILE)
     return tables
