@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from nerfvc.codec.coder import decode_frame, encode_frame, model_pair
+from nerfvc.codec.coder import decode_frame, encode_frame, model_pair, rdo_quantize
 from nerfvc.codec.tables import (
     POSE_DIM,
     STEP_INDEX_MAX,
@@ -31,7 +31,7 @@ _HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_d
 HEADER_SIZE = _HEADER.size + 4  # + CRC32
 TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
 MAX_PAYLOAD = 1 << 16
-DELTA_INDEX_BITS = 15
+DELTA_SEARCH = 64  # a delta packet is looked for up to 8 * 64 frames after the newest one
 MAX_KEYINT = 1 << 14
 _ZSTD_LEVEL = 19
 
@@ -148,51 +148,82 @@ class Packet:
 
 
 def build_packet(fp: bytes, kind: int, index: int, payload: bytes, step_index: int = 0) -> bytes:
-    """Serialize a packet (see docs/bitstream.md)."""
+    """Serialize a packet (see docs/bitstream.md).
+
+    Delta: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC32.
+    Key: ``0x80``, index u32, step index i8, uvarint length, payload, CRC32. Paper: ``0xC0``, index u32,
+    uvarint length, payload, CRC32. The CRC covers the fingerprint, the full 32-bit index and the packet.
+    """
     if len(payload) >= MAX_PAYLOAD:
         raise ValueError("payload too large")
+    index &= 0xFFFFFFFF
     if kind == TYPE_DELTA:
-        head = struct.pack(">H", index & ((1 << DELTA_INDEX_BITS) - 1))
+        n = len(payload)
+        head = bytes([(index & 7) << 4 | min(n, 15)]) + (_uvarint(n - 15) if n >= 15 else b"")
     elif kind == TYPE_KEY:
-        head = struct.pack(">BIb", 0x80, index, step_index)
+        head = struct.pack(">BIb", 0x80, index, step_index) + _uvarint(len(payload))
     else:
-        head = struct.pack(">BI", 0xC0, index)
-    body = head + _uvarint(len(payload)) + payload
-    return body + struct.pack(">I", _crc(fp, body))
+        head = struct.pack(">BI", 0xC0, index) + _uvarint(len(payload))
+    body = head + payload
+    return body + struct.pack(">I", _crc(fp, struct.pack(">I", index) + body))
 
 
-def parse_packet(fp: bytes, buf: bytes, pos: int = 0, max_payload: int = MAX_PAYLOAD) -> Packet:
-    """Parse the packet at ``buf[pos:]``; raises :class:`BitstreamError` if it is truncated or corrupt."""
+def delta_index_candidates(low3: int, next_index: int, ahead: int = DELTA_SEARCH) -> list[int]:
+    """Full indices a delta packet with ``index mod 8 == low3`` may have, nearest to ``next_index`` first."""
+    base = next_index + ((low3 - next_index) % 8)
+    out = [base + 8 * j for j in range(ahead)]
+    out += [base - 8 * j for j in range(1, 5) if base - 8 * j >= 0]
+    return [i for i in out if i <= 0xFFFFFFFF]
+
+
+def parse_packet(
+    fp: bytes,
+    buf: bytes,
+    pos: int = 0,
+    max_payload: int = MAX_PAYLOAD,
+    next_index: int = 0,
+    search: int = DELTA_SEARCH,
+) -> Packet:
+    """Parse the packet at ``buf[pos:]``; raises :class:`BitstreamError` if it is truncated or corrupt.
+
+    A delta packet's full index is the candidate (nearest to ``next_index``, up to ``8 * search`` frames
+    ahead) whose CRC checks.
+    """
     if pos >= len(buf):
         raise BitstreamError("truncated packet (no bytes)")
     b0 = buf[pos]
+    step = 0
+    index = 0
     if b0 < 0x80:
-        kind, hsize = TYPE_DELTA, 2
-    elif b0 == 0x80:
-        kind, hsize = TYPE_KEY, 6
-    elif b0 == 0xC0:
-        kind, hsize = TYPE_PAPER, 5
+        kind = TYPE_DELTA
+        n, p = b0 & 15, pos + 1
+        if n == 15:
+            n, p = _read_uvarint(buf, p)
+            n += 15
+    elif b0 in (0x80, 0xC0):
+        kind = TYPE_KEY if b0 == 0x80 else TYPE_PAPER
+        hsize = 6 if kind == TYPE_KEY else 5
+        if pos + hsize > len(buf):
+            raise BitstreamError("truncated packet (header)")
+        if kind == TYPE_KEY:
+            _, index, step = struct.unpack_from(">BIb", buf, pos)
+        else:
+            _, index = struct.unpack_from(">BI", buf, pos)
+        n, p = _read_uvarint(buf, pos + hsize)
     else:
         raise BitstreamError(f"bad packet type byte 0x{b0:02x}")
-    if pos + hsize > len(buf):
-        raise BitstreamError("truncated packet (header)")
-    step = 0
-    if kind == TYPE_DELTA:
-        (index,) = struct.unpack_from(">H", buf, pos)
-    elif kind == TYPE_KEY:
-        _, index, step = struct.unpack_from(">BIb", buf, pos)
-    else:
-        _, index = struct.unpack_from(">BI", buf, pos)
-    n, p = _read_uvarint(buf, pos + hsize)
     if n >= max_payload:
         raise BitstreamError("bad packet length field")
     end = p + n
     if end + 4 > len(buf):
         raise BitstreamError("truncated packet (payload)")
     (crc,) = struct.unpack_from(">I", buf, end)
-    if _crc(fp, buf[pos:end]) != crc:
-        raise BitstreamError("corrupt packet (CRC mismatch)")
-    return Packet(index, kind, step, bytes(buf[p:end]), end + 4 - pos)
+    body = bytes(buf[pos:end])
+    cands = delta_index_candidates(b0 >> 4, next_index, search) if kind == TYPE_DELTA else [index]
+    for idx in cands:
+        if _crc(fp, struct.pack(">I", idx) + body) == crc:
+            return Packet(idx, kind, step, bytes(buf[p:end]), end + 4 - pos)
+    raise BitstreamError("corrupt packet (CRC mismatch)")
 
 
 def _paper_payload(code: np.ndarray, pose: np.ndarray) -> bytes:
@@ -217,6 +248,8 @@ class StreamEncoder:
 
     ``step`` fixes the quality multiplier (rounded to the 2**(k/16) grid); ``kbps`` starts at step 1 and
     adapts live (:meth:`adapt`, applied at keyframes). ``mode="paper"`` sends fp16 + zstd packets instead.
+    ``rdoq > 0`` enables rate-distortion optimized quantization (encoder-only; error < 1 step instead of
+    1/2 step; ``last_reconstruction`` is then what the decoder outputs).
     """
 
     def __init__(
@@ -230,6 +263,7 @@ class StreamEncoder:
         mode: str = "nerfvc",
         num_frames: int = 0,
         step_index: int | None = None,
+        rdoq: float = 0.0,
     ) -> None:
         if not (fps > 0 and fps < 4e6):
             raise InputError(f"fps must be positive, got {fps}")
@@ -249,6 +283,7 @@ class StreamEncoder:
             raise InputError(f"keyframe interval must be in [1, {MAX_KEYINT}], got {keyint}")
         self.keyframe_interval = int(keyint)
         self.num_frames = int(num_frames)
+        self.rdoq = float(rdoq)
         self.index = 0  # next frame index
         self._since_key = 0
         self._force_key = True
@@ -307,7 +342,12 @@ class StreamEncoder:
                     self.step_index = self._pending_step
                     self._models = model_pair(self.tables, self.step_index)
                 self._pending_step = None
-            q = self.tables.quantize(vec, self.step_index)
+            if self.rdoq > 0:
+                m = self._models[0] if key else self._models[1]
+                xs = vec / self.tables.steps(self.step_index)
+                q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
+            else:
+                q = self.tables.quantize(vec, self.step_index)
             if key:
                 payload = encode_frame(self._models[0], q, None)
                 pkt = build_packet(self._fp, TYPE_KEY, index, payload, self.step_index)
@@ -387,15 +427,6 @@ class StreamDecoder:
             self._models[k] = model_pair(self.tables, k)
         return self._models[k]
 
-    def _unwrap(self, low: int) -> int:
-        """Full index of a delta packet from its low 15 bits (nearest to the newest index seen)."""
-        m = 1 << DELTA_INDEX_BITS
-        ref = max(self._last_index, 0)
-        diff = (low - ref) % m
-        if diff >= m // 2:
-            diff -= m
-        return max(ref + diff, 0)
-
     def conceal(self, index: int) -> DecodedFrame:
         """Output for a frame whose data is missing: per-dim AR prediction from the newest output."""
         t = self.tables
@@ -411,7 +442,7 @@ class StreamDecoder:
         """Decode one packet. Raises :class:`BitstreamError` if the packet is damaged (count it as lost)."""
         self.stats.received += 1
         try:
-            pkt = parse_packet(self._fp, bytes(packet))
+            pkt = parse_packet(self._fp, bytes(packet), next_index=self._last_index + 1)
             if pkt.size != len(packet):
                 raise BitstreamError("packet has trailing bytes")
         except BitstreamError:
@@ -425,7 +456,7 @@ class StreamDecoder:
         if (pkt.kind == TYPE_PAPER) != paper:
             self.stats.corrupt += 1
             raise BitstreamError("packet type does not match the stream's coding mode")
-        index = pkt.index if pkt.kind != TYPE_DELTA else self._unwrap(pkt.index)
+        index = pkt.index
         if index <= self._last_index:
             self.stats.late += 1
             f = self.conceal(index)
@@ -514,6 +545,7 @@ def encode_stream(
     keyframe_interval: int | None = None,
     mode: str = "nerfvc",
     step_index: int | None = None,
+    rdoq: float = 0.0,
 ) -> bytes:
     """Code a clip ``code (N,D)``, ``pose (N,12)`` → stream bytes. ``kbps`` picks the step by bisection."""
     code = np.asarray(code)
@@ -523,7 +555,7 @@ def encode_stream(
     if kbps is not None and mode == "nerfvc" and step_index is None:
         from nerfvc.codec.rate import choose_step_index
 
-        step_index = choose_step_index(tables, fingerprint, code, pose, kbps, fps, keyframe_interval)
+        step_index = choose_step_index(tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq)
     enc = StreamEncoder(
         tables,
         fingerprint,
@@ -533,6 +565,7 @@ def encode_stream(
         mode=mode,
         num_frames=len(code),
         step_index=step_index,
+        rdoq=rdoq,
     )
     parts = [enc.header()]
     parts += [enc.encode(c, p) for c, p in zip(code, pose)]
@@ -558,7 +591,7 @@ def decode_stream(
     max_payload = 64 + 8 * (tables.dims + 12)  # generous bound; keeps resynchronization cheap
     while pos < len(data):
         try:
-            pkt = parse_packet(fp, data, pos, max_payload)
+            pkt = parse_packet(fp, data, pos, max_payload, dec._last_index + 1, search=8)
         except BitstreamError:
             # Damaged or truncated: resynchronize byte by byte on the next packet whose CRC checks.
             if not skipping:
@@ -569,7 +602,7 @@ def decode_stream(
             continue
         skipping = False
         pos += pkt.size
-        if h.num_frames and pkt.kind != TYPE_DELTA and pkt.index >= h.num_frames:
+        if h.num_frames and pkt.index >= h.num_frames:
             continue  # cannot belong to this stream
         try:
             f = dec._decode_parsed(pkt)

@@ -10,6 +10,7 @@ import numpy as np
 
 from nerfvc.codec.bitstream import HEADER_SIZE, decode_stream, encode_stream
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
+from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import InputError
 from nerfvc.features import load_features, save_features
 from nerfvc.fsutil import write_bytes_atomic
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keyint", type=int, help="keyframe interval in frames (default 2 s)")
     p.add_argument("--fps", type=float, help="frame rate (default: from the features' timestamps, else 25)")
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
+    p.add_argument(
+        "--rdoq", type=float, default=0.0, help="rate-distortion optimized quantization strength (e.g. 0.3)"
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz)")
@@ -42,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="MODEL directory (codec.json is written there)")
     p.add_argument("--predictor", choices=["auto", "diag", "full"], default="auto")
     p.add_argument("--train-fraction", type=float, default=1.0, help="fit on the first fraction of frames")
+    p.add_argument(
+        "--face-model", help="dir with face_model.safetensors (default: the MODEL dir, if present)"
+    )
     p.set_defaults(func=cmd_codec_fit)
 
 
@@ -102,6 +109,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         keyframe_interval=args.keyint,
         mode=args.mode,
         step_index=step_index,
+        rdoq=args.rdoq,
     )
     dt = time.perf_counter() - t0
     write_bytes_atomic(args.output, data)
@@ -132,16 +140,21 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
     n = len(feats["pose"])
     m = max(2, round(n * args.train_fraction))
     valid = feats.get("valid")
+    out = Path(args.output)
+    face = load_face_model(args.face_model or out)
+    if args.face_model and face is None:
+        raise InputError(f"{args.face_model}: no face_model.safetensors with mean and basis")
     tables = fit_codec(
         feats["expression"][:m],
         feats["pose"][:m],
         None if valid is None else valid[:m],
         predictor=args.predictor,
+        face_model=face,
     )
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     tables.save(out / CODEC_FILE)
-    msg = f"{out / CODEC_FILE}: fitted on {m} frames ({tables.predictor} predictor)"
+    msg = f"{out / CODEC_FILE}: fitted on {m} frames ({tables.predictor} predictor"
+    msg += f", {tables.info['steps']} steps)"
     if (out / MANIFEST).exists():  # already finalized: refresh the manifest and fingerprint
         old = read_model_manifest(out, verify=False)
         extra = {k: v for k, v in old.items() if k not in ("format", "version", "fingerprint", "files")}

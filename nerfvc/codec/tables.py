@@ -26,6 +26,7 @@ POSE_DIM = 6  # rotation vector (3) + translation (3)
 FRAC_BITS = 12  # fixed-point fraction bits of the integer predictors
 COEF_LIMIT = 1 << 20  # |integer coefficient| bound (keeps the int64 sums exact)
 Q_LIMIT = 1 << 24  # |quantization index| bound
+LANDMARK_STEP_FACTOR = 0.4  # base step / tracker jitter, both in landmark space (Q=1: error ≈ 0.8 jitter)
 
 # 2**(i/16) for i in 0..15, as exact literals so every platform derives the same step.
 _FRAC16 = tuple(
@@ -337,15 +338,20 @@ def fit_codec(
     pose: np.ndarray,
     valid: np.ndarray | None = None,
     predictor: str = "auto",
-    intra: bool = True,
+    intra: bool | None = None,
     ridge: float = 0.1,
     step_scale: float = 1.0,
+    face_model: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CodecTables:
     """Fit codec tables from training features ``code (N,D)``, ``pose (N,12)`` (``valid (N,)`` optional).
 
     ``predictor``: "diag" (per-dim AR(1)), "full" (ridge VAR(1) over all dims) or "auto" (the one that codes
     the last 20% of the given frames in fewer bits when fitted on the first 80%). ``intra`` conditions each
-    dim on the already-coded dims of the same frame. Base steps are the tracker's jitter × ``step_scale``.
+    dim on the already-coded dims of the same frame (None: chosen like "auto").
+
+    Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
+    landmark space (:mod:`nerfvc.codec.weights`), sized so that Q = 1 puts the landmark error a little
+    below the tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
     """
     code = np.asarray(code, dtype=np.float64)
     n = len(code)
@@ -359,21 +365,29 @@ def fit_codec(
     pose_ref = Rotation.from_matrix(r).mean().as_matrix()
     tmp = _empty_tables(code.shape[1], pose_ref)
     x = tmp.features_to_vec(code, pose)  # (N, K)
-    if predictor == "auto":
+    weights = None
+    if face_model is not None:
+        from nerfvc.codec.weights import landmark_weights
+
+        weights = landmark_weights(*face_model, pose_ref, x[valid, 3:6].mean(0), code.shape[1])
+    if predictor == "auto" or intra is None:
+        from nerfvc.codec.coder import estimate_stream_bits
+
         ntr = max(2, int(0.8 * n))
+        preds = ("diag", "full") if predictor == "auto" else (predictor,)
+        intras = (False, True) if intra is None else (intra,)
         if n - ntr < 5:
-            predictor = "diag"
+            predictor, intra = preds[0], intras[0]
         else:
             best = None
-            for cand in ("diag", "full"):
-                t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, intra, ridge, step_scale)
-                from nerfvc.codec.coder import estimate_stream_bits
-
-                bits = estimate_stream_bits(t, x[ntr:], 0)
-                if best is None or bits < best[0]:
-                    best = (bits, cand)
-            predictor = best[1]
-    return _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale)
+            for cand in preds:
+                for ci in intras:
+                    t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights)
+                    bits = estimate_stream_bits(t, x[ntr:], 0)
+                    if best is None or bits < best[0]:
+                        best = (bits, cand, ci)
+            predictor, intra = best[1], best[2]
+    return _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights)
 
 
 def _empty_tables(d: int, pose_ref: np.ndarray) -> CodecTables:
@@ -391,6 +405,7 @@ def _fit(
     intra: bool,
     ridge: float,
     step_scale: float,
+    weights: np.ndarray | None = None,
 ) -> CodecTables:
     n, k = x.shape
     xv = x[valid]
@@ -398,7 +413,14 @@ def _fit(
     std = xv.std(0)
     jit = _jitter(x, valid)
     floor = np.maximum(1e-3 * std, 1e-9)
-    base = np.maximum(np.where(jit > 0, jit, 0.1 * std), floor) * step_scale
+    base = np.where(jit > 0, jit, 0.1 * std)
+    if weights is not None:
+        known = np.isfinite(weights) & (weights > 0)
+        # tracker jitter in landmark space (RMS per point, metres), spread evenly over the weighted dims
+        tau = np.sqrt(np.sum((weights[known] * jit[known]) ** 2)) * LANDMARK_STEP_FACTOR
+        if tau > 0:
+            base = np.where(known, tau / np.where(known, weights, 1.0), base)
+    base = np.maximum(base, floor) * step_scale
     z = x - mean
     pair = valid[1:] & valid[:-1]
     zin, zout = z[:-1][pair], z[1:][pair]
@@ -417,7 +439,13 @@ def _fit(
         raise ValueError(f"unknown predictor {predictor!r}")
     key = _make_predictor(None, z[valid], None, base, mean, intra)
     delta = _make_predictor(zin, zout, a, base, mean, intra)
-    info = {"train_frames": int(n), "valid_frames": int(valid.sum()), "intra": bool(intra), "ridge": ridge}
+    info = {
+        "train_frames": int(n),
+        "valid_frames": int(valid.sum()),
+        "intra": bool(intra),
+        "ridge": ridge,
+        "steps": "landmark" if weights is not None else "jitter",
+    }
     return CodecTables(k - POSE_DIM, mean, std, jit, base, ar, pose_ref, key, delta, predictor, info)
 
 
@@ -425,6 +453,10 @@ def write_codec_tables(
     model_dir: str | Path, expression: np.ndarray, pose: np.ndarray, **kw: Any
 ) -> CodecTables:
     """Fit tables on training features; write ``codec.json`` into ``model_dir`` (before finalizing it)."""
+    if "face_model" not in kw:
+        from nerfvc.codec.weights import load_face_model
+
+        kw["face_model"] = load_face_model(model_dir)
     tables = fit_codec(expression, pose, **kw)
     tables.save(Path(model_dir) / CODEC_FILE)
     return tables

@@ -129,7 +129,7 @@ def test_five_percent_loss_recovers_at_keyframes(feats, tables):
 
     pos, parts = HEADER_SIZE, [data[:HEADER_SIZE]]
     for i in range(n):
-        pk = parse_packet(bytes.fromhex(FP), data, pos)
+        pk = parse_packet(bytes.fromhex(FP), data, pos, next_index=i)
         if not drop[i]:
             parts.append(data[pos : pos + pk.size])
         pos += pk.size
