@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from nerfvc.codec.coder import decode_frame, encode_frame, model_pair, rdo_quantize
+from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, rdo_quantize
 from nerfvc.codec.tables import (
     POSE_DIM,
     STEP_INDEX_MAX,
@@ -30,6 +30,7 @@ MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for 
 _HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_dim step keyint nframes
 HEADER_SIZE = _HEADER.size + 4  # + CRC32
 TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
+MAX_GROUP = 16  # frames per packet
 MAX_PAYLOAD = 1 << 16
 DELTA_SEARCH = 64  # a delta packet is looked for up to 8 * 64 frames after the newest one
 MAX_KEYINT = 1 << 14
@@ -140,24 +141,35 @@ class StreamHeader:
 class Packet:
     """One parsed packet."""
 
-    index: int  # frame index (delta packets: only the low 15 bits are transmitted)
-    kind: int  # TYPE_DELTA, TYPE_KEY or TYPE_PAPER
+    index: int  # (first) frame index, recovered in full via the CRC for delta packets
+    kind: int  # TYPE_DELTA, TYPE_KEY (first frame is a keyframe) or TYPE_PAPER
     step_index: int  # keyframes only (0 otherwise)
     payload: bytes
     size: int  # bytes on the wire
+    count: int = 1  # frames in the packet (consecutive indices)
 
 
-def build_packet(fp: bytes, kind: int, index: int, payload: bytes, step_index: int = 0) -> bytes:
+def build_packet(
+    fp: bytes, kind: int, index: int, payload: bytes, step_index: int = 0, count: int = 1
+) -> bytes:
     """Serialize a packet (see docs/bitstream.md).
 
     Delta: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC32.
     Key: ``0x80``, index u32, step index i8, uvarint length, payload, CRC32. Paper: ``0xC0``, index u32,
-    uvarint length, payload, CRC32. The CRC covers the fingerprint, the full 32-bit index and the packet.
+    uvarint length, payload, CRC32. Groups of ``count`` > 1 frames: ``0xA0 | count-1``, index mod 256
+    (delta) or ``0xB0 | count-1``, index u32, step i8 (first frame key); then uvarint length, payload, CRC32.
+    The CRC covers the fingerprint, the full 32-bit (first) index and the packet.
     """
     if len(payload) >= MAX_PAYLOAD:
         raise ValueError("payload too large")
+    if not 1 <= count <= MAX_GROUP or (count > 1 and kind == TYPE_PAPER):
+        raise ValueError("bad frame count")
     index &= 0xFFFFFFFF
-    if kind == TYPE_DELTA:
+    if count > 1 and kind == TYPE_DELTA:
+        head = bytes([0xA0 | (count - 1), index & 0xFF]) + _uvarint(len(payload))
+    elif count > 1:
+        head = struct.pack(">BIb", 0xB0 | (count - 1), index, step_index) + _uvarint(len(payload))
+    elif kind == TYPE_DELTA:
         n = len(payload)
         head = bytes([(index & 7) << 4 | min(n, 15)]) + (_uvarint(n - 15) if n >= 15 else b"")
     elif kind == TYPE_KEY:
@@ -168,11 +180,12 @@ def build_packet(fp: bytes, kind: int, index: int, payload: bytes, step_index: i
     return body + struct.pack(">I", _crc(fp, struct.pack(">I", index) + body))
 
 
-def delta_index_candidates(low3: int, next_index: int, ahead: int = DELTA_SEARCH) -> list[int]:
-    """Full indices a delta packet with ``index mod 8 == low3`` may have, nearest to ``next_index`` first."""
-    base = next_index + ((low3 - next_index) % 8)
-    out = [base + 8 * j for j in range(ahead)]
-    out += [base - 8 * j for j in range(1, 5) if base - 8 * j >= 0]
+def delta_index_candidates(low: int, next_index: int, ahead: int = DELTA_SEARCH, mod: int = 8) -> list[int]:
+    """Full indices a delta packet with ``index % mod == low`` may have, nearest to ``next_index`` first
+    (up to ``8 * ahead`` frames ahead and 32 back)."""
+    base = next_index + ((low - next_index) % mod)
+    out = [base + mod * j for j in range(max(1, 8 * ahead // mod))]
+    out += [base - mod * j for j in range(1, max(2, 32 // mod + 1)) if base - mod * j >= 0]
     return [i for i in out if i <= 0xFFFFFFFF]
 
 
@@ -194,12 +207,28 @@ def parse_packet(
     b0 = buf[pos]
     step = 0
     index = 0
+    count = 1
+    low, mod = b0 >> 4, 8
     if b0 < 0x80:
         kind = TYPE_DELTA
         n, p = b0 & 15, pos + 1
         if n == 15:
             n, p = _read_uvarint(buf, p)
             n += 15
+    elif 0xA0 <= b0 < 0xC0:
+        count = (b0 & 15) + 1
+        if b0 < 0xB0:
+            kind = TYPE_DELTA
+            if pos + 2 > len(buf):
+                raise BitstreamError("truncated packet (header)")
+            low, mod = buf[pos + 1], 256
+            n, p = _read_uvarint(buf, pos + 2)
+        else:
+            kind = TYPE_KEY
+            if pos + 6 > len(buf):
+                raise BitstreamError("truncated packet (header)")
+            _, index, step = struct.unpack_from(">BIb", buf, pos)
+            n, p = _read_uvarint(buf, pos + 6)
     elif b0 in (0x80, 0xC0):
         kind = TYPE_KEY if b0 == 0x80 else TYPE_PAPER
         hsize = 6 if kind == TYPE_KEY else 5
@@ -219,10 +248,10 @@ def parse_packet(
         raise BitstreamError("truncated packet (payload)")
     (crc,) = struct.unpack_from(">I", buf, end)
     body = bytes(buf[pos:end])
-    cands = delta_index_candidates(b0 >> 4, next_index, search) if kind == TYPE_DELTA else [index]
+    cands = delta_index_candidates(low, next_index, search, mod) if kind == TYPE_DELTA else [index]
     for idx in cands:
         if _crc(fp, struct.pack(">I", idx) + body) == crc:
-            return Packet(idx, kind, step, bytes(buf[p:end]), end + 4 - pos)
+            return Packet(idx, kind, step, bytes(buf[p:end]), end + 4 - pos, count)
     raise BitstreamError("corrupt packet (CRC mismatch)")
 
 
@@ -250,6 +279,9 @@ class StreamEncoder:
     adapts live (:meth:`adapt`, applied at keyframes). ``mode="paper"`` sends fp16 + zstd packets instead.
     ``rdoq > 0`` enables rate-distortion optimized quantization (encoder-only; error < 1 step instead of
     1/2 step; ``last_reconstruction`` is then what the decoder outputs).
+    ``frames_per_packet`` G > 1 packs G consecutive frames per packet (one range-coded payload, one CRC:
+    less framing, G-1 frames more latency): ``encode`` then returns ``b""`` until a packet is complete;
+    call :meth:`flush` at the end. Keyframes then start at packet boundaries.
     """
 
     def __init__(
@@ -264,6 +296,7 @@ class StreamEncoder:
         num_frames: int = 0,
         step_index: int | None = None,
         rdoq: float = 0.0,
+        frames_per_packet: int = 1,
     ) -> None:
         if not (fps > 0 and fps < 4e6):
             raise InputError(f"fps must be positive, got {fps}")
@@ -284,6 +317,12 @@ class StreamEncoder:
         self.keyframe_interval = int(keyint)
         self.num_frames = int(num_frames)
         self.rdoq = float(rdoq)
+        if not 1 <= frames_per_packet <= MAX_GROUP or (frames_per_packet > 1 and mode == "paper"):
+            raise InputError(f"frames per packet must be in [1, {MAX_GROUP}] (1 in paper mode)")
+        self.frames_per_packet = int(frames_per_packet)
+        self._group: list[np.ndarray] = []  # (K,) indices of the frames buffered for the next packet
+        self._group_key = False
+        self._group_ref: np.ndarray | None = None
         self.index = 0  # next frame index
         self._since_key = 0
         self._force_key = True
@@ -325,8 +364,24 @@ class StreamEncoder:
         elif self._ema_bits < 0.85 * target:
             self.set_step_index(k - 1)
 
+    def flush(self) -> bytes:
+        """Emit the frames buffered for an incomplete packet (``frames_per_packet`` > 1), else ``b""``."""
+        if not self._group:
+            return b""
+        n = len(self._group)
+        key_m, delta_m = self._models
+        models = [key_m if self._group_key else delta_m] + [delta_m] * (n - 1)
+        payload = encode_frames(models, self._group, None if self._group_key else self._group_ref)
+        kind = TYPE_KEY if self._group_key else TYPE_DELTA
+        pkt = build_packet(self._fp, kind, self.index - n, payload, self.step_index, count=n)
+        self._group = []
+        if self.target_kbps:
+            self.adapt(8 * len(pkt) / n)
+        return pkt
+
     def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
-        """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet."""
+        """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet (or ``b""`` while a
+        multi-frame packet is being filled)."""
         code = np.asarray(code, dtype=np.float64).reshape(-1)
         pose = np.asarray(pose, dtype=np.float64).reshape(-1)
         vec = self.tables.features_to_vec(code, pose)  # checks dims and finiteness
@@ -336,7 +391,9 @@ class StreamEncoder:
             c16 = code.astype(np.float16).astype(np.float32)
             self.last_reconstruction = (c16, pose.astype(np.float16).astype(np.float32))
         else:
-            key = force_key or self._force_key or self._since_key >= self.keyframe_interval
+            if force_key:
+                self._force_key = True
+            key = (self._force_key or self._since_key >= self.keyframe_interval) and not self._group
             if key and self._pending_step is not None:
                 if self._pending_step != self.step_index:
                     self.step_index = self._pending_step
@@ -348,13 +405,27 @@ class StreamEncoder:
                 q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
             else:
                 q = self.tables.quantize(vec, self.step_index)
+            if self.frames_per_packet > 1:
+                if not self._group:
+                    self._group_key, self._group_ref = key, self._q_prev
+                self._group.append(q)
+                if key:
+                    self._since_key = 0
+                    self._force_key = False
+                self._since_key += 1
+                self._q_prev = q
+                self.last_reconstruction = self.tables.vec_to_features(
+                    self.tables.dequantize(q, self.step_index)
+                )
+                self.index += 1
+                return self.flush() if len(self._group) == self.frames_per_packet else b""
             if key:
-                payload = encode_frame(self._models[0], q, None)
+                payload = encode_frames([self._models[0]], [q], None)
                 pkt = build_packet(self._fp, TYPE_KEY, index, payload, self.step_index)
                 self._since_key = 0
                 self._force_key = False
             else:
-                payload = encode_frame(self._models[1], q, self._q_prev)
+                payload = encode_frames([self._models[1]], [q], self._q_prev)
                 pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
             self._since_key += 1
             self._q_prev = q
@@ -439,7 +510,12 @@ class StreamDecoder:
         return DecodedFrame(index, code, pose, False, True)
 
     def decode(self, packet: bytes) -> DecodedFrame:
-        """Decode one packet. Raises :class:`BitstreamError` if the packet is damaged (count it as lost)."""
+        """Decode one packet → its (last) frame. Raises :class:`BitstreamError` if the packet is damaged
+        (count it as lost). Use :meth:`decode_frames` for multi-frame packets."""
+        return self.decode_frames(packet)[-1]
+
+    def decode_frames(self, packet: bytes) -> list[DecodedFrame]:
+        """Decode one packet → all its frames (in index order)."""
         self.stats.received += 1
         try:
             pkt = parse_packet(self._fp, bytes(packet), next_index=self._last_index + 1)
@@ -450,18 +526,19 @@ class StreamDecoder:
             raise
         return self._decode_parsed(pkt)
 
-    def _decode_parsed(self, pkt: Packet) -> DecodedFrame:
+    def _decode_parsed(self, pkt: Packet) -> list[DecodedFrame]:
         t = self.tables
         paper = self.header is not None and self.header.mode == MODE_PAPER
         if (pkt.kind == TYPE_PAPER) != paper:
             self.stats.corrupt += 1
             raise BitstreamError("packet type does not match the stream's coding mode")
-        index = pkt.index
+        index, n = pkt.index, pkt.count
         if index <= self._last_index:
             self.stats.late += 1
-            f = self.conceal(index)
-            f.late = True
-            return f
+            out = [self.conceal(i) for i in range(index, index + n)]
+            for f in out:
+                f.late = True
+            return out
         gap = index - self._last_index - 1
         if gap > 0:
             self.stats.lost += gap
@@ -471,32 +548,40 @@ class StreamDecoder:
             if pkt.kind == TYPE_PAPER:
                 code, pose = _paper_unpayload(pkt.payload, t.code_dim)
                 vec = t.features_to_vec(code, pose) if np.all(np.isfinite(pose)) else None
-                out = DecodedFrame(index, code, pose, True, False)
+                out = [DecodedFrame(index, code, pose, True, False)]
                 self._accept(index, vec)
                 self.stats.decoded += 1
                 return out
             if pkt.kind == TYPE_KEY:
                 if not STEP_INDEX_MIN <= pkt.step_index <= STEP_INDEX_MAX:
                     raise BitstreamError("bad step index")
-                q = decode_frame(self._models_for(pkt.step_index)[0], pkt.payload, None)
+                key_m, delta_m = self._models_for(pkt.step_index)
+                qs = decode_frames([key_m] + [delta_m] * (n - 1), pkt.payload, None)
                 self._step_index = pkt.step_index
             elif self._q_prev is None:
-                f = self.conceal(index)
-                self.stats.concealed += 1
-                self._accept(index, None, f)
-                return f
+                out = []
+                for i in range(index, index + n):
+                    f = self.conceal(i)
+                    self._accept(i, None, f)
+                    out.append(f)
+                self.stats.concealed += n
+                return out
             else:
-                q = decode_frame(self._models_for(self._step_index)[1], pkt.payload, self._q_prev)
+                delta_m = self._models_for(self._step_index)[1]
+                qs = decode_frames([delta_m] * n, pkt.payload, self._q_prev)
         except (BitstreamError, InputError) as e:
             self.stats.corrupt += 1
             self._q_prev = None
             raise BitstreamError(str(e)) from e
-        self._q_prev = q
-        vec = t.dequantize(q, self._step_index)
-        code, pose = t.vec_to_features(vec)
-        self._accept(index, vec)
-        self.stats.decoded += 1
-        return DecodedFrame(index, code, pose, pkt.kind == TYPE_KEY, False)
+        out = []
+        for j, q in enumerate(qs):
+            vec = t.dequantize(q, self._step_index)
+            code, pose = t.vec_to_features(vec)
+            self._accept(index + j, vec)
+            out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))
+        self._q_prev = qs[-1]
+        self.stats.decoded += n
+        return out
 
     def _accept(self, index: int, vec: np.ndarray | None, concealed: DecodedFrame | None = None) -> None:
         if vec is None and concealed is not None:
@@ -546,6 +631,7 @@ def encode_stream(
     mode: str = "nerfvc",
     step_index: int | None = None,
     rdoq: float = 0.0,
+    frames_per_packet: int = 1,
 ) -> bytes:
     """Code a clip ``code (N,D)``, ``pose (N,12)`` → stream bytes. ``kbps`` picks the step by bisection."""
     code = np.asarray(code)
@@ -555,7 +641,9 @@ def encode_stream(
     if kbps is not None and mode == "nerfvc" and step_index is None:
         from nerfvc.codec.rate import choose_step_index
 
-        step_index = choose_step_index(tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq)
+        step_index = choose_step_index(
+            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet
+        )
     enc = StreamEncoder(
         tables,
         fingerprint,
@@ -566,9 +654,11 @@ def encode_stream(
         num_frames=len(code),
         step_index=step_index,
         rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
     )
     parts = [enc.header()]
     parts += [enc.encode(c, p) for c, p in zip(code, pose)]
+    parts.append(enc.flush())
     return b"".join(parts)
 
 
@@ -605,16 +695,15 @@ def decode_stream(
         if h.num_frames and pkt.index >= h.num_frames:
             continue  # cannot belong to this stream
         try:
-            f = dec._decode_parsed(pkt)
+            got = dec._decode_parsed(pkt)
         except BitstreamError:
             rep.corrupt_packets += 1
             continue
-        if f.late:
-            continue
-        if h.num_frames and f.index >= h.num_frames:
-            continue
-        frames[f.index] = f
-        rep.keyframes += int(f.is_key)
+        for f in got:
+            if f.late or (h.num_frames and f.index >= h.num_frames):
+                continue
+            frames[f.index] = f
+            rep.keyframes += int(f.is_key)
     n = h.num_frames or (max(frames) + 1 if frames else 0)
     rep.num_frames = n
     rep.truncated = skipping or bool(h.num_frames and (not frames or max(frames) < n - 1))

@@ -119,44 +119,72 @@ def _trim(payload: bytes, sym: np.ndarray, frac: np.ndarray, b: np.ndarray, extr
     return best
 
 
+def encode_frames(models: list[FrameModel], qs: list[np.ndarray], q_prev: np.ndarray | None) -> bytes:
+    """Range-code consecutive frames ``qs[t] (K,)`` (each predicted from the one before; the first from
+    ``q_prev``) into one trimmed payload."""
+    syms, fracs, bs, extra = [], [], [], {}
+    prev = q_prev
+    off = 0
+    for model, q in zip(models, qs):
+        mu = model.base_mu(prev) + model.V @ q
+        r, frac = _split(mu)
+        d = q - r
+        syms.append(np.clip(d, -ESCAPE, ESCAPE))
+        fracs.append(frac)
+        bs.append(model.b)
+        extra.update({off + int(i): int(abs(d[i]) - ESCAPE) for i in np.flatnonzero(np.abs(d) >= ESCAPE)})
+        off += len(q)
+        prev = q
+    sym, frac, b = np.concatenate(syms), np.concatenate(fracs), np.concatenate(bs)
+    payload = _encode_symbols(sym, frac, b, extra)
+    return _trim(payload, sym, frac, b, extra)
+
+
 def encode_frame(model: FrameModel, q: np.ndarray, q_prev: np.ndarray | None) -> bytes:
     """Range-code integer indices ``q (K,)`` given the previous decoded frame's ``q_prev (K,)``."""
-    mu = model.base_mu(q_prev) + model.V @ q
-    r, frac = _split(mu)
-    d = q - r
-    sym = np.clip(d, -ESCAPE, ESCAPE)
-    extra = {int(i): int(abs(d[i]) - ESCAPE) for i in np.flatnonzero(np.abs(d) >= ESCAPE)}
-    payload = _encode_symbols(sym, frac, model.b, extra)
-    return _trim(payload, sym, frac, model.b, extra)
+    return encode_frames([model], [q], q_prev)
 
 
-def decode_frame(model: FrameModel, payload: bytes, q_prev: np.ndarray | None) -> np.ndarray:
-    """Inverse of :func:`encode_frame` → ``q (K,)`` int64. Raises :class:`BitstreamError` on garbage."""
+def _decode_one(dec: object, model: FrameModel, q_prev: np.ndarray | None) -> np.ndarray:
     k = len(model.c)
     acc = model.base_mu(q_prev)
     q = np.zeros(k, np.int64)
     b = model.b
+    for i in range(k):
+        mu = int(acc[i])
+        r = (mu + _HALF) >> FRAC_BITS
+        frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
+        d = int(dec.decode(_LAPLACE, np.array([frac]), b[i : i + 1])[0])
+        if abs(d) == ESCAPE:
+            hi, lo = dec.decode(_U16, 2)
+            d = (ESCAPE + (int(hi) << 16 | int(lo))) * (1 if d > 0 else -1)
+        qi = r + d
+        if abs(qi) > Q_LIMIT:
+            raise BitstreamError("corrupt payload (index out of range)")
+        q[i] = qi
+        if qi:
+            acc += model.V[:, i] * qi
+    return q
+
+
+def decode_frames(models: list[FrameModel], payload: bytes, q_prev: np.ndarray | None) -> list[np.ndarray]:
+    """Inverse of :func:`encode_frames` → one ``q (K,)`` int64 per model. Raises :class:`BitstreamError`."""
+    out: list[np.ndarray] = []
     try:
         dec = constriction.stream.queue.RangeDecoder(_words(payload))
-        for i in range(k):
-            mu = int(acc[i])
-            r = (mu + _HALF) >> FRAC_BITS
-            frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
-            d = int(dec.decode(_LAPLACE, np.array([frac]), b[i : i + 1])[0])
-            if abs(d) == ESCAPE:
-                hi, lo = dec.decode(_U16, 2)
-                d = (ESCAPE + (int(hi) << 16 | int(lo))) * (1 if d > 0 else -1)
-            qi = r + d
-            if abs(qi) > Q_LIMIT:
-                raise BitstreamError("corrupt payload (index out of range)")
-            q[i] = qi
-            if qi:
-                acc += model.V[:, i] * qi
+        for model in models:
+            q_prev = _decode_one(dec, model, q_prev)
+            out.append(q_prev)
     except BitstreamError:
         raise
     except Exception as e:  # constriction errors on garbage input
         raise BitstreamError(f"corrupt payload ({e})") from e
-    return q
+    return out
+
+
+def decode_frame(model: FrameModel, payload: bytes, q_prev: np.ndarray | None) -> np.ndarray:
+    """Inverse of :func:`encode_frame` → ``q (K,)`` int64. Raises :class:`BitstreamError` on garbage."""
+    return decode_frames([model], payload, q_prev)[0]
 
 
 def _laplace_bits(d: np.ndarray, frac: np.ndarray, b: np.ndarray) -> np.ndarray:

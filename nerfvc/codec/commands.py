@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rdoq", type=float, default=0.0, help="rate-distortion optimized quantization strength (e.g. 0.3)"
     )
+    p.add_argument(
+        "--frames-per-packet",
+        type=int,
+        default=1,
+        help="pack G frames per packet (less framing, +G-1 latency)",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz)")
@@ -110,6 +116,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         mode=args.mode,
         step_index=step_index,
         rdoq=args.rdoq,
+        frames_per_packet=args.frames_per_packet,
     )
     dt = time.perf_counter() - t0
     write_bytes_atomic(args.output, data)

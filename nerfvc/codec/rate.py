@@ -22,6 +22,7 @@ def clip_kbps(
     fps: float = 25.0,
     keyframe_interval: int | None = None,
     rdoq: float = 0.0,
+    frames_per_packet: int = 1,
 ) -> float:
     """Actual kbps (packets incl. framing, header excluded) of the clip at a step index."""
     from nerfvc.codec.bitstream import HEADER_SIZE, encode_stream
@@ -35,6 +36,7 @@ def clip_kbps(
         keyframe_interval=keyframe_interval,
         step_index=step_index,
         rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
     )
     return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
 
@@ -48,18 +50,22 @@ def choose_step_index(
     fps: float = 25.0,
     keyframe_interval: int | None = None,
     rdoq: float = 0.0,
+    frames_per_packet: int = 1,
 ) -> int:
     """Smallest step index (finest quality) whose coded clip fits ``kbps`` (bisection on real coded sizes).
 
     Returns the coarsest index if even that does not fit.
     """
     lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX
-    if clip_kbps(tables, fingerprint, code, pose, hi, fps, keyframe_interval, rdoq) > kbps:
+    if clip_kbps(tables, fingerprint, code, pose, hi, fps, keyframe_interval, rdoq, frames_per_packet) > kbps:
         return hi
     # Invariant: rate(hi) <= kbps; rate decreases (almost) monotonically with the index.
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if clip_kbps(tables, fingerprint, code, pose, mid, fps, keyframe_interval, rdoq) <= kbps:
+        if (
+            clip_kbps(tables, fingerprint, code, pose, mid, fps, keyframe_interval, rdoq, frames_per_packet)
+            <= kbps
+        ):
             hi = mid
         else:
             lo = mid

@@ -12,10 +12,10 @@ from nerfvc.errors import BitstreamError, ModelMismatchError
 from .conftest import FP
 
 
-@pytest.fixture(scope="module")
-def small(feats, tables):
+@pytest.fixture(scope="module", params=[1, 2], ids=["1fpp", "2fpp"])
+def small(request, feats, tables):
     code, pose = feats[0][:12], feats[1][:12]
-    data = encode_stream(tables, FP, code, pose, keyframe_interval=4)
+    data = encode_stream(tables, FP, code, pose, keyframe_interval=4, frames_per_packet=request.param)
     ref = tables.reference(code, pose, 0)
     return data, ref
 
@@ -143,3 +143,23 @@ def test_five_percent_loss_recovers_at_keyframes(feats, tables):
 def test_header_roundtrip():
     h = StreamHeader(FP, 29.97, 79, -3, 50, 1234)
     assert StreamHeader.from_bytes(h.to_bytes()) == h
+
+
+def test_loss_with_multi_frame_packets(feats, tables):
+    code, pose = feats
+    enc = StreamEncoder(tables, FP, keyframe_interval=12, frames_per_packet=2)
+    dec = StreamDecoder(tables, FP)
+    dec.read_header(enc.header())
+    ref_code, _ = tables.reference(code, pose, 0)
+    pkts = [p for p in (enc.encode(c, q) for c, q in zip(code, pose)) if p]
+    lost = {3, 4, 20}
+    for i, p in enumerate(pkts):
+        if i in lost:
+            continue
+        for f in dec.decode_frames(p):
+            if f.concealed:
+                assert any(2 * j <= f.index for j in lost)
+            else:
+                np.testing.assert_array_equal(f.code, ref_code[f.index])
+    assert dec.stats.lost == 2 * len(lost)
+    assert not f.concealed  # recovered by the end

@@ -32,14 +32,17 @@ from .conftest import FP
     seed=st.integers(0, 2**16),
     predictor=st.sampled_from(["diag", "full"]),
     amp=st.sampled_from([0.01, 1.0, 300.0]),
+    group=st.sampled_from([1, 1, 2, 3, 5]),
 )
-def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, amp):
+def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, amp, group):
     # Tables fitted on one stream, data from another one (different amplitude): exercises escapes too.
     code_tr, pose_tr = synthetic_features(60, dim, seed=seed)
     tables = fit_codec(code_tr, pose_tr, predictor=predictor)
     code, pose = synthetic_features(n, dim, seed=seed + 1)
     code = code * amp
-    data = encode_stream(tables, FP, code, pose, keyframe_interval=keyint, step_index=step_index)
+    data = encode_stream(
+        tables, FP, code, pose, keyframe_interval=keyint, step_index=step_index, frames_per_packet=group
+    )
     out_code, out_pose, rep = decode_stream(data, tables, FP)
     ref_code, ref_pose = tables.reference(code, pose, step_index)
     assert rep.decoded == n and rep.concealed == 0 and not rep.lost_indices and not rep.truncated
@@ -139,3 +142,41 @@ def test_paper_mode_roundtrip(feats, tables):
     np.testing.assert_array_equal(p, pose[:20].astype(np.float16).astype(np.float32))
     assert rep.decoded == 20
     assert (len(data) - HEADER_SIZE) * 8 / 20 > 16 * (tables.code_dim + 12) * 0.5  # ~16 bit/dim
+
+
+def test_rdoq_decodes_to_encoder_reconstruction(feats, tables):
+    code, pose = feats[0][240:], feats[1][240:]
+    sizes = {}
+    for lam in (0.0, 0.3):
+        enc = StreamEncoder(tables, FP, step_index=-8, keyframe_interval=20, rdoq=lam)
+        dec = StreamDecoder(tables, FP)
+        dec.read_header(enc.header())
+        total = 0
+        for c, p in zip(code, pose):
+            pkt = enc.encode(c, p)
+            total += len(pkt)
+            f = dec.decode(pkt)
+            np.testing.assert_array_equal(f.code, enc.last_reconstruction[0])
+            np.testing.assert_array_equal(f.pose, enc.last_reconstruction[1])
+            assert np.all(np.abs(f.code - c) <= tables.steps(-8)[6:] * (1.0 if lam else 0.5) + 1e-6)
+        sizes[lam] = total
+    assert sizes[0.3] < sizes[0.0]
+
+
+def test_multi_frame_packets(feats, tables):
+    code, pose = feats[0][:40], feats[1][:40]
+    enc = StreamEncoder(tables, FP, keyframe_interval=10, frames_per_packet=3)
+    dec = StreamDecoder(tables, FP)
+    dec.read_header(enc.header())
+    ref = tables.reference(code, pose, 0)
+    pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
+    pkts.append(enc.flush())
+    assert sum(1 for p in pkts if p) == 14  # 13 full packets of 3 + 1 flushed frame
+    got = [f for p in pkts if p for f in dec.decode_frames(p)]
+    assert [f.index for f in got] == list(range(40))
+    np.testing.assert_array_equal(np.stack([f.code for f in got]), ref[0])
+    keys = [f.index for f in got if f.is_key]
+    assert keys[0] == 0 and all(k % 3 == 0 for k in keys)  # keyframes at packet boundaries
+    g1 = encode_stream(tables, FP, code, pose, keyframe_interval=10)
+    g3 = encode_stream(tables, FP, code, pose, keyframe_interval=10, frames_per_packet=3)
+    assert len(g3) < len(g1)
