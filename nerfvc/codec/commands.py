@@ -71,15 +71,15 @@ def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float |
     from nerfvc.face.tracker import FaceTracker  # lazy: written on another branch
     from nerfvc.io.video import read_frames
 
-    tracker = FaceTracker.from_dir(model)
     expr, pose, ts = [], [], []
-    for item in read_frames(path):
-        frame, t = item if isinstance(item, tuple) else (item, None)
-        f = tracker.track(frame)
-        expr.append(np.asarray(f.expression, np.float32))
-        pose.append(np.asarray(f.pose, np.float32))
-        if t is not None:
-            ts.append(float(t))
+    with FaceTracker.from_dir(model) as tracker:
+        for item in read_frames(path):
+            frame, t = item if isinstance(item, tuple) else (item, None)
+            f = tracker.track(frame, t)
+            expr.append(np.asarray(f.expression, np.float32))
+            pose.append(np.asarray(f.pose, np.float32))
+            if t is not None:
+                ts.append(float(t))
     if not expr:
         raise InputError(f"{path}: no frames")
     fps = 1 / float(np.median(np.diff(ts))) if len(ts) > 1 else None

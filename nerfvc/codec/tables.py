@@ -342,6 +342,7 @@ def fit_codec(
     ridge: float = 0.1,
     step_scale: float = 1.0,
     face_model: tuple[np.ndarray, np.ndarray] | None = None,
+    code_to_expression: np.ndarray | None = None,
 ) -> CodecTables:
     """Fit codec tables from training features ``code (N,D)``, ``pose (N,12)`` (``valid (N,)`` optional).
 
@@ -350,8 +351,9 @@ def fit_codec(
     dim on the already-coded dims of the same frame (None: chosen like "auto").
 
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
-    landmark space (:mod:`nerfvc.codec.weights`), sized so that Q = 1 puts the landmark error a little
-    below the tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
+    landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
+    ``code_to_expression (E, D)``), sized so that Q = 1 puts the landmark error a little below the
+    tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
     """
     code = np.asarray(code, dtype=np.float64)
     n = len(code)
@@ -369,7 +371,9 @@ def fit_codec(
     if face_model is not None:
         from nerfvc.codec.weights import landmark_weights
 
-        weights = landmark_weights(*face_model, pose_ref, x[valid, 3:6].mean(0), code.shape[1])
+        weights = landmark_weights(
+            *face_model, pose_ref, x[valid, 3:6].mean(0), code.shape[1], code_to_expression
+        )
     if predictor == "auto" or intra is None:
         from nerfvc.codec.coder import estimate_stream_bits
 

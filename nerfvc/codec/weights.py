@@ -30,12 +30,18 @@ def load_face_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | No
 
 
 def landmark_weights(
-    mean_shape: np.ndarray, basis: np.ndarray | None, pose_ref: np.ndarray, t_mean: np.ndarray, code_dim: int
+    mean_shape: np.ndarray,
+    basis: np.ndarray | None,
+    pose_ref: np.ndarray,
+    t_mean: np.ndarray,
+    code_dim: int,
+    code_to_expression: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weights ``(6 + D,)``: RMS landmark displacement (m) per unit of [rotvec (rad), t (m), code].
 
-    Code dims get the basis column norms / sqrt(L) when ``basis`` has ``code_dim`` columns, else NaN
-    (unknown units, e.g. an embedding code: the caller falls back to jitter-based steps for them).
+    Code dims get the column norms / sqrt(L) of ``basis (3L, E)`` — or of ``basis @ code_to_expression``
+    ``(E, D)`` for an embedding code whose receiver expands it linearly — else NaN (unknown units: the
+    caller falls back to jitter-based steps for them).
     """
     pts = mean_shape @ pose_ref.T + t_mean  # (L, 3) camera space at the mean pose
     rel = pts - t_mean
@@ -46,6 +52,12 @@ def landmark_weights(
         w[a] = np.sqrt((np.cross(e, rel) ** 2).sum(1).mean())
     w[3] = w[4] = 1.0
     w[5] = np.sqrt((pts[:, :2] ** 2).sum(1).mean()) / max(float(t_mean[2]), 1e-6)  # depth → image scale
+    if (
+        basis is not None
+        and code_to_expression is not None
+        and code_to_expression.shape == (basis.shape[1], code_dim)
+    ):
+        basis = basis @ code_to_expression
     if basis is not None and basis.shape[1] == code_dim:
         w[POSE_DIM:] = np.linalg.norm(basis, axis=0) / np.sqrt(len(mean_shape))
     else:

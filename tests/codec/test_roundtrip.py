@@ -180,3 +180,26 @@ def test_multi_frame_packets(feats, tables):
     g1 = encode_stream(tables, FP, code, pose, keyframe_interval=10)
     g3 = encode_stream(tables, FP, code, pose, keyframe_interval=10, frames_per_packet=3)
     assert len(g3) < len(g1)
+
+
+def test_landmark_steps_from_face_model(tmp_path):
+    from safetensors.numpy import save_file
+
+    from nerfvc.codec import write_codec_tables
+    from nerfvc.codec.coder import estimate_stream_bits
+
+    rng = np.random.default_rng(0)
+    d = 12
+    mean = rng.normal(scale=0.05, size=(50, 3)).astype(np.float32)
+    basis, _ = np.linalg.qr(rng.normal(size=(150, d)))  # orthonormal columns, like the face model's PCA
+    save_file({"mean": mean, "basis": basis.astype(np.float32)}, str(tmp_path / "face_model.safetensors"))
+    code, pose = synthetic_features(500, d, seed=4, jitter=0.002)
+    code[:, 8:] *= 0.01  # low-variance PCA tail
+    tables = write_codec_tables(tmp_path, code[:400], pose[:400])
+    assert (tmp_path / "codec.json").exists() and tables.info["steps"] == "landmark"
+    np.testing.assert_allclose(tables.base_step[6:], tables.base_step[6])  # uniform for an orthonormal basis
+    x = tables.features_to_vec(code[400:], pose[400:])
+    x_tail0 = x.copy()
+    x_tail0[:, 6 + 8 :] = tables.mean[6 + 8 :]
+    extra = estimate_stream_bits(tables, x, 0) - estimate_stream_bits(tables, x_tail0, 0)
+    assert extra < 0.05 * len(x)  # the low-variance dims cost ~0 bits
