@@ -200,7 +200,7 @@ def parse_packet(
     """Parse the packet at ``buf[pos:]``; raises :class:`BitstreamError` if it is truncated or corrupt.
 
     A delta packet's full index is the candidate (nearest to ``next_index``, up to ``8 * search`` frames
-    ahead) whose CRC checks.
+    ahead) whose CRC checks. ``max_payload`` bounds the payload per frame.
     """
     if pos >= len(buf):
         raise BitstreamError("truncated packet (no bytes)")
@@ -241,7 +241,7 @@ def parse_packet(
         n, p = _read_uvarint(buf, pos + hsize)
     else:
         raise BitstreamError(f"bad packet type byte 0x{b0:02x}")
-    if n >= max_payload:
+    if n >= min(max_payload * count, MAX_PAYLOAD):
         raise BitstreamError("bad packet length field")
     end = p + n
     if end + 4 > len(buf):
@@ -678,7 +678,8 @@ def decode_stream(
     pos = HEADER_SIZE
     fp = _fp_bytes(fingerprint)
     skipping = False
-    max_payload = 64 + 8 * (tables.dims + 12)  # generous bound; keeps resynchronization cheap
+    # Per-frame payload bound (escapes cost < 10 bytes per dim); keeps resynchronization cheap.
+    max_payload = max(16 + 10 * tables.dims, 64 + 2 * (tables.code_dim + 12))
     while pos < len(data):
         try:
             pkt = parse_packet(fp, data, pos, max_payload, dec._last_index + 1, search=8)
