@@ -6,6 +6,7 @@ Per-packet API for the live call (:class:`StreamEncoder`, :class:`StreamDecoder`
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -352,17 +353,22 @@ class StreamEncoder:
         """Change the quality; takes effect at the next keyframe (delta frames keep their chain's step)."""
         self._pending_step = int(np.clip(k, STEP_INDEX_MIN, STEP_INDEX_MAX))
 
-    def adapt(self, packet_bits: int) -> None:
-        """Live rate-control hook: feed each packet's size; nudges the step (±1/16 octave) at keyframes."""
+    def adapt(self, packet_bits: float) -> None:
+        """Live rate-control hook, fed each packet's bits per frame (``encode`` does it when ``kbps`` is set).
+
+        Keeps an EMA of the rate and, outside a ±5% band around the target, schedules a step change
+        proportional to the log ratio (at most ±4/16 octave), applied at the next keyframe.
+        """
         if not self.target_kbps:
             return
         self._ema_bits = packet_bits if self._ema_bits is None else 0.9 * self._ema_bits + 0.1 * packet_bits
         target = self.target_kbps * 1000 / self.fps
-        k = self._pending_step if self._pending_step is not None else self.step_index
-        if self._ema_bits > 1.05 * target:
-            self.set_step_index(k + 1)
-        elif self._ema_bits < 0.85 * target:
-            self.set_step_index(k - 1)
+        ratio = self._ema_bits / max(target, 1e-9)
+        if 0.95 <= ratio <= 1.05:
+            self._pending_step = None
+            return
+        delta = int(np.clip(round(32 * math.log2(ratio)), -4, 4)) or (1 if ratio > 1 else -1)
+        self.set_step_index(self.step_index + delta)
 
     def flush(self) -> bytes:
         """Emit the frames buffered for an incomplete packet (``frames_per_packet`` > 1), else ``b""``."""
