@@ -309,15 +309,16 @@ def _make_predictor(
     a: np.ndarray | None,
     base: np.ndarray,
     mean: np.ndarray,
-    intra: bool,
+    intra: bool | str,
 ) -> PredictorTables:
     """Integer predictor tables from centred previous frames ``z_in (M,K)`` → frames ``z_out (M,K)``."""
     k = z_out.shape[1]
     resid = z_out if a is None else z_out - z_in @ a.T
-    if intra and len(resid) > k:
+    b = np.zeros((k, k))
+    if intra == "pose" and len(resid) > POSE_DIM:  # condition within the pose block only
+        b[:POSE_DIM, :POSE_DIM], _ = _ldl_predictor(np.cov(resid[:, :POSE_DIM], rowvar=False))
+    elif intra and intra != "pose" and len(resid) > k:
         b, _ = _ldl_predictor(np.cov(resid, rowvar=False) if len(resid) > 1 else np.eye(k))
-    else:
-        b = np.zeros((k, k))
     v = np.tril(_integerize(b, base), -1)
     w = np.zeros((k, k), np.int64) if a is None else _integerize((np.eye(k) - b) @ a, base)
     # Feature-domain coefficients actually used (after rounding), for the constant term and the residuals.
@@ -338,7 +339,7 @@ def fit_codec(
     pose: np.ndarray,
     valid: np.ndarray | None = None,
     predictor: str = "auto",
-    intra: bool | None = None,
+    intra: bool | str | None = None,
     ridge: float = 0.1,
     step_scale: float = 1.0,
     face_model: tuple[np.ndarray, np.ndarray] | None = None,
@@ -348,7 +349,8 @@ def fit_codec(
 
     ``predictor``: "diag" (per-dim AR(1)), "full" (ridge VAR(1) over all dims) or "auto" (the one that codes
     the last 20% of the given frames in fewer bits when fitted on the first 80%). ``intra`` conditions each
-    dim on the already-coded dims of the same frame (None: chosen like "auto").
+    dim on the already-coded dims of the same frame (True), only within the pose ("pose"), or not (False);
+    None: chosen like "auto".
 
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
     landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
@@ -379,7 +381,7 @@ def fit_codec(
 
         ntr = max(2, int(0.8 * n))
         preds = ("diag", "full") if predictor == "auto" else (predictor,)
-        intras = (False, True) if intra is None else (intra,)
+        intras = (False, "pose", True) if intra is None else (intra,)
         if n - ntr < 5:
             predictor, intra = preds[0], intras[0]
         else:
@@ -406,7 +408,7 @@ def _fit(
     valid: np.ndarray,
     pose_ref: np.ndarray,
     predictor: str,
-    intra: bool,
+    intra: bool | str,
     ridge: float,
     step_scale: float,
     weights: np.ndarray | None = None,
@@ -446,7 +448,7 @@ def _fit(
     info = {
         "train_frames": int(n),
         "valid_frames": int(valid.sum()),
-        "intra": bool(intra),
+        "intra": intra if isinstance(intra, str) else bool(intra),
         "ridge": ridge,
         "steps": "landmark" if weights is not None else "jitter",
     }
