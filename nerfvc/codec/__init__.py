@@ -13,7 +13,7 @@ from nerfvc.codec.bitstream import (
     decode_stream,
     encode_stream,
 )
-from nerfvc.codec.rate import choose_step_index, estimate_bits, laplace_scales
+from nerfvc.codec.rate import choose_step_index, code_rate_params, estimate_bits, laplace_scales
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, write_codec_tables
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StreamHeader",
     "StreamReport",
     "choose_step_index",
+    "code_rate_params",
     "decode_stream",
     "encode_stream",
     "estimate_bits",

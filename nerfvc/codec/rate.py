@@ -114,3 +114,18 @@ def laplace_scales(tables: CodecTables, kind: str = "key") -> np.ndarray:
     """
     p = tables.key if kind == "key" else tables.delta
     return p.sigma[-tables.code_dim :] / math.sqrt(2.0)
+
+
+def code_rate_params(tables: CodecTables, step_index: int = 0, kind: str = "delta") -> dict[str, np.ndarray]:
+    """What a rate term for the code dims needs: ``scales``, ``steps``, ``mean``, ``ar`` (each (D,)).
+
+    For delta frames use ``mean = m + ar * (previous code - m)`` as the prediction in :func:`estimate_bits`;
+    for keyframes use ``kind="key"`` and the training mean ``m``.
+    """
+    d = tables.code_dim
+    return {
+        "scales": laplace_scales(tables, kind),
+        "steps": tables.steps(step_index)[-d:],
+        "mean": tables.mean[-d:],
+        "ar": tables.ar[-d:],
+    }

@@ -159,6 +159,10 @@ def test_estimate_bits_matches_coded_size():
     # Real packets are whole bytes (≈ +4 bits/frame); the noisy estimate is within ~10%.
     assert abs(rounded.sum().item() + 4 * n - real) < 0.1 * real
     assert abs(est.sum().item() - real) < 0.15 * real
+    from nerfvc.codec import code_rate_params
+
+    prm = code_rate_params(tables, 0, "key")
+    assert {k: v.shape for k, v in prm.items()} == {k: (12,) for k in ("scales", "steps", "mean", "ar")}
 
 
 def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, monkeypatch, capsys):
