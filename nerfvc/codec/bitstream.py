@@ -520,6 +520,28 @@ class StreamDecoder:
         (count it as lost). Use :meth:`decode_frames` for multi-frame packets."""
         return self.decode_frames(packet)[-1]
 
+    def decode_message(self, message: bytes) -> list[DecodedFrame]:
+        """Decode a transport message holding one or more concatenated packets → all their frames.
+
+        A damaged packet ends the message (the rest cannot be delimited reliably); frames decoded before
+        it are returned and the damage is counted in ``stats.corrupt``.
+        """
+        out: list[DecodedFrame] = []
+        pos, message = 0, bytes(message)
+        while pos < len(message):
+            self.stats.received += 1
+            try:
+                pkt = parse_packet(self._fp, message, pos, next_index=self._last_index + 1)
+            except BitstreamError:
+                self.stats.corrupt += 1
+                break
+            pos += pkt.size
+            try:
+                out += self._decode_parsed(pkt)
+            except BitstreamError:
+                continue
+        return out
+
     def decode_frames(self, packet: bytes) -> list[DecodedFrame]:
         """Decode one packet → all its frames (in index order)."""
         self.stats.received += 1

@@ -213,3 +213,13 @@ def test_escape_symbols_roundtrip(tables):
     q[:6] = [0, 5, -70000, 3, 16_000_000, -300]
     for model, prev in ((key, None), (delta, np.full(tables.dims, 7, np.int64))):
         assert np.array_equal(decode_frame(model, encode_frame(model, q, prev), prev), q)
+
+
+def test_decode_message_with_several_packets(feats, tables):
+    code, pose = feats[0][:10], feats[1][:10]
+    enc = StreamEncoder(tables, FP, keyframe_interval=5)
+    dec = StreamDecoder(tables, FP)
+    pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
+    frames = dec.decode_message(b"".join(pkts[:4])) + dec.decode_message(b"".join(pkts[4:]))
+    assert [f.index for f in frames] == list(range(10)) and not any(f.concealed for f in frames)
+    np.testing.assert_array_equal(np.stack([f.code for f in frames]), tables.reference(code, pose, 0)[0])
