@@ -121,11 +121,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     write_bytes_atomic(args.output, data)
     n = len(code)
-    bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)
-    k = np.int8(data[HEADER_SIZE + 5]) if args.mode == "nerfvc" and n else 0
+    bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
+    # step index of the first keyframe (byte 5 of the first packet, signed)
+    k = (
+        int.from_bytes(data[HEADER_SIZE + 5 : HEADER_SIZE + 6], "big", signed=True)
+        if args.mode == "nerfvc"
+        else 0
+    )
+    how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
     print(
         f"{args.output}: {n} frames, {len(data)} bytes, {bits:.1f} bits/frame, {bits * fps / 1000:.3f} kbps "
-        f"at {fps:g} fps (step x{step_from_index(int(k)):.3f}, {dt / max(n, 1) * 1e6:.0f} us/frame)"
+        f"at {fps:g} fps ({how}, {dt / max(n, 1) * 1e6:.0f} us/frame)"
     )
     return 0
 
