@@ -84,6 +84,9 @@ def test_cli_fit_encode_decode(tmp_path, cli, feats, capsys):
                 "--kbps", "2", "--keyint", "25"]) == 0  # fmt: skip
     kbps = float(capsys.readouterr().out.split(" kbps")[0].split()[-1])
     assert kbps <= 2.0
+    assert cli(["encode", "--features", str(tmp_path / "test.npz"), "--model", str(model), "-o", str(out),
+                "--step", "0.5", "--frames-per-packet", "2", "--rdoq", "0.3"]) == 0  # fmt: skip
+    assert "step x0.500" in capsys.readouterr().out
     # codec-fit on an already finalized model refreshes its fingerprint.
     assert cli(["codec-fit", str(tmp_path / "train.npz"), "-o", str(model), "--predictor", "diag"]) == 0
     assert "fingerprint is now" in capsys.readouterr().out
