@@ -481,7 +481,6 @@ class StreamDecoder:
         self._step_index = 0
         self._last_index = -1  # newest frame index seen
         self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain
-        self._prev_vec: np.ndarray | None = None
 
     def read_header(self, data: bytes) -> StreamHeader:
         """Parse and check the stream header against the model; returns it."""

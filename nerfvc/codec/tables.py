@@ -26,7 +26,9 @@ POSE_DIM = 6  # rotation vector (3) + translation (3)
 FRAC_BITS = 12  # fixed-point fraction bits of the integer predictors
 COEF_LIMIT = 1 << 20  # |integer coefficient| bound (keeps the int64 sums exact)
 Q_LIMIT = 1 << 24  # |quantization index| bound
-LANDMARK_STEP_FACTOR = 0.4  # base step / tracker jitter, both in landmark space (Q=1: error ≈ 0.8 jitter)
+# base step / tracker jitter, both in landmark space. 0.3: at Q = 1 the landmark error is 0.6-1.1× the
+# tracker's jitter on the three development datasets (see docs/bitstream.md).
+LANDMARK_STEP_FACTOR = 0.3
 
 # 2**(i/16) for i in 0..15, as exact literals so every platform derives the same step.
 _FRAC16 = tuple(
@@ -354,8 +356,8 @@ def fit_codec(
 
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
     landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
-    ``code_to_expression (E, D)``), sized so that Q = 1 puts the landmark error a little below the
-    tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
+    ``code_to_expression (E, D)``), sized so that Q = 1 puts the landmark error at or a little below
+    the tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
     """
     code = np.asarray(code, dtype=np.float64)
     n = len(code)
