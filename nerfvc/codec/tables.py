@@ -342,7 +342,7 @@ def fit_codec(
     valid: np.ndarray | None = None,
     predictor: str = "auto",
     intra: bool | str | None = None,
-    ridge: float = 0.1,
+    ridge: float = 3.0,
     step_scale: float = 1.0,
     face_model: tuple[np.ndarray, np.ndarray] | None = None,
     code_to_expression: np.ndarray | None = None,
@@ -435,11 +435,15 @@ def _fit(
     var_in = np.maximum((zin**2).mean(0), 1e-30) if len(zin) else np.ones(k)
     ar = np.clip((zin * zout).mean(0) / var_in, -1.0, 1.0) if len(zin) else np.zeros(k)
     if predictor == "full" and len(zin) > 1:
-        # Ridge VAR(1) in standardized units: zout ≈ zin @ A.T.
+        # VAR(1) = per-dim AR(1) + a ridge-regularized cross-dim correction (standardized units), so the
+        # regularization shrinks towards the per-dim predictor rather than towards zero.
         sd = np.sqrt(var_in)
         xs, ys = zin / sd, zout / sd
+        rs = ys - xs * ar  # what the per-dim AR(1) leaves
         g = xs.T @ xs + ridge * len(xs) * np.eye(k)
-        a = np.linalg.solve(g, xs.T @ ys).T * sd[:, None] / sd[None, :]
+        corr = np.linalg.solve(g, xs.T @ rs).T
+        np.fill_diagonal(corr, 0.0)
+        a = (np.diag(ar) + corr) * sd[:, None] / sd[None, :]
     elif predictor in ("diag", "full"):
         a = np.diag(ar)
         predictor = "diag"
