@@ -1,0 +1,36 @@
+"""Feature codec: quantize, predict, range-code and frame per-frame features into the ``.nvc`` bitstream.
+
+See docs/bitstream.md for the format.
+"""
+
+from nerfvc.codec.bitstream import (
+    DecodedFrame,
+    LossStats,
+    StreamDecoder,
+    StreamEncoder,
+    StreamHeader,
+    StreamReport,
+    decode_stream,
+    encode_stream,
+)
+from nerfvc.codec.rate import choose_step_index, code_rate_params, estimate_bits, laplace_scales
+from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, write_codec_tables
+
+__all__ = [
+    "CODEC_FILE",
+    "CodecTables",
+    "DecodedFrame",
+    "LossStats",
+    "StreamDecoder",
+    "StreamEncoder",
+    "StreamHeader",
+    "StreamReport",
+    "choose_step_index",
+    "code_rate_params",
+    "decode_stream",
+    "encode_stream",
+    "estimate_bits",
+    "fit_codec",
+    "laplace_scales",
+    "write_codec_tables",
+]

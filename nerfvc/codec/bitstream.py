@@ -1,0 +1,764 @@
+"""The ``.nvc`` bitstream: header + self-delimiting per-frame packets (format in docs/bitstream.md).
+
+Per-packet API for the live call (:class:`StreamEncoder`, :class:`StreamDecoder`) and file-level helpers
+(:func:`encode_stream`, :func:`decode_stream`).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import zstandard
+
+from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, rdo_quantize
+from nerfvc.codec.tables import (
+    POSE_DIM,
+    STEP_INDEX_MAX,
+    STEP_INDEX_MIN,
+    CodecTables,
+    index_from_step,
+)
+from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
+
+MAGIC = b"NVCF"
+VERSION = 1
+MODE_NERFVC = 0  # predicted + range coded (this codec)
+MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for comparison)
+_HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_dim step keyint nframes
+HEADER_SIZE = _HEADER.size + 4  # + CRC32
+TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
+MAX_GROUP = 16  # frames per packet
+MAX_PAYLOAD = 1 << 16
+DELTA_SEARCH = 64  # a delta packet is looked for up to 8 * 64 frames after the newest one
+MAX_KEYINT = 1 << 14
+_ZSTD_LEVEL = 19
+
+
+def _fp_bytes(fingerprint: str) -> bytes:
+    try:
+        b = bytes.fromhex(fingerprint)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"model fingerprint must be 16 hex digits, got {fingerprint!r}") from e
+    if len(b) != 8:
+        raise InputError(f"model fingerprint must be 16 hex digits, got {fingerprint!r}")
+    return b
+
+
+def _crc(fp: bytes, data: bytes) -> int:
+    """Packet CRC32, seeded with the model fingerprint so a packet of another model's stream fails it."""
+    return zlib.crc32(data, zlib.crc32(fp))
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_uvarint(buf: bytes, pos: int, max_bytes: int = 3) -> tuple[int, int]:
+    n = shift = 0
+    for i in range(max_bytes):
+        if pos + i >= len(buf):
+            raise BitstreamError("truncated packet (length field)")
+        byte = buf[pos + i]
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return n, pos + i + 1
+    raise BitstreamError("bad packet length field")
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Stream-level parameters (the first ``HEADER_SIZE`` bytes of a stream)."""
+
+    fingerprint: str  # 16 hex digits of the MODEL directory
+    fps: float
+    code_dim: int  # D
+    step_index: int  # initial step index (keyframes carry their own)
+    keyframe_interval: int
+    num_frames: int = 0  # 0 = unknown (live)
+    mode: int = MODE_NERFVC
+    version: int = VERSION
+
+    @property
+    def pose_dim(self) -> int:
+        return POSE_DIM if self.mode == MODE_NERFVC else 12
+
+    def to_bytes(self) -> bytes:
+        body = _HEADER.pack(
+            MAGIC,
+            self.version,
+            self.mode,
+            _fp_bytes(self.fingerprint),
+            round(self.fps * 1000),
+            self.code_dim,
+            self.pose_dim,
+            self.step_index,
+            self.keyframe_interval,
+            self.num_frames,
+        )
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StreamHeader:
+        """Parse and check a header; raises :class:`BitstreamError` naming the problem."""
+        if len(data) == 0:
+            raise BitstreamError("empty stream (0 bytes)")
+        if data[: min(4, len(data))] != MAGIC[: min(4, len(data))]:
+            raise BitstreamError("not a nerfvc stream (bad magic; expected 'NVCF')")
+        if len(data) < 5:
+            raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
+        if data[4] != VERSION:
+            raise BitstreamError(
+                f"unsupported bitstream version {data[4]} (this decoder reads version {VERSION})"
+            )
+        if len(data) < HEADER_SIZE:
+            raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
+        body = data[: _HEADER.size]
+        (crc,) = struct.unpack(">I", data[_HEADER.size : HEADER_SIZE])
+        if zlib.crc32(body) != crc:
+            raise BitstreamError("corrupt header (CRC mismatch)")
+        _, ver, mode, fp, fps_milli, dim, pose_dim, step, keyint, nframes = _HEADER.unpack(body)
+        if mode not in (MODE_NERFVC, MODE_PAPER):
+            raise BitstreamError(f"unknown coding mode {mode} in header")
+        h = cls(fp.hex(), fps_milli / 1000, dim, step, keyint, nframes, mode, ver)
+        if pose_dim != h.pose_dim or fps_milli == 0 or not 1 <= keyint <= MAX_KEYINT:
+            raise BitstreamError("corrupt header (inconsistent fields)")
+        return h
+
+
+@dataclass
+class Packet:
+    """One parsed packet."""
+
+    index: int  # (first) frame index, recovered in full via the CRC for delta packets
+    kind: int  # TYPE_DELTA, TYPE_KEY (first frame is a keyframe) or TYPE_PAPER
+    step_index: int  # keyframes only (0 otherwise)
+    payload: bytes
+    size: int  # bytes on the wire
+    count: int = 1  # frames in the packet (consecutive indices)
+
+
+def build_packet(
+    fp: bytes, kind: int, index: int, payload: bytes, step_index: int = 0, count: int = 1
+) -> bytes:
+    """Serialize a packet (see docs/bitstream.md).
+
+    Delta: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC32.
+    Key: ``0x80``, index u32, step index i8, uvarint length, payload, CRC32. Paper: ``0xC0``, index u32,
+    uvarint length, payload, CRC32. Groups of ``count`` > 1 frames: ``0xA0 | count-1``, index mod 256
+    (delta) or ``0xB0 | count-1``, index u32, step i8 (first frame key); then uvarint length, payload, CRC32.
+    The CRC covers the fingerprint, the full 32-bit (first) index and the packet.
+    """
+    if len(payload) >= MAX_PAYLOAD:
+        raise ValueError("payload too large")
+    if not 1 <= count <= MAX_GROUP or (count > 1 and kind == TYPE_PAPER):
+        raise ValueError("bad frame count")
+    index &= 0xFFFFFFFF
+    if count > 1 and kind == TYPE_DELTA:
+        head = bytes([0xA0 | (count - 1), index & 0xFF]) + _uvarint(len(payload))
+    elif count > 1:
+        head = struct.pack(">BIb", 0xB0 | (count - 1), index, step_index) + _uvarint(len(payload))
+    elif kind == TYPE_DELTA:
+        n = len(payload)
+        head = bytes([(index & 7) << 4 | min(n, 15)]) + (_uvarint(n - 15) if n >= 15 else b"")
+    elif kind == TYPE_KEY:
+        head = struct.pack(">BIb", 0x80, index, step_index) + _uvarint(len(payload))
+    else:
+        head = struct.pack(">BI", 0xC0, index) + _uvarint(len(payload))
+    body = head + payload
+    return body + struct.pack(">I", _crc(fp, struct.pack(">I", index) + body))
+
+
+def delta_index_candidates(low: int, next_index: int, ahead: int = DELTA_SEARCH, mod: int = 8) -> list[int]:
+    """Full indices a delta packet with ``index % mod == low`` may have, nearest to ``next_index`` first
+    (up to ``8 * ahead`` frames ahead and 32 back)."""
+    base = next_index + ((low - next_index) % mod)
+    out = [base + mod * j for j in range(max(1, 8 * ahead // mod))]
+    out += [base - mod * j for j in range(1, max(2, 32 // mod + 1)) if base - mod * j >= 0]
+    return [i for i in out if i <= 0xFFFFFFFF]
+
+
+def parse_packet(
+    fp: bytes,
+    buf: bytes,
+    pos: int = 0,
+    max_payload: int = MAX_PAYLOAD,
+    next_index: int = 0,
+    search: int = DELTA_SEARCH,
+) -> Packet:
+    """Parse the packet at ``buf[pos:]``; raises :class:`BitstreamError` if it is truncated or corrupt.
+
+    A delta packet's full index is the candidate (nearest to ``next_index``, up to ``8 * search`` frames
+    ahead) whose CRC checks. ``max_payload`` bounds the payload per frame.
+    """
+    if pos >= len(buf):
+        raise BitstreamError("truncated packet (no bytes)")
+    b0 = buf[pos]
+    step = 0
+    index = 0
+    count = 1
+    low, mod = b0 >> 4, 8
+    if b0 < 0x80:
+        kind = TYPE_DELTA
+        n, p = b0 & 15, pos + 1
+        if n == 15:
+            n, p = _read_uvarint(buf, p)
+            n += 15
+    elif 0xA0 <= b0 < 0xC0:
+        count = (b0 & 15) + 1
+        if b0 < 0xB0:
+            kind = TYPE_DELTA
+            if pos + 2 > len(buf):
+                raise BitstreamError("truncated packet (header)")
+            low, mod = buf[pos + 1], 256
+            n, p = _read_uvarint(buf, pos + 2)
+        else:
+            kind = TYPE_KEY
+            if pos + 6 > len(buf):
+                raise BitstreamError("truncated packet (header)")
+            _, index, step = struct.unpack_from(">BIb", buf, pos)
+            n, p = _read_uvarint(buf, pos + 6)
+    elif b0 in (0x80, 0xC0):
+        kind = TYPE_KEY if b0 == 0x80 else TYPE_PAPER
+        hsize = 6 if kind == TYPE_KEY else 5
+        if pos + hsize > len(buf):
+            raise BitstreamError("truncated packet (header)")
+        if kind == TYPE_KEY:
+            _, index, step = struct.unpack_from(">BIb", buf, pos)
+        else:
+            _, index = struct.unpack_from(">BI", buf, pos)
+        n, p = _read_uvarint(buf, pos + hsize)
+    else:
+        raise BitstreamError(f"bad packet type byte 0x{b0:02x}")
+    if n >= min(max_payload * count, MAX_PAYLOAD):
+        raise BitstreamError("bad packet length field")
+    end = p + n
+    if end + 4 > len(buf):
+        raise BitstreamError("truncated packet (payload)")
+    (crc,) = struct.unpack_from(">I", buf, end)
+    body = bytes(buf[pos:end])
+    cands = delta_index_candidates(low, next_index, search, mod) if kind == TYPE_DELTA else [index]
+    for idx in cands:
+        if _crc(fp, struct.pack(">I", idx) + body) == crc:
+            return Packet(idx, kind, step, bytes(buf[p:end]), end + 4 - pos, count)
+    raise BitstreamError("corrupt packet (CRC mismatch)")
+
+
+def _paper_payload(code: np.ndarray, pose: np.ndarray) -> bytes:
+    raw = np.concatenate([np.asarray(code, np.float32), np.asarray(pose, np.float32)]).astype(">f2").tobytes()
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw)
+
+
+def _paper_unpayload(payload: bytes, d: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=(d + 12) * 2)
+    except zstandard.ZstdError as e:
+        raise BitstreamError(f"corrupt paper-mode payload ({e})") from e
+    if len(raw) != (d + 12) * 2:
+        raise BitstreamError("corrupt paper-mode payload (wrong size)")
+    v = np.frombuffer(raw, ">f2").astype(np.float32)
+    return v[:d], v[d:]
+
+
+# -- encoder ---------------------------------------------------------------------------------------------
+class StreamEncoder:
+    """Per-packet encoder: ``header()`` once, then ``encode(code, pose)`` → one packet per frame.
+
+    ``step`` fixes the quality multiplier (rounded to the 2**(k/16) grid); ``kbps`` starts at step 1 and
+    adapts live (:meth:`adapt`, applied at keyframes). ``mode="paper"`` sends fp16 + zstd packets instead.
+    ``rdoq > 0`` enables rate-distortion optimized quantization (encoder-only; error < 1 step instead of
+    1/2 step; ``last_reconstruction`` is then what the decoder outputs).
+    ``frames_per_packet`` G > 1 packs G consecutive frames per packet (one range-coded payload, one CRC:
+    less framing, G-1 frames more latency): ``encode`` then returns ``b""`` until a packet is complete;
+    call :meth:`flush` at the end. Keyframes then start at packet boundaries.
+    """
+
+    def __init__(
+        self,
+        tables: CodecTables,
+        fingerprint: str,
+        fps: float = 25.0,
+        step: float | None = None,
+        kbps: float | None = None,
+        keyframe_interval: int | None = None,
+        mode: str = "nerfvc",
+        num_frames: int = 0,
+        step_index: int | None = None,
+        rdoq: float = 0.0,
+        frames_per_packet: int = 1,
+    ) -> None:
+        if not (fps > 0 and fps < 4e6):
+            raise InputError(f"fps must be positive, got {fps}")
+        self.tables = tables
+        self.fingerprint = fingerprint
+        self._fp = _fp_bytes(fingerprint)
+        self.fps = float(fps)
+        self.mode = MODE_PAPER if mode == "paper" else MODE_NERFVC
+        if mode not in ("nerfvc", "paper"):
+            raise InputError(f"unknown codec mode {mode!r}")
+        if step_index is None:
+            step_index = index_from_step(step) if step is not None else 0
+        self.step_index = int(np.clip(step_index, STEP_INDEX_MIN, STEP_INDEX_MAX))
+        self.target_kbps = kbps
+        keyint = keyframe_interval if keyframe_interval is not None else max(1, round(2 * fps))
+        if not 1 <= keyint <= MAX_KEYINT:
+            raise InputError(f"keyframe interval must be in [1, {MAX_KEYINT}], got {keyint}")
+        self.keyframe_interval = int(keyint)
+        self.num_frames = int(num_frames)
+        self.rdoq = float(rdoq)
+        if not 1 <= frames_per_packet <= MAX_GROUP or (frames_per_packet > 1 and mode == "paper"):
+            raise InputError(f"frames per packet must be in [1, {MAX_GROUP}] (1 in paper mode)")
+        self.frames_per_packet = int(frames_per_packet)
+        self._group: list[np.ndarray] = []  # (K,) indices of the frames buffered for the next packet
+        self._group_key = False
+        self._group_ref: np.ndarray | None = None
+        self.index = 0  # next frame index
+        self._since_key = 0
+        self._force_key = True
+        self._q_prev: np.ndarray | None = None
+        self._models = model_pair(tables, self.step_index)
+        self._pending_step: int | None = None
+        self._ema_bits: float | None = None
+        self.last_reconstruction: tuple[np.ndarray, np.ndarray] | None = None  # what the decoder will output
+
+    def header(self) -> bytes:
+        """The stream header (send first; the live transport sends it at call start)."""
+        return StreamHeader(
+            self.fingerprint,
+            self.fps,
+            self.tables.code_dim,
+            self.step_index,
+            self.keyframe_interval,
+            self.num_frames,
+            self.mode,
+        ).to_bytes()
+
+    def request_keyframe(self) -> None:
+        """Make the next packet a keyframe (e.g. the receiver reported loss)."""
+        self._force_key = True
+
+    def set_step_index(self, k: int) -> None:
+        """Change the quality; takes effect at the next keyframe (delta frames keep their chain's step)."""
+        self._pending_step = int(np.clip(k, STEP_INDEX_MIN, STEP_INDEX_MAX))
+
+    def adapt(self, packet_bits: float) -> None:
+        """Live rate-control hook, fed each packet's bits per frame (``encode`` does it when ``kbps`` is set).
+
+        Keeps an EMA of the rate and, outside a ±5% band around the target, schedules a step change
+        proportional to the log ratio (at most ±4/16 octave), applied at the next keyframe.
+        """
+        if not self.target_kbps:
+            return
+        self._ema_bits = packet_bits if self._ema_bits is None else 0.9 * self._ema_bits + 0.1 * packet_bits
+        target = self.target_kbps * 1000 / self.fps
+        ratio = self._ema_bits / max(target, 1e-9)
+        if 0.95 <= ratio <= 1.05:
+            self._pending_step = None
+            return
+        delta = int(np.clip(round(32 * math.log2(ratio)), -4, 4)) or (1 if ratio > 1 else -1)
+        self.set_step_index(self.step_index + delta)
+
+    def flush(self) -> bytes:
+        """Emit the frames buffered for an incomplete packet (``frames_per_packet`` > 1), else ``b""``."""
+        if not self._group:
+            return b""
+        n = len(self._group)
+        key_m, delta_m = self._models
+        models = [key_m if self._group_key else delta_m] + [delta_m] * (n - 1)
+        payload = encode_frames(models, self._group, None if self._group_key else self._group_ref)
+        kind = TYPE_KEY if self._group_key else TYPE_DELTA
+        pkt = build_packet(self._fp, kind, self.index - n, payload, self.step_index, count=n)
+        self._group = []
+        if self.target_kbps:
+            self.adapt(8 * len(pkt) / n)
+        return pkt
+
+    def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
+        """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet (or ``b""`` while a
+        multi-frame packet is being filled)."""
+        code = np.asarray(code, dtype=np.float64).reshape(-1)
+        pose = np.asarray(pose, dtype=np.float64).reshape(-1)
+        vec = self.tables.features_to_vec(code, pose)  # checks dims and finiteness
+        index = self.index
+        if self.mode == MODE_PAPER:
+            pkt = build_packet(self._fp, TYPE_PAPER, index, _paper_payload(code, pose))
+            c16 = code.astype(np.float16).astype(np.float32)
+            self.last_reconstruction = (c16, pose.astype(np.float16).astype(np.float32))
+        else:
+            if force_key:
+                self._force_key = True
+            key = (self._force_key or self._since_key >= self.keyframe_interval) and not self._group
+            if key and self._pending_step is not None:
+                if self._pending_step != self.step_index:
+                    self.step_index = self._pending_step
+                    self._models = model_pair(self.tables, self.step_index)
+                self._pending_step = None
+            if self.rdoq > 0:
+                m = self._models[0] if key else self._models[1]
+                xs = vec / self.tables.steps(self.step_index)
+                q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
+            else:
+                q = self.tables.quantize(vec, self.step_index)
+            if self.frames_per_packet > 1:
+                if not self._group:
+                    self._group_key, self._group_ref = key, self._q_prev
+                self._group.append(q)
+                if key:
+                    self._since_key = 0
+                    self._force_key = False
+                self._since_key += 1
+                self._q_prev = q
+                self.last_reconstruction = self.tables.vec_to_features(
+                    self.tables.dequantize(q, self.step_index)
+                )
+                self.index += 1
+                return self.flush() if len(self._group) == self.frames_per_packet else b""
+            if key:
+                payload = encode_frames([self._models[0]], [q], None)
+                pkt = build_packet(self._fp, TYPE_KEY, index, payload, self.step_index)
+                self._since_key = 0
+                self._force_key = False
+            else:
+                payload = encode_frames([self._models[1]], [q], self._q_prev)
+                pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
+            self._since_key += 1
+            self._q_prev = q
+            self.last_reconstruction = self.tables.vec_to_features(self.tables.dequantize(q, self.step_index))
+        self.index += 1
+        if self.target_kbps:
+            self.adapt(8 * len(pkt))
+        return pkt
+
+
+# -- decoder ---------------------------------------------------------------------------------------------
+@dataclass
+class DecodedFrame:
+    """One decoder output. ``concealed`` frames are predictions (the packet's reference was lost)."""
+
+    index: int
+    code: np.ndarray  # (D,) float32
+    pose: np.ndarray  # (12,) float32
+    is_key: bool
+    concealed: bool
+    late: bool = False  # the packet arrived after a newer one (its frame is in the past)
+
+
+@dataclass
+class LossStats:
+    """Counters kept by :class:`StreamDecoder`."""
+
+    received: int = 0
+    decoded: int = 0
+    concealed: int = 0
+    lost: int = 0  # frame indices never received (gaps)
+    corrupt: int = 0  # packets rejected (CRC, parse or payload errors)
+    late: int = 0
+
+
+class StreamDecoder:
+    """Per-packet decoder. Packets may arrive lost, damaged or out of order; decoding resumes at keyframes."""
+
+    def __init__(self, tables: CodecTables, fingerprint: str) -> None:
+        self.tables = tables
+        self.fingerprint = fingerprint
+        self._fp = _fp_bytes(fingerprint)
+        self.header: StreamHeader | None = None
+        self.stats = LossStats()
+        self._models: dict[int, tuple] = {}
+        self._q_prev: np.ndarray | None = None  # last decoded indices (None: waiting for a keyframe)
+        self._step_index = 0
+        self._last_index = -1  # newest frame index seen
+        self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain
+
+    def read_header(self, data: bytes) -> StreamHeader:
+        """Parse and check the stream header against the model; returns it."""
+        h = StreamHeader.from_bytes(bytes(data[:HEADER_SIZE]))
+        if h.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"stream was made for model {h.fingerprint}, "
+                f"but the model given has fingerprint {self.fingerprint}"
+            )
+        if h.mode == MODE_NERFVC and h.code_dim != self.tables.code_dim:
+            raise ModelMismatchError(
+                f"stream codes {h.code_dim} dims, the codec tables have {self.tables.code_dim}"
+            )
+        self.header = h
+        self._step_index = h.step_index
+        return h
+
+    def _models_for(self, k: int) -> tuple:
+        if k not in self._models:
+            self._models[k] = model_pair(self.tables, k)
+        return self._models[k]
+
+    def conceal(self, index: int) -> DecodedFrame:
+        """Output for a frame whose data is missing: per-dim AR prediction from the newest output."""
+        t = self.tables
+        if self._last_vec is None:
+            vec = t.mean.copy()
+        else:
+            steps = max(index - self._last_index, 0)
+            vec = t.mean + (t.ar ** min(steps, 1000)) * (self._last_vec - t.mean)
+        code, pose = t.vec_to_features(vec)
+        return DecodedFrame(index, code, pose, False, True)
+
+    def decode(self, packet: bytes) -> DecodedFrame:
+        """Decode one packet → its (last) frame. Raises :class:`BitstreamError` if the packet is damaged
+        (count it as lost). Use :meth:`decode_frames` for multi-frame packets."""
+        return self.decode_frames(packet)[-1]
+
+    def decode_message(self, message: bytes) -> list[DecodedFrame]:
+        """Decode a transport message holding one or more concatenated packets → all their frames.
+
+        A damaged packet ends the message (the rest cannot be delimited reliably); frames decoded before
+        it are returned and the damage is counted in ``stats.corrupt``.
+        """
+        out: list[DecodedFrame] = []
+        pos, message = 0, bytes(message)
+        while pos < len(message):
+            self.stats.received += 1
+            try:
+                pkt = parse_packet(self._fp, message, pos, next_index=self._last_index + 1)
+            except BitstreamError:
+                self.stats.corrupt += 1
+                break
+            pos += pkt.size
+            try:
+                out += self._decode_parsed(pkt)
+            except BitstreamError:
+                continue
+        return out
+
+    def decode_frames(self, packet: bytes) -> list[DecodedFrame]:
+        """Decode one packet → all its frames (in index order)."""
+        self.stats.received += 1
+        try:
+            pkt = parse_packet(self._fp, bytes(packet), next_index=self._last_index + 1)
+            if pkt.size != len(packet):
+                raise BitstreamError("packet has trailing bytes")
+        except BitstreamError:
+            self.stats.corrupt += 1
+            raise
+        return self._decode_parsed(pkt)
+
+    def _decode_parsed(self, pkt: Packet) -> list[DecodedFrame]:
+        t = self.tables
+        paper = self.header is not None and self.header.mode == MODE_PAPER
+        if (pkt.kind == TYPE_PAPER) != paper:
+            self.stats.corrupt += 1
+            raise BitstreamError("packet type does not match the stream's coding mode")
+        index, n = pkt.index, pkt.count
+        if index <= self._last_index:
+            self.stats.late += 1
+            out = [self.conceal(i) for i in range(index, index + n)]
+            for f in out:
+                f.late = True
+            return out
+        gap = index - self._last_index - 1
+        if gap > 0:
+            self.stats.lost += gap
+            if pkt.kind == TYPE_DELTA:
+                self._q_prev = None
+        try:
+            if pkt.kind == TYPE_PAPER:
+                code, pose = _paper_unpayload(pkt.payload, t.code_dim)
+                vec = t.features_to_vec(code, pose) if np.all(np.isfinite(pose)) else None
+                out = [DecodedFrame(index, code, pose, True, False)]
+                self._accept(index, vec)
+                self.stats.decoded += 1
+                return out
+            if pkt.kind == TYPE_KEY:
+                if not STEP_INDEX_MIN <= pkt.step_index <= STEP_INDEX_MAX:
+                    raise BitstreamError("bad step index")
+                key_m, delta_m = self._models_for(pkt.step_index)
+                qs = decode_frames([key_m] + [delta_m] * (n - 1), pkt.payload, None)
+                self._step_index = pkt.step_index
+            elif self._q_prev is None:
+                out = []
+                for i in range(index, index + n):
+                    f = self.conceal(i)
+                    self._accept(i, None, f)
+                    out.append(f)
+                self.stats.concealed += n
+                return out
+            else:
+                delta_m = self._models_for(self._step_index)[1]
+                qs = decode_frames([delta_m] * n, pkt.payload, self._q_prev)
+        except (BitstreamError, InputError) as e:
+            self.stats.corrupt += 1
+            self._q_prev = None
+            raise BitstreamError(str(e)) from e
+        out = []
+        for j, q in enumerate(qs):
+            vec = t.dequantize(q, self._step_index)
+            code, pose = t.vec_to_features(vec)
+            self._accept(index + j, vec)
+            out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))
+        self._q_prev = qs[-1]
+        self.stats.decoded += n
+        return out
+
+    def _accept(self, index: int, vec: np.ndarray | None, concealed: DecodedFrame | None = None) -> None:
+        if vec is None and concealed is not None:
+            vec = self.tables.features_to_vec(concealed.code, concealed.pose)
+        self._last_index = index
+        if vec is not None:
+            self._last_vec = vec
+
+
+# -- file level ------------------------------------------------------------------------------------------
+@dataclass
+class StreamReport:
+    """What :func:`decode_stream` found."""
+
+    num_frames: int = 0
+    decoded: int = 0
+    concealed: int = 0  # frames output as predictions (lost, damaged, or after a loss until a keyframe)
+    lost_indices: list[int] = field(default_factory=list)  # frames whose packet was missing or damaged
+    corrupt_bytes: int = 0  # bytes skipped while resynchronizing
+    corrupt_packets: int = 0
+    truncated: bool = False
+    valid: np.ndarray | None = None  # (N,) bool, False for concealed frames
+    keyframes: int = 0
+    bytes: int = 0
+    header: StreamHeader | None = None
+
+    def summary(self) -> str:
+        s = f"{self.num_frames} frames, {self.decoded} decoded, {self.concealed} concealed"
+        if self.lost_indices:
+            s += f", {len(self.lost_indices)} lost"
+        if self.corrupt_packets or self.corrupt_bytes:
+            s += f", {self.corrupt_bytes} corrupt bytes skipped"
+        if self.truncated:
+            s += ", stream truncated"
+        return s
+
+
+def encode_stream(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    fps: float = 25.0,
+    step: float | None = None,
+    kbps: float | None = None,
+    keyframe_interval: int | None = None,
+    mode: str = "nerfvc",
+    step_index: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+) -> bytes:
+    """Code a clip ``code (N,D)``, ``pose (N,12)`` → stream bytes. ``kbps`` picks the step by bisection."""
+    code = np.asarray(code)
+    pose = np.asarray(pose)
+    if code.ndim != 2 or pose.shape != (len(code), 12):
+        raise InputError(f"expected code (N,D) and pose (N,12), got {code.shape} and {pose.shape}")
+    if kbps is not None and mode == "nerfvc" and step_index is None:
+        from nerfvc.codec.rate import choose_step_index
+
+        step_index = choose_step_index(
+            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet
+        )
+    enc = StreamEncoder(
+        tables,
+        fingerprint,
+        fps,
+        step=step,
+        keyframe_interval=keyframe_interval,
+        mode=mode,
+        num_frames=len(code),
+        step_index=step_index,
+        rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
+    )
+    parts = [enc.header()]
+    parts += [enc.encode(c, p) for c, p in zip(code, pose)]
+    parts.append(enc.flush())
+    return b"".join(parts)
+
+
+def decode_stream(
+    data: bytes, tables: CodecTables, fingerprint: str
+) -> tuple[np.ndarray, np.ndarray, StreamReport]:
+    """Decode stream bytes → ``code (N,D)`` f32, ``pose (N,12)`` f32, :class:`StreamReport`.
+
+    Header problems raise :class:`BitstreamError` / :class:`ModelMismatchError`; packet damage is skipped
+    (resynchronizing on the next packet whose CRC checks), reported, and concealed.
+    """
+    data = bytes(data)
+    dec = StreamDecoder(tables, fingerprint)
+    h = dec.read_header(data)
+    rep = StreamReport(header=h, bytes=len(data))
+    frames: dict[int, DecodedFrame] = {}
+    pos = HEADER_SIZE
+    fp = _fp_bytes(fingerprint)
+    skipping = False
+    # Per-frame payload bound (escapes cost < 10 bytes per dim); keeps resynchronization cheap.
+    max_payload = max(16 + 10 * tables.dims, 64 + 2 * (tables.code_dim + 12))
+    while pos < len(data):
+        try:
+            pkt = parse_packet(fp, data, pos, max_payload, dec._last_index + 1, search=8)
+        except BitstreamError:
+            # Damaged or truncated: resynchronize byte by byte on the next packet whose CRC checks.
+            if not skipping:
+                rep.corrupt_packets += 1
+            skipping = True
+            rep.corrupt_bytes += 1
+            pos += 1
+            continue
+        skipping = False
+        pos += pkt.size
+        if h.num_frames and pkt.index >= h.num_frames:
+            continue  # cannot belong to this stream
+        try:
+            got = dec._decode_parsed(pkt)
+        except BitstreamError:
+            rep.corrupt_packets += 1
+            continue
+        for f in got:
+            if f.late or (h.num_frames and f.index >= h.num_frames):
+                continue
+            frames[f.index] = f
+            rep.keyframes += int(f.is_key)
+    n = h.num_frames or (max(frames) + 1 if frames else 0)
+    rep.num_frames = n
+    rep.truncated = skipping or bool(h.num_frames and (not frames or max(frames) < n - 1))
+    code = np.zeros((n, tables.code_dim), np.float32)
+    pose = np.zeros((n, 12), np.float32)
+    rep.valid = np.zeros(n, bool)
+    last: DecodedFrame | None = None
+    for i in range(n):
+        f = frames.get(i)
+        if f is None:
+            rep.lost_indices.append(i)
+            f = _conceal_from(tables, last, i)
+        if f.concealed:
+            rep.concealed += 1
+        else:
+            rep.decoded += 1
+            rep.valid[i] = True
+        code[i], pose[i] = f.code, f.pose
+        last = f
+    return code, pose, rep
+
+
+def _conceal_from(tables: CodecTables, last: DecodedFrame | None, index: int) -> DecodedFrame:
+    """Conceal frame ``index`` from the previous output (AR decay towards the mean, one frame)."""
+    if last is None:
+        code, pose = tables.vec_to_features(tables.mean)
+    else:
+        vec = tables.features_to_vec(last.code, last.pose)
+        code, pose = tables.vec_to_features(tables.mean + tables.ar * (vec - tables.mean))
+    return DecodedFrame(index, code, pose, False, True)

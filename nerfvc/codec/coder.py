@@ -1,0 +1,253 @@
+"""Range coding of one frame's quantization indices with integer prediction (see docs/bitstream.md).
+
+Per dimension ``i`` (pose dims first, then code dims) the decoder forms an integer prediction
+``mu_i = c_i + sum_j W_ij q_prev_j + sum_{j<i} V_ij q_j`` in ``2**-FRAC_BITS`` step units, rounds it to
+``r_i``, and decodes ``d_i = q_i - r_i`` under a quantized Laplace model centred at ``mu_i/2**F - r_i``
+(in [-0.5, 0.5)) with the table-derived scale. ``|d_i| >= ESCAPE`` is coded as the escape symbol ``±ESCAPE``
+followed by two uniform 16-bit symbols holding ``|d_i| - ESCAPE``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables, step_from_index
+from nerfvc.errors import BitstreamError
+
+ESCAPE = 255
+_HALF = 1 << (FRAC_BITS - 1)
+_LAPLACE = constriction.stream.model.QuantizedLaplace(-ESCAPE, ESCAPE)
+_U16 = constriction.stream.model.Uniform(1 << 16)
+MIN_SCALE = 1e-3
+MAX_SCALE = 1e4
+C_LIMIT = 1 << 50
+
+
+@dataclass
+class FrameModel:
+    """Step-dependent constants of one predictor (derived from the tables with element-wise float ops)."""
+
+    c: np.ndarray  # (K,) int64 constant in 2**-F step units
+    W: np.ndarray  # (K, K) int64
+    V: np.ndarray  # (K, K) int64 strictly lower
+    b: np.ndarray  # (K,) float64 Laplace scale in step units
+    has_prev: bool
+
+    @classmethod
+    def build(cls, tables: CodecTables, p: PredictorTables, step_index: int, has_prev: bool) -> FrameModel:
+        s = tables.base_step * step_from_index(step_index)
+        c = np.clip(np.rint(p.c0 / s * (1 << FRAC_BITS)), -C_LIMIT, C_LIMIT).astype(np.int64)
+        b = np.clip(np.sqrt((p.sigma / s) ** 2 + p.gamma) / math.sqrt(2.0), MIN_SCALE, MAX_SCALE)
+        return cls(c=c, W=p.W, V=p.V, b=b, has_prev=has_prev)
+
+    def base_mu(self, q_prev: np.ndarray | None) -> np.ndarray:
+        """``c + W q_prev`` (K,) int64."""
+        if not self.has_prev:
+            return self.c.copy()
+        assert q_prev is not None
+        return self.c + self.W @ q_prev
+
+
+def model_pair(tables: CodecTables, step_index: int) -> tuple[FrameModel, FrameModel]:
+    """(keyframe model, delta-frame model) for a step index."""
+    return (
+        FrameModel.build(tables, tables.key, step_index, False),
+        FrameModel.build(tables, tables.delta, step_index, True),
+    )
+
+
+def _split(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-point means → (rounded integer r, fractional offset in [-0.5, 0.5))."""
+    r = (mu + _HALF) >> FRAC_BITS
+    return r, (mu - (r << FRAC_BITS)).astype(np.float64) / (1 << FRAC_BITS)
+
+
+def _words(payload: bytes) -> np.ndarray:
+    """Payload bytes → the uint32 words the range decoder reads (zero-padded, plus one zero word)."""
+    padded = payload + b"\0" * ((-len(payload)) % 4 + 4)
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+
+
+def _encode_symbols(sym: np.ndarray, frac: np.ndarray, b: np.ndarray, extra: dict[int, int]) -> bytes:
+    enc = constriction.stream.queue.RangeEncoder()
+    if not extra:
+        enc.encode(sym.astype(np.int32), _LAPLACE, frac, b)
+    else:
+        for i in range(len(sym)):
+            enc.encode(sym[i : i + 1].astype(np.int32), _LAPLACE, frac[i : i + 1], b[i : i + 1])
+            if i in extra:
+                e = extra[i]
+                enc.encode(np.array([e >> 16, e & 0xFFFF], dtype=np.int32), _U16)
+    return enc.get_compressed().astype(">u4").tobytes()
+
+
+def _verify(payload: bytes, sym: np.ndarray, frac: np.ndarray, b: np.ndarray, extra: dict[int, int]) -> bool:
+    """Does ``payload`` decode to ``sym`` (given the means the decoder will compute)?"""
+    try:
+        dec = constriction.stream.queue.RangeDecoder(_words(payload))
+        if not extra:
+            return bool(np.array_equal(dec.decode(_LAPLACE, frac, b), sym))
+        for i in range(len(sym)):
+            if dec.decode(_LAPLACE, frac[i : i + 1], b[i : i + 1])[0] != sym[i]:
+                return False
+            if i in extra:
+                hi, lo = dec.decode(_U16, 2)
+                if (int(hi) << 16 | int(lo)) != extra[i]:
+                    return False
+        return True
+    except Exception:
+        return False
+
+
+def _trim(payload: bytes, sym: np.ndarray, frac: np.ndarray, b: np.ndarray, extra: dict[int, int]) -> bytes:
+    """Shortest prefix (possibly with its last byte incremented) that still decodes the same symbols."""
+    best = payload
+    for k in range(len(payload) - 1, -1, -1):
+        cands = [payload[:k]]
+        if k:
+            v = int.from_bytes(payload[:k], "big") + 1
+            if v < 1 << (8 * k):
+                cands.append(v.to_bytes(k, "big"))
+        ok = [c for c in cands if _verify(c, sym, frac, b, extra)]
+        if not ok:
+            break
+        best = ok[0]
+    return best
+
+
+def encode_frames(models: list[FrameModel], qs: list[np.ndarray], q_prev: np.ndarray | None) -> bytes:
+    """Range-code consecutive frames ``qs[t] (K,)`` (each predicted from the one before; the first from
+    ``q_prev``) into one trimmed payload."""
+    syms, fracs, bs, extra = [], [], [], {}
+    prev = q_prev
+    off = 0
+    for model, q in zip(models, qs):
+        mu = model.base_mu(prev) + model.V @ q
+        r, frac = _split(mu)
+        d = q - r
+        syms.append(np.clip(d, -ESCAPE, ESCAPE))
+        fracs.append(frac)
+        bs.append(model.b)
+        extra.update({off + int(i): int(abs(d[i]) - ESCAPE) for i in np.flatnonzero(np.abs(d) >= ESCAPE)})
+        off += len(q)
+        prev = q
+    sym, frac, b = np.concatenate(syms), np.concatenate(fracs), np.concatenate(bs)
+    payload = _encode_symbols(sym, frac, b, extra)
+    return _trim(payload, sym, frac, b, extra)
+
+
+def encode_frame(model: FrameModel, q: np.ndarray, q_prev: np.ndarray | None) -> bytes:
+    """Range-code integer indices ``q (K,)`` given the previous decoded frame's ``q_prev (K,)``."""
+    return encode_frames([model], [q], q_prev)
+
+
+def _decode_one(dec: object, model: FrameModel, q_prev: np.ndarray | None) -> np.ndarray:
+    k = len(model.c)
+    acc = model.base_mu(q_prev)
+    q = np.zeros(k, np.int64)
+    b = model.b
+    for i in range(k):
+        mu = int(acc[i])
+        r = (mu + _HALF) >> FRAC_BITS
+        frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
+        d = int(dec.decode(_LAPLACE, np.array([frac]), b[i : i + 1])[0])
+        if abs(d) == ESCAPE:
+            hi, lo = dec.decode(_U16, 2)
+            d = (ESCAPE + (int(hi) << 16 | int(lo))) * (1 if d > 0 else -1)
+        qi = r + d
+        if abs(qi) > Q_LIMIT:
+            raise BitstreamError("corrupt payload (index out of range)")
+        q[i] = qi
+        if qi:
+            acc += model.V[:, i] * qi
+    return q
+
+
+def decode_frames(models: list[FrameModel], payload: bytes, q_prev: np.ndarray | None) -> list[np.ndarray]:
+    """Inverse of :func:`encode_frames` → one ``q (K,)`` int64 per model. Raises :class:`BitstreamError`."""
+    out: list[np.ndarray] = []
+    try:
+        dec = constriction.stream.queue.RangeDecoder(_words(payload))
+        for model in models:
+            q_prev = _decode_one(dec, model, q_prev)
+            out.append(q_prev)
+    except BitstreamError:
+        raise
+    except Exception as e:  # constriction errors on garbage input
+        raise BitstreamError(f"corrupt payload ({e})") from e
+    return out
+
+
+def decode_frame(model: FrameModel, payload: bytes, q_prev: np.ndarray | None) -> np.ndarray:
+    """Inverse of :func:`encode_frame` → ``q (K,)`` int64. Raises :class:`BitstreamError` on garbage."""
+    return decode_frames([model], payload, q_prev)[0]
+
+
+def _laplace_bits(d: np.ndarray, frac: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Ideal code length (bits) of integers ``d`` under Laplace(frac, b) quantized to unit bins."""
+
+    def cdf(x: np.ndarray) -> np.ndarray:
+        return np.where(x < 0, 0.5 * np.exp(np.minimum(x, 0) / b), 1 - 0.5 * np.exp(-np.maximum(x, 0) / b))
+
+    p = cdf(d + 0.5 - frac) - cdf(d - 0.5 - frac)
+    return -np.log2(np.maximum(p, 2.0**-24))
+
+
+def estimate_stream_bits(
+    tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
+) -> float:
+    """Ideal payload bits (no packet framing) to code feature vectors ``vec (N,K)`` at a step index."""
+    q = tables.quantize(vec, step_index)
+    key, delta = model_pair(tables, step_index)
+    is_key = np.arange(len(q)) % max(keyframe_interval, 1) == 0
+    prev = np.vstack([np.zeros((1, q.shape[1]), np.int64), q[:-1]])
+    mu = np.where(
+        is_key[:, None], key.c[None] + q @ key.V.T, delta.c[None] + prev @ delta.W.T + q @ delta.V.T
+    )
+    r, frac = _split(mu)
+    b = np.where(is_key[:, None], key.b[None], delta.b[None])
+    return float(_laplace_bits((q - r).astype(np.float64), frac, b).sum())
+
+
+def _bits1(d: int, frac: float, b: float) -> float:
+    """Ideal bits of one integer ``d`` under Laplace(frac, b) quantized to unit bins (escape ignored)."""
+
+    def cdf(x: float) -> float:
+        return 0.5 * math.exp(x / b) if x < 0 else 1 - 0.5 * math.exp(-x / b)
+
+    return -math.log2(max(cdf(d + 0.5 - frac) - cdf(d - 0.5 - frac), 2.0**-24))
+
+
+def rdo_quantize(model: FrameModel, x_steps: np.ndarray, q_prev: np.ndarray | None, lam: float) -> np.ndarray:
+    """Rate-distortion optimized indices ``q (K,)`` for ``x_steps (K,)`` = features / steps.
+
+    Per dim (in coding order, so intra-frame predictions use the chosen values) it picks, among the
+    integers within one step of ``x``, the one minimizing ``(x - q)**2 + lam * bits``: dims whose value is
+    near the prediction then cost ~nothing. The error stays below one step (vs half a step when ``lam=0``).
+    """
+    k = len(x_steps)
+    acc = model.base_mu(q_prev)
+    q = np.zeros(k, np.int64)
+    b = model.b
+    for i in range(k):
+        mu = int(acc[i])
+        r = (mu + _HALF) >> FRAC_BITS
+        frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
+        xi = float(x_steps[i])
+        lo, hi = math.floor(xi), math.ceil(xi)
+        best, best_cost = None, math.inf
+        for c in {lo, hi, int(np.rint(xi))}:
+            if abs(c) > Q_LIMIT:
+                continue
+            cost = (xi - c) ** 2 + lam * _bits1(c - r, frac, float(b[i]))
+            if cost < best_cost:
+                best, best_cost = c, cost
+        qi = int(np.clip(np.rint(xi), -Q_LIMIT, Q_LIMIT)) if best is None else best
+        q[i] = qi
+        if qi:
+            acc += model.V[:, i] * qi
+    return q

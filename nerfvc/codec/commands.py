@@ -1,0 +1,176 @@
+"""CLI: ``nerfvc encode``, ``nerfvc decode``, ``nerfvc codec-fit``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nerfvc.codec.bitstream import HEADER_SIZE, decode_stream, encode_stream
+from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
+from nerfvc.codec.weights import load_face_model
+from nerfvc.errors import InputError
+from nerfvc.features import load_features, save_features
+from nerfvc.fsutil import write_bytes_atomic
+from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the codec subcommands."""
+    p = sub.add_parser("encode", help="code a video or a features file into a .nvc stream")
+    p.add_argument("video", nargs="?", help="input video (tracked with the model's face model)")
+    p.add_argument("--features", help="features .npz (expression (N,E), pose (N,12)) instead of a video")
+    p.add_argument("--model", required=True, help="MODEL directory (codec.json, fingerprint)")
+    p.add_argument("-o", "--output", required=True, help="output stream (.nvc)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--kbps", type=float, help="target rate; picks the finest step that fits (bisection)")
+    g.add_argument("--step", type=float, help="quality multiplier of the per-dim steps (default 1)")
+    p.add_argument("--keyint", type=int, help="keyframe interval in frames (default 2 s)")
+    p.add_argument("--fps", type=float, help="frame rate (default: from the features' timestamps, else 25)")
+    p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
+    p.add_argument(
+        "--rdoq", type=float, default=0.0, help="rate-distortion optimized quantization strength (e.g. 0.3)"
+    )
+    p.add_argument(
+        "--frames-per-packet",
+        type=int,
+        default=1,
+        help="pack G frames per packet (less framing, +G-1 latency)",
+    )
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz)")
+    p.add_argument("stream", help="input stream (.nvc)")
+    p.add_argument("--model", required=True, help="MODEL directory the stream was made for")
+    p.add_argument("-o", "--output", required=True, help="output features .npz (expression, pose, valid)")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("codec-fit", help="fit codec tables on training features into a MODEL directory")
+    p.add_argument("features", help="training features .npz")
+    p.add_argument("-o", "--output", required=True, help="MODEL directory (codec.json is written there)")
+    p.add_argument("--predictor", choices=["auto", "diag", "full"], default="auto")
+    p.add_argument("--train-fraction", type=float, default=1.0, help="fit on the first fraction of frames")
+    p.add_argument(
+        "--face-model", help="dir with face_model.safetensors (default: the MODEL dir, if present)"
+    )
+    p.set_defaults(func=cmd_codec_fit)
+
+
+def load_model(model: str | Path) -> tuple[CodecTables, str]:
+    """(codec tables, fingerprint) of a MODEL directory (verified)."""
+    manifest = read_model_manifest(model, verify=True)
+    if CODEC_FILE not in manifest["files"]:
+        raise InputError(f"{model}: model has no {CODEC_FILE} (run `nerfvc codec-fit` or retrain)")
+    return CodecTables.load(Path(model) / CODEC_FILE), manifest["fingerprint"]
+
+
+def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Track a video with the model's face model → expression (N,E), pose (N,12), fps."""
+    from nerfvc.face.tracker import FaceTracker  # lazy: written on another branch
+    from nerfvc.io.video import read_frames
+
+    expr, pose, ts = [], [], []
+    with FaceTracker.from_dir(model) as tracker:
+        for item in read_frames(path):
+            frame, t = item if isinstance(item, tuple) else (item, None)
+            f = tracker.track(frame, t)
+            expr.append(np.asarray(f.expression, np.float32))
+            pose.append(np.asarray(f.pose, np.float32))
+            if t is not None:
+                ts.append(float(t))
+    if not expr:
+        raise InputError(f"{path}: no frames")
+    fps = 1 / float(np.median(np.diff(ts))) if len(ts) > 1 else None
+    return np.stack(expr), np.stack(pose), fps
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    if (args.video is None) == (args.features is None):
+        raise InputError("give either a VIDEO or --features F.npz")
+    tables, fp = load_model(args.model)
+    fps = args.fps
+    if args.features:
+        feats = load_features(args.features)
+        code, pose = feats["expression"], feats["pose"]
+        ts = feats.get("timestamps")
+        if fps is None and ts is not None and len(ts) > 1 and np.median(np.diff(ts)) > 0:
+            fps = 1 / float(np.median(np.diff(ts)))
+    else:
+        code, pose, vfps = _track_video(args.video, args.model)
+        fps = fps or vfps
+    fps = round(fps or 25.0, 3)
+    if args.keyint is not None and args.keyint < 1:
+        raise InputError("--keyint must be >= 1")
+    step_index = index_from_step(args.step) if args.step is not None else None
+    t0 = time.perf_counter()
+    data = encode_stream(
+        tables,
+        fp,
+        code,
+        pose,
+        fps=fps,
+        kbps=args.kbps,
+        keyframe_interval=args.keyint,
+        mode=args.mode,
+        step_index=step_index,
+        rdoq=args.rdoq,
+        frames_per_packet=args.frames_per_packet,
+    )
+    dt = time.perf_counter() - t0
+    write_bytes_atomic(args.output, data)
+    n = len(code)
+    bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
+    # step index of the first keyframe (byte 5 of the first packet, signed)
+    k = (
+        int.from_bytes(data[HEADER_SIZE + 5 : HEADER_SIZE + 6], "big", signed=True)
+        if args.mode == "nerfvc"
+        else 0
+    )
+    how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
+    print(
+        f"{args.output}: {n} frames, {len(data)} bytes, {bits:.1f} bits/frame, {bits * fps / 1000:.3f} kbps "
+        f"at {fps:g} fps ({how}, {dt / max(n, 1) * 1e6:.0f} us/frame)"
+    )
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    tables, fp = load_model(args.model)
+    try:
+        data = Path(args.stream).read_bytes()
+    except FileNotFoundError as e:
+        raise InputError(f"{args.stream}: file not found") from e
+    code, pose, rep = decode_stream(data, tables, fp)
+    save_features(args.output, expression=code, pose=pose, valid=rep.valid)
+    print(f"{args.output}: {rep.summary()}")
+    return 0
+
+
+def cmd_codec_fit(args: argparse.Namespace) -> int:
+    feats = load_features(args.features)
+    n = len(feats["pose"])
+    m = max(2, round(n * args.train_fraction))
+    valid = feats.get("valid")
+    out = Path(args.output)
+    face = load_face_model(args.face_model or out)
+    if args.face_model and face is None:
+        raise InputError(f"{args.face_model}: no face_model.safetensors with mean and basis")
+    tables = fit_codec(
+        feats["expression"][:m],
+        feats["pose"][:m],
+        None if valid is None else valid[:m],
+        predictor=args.predictor,
+        face_model=face,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tables.save(out / CODEC_FILE)
+    msg = f"{out / CODEC_FILE}: fitted on {m} frames ({tables.predictor} predictor"
+    msg += f", {tables.info['steps']} steps)"
+    if (out / MANIFEST).exists():  # already finalized: refresh the manifest and fingerprint
+        old = read_model_manifest(out, verify=False)
+        extra = {k: v for k, v in old.items() if k not in ("format", "version", "fingerprint", "files")}
+        msg += f"; model fingerprint is now {finalize_model_dir(out, extra)}"
+    print(msg)
+    return 0

@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic features, fitted tables, a finalized MODEL directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nerfvc.cli
+from nerfvc.codec.synthetic import synthetic_features
+from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec
+from nerfvc.modeldir import finalize_model_dir
+
+FP = "0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def feats() -> tuple[np.ndarray, np.ndarray]:
+    """300 frames of 10-d AR(1) code + pose."""
+    return synthetic_features(300, 10, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tables(feats) -> CodecTables:
+    code, pose = feats
+    return fit_codec(code[:240], pose[:240])
+
+
+@pytest.fixture
+def model_dir(tmp_path, tables):
+    """A finalized MODEL directory with codec.json and a stand-in weights file → (path, fingerprint)."""
+    d = tmp_path / "model"
+    d.mkdir()
+    tables.save(d / CODEC_FILE)
+    (d / "nerf.safetensors").write_bytes(b"stand-in")
+    return d, finalize_model_dir(d)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``nerfvc.cli.main`` with only the codec commands (other subpackages live on other branches)."""
+    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["nerfvc.codec.commands"])
+    return nerfvc.cli.main

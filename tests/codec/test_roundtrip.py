@@ -1,0 +1,225 @@
+"""Round trip: decoded features equal the quantized features exactly; tables; per-packet API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nerfvc.codec import (
+    CodecTables,
+    StreamDecoder,
+    StreamEncoder,
+    decode_stream,
+    encode_stream,
+    fit_codec,
+)
+from nerfvc.codec.bitstream import HEADER_SIZE
+from nerfvc.codec.synthetic import synthetic_features
+from nerfvc.codec.tables import index_from_step, step_from_index
+from nerfvc.errors import InputError, ModelMismatchError
+
+from .conftest import FP
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 40),
+    dim=st.integers(1, 12),
+    step_index=st.integers(-48, 64),
+    keyint=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    predictor=st.sampled_from(["diag", "full"]),
+    amp=st.sampled_from([0.01, 1.0, 300.0]),
+    group=st.sampled_from([1, 1, 2, 3, 5]),
+)
+def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, amp, group):
+    # Tables fitted on one stream, data from another one (different amplitude): exercises escapes too.
+    code_tr, pose_tr = synthetic_features(60, dim, seed=seed)
+    tables = fit_codec(code_tr, pose_tr, predictor=predictor)
+    code, pose = synthetic_features(n, dim, seed=seed + 1)
+    code = code * amp
+    data = encode_stream(
+        tables, FP, code, pose, keyframe_interval=keyint, step_index=step_index, frames_per_packet=group
+    )
+    out_code, out_pose, rep = decode_stream(data, tables, FP)
+    ref_code, ref_pose = tables.reference(code, pose, step_index)
+    assert rep.decoded == n and rep.concealed == 0 and not rep.lost_indices and not rep.truncated
+    np.testing.assert_array_equal(out_code, ref_code)
+    np.testing.assert_array_equal(out_pose, ref_pose)
+    # The decoded rotation is proper.
+    r = out_pose[:, :9].reshape(-1, 3, 3).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-5)
+
+
+def test_step_grid():
+    assert step_from_index(0) == 1.0 and step_from_index(16) == 2.0 and step_from_index(-32) == 0.25
+    assert index_from_step(1.0) == 0 and index_from_step(2.0) == 16
+    with pytest.raises(InputError):
+        index_from_step(0.0)
+
+
+def test_quantization_error_bounded(feats, tables):
+    code, pose = feats
+    for k in (-16, 0, 16):
+        rc, _ = tables.reference(code, pose, k)
+        err = np.abs(rc - code).max(axis=0)
+        assert np.all(err <= tables.steps(k)[6:] / 2 + 1e-5)
+
+
+def test_low_variance_dims_cost_almost_nothing():
+    code, pose = synthetic_features(400, 8, seed=3)
+    code[:, 4:] = 1e-4 * np.random.default_rng(0).normal(size=(400, 4))  # tiny dims
+    tables = fit_codec(code[:300], pose[:300])
+    tables.base_step[6 + 4 :] = 1.0  # steps far above their spread → always the same symbol
+    from nerfvc.codec.coder import estimate_stream_bits
+
+    x = tables.features_to_vec(code[300:], pose[300:])
+    bits_all = estimate_stream_bits(tables, x, 0)
+    x2 = x.copy()
+    x2[:, 6 + 4 :] = 0
+    assert bits_all - estimate_stream_bits(tables, x2, 0) < 0.01 * len(x)
+
+
+def test_tables_json_roundtrip_and_errors(tmp_path, tables):
+    tables.save(tmp_path / "codec.json")
+    t2 = CodecTables.load(tmp_path)
+    assert t2.to_dict() == tables.to_dict()
+    d = tables.to_dict()
+    d["version"] = 99
+    with pytest.raises(ModelMismatchError, match="version 99"):
+        CodecTables.from_dict(d)
+    d = tables.to_dict()
+    d["mean"] = d["mean"][:-1]
+    with pytest.raises(InputError, match="malformed"):
+        CodecTables.from_dict(d)
+    with pytest.raises(InputError, match="not found"):
+        CodecTables.load(tmp_path / "nope")
+
+
+def test_encoder_rejects_bad_input(tables):
+    enc = StreamEncoder(tables, FP)
+    with pytest.raises(ModelMismatchError, match="dims"):
+        enc.encode(np.zeros(tables.code_dim + 1), [*np.eye(3).ravel().tolist(), 0, 0, 3])
+    with pytest.raises(InputError, match="NaN"):
+        enc.encode(np.full(tables.code_dim, np.nan), np.r_[np.eye(3).ravel(), 0, 0, 3])
+
+
+def test_per_packet_api(feats, tables):
+    code, pose = feats
+    enc = StreamEncoder(tables, FP, fps=25, step=1.0, keyframe_interval=10)
+    dec = StreamDecoder(tables, FP)
+    h = dec.read_header(enc.header())
+    assert h.keyframe_interval == 10 and h.fps == 25
+    pkts = [enc.encode(c, p) for c, p in zip(code[:30], pose[:30])]
+    refs = tables.reference(code[:30], pose[:30], 0)
+    # A keyframe parses and decodes on its own, on a fresh decoder.
+    fresh = StreamDecoder(tables, FP)
+    f = fresh.decode(pkts[10])
+    assert f.index == 10 and f.is_key and not f.concealed
+    np.testing.assert_array_equal(f.code, refs[0][10])
+    # In order: everything exact; the encoder's reconstruction is what the decoder outputs.
+    for i, p in enumerate(pkts):
+        f = dec.decode(p)
+        assert f.index == i and not f.concealed and f.is_key == (i % 10 == 0)
+        np.testing.assert_array_equal(f.code, refs[0][i])
+    np.testing.assert_array_equal(enc.last_reconstruction[0], refs[0][29])
+    # Late packet: reported as late, not applied.
+    f = dec.decode(pkts[5])
+    assert f.late and f.concealed and dec.stats.late == 1
+    # request_keyframe makes the next packet a keyframe.
+    enc.request_keyframe()
+    p = enc.encode(code[30], pose[30])
+    assert dec.decode(p).is_key
+
+
+def test_paper_mode_roundtrip(feats, tables):
+    code, pose = feats
+    data = encode_stream(tables, FP, code[:20], pose[:20], mode="paper")
+    c, p, rep = decode_stream(data, tables, FP)
+    np.testing.assert_array_equal(c, code[:20].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(p, pose[:20].astype(np.float16).astype(np.float32))
+    assert rep.decoded == 20
+    assert (len(data) - HEADER_SIZE) * 8 / 20 > 16 * (tables.code_dim + 12) * 0.5  # ~16 bit/dim
+
+
+def test_rdoq_decodes_to_encoder_reconstruction(feats, tables):
+    code, pose = feats[0][240:], feats[1][240:]
+    sizes = {}
+    for lam in (0.0, 0.3):
+        enc = StreamEncoder(tables, FP, step_index=-8, keyframe_interval=20, rdoq=lam)
+        dec = StreamDecoder(tables, FP)
+        dec.read_header(enc.header())
+        total = 0
+        for c, p in zip(code, pose):
+            pkt = enc.encode(c, p)
+            total += len(pkt)
+            f = dec.decode(pkt)
+            np.testing.assert_array_equal(f.code, enc.last_reconstruction[0])
+            np.testing.assert_array_equal(f.pose, enc.last_reconstruction[1])
+            assert np.all(np.abs(f.code - c) <= tables.steps(-8)[6:] * (1.0 if lam else 0.5) + 1e-6)
+        sizes[lam] = total
+    assert sizes[0.3] < sizes[0.0]
+
+
+def test_multi_frame_packets(feats, tables):
+    code, pose = feats[0][:40], feats[1][:40]
+    enc = StreamEncoder(tables, FP, keyframe_interval=10, frames_per_packet=3)
+    dec = StreamDecoder(tables, FP)
+    dec.read_header(enc.header())
+    ref = tables.reference(code, pose, 0)
+    pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
+    pkts.append(enc.flush())
+    assert sum(1 for p in pkts if p) == 14  # 13 full packets of 3 + 1 flushed frame
+    got = [f for p in pkts if p for f in dec.decode_frames(p)]
+    assert [f.index for f in got] == list(range(40))
+    np.testing.assert_array_equal(np.stack([f.code for f in got]), ref[0])
+    keys = [f.index for f in got if f.is_key]
+    assert keys[0] == 0 and all(k % 3 == 0 for k in keys)  # keyframes at packet boundaries
+    g1 = encode_stream(tables, FP, code, pose, keyframe_interval=10)
+    g3 = encode_stream(tables, FP, code, pose, keyframe_interval=10, frames_per_packet=3)
+    assert len(g3) < len(g1)
+
+
+def test_landmark_steps_from_face_model(tmp_path):
+    from safetensors.numpy import save_file
+
+    from nerfvc.codec import write_codec_tables
+    from nerfvc.codec.coder import estimate_stream_bits
+
+    rng = np.random.default_rng(0)
+    d = 12
+    mean = rng.normal(scale=0.05, size=(50, 3)).astype(np.float32)
+    basis, _ = np.linalg.qr(rng.normal(size=(150, d)))  # orthonormal columns, like the face model's PCA
+    save_file({"mean": mean, "basis": basis.astype(np.float32)}, str(tmp_path / "face_model.safetensors"))
+    code, pose = synthetic_features(500, d, seed=4, jitter=0.002)
+    code[:, 8:] *= 0.01  # low-variance PCA tail
+    tables = write_codec_tables(tmp_path, code[:400], pose[:400])
+    assert (tmp_path / "codec.json").exists() and tables.info["steps"] == "landmark"
+    np.testing.assert_allclose(tables.base_step[6:], tables.base_step[6])  # uniform for an orthonormal basis
+    x = tables.features_to_vec(code[400:], pose[400:])
+    x_tail0 = x.copy()
+    x_tail0[:, 6 + 8 :] = tables.mean[6 + 8 :]
+    extra = estimate_stream_bits(tables, x, 0) - estimate_stream_bits(tables, x_tail0, 0)
+    assert extra < 0.05 * len(x)  # the low-variance dims cost ~0 bits
+
+
+def test_escape_symbols_roundtrip(tables):
+    from nerfvc.codec.coder import decode_frame, encode_frame, model_pair
+
+    key, delta = model_pair(tables, -100)
+    q = np.zeros(tables.dims, np.int64)
+    q[:6] = [0, 5, -70000, 3, 16_000_000, -300]
+    for model, prev in ((key, None), (delta, np.full(tables.dims, 7, np.int64))):
+        assert np.array_equal(decode_frame(model, encode_frame(model, q, prev), prev), q)
+
+
+def test_decode_message_with_several_packets(feats, tables):
+    code, pose = feats[0][:10], feats[1][:10]
+    enc = StreamEncoder(tables, FP, keyframe_interval=5)
+    dec = StreamDecoder(tables, FP)
+    pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
+    frames = dec.decode_message(b"".join(pkts[:4])) + dec.decode_message(b"".join(pkts[4:]))
+    assert [f.index for f in frames] == list(range(10)) and not any(f.concealed for f in frames)
+    np.testing.assert_array_equal(np.stack([f.code for f in frames]), tables.reference(code, pose, 0)[0])
