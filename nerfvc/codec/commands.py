@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nerfvc.codec.bitstream import HEADER_SIZE, decode_stream, encode_stream
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.errors import InputError
+from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.features import load_features, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+
+if TYPE_CHECKING:
+    from nerfvc.embed.encoder import ExpressionEmbedding
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz)")
     p.add_argument("stream", help="input stream (.nvc)")
     p.add_argument("--model", required=True, help="MODEL directory the stream was made for")
-    p.add_argument("-o", "--output", required=True, help="output features .npz (expression, pose, valid)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output features .npz (expression, pose, valid; + code with an embedding)",
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("codec-fit", help="fit codec tables on training features into a MODEL directory")
@@ -64,6 +73,24 @@ def load_model(model: str | Path) -> tuple[CodecTables, str]:
     if CODEC_FILE not in manifest["files"]:
         raise InputError(f"{model}: model has no {CODEC_FILE} (run `nerfvc codec-fit` or retrain)")
     return CodecTables.load(Path(model) / CODEC_FILE), manifest["fingerprint"]
+
+
+def _load_embedding(model: str | Path) -> ExpressionEmbedding | None:
+    """The MODEL dir's expression embedding (``embed.safetensors``), or None."""
+    from nerfvc.embed.train import EMBED_FILE
+
+    if not (Path(model) / EMBED_FILE).exists():
+        return None
+    from nerfvc.embed.train import load_embedding
+
+    if EMBED_FILE not in read_model_manifest(model, verify=False)["files"]:
+        raise ModelMismatchError(f"{model}: {EMBED_FILE} is not part of the model (re-finalize the model)")
+    emb = load_embedding(model)
+    if CodecTables.load(model).code_dim != emb.config.code_dim:
+        raise ModelMismatchError(
+            f"{model}: {CODEC_FILE} does not code the embedding's {emb.config.code_dim}-d code"
+        )
+    return emb
 
 
 def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
@@ -90,6 +117,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.features is None):
         raise InputError("give either a VIDEO or --features F.npz")
     tables, fp = load_model(args.model)
+    embedding = _load_embedding(args.model)
     fps = args.fps
     if args.features:
         feats = load_features(args.features)
@@ -105,6 +133,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise InputError("--keyint must be >= 1")
     step_index = index_from_step(args.step) if args.step is not None else None
     t0 = time.perf_counter()
+    if embedding is not None:  # the model's sender encoder: code the embedding, not the raw expression
+        from nerfvc.embed.train import encode_expressions
+
+        code = encode_expressions(embedding, code)
     data = encode_stream(
         tables,
         fp,
@@ -143,7 +175,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise InputError(f"{args.stream}: file not found") from e
     code, pose, rep = decode_stream(data, tables, fp)
-    save_features(args.output, expression=code, pose=pose, valid=rep.valid)
+    embedding = _load_embedding(args.model)
+    if embedding is None:
+        save_features(args.output, expression=code, pose=pose, valid=rep.valid)
+    else:  # receiver side of the embedding: expand the code to the expression the renderer expects
+        from nerfvc.embed.train import decode_codes
+
+        expr = decode_codes(embedding, code)
+        save_features(args.output, expression=expr, code=code, pose=pose, valid=rep.valid)
     print(f"{args.output}: {rep.summary()}")
     return 0
 
