@@ -10,7 +10,7 @@ tracker's own landmark jitter, the embedding's error without quantization, and s
 
     PYTHONPATH=. nice -n 5 .venv/bin/python benchmarks/embed.py [--names german,d9,aoc] [--minutes 0.75]
         [--out benchmarks/results/embed.json]
-    PYTHONPATH=. .venv/bin/python benchmarks/embed.py --merge A.json B.json --out benchmarks/results/embed.json
+    PYTHONPATH=. .venv/bin/python benchmarks/embed.py --merge A.json B.json --out RESULT.json
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bitrate import errors, jitters, timed_roundtrip  # noqa: E402
+from bitrate import errors, jitters, timed_roundtrip
 
-from nerfvc.codec import fit_codec  # noqa: E402
-from nerfvc.codec.tables import step_from_index  # noqa: E402
-from nerfvc.embed.encoder import CausalEncoderState, EmbedConfig, ExpressionEmbedding  # noqa: E402
-from nerfvc.embed.train import (  # noqa: E402
+from nerfvc.codec import fit_codec
+from nerfvc.codec.tables import step_from_index
+from nerfvc.embed.encoder import CausalEncoderState, EmbedConfig, ExpressionEmbedding
+from nerfvc.embed.train import (
     TrainConfig,
     decode_codes,
     encode_expressions,
@@ -54,7 +54,7 @@ def sweep(tables, code_te, pose_te, expr_te, decode, face, cam, fps, keyint, jit
     rows = []
     for g, rdoq in GRID:
         for k in STEP_INDICES:
-            dc, dp, bits, enc_us, dec_us = timed_roundtrip(
+            dc, dp, bits, enc_us, _dec_us = timed_roundtrip(
                 tables, code_te, pose_te, fps, keyint, k, rdoq=rdoq, group=g
             )
             err = errors(expr_te, pose_te, decode(dc), dp, face, cam)
@@ -118,9 +118,7 @@ def bench(path: Path, minutes: float, lambdas: list[float]) -> dict:
             log = []
         else:
             cfg = TrainConfig(lam=lam, minutes=minutes, max_iters=100000)
-            model = train_embedding(
-                ds.expression[tr], ds.pose[tr], ds.valid[tr], face, cam, ec, cfg, tau=tau
-            )
+            model = train_embedding(ds.expression[tr], ds.pose[tr], ds.valid[tr], face, cam, ec, cfg, tau=tau)
             log = cfg.log
         train_s = time.perf_counter() - t0
         code = encode_expressions(model, ds.expression)  # whole clip: the test frames see their history

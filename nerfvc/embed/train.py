@@ -325,14 +325,13 @@ def _train(
         recon = model.decode(noisy)
         dist = ((geo.project(recon, p) - target) ** 2).sum(-1).mean()  # px² per landmark
         loss = dist
-        bits = torch.zeros(())
-        if cfg.lam > 0 or it % 50 == 0:
-            pred = mu_m + ar * (noisy[:-1] - mu_m)  # delta-frame prediction from the previous decoded code
-            resid = (code[1:] - pred)[pair]
-            b = resid.abs().mean(0).clamp(min=1e-12)  # Laplace scale (MLE) of the innovations
-            bits = estimate_bits(code[1:][pair], b, step, mean=pred[pair]).mean()
-            if cfg.lam > 0:
-                loss = loss + cfg.lam * bits
+        # rate (also logged when it does not enter the loss)
+        pred = mu_m + ar * (noisy[:-1] - mu_m)  # delta-frame prediction from the previous decoded code
+        resid = (code[1:] - pred)[pair]
+        b = resid.abs().mean(0).clamp(min=1e-12)  # Laplace scale (MLE) of the innovations
+        bits = estimate_bits(code[1:][pair], b, step, mean=pred[pair]).mean()
+        if cfg.lam > 0:
+            loss = loss + cfg.lam * bits
         opt.zero_grad()
         loss.backward()
         opt.step()
