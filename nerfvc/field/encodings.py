@@ -38,7 +38,7 @@ def load_cpp_extension() -> object | None:
 
         source = (Path(__file__).with_name("hashgrid.cpp")).read_text()
         _EXT = load_inline(
-            name="nerfvc_hashgrid_v3",
+            name="nerfvc_hashgrid_v10",
             cpp_sources=[source],
             functions=["hashgrid_forward", "hashgrid_backward"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
@@ -112,8 +112,8 @@ class HashGrid(nn.Module):
 
     def __init__(self, cfg: HashGridConfig):
         super().__init__()
-        if not 1 <= cfg.features <= 8 or cfg.log2_table > 24:
-            raise ValueError("hash grid: features must be 1..8 and log2_table <= 24")
+        if cfg.features not in (1, 2, 4, 8) or cfg.log2_table > 24:
+            raise ValueError("hash grid: features must be 1, 2, 4 or 8 and log2_table <= 24")
         self.cfg = cfg
         growth = math.exp((math.log(cfg.max_res) - math.log(cfg.base_res)) / max(cfg.levels - 1, 1))
         res = [math.floor(cfg.base_res * growth**i) for i in range(cfg.levels)]
