@@ -19,6 +19,8 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.face.commands",  # prepare, inspect
     "nerfvc.codec.commands",  # encode, decode, codec-fit
     "nerfvc.embed.commands",  # embed-train
+    "nerfvc.train.commands",  # train
+    "nerfvc.render.commands",  # render
 ]
 
 

@@ -1,0 +1,1 @@
+"""Field components (encodings, MLPs) and composed fields (head, torso) of the receiver NeRF."""

@@ -1,0 +1,116 @@
+"""Composed fields: the expression-conditioned head radiance field and the pose-conditioned 2D torso field.
+
+- :class:`HeadField` lives in canonical head space (the renderer moves samples by the inverse head pose).
+  Position → hash grid; density and a geometry feature from (grid features, expression code); colour from
+  (geometry feature, view direction, expression code, consistency code).
+- :class:`TorsoField` is ER-NeRF-style 2D: a pose-conditioned deformation of image coordinates, then 2D
+  feature planes and an MLP → premultiplied-free RGB and alpha, composited behind the head.
+Both take the shared head-torso consistency code (a learnable vector; dimension 0 switches it off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
+
+
+def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden ReLU layers of width ``hidden``."""
+    mods: list[nn.Module] = []
+    d = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.ReLU(inplace=True)]
+        d = hidden
+    mods.append(nn.Linear(d, n_out))
+    return nn.Sequential(*mods)
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp with its input clamped (stable density activation)."""
+    return torch.exp(x.clamp(max=15.0))
+
+
+@dataclass
+class HeadFieldConfig:
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    expression_dim: int = 79  # input expression coefficients
+    code_dim: int = 16  # learned projection of the (normalised) expression
+    geo_dim: int = 15
+    hidden: int = 64
+    sigma_layers: int = 1
+    color_layers: int = 1
+    use_view_dir: bool = True
+    bf16: bool = True  # MLPs under bfloat16 autocast (measured 1.6x per training step); grid stays float32
+
+
+class HeadField(nn.Module):
+    """Canonical points ``x`` (N,3) in [0,1]^3 + per-point conditioning → density (N,), rgb (N,3)."""
+
+    def __init__(self, cfg: HeadFieldConfig, consistency_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = HashGrid(cfg.grid)
+        self.expr_proj = nn.Linear(cfg.expression_dim, cfg.code_dim)
+        self.sigma_net = mlp(cfg.grid.out_dim + cfg.code_dim, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
+        n_color = cfg.geo_dim + cfg.code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
+        self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
+
+    def expression_code(self, expression: torch.Tensor) -> torch.Tensor:
+        """Normalised expressions (R,E) → codes (R,code_dim)."""
+        return self.expr_proj(expression)
+
+    def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N,3), ``code`` (N,C) → sigma (N,), geometry feature (N,geo_dim)."""
+        feats = torch.cat([self.grid(x), code], -1)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            h = self.sigma_net(feats).float()
+        return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
+
+    def forward(
+        self, x: torch.Tensor, code: torch.Tensor, view_dir: torch.Tensor, consistency: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N,3), ``code`` (N,C), ``view_dir`` (N,3), ``consistency`` (N,K) → sigma (N,), rgb (N,3)."""
+        sigma, geo = self.density(x, code)
+        parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)).float())
+        return sigma, rgb
+
+
+@dataclass
+class TorsoFieldConfig:
+    planes: PlaneGridConfig = field(default_factory=PlaneGridConfig)
+    pose_dim: int = 12
+    code_dim: int = 8  # the torso's own learnable code
+    hidden: int = 64
+    deform_hidden: int = 32
+    max_offset: float = 0.1  # largest deformation, in normalised image units
+
+
+class TorsoField(nn.Module):
+    """Image coordinates ``uv`` (N,2) in [0,1]^2 + normalised head pose (N,12) → rgb (N,3), alpha (N,)."""
+
+    def __init__(self, cfg: TorsoFieldConfig, consistency_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.code = nn.Parameter(torch.zeros(cfg.code_dim))
+        self.deform = mlp(2 + cfg.pose_dim + cfg.code_dim, cfg.deform_hidden, 2, 2)
+        nn.init.zeros_(self.deform[-1].weight)
+        nn.init.zeros_(self.deform[-1].bias)
+        self.planes = PlaneGrid(cfg.planes)
+        n_in = cfg.planes.out_dim + cfg.pose_dim + cfg.code_dim + consistency_dim
+        self.net = mlp(n_in, cfg.hidden, 4, 2)
+
+    def forward(
+        self, uv: torch.Tensor, pose: torch.Tensor, consistency: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = uv.shape[0]
+        code = self.code.expand(n, -1)
+        offset = torch.tanh(self.deform(torch.cat([uv, pose, code], -1))) * self.cfg.max_offset  # (N,2)
+        feat = self.planes((uv + offset).clamp(0, 1))  # (N,P)
+        out = self.net(torch.cat([feat, pose, code, consistency], -1))  # (N,4)
+        return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])

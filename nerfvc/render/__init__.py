@@ -1,0 +1,1 @@
+"""Rays, samplers, volume rendering, the portrait model and the receiver's :class:`Renderer`."""

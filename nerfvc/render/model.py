@@ -1,0 +1,190 @@
+"""The portrait model: coarse + fine head fields, 2D torso, consistency code, occupancy grid, rendering.
+
+``render_rays`` is the one code path used by training and by the receiver; only ``train=True`` changes it
+(jittered samples, no early exits that would break autograd).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nerfvc.field.encodings import HashGridConfig, PlaneGridConfig
+from nerfvc.field.fields import HeadField, HeadFieldConfig, TorsoField, TorsoFieldConfig
+from nerfvc.render.rays import intersect_box, to_canonical
+from nerfvc.render.samplers import OccupancyGrid, importance, stratified
+from nerfvc.render.volume import accumulate, composite, render_weights
+
+
+def _coarse_head() -> HeadFieldConfig:
+    return HeadFieldConfig(
+        grid=HashGridConfig(levels=8, features=2, log2_table=13, base_res=8, max_res=96),
+        code_dim=8,
+        geo_dim=7,
+        hidden=32,
+        use_view_dir=False,
+    )
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`PortraitNeRF` (saved as ``nerf.json``)."""
+
+    head_lo: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0])  # canonical box corners
+    head_hi: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    expression_dim: int = 79
+    coarse: HeadFieldConfig = field(default_factory=_coarse_head)
+    fine: HeadFieldConfig = field(default_factory=HeadFieldConfig)
+    torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
+    consistency_dim: int = 8  # 0 switches the head-torso consistency code off
+    n_coarse: int = 24
+    n_fine: int = 24
+    occupancy_res: int = 64
+    occupancy_alpha: float = 0.01  # a cell is occupied if one coarse step through it is at least this opaque
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        for key in ("coarse", "fine"):
+            h = dict(d[key])
+            h["grid"] = HashGridConfig(**h["grid"])
+            d[key] = HeadFieldConfig(**h)
+        t = dict(d["torso"])
+        t["planes"] = PlaneGridConfig(**t["planes"])
+        d["torso"] = TorsoFieldConfig(**t)
+        return cls(**d)
+
+
+class PortraitNeRF(nn.Module):
+    """Expression- and pose-driven portrait: head NeRF (coarse + fine) over a 2D torso over a background."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        cfg.coarse.expression_dim = cfg.fine.expression_dim = cfg.expression_dim
+        self.coarse = HeadField(cfg.coarse, cfg.consistency_dim)
+        self.fine = HeadField(cfg.fine, cfg.consistency_dim)
+        self.torso = TorsoField(cfg.torso, cfg.consistency_dim)
+        self.consistency = nn.Parameter(torch.zeros(cfg.consistency_dim))
+        self.occupancy = OccupancyGrid(cfg.occupancy_res)
+        self.register_buffer("head_lo", torch.tensor(cfg.head_lo, dtype=torch.float32))
+        self.register_buffer("head_hi", torch.tensor(cfg.head_hi, dtype=torch.float32))
+        # normalisation of the conditioning inputs (set from the training split)
+        self.register_buffer("expr_mean", torch.zeros(cfg.expression_dim))
+        self.register_buffer("expr_std", torch.ones(cfg.expression_dim))
+        self.register_buffer("pose_mean", torch.zeros(12))
+        self.register_buffer("pose_std", torch.ones(12))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Length of the box's longest side: distances are measured in these units."""
+        return (self.head_hi - self.head_lo).max()
+
+    def set_normalisation(self, expression: torch.Tensor, pose: torch.Tensor) -> None:
+        """Per-dimension mean/std of the training expressions (N,E) and poses (N,12)."""
+        self.expr_mean.copy_(expression.mean(0))
+        self.expr_std.copy_(expression.std(0).clamp(min=1e-3))
+        self.pose_mean.copy_(pose.mean(0))
+        self.pose_std.copy_(pose.std(0).clamp(min=1e-3))
+
+    def _head_pass(
+        self,
+        head: HeadField,
+        edges: torch.Tensor,
+        origin: torch.Tensor,
+        direction: torch.Tensor,
+        code: torch.Tensor,
+        cons: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Evaluate ``head`` in bins ``edges`` (R,S+1) along canonical rays → weights (R,S), rgb (R,3),
+        alpha (R,)."""
+        n_rays, n_s = edges.shape[0], edges.shape[1] - 1
+        t_mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # (R,S)
+        delta = (edges[:, 1:] - edges[:, :-1]) / self.scale  # (R,S)
+        pts = origin[:, None] + direction[:, None] * t_mid[..., None]  # (R,S,3)
+        x = ((pts - self.head_lo) / (self.head_hi - self.head_lo)).clamp(0, 1)  # (R,S,3)
+        keep = self.occupancy.query(x)  # (R,S)
+        ray_idx, s_idx = keep.nonzero(as_tuple=True)
+        sigma = torch.zeros(n_rays, n_s, device=x.device, dtype=x.dtype)
+        rgb = torch.zeros(n_rays, n_s, 3, device=x.device, dtype=x.dtype)
+        if ray_idx.numel():
+            view = torch.nn.functional.normalize(direction, dim=-1)
+            s, c = head(x[ray_idx, s_idx], code[ray_idx], view[ray_idx], cons[ray_idx])
+            sigma = sigma.index_put((ray_idx, s_idx), s)
+            rgb = rgb.index_put((ray_idx, s_idx), c)
+        weights = render_weights(sigma, delta)
+        color, alpha = accumulate(weights, rgb)
+        return weights, color, alpha
+
+    def render_rays(
+        self,
+        dirs: torch.Tensor,
+        uv: torch.Tensor,
+        expression: torch.Tensor,
+        pose: torch.Tensor,
+        background: torch.Tensor,
+        train: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Render rays: camera directions (R,3), image coords uv (R,2), raw expression (R,E) and pose (R,12),
+        background colour (R,3) → ``rgb`` (R,3) fine composite, ``rgb_coarse``, ``head_alpha``,
+        ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
+        """
+        n = dirs.shape[0]
+        dev = dirs.device
+        expr_n = (expression - self.expr_mean) / self.expr_std
+        pose_n = (pose - self.pose_mean) / self.pose_std
+        cons = self.consistency.expand(n, -1)
+        torso_rgb, torso_alpha = self.torso(uv, pose_n, cons)
+
+        origin, direction = to_canonical(dirs, pose)
+        t_near, t_far, hit = intersect_box(origin, direction, self.head_lo, self.head_hi)
+        out = {
+            "head_rgb": torch.zeros(n, 3, device=dev),
+            "head_alpha": torch.zeros(n, device=dev),
+            "head_rgb_coarse": torch.zeros(n, 3, device=dev),
+            "head_alpha_coarse": torch.zeros(n, device=dev),
+        }
+        idx = hit.nonzero(as_tuple=True)[0]
+        if idx.numel():
+            o, d, c = origin[idx], direction[idx], cons[idx]
+            code_c = self.coarse.expression_code(expr_n[idx])
+            code_f = self.fine.expression_code(expr_n[idx])
+            edges = stratified(t_near[idx], t_far[idx], self.cfg.n_coarse, jitter=train)
+            w_c, rgb_c, a_c = self._head_pass(self.coarse, edges, o, d, code_c, c)
+            out["head_rgb_coarse"] = out["head_rgb_coarse"].index_put((idx,), rgb_c)
+            out["head_alpha_coarse"] = out["head_alpha_coarse"].index_put((idx,), a_c)
+            # fine pass only where the coarse pass saw something (always during training: autograd needs it)
+            sel = torch.arange(idx.numel(), device=dev) if train else (a_c > 1e-3).nonzero(as_tuple=True)[0]
+            if sel.numel():
+                edges_f = importance(edges[sel], w_c[sel], self.cfg.n_fine, jitter=train)
+                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_f[sel], c[sel])
+                out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
+                out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
+        out["rgb"] = composite(out["head_rgb"], out["head_alpha"], torso_rgb, torso_alpha, background)
+        out["rgb_coarse"] = composite(
+            out["head_rgb_coarse"], out["head_alpha_coarse"], torso_rgb, torso_alpha, background
+        )
+        out["torso_alpha"] = torso_alpha
+        return out
+
+    @torch.no_grad()
+    def update_occupancy(self, expressions: torch.Tensor, decay: float = 0.95) -> None:
+        """Re-estimate the occupancy grid from the fine density under random training expressions (N,E)."""
+        x = self.occupancy.cell_points(jitter=True)  # (C,3)
+        pick = torch.randint(0, expressions.shape[0], (x.shape[0],), device=x.device)
+        expr_n = (expressions[pick] - self.expr_mean) / self.expr_std
+        sigma = torch.cat(
+            [
+                self.fine.density(x[i : i + 65536], self.fine.expression_code(expr_n[i : i + 65536]))[0]
+                for i in range(0, x.shape[0], 65536)
+            ]
+        )
+        step = 3**0.5 / self.cfg.n_coarse
+        threshold = -torch.log(torch.tensor(1 - self.cfg.occupancy_alpha)).item() / step
+        self.occupancy.update(sigma, threshold, decay)

@@ -1,0 +1,130 @@
+"""The receiver's renderer: a trained MODEL directory → frames of any size from (expression, pose).
+
+r = Renderer.from_model_dir("work/model")
+frame = r.render(expression, pose, 512, 512)  # uint8 (H,W,3)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from nerfvc.camera import Camera
+from nerfvc.errors import InputError, ModelMismatchError
+from nerfvc.fsutil import read_json
+from nerfvc.modeldir import read_model_manifest
+from nerfvc.render.model import ModelConfig, PortraitNeRF
+from nerfvc.render.rays import pixel_rays
+from nerfvc.render.threads import configure_threads
+
+NERF_FORMAT = "nerfvc-nerf"
+NERF_VERSION = 1
+
+
+def load_nerf(path: str | Path, verify: bool = True) -> tuple[PortraitNeRF, Camera, np.ndarray]:
+    """Model, camera and background (H,W,3) uint8 from a MODEL directory."""
+    path = Path(path)
+    read_model_manifest(path, verify=verify)
+    meta = read_json(path / "nerf.json")
+    if meta.get("format") != NERF_FORMAT or meta.get("version") != NERF_VERSION:
+        raise ModelMismatchError(f"{path}: nerf.json is not a version {NERF_VERSION} nerfvc NeRF")
+    model = PortraitNeRF(ModelConfig.from_dict(meta["model"]))
+    try:
+        model.load_state_dict(load_file(str(path / "nerf.safetensors")), strict=True)
+    except Exception as e:
+        raise ModelMismatchError(f"{path}: nerf.safetensors does not fit nerf.json ({e})") from e
+    model.eval()
+    camera = Camera.from_dict(read_json(path / "camera.json"))
+    try:
+        bg = np.asarray(Image.open(path / "background.png").convert("RGB"))
+    except FileNotFoundError as e:
+        raise InputError(f"{path / 'background.png'}: file not found") from e
+    return model, camera, bg
+
+
+class Renderer:
+    """Renders frames from a :class:`PortraitNeRF` at any size; caches rays and backgrounds per size."""
+
+    def __init__(
+        self,
+        model: PortraitNeRF,
+        camera: Camera,
+        background: np.ndarray,
+        device: str | torch.device = "cpu",
+        chunk: int = 1 << 16,
+    ):
+        self.model = model.to(device).eval()
+        self.camera = camera
+        self.background = background  # (H,W,3) uint8 at the camera's size
+        self.device = torch.device(device)
+        self.chunk = chunk
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_model_dir(
+        cls, path: str | Path, device: str | torch.device = "cpu", verify: bool = True
+    ) -> Renderer:
+        """Load a MODEL directory (checking its fingerprint when ``verify``)."""
+        configure_threads()
+        model, camera, bg = load_nerf(path, verify=verify)
+        return cls(model, camera, bg, device)
+
+    @property
+    def expression_dim(self) -> int:
+        return self.model.cfg.expression_dim
+
+    def _rays(self, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (width, height)
+        if key not in self._cache:
+            dirs, uv = pixel_rays(self.camera.scaled(width, height), self.device)
+            im = Image.fromarray(self.background)
+            if im.size != key:
+                im = im.resize(key, Image.Resampling.BOX if width < im.size[0] else Image.Resampling.BICUBIC)
+            bg = torch.from_numpy(np.asarray(im).copy()).to(self.device).float().reshape(-1, 3) / 255
+            self._cache = {key: (dirs, uv, bg)} | dict(list(self._cache.items())[-3:])
+        return self._cache[key]
+
+    @torch.inference_mode()
+    def render_float(
+        self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
+    ) -> torch.Tensor:
+        """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1]."""
+        expr = torch.as_tensor(np.asarray(expression, np.float32), device=self.device).reshape(1, -1)
+        pos = torch.as_tensor(np.asarray(pose, np.float32), device=self.device).reshape(1, 12)
+        if expr.shape[1] != self.expression_dim:
+            raise InputError(
+                f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
+            )
+        dirs, uv, bg = self._rays(width, height)
+        out = []
+        for i in range(0, dirs.shape[0], self.chunk):
+            n = min(self.chunk, dirs.shape[0] - i)
+            o = self.model.render_rays(
+                dirs[i : i + n], uv[i : i + n], expr.expand(n, -1), pos.expand(n, -1), bg[i : i + n]
+            )
+            out.append(o["rgb"])
+        return torch.cat(out).clamp(0, 1).reshape(height, width, 3)
+
+    def render(
+        self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
+    ) -> np.ndarray:
+        """Expression (E,) and pose (12,) → uint8 RGB frame (H,W,3)."""
+        img = self.render_float(expression, pose, width, height)
+        return (img * 255 + 0.5).byte().cpu().numpy()
+
+    def time_render(
+        self, expression: np.ndarray, pose: np.ndarray, width: int, height: int, n: int = 5
+    ) -> float:
+        """Median wall time (s) of ``n`` renders after one warm-up."""
+        self.render(expression, pose, width, height)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            self.render(expression, pose, width, height)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))

@@ -1,0 +1,29 @@
+"""Volume rendering (the paper's Eq. 2-3, discretised) and compositing over the background."""
+
+from __future__ import annotations
+
+import torch
+
+
+def render_weights(sigma: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Densities and interval lengths (R,S) → weights (R,S): alpha_i · prod_{j<i} (1 − alpha_j)."""
+    alpha = 1.0 - torch.exp(-sigma * delta)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
+    return alpha * trans
+
+
+def accumulate(weights: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (R,S) and colours (R,S,3) → premultiplied colour (R,3), opacity (R,)."""
+    return (weights.unsqueeze(-1) * rgb).sum(1), weights.sum(1)
+
+
+def composite(
+    head_rgb: torch.Tensor,
+    head_alpha: torch.Tensor,
+    torso_rgb: torch.Tensor,
+    torso_alpha: torch.Tensor,
+    background: torch.Tensor,
+) -> torch.Tensor:
+    """Head (premultiplied) over torso over background: all (R,3) colours and (R,) alphas → (R,3)."""
+    behind = torso_alpha[:, None] * torso_rgb + (1 - torso_alpha[:, None]) * background
+    return head_rgb + (1 - head_alpha[:, None]) * behind

@@ -1,0 +1,1 @@
+"""Training the receiver NeRF: dataset loading, ray sampling, losses, checkpoints, MODEL export."""

@@ -1,0 +1,135 @@
+"""Reading a DATASET directory (docs/architecture.md) into tensors for training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nerfvc.camera import Camera
+from nerfvc.errors import InputError
+from nerfvc.features import load_features
+from nerfvc.fsutil import read_json, sha256_file
+
+
+def parse_size(size: str | int | None, width: int, height: int) -> tuple[int, int]:
+    """``None`` → (width, height); ``S`` → longer side S, aspect kept; ``"WxH"`` → exact."""
+    if size is None:
+        return width, height
+    s = str(size).lower()
+    try:
+        if "x" in s:
+            w, h = (int(v) for v in s.split("x"))
+        else:
+            longer = int(s)
+            k = longer / max(width, height)
+            w, h = (longer, round(height * k)) if width >= height else (round(width * k), longer)
+    except ValueError as e:
+        raise InputError(f"bad size {size!r}: use S (longer side) or WxH") from e
+    if w < 8 or h < 8 or w > 8192 or h > 8192:
+        raise InputError(f"size {w}x{h} out of range (8..8192)")
+    return w, h
+
+
+def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image as uint8 RGB (H,W,3), area-resized to ``size`` = (W,H) if given."""
+    try:
+        im = Image.open(path).convert("RGB")
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: file not found") from e
+    if size is not None and im.size != size:
+        im = im.resize(size, Image.Resampling.BOX if size[0] < im.size[0] else Image.Resampling.BICUBIC)
+    return np.asarray(im)
+
+
+def head_bounds(root: Path) -> tuple[list[float], list[float]]:
+    """The canonical head box [lo, hi] from ``face_model.json`` ``head_bounds`` (2,3)."""
+    meta = read_json(root / "face_model.json")
+    b = np.asarray(meta.get("head_bounds", []), dtype=np.float64)
+    if b.shape != (2, 3) or not np.all(b[1] > b[0]):
+        raise InputError(
+            f"{root / 'face_model.json'}: head_bounds must be [[min x,y,z],[max x,y,z]], got {b}"
+        )
+    return b[0].tolist(), b[1].tolist()
+
+
+@dataclass
+class PortraitDataset:
+    """A loaded dataset at one size: frames, masks, features, background, camera and split."""
+
+    root: Path
+    camera: Camera  # at the loaded size
+    frames: torch.Tensor  # (N,H,W,3) uint8
+    masks: torch.Tensor  # (N,H,W) uint8: 0 background, 1 torso, 2 head
+    background: torch.Tensor  # (H,W,3) uint8
+    expression: torch.Tensor  # (N,E) float32
+    pose: torch.Tensor  # (N,12) float32
+    train_idx: np.ndarray  # (n,) frame indices
+    test_idx: np.ndarray  # (N-n,)
+    head_lo: list[float]
+    head_hi: list[float]
+    fps: float
+    fingerprint: str  # sha256 of features.npz (identifies the dataset in checkpoints)
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+
+def load_dataset(path: str | Path, size: str | int | None = None, frames: bool = True) -> PortraitDataset:
+    """Load a complete DATASET directory, resized to ``size`` (see :func:`parse_size`)."""
+    root = Path(path)
+    manifest = read_json(root / "manifest.json")
+    if manifest.get("format", "nerfvc-dataset") != "nerfvc-dataset":
+        raise InputError(f"{root}: manifest.json is not a nerfvc dataset")
+    if not manifest.get("complete"):
+        raise InputError(f"{root}: dataset is not complete (manifest.json says complete=false)")
+    cam_full = Camera.from_dict(manifest["camera"])
+    w, h = parse_size(size, cam_full.width, cam_full.height)
+    camera = cam_full.scaled(w, h)
+    feats = load_features(root / "features.npz")
+    n = int(manifest["num_frames"])
+    if len(feats["pose"]) != n:
+        raise InputError(f"{root}: features.npz has {len(feats['pose'])} frames, manifest says {n}")
+    split = manifest["split"]
+    train_idx = np.arange(*split["train"])
+    test_idx = np.arange(*split["test"])
+    if len(train_idx) == 0:
+        raise InputError(f"{root}: empty training split")
+    if frames:
+        imgs = np.stack([load_rgb(root / "frames" / f"{i:06d}.png", (w, h)) for i in range(n)])
+        masks = np.stack([_load_mask(root / "masks" / f"{i:06d}.png", (w, h)) for i in range(n)])
+    else:
+        imgs = np.zeros((n, h, w, 3), np.uint8)
+        masks = np.zeros((n, h, w), np.uint8)
+    lo, hi = head_bounds(root)
+    return PortraitDataset(
+        root=root,
+        camera=camera,
+        frames=torch.from_numpy(imgs),
+        masks=torch.from_numpy(masks),
+        background=torch.from_numpy(load_rgb(root / "background.png", (w, h)).copy()),
+        expression=torch.from_numpy(feats["expression"].astype(np.float32)),
+        pose=torch.from_numpy(feats["pose"].astype(np.float32)),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        head_lo=lo,
+        head_hi=hi,
+        fps=float(manifest.get("fps", 25.0)),
+        fingerprint=sha256_file(root / "features.npz")[:16],
+    )
+
+
+def _load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        im = Image.open(path)
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: file not found") from e
+    if im.mode not in ("L", "P", "I;16"):
+        im = im.convert("L")
+    if im.size != size:
+        im = im.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(im).astype(np.uint8)

@@ -1,0 +1,50 @@
+"""Writing the MODEL directory (docs/architecture.md) from a trained model, in one place."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from safetensors.torch import save_file
+
+from nerfvc.camera import Camera
+from nerfvc.fsutil import atomic_path, read_json, write_bytes_atomic, write_json_atomic
+from nerfvc.modeldir import finalize_model_dir
+from nerfvc.render.model import PortraitNeRF
+from nerfvc.render.renderer import NERF_FORMAT, NERF_VERSION
+
+
+def write_model_dir(
+    path: str | Path,
+    model: PortraitNeRF,
+    dataset_root: str | Path,
+    info: dict[str, Any] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> str:
+    """Write nerf.safetensors/json, camera.json, background.png and face_model.* (plus ``extra_files``, e.g.
+    ``codec.json``) into ``path``, then finalize ``model.json``; returns the fingerprint.
+
+    Camera and background are the dataset's own (full size): the renderer scales them to any output size.
+    """
+    path, root = Path(path), Path(dataset_root)
+    path.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path / "nerf.safetensors") as tmp:
+        save_file(sd, str(tmp))
+    meta = {"format": NERF_FORMAT, "version": NERF_VERSION, "model": model.cfg.to_dict(), **(info or {})}
+    write_json_atomic(path / "nerf.json", meta)
+    camera = Camera.from_dict(read_json(root / "manifest.json")["camera"])
+    write_json_atomic(path / "camera.json", camera.to_dict())
+    bg = np.asarray(Image.open(root / "background.png").convert("RGB"))
+    with atomic_path(path / "background.png") as tmp:
+        Image.fromarray(bg).save(tmp, format="PNG")
+    for name in ("face_model.safetensors", "face_model.json"):
+        with atomic_path(path / name) as tmp:
+            shutil.copyfile(root / name, tmp)
+    for name, data in (extra_files or {}).items():
+        write_bytes_atomic(path / name, data)
+    return finalize_model_dir(path)

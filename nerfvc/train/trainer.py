@@ -1,0 +1,277 @@
+"""Training: DATASET → MODEL within a wall-clock budget, resumable, then scored on the held-out frames.
+
+Loss (paper Eq. 4-5 plus mask supervision): ``|C_f − I|² + |C_c − I|²`` over a batch of rays, plus
+``mask_weight`` × the squared error of the head opacity (coarse and fine) against the head mask and of the
+torso alpha against the torso mask (outside the head). Rays are drawn from random training frames, a
+``person_frac`` share of them inside each frame's (dilated) person box.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nerfvc.render.model import ModelConfig, PortraitNeRF
+from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
+from nerfvc.render.renderer import Renderer
+from nerfvc.render.threads import configure_threads
+from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
+from nerfvc.train.dataset import PortraitDataset, load_dataset
+from nerfvc.train.export import write_model_dir
+from nerfvc.train.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 100_000
+    minutes: float | None = None  # wall-clock budget (training loop only)
+    batch_rays: int = 4096
+    lr: float = 1e-2
+    lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
+    person_frac: float = 0.7
+    mask_weight: float = 0.1
+    coarse_weight: float = 1.0
+    occupancy_warmup: int = 256
+    occupancy_every: int = 16
+    checkpoint_seconds: float = 60.0
+    eval_frames: int = 25  # held-out frames scored at the end (evenly spaced; 0 = none, -1 = all)
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    fingerprint: str
+    steps: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def fit_head_box(ds: PortraitDataset, lo: list[float], hi: list[float], max_pad: float = 2.0) -> tuple:
+    """Grow the head box about its centre until ≥ 99.5% of head-mask pixels' rays hit it (8 frames)."""
+    lo_t, hi_t = torch.tensor(lo), torch.tensor(hi)
+    centre, half = (lo_t + hi_t) / 2, (hi_t - lo_t) / 2
+    frames = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, 8).astype(int)]
+    ys, xs, fs = [], [], []
+    for f in frames:
+        y, x = torch.nonzero(ds.masks[f] == 2, as_tuple=True)
+        ys.append(y)
+        xs.append(x)
+        fs.append(torch.full_like(y, int(f)))
+    y, x, f = torch.cat(ys), torch.cat(xs), torch.cat(fs)
+    if y.numel() == 0:
+        return lo, hi, 1.0
+    dirs, _ = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
+    o, d = to_canonical(dirs, ds.pose[f])
+    pad = 1.0
+    while pad < max_pad:
+        _, _, hit = intersect_box(o, d, centre - half * pad, centre + half * pad)
+        if hit.float().mean() >= 0.995:
+            break
+        pad += 0.1
+    return (centre - half * pad).tolist(), (centre + half * pad).tolist(), pad
+
+
+class RaySampler:
+    """Random training rays, biased toward each frame's person box."""
+
+    def __init__(self, ds: PortraitDataset, person_frac: float):
+        self.ds = ds
+        self.person_frac = person_frac
+        h, w = ds.masks.shape[1:]
+        boxes = []
+        for f in ds.train_idx:
+            y, x = torch.nonzero(ds.masks[f] > 0, as_tuple=True)
+            if y.numel() == 0:
+                boxes.append([0, h, 0, w])
+                continue
+            my, mx = int(0.05 * h), int(0.05 * w)
+            boxes.append(
+                [
+                    max(int(y.min()) - my, 0),
+                    min(int(y.max()) + my + 1, h),
+                    max(int(x.min()) - mx, 0),
+                    min(int(x.max()) + mx + 1, w),
+                ]
+            )
+        self.boxes = torch.tensor(boxes, dtype=torch.float32)  # (n_train,4) y0,y1,x0,x1
+        self.train_idx = torch.from_numpy(ds.train_idx)
+
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        ds = self.ds
+        h, w = ds.masks.shape[1:]
+        k = torch.randint(0, len(self.train_idx), (n,))
+        f = self.train_idx[k]
+        b = self.boxes[k]
+        person = torch.rand(n) < self.person_frac
+        y0 = torch.where(person, b[:, 0], torch.zeros(n))
+        y1 = torch.where(person, b[:, 1], torch.full((n,), float(h)))
+        x0 = torch.where(person, b[:, 2], torch.zeros(n))
+        x1 = torch.where(person, b[:, 3], torch.full((n,), float(w)))
+        y = (y0 + torch.rand(n) * (y1 - y0)).long().clamp(0, h - 1)
+        x = (x0 + torch.rand(n) * (x1 - x0)).long().clamp(0, w - 1)
+        dirs, uv = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
+        return {
+            "dirs": dirs,
+            "uv": uv,
+            "rgb": ds.frames[f, y, x].float() / 255,
+            "label": ds.masks[f, y, x],
+            "background": ds.background[y, x].float() / 255,
+            "expression": ds.expression[f],
+            "pose": ds.pose[f],
+        }
+
+
+def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple:
+    """Total loss and the fine photometric MSE (for PSNR)."""
+    mse_f = ((out["rgb"] - batch["rgb"]) ** 2).mean()
+    mse_c = ((out["rgb_coarse"] - batch["rgb"]) ** 2).mean()
+    head_t = (batch["label"] == 2).float()
+    not_head = 1 - head_t
+    torso_t = (batch["label"] == 1).float()
+    mask = ((out["head_alpha"] - head_t) ** 2).mean() + ((out["head_alpha_coarse"] - head_t) ** 2).mean()
+    mask = mask + (not_head * (out["torso_alpha"] - torso_t) ** 2).sum() / not_head.sum().clamp(min=1)
+    return mse_f + cfg.coarse_weight * mse_c + cfg.mask_weight * mask, mse_f
+
+
+def evaluate(
+    model: PortraitNeRF, ds: PortraitDataset, frames: np.ndarray, size: tuple[int, int] | None = None
+) -> dict[str, float]:
+    """Mean PSNR/SSIM and render time over ``frames`` at ``size`` = (W,H) (default: the dataset's size)."""
+    from PIL import Image
+
+    w, h = size or (ds.camera.width, ds.camera.height)
+    renderer = Renderer(model, ds.camera, ds.background.numpy())
+    ps, ss, ts = [], [], []
+    for f in frames:
+        gt = ds.frames[f].numpy()
+        if (w, h) != (ds.camera.width, ds.camera.height):
+            gt = np.asarray(Image.fromarray(gt).resize((w, h), Image.Resampling.BOX))
+        t = time.perf_counter()
+        img = renderer.render(ds.expression[f].numpy(), ds.pose[f].numpy(), w, h)
+        ts.append(time.perf_counter() - t)
+        a, b = torch.from_numpy(img).float() / 255, torch.from_numpy(gt).float() / 255
+        ps.append(psnr(a, b))
+        ss.append(ssim(a, b))
+    return {
+        "psnr": float(np.mean(ps)),
+        "ssim": float(np.mean(ss)),
+        "render_s": float(np.median(ts)),
+        "frames": len(frames),
+    }
+
+
+def train(
+    dataset: str | Path,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    size: str | int | None = None,
+) -> TrainResult:
+    """Train a model on ``dataset`` and write the MODEL directory ``out`` (resuming from ``out/.train``)."""
+    cfg = cfg or TrainConfig()
+    threads = configure_threads()
+    torch.manual_seed(cfg.seed)
+    t_load = time.perf_counter()
+    ds = load_dataset(dataset, size)
+    log.info(
+        "loaded %d frames at %dx%d in %.1f s (%d threads)",
+        ds.num_frames,
+        ds.camera.width,
+        ds.camera.height,
+        time.perf_counter() - t_load,
+        threads,
+    )
+    lo, hi, pad = fit_head_box(ds, ds.head_lo, ds.head_hi)
+    mcfg = model_cfg or ModelConfig()
+    mcfg.head_lo, mcfg.head_hi, mcfg.expression_dim = lo, hi, int(ds.expression.shape[1])
+    model = PortraitNeRF(mcfg)
+    train_t = torch.from_numpy(ds.train_idx)
+    model.set_normalisation(ds.expression[train_t], ds.pose[train_t])
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    ckpt_dir = Path(out) / ".train"
+    step, elapsed = 0, 0.0
+    if (ckpt_dir / "checkpoint.json").exists():
+        state = load_checkpoint(ckpt_dir, model, optim, dataset_fingerprint=ds.fingerprint)
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        log.info("resuming at step %d (%.0f s trained)", step, elapsed)
+    sampler = RaySampler(ds, cfg.person_frac)
+    budget = cfg.minutes * 60 if cfg.minutes else math.inf
+    train_expr = ds.expression[train_t]
+
+    def progress() -> float:
+        return min(1.0, max(step / cfg.iters, elapsed / budget))
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_dir,
+            model,
+            optim,
+            {
+                "step": step,
+                "elapsed": elapsed,
+                "dataset": ds.fingerprint,
+                "train": asdict(cfg),
+                "box_pad": pad,
+            },
+        )
+
+    bar = tqdm(total=cfg.iters, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+    model.train()
+    last_ckpt = time.perf_counter()
+    t0 = time.perf_counter() - elapsed
+    while progress() < 1.0:
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # per-step seed: resumed runs continue identically
+        for g in optim.param_groups:
+            g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
+        if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+            model.update_occupancy(train_expr)
+        batch = sampler.sample(cfg.batch_rays)
+        out_r = model.render_rays(
+            batch["dirs"], batch["uv"], batch["expression"], batch["pose"], batch["background"], train=True
+        )
+        loss, mse = compute_loss(out_r, batch, cfg)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        step += 1
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(
+                loss=f"{loss.item():.4f}",
+                psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
+                occ=f"{model.occupancy.occupied_fraction:.2f}",
+            )
+        if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:
+            checkpoint()
+            last_ckpt = time.perf_counter()
+    bar.close()
+    checkpoint()
+    model.eval()
+    info = {
+        "trained": {
+            "steps": step,
+            "seconds": round(elapsed, 1),
+            "dataset": ds.fingerprint,
+            "box_pad": pad,
+            "size": [ds.camera.width, ds.camera.height],
+        }
+    }
+    fp = write_model_dir(out, model, ds.root, info)
+    metrics: dict[str, Any] = {}
+    if cfg.eval_frames and len(ds.test_idx):
+        k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
+        frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
+        metrics = evaluate(model, ds, frames)
+    return TrainResult(fp, step, elapsed, metrics)

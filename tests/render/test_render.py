@@ -1,0 +1,74 @@
+"""Rays, box intersection, samplers and volume rendering on cases with known answers."""
+
+import math
+
+import numpy as np
+import torch
+
+from nerfvc.camera import Camera
+from nerfvc.render.rays import intersect_box, pixel_rays, to_canonical
+from nerfvc.render.samplers import OccupancyGrid, importance, stratified
+from nerfvc.render.volume import accumulate, composite, render_weights
+from nerfvc.train.synthetic import rotation
+
+
+def test_pixel_rays_project_back_to_their_pixels():
+    cam = Camera(50.0, 60.0, 16.5, 11.0, 32, 24)
+    dirs, uv = pixel_rays(cam)
+    assert dirs.shape == (32 * 24, 3)
+    px = cam.project(dirs.numpy().astype(np.float64) * 2.0)  # any depth
+    i, j = np.divmod(np.arange(32 * 24), 32)
+    np.testing.assert_allclose(px, np.stack([j + 0.5, i + 0.5], -1), atol=1e-4)
+    np.testing.assert_allclose(uv[:, 0].numpy(), (j + 0.5) / 32, atol=1e-6)
+
+
+def test_to_canonical_inverts_the_pose():
+    r = torch.tensor(rotation(0.3, -0.2, 0.1), dtype=torch.float32)
+    t = torch.tensor([0.05, -0.02, 0.7])
+    pose = torch.cat([r.reshape(-1), t]).expand(4, 12)
+    x_can = torch.tensor([[0.01, 0.02, -0.03]] * 4)
+    x_cam = x_can @ r.T + t  # a camera-space point on each ray
+    dirs = x_cam / x_cam[:, 2:3]
+    o, d = to_canonical(dirs, pose)
+    torch.testing.assert_close(o + d * x_cam[:, 2:3], x_can, atol=1e-6, rtol=0)
+
+
+def test_box_intersection():
+    o = torch.tensor([[0.0, 0.0, -5.0], [0.0, 3.0, -5.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    tn, tf, hit = intersect_box(o, d, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]))
+    assert hit.tolist() == [True, False]
+    assert math.isclose(tn[0].item(), 4.0) and math.isclose(tf[0].item(), 6.0)
+
+
+def test_volume_rendering_of_an_opaque_wall_and_a_void():
+    sigma = torch.tensor([[0.0, 0.0, 1e4, 1e4], [0.0, 0.0, 0.0, 0.0]])
+    w = render_weights(sigma, torch.full_like(sigma, 0.1))
+    rgb = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]).expand(2, 4, 3)
+    color, alpha = accumulate(w, rgb)
+    torch.testing.assert_close(color[0], torch.tensor([0.0, 0, 1]))
+    torch.testing.assert_close(alpha, torch.tensor([1.0, 0.0]))
+    bg = torch.tensor([[0.5, 0.5, 0.5]] * 2)
+    out = composite(color, alpha, torch.zeros(2, 3), torch.tensor([0.0, 0.0]), bg)
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0, 1], [0.5, 0.5, 0.5]]))
+
+
+def test_importance_sampling_concentrates_where_the_weight_is():
+    edges = stratified(torch.zeros(1), torch.ones(1), 10, jitter=False)
+    weights = torch.zeros(1, 10)
+    weights[0, 6] = 1.0
+    new = importance(edges, weights, 32, jitter=False)
+    mid = 0.5 * (new[0, 1:] + new[0, :-1])
+    inside = ((mid >= 0.5) & (mid <= 0.8)).float().mean()  # the bin and its dilated neighbours
+    assert inside > 0.9
+    assert (new[0, 1:] >= new[0, :-1]).all()
+
+
+def test_occupancy_grid_prunes_empty_cells_but_keeps_a_margin():
+    grid = OccupancyGrid(8)
+    assert grid.occupied_fraction == 1.0
+    pts = grid.cell_points(jitter=False)
+    density = ((pts - 0.5).norm(dim=-1) < 0.2).float() * 10
+    grid.update(density, threshold=1.0)
+    assert 0 < grid.occupied_fraction < 0.5
+    assert grid.query(torch.tensor([[0.5, 0.5, 0.5], [0.01, 0.01, 0.01]])).tolist() == [True, False]
