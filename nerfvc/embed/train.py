@@ -242,7 +242,7 @@ class TrainConfig:
     log: list[dict[str, float]] = field(default_factory=list)
 
 
-def _code_weights(model: ExpressionEmbedding, basis: torch.Tensor, n_landmarks: int) -> torch.Tensor:
+def code_weights(model: ExpressionEmbedding, basis: torch.Tensor, n_landmarks: int) -> torch.Tensor:
     """Differentiable RMS landmark displacement (m) per unit of each code dim ``(C,)``."""
     c = model.config.code_dim
     m = model.scale[:, None] * model.expand.weight / model.scale[None, :c]  # (E, C)
@@ -320,7 +320,7 @@ def _train(
                 zi, zo = z[:-1][pair], z[1:][pair]
                 ar = ((zi * zo).mean(0) / (zi**2).mean(0).clamp(min=1e-30)).clamp(-1, 1)
         code = model.encode(windows)  # (N, C)
-        step = tau * q / _code_weights(model, geo.basis, n_lm).clamp(min=1e-12)  # (C,)
+        step = tau * q / code_weights(model, geo.basis, n_lm).clamp(min=1e-12)  # (C,)
         noisy = code + (torch.rand_like(code) - 0.5) * step
         recon = model.decode(noisy)
         dist = ((geo.project(recon, p) - target) ** 2).sum(-1).mean()  # px² per landmark
@@ -382,9 +382,6 @@ def embed_train_dir(
     for name in ("face_model.safetensors", "face_model.json"):
         if (Path(dataset) / name).exists():
             shutil.copyfile(Path(dataset) / name, o / name)
-    camera_json = o / "camera.json"
-    if not camera_json.exists():
-        write_json_atomic(camera_json, ds.camera)
     code = encode_expressions(model, ds.expression)
     tables = fit_code_tables(code[sl], ds.pose[sl], ds.valid[sl], ds.face_model, expansion_matrix(model), tau)
     tables.save(o / CODEC_FILE)

@@ -156,3 +156,35 @@ def test_cli_embed_train_encode_decode_and_refusal(tmp_path, data, monkeypatch, 
     assert main(["decode", str(s), "--model", str(raw), "-o", str(tmp_path / "x.npz")]) == 2
     err = capsys.readouterr().err
     assert "model" in err.lower() and not (tmp_path / "x.npz").exists()
+
+
+# -- stage 2 -----------------------------------------------------------------------------------------------
+def test_finetune_through_renderer_updates_the_encoder(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from nerfvc.embed.finetune import FinetuneConfig, finetune_through_renderer
+    from nerfvc.field.encodings import HashGridConfig
+    from nerfvc.field.fields import HeadFieldConfig
+    from nerfvc.render.model import ModelConfig, PortraitNeRF
+    from nerfvc.train.export import write_model_dir
+    from nerfvc.train.synthetic import make_synthetic_dataset
+
+    ds = make_synthetic_dataset(tmp_path / "ds", num_frames=12, size=24)
+    fm = load_file(str(ds / "face_model.safetensors"))
+    rng = np.random.default_rng(2)
+    mean, basis = rng.normal(size=(30, 3)) * 0.03, np.linalg.qr(rng.normal(size=(90, 79)))[0] * 0.1
+    fm.update({"mean": mean.astype(np.float32), "basis": basis.astype(np.float32)})
+    save_file(fm, str(ds / "face_model.safetensors"))
+    fine = HeadFieldConfig(grid=HashGridConfig(levels=4, features=2, log2_table=10, base_res=4, max_res=32))
+    nerf = PortraitNeRF(ModelConfig(fine=fine, n_coarse=8, n_fine=8, occupancy_res=16))
+    m = tmp_path / "model"
+    fp0 = write_model_dir(m, nerf, ds)
+    cfg = FinetuneConfig(max_iters=3, batch_rays=64, geo_weight=1.0, lr=1e-2)
+    info = finetune_through_renderer(m, ds, cfg, size=24)
+    assert info["iterations"] == 3 and info["fingerprint"] != fp0
+    emb = load_embedding(m)
+    assert emb.config.code_dim == 30
+    assert not torch.equal(emb.token_out.weight, torch.zeros_like(emb.token_out.weight))  # it learned
+    from nerfvc.codec import CodecTables
+
+    assert CodecTables.load(m).code_dim == 30
