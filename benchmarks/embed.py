@@ -152,6 +152,34 @@ def bench(path: Path, iters: int, lambdas: list[float]) -> dict:
     return res
 
 
+def summarize(out: dict) -> dict:
+    """Per dataset and variant: cheapest bits below 1× / 1.5× / 2× the jitter and the lowest error at
+    ≤ 40 bits/frame (any packing), from the sweep rows."""
+    table = {}
+    for d in out["datasets"]:
+        jit = d["jitter"]["landmark_px_model"]
+        rows = {}
+        for name, v in d["variants"].items():
+            r: dict = {"unquantized_px": v.get("landmark_px_rms_unquantized", 0.0)}
+            for f in (1.0, 1.5, 2.0):
+                for g in (1, 2):
+                    ok = [
+                        s
+                        for s in v["steps"]
+                        if s["frames_per_packet"] == g and s["landmark_px_rms"] < f * jit
+                    ]
+                    best = min(ok, key=lambda s: s["bits_per_frame"]) if ok else None
+                    r[f"bits_below_{f:g}x_jitter_{g}fpp"] = round(best["bits_per_frame"], 1) if best else None
+            cheap = [s for s in v["steps"] if s["bits_per_frame"] <= 40]
+            r["min_px_at_40bits"] = round(min(s["landmark_px_rms"] for s in cheap), 3) if cheap else None
+            if "sender_encoder_us_per_frame" in v:
+                r["sender_encoder_us_per_frame"] = v["sender_encoder_us_per_frame"]
+            rows[name] = r
+        table[d["dataset"]] = {"jitter_px": round(jit, 3), "variants": rows}
+    out["summary"] = table
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default="/work/data/datasets")
@@ -177,8 +205,13 @@ def main() -> None:
                 bench(Path(args.datasets) / n, args.iters, lambdas) for n in args.names.split(",") if n
             ],
         }
+    out = summarize(out)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    for name, d in out["summary"].items():
+        print(f"{name} (jitter {d['jitter_px']} px)")
+        for v, r in d["variants"].items():
+            print(f"  {v:20s} {r}")
 
 
 if __name__ == "__main__":
