@@ -37,7 +37,9 @@ class ClassicEncoder:
             ctx.options = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
-                "x265-params": f"log-level=error:keyint={keyint}:bframes=0:rc-lookahead=0:frame-threads=1:pools=1",
+                "x265-params": (
+                    f"log-level=error:keyint={keyint}:bframes=0:rc-lookahead=0:frame-threads=1:pools=1"
+                ),
             }
         else:
             ctx.options = {"preset": "12", "svtav1-params": f"pred-struct=1:rc=2:lookahead=0:keyint={keyint}"}
@@ -61,7 +63,7 @@ class ClassicEncoder:
             self._closed = True
             try:
                 self._ctx.encode(None)
-            except Exception as e:  # noqa: BLE001 — teardown only
+            except Exception as e:
                 log.debug("classic encoder flush: %s", e)
 
 

@@ -89,7 +89,8 @@ class CallState:
     keyframe_requests: int = 0
     highest: int = -1
     first: int | None = None
-    delivered: set[int] = field(default_factory=set)
+    delivered: set[int] = field(default_factory=set)  # indices decoded (not concealed)
+    seen: set[int] = field(default_factory=set)  # indices received at all
     last_request: float = 0.0
     broken: bool = False  # a gap was seen and no keyframe has arrived since
     clock_offset: float = 0.0  # sender clock - receiver clock (s)
@@ -104,7 +105,7 @@ class CallState:
         """Frame indices never received (counted up to the newest index seen)."""
         if self.first is None:
             return 0
-        return max(0, self.highest - self.first + 1 - len(self.delivered))
+        return max(0, self.highest - self.first + 1 - len(self.seen))
 
 
 class Receiver:
@@ -151,6 +152,7 @@ class Receiver:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
+        self._ws_tasks: set[asyncio.Future] = set()
         self._control_channels: dict[int, Any] = {}  # id(call) → control channel
         self._pc_of: dict[int, Any] = {}  # id(call) → peer connection
         self.port: int | None = None
@@ -275,7 +277,7 @@ class Receiver:
         if kind == "hello":
             try:
                 call.decoder.read_header(base64.b64decode(msg["header"]))
-            except Exception as e:  # noqa: BLE001 — wrong model, bad header: report and refuse
+            except Exception as e:
                 log.error("stream header refused: %s", e)
                 self._send_control(call, {"type": "error", "message": str(e)})
                 return
@@ -321,7 +323,7 @@ class Receiver:
             call.packets += 1
             try:
                 frame = call.decoder.decode(packet)
-            except Exception as e:  # noqa: BLE001 — damaged packet: count, conceal, ask for a keyframe
+            except Exception as e:
                 log.debug("bad packet: %s", e)
                 call.corrupt += 1
                 self._want_keyframe(call)
@@ -343,6 +345,7 @@ class Receiver:
         gap = idx > call.highest + 1 and call.highest >= 0
         late = idx <= call.highest
         call.highest = max(call.highest, idx)
+        call.seen.add(idx)
         if frame.is_key:
             call.keyframes += 1
             call.broken = False
@@ -385,7 +388,7 @@ class Receiver:
             t = time.perf_counter()
             try:
                 rgb = self.renderer.render(frame.code, frame.pose, size, size)
-            except Exception:  # noqa: BLE001 — keep the call alive; the log says why
+            except Exception:
                 log.exception("render failed")
                 continue
             self.render_time.add(time.perf_counter() - t)
@@ -394,7 +397,12 @@ class Receiver:
             latency = self._latency(call, int(frame.index))
             if latency is not None:
                 self.latency.add(latency)
-            meta = {"i": int(frame.index), "size": size, "latency": latency, "concealed": bool(frame.concealed)}
+            meta = {
+                "i": int(frame.index),
+                "size": size,
+                "latency": latency,
+                "concealed": bool(frame.concealed),
+            }
             self._publish(PANEL_NERFVC, _jpeg(rgb, self.jpeg_quality), meta)
 
     def _classic_loop(self) -> None:
@@ -408,7 +416,7 @@ class Receiver:
             for idx, packet, call in items:
                 try:
                     frames = call.classic_decoder.decode(packet) if call.classic_decoder else []
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.debug("classic decode: %s", e)
                     continue
                 for rgb in frames:
@@ -440,7 +448,9 @@ class Receiver:
             if self._sending.get(ws):  # a slow viewer: drop this frame for it rather than queue
                 continue
             self._sending[ws] = True
-            asyncio.ensure_future(self._send_ws(ws, data))
+            task = asyncio.ensure_future(self._send_ws(ws, data))
+            self._ws_tasks.add(task)
+            task.add_done_callback(self._ws_tasks.discard)
 
     async def _send_ws(self, ws: web.WebSocketResponse, data: bytes) -> None:
         try:

@@ -234,7 +234,12 @@ class Sender:
         return self.report
 
     def _flush(
-        self, media: LossyChannel, control: Any, pending: list[bytes], marks_i: list[int], marks_t: list[float]
+        self,
+        media: LossyChannel,
+        control: Any,
+        pending: list[bytes],
+        marks_i: list[int],
+        marks_t: list[float],
     ) -> None:
         if not pending:
             return
@@ -253,7 +258,7 @@ def _dtls_bytes(pc: Any, key: str) -> int:
     try:
         stats = pc.sctp.transport._get_stats()
         return int(sum(getattr(s, key, 0) or 0 for s in stats.values()))
-    except Exception:  # noqa: BLE001 — stats are best effort
+    except Exception:
         return 0
 
 

@@ -96,9 +96,9 @@ class LossyChannel:
         self.channel.send(data)
 
     @property
-    def readyState(self) -> str:  # noqa: N802 — mirrors RTCDataChannel
+    def readyState(self) -> str:
         return self.channel.readyState
 
     @property
-    def bufferedAmount(self) -> int:  # noqa: N802 — mirrors RTCDataChannel
+    def bufferedAmount(self) -> int:
         return self.channel.bufferedAmount

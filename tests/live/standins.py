@@ -92,7 +92,9 @@ class StandInDecoder:
             q = self._prev + np.frombuffer(body, ">i2").astype(np.int64)
         else:  # reference lost: hold the last output until a keyframe
             self._prev = None
-            code, pose = self._last if self._last else (np.zeros(self.dim or 0, np.float32), np.zeros(12, np.float32))
+            code, pose = (
+                self._last if self._last else (np.zeros(self.dim or 0, np.float32), np.zeros(12, np.float32))
+            )
             return Decoded(index, code, pose, False, True)
         self._prev, self._prev_index = q, index
         rec = (q * STEP).astype(np.float32)
@@ -113,7 +115,7 @@ def clip_features(path: str, size: int = 64) -> tuple[list[np.ndarray], np.ndarr
         codes.append(g.reshape(4, size // 4, 4, size // 4).mean(axis=(1, 3)).ravel() * 4 - 2)
         ys, xs = np.mgrid[0:size, 0:size] / size - 0.5
         w = g / g.sum()
-        pose = np.eye(3).ravel().tolist() + [float((w * xs).sum()), float((w * ys).sum()), 1.0]
+        pose = [*np.eye(3).ravel().tolist(), float((w * xs).sum()), float((w * ys).sum()), 1.0]
         pose[2], pose[5] = 4 * pose[9], 4 * pose[10]
         poses.append(pose)
     container.close()
@@ -123,7 +125,9 @@ def clip_features(path: str, size: int = 64) -> tuple[list[np.ndarray], np.ndarr
 class ArraySource:
     """A FeatureSource over precomputed arrays (paced by the sender)."""
 
-    def __init__(self, code: np.ndarray, pose: np.ndarray, fps: float, images: list[np.ndarray] | None = None):
+    def __init__(
+        self, code: np.ndarray, pose: np.ndarray, fps: float, images: list[np.ndarray] | None = None
+    ):
         self.code, self.pose, self.fps, self.images = code, pose, fps, images
 
     def __iter__(self) -> Iterator[SourceFrame]:
