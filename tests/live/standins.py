@@ -40,7 +40,7 @@ class StandInEncoder:
         self._force = True
         self._since_key = 0
         self.last_reconstruction: tuple[np.ndarray, np.ndarray] | None = None
-        self.keyframes = 0
+        self.key_indices: list[int] = []
 
     def header(self) -> bytes:
         return MAGIC + bytes.fromhex(self.fingerprint) + struct.pack(">H", self.dim)
@@ -55,7 +55,7 @@ class StandInEncoder:
         if key:
             body = q.astype(">i4").tobytes()
             self._since_key, self._force = 0, False
-            self.keyframes += 1
+            self.key_indices.append(self.index)
         else:
             body = (q - self._prev).astype(">i2").tobytes()
         self._since_key += 1
