@@ -92,6 +92,8 @@ class DebugDiscRenderer:
     (s) simulates a slower renderer.
     """
 
+    label = "DEBUG disc renderer (not a NeRF)"
+
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = float(delay)
 

@@ -518,6 +518,7 @@ class Receiver:
         lat = self.latency.median_ms()
         view = self.view_rtt.median_ms()
         out: dict[str, Any] = {
+            "renderer": getattr(self.renderer, "label", type(self.renderer).__name__),
             "size": self.size,
             "payload_kbps": round(payload_bps / 1000, 3),
             "wire_kbps": round(wire_bps / 1000, 3),
