@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiohttp
 import numpy as np
@@ -63,7 +64,7 @@ def test_five_percent_loss_call_continues_and_recovers_at_keyframes(clip):
     assert delivered >= 0.8 * n
     # Every run of concealed frames ends at a keyframe (recovery), and the call ran to the end.
     indices = sorted(rx.features)
-    for a, b in zip(indices, indices[1:]):
+    for a, b in itertools.pairwise(indices):
         if rx.features[a][2] and not rx.features[b][2]:
             assert b in enc.key_indices, f"frame {b} recovered without a keyframe"
     assert max(indices) >= n - 3
