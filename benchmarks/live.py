@@ -9,9 +9,9 @@ Chromium is installed, plus the classic x265 fallback at 100 kbps on the same pe
 Latency: *capture → rendered* is sender capture time (clock-offset corrected) to the end of the render;
 *capture → displayed* adds half the round trip receiver → page → display acknowledgement.
 
-Without ``--model`` the pipeline runs with the test stand-ins (a toy keyframe/delta codec, block-mean
+The stand-in runs always happen: the pipeline with the test stand-ins (a toy keyframe/delta codec, block-mean
 features from the clip, and the DEBUG disc renderer): those numbers measure the transport, worker and viewer
-overhead, not NeRF rendering. With ``--model`` the real tracker, codec and NeRF renderer are used.
+overhead, not NeRF rendering. With ``--model`` runs with the real tracker, codec and NeRF renderer follow.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
 def _pieces(model: str | None, clip: str, clip_data: tuple | None):
-    """(source, encoder, decoder factory, renderer, labels) for one run."""
+    """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
     if model:
         from nerfvc.live import adapters
 
@@ -76,6 +76,10 @@ async def run_size(
         report = await Sender(source, encoder, cfg, classic).run()
         elapsed = time.monotonic() - t0
         await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 60  # a slow (NeRF) renderer: let the frame in flight finish
+        while rx.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         if browser:
             shown0 = await browser.eval("window.nerfvcFramesShown[0]")
         s = rx.summary()
@@ -118,15 +122,20 @@ async def run_size(
 
 async def main_async(args: argparse.Namespace) -> dict:
     use_loopback_only()
-    clip_data = None if args.model else clip_features(str(args.clip))
+    clip_data = clip_features(str(args.clip))
     chromium = None if args.no_browser else find_chromium()
     runs = []
+    stand_ins = argparse.Namespace(**{**vars(args), "model": None})
     for size in args.sizes:
-        runs.append(await run_size(size, args, clip_data, chromium))
+        runs.append(await run_size(size, stand_ins, clip_data, chromium))
         print(json.dumps(runs[-1]), flush=True)
-    if not args.model and args.slow_render_ms > 0:  # latest-wins rendering when the renderer is slower
-        runs.append(await run_size(256, args, clip_data, chromium, args.slow_render_ms / 1000))
+    if args.slow_render_ms > 0:  # latest-wins rendering when the renderer is slower than the frame rate
+        runs.append(await run_size(256, stand_ins, clip_data, chromium, args.slow_render_ms / 1000))
         print(json.dumps(runs[-1]), flush=True)
+    if args.model:
+        for size in args.sizes:
+            runs.append(await run_size(size, args, None, chromium))
+            print(json.dumps(runs[-1]), flush=True)
     return {
         "benchmark": "live",
         "clip": os.path.relpath(args.clip, ROOT),
@@ -138,11 +147,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             "platform": platform.platform(),
         },
         "note": (
-            "stand-ins: toy codec + block-mean features + DEBUG disc renderer; measures transport/worker/"
-            "viewer overhead only, not NeRF rendering"
-            if not args.model
-            else "real tracker, codec and NeRF renderer"
+            "runs with pieces='stand-ins' use a toy codec, block-mean features and the DEBUG disc renderer: "
+            "they measure transport/worker/viewer overhead only, not NeRF rendering; pieces='model' runs use "
+            "the real tracker, codec and NeRF renderer of --model"
         ),
+        "model_note": args.model_note,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": runs,
     }
@@ -150,7 +159,8 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="MODEL directory (default: test stand-ins)")
+    p.add_argument("--model", help="MODEL directory: also run the real pieces (stand-in runs always)")
+    p.add_argument("--model-note", help="free text stored in the JSON about the model used")
     p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--no-browser", action="store_true")

@@ -152,6 +152,7 @@ class Receiver:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
+        self._rendering = False
         self._ws_tasks: set[asyncio.Future] = set()
         self._control_channels: dict[int, Any] = {}  # id(call) → control channel
         self._pc_of: dict[int, Any] = {}  # id(call) → peer connection
@@ -384,12 +385,14 @@ class Receiver:
                     return
                 frame, call = self._slot  # type: ignore[misc]
                 self._slot = None
+                self._rendering = True
             size = self.size
             t = time.perf_counter()
             try:
                 rgb = self.renderer.render(frame.code, frame.pose, size, size)
             except Exception:
                 log.exception("render failed")
+                self._rendering = False
                 continue
             self.render_time.add(time.perf_counter() - t)
             self.frames_rendered += 1
@@ -404,6 +407,7 @@ class Receiver:
                 "concealed": bool(frame.concealed),
             }
             self._publish(PANEL_NERFVC, _jpeg(rgb, self.jpeg_quality), meta)
+            self._rendering = False
 
     def _classic_loop(self) -> None:
         while not self._stop.is_set():
@@ -484,6 +488,11 @@ class Receiver:
             self.viewers.discard(ws)
             self._sending.pop(ws, None)
         return ws
+
+    @property
+    def busy(self) -> bool:
+        """True while a decoded frame waits for the renderer or is being rendered."""
+        return self._slot is not None or self._rendering
 
     def set_size(self, size: int) -> None:
         """Change the render size (takes effect at the next frame)."""
