@@ -53,6 +53,13 @@ def _pieces(model: str | None, clip: str, clip_data: tuple | None):
     return source, StandInEncoder(code.shape[1]), StandInDecoder, DebugDiscRenderer(), "stand-ins"
 
 
+def _fps(stamps: list[float]) -> float | None:
+    """Frames per second between the first and the last render (None with fewer than two)."""
+    if len(stamps) < 2:
+        return None
+    return round((len(stamps) - 1) / (stamps[-1] - stamps[0]), 2)
+
+
 async def run_size(
     size: int, args: argparse.Namespace, clip_data: tuple | None, chromium: str | None, delay: float = 0.0
 ) -> dict:
@@ -88,7 +95,7 @@ async def run_size(
             await browser.__aexit__(None, None, None)
         await rx.stop()
     sent = report.summary()
-    media_s = report.frames / report.fps
+    media_s = report.frames / report.fps  # the rates below are per second of sent media
     out = {
         "size": size,
         "pieces": pieces,
@@ -96,7 +103,8 @@ async def run_size(
         "frames_sent": report.frames,
         "frames_delivered": s.get("delivered"),
         "frames_rendered": s["frames_rendered"],
-        "render_fps": round(s["frames_rendered"] / media_s, 2),
+        "frames_skipped_by_sender": getattr(source, "skipped", 0),
+        "render_fps": _fps(rx.render_stamps),
         "source_fps": report.fps,
         "call_s": round(elapsed, 2),
         "render_ms_p50": s["render_ms_p50"],
@@ -112,7 +120,7 @@ async def run_size(
     }
     if browser is not None:
         out["frames_displayed"] = shown0
-        out["displayed_fps"] = round(shown0 / media_s, 2)
+        out["displayed_fps"] = round(out["render_fps"] * shown0 / max(s["frames_rendered"], 1), 2)
         if s["latency_p50_ms"] is not None and s["view_rtt_p50_ms"] is not None:
             out["latency_capture_to_displayed_ms_p50"] = round(
                 s["latency_p50_ms"] + s["view_rtt_p50_ms"] / 2, 2

@@ -142,6 +142,7 @@ class Receiver:
         self.view_rtt = LatencyMeter()  # sent to the page → page's display acknowledgement back
         self.render_time = LatencyMeter()
         self.frames_rendered = 0
+        self.render_stamps: list[float] = []  # time.monotonic() at the end of each render
         self._slot: tuple[DecodedFrameLike, CallState] | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -396,6 +397,8 @@ class Receiver:
                 continue
             self.render_time.add(time.perf_counter() - t)
             self.frames_rendered += 1
+            if len(self.render_stamps) < 1_000_000:
+                self.render_stamps.append(time.monotonic())
             self.rendered.add()
             latency = self._latency(call, int(frame.index))
             if latency is not None:
