@@ -47,7 +47,10 @@ def _pieces(model: str | None, clip: str, clip_data: tuple | None):
 
         source = adapters.TrackedSource(model, video=clip, keep_images=True)
         encoder = adapters.make_encoder(model, source.fps)
-        return source, encoder, adapters.decoder_factory(model), adapters.make_renderer(model), "model"
+        from nerfvc.live.workers import ProcessRenderer
+
+        renderer = ProcessRenderer(adapters.make_renderer, model)  # as `nerfvc receive` does by default
+        return source, encoder, adapters.decoder_factory(model), renderer, "model"
     frames, code, pose, fps = clip_data  # type: ignore[misc]
     source = ArraySource(code, pose, fps, frames)
     return source, StandInEncoder(code.shape[1]), StandInDecoder, DebugDiscRenderer(), "stand-ins"
@@ -94,6 +97,9 @@ async def run_size(
         if browser:
             await browser.__aexit__(None, None, None)
         await rx.stop()
+        close = getattr(renderer, "close", None)
+        if close is not None:
+            close()
     sent = report.summary()
     media_s = report.frames / report.fps  # the rates below are per second of sent media
     out = {

@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", type=int, default=256, help="initial render size (the viewer can change it)")
     p.add_argument("--token", help="signaling token (default: random, printed)")
+    p.add_argument(
+        "--render-in",
+        choices=["process", "thread"],
+        default="process",
+        help="render in a worker process (default; no GIL contention with networking) or a thread",
+    )
     p.set_defaults(func=cmd_receive)
 
     p = sub.add_parser("send", help="send a live call: track, encode, stream to a receiver")
@@ -57,7 +63,12 @@ def cmd_receive(args: argparse.Namespace) -> int:
     if host in LOOPBACK_HOSTS:
         use_loopback_only()
     factory = adapters.decoder_factory(args.model)
-    renderer = adapters.make_renderer(args.model)
+    if args.render_in == "process":
+        from nerfvc.live.workers import ProcessRenderer
+
+        renderer = ProcessRenderer(adapters.make_renderer, args.model)
+    else:
+        renderer = adapters.make_renderer(args.model)
     receiver = Receiver(factory, renderer, size=args.size, token=args.token)
 
     async def serve() -> None:
@@ -68,6 +79,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
             await asyncio.Event().wait()
         finally:
             await receiver.stop()
+            close = getattr(renderer, "close", None)
+            if close is not None:
+                close()
 
     asyncio.run(serve())
     return 0
