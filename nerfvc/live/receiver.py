@@ -436,10 +436,12 @@ class Receiver:
                     self._publish(PANEL_CLASSIC, _jpeg(_resize(rgb, size), self.jpeg_quality), meta)
 
     def _latency(self, call: CallState, idx: int) -> float | None:
-        t = call.capture.get(idx)
-        if t is None:
-            return None
-        return time.time() - (t - call.clock_offset)
+        """Capture → now (s) for frame ``idx``; unmarked frames extrapolate from a mark ≤ 30 frames back."""
+        for back in range(31):
+            t = call.capture.get(idx - back)
+            if t is not None:
+                return time.time() - (t + back / call.fps - call.clock_offset)
+        return None
 
     def _publish(self, panel: int, jpeg: bytes, meta: dict[str, Any]) -> None:
         if self._loop is None or not self.viewers:
