@@ -105,3 +105,25 @@ def test_unreachable_receiver_is_a_clear_error():
     sender = Sender(ArraySource(code, pose, 25.0), StandInEncoder(4), SenderConfig("http://127.0.0.1:9", "t"))
     with pytest.raises(CallError, match="cannot reach"):
         asyncio.run(sender.run())
+
+
+def test_lossy_start_recovers_with_a_requested_keyframe(clip, monkeypatch):
+    """The first 5 messages (the initial keyframe among them) are lost: the receiver asks, decoding starts."""
+    from nerfvc.live import transport
+
+    original = transport.LossyChannel.send
+
+    def drop_first(self, data: bytes) -> None:
+        if self.sent + self.dropped < 5:
+            self.dropped += 1
+            return
+        original(self, data)
+
+    monkeypatch.setattr(transport.LossyChannel, "send", drop_first)
+    short = (clip[0][:50], clip[1][:50], clip[2][:50], clip[3])
+    report, rx, enc = asyncio.run(run_call(short))
+    assert report.dropped_messages == 5 and 0 not in rx.features
+    assert report.keyframe_requests >= 1 and len(enc.key_indices) >= 2
+    first_ok = min(i for i, v in rx.features.items() if not v[2])
+    assert first_ok in enc.key_indices and first_ok < 15
+    assert _equal_features(report, rx) >= 50 - first_ok
