@@ -101,6 +101,7 @@ class Sender:
         self.pc: Any = None
         self._control: Any = None
         self._hello: str = ""
+        self._remote_error: str | None = None
 
     # -- signaling ---------------------------------------------------------------------------------------
     async def _connect(self) -> tuple[Any, Any, Any]:
@@ -151,6 +152,8 @@ class Sender:
             self.encoder.request_keyframe()
         elif kind == "header?":
             self._control.send(self._hello)
+        elif kind == "error":
+            self._remote_error = str(msg.get("message", "unknown error"))
         elif kind == "ping":
             self._control.send(json.dumps({"type": "pong", "t0": msg.get("t0"), "ts": time.time()}))
 
@@ -188,6 +191,8 @@ class Sender:
                     break
                 if self.pc.connectionState in ("failed", "closed"):
                     raise CallError("the connection to the receiver was lost")
+                if self._remote_error is not None:
+                    raise CallError(f"the receiver refused the stream: {self._remote_error}")
                 capture = frame.capture_time
                 if capture is None:  # pace by media time
                     if t0 is None:

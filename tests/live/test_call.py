@@ -127,3 +127,19 @@ def test_lossy_start_recovers_with_a_requested_keyframe(clip, monkeypatch):
     first_ok = min(i for i, v in rx.features.items() if not v[2])
     assert first_ok in enc.key_indices and first_ok < 15
     assert _equal_features(report, rx) >= 50 - first_ok
+
+
+def test_stream_for_another_model_is_refused_and_reported_to_the_sender(clip):
+    async def go():
+        rx = Receiver(lambda: StandInDecoder("fedcba9876543210"), DebugDiscRenderer(), size=64)
+        port = await rx.start()
+        try:
+            code, pose = clip[1][:50], clip[2][:50]
+            cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token)
+            with pytest.raises(CallError, match="refused the stream: not a stand-in stream for this model"):
+                await Sender(ArraySource(code, pose, 25.0), StandInEncoder(16), cfg).run()
+            assert rx.call is not None and not rx.call.has_header and rx.call.decoded == 0
+        finally:
+            await rx.stop()
+
+    asyncio.run(go())
