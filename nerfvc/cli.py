@@ -18,6 +18,7 @@ from nerfvc.errors import NerfvcError
 COMMAND_MODULES: list[str] = [
     "nerfvc.face.commands",  # prepare, inspect
     "nerfvc.codec.commands",  # encode, decode, codec-fit
+    "nerfvc.live.commands",  # receive, send
 ]
 
 
