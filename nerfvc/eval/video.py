@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -60,8 +58,8 @@ def test_split(num_frames: int, train_fraction: float = 0.8) -> tuple[int, int]:
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Square ``size`` x ``size`` frames: INTER_AREA when shrinking, bicubic when enlarging (the 1024 px set is
-    an upscale of the 512 px source, it has no more detail)."""
+    """Square ``size`` x ``size`` frames: INTER_AREA when shrinking, bicubic when enlarging (the 1024 px set
+    is an upscale of the 512 px source, it has no more detail)."""
     h, w = frames.shape[1:3]
     if (h, w) == (size, size):
         return frames
@@ -70,13 +68,15 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def to_jsonable(obj):
-    """Convert numpy scalars/arrays and non-finite floats (→ None... kept as strings 'inf') for JSON."""
-    return json.loads(json.dumps(obj, default=_default, allow_nan=True).replace("NaN", "null"))
-
-
-def _default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """Recursively convert numpy scalars/arrays to Python; NaN → None, ±inf → "inf"/"-inf" (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
