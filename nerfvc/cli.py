@@ -17,6 +17,7 @@ from nerfvc.errors import NerfvcError
 # Modules that provide subcommands, in the order they appear in ``nerfvc --help``.
 COMMAND_MODULES: list[str] = [
     "nerfvc.face.commands",  # prepare, inspect
+    "nerfvc.eval.commands",  # eval-baselines
 ]
 
 

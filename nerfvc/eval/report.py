@@ -216,8 +216,6 @@ def frame_grid(path: Path, cols: list[tuple[str, np.ndarray]], rows: int = 4) ->
         cells = [c[1][i] for c in cols]
         if r == 0:
             cells = [_label(img, name) for (name, _), img in zip(cols, cells)]
-        else:
-            cells = [np.concatenate([np.full((0, img.shape[1], 3), 255, np.uint8), img]) for img in cells]
         gap = np.full((cells[0].shape[0], 4, 3), 255, np.uint8)
         row = [x for c in cells for x in (c, gap)][:-1]
         lines.append(np.concatenate(row, axis=1))
@@ -230,11 +228,11 @@ def frame_grid(path: Path, cols: list[tuple[str, np.ndarray]], rows: int = 4) ->
 def side_by_side_video(path: Path, cols: list[tuple[str, np.ndarray]], fps: float = 25.0) -> None:
     """MP4 (H.264, CRF 16, visually lossless) of the labelled columns side by side."""
     n = min(len(c[1]) for c in cols)
-    frames = []
+    out = []
     for i in range(n):
-        cells = [_label(c[1][i], name) for name, c in zip([c[0] for c in cols], cols)]
-        frames.append(np.concatenate(cells, axis=1))
-    arr = np.ascontiguousarray(np.stack(frames))
+        cells = [_label(seq[i], name) for name, seq in cols]
+        out.append(np.concatenate(cells, axis=1))
+    arr = np.ascontiguousarray(np.stack(out))
     h, w = arr.shape[1:3]
     pad_w, pad_h = w % 2, h % 2
     if pad_w or pad_h:
@@ -340,6 +338,8 @@ def build_report(
     write_json_atomic(files["results"], to_jsonable(results))
     files["html"] = out / "report.html"
     write_bytes_atomic(files["html"], _html(title, notes, sys_pts, cited_set, files, cols, res_pts).encode())
+    for f in files.values():
+        f.chmod(0o644)  # atomic writes create 0600 temporaries; a report is meant to be shared
     return files
 
 

@@ -57,3 +57,28 @@ def test_report_writes_every_file(tmp_path):
     assert set(res["systems"]) == {"x265", "nerfvc", "freeze", "next", "FOMM"}
     page = files["html"].read_text()
     assert "freeze" in page and "(cited, not measured here)" in page and "grid.png" in page
+
+
+def test_eval_baselines_command_on_a_short_clip(tmp_path):
+    import argparse
+
+    from nerfvc.eval import commands
+
+    from .conftest import DATA, need
+
+    clip = need(DATA / "clips" / "mimictalk_may_5s.mp4")
+    ap = argparse.ArgumentParser()
+    commands.register(ap.add_subparsers())
+    out = tmp_path / "rep"
+    args = ap.parse_args(["eval-baselines", str(clip), "-o", str(out), "--sizes", "128", "--codecs", "x265"])
+    args.points = 1
+    assert args.func(args) == 0
+    for name in (
+        "report.html",
+        "results.json",
+        "grid.png",
+        "side_by_side.mp4",
+        "rd_psnr.png",
+        "resolution.png",
+    ):
+        assert (out / name).is_file(), name
