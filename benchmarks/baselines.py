@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/baselines.py \
         [--video ../shared/data/clips/mimictalk_german_anchor_20s.mp4] [--sizes 256,512] \
-        [--floor-sizes 128,1024] [-o benchmarks/results/baselines.json]
+        [--floor-sizes 128,1024] [-o benchmarks/results/baselines.json] [--summarize]
 
 Writes the JSON after every row, so an interrupted run keeps what it measured.
 """
@@ -10,6 +10,7 @@ Writes the JSON after every row, so an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -26,6 +27,33 @@ from nerfvc.fsutil import write_json_atomic
 KEYS = ("kbps", "psnr", "ssim", "lpips", "csim", "prmse", "aucon", "lmd")
 
 
+def markdown(res: dict) -> str:
+    """A Markdown summary of baselines.json: every row per size, then the floors."""
+
+    def f(v) -> str:
+        return "–" if v is None else (v if isinstance(v, str) else f"{v:.4g}")
+
+    lines = [f"# Baselines on {res['video']} (test frames {res['test_frames']})", ""]
+    lines += [f"Command: `{res['command']}`", ""] + [f"- {n}" for n in res["notes"]]
+    for size, entry in res["sizes"].items():
+        lines += ["", f"## {size}x{size}", "", "| system | q | " + " | ".join(KEYS) + " | au_recall |"]
+        lines.append("|---" * (len(KEYS) + 3) + "|")
+        for r in entry["rows"]:
+            cells = " | ".join(f(r.get(k)) for k in (*KEYS, "au_recall"))
+            lines.append(f"| {r['system']} | {f(r.get('q'))} | {cells} |")
+    floors: dict[str, dict] = {
+        s: {c: v["kbps"] for c, v in e["floors"].items()} for s, e in res["sizes"].items()
+    }
+    for s, e in res.get("floors_only", {}).items():
+        floors[s] = {c: v["kbps"] for c, v in e.items()}
+    codecs = sorted({c for v in floors.values() for c in v})
+    lines += ["", "## Floors (kbps at the coarsest quantiser; 1024 = upscaled 512 source)", ""]
+    lines += ["| size | " + " | ".join(codecs) + " |", "|---" * (len(codecs) + 1) + "|"]
+    for s in sorted(floors, key=int):
+        lines.append(f"| {s} | " + " | ".join(f(floors[s].get(c)) for c in codecs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the measurement and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--codecs", default=",".join(B.CODECS))
     ap.add_argument("-o", "--out", default="benchmarks/results/baselines.json")
+    ap.add_argument(
+        "--summarize", action="store_true", help="only rewrite the .md summary of an existing JSON"
+    )
     args = ap.parse_args(argv)
+    if args.summarize:
+        res = json.loads(Path(args.out).read_text())
+        Path(args.out).with_suffix(".md").write_text(markdown(res))
+        return 0
 
     info = probe(args.video)
     start, count = test_split(info["num_frames"])
@@ -104,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{size}] floor {c} {r.kbps:.2f} kbps ({r.encode_seconds:.0f}s)", flush=True)
     res["seconds"] = round(time.time() - t_all)
     write_json_atomic(out, to_jsonable(res))
+    out.with_suffix(".md").write_text(markdown(json.loads(out.read_text())))
     print(f"wrote {out} in {res['seconds']}s")
     return 0
 
