@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--codecs", default=",".join(B.CODECS), help="comma-separated subset of " + ",".join(B.CODECS)
     )
     p.add_argument("--points", type=int, default=0, help="use only the first N points of each sweep (0: all)")
+    p.add_argument("--no-face", action="store_true", help="skip the face metrics (CSIM, PRMSE, AUCON, LMD)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"{time.time() - t0:6.0f}s {msg}", file=sys.stderr, flush=True)
 
-    runs = {s: run_size(gt_src, prev_src, s, codecs=codecs, sweeps=sweeps, progress=say) for s in sizes}
+    runs = {
+        s: run_size(gt_src, prev_src, s, codecs=codecs, sweeps=sweeps, face=not args.no_face, progress=say)
+        for s in sizes
+    }
     resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
     floors = {str(s): r.floors for s, r in runs.items()}
     for s in floor_sizes:
