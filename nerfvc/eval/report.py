@@ -51,6 +51,14 @@ RATIO_KEYS = [
 ]
 RD_METRICS = ["psnr", "ssim", "lpips", "csim", "prmse", "aucon", "lmd"]
 _COLORS = {"nerfvc": "#d62728", "x265": "#1f77b4", "x264": "#9467bd", "vvenc": "#2ca02c", "svtav1": "#ff7f0e"}
+_SPARE = ["#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#393b79"]
+
+
+def _color(name: str) -> str:
+    """Fixed colours for the known systems, a stable spare colour for any other (e.g. cited ones)."""
+    if name not in _COLORS:
+        _COLORS[name] = _SPARE[sum(map(ord, name)) % len(_SPARE)]
+    return _COLORS[name]
 
 
 @dataclass
@@ -110,7 +118,7 @@ def plot_rd(
             continue
         pts = sorted((p for p in pts if p.kbps), key=lambda p: p.kbps)
         x, y = [p.kbps for p in pts], [_val(p, metric) for p in pts]
-        c = _COLORS.get(name)
+        c = _color(name)
         if name == "freeze":
             ax.plot(x, y, "*", ms=13, color="k", label="freeze frame")
         elif name in cited:
@@ -149,9 +157,7 @@ def plot_resolution(
         if not xs:
             continue
         style = (
-            dict(color="k", marker="*", ms=11)
-            if name == "freeze"
-            else dict(color=_COLORS.get(name), marker="o")
+            dict(color="k", marker="*", ms=11) if name == "freeze" else dict(color=_color(name), marker="o")
         )
         a1.plot(xs, rates, "-", label=name, **style)
         a2.plot(xs, qs, "-", label=name, **style)
