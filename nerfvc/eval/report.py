@@ -93,6 +93,18 @@ def _val(p: RDPoint, k: str) -> float:
     return float(v)
 
 
+def _plain_log_ticks(axis) -> None:
+    """Plain numbers on a log axis (1, 2, 5, 10, 20, ...) instead of 2×10^0."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(v: float, _pos) -> str:
+        lead = f"{v:.0e}"[0]
+        return f"{v:g}" if lead in "1235" else ""
+
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(FuncFormatter(fmt))
+
+
 def _plt():
     import matplotlib
 
@@ -126,6 +138,7 @@ def plot_rd(
         else:
             ax.plot(x, y, "o-", color=c, lw=2.5 if name == "nerfvc" else 1.5, label=name)
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("bitrate (kbps, log)")
     ax.set_ylabel(f"{label} ({'higher' if higher else 'lower'} is better)")
     ax.set_title(title or label)
@@ -137,7 +150,7 @@ def plot_rd(
 
 
 def plot_resolution(
-    path: Path, resolution: Mapping[int, Mapping[str, Sequence[RDPoint]]], metric: str = "lpips"
+    path: Path, resolution: Mapping[int, Mapping[str, Sequence[RDPoint]]], metric: str = "psnr"
 ):
     """Left: lowest bitrate each system reaches at each size (codec floors). Right: ``metric`` there."""
     plt = _plt()
@@ -167,6 +180,7 @@ def plot_resolution(
         a.set_xlabel("frame size (px; 1024 = upscaled 512 source)")
         a.grid(True, alpha=0.3)
     a1.set_yscale("log")
+    _plain_log_ticks(a1.yaxis)
     a1.set_ylabel("lowest bitrate reached (kbps, log)")
     a1.set_title("Bitrate floor vs resolution")
     label, higher = METRICS.get(metric, (metric, True))
