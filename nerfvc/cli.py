@@ -19,7 +19,7 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.face.commands",  # prepare, inspect
     "nerfvc.codec.commands",  # encode, decode, codec-fit
     "nerfvc.live.commands",  # receive, send
-    "nerfvc.eval.commands",  # eval-baselines
+    "nerfvc.eval.commands",  # eval-baselines, eval
 ]
 
 
