@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.embed.commands",  # embed-train
     "nerfvc.train.commands",  # train
     "nerfvc.render.commands",  # render
+    "nerfvc.live.commands",  # receive, send
+    "nerfvc.eval.commands",  # eval-baselines, eval
 ]
 
 

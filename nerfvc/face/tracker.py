@@ -54,14 +54,15 @@ class FaceTracker:
         if not d.is_dir():
             raise InputError(f"{d}: directory not found")
         if (d / "camera.json").exists():
-            cam = Camera.from_dict(read_json(d / "camera.json"))
+            meta = read_json(d / "camera.json")
+            cam = Camera.from_dict(meta)
         elif (d / "manifest.json").exists():
-            manifest = read_json(d / "manifest.json")
-            cam = Camera.from_dict(manifest["camera"])
-            if manifest.get("crop") and "crop" not in kwargs:
-                kwargs["crop"] = tuple(manifest["crop"])
+            meta = read_json(d / "manifest.json")
+            cam = Camera.from_dict(meta["camera"])
         else:
             raise InputError(f"{d}: neither camera.json nor manifest.json (not a dataset or model directory)")
+        if meta.get("crop") and "crop" not in kwargs:  # the dataset's crop of the source video
+            kwargs["crop"] = tuple(meta["crop"])
         return cls(FaceModel.load(d), cam, **kwargs)
 
     def frame_for_camera(self, frame: np.ndarray) -> np.ndarray:

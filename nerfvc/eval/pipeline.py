@@ -1,0 +1,77 @@
+"""nerfvc itself as a system under test: track → encode → decode → render, at several rates and sizes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodedPoint:
+    """One nerfvc rate point: the real stream size and the features the receiver decoded."""
+
+    kbps: float  # whole stream (header, framing, keyframes) × 8 / duration
+    bits_per_frame: float
+    expression: np.ndarray  # (N, E) decoded, in the NeRF's expression space
+    pose: np.ndarray  # (N, 12)
+    label: str
+
+
+def track_frames(
+    model_dir: str | Path, frames: np.ndarray, fps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track ``frames`` (N,H,W,3) with the model's face model → cropped frames, expression (N,E), pose (N,12).
+
+    Frames are cropped to the model camera's aspect ratio the way the sender crops them.
+    """
+    from nerfvc.face.tracker import FaceTracker
+
+    cropped, expr, pose = [], [], []
+    with FaceTracker.from_dir(model_dir) as tracker:
+        for i, frame in enumerate(tqdm(frames, desc="track", leave=False)):
+            f = tracker.track(frame, i / fps)
+            cropped.append(tracker.frame_for_camera(frame))
+            expr.append(f.expression)
+            pose.append(f.pose)
+    return np.stack(cropped), np.stack(expr).astype(np.float32), np.stack(pose).astype(np.float32)
+
+
+def code_rate_points(
+    model_dir: str | Path,
+    expression: np.ndarray,
+    pose: np.ndarray,
+    fps: float,
+    kbps_targets: Sequence[float],
+) -> list[DecodedPoint]:
+    """Encode the features at each target rate with the real codec, decode them, count the real bytes."""
+    from nerfvc.codec.bitstream import decode_stream, encode_stream
+    from nerfvc.codec.commands import load_model
+
+    tables, fingerprint = load_model(model_dir)
+    points = []
+    n = len(expression)
+    for target in kbps_targets:
+        data = encode_stream(tables, fingerprint, expression, pose, fps=fps, kbps=target)
+        code_hat, pose_hat, _ = decode_stream(data, tables, fingerprint)
+        if len(code_hat) != n:
+            raise RuntimeError(f"decoded {len(code_hat)} frames of {n}")
+        bits = len(data) * 8 / n
+        points.append(DecodedPoint(bits * fps / 1000, bits, code_hat, pose_hat, f"target {target:g} kbps"))
+    return points
+
+
+def render_sequence(
+    renderer, expression: np.ndarray, pose: np.ndarray, size: int, progress: Callable | None = None
+) -> np.ndarray:
+    """Render every frame at ``size``×``size`` → (N, size, size, 3) uint8."""
+    out = np.empty((len(expression), size, size, 3), np.uint8)
+    for i in tqdm(range(len(expression)), desc=f"render {size}", leave=False):
+        out[i] = renderer.render(expression[i], pose[i], size, size)
+    return out

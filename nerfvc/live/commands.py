@@ -1,0 +1,115 @@
+"""``nerfvc receive`` and ``nerfvc send``: the two ends of a live call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from urllib.parse import urlparse
+
+from nerfvc.errors import InputError
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``receive`` and ``send``."""
+    p = sub.add_parser("receive", help="receive a live call: viewer page + signaling, decode and render")
+    p.add_argument("--model", required=True, help="MODEL directory (same as the sender's)")
+    p.add_argument(
+        "--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)"
+    )
+    p.add_argument("--size", type=int, default=256, help="initial render size (the viewer can change it)")
+    p.add_argument("--token", help="signaling token (default: random, printed)")
+    p.add_argument(
+        "--render-in",
+        choices=["process", "thread"],
+        default="process",
+        help="render in a worker process (default; no GIL contention with networking) or a thread",
+    )
+    p.set_defaults(func=cmd_receive)
+
+    p = sub.add_parser("send", help="send a live call: track, encode, stream to a receiver")
+    p.add_argument("--model", required=True, help="MODEL directory (same as the receiver's)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="video file, streamed at its frame rate")
+    src.add_argument("--camera", type=int, help="camera index")
+    p.add_argument("--to", required=True, help="receiver URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--token", required=True, help="the token printed by `nerfvc receive`")
+    p.add_argument("--kbps", type=float, help="target feature bitrate (live rate control)")
+    p.add_argument("--pack", type=int, default=1, help="frames per data-channel message (default 1)")
+    p.add_argument("--classic", choices=["x265", "svtav1"], help="also send the video with a classic codec")
+    p.add_argument("--classic-kbps", type=float, default=100.0, help="classic codec bitrate (default 100)")
+    p.add_argument("--classic-size", type=int, default=256, help="classic codec frame size (default 256)")
+    p.add_argument("--drop", type=float, default=0.0, help="inject this fraction of message loss (testing)")
+    p.set_defaults(func=cmd_send)
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--listen must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    from nerfvc.live import adapters
+    from nerfvc.live.receiver import Receiver
+    from nerfvc.live.transport import use_loopback_only
+
+    host, port = _listen(args.listen)
+    if host in LOOPBACK_HOSTS:
+        use_loopback_only()
+    factory = adapters.decoder_factory(args.model)
+    if args.render_in == "process":
+        from nerfvc.live.workers import ProcessRenderer
+
+        renderer = ProcessRenderer(adapters.make_renderer, args.model)
+    else:
+        renderer = adapters.make_renderer(args.model)
+    receiver = Receiver(factory, renderer, size=args.size, token=args.token)
+
+    async def serve() -> None:
+        bound = await receiver.start(host, port)
+        print(f"token: {receiver.token}", flush=True)
+        print(f"viewer: http://{host}:{bound}/?token={receiver.token}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await receiver.stop()
+            close = getattr(renderer, "close", None)
+            if close is not None:
+                close()
+
+    asyncio.run(serve())
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Run one call to its end; print the sender's numbers as JSON."""
+    from nerfvc.live import adapters
+    from nerfvc.live.classic import ClassicEncoder
+    from nerfvc.live.sender import Sender, SenderConfig, check_url
+    from nerfvc.live.transport import use_loopback_only
+
+    url = check_url(args.to)
+    if urlparse(url).hostname in LOOPBACK_HOSTS:
+        use_loopback_only()
+    if args.pack < 1:
+        raise InputError("--pack must be >= 1")
+    if not 0 <= args.drop < 1:
+        raise InputError("--drop must be in [0, 1)")
+    source = adapters.TrackedSource(args.model, args.video, args.camera, keep_images=bool(args.classic))
+    encoder = adapters.make_encoder(args.model, source.fps, args.kbps)
+    classic = (
+        ClassicEncoder(args.classic, args.classic_kbps, source.fps, args.classic_size)
+        if args.classic
+        else None
+    )
+    config = SenderConfig(url, args.token, pack=args.pack, drop=args.drop, mark_every=5)
+    report = asyncio.run(Sender(source, encoder, config, classic).run())
+    report.skipped_frames = source.skipped
+    print(json.dumps(report.summary(), indent=2), file=sys.stdout)
+    return 0

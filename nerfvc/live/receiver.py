@@ -1,0 +1,580 @@
+"""The receiving end of a live call: an aiohttp server with the viewer page, token-checked signaling, packet
+decoding, a render worker thread and JPEG frames + stats pushed to viewers over a WebSocket.
+
+Why WebSocket JPEG to the browser rather than an aiortc video track: it works the same in every browser,
+including headless Chromium (no codec negotiation — Debian's Chromium lacks H.264 —, no autoplay policy, no
+second ICE/DTLS session), costs no video-encoder CPU on the receiver beyond a JPEG, shows exactly the
+rendered pixels, and each frame carries its metadata (frame index, send time) so the page can acknowledge
+what it displayed and the receiver can measure display latency. The page is meant to run next to the
+receiver (localhost/LAN); the low-bitrate hop is sender → receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import json
+import logging
+import secrets
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from nerfvc.live.classic import ClassicDecoder
+from nerfvc.live.interfaces import DecodedFrameLike, FrameRenderer, PacketDecoder
+from nerfvc.live.stats import LatencyMeter, RateMeter, percentile_ms
+from nerfvc.live.transport import (
+    CLASSIC_LABEL,
+    CONTROL_LABEL,
+    MEDIA_LABEL,
+    WIRE_OVERHEAD_BYTES,
+    rtc_configuration,
+    unpack_packets,
+)
+
+log = logging.getLogger(__name__)
+
+SIZES = (128, 256, 512)
+PANEL_NERFVC, PANEL_CLASSIC = 0, 1
+KEYFRAME_RETRY_S = 0.3  # re-request a keyframe if the stream is still broken after this long
+
+
+def new_token() -> str:
+    """A random signaling token (128 bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+
+
+@dataclass
+class CallState:
+    """Per-call (per peer connection) receiver state and counters."""
+
+    decoder: PacketDecoder
+    pack: int = 1
+    fps: float = 25.0
+    has_header: bool = False
+    ended: bool = False
+    messages: int = 0
+    packets: int = 0
+    before_header: int = 0
+    corrupt: int = 0
+    decoded: int = 0
+    concealed: int = 0
+    keyframes: int = 0
+    keyframe_requests: int = 0
+    highest: int = -1
+    first: int | None = None
+    delivered: set[int] = field(default_factory=set)  # indices decoded (not concealed)
+    seen: set[int] = field(default_factory=set)  # indices received at all
+    last_request: float = 0.0
+    broken: bool = False  # a gap was seen and no keyframe has arrived since
+    clock_offset: float = 0.0  # sender clock - receiver clock (s)
+    rtt: float | None = None
+    capture: OrderedDict[int, float] = field(default_factory=OrderedDict)  # frame index → sender capture
+    classic_decoder: ClassicDecoder | None = None
+    classic_bytes: int = 0
+    link_bytes0: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Frame indices never received (counted up to the newest index seen)."""
+        if self.first is None:
+            return 0
+        return max(0, self.highest - self.first + 1 - len(self.seen))
+
+
+class Receiver:
+    """Decode + render + view server. ``decoder_factory`` makes one decoder per call."""
+
+    def __init__(
+        self,
+        decoder_factory: Callable[[], PacketDecoder],
+        renderer: FrameRenderer,
+        size: int = 256,
+        token: str | None = None,
+        record: bool = False,
+        jpeg_quality: int = 85,
+    ) -> None:
+        self.decoder_factory = decoder_factory
+        self.renderer = renderer
+        self.size = int(size)
+        self.token = token or new_token()
+        self.record = record
+        self.jpeg_quality = jpeg_quality
+        self.pcs: set[Any] = set()
+        self.call: CallState | None = None
+        self.calls: list[CallState] = []
+        self.features: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}  # index → (code, pose, concealed)
+        self.viewers: set[web.WebSocketResponse] = set()
+        self._sending: dict[web.WebSocketResponse, bool] = {}
+        self.payload = RateMeter()
+        self.wire = RateMeter()
+        self.rendered = RateMeter()
+        self.classic_rate = RateMeter()
+        self.classic_shown = RateMeter()
+        self.latency = LatencyMeter()  # capture (sender) → rendered (receiver)
+        self.classic_latency = LatencyMeter()
+        self.view_rtt = LatencyMeter()  # sent to the page → page's display acknowledgement back
+        self.render_time = LatencyMeter()
+        self.frames_rendered = 0
+        self.render_stamps: list[float] = []  # time.monotonic() at the end of each render
+        self._slot: tuple[DecodedFrameLike, CallState] | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._classic_q: list[tuple[int, bytes, CallState]] = []
+        self._classic_cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._seq = 0
+        self._rendering = False
+        self._ws_tasks: set[asyncio.Future] = set()
+        self._control_channels: dict[int, Any] = {}  # id(call) → control channel
+        self._pc_of: dict[int, Any] = {}  # id(call) → peer connection
+        self.port: int | None = None
+
+    # -- server ------------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        """The aiohttp application: ``GET /`` viewer, ``GET /ws``, ``GET /stats``, ``POST /offer``."""
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/stats", self._stats_http)
+        app.router.add_post("/offer", self._offer)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start serving and the worker threads; returns the bound port."""
+        self._loop = asyncio.get_running_loop()
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for target, name in ((self._render_loop, "nerfvc-render"), (self._classic_loop, "nerfvc-classic")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._tasks.append(asyncio.create_task(self._periodic()))
+        return self.port
+
+    async def stop(self) -> None:
+        """Close calls, viewers and the server; stop the workers."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        with self._classic_cond:
+            self._classic_cond.notify_all()
+        for t in self._tasks:
+            t.cancel()
+        for pc in list(self.pcs):
+            await pc.close()
+        self.pcs.clear()
+        for ws in list(self.viewers):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _authorized(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(str(token).encode(), self.token.encode())
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request.query.get("token")):
+            return web.Response(status=403, text="forbidden: open the viewer URL printed by `nerfvc receive`")
+        html = resources.files("nerfvc.live").joinpath("viewer.html").read_text()
+        return web.Response(text=html, content_type="text/html")
+
+    async def _stats_http(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request.query.get("token")):
+            return web.Response(status=403, text="forbidden")
+        return web.json_response(self.stats())
+
+    async def _offer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return web.Response(status=400, text="expected a JSON offer")
+        token = body.get("token") if isinstance(body, dict) else None
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            token = token or auth[7:]
+        if not self._authorized(token):
+            log.warning("refused an offer with a wrong or missing token from %s", request.remote)
+            return web.Response(status=403, text="forbidden: wrong or missing token")
+        if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            return web.Response(status=400, text="expected {sdp, type: offer, token}")
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        for old in list(self.pcs):  # one call at a time: a new sender replaces the old one
+            await old.close()
+            self.pcs.discard(old)
+        pc = RTCPeerConnection(rtc_configuration())
+        self.pcs.add(pc)
+        call = CallState(decoder=self.decoder_factory())
+        self.call = call
+        self.calls.append(call)
+        self.features.clear()
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            if channel.label == MEDIA_LABEL:
+                channel.on("message", lambda m: self._on_media(call, channel, m))
+            elif channel.label == CONTROL_LABEL:
+                self._control_channels[id(call)] = channel
+                channel.on("message", lambda m: self._on_control(call, m))
+            elif channel.label == CLASSIC_LABEL:
+                channel.on("message", lambda m: self._on_classic(call, m))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self.pcs.discard(pc)
+                call.ended = True
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._pc_of[id(call)] = pc
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+    def _send_control(self, call: CallState, obj: dict[str, Any]) -> None:
+        ch = self._control_channels.get(id(call))
+        if ch is not None and ch.readyState == "open":
+            ch.send(json.dumps(obj))
+
+    # -- call messages -----------------------------------------------------------------------------------
+    def _on_control(self, call: CallState, message: str | bytes) -> None:
+        try:
+            msg = json.loads(message)
+        except (ValueError, TypeError):
+            return
+        kind = msg.get("type")
+        if kind == "hello":
+            try:
+                call.decoder.read_header(base64.b64decode(msg["header"]))
+            except Exception as e:
+                log.error("stream header refused: %s", e)
+                self._send_control(call, {"type": "error", "message": str(e)})
+                return
+            call.has_header = True
+            call.fps = float(msg.get("fps") or 25.0)
+            call.pack = max(1, int(msg.get("pack") or 1))
+            codec = msg.get("classic")
+            call.classic_decoder = ClassicDecoder(codec) if codec else None
+            self._send_control(call, {"type": "ping", "t0": time.time()})
+        elif kind == "mark":
+            for i, t in zip(msg.get("i", []), msg.get("t", [])):
+                call.capture[int(i)] = float(t)
+            while len(call.capture) > 2000:
+                call.capture.popitem(last=False)
+        elif kind == "pong":
+            now = time.time()
+            t0, ts = float(msg["t0"]), float(msg["ts"])
+            rtt = now - t0
+            if call.rtt is None or rtt <= call.rtt * 1.5:
+                call.rtt = rtt
+                call.clock_offset = ts - (t0 + now) / 2
+        elif kind == "bye":
+            call.ended = True
+
+    def _on_media(self, call: CallState, channel: Any, message: bytes | str) -> None:
+        if isinstance(message, str):
+            return
+        now = time.monotonic()
+        call.messages += 1
+        try:
+            packets = [message] if call.pack == 1 else unpack_packets(message)
+        except ValueError:
+            call.corrupt += 1
+            return
+        size = sum(len(p) for p in packets)
+        self.payload.add(size, now)
+        self.wire.add(len(message) + WIRE_OVERHEAD_BYTES, now)
+        if not call.has_header:
+            call.before_header += len(packets)
+            self._send_control(call, {"type": "header?"})
+            return
+        for packet in packets:
+            call.packets += 1
+            try:
+                frame = call.decoder.decode(packet)
+            except Exception as e:
+                log.debug("bad packet: %s", e)
+                call.corrupt += 1
+                self._want_keyframe(call)
+                continue
+            self._on_frame(call, frame)
+
+    def _want_keyframe(self, call: CallState) -> None:
+        call.broken = True
+        now = time.monotonic()
+        if now - call.last_request >= KEYFRAME_RETRY_S:
+            call.last_request = now
+            call.keyframe_requests += 1
+            self._send_control(call, {"type": "keyframe"})
+
+    def _on_frame(self, call: CallState, frame: DecodedFrameLike) -> None:
+        idx = int(frame.index)
+        if call.first is None:
+            call.first = idx
+        gap = idx > call.highest + 1 and call.highest >= 0
+        late = idx <= call.highest
+        call.highest = max(call.highest, idx)
+        call.seen.add(idx)
+        if frame.is_key:
+            call.keyframes += 1
+            call.broken = False
+        if frame.concealed:
+            call.concealed += 1
+            self._want_keyframe(call)
+        else:
+            call.decoded += 1
+            call.delivered.add(idx)
+            if gap and not frame.is_key:
+                self._want_keyframe(call)
+        if self.record:
+            self.features[idx] = (np.array(frame.code), np.array(frame.pose), bool(frame.concealed))
+        if not late:
+            with self._cond:
+                self._slot = (frame, call)
+                self._cond.notify()
+
+    def _on_classic(self, call: CallState, message: bytes | str) -> None:
+        if isinstance(message, str) or len(message) < 4 or call.classic_decoder is None:
+            return
+        (idx,) = struct.unpack(">I", message[:4])
+        call.classic_bytes += len(message) - 4
+        self.classic_rate.add(len(message) - 4)
+        with self._classic_cond:
+            self._classic_q.append((idx, bytes(message[4:]), call))
+            self._classic_cond.notify()
+
+    # -- workers (threads: the event loop never renders) ---------------------------------------------------
+    def _render_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._slot is None and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                frame, call = self._slot  # type: ignore[misc]
+                self._slot = None
+                self._rendering = True
+            size = self.size
+            t = time.perf_counter()
+            try:
+                rgb = self.renderer.render(frame.code, frame.pose, size, size)
+            except Exception:
+                log.exception("render failed")
+                self._rendering = False
+                continue
+            self.render_time.add(time.perf_counter() - t)
+            self.frames_rendered += 1
+            if len(self.render_stamps) < 1_000_000:
+                self.render_stamps.append(time.monotonic())
+            self.rendered.add()
+            latency = self._latency(call, int(frame.index))
+            if latency is not None:
+                self.latency.add(latency)
+            meta = {
+                "i": int(frame.index),
+                "size": size,
+                "latency": latency,
+                "concealed": bool(frame.concealed),
+            }
+            self._publish(PANEL_NERFVC, _jpeg(rgb, self.jpeg_quality), meta)
+            self._rendering = False
+
+    def _classic_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._classic_cond:
+                while not self._classic_q and not self._stop.is_set():
+                    self._classic_cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                items, self._classic_q = self._classic_q, []
+            for idx, packet, call in items:
+                try:
+                    frames = call.classic_decoder.decode(packet) if call.classic_decoder else []
+                except Exception as e:
+                    log.debug("classic decode: %s", e)
+                    continue
+                for rgb in frames:
+                    latency = self._latency(call, idx)
+                    if latency is not None:
+                        self.classic_latency.add(latency)
+                    self.classic_shown.add()
+                    size = self.size
+                    meta = {"i": idx, "size": size, "latency": latency}
+                    self._publish(PANEL_CLASSIC, _jpeg(_resize(rgb, size), self.jpeg_quality), meta)
+
+    def _latency(self, call: CallState, idx: int) -> float | None:
+        """Capture → now (s) for frame ``idx``; unmarked frames extrapolate from a mark ≤ 30 frames back."""
+        for back in range(31):
+            t = call.capture.get(idx - back)
+            if t is not None:
+                return time.time() - (t + back / call.fps - call.clock_offset)
+        return None
+
+    def _publish(self, panel: int, jpeg: bytes, meta: dict[str, Any]) -> None:
+        if self._loop is None or not self.viewers:
+            return
+        self._loop.call_soon_threadsafe(self._broadcast, panel, jpeg, meta)
+
+    def _broadcast(self, panel: int, jpeg: bytes, meta: dict[str, Any]) -> None:
+        self._seq += 1
+        meta = dict(meta, seq=self._seq, sent=time.time())
+        head = json.dumps(meta).encode()
+        data = bytes([panel]) + struct.pack(">I", len(head)) + head + jpeg
+        for ws in list(self.viewers):
+            if self._sending.get(ws):  # a slow viewer: drop this frame for it rather than queue
+                continue
+            self._sending[ws] = True
+            task = asyncio.ensure_future(self._send_ws(ws, data))
+            self._ws_tasks.add(task)
+            task.add_done_callback(self._ws_tasks.discard)
+
+    async def _send_ws(self, ws: web.WebSocketResponse, data: bytes) -> None:
+        try:
+            await ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):
+            self.viewers.discard(ws)
+        finally:
+            self._sending[ws] = False
+
+    # -- viewers -----------------------------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request.query.get("token")):
+            return web.Response(status=403, text="forbidden")
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        self.viewers.add(ws)
+        await ws.send_str(json.dumps({"type": "stats", **self.stats()}))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if "size" in data:
+                    self.set_size(int(data["size"]))
+                if "shown" in data and data.get("sent") is not None:
+                    self.view_rtt.add(time.time() - float(data["sent"]))
+        finally:
+            self.viewers.discard(ws)
+            self._sending.pop(ws, None)
+        return ws
+
+    @property
+    def busy(self) -> bool:
+        """True while a decoded frame waits for the renderer or is being rendered."""
+        return self._slot is not None or self._rendering
+
+    def set_size(self, size: int) -> None:
+        """Change the render size (takes effect at the next frame)."""
+        if size in SIZES or 16 <= size <= 1024:
+            self.size = int(size)
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            call = self.call
+            if call is not None and not call.ended and int(time.time() * 2) % 2 == 0:
+                self._send_control(call, {"type": "ping", "t0": time.time()})
+                if call.has_header is False and call.messages:
+                    self._send_control(call, {"type": "header?"})
+            if self.viewers:
+                text = json.dumps({"type": "stats", **self.stats()})
+                for ws in list(self.viewers):
+                    try:
+                        await ws.send_str(text)
+                    except (ConnectionError, RuntimeError):
+                        self.viewers.discard(ws)
+
+    # -- stats -------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Live numbers for the viewer and ``GET /stats``."""
+        call = self.call
+        msg_rate, payload_bps = self.payload.rate()
+        _, wire_bps = self.wire.rate()
+        render_fps, _ = self.rendered.rate()
+        _, classic_bps = self.classic_rate.rate()
+        classic_fps, _ = self.classic_shown.rate()
+        lat = self.latency.median_ms()
+        view = self.view_rtt.median_ms()
+        out: dict[str, Any] = {
+            "renderer": getattr(self.renderer, "label", type(self.renderer).__name__),
+            "size": self.size,
+            "payload_kbps": round(payload_bps / 1000, 3),
+            "wire_kbps": round(wire_bps / 1000, 3),
+            "messages_per_s": round(msg_rate, 2),
+            "render_fps": round(render_fps, 2),
+            "render_ms": self.render_time.median_ms(),
+            "latency_ms": None if lat is None else round(lat, 1),  # capture → rendered
+            "display_latency_ms": None if lat is None or view is None else round(lat + view / 2, 1),
+            "classic_kbps": round(classic_bps / 1000, 3),
+            "classic_fps": round(classic_fps, 2),
+            "classic_latency_ms": self.classic_latency.median_ms(),
+            "frames_rendered": self.frames_rendered,
+            "viewers": len(self.viewers),
+        }
+        if call is not None:
+            out.update(
+                connected=not call.ended,
+                header=call.has_header,
+                received=call.packets,
+                decoded=call.decoded,
+                delivered=len(call.delivered),
+                lost=call.lost,
+                concealed=call.concealed,
+                corrupt=call.corrupt,
+                keyframes=call.keyframes,
+                keyframe_requests=call.keyframe_requests,
+                highest_index=call.highest,
+                rtt_ms=None if call.rtt is None else round(1000 * call.rtt, 2),
+            )
+            pc = self._pc_of.get(id(call))
+            if pc is not None:
+                from nerfvc.live.sender import _dtls_bytes
+
+                out["link_bytes_received"] = _dtls_bytes(pc, "bytesReceived")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """End-of-call numbers including latency percentiles over the whole call."""
+        s = self.stats()
+        s["latency_p50_ms"] = percentile_ms(self.latency.all, 50)
+        s["latency_p95_ms"] = percentile_ms(self.latency.all, 95)
+        s["classic_latency_p50_ms"] = percentile_ms(self.classic_latency.all, 50)
+        s["view_rtt_p50_ms"] = percentile_ms(self.view_rtt.all, 50)
+        s["render_ms_p50"] = percentile_ms(self.render_time.all, 50)
+        return s

@@ -1,0 +1,87 @@
+"""Pixel metrics, LPIPS and CSIM: identities and the official reference values."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nerfvc.eval import lpips as lp
+from nerfvc.eval.metrics import csim, evaluate, l1, lpips, prepare_reference, psnr, ssim, tradeoffs
+
+from .conftest import METRICS_REF, need
+
+# ResultsCalibra values of the official implementations (metrics_ref/README.md)
+REF = {
+    "I03": (0.7237, 21.11, 0.6993),
+    "I04": (0.2572, 20.99, 0.9978),
+    "I06": (0.0508, 27.01, 0.9989),
+    "I08": (0.0520, 23.30, 0.9669),
+    "I19": (0.4253, 21.62, 0.6519),
+}
+
+
+def _pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.array(Image.open(need(METRICS_REF / "ref_dir" / f"{name}.png")).convert("RGB"))
+    dist = np.array(Image.open(METRICS_REF / "dist_dir" / f"{name}.png").convert("RGB"))
+    return ref, dist
+
+
+@pytest.mark.parametrize("name", sorted(REF))
+def test_reference_values(name):
+    a, b = _pair(name)
+    want_lpips, want_psnr, want_ssim = REF[name]
+    assert lpips(a, b) == pytest.approx(want_lpips, abs=1e-3)
+    assert psnr(a, b) == pytest.approx(want_psnr, abs=0.006)
+    assert ssim(a, b) == pytest.approx(want_ssim, abs=1e-4)
+
+
+def test_identical_frames(face_frame):
+    f = face_frame
+    assert psnr(f, f) == float("inf")
+    assert ssim(f, f) == pytest.approx(1.0)
+    assert l1(f, f) == 0.0
+    assert lpips(f, f) == pytest.approx(0.0, abs=1e-6)
+    assert csim(f, f) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_regions_bbox_and_mask_agree():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 30, a.shape), 0, 255).astype(np.uint8)
+    bbox = (10, 5, 60, 50)
+    mask = np.zeros((64, 80), bool)
+    mask[5:50, 10:60] = True
+    crop = (slice(5, 50), slice(10, 60))
+    assert psnr(a, b, bbox) == pytest.approx(psnr(a[crop], b[crop]))
+    assert psnr(a, b, mask) == pytest.approx(psnr(a[crop], b[crop]))
+    assert l1(a, b, mask) == pytest.approx(l1(a[crop], b[crop]))
+    assert ssim(a, b, bbox) == pytest.approx(ssim(a[crop], b[crop]))
+    with pytest.raises(ValueError):
+        psnr(a, b[:10])
+
+
+def test_sequence_identity_and_tradeoffs(german):
+    from nerfvc.eval.video import resize_frames
+
+    gt = resize_frames(german[400:404], 128)
+    ref = prepare_reference(gt)
+    s = evaluate(ref, gt.copy(), bitrate_kbps=2.0)["summary"]
+    assert s["psnr"] == float("inf") and s["ssim"] == pytest.approx(1.0)
+    assert s["prmse"] == pytest.approx(0.0, abs=1e-6) and s["aucon"] == 1.0 and s["lmd"] == pytest.approx(0.0)
+    assert s["csim"] == pytest.approx(1.0, abs=1e-5)
+    assert s["ssim_per_kbps"] == pytest.approx(0.5) and s["lpips_x_kbps"] == pytest.approx(s["lpips"] * 2)
+    assert tradeoffs({"prmse": 1.5, "csim": 0.9}, 10.0) == {"prmse_x_kbps": 15.0, "csim_per_kbps": 0.09}
+
+
+def test_weight_unpickler_refuses_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(pickle.UnpicklingError):
+        lp.convert_alexnet_weights(bad)

@@ -1,0 +1,84 @@
+"""Report generation on a tiny synthetic run produces every file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from nerfvc.eval import baselines as B
+from nerfvc.eval.metrics import evaluate, prepare_reference
+from nerfvc.eval.report import RDPoint, build_report
+
+
+def _synthetic(n: int = 6, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    frames = [
+        np.stack(
+            [
+                128 + 100 * np.sin(xx / 9 + t / 3),
+                128 + 100 * np.cos(yy / 7 - t / 5),
+                128 + 60 * np.sin((xx + yy) / 11),
+            ],
+            -1,
+        )
+        for t in range(n)
+    ]
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def test_report_writes_every_file(tmp_path):
+    gt = _synthetic()
+    ref = prepare_reference(gt, face=False)
+    systems: dict[str, list] = {"x265": []}
+    for q in (51, 35):
+        r = B.encode(gt, "x265", q)
+        systems["x265"].append(
+            RDPoint.from_eval(evaluate(ref, r.frames, bitrate_kbps=r.kbps), r.kbps, frames=r.frames)
+        )
+    rng = np.random.default_rng(0)
+    ours = np.clip(gt.astype(int) + rng.integers(-10, 10, gt.shape), 0, 255).astype(np.uint8)
+    systems["nerfvc"] = [
+        RDPoint.from_eval(evaluate(ref, ours, bitrate_kbps=1.0), 1.0, frames=ours, label="ours")
+    ]
+    fz = B.freeze_frame(gt)
+    systems["freeze"] = [
+        RDPoint.from_eval(evaluate(ref, fz.frames, bitrate_kbps=fz.kbps), fz.kbps, frames=fz.frames)
+    ]
+    systems["next"] = [RDPoint.from_eval(evaluate(ref, B.next_frame(gt, gt[0])), None)]
+    systems["FOMM"] = [{"kbps": 30.0, "psnr": 20.0, "lpips": 0.2}]
+    files = build_report(
+        tmp_path / "rep", gt, systems, resolution={64: systems, 128: {"x265": [{"kbps": 9.0, "lpips": 0.3}]}},
+        cited=["FOMM"],
+    )  # fmt: skip
+    for kind in ("rd_psnr", "rd_ssim", "rd_lpips", "resolution", "grid", "video", "results", "html"):
+        assert files[kind].is_file() and files[kind].stat().st_size > 0, kind
+    res = json.loads(files["results"].read_text())
+    assert set(res["systems"]) == {"x265", "nerfvc", "freeze", "next", "FOMM"}
+    page = files["html"].read_text()
+    assert "freeze" in page and "(cited, not measured here)" in page and "grid.png" in page
+
+
+def test_eval_baselines_command_on_a_short_clip(tmp_path):
+    import argparse
+
+    from nerfvc.eval import commands
+
+    from .conftest import DATA, need
+
+    clip = need(DATA / "clips" / "mimictalk_may_5s.mp4")
+    ap = argparse.ArgumentParser()
+    commands.register(ap.add_subparsers())
+    out = tmp_path / "rep"
+    argv = ["eval-baselines", str(clip), "-o", str(out), "--sizes", "96", "--codecs", "x265", "--points", "1"]
+    args = ap.parse_args([*argv, "--no-face"])
+    assert args.func(args) == 0
+    for name in (
+        "report.html",
+        "results.json",
+        "grid.png",
+        "side_by_side.mp4",
+        "rd_psnr.png",
+        "resolution.png",
+    ):
+        assert (out / name).is_file(), name
