@@ -175,8 +175,9 @@ def render_metrics(
     frames: np.ndarray,
     size: int = 128,
 ) -> dict[str, dict[str, float]]:
-    """PSNR/SSIM of NeRF renders of ``frames`` (dataset indices) for several expression sets (N, E) each
-    (indexed like the dataset) with the given poses (N, 12), against the ground-truth frames at ``size``."""
+    """PSNR/SSIM (+ LPIPS-Alex when ``nerfvc.eval`` is available) of NeRF renders of ``frames`` (dataset
+    indices) for several expression sets (N, E) each (indexed like the dataset) with the given poses (N, 12),
+    against the ground-truth frames at ``size``."""
     from nerfvc.render.renderer import Renderer
     from nerfvc.train.dataset import load_dataset
     from nerfvc.train.metrics import psnr, ssim
@@ -184,13 +185,21 @@ def render_metrics(
     ds = load_dataset(dataset, size)
     r = Renderer.from_model_dir(model_dir)
     w, h = ds.camera.width, ds.camera.height
+    try:
+        from nerfvc.eval.lpips import lpips_batch
+    except ImportError:  # the eval package lives on another branch
+        lpips_batch = None
     out = {}
     for name, ex in expressions.items():
-        ps, ss = [], []
+        ps, ss, imgs = [], [], []
         for f in frames:
             img = r.render_float(ex[f], pose[f], w, h)
             gt = ds.frames[f].float() / 255
             ps.append(psnr(img, gt))
             ss.append(ssim(img, gt))
+            imgs.append((img * 255 + 0.5).byte().numpy())
         out[name] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames)}
+        if lpips_batch is not None:
+            gt_all = ds.frames[torch.as_tensor(frames)].numpy()
+            out[name]["lpips"] = float(np.mean(lpips_batch(gt_all, np.stack(imgs))))
     return out
