@@ -196,13 +196,24 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
     face = load_face_model(args.face_model or out)
     if args.face_model and face is None:
         raise InputError(f"{args.face_model}: no face_model.safetensors with mean and basis")
-    tables = fit_codec(
-        feats["expression"][:m],
-        feats["pose"][:m],
-        None if valid is None else valid[:m],
-        predictor=args.predictor,
-        face_model=face,
-    )
+    v = None if valid is None else valid[:m]
+    expr, pose = feats["expression"], feats["pose"][:m]
+    tables = fit_codec(expr[:m], pose, v, predictor=args.predictor, face_model=face)
+    from nerfvc.embed.train import EMBED_FILE
+
+    if (out / EMBED_FILE).exists():  # the model codes its embedding's code: fit the tables on the codes
+        from nerfvc.embed.train import (
+            encode_expressions,
+            expansion_matrix,
+            fit_code_tables,
+            landmark_tau,
+            load_embedding,
+        )
+
+        emb = load_embedding(out)
+        code = encode_expressions(emb, expr)[:m]  # whole clip, so early frames see their history
+        tau = landmark_tau(face, tables) if face is not None else None
+        tables = fit_code_tables(code, pose, v, face, expansion_matrix(emb), tau, predictor=args.predictor)
     out.mkdir(parents=True, exist_ok=True)
     tables.save(out / CODEC_FILE)
     msg = f"{out / CODEC_FILE}: fitted on {m} frames ({tables.predictor} predictor"

@@ -146,6 +146,11 @@ def test_cli_embed_train_encode_decode_and_refusal(tmp_path, data, monkeypatch, 
 
         ref, _ = CodecTables.load(m).reference(code, data[1], 0)
         np.testing.assert_array_equal(z["code"], ref)
+    # codec-fit on a model with an embedding fits the tables on its codes (same tables as embed-train).
+    before = (m / "codec.json").read_text()
+    fit = ["codec-fit", str(ds / "features.npz"), "-o", str(m), "--train-fraction", str(200 / 240)]
+    assert main(fit) == 0
+    assert (m / "codec.json").read_text() == before
     # A model without the embedding (raw codec tables, same face model) refuses the stream.
     raw = tmp_path / "raw"
     assert main(["codec-fit", str(ds / "features.npz"), "-o", str(raw), "--face-model", str(ds)]) == 0
