@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 VIDEO ?= ../shared/data/clips/mimictalk_german_anchor_20s.mp4
 WORK ?= work/demo
 MINUTES ?= 10
+KBPS ?= 1.5
+EVAL_FRAMES ?= 50
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: setup test lint format demo bench clean
@@ -35,9 +37,18 @@ test: setup lint
 demo: setup
 	$(BIN)/nerfvc prepare $(VIDEO) -o $(WORK)/dataset
 	$(BIN)/nerfvc inspect $(WORK)/dataset -o $(WORK)/inspect.png
+	$(BIN)/nerfvc train $(WORK)/dataset -o $(WORK)/model --minutes $(MINUTES)
+	$(BIN)/nerfvc encode $(VIDEO) --model $(WORK)/model -o $(WORK)/stream.nvc --kbps $(KBPS)
+	$(BIN)/nerfvc decode $(WORK)/stream.nvc --model $(WORK)/model -o $(WORK)/decoded.mp4 --size 512
+	$(BIN)/nerfvc eval $(WORK)/model $(VIDEO) -o $(WORK)/report --sizes 256 --max-frames $(EVAL_FRAMES) --codecs x265,vvenc
+	@echo "demo done: open $(WORK)/report/report.html and $(WORK)/decoded.mp4"
 
+# The numbers quoted in README.md come from here (see benchmarks/README.md for the time each takes).
 bench: setup
 	$(BIN)/python benchmarks/tracking.py
+	$(BIN)/python benchmarks/bitrate.py
+	$(BIN)/python benchmarks/nerf.py
+	$(BIN)/python benchmarks/baselines.py
 
 clean:
 	rm -rf $(VENV) work
