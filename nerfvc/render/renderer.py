@@ -104,9 +104,7 @@ class Renderer:
         out = []
         for i in range(0, dirs.shape[0], self.chunk):
             n = min(self.chunk, dirs.shape[0] - i)
-            o = self.model.render_rays(
-                dirs[i : i + n], uv[i : i + n], expr.expand(n, -1), pos.expand(n, -1), bg[i : i + n]
-            )
+            o = self.model.render_rays(dirs[i : i + n], uv[i : i + n], expr, pos, bg[i : i + n])
             out.append(o["rgb"])
         return torch.cat(out).clamp(0, 1).reshape(height, width, 3)
 
