@@ -131,11 +131,14 @@ class PortraitNeRF(nn.Module):
         pose: torch.Tensor,
         background: torch.Tensor,
         train: bool = False,
+        samples: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render rays: camera directions (R,3), image coords uv (R,2), raw expression (R,E) and pose (R,12)
         (or (1,E), (1,12) shared by all rays: one frame), background colour (R,3) → ``rgb`` (R,3) fine
         composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
+        ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
         """
+        n_coarse, n_fine = samples or (self.cfg.n_coarse, self.cfg.n_fine)
         n = dirs.shape[0]
         dev = dirs.device
         expr_n = (expression - self.expr_mean) / self.expr_std
@@ -156,14 +159,14 @@ class PortraitNeRF(nn.Module):
             o, d, c = origin[idx], direction[idx], cons
             e = expr_n if expr_n.shape[0] == 1 else expr_n[idx]  # (1,E) or (R',E)
             code_c, code_f = self.coarse.expression_code(e), self.fine.expression_code(e)
-            edges = stratified(t_near[idx], t_far[idx], self.cfg.n_coarse, jitter=train)
+            edges = stratified(t_near[idx], t_far[idx], n_coarse, jitter=train)
             w_c, rgb_c, a_c = self._head_pass(self.coarse, edges, o, d, code_c, c)
             out["head_rgb_coarse"] = out["head_rgb_coarse"].index_put((idx,), rgb_c)
             out["head_alpha_coarse"] = out["head_alpha_coarse"].index_put((idx,), a_c)
             # fine pass only where the coarse pass saw something (always during training: autograd needs it)
             sel = torch.arange(idx.numel(), device=dev) if train else (a_c > 1e-3).nonzero(as_tuple=True)[0]
             if sel.numel():
-                edges_f = importance(edges[sel], w_c[sel], self.cfg.n_fine, jitter=train)
+                edges_f = importance(edges[sel], w_c[sel], n_fine, jitter=train)
                 code_sel = code_f if code_f.shape[0] == 1 else code_f[sel]
                 _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, c)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
