@@ -46,8 +46,11 @@ def bench_dataset(name: str, root: Path, work: Path, minutes: float, retrain: bo
     if retrain or not (model_dir / "model.json").exists():
         t = time.perf_counter()
         r = train(root / name, model_dir, TrainConfig(minutes=minutes, eval_frames=0))
-        result["train"] = {"steps": r.steps, "seconds": round(r.seconds, 1),
-                           "wall_seconds": round(time.perf_counter() - t, 1)}
+        result["train"] = {
+            "steps": r.steps,
+            "seconds": round(r.seconds, 1),
+            "wall_seconds": round(time.perf_counter() - t, 1),
+        }
     else:
         result["train"] = json.loads((model_dir / "nerf.json").read_text())["trained"]
     ds = load_dataset(root / name)
@@ -68,8 +71,13 @@ def bench_dataset(name: str, root: Path, work: Path, minutes: float, retrain: bo
             fss.append(s)
             if f == test[len(test) // 2]:
                 Image.fromarray(np.concatenate([gt, img], 1)).save(work / f"{name}_{size}_sample.png")
-        result[f"{size}"] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(test),
-                             "freeze_psnr": float(np.mean(fps_)), "freeze_ssim": float(np.mean(fss))}
+        result[f"{size}"] = {
+            "psnr": float(np.mean(ps)),
+            "ssim": float(np.mean(ss)),
+            "frames": len(test),
+            "freeze_psnr": float(np.mean(fps_)),
+            "freeze_ssim": float(np.mean(fss)),
+        }
     f = test[len(test) // 2]
     result["render_ms"] = {
         str(s): round(1000 * renderer.time_render(ds.expression[f].numpy(), ds.pose[f].numpy(), s, s), 1)
@@ -89,7 +97,9 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "results" / "nerf.json")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     out = json.loads(args.output.read_text()) if args.output.exists() else {}
     out.update({"commit": commit, "machine": f"{os.cpu_count()} CPU cores, shared, no GPU"})
     out.setdefault("results", {})

@@ -4,7 +4,7 @@
   Position → hash grid; density and a geometry feature from (grid features, expression code); colour from
   (geometry feature, view direction, expression code, consistency code).
 - :class:`TorsoField` is ER-NeRF-style 2D: a pose-conditioned deformation of image coordinates, then 2D
-  feature planes and an MLP → premultiplied-free RGB and alpha, composited behind the head.
+  feature planes and an MLP → RGB and alpha, composited behind the head.
 Both take the shared head-torso consistency code (a learnable vector; dimension 0 switches it off).
 """
 
@@ -27,6 +27,20 @@ def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
         d = hidden
     mods.append(nn.Linear(d, n_out))
     return nn.Sequential(*mods)
+
+
+def split_linear(layer: nn.Linear, parts: list[torch.Tensor]) -> torch.Tensor:
+    """``layer`` applied to the concatenation of ``parts`` without building it. ``parts[0]`` is (N,d); the
+    others are (N,d) or (1,d) (shared by all rows, e.g. one expression code for a whole frame)."""
+    d0 = parts[0].shape[-1]
+    out = torch.nn.functional.linear(parts[0], layer.weight[:, :d0], layer.bias)
+    i = d0
+    for p in parts[1:]:
+        d = p.shape[-1]
+        if d:
+            out = out + torch.nn.functional.linear(p, layer.weight[:, i : i + d])
+            i += d
+    return out
 
 
 def trunc_exp(x: torch.Tensor) -> torch.Tensor:
@@ -64,20 +78,21 @@ class HeadField(nn.Module):
         return self.expr_proj(expression)
 
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (N,3), ``code`` (N,C) → sigma (N,), geometry feature (N,geo_dim)."""
-        feats = torch.cat([self.grid(x), code], -1)
+        """``x`` (N,3), ``code`` (N,C) or (1,C) → sigma (N,), geometry feature (N,geo_dim)."""
+        feats = self.grid(x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            h = self.sigma_net(feats).float()
+            h = self.sigma_net[1:](split_linear(self.sigma_net[0], [feats, code])).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def forward(
         self, x: torch.Tensor, code: torch.Tensor, view_dir: torch.Tensor, consistency: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (N,3), ``code`` (N,C), ``view_dir`` (N,3), ``consistency`` (N,K) → sigma (N,), rgb (N,3)."""
+        """``x`` (N,3), ``code`` (N,C) or (1,C), ``view_dir`` (N,3), ``consistency`` (1,K) → sigma (N,),
+        rgb (N,3)."""
         sigma, geo = self.density(x, code)
         parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)).float())
+            rgb = torch.sigmoid(self.color_net[1:](split_linear(self.color_net[0], parts)).float())
         return sigma, rgb
 
 
@@ -110,6 +125,7 @@ class TorsoField(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = uv.shape[0]
         code = self.code.expand(n, -1)
+        pose, consistency = pose.expand(n, -1), consistency.expand(n, -1)  # (N,12), (N,K) even if shared
         offset = torch.tanh(self.deform(torch.cat([uv, pose, code], -1))) * self.cfg.max_offset  # (N,2)
         feat = self.planes((uv + offset).clamp(0, 1))  # (N,P)
         out = self.net(torch.cat([feat, pose, code, consistency], -1))  # (N,4)

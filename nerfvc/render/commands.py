@@ -8,6 +8,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from nerfvc.errors import InputError
 from nerfvc.features import load_features
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import parse_size
@@ -28,12 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="512", help="S (longer side, aspect kept) or WxH (exact); default 512")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--frames", type=int, default=None, help="render only the first N frames")
+    p.add_argument(
+        "--samples",
+        default=None,
+        help="coarse,fine samples per ray (default: as trained, 24,24; 16,16 is faster)",
+    )
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    renderer = Renderer.from_model_dir(args.model)
+    samples = None
+    if args.samples:
+        try:
+            c, f = (int(v) for v in args.samples.split(","))
+        except ValueError as e:
+            raise InputError(f"--samples {args.samples!r}: expected two integers like 16,16") from e
+        samples = (c, f)
+    renderer = Renderer.from_model_dir(args.model, samples=samples)
     w, h = parse_size(args.size, renderer.camera.width, renderer.camera.height)
     feats = load_features(args.features)
     n = len(feats["pose"]) if args.frames is None else min(args.frames, len(feats["pose"]))

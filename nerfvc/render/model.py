@@ -102,8 +102,8 @@ class PortraitNeRF(nn.Module):
         code: torch.Tensor,
         cons: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Evaluate ``head`` in bins ``edges`` (R,S+1) along canonical rays → weights (R,S), rgb (R,3),
-        alpha (R,)."""
+        """Evaluate ``head`` in bins ``edges`` (R,S+1) along canonical rays (R,3) with codes (R,C) or (1,C)
+        and the consistency code (1,K) → weights (R,S), rgb (R,3), alpha (R,)."""
         n_rays, n_s = edges.shape[0], edges.shape[1] - 1
         t_mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # (R,S)
         delta = (edges[:, 1:] - edges[:, :-1]) / self.scale  # (R,S)
@@ -115,7 +115,8 @@ class PortraitNeRF(nn.Module):
         rgb = torch.zeros(n_rays, n_s, 3, device=x.device, dtype=x.dtype)
         if ray_idx.numel():
             view = torch.nn.functional.normalize(direction, dim=-1)
-            s, c = head(x[ray_idx, s_idx], code[ray_idx], view[ray_idx], cons[ray_idx])
+            code_pts = code if code.shape[0] == 1 else code[ray_idx]  # (1,C) = one code for every ray
+            s, c = head(x[ray_idx, s_idx], code_pts, view[ray_idx], cons)
             sigma = sigma.index_put((ray_idx, s_idx), s)
             rgb = rgb.index_put((ray_idx, s_idx), c)
         weights = render_weights(sigma, delta)
@@ -130,16 +131,19 @@ class PortraitNeRF(nn.Module):
         pose: torch.Tensor,
         background: torch.Tensor,
         train: bool = False,
+        samples: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Render rays: camera directions (R,3), image coords uv (R,2), raw expression (R,E) and pose (R,12),
-        background colour (R,3) → ``rgb`` (R,3) fine composite, ``rgb_coarse``, ``head_alpha``,
-        ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
+        """Render rays: camera directions (R,3), image coords uv (R,2), raw expression (R,E) and pose (R,12)
+        (or (1,E), (1,12) shared by all rays: one frame), background colour (R,3) → ``rgb`` (R,3) fine
+        composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
+        ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
         """
+        n_coarse, n_fine = samples or (self.cfg.n_coarse, self.cfg.n_fine)
         n = dirs.shape[0]
         dev = dirs.device
         expr_n = (expression - self.expr_mean) / self.expr_std
         pose_n = (pose - self.pose_mean) / self.pose_std
-        cons = self.consistency.expand(n, -1)
+        cons = self.consistency.view(1, -1)  # (1,K), shared by every ray
         torso_rgb, torso_alpha = self.torso(uv, pose_n, cons)
 
         origin, direction = to_canonical(dirs, pose)
@@ -152,18 +156,19 @@ class PortraitNeRF(nn.Module):
         }
         idx = hit.nonzero(as_tuple=True)[0]
         if idx.numel():
-            o, d, c = origin[idx], direction[idx], cons[idx]
-            code_c = self.coarse.expression_code(expr_n[idx])
-            code_f = self.fine.expression_code(expr_n[idx])
-            edges = stratified(t_near[idx], t_far[idx], self.cfg.n_coarse, jitter=train)
+            o, d, c = origin[idx], direction[idx], cons
+            e = expr_n if expr_n.shape[0] == 1 else expr_n[idx]  # (1,E) or (R',E)
+            code_c, code_f = self.coarse.expression_code(e), self.fine.expression_code(e)
+            edges = stratified(t_near[idx], t_far[idx], n_coarse, jitter=train)
             w_c, rgb_c, a_c = self._head_pass(self.coarse, edges, o, d, code_c, c)
             out["head_rgb_coarse"] = out["head_rgb_coarse"].index_put((idx,), rgb_c)
             out["head_alpha_coarse"] = out["head_alpha_coarse"].index_put((idx,), a_c)
             # fine pass only where the coarse pass saw something (always during training: autograd needs it)
             sel = torch.arange(idx.numel(), device=dev) if train else (a_c > 1e-3).nonzero(as_tuple=True)[0]
             if sel.numel():
-                edges_f = importance(edges[sel], w_c[sel], self.cfg.n_fine, jitter=train)
-                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_f[sel], c[sel])
+                edges_f = importance(edges[sel], w_c[sel], n_fine, jitter=train)
+                code_sel = code_f if code_f.shape[0] == 1 else code_f[sel]
+                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, c)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
         out["rgb"] = composite(out["head_rgb"], out["head_alpha"], torso_rgb, torso_alpha, background)

@@ -28,7 +28,8 @@ def pixel_dirs(camera: Camera, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.
 
 
 def to_canonical(dirs: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Camera rays through the origin ``dirs`` (R,3) → canonical origins, directions (R,3) for poses (R,12).
+    """Camera rays through the origin ``dirs`` (R,3) → canonical origins, directions (R,3) for poses (R,12)
+    or one pose (1,12) shared by all rays.
 
     ``X_cam = R X_can + t``, so ``X_can = Rᵀ (X_cam − t)``; the parameter ``t`` along the ray is unchanged.
     """
@@ -37,7 +38,7 @@ def to_canonical(dirs: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, 
     rt = rot.transpose(1, 2)
     origin = -(rt @ trans.unsqueeze(-1)).squeeze(-1)
     direction = (rt @ dirs.unsqueeze(-1)).squeeze(-1)
-    return origin, direction
+    return origin.expand_as(direction), direction
 
 
 def intersect_box(

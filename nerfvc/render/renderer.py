@@ -57,22 +57,28 @@ class Renderer:
         background: np.ndarray,
         device: str | torch.device = "cpu",
         chunk: int = 1 << 16,
+        samples: tuple[int, int] | None = None,
     ):
         self.model = model.to(device).eval()
         self.camera = camera
         self.background = background  # (H,W,3) uint8 at the camera's size
         self.device = torch.device(device)
         self.chunk = chunk
+        self.samples = samples  # (coarse, fine) samples per ray; None = as trained
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_model_dir(
-        cls, path: str | Path, device: str | torch.device = "cpu", verify: bool = True
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        verify: bool = True,
+        samples: tuple[int, int] | None = None,
     ) -> Renderer:
         """Load a MODEL directory (checking its fingerprint when ``verify``)."""
         configure_threads()
         model, camera, bg = load_nerf(path, verify=verify)
-        return cls(model, camera, bg, device)
+        return cls(model, camera, bg, device, samples=samples)
 
     @property
     def expression_dim(self) -> int:
@@ -105,7 +111,7 @@ class Renderer:
         for i in range(0, dirs.shape[0], self.chunk):
             n = min(self.chunk, dirs.shape[0] - i)
             o = self.model.render_rays(
-                dirs[i : i + n], uv[i : i + n], expr.expand(n, -1), pos.expand(n, -1), bg[i : i + n]
+                dirs[i : i + n], uv[i : i + n], expr, pos, bg[i : i + n], samples=self.samples
             )
             out.append(o["rgb"])
         return torch.cat(out).clamp(0, 1).reshape(height, width, 3)

@@ -71,7 +71,6 @@ class PortraitDataset:
     test_idx: np.ndarray  # (N-n,)
     head_lo: list[float]
     head_hi: list[float]
-    fps: float
     fingerprint: str  # sha256 of features.npz (identifies the dataset in checkpoints)
 
     @property
@@ -118,7 +117,6 @@ def load_dataset(path: str | Path, size: str | int | None = None, frames: bool =
         test_idx=test_idx,
         head_lo=lo,
         head_hi=hi,
-        fps=float(manifest.get("fps", 25.0)),
         fingerprint=sha256_file(root / "features.npz")[:16],
     )
 

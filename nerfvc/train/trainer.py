@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     iters: int = 100_000
+    stop_at: int | None = (
+        None  # end this run at this step (the schedule still targets ``iters``); rerun resumes
+    )
     minutes: float | None = None  # wall-clock budget (training loop only)
     batch_rays: int = 4096
     lr: float = 1e-2
@@ -53,7 +56,8 @@ class TrainConfig:
 class TrainResult:
     fingerprint: str
     steps: int
-    seconds: float
+    seconds: float  # wall clock of the training loop
+    cpu_seconds: float  # CPU time of this process for the loop (robust to other jobs on a shared machine)
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -230,33 +234,45 @@ def train(
     model.train()
     last_ckpt = time.perf_counter()
     t0 = time.perf_counter() - elapsed
-    while progress() < 1.0:
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # per-step seed: resumed runs continue identically
-        for g in optim.param_groups:
-            g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
-        if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
-            model.update_occupancy(train_expr)
-        batch = sampler.sample(cfg.batch_rays)
-        out_r = model.render_rays(
-            batch["dirs"], batch["uv"], batch["expression"], batch["pose"], batch["background"], train=True
-        )
-        loss, mse = compute_loss(out_r, batch, cfg)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        step += 1
-        elapsed = time.perf_counter() - t0
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(
-                loss=f"{loss.item():.4f}",
-                psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
-                occ=f"{model.occupancy.occupied_fraction:.2f}",
+    cpu0 = time.process_time()
+    stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.iters
+    try:
+        while progress() < 1.0 and step < stop_at:
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # per-step seed: resumed runs continue identically
+            for g in optim.param_groups:
+                g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
+            if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+                model.update_occupancy(train_expr)
+            batch = sampler.sample(cfg.batch_rays)
+            out_r = model.render_rays(
+                batch["dirs"],
+                batch["uv"],
+                batch["expression"],
+                batch["pose"],
+                batch["background"],
+                train=True,
             )
-        if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:
-            checkpoint()
-            last_ckpt = time.perf_counter()
+            loss, mse = compute_loss(out_r, batch, cfg)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            step += 1
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}",
+                    psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
+                    occ=f"{model.occupancy.occupied_fraction:.2f}",
+                )
+            if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:
+                checkpoint()
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        checkpoint()  # rerunning the same command resumes from here
+        raise
     bar.close()
+    cpu_seconds = time.process_time() - cpu0
     checkpoint()
     model.eval()
     info = {
@@ -274,4 +290,4 @@ def train(
         k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
         frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
         metrics = evaluate(model, ds, frames)
-    return TrainResult(fp, step, elapsed, metrics)
+    return TrainResult(fp, step, elapsed, cpu_seconds, metrics)
