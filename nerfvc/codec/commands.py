@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nerfvc.codec.bitstream import HEADER_SIZE, decode_stream, encode_stream
+from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, decode_stream, encode_stream
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import InputError, ModelMismatchError
@@ -45,15 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz)")
+    p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz) or a rendered video (.mp4)")
     p.add_argument("stream", help="input stream (.nvc)")
     p.add_argument("--model", required=True, help="MODEL directory the stream was made for")
     p.add_argument(
         "-o",
         "--output",
         required=True,
-        help="output features .npz (expression, pose, valid; + code with an embedding)",
+        help="output: .npz features (expression, pose, valid; + code with an embedding) or .mp4 video",
     )
+    p.add_argument("--size", default="512", help=".mp4 only: S (longer side) or WxH; default 512")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("codec-fit", help="fit codec tables on training features into a MODEL directory")
@@ -176,14 +177,21 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise InputError(f"{args.stream}: file not found") from e
     code, pose, rep = decode_stream(data, tables, fp)
     embedding = _load_embedding(args.model)
-    if embedding is None:
-        save_features(args.output, expression=code, pose=pose, valid=rep.valid)
-    else:  # receiver side of the embedding: expand the code to the expression the renderer expects
+    extra = {}
+    expr = code
+    if embedding is not None:  # receiver side of the embedding: expand the code to the NeRF's expression
         from nerfvc.embed.train import decode_codes
 
-        expr = decode_codes(embedding, code)
-        save_features(args.output, expression=expr, code=code, pose=pose, valid=rep.valid)
-    print(f"{args.output}: {rep.summary()}")
+        expr, extra = decode_codes(embedding, code), {"code": code}
+    print(f"{args.stream}: {rep.summary()}")
+    if str(args.output).lower().endswith(".mp4"):
+        from nerfvc.render.commands import render_video
+
+        fps = StreamHeader.from_bytes(data[:HEADER_SIZE]).fps
+        render_video(args.model, expr, pose, args.size, fps, args.output)
+    else:
+        save_features(args.output, expression=expr, pose=pose, valid=rep.valid, **extra)
+        print(f"wrote {len(pose)} frames of features to {args.output}")
     return 0
 
 

@@ -8,18 +8,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from nerfvc.errors import InputError
 from nerfvc.features import load_features
+from nerfvc.io.video import write_video
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import parse_size
-
-
-def _write_video():
-    try:  # the project's writer once it is on main; the local stand-in until then
-        from nerfvc.io.video import write_video
-    except ImportError:
-        from nerfvc.render.video import write_video
-    return write_video
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,26 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    samples = None
-    if args.samples:
-        try:
-            c, f = (int(v) for v in args.samples.split(","))
-        except ValueError as e:
-            raise InputError(f"--samples {args.samples!r}: expected two integers like 16,16") from e
-        samples = (c, f)
-    renderer = Renderer.from_model_dir(args.model, samples=samples)
-    w, h = parse_size(args.size, renderer.camera.width, renderer.camera.height)
     feats = load_features(args.features)
     n = len(feats["pose"]) if args.frames is None else min(args.frames, len(feats["pose"]))
+    render_video(args.model, feats["expression"][:n], feats["pose"][:n], args.size, args.fps, args.output)
+    return 0
+
+
+def render_video(
+    model: str, expression: np.ndarray, pose: np.ndarray, size: str, fps: float, output: str
+) -> None:
+    """Render ``expression (N,E)``, ``pose (N,12)`` with the MODEL at ``size`` (S or WxH) into an mp4."""
+    renderer = Renderer.from_model_dir(model)
+    w, h = parse_size(size, renderer.camera.width, renderer.camera.height)
     times: list[float] = []
 
     def frames():
-        for i in tqdm(range(n), desc=f"render {w}x{h}", dynamic_ncols=True):
+        for i in tqdm(range(len(pose)), desc=f"render {w}x{h}", dynamic_ncols=True):
             t = time.perf_counter()
-            img = renderer.render(feats["expression"][i], feats["pose"][i], w, h)
+            img = renderer.render(expression[i], pose[i], w, h)
             times.append(time.perf_counter() - t)
             yield img
 
-    count = _write_video()(args.output, frames(), args.fps)
-    print(f"wrote {count} frames {w}x{h} to {args.output} ({1000 * float(np.median(times)):.0f} ms/frame)")
-    return 0
+    count = write_video(output, frames(), fps)
+    print(f"wrote {count} frames {w}x{h} to {output} ({1000 * float(np.median(times)):.0f} ms/frame)")

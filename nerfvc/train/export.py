@@ -25,8 +25,9 @@ def write_model_dir(
     info: dict[str, Any] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
 ) -> str:
-    """Write nerf.safetensors/json, camera.json, background.png and face_model.* (plus ``extra_files``, e.g.
-    ``codec.json``) into ``path``, then finalize ``model.json``; returns the fingerprint.
+    """Write nerf.safetensors/json, camera.json, background.png, face_model.*, ``extra_files`` and the feature
+    codec's tables (``codec.json``, fitted on the training frames) into ``path``, then finalize
+    ``model.json``; returns the fingerprint.
 
     Camera and background are the dataset's own (full size): the renderer scales them to any output size.
     """
@@ -37,8 +38,10 @@ def write_model_dir(
         save_file(sd, str(tmp))
     meta = {"format": NERF_FORMAT, "version": NERF_VERSION, "model": model.cfg.to_dict(), **(info or {})}
     write_json_atomic(path / "nerf.json", meta)
-    camera = Camera.from_dict(read_json(root / "manifest.json")["camera"])
-    write_json_atomic(path / "camera.json", camera.to_dict())
+    manifest = read_json(root / "manifest.json")
+    camera = Camera.from_dict(manifest["camera"])
+    crop = {"crop": manifest["crop"]} if manifest.get("crop") else {}  # how the sender crops source video
+    write_json_atomic(path / "camera.json", {**camera.to_dict(), **crop})
     bg = np.asarray(Image.open(root / "background.png").convert("RGB"))
     with atomic_path(path / "background.png") as tmp:
         Image.fromarray(bg).save(tmp, format="PNG")
@@ -47,4 +50,16 @@ def write_model_dir(
             shutil.copyfile(root / name, tmp)
     for name, data in (extra_files or {}).items():
         write_bytes_atomic(path / name, data)
+    write_dataset_codec_tables(path, root, manifest)
     return finalize_model_dir(path)
+
+
+def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any]) -> None:
+    """Fit the feature codec on the dataset's training frames and write ``codec.json`` into ``path``."""
+    from nerfvc.codec.tables import write_codec_tables
+
+    n = int(manifest["split"]["train"][1])
+    with np.load(root / "features.npz") as f:
+        expression, pose = f["expression"][:n], f["pose"][:n]
+        valid = f["valid"][:n] if "valid" in f.files else None
+    write_codec_tables(path, expression, pose, valid=valid)
