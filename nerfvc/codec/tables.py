@@ -420,7 +420,9 @@ def _fit(
     mean = xv.mean(0)
     std = xv.std(0)
     jit = _jitter(x, valid)
-    floor = np.maximum(1e-3 * std, 1e-9)
+    # Indices are absolute (value / step, bounded by Q_LIMIT): a (near-)constant dimension, e.g. a fixed
+    # camera distance, still needs a step coarse enough that its values stay well inside that bound.
+    floor = np.maximum.reduce([1e-3 * std, (np.abs(mean) + 4 * std) * 2.0**-20, np.full_like(std, 1e-9)])
     base = np.where(jit > 0, jit, 0.1 * std)
     if weights is not None:
         known = np.isfinite(weights) & (weights > 0)

@@ -223,3 +223,13 @@ def test_decode_message_with_several_packets(feats, tables):
     frames = dec.decode_message(b"".join(pkts[:4])) + dec.decode_message(b"".join(pkts[4:]))
     assert [f.index for f in frames] == list(range(10)) and not any(f.concealed for f in frames)
     np.testing.assert_array_equal(np.stack([f.code for f in frames]), tables.reference(code, pose, 0)[0])
+
+
+def test_constant_dimension_keeps_its_value():
+    """A dimension that never changes in training (e.g. a fixed camera distance) still decodes to its value."""
+    code, pose = synthetic_features(60, 6, seed=3)
+    pose[:, 11] = 0.6  # constant depth
+    tables = fit_codec(code[:40], pose[:40])
+    data = encode_stream(tables, "00" * 8, code, pose)
+    _, pose_hat, _ = decode_stream(data, tables, "00" * 8)
+    np.testing.assert_allclose(pose_hat[:, 11], 0.6, atol=1e-5)
