@@ -37,7 +37,8 @@ def test_train_encode_decode_render(tmp_path, capsys):
 
     # A second model (other weights → other fingerprint) must refuse the first model's stream.
     other = tmp_path / "other"
-    assert main(["train", str(ds), "-o", str(other), "--iters", "1", "--eval-frames", "1", "--seed", "1"]) == 0
+    args = ["train", str(ds), "-o", str(other), "--iters", "1", "--eval-frames", "1", "--seed", "1"]
+    assert main(args) == 0
     capsys.readouterr()
     assert main(["decode", str(stream), "--model", str(other), "-o", str(tmp_path / "x.npz")]) == 2
     assert "model" in capsys.readouterr().err

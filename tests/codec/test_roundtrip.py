@@ -226,7 +226,7 @@ def test_decode_message_with_several_packets(feats, tables):
 
 
 def test_constant_dimension_keeps_its_value():
-    """A dimension that never changes in training (e.g. a fixed camera distance) still decodes to its value."""
+    """A dimension constant in training (e.g. a fixed camera distance) still decodes to its value."""
     code, pose = synthetic_features(60, 6, seed=3)
     pose[:, 11] = 0.6  # constant depth
     tables = fit_codec(code[:40], pose[:40])
