@@ -54,6 +54,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the baselines (and nerfvc, when ``args.model`` is set) and write the report into ``args.out``."""
+    from nerfvc.eval.cited import cited_points
     from nerfvc.eval.report import RDPoint, build_report
     from nerfvc.eval.run import floors_only, load_test_split, run_size
 
@@ -93,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
         resolution[s] = {c: [RDPoint(v["kbps"], v, None, f"floor q {v['q']}")] for c, v in fl.items()}
         say(f"[{s}] floors: " + ", ".join(f"{c} {v['kbps']:.1f} kbps" for c, v in fl.items()))
     main = runs[max(sizes)]
+    cited = cited_points()
     files = build_report(
         Path(args.out),
         main.gt,
-        main.systems,
+        {**main.systems, **cited},
         resolution=resolution,
         title=f"{'nerfvc vs baselines' if model else 'Baselines'} on {Path(args.video).name} "
         f"(test frames {info['test_frames']}, {main.size}²)",
@@ -104,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
             "1024 px ground truth is a bicubic upscale of the 512 px source: it has no extra detail.",
             "Bitrate = elementary-stream bytes × 8 / duration; low-delay, one I-frame, CRF/QP sweeps.",
             "Codec floors (coarsest quantiser) are reported as measured, never extrapolated.",
+            "FOMM and Bi-layer are the seed paper's own numbers (HDTF, its resolution; bitrate derived from "
+            "its PSNR/b.r. ratio), not measured here.",
         ],
+        cited=sorted(cited),
         extra={
             "floors": floors,
             "video": str(args.video),

@@ -82,3 +82,5 @@ def test_eval_baselines_command_on_a_short_clip(tmp_path):
         "resolution.png",
     ):
         assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert "FOMM" in html and "cited, not measured here" in html  # the paper's rows are marked as such
