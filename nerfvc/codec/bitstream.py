@@ -25,7 +25,7 @@ from nerfvc.codec.tables import (
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
 
 MAGIC = b"NVCF"
-VERSION = 1
+VERSION = 2  # 2: quantization indices centred on the training mean
 MODE_NERFVC = 0  # predicted + range coded (this codec)
 MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for comparison)
 _HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_dim step keyint nframes
@@ -407,7 +407,7 @@ class StreamEncoder:
                 self._pending_step = None
             if self.rdoq > 0:
                 m = self._models[0] if key else self._models[1]
-                xs = vec / self.tables.steps(self.step_index)
+                xs = (vec - self.tables.mean) / self.tables.steps(self.step_index)
                 q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
             else:
                 q = self.tables.quantize(vec, self.step_index)

@@ -20,7 +20,7 @@ from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json, write_json_atomic
 
 TABLES_FORMAT = "nerfvc-codec"
-TABLES_VERSION = 1
+TABLES_VERSION = 2  # 2: predictors for mean-centred indices (c0 = 0)
 CODEC_FILE = "codec.json"
 POSE_DIM = 6  # rotation vector (3) + translation (3)
 FRAC_BITS = 12  # fixed-point fraction bits of the integer predictors
@@ -185,13 +185,17 @@ class CodecTables:
         return self.base_step * step_from_index(step_index)
 
     def quantize(self, vec: np.ndarray, step_index: int) -> np.ndarray:
-        """``(..., K)`` float → integer indices ``(..., K)`` int64 (clamped to ±Q_LIMIT)."""
-        q = np.rint(np.asarray(vec, dtype=np.float64) / self.steps(step_index))
+        """``(..., K)`` float → integer indices ``(..., K)`` int64 (clamped to ±Q_LIMIT).
+
+        Indices count steps from the training mean, so a coarse step flattens a value towards the mean
+        instead of moving it by up to half a step (which, for the head's depth, is centimetres).
+        """
+        q = np.rint((np.asarray(vec, dtype=np.float64) - self.mean) / self.steps(step_index))
         return np.clip(q, -Q_LIMIT, Q_LIMIT).astype(np.int64)
 
     def dequantize(self, q: np.ndarray, step_index: int) -> np.ndarray:
         """Integer indices ``(..., K)`` → feature vectors ``(..., K)`` float64."""
-        return np.asarray(q, dtype=np.float64) * self.steps(step_index)
+        return np.asarray(q, dtype=np.float64) * self.steps(step_index) + self.mean
 
     def reference(self, code: np.ndarray, pose: np.ndarray, step_index: int) -> tuple[np.ndarray, np.ndarray]:
         """What an error-free decode must return for these features: ``code (N,D)``, ``pose (N,12)``."""
@@ -310,7 +314,6 @@ def _make_predictor(
     z_out: np.ndarray,
     a: np.ndarray | None,
     base: np.ndarray,
-    mean: np.ndarray,
     intra: bool | str,
 ) -> PredictorTables:
     """Integer predictor tables from centred previous frames ``z_in (M,K)`` → frames ``z_out (M,K)``."""
@@ -326,7 +329,7 @@ def _make_predictor(
     # Feature-domain coefficients actually used (after rounding), for the constant term and the residuals.
     p_used = w.astype(np.float64) / (1 << FRAC_BITS) * (base[:, None] / base[None, :])
     b_used = v.astype(np.float64) / (1 << FRAC_BITS) * (base[:, None] / base[None, :])
-    c0 = mean - p_used @ mean - b_used @ mean
+    c0 = np.zeros(k)  # indices are centred on the mean (CodecTables.quantize): no constant term
     pred = z_out @ b_used.T + (0 if z_in is None else z_in @ p_used.T)
     u = z_out - pred
     sigma = np.sqrt(2.0) * np.maximum(np.mean(np.abs(u), axis=0), 1e-12) if len(u) else np.ones(k)
@@ -420,8 +423,8 @@ def _fit(
     mean = xv.mean(0)
     std = xv.std(0)
     jit = _jitter(x, valid)
-    # Indices are absolute (value / step, bounded by Q_LIMIT): a (near-)constant dimension, e.g. a fixed
-    # camera distance, still needs a step coarse enough that its values stay well inside that bound.
+    # Indices are bounded by Q_LIMIT: a dimension (near-)constant in training, e.g. a fixed camera distance,
+    # still needs a step coarse enough that test values as far from the mean as the value itself fit.
     floor = np.maximum.reduce([1e-3 * std, (np.abs(mean) + 4 * std) * 2.0**-20, np.full_like(std, 1e-9)])
     base = np.where(jit > 0, jit, 0.1 * std)
     if weights is not None:
@@ -451,8 +454,8 @@ def _fit(
         predictor = "diag"
     else:
         raise ValueError(f"unknown predictor {predictor!r}")
-    key = _make_predictor(None, z[valid], None, base, mean, intra)
-    delta = _make_predictor(zin, zout, a, base, mean, intra)
+    key = _make_predictor(None, z[valid], None, base, intra)
+    delta = _make_predictor(zin, zout, a, base, intra)
     info = {
         "train_frames": int(n),
         "valid_frames": int(valid.sum()),
