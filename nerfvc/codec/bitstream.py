@@ -53,7 +53,8 @@ def _crc(fp: bytes, data: bytes) -> int:
     return zlib.crc32(data, zlib.crc32(fp))
 
 
-def _uvarint(n: int) -> bytes:
+def uvarint(n: int) -> bytes:
+    """Unsigned LEB128 varint of ``n``."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -65,7 +66,8 @@ def _uvarint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_uvarint(buf: bytes, pos: int, max_bytes: int = 3) -> tuple[int, int]:
+def read_uvarint(buf: bytes, pos: int, max_bytes: int = 3) -> tuple[int, int]:
+    """``(value, next position)`` of the varint at ``buf[pos]``; :class:`BitstreamError` if malformed."""
     n = shift = 0
     for i in range(max_bytes):
         if pos + i >= len(buf):
@@ -167,16 +169,16 @@ def build_packet(
         raise ValueError("bad frame count")
     index &= 0xFFFFFFFF
     if count > 1 and kind == TYPE_DELTA:
-        head = bytes([0xA0 | (count - 1), index & 0xFF]) + _uvarint(len(payload))
+        head = bytes([0xA0 | (count - 1), index & 0xFF]) + uvarint(len(payload))
     elif count > 1:
-        head = struct.pack(">BIb", 0xB0 | (count - 1), index, step_index) + _uvarint(len(payload))
+        head = struct.pack(">BIb", 0xB0 | (count - 1), index, step_index) + uvarint(len(payload))
     elif kind == TYPE_DELTA:
         n = len(payload)
-        head = bytes([(index & 7) << 4 | min(n, 15)]) + (_uvarint(n - 15) if n >= 15 else b"")
+        head = bytes([(index & 7) << 4 | min(n, 15)]) + (uvarint(n - 15) if n >= 15 else b"")
     elif kind == TYPE_KEY:
-        head = struct.pack(">BIb", 0x80, index, step_index) + _uvarint(len(payload))
+        head = struct.pack(">BIb", 0x80, index, step_index) + uvarint(len(payload))
     else:
-        head = struct.pack(">BI", 0xC0, index) + _uvarint(len(payload))
+        head = struct.pack(">BI", 0xC0, index) + uvarint(len(payload))
     body = head + payload
     return body + struct.pack(">I", _crc(fp, struct.pack(">I", index) + body))
 
@@ -214,7 +216,7 @@ def parse_packet(
         kind = TYPE_DELTA
         n, p = b0 & 15, pos + 1
         if n == 15:
-            n, p = _read_uvarint(buf, p)
+            n, p = read_uvarint(buf, p)
             n += 15
     elif 0xA0 <= b0 < 0xC0:
         count = (b0 & 15) + 1
@@ -223,13 +225,13 @@ def parse_packet(
             if pos + 2 > len(buf):
                 raise BitstreamError("truncated packet (header)")
             low, mod = buf[pos + 1], 256
-            n, p = _read_uvarint(buf, pos + 2)
+            n, p = read_uvarint(buf, pos + 2)
         else:
             kind = TYPE_KEY
             if pos + 6 > len(buf):
                 raise BitstreamError("truncated packet (header)")
             _, index, step = struct.unpack_from(">BIb", buf, pos)
-            n, p = _read_uvarint(buf, pos + 6)
+            n, p = read_uvarint(buf, pos + 6)
     elif b0 in (0x80, 0xC0):
         kind = TYPE_KEY if b0 == 0x80 else TYPE_PAPER
         hsize = 6 if kind == TYPE_KEY else 5
@@ -239,7 +241,7 @@ def parse_packet(
             _, index, step = struct.unpack_from(">BIb", buf, pos)
         else:
             _, index = struct.unpack_from(">BI", buf, pos)
-        n, p = _read_uvarint(buf, pos + hsize)
+        n, p = read_uvarint(buf, pos + hsize)
     else:
         raise BitstreamError(f"bad packet type byte 0x{b0:02x}")
     if n >= min(max_payload * count, MAX_PAYLOAD):

@@ -17,6 +17,9 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from nerfvc.codec.bitstream import read_uvarint, uvarint
+from nerfvc.errors import BitstreamError
+
 # Measured here on loopback: a data-channel message costs ~67 bytes of DTLS record + SCTP DATA chunk
 # overhead beyond its payload (IP/UDP headers not included).
 WIRE_OVERHEAD_BYTES = 67
@@ -39,37 +42,19 @@ def rtc_configuration() -> Any:
     return RTCConfiguration(iceServers=[])
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def pack_packets(packets: Iterable[bytes]) -> bytes:
     """Join packets into one message: ``uvarint(len) packet`` repeated."""
-    return b"".join(_uvarint(len(p)) + p for p in packets)
+    return b"".join(uvarint(len(p)) + p for p in packets)
 
 
 def unpack_packets(message: bytes) -> list[bytes]:
     """Split a message made by :func:`pack_packets`; raises ``ValueError`` if it is malformed."""
     out, pos, n = [], 0, len(message)
     while pos < n:
-        length = shift = 0
-        while True:
-            if pos >= n or shift > 28:
-                raise ValueError("truncated length prefix")
-            b = message[pos]
-            pos += 1
-            length |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        try:
+            length, pos = read_uvarint(message, pos, max_bytes=5)
+        except BitstreamError as e:
+            raise ValueError(f"bad length prefix ({e})") from None
         if pos + length > n:
             raise ValueError("truncated packet")
         out.append(bytes(message[pos : pos + length]))
