@@ -39,8 +39,9 @@ demo: setup
 	$(BIN)/nerfvc inspect $(WORK)/dataset -o $(WORK)/inspect.png
 	$(BIN)/nerfvc train $(WORK)/dataset -o $(WORK)/model --minutes $(MINUTES)
 	$(BIN)/nerfvc encode $(VIDEO) --model $(WORK)/model -o $(WORK)/stream.nvc --kbps $(KBPS)
-	$(BIN)/nerfvc decode $(WORK)/stream.nvc --model $(WORK)/model -o $(WORK)/decoded.mp4 --size 512
-	$(BIN)/nerfvc eval $(WORK)/model $(VIDEO) -o $(WORK)/report --sizes 256 --max-frames $(EVAL_FRAMES) --codecs x265,vvenc
+	$(BIN)/nerfvc decode $(WORK)/stream.nvc --model $(WORK)/model -o $(WORK)/decoded.npz
+	$(BIN)/nerfvc render $(WORK)/model --features $(WORK)/decoded.npz --frames 100 --size 256 -o $(WORK)/decoded.mp4
+	$(BIN)/nerfvc eval $(WORK)/model $(VIDEO) -o $(WORK)/report --sizes 256 --kbps 1,2 --max-frames $(EVAL_FRAMES) --codecs x265,vvenc
 	@echo "demo done: open $(WORK)/report/report.html and $(WORK)/decoded.mp4"
 
 # The numbers quoted in README.md come from here (see benchmarks/README.md for the time each takes).
