@@ -76,7 +76,7 @@ def load_model(model: str | Path) -> tuple[CodecTables, str]:
     return CodecTables.load(Path(model) / CODEC_FILE), manifest["fingerprint"]
 
 
-def _load_embedding(model: str | Path) -> ExpressionEmbedding | None:
+def load_embedding(model: str | Path) -> ExpressionEmbedding | None:
     """The MODEL dir's expression embedding (``embed.safetensors``), or None."""
     from nerfvc.embed.train import EMBED_FILE
 
@@ -118,7 +118,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.features is None):
         raise InputError("give either a VIDEO or --features F.npz")
     tables, fp = load_model(args.model)
-    embedding = _load_embedding(args.model)
+    embedding = load_embedding(args.model)
     fps = args.fps
     if args.features:
         feats = load_features(args.features)
@@ -176,7 +176,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise InputError(f"{args.stream}: file not found") from e
     code, pose, rep = decode_stream(data, tables, fp)
-    embedding = _load_embedding(args.model)
+    embedding = load_embedding(args.model)
     extra = {}
     expr = code
     if embedding is not None:  # receiver side of the embedding: expand the code to the NeRF's expression

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,26 +47,39 @@ def code_rate_points(
     fps: float,
     kbps_targets: Sequence[float],
 ) -> list[DecodedPoint]:
-    """Encode the features at each target rate with the real codec, decode them, count the real bytes."""
+    """Encode the features at each target rate with the real codec, decode them, count the real bytes.
+
+    With an expression embedding in the model, its code is what is sent and the decoded code is expanded
+    back to the NeRF's expression, as ``nerfvc encode`` / ``nerfvc decode`` do.
+    """
     from nerfvc.codec.bitstream import decode_stream, encode_stream
-    from nerfvc.codec.commands import load_model
+    from nerfvc.codec.commands import load_embedding, load_model
 
     tables, fingerprint = load_model(model_dir)
+    embedding = load_embedding(model_dir)
+    code = expression
+    if embedding is not None:
+        from nerfvc.embed.train import encode_expressions
+
+        code = encode_expressions(embedding, expression)
     points = []
     n = len(expression)
     for target in kbps_targets:
-        data = encode_stream(tables, fingerprint, expression, pose, fps=fps, kbps=target)
+        data = encode_stream(tables, fingerprint, code, pose, fps=fps, kbps=target)
         code_hat, pose_hat, _ = decode_stream(data, tables, fingerprint)
         if len(code_hat) != n:
             raise RuntimeError(f"decoded {len(code_hat)} frames of {n}")
+        expr_hat = code_hat
+        if embedding is not None:
+            from nerfvc.embed.train import decode_codes
+
+            expr_hat = decode_codes(embedding, code_hat)
         bits = len(data) * 8 / n
-        points.append(DecodedPoint(bits * fps / 1000, bits, code_hat, pose_hat, f"target {target:g} kbps"))
+        points.append(DecodedPoint(bits * fps / 1000, bits, expr_hat, pose_hat, f"target {target:g} kbps"))
     return points
 
 
-def render_sequence(
-    renderer, expression: np.ndarray, pose: np.ndarray, size: int, progress: Callable | None = None
-) -> np.ndarray:
+def render_sequence(renderer, expression: np.ndarray, pose: np.ndarray, size: int) -> np.ndarray:
     """Render every frame at ``size``×``size`` → (N, size, size, 3) uint8."""
     out = np.empty((len(expression), size, size, 3), np.uint8)
     for i in tqdm(range(len(expression)), desc=f"render {size}", leave=False):
