@@ -151,9 +151,8 @@ def _decode_one(dec: object, model: FrameModel, q_prev: np.ndarray | None) -> np
     q = np.zeros(k, np.int64)
     b = model.b
     for i in range(k):
-        mu = int(acc[i])
-        r = (mu + _HALF) >> FRAC_BITS
-        frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
+        r_i, frac_i = _split(acc[i])
+        r, frac = int(r_i), float(frac_i)
         d = int(dec.decode(_LAPLACE, np.array([frac]), b[i : i + 1])[0])
         if abs(d) == ESCAPE:
             hi, lo = dec.decode(_U16, 2)
@@ -234,9 +233,8 @@ def rdo_quantize(model: FrameModel, x_steps: np.ndarray, q_prev: np.ndarray | No
     q = np.zeros(k, np.int64)
     b = model.b
     for i in range(k):
-        mu = int(acc[i])
-        r = (mu + _HALF) >> FRAC_BITS
-        frac = (mu - (r << FRAC_BITS)) / (1 << FRAC_BITS)
+        r_i, frac_i = _split(acc[i])
+        r, frac = int(r_i), float(frac_i)
         xi = float(x_steps[i])
         lo, hi = math.floor(xi), math.ceil(xi)
         best, best_cost = None, math.inf
