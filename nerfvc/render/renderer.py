@@ -2,6 +2,9 @@
 
 r = Renderer.from_model_dir("work/model")
 frame = r.render(expression, pose, 512, 512)  # uint8 (H,W,3)
+
+Frames are rendered by :func:`nerfvc.render.fast.render_frame` (the same model, evaluated at far fewer
+points); ``reference=True`` renders every ray with ``PortraitNeRF.render_rays`` exactly as in training.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nerfvc.camera import Camera
 from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json
 from nerfvc.modeldir import read_model_manifest
+from nerfvc.render.fast import FastRenderConfig, render_frame, supports
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import pixel_rays
 from nerfvc.render.threads import configure_threads
@@ -58,6 +62,7 @@ class Renderer:
         device: str | torch.device = "cpu",
         chunk: int = 1 << 16,
         samples: tuple[int, int] | None = None,
+        reference: bool = False,
     ):
         self.model = model.to(device).eval()
         self.camera = camera
@@ -65,6 +70,9 @@ class Renderer:
         self.device = torch.device(device)
         self.chunk = chunk
         self.samples = samples  # (coarse, fine) samples per ray; None = as trained
+        self.reference = reference or not supports(model)  # every ray as in training (slow)
+        n_coarse, n_fine = samples or (model.cfg.n_coarse, model.cfg.n_fine)
+        self.fast = FastRenderConfig(n_coarse=n_coarse, n_fine=n_fine)
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
@@ -74,11 +82,12 @@ class Renderer:
         device: str | torch.device = "cpu",
         verify: bool = True,
         samples: tuple[int, int] | None = None,
+        reference: bool = False,
     ) -> Renderer:
         """Load a MODEL directory (checking its fingerprint when ``verify``)."""
         configure_threads()
         model, camera, bg = load_nerf(path, verify=verify)
-        return cls(model, camera, bg, device, samples=samples)
+        return cls(model, camera, bg, device, samples=samples, reference=reference)
 
     @property
     def expression_dim(self) -> int:
@@ -107,6 +116,9 @@ class Renderer:
                 f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
             )
         dirs, uv, bg = self._rays(width, height)
+        if not self.reference:
+            img = render_frame(self.model, dirs, uv, bg, height, width, expr, pos, self.fast)
+            return img.clamp(0, 1).reshape(height, width, 3)
         out = []
         for i in range(0, dirs.shape[0], self.chunk):
             n = min(self.chunk, dirs.shape[0] - i)

@@ -1,0 +1,127 @@
+"""Receiver render speed and quality: the frame renderer's settings against the training renderer.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/render.py --model /work/data/models/german \
+        --dataset /work/data/datasets/german
+
+For every setting (the training renderer ``reference``, the frame renderer's default, faster presets) and
+size: PSNR against the ground truth on held-out frames (area-downsampled from the dataset's frames), PSNR
+against the reference render, field points per frame, and render time per frame (median of ``--repeat``
+renders, wall clock and process CPU time, at 1 and 2 threads). Writes ``benchmarks/results/render.json``.
+The machine is shared: the CPU times are steadier than the wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nerfvc.render.renderer import Renderer
+from nerfvc.train.dataset import load_dataset
+from nerfvc.train.metrics import psnr
+
+ROOT = Path(__file__).resolve().parent
+
+SETTINGS: dict[str, dict | None] = {
+    "reference": None,  # PortraitNeRF.render_rays on every ray, as in training
+    "default": {},
+    "fine16": {"n_fine": 16},
+    "fine12": {"n_fine": 12},
+    "fine8_stride4": {"n_fine": 8, "coarse_stride": 4},
+}
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[:2] == (size, size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))
+
+
+def _points(renderer: Renderer) -> list[int]:
+    """A counter of the points every hash-grid call of ``renderer``'s model encodes."""
+    count = [0]
+    for head in (renderer.model.coarse, renderer.model.fine):
+        head.grid.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
+    return count
+
+
+def _timed(r: Renderer, e: np.ndarray, p: np.ndarray, size: int, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``repeat`` renders after one warm-up."""
+    r.render(e, p, size, size)
+    wall, cpu = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        r.render(e, p, size, size)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=Path("/work/data/models/german"))
+    ap.add_argument("--dataset", type=Path, default=Path("/work/data/datasets/german"))
+    ap.add_argument("--sizes", default="128,256,512")
+    ap.add_argument("--frames", type=int, default=8, help="held-out frames scored per size")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("-o", "--output", type=Path, default=ROOT / "results" / "render.json")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ds = load_dataset(args.dataset)
+    test = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, args.frames).round().astype(int)]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    out: dict = {
+        "benchmark": "receiver render speed and quality",
+        "commit": commit.stdout.strip(),
+        "model": str(args.model),
+        "frames": [int(f) for f in test],
+        "machine": f"{os.cpu_count()} CPU cores, shared, no GPU",
+        "load_avg_1min_start": os.getloadavg()[0],
+        "results": [],
+    }
+    for size in sizes:
+        gts = [torch.from_numpy(_resize(ds.frames[f].numpy(), size)).float() / 255 for f in test]
+        refs: list[torch.Tensor] = []
+        for name, kw in SETTINGS.items():
+            r = Renderer.from_model_dir(args.model, reference=kw is None)
+            if kw is not None:
+                for k, v in kw.items():
+                    setattr(r.fast, k, v)
+            count = _points(r)
+            imgs = [r.render_float(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size) for f in test]
+            points = count[0] / len(test)
+            if kw is None:
+                refs = imgs
+            row: dict = {
+                "setting": name,
+                "config": None if kw is None else asdict(r.fast),
+                "size": size,
+                "psnr_gt": float(np.mean([psnr(a, b) for a, b in zip(imgs, gts)])),
+                "psnr_vs_reference": float(np.mean([psnr(a, b) for a, b in zip(imgs, refs)])),
+                "points_per_frame": round(points),
+            }
+            f = test[len(test) // 2]
+            e, p = ds.expression[f].numpy(), ds.pose[f].numpy()
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                wall, cpu = _timed(r, e, p, size, args.repeat)
+                row[f"ms_wall_{threads}t"] = round(1000 * wall, 1)
+                row[f"ms_cpu_{threads}t"] = round(1000 * cpu, 1)
+                row[f"fps_{threads}t"] = round(1 / wall, 2)
+            out["results"].append(row)
+            print(json.dumps(row), flush=True)
+    out["load_avg_1min_end"] = os.getloadavg()[0]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
