@@ -135,7 +135,7 @@ def timed_roundtrip(tables, expr, pose, fps, keyint, step_index, mode="nerfvc", 
 def payload_bits(pkts_bits: np.ndarray, keyint: int, group: int = 1) -> np.ndarray:
     """Payload bits per packet: packet bits minus framing (short lengths assumed)."""
     is_key = (np.arange(len(pkts_bits)) * group) % keyint < group
-    return pkts_bits - 8 * np.where(is_key, 11, 5 if group == 1 else 7)
+    return pkts_bits - 8 * np.where(is_key, 11, 3 if group == 1 else 4)
 
 
 def bench_dataset(name, expr, pose, landmarks, valid, face, cam, fps, split, quick=False, **fit_kw) -> dict:
