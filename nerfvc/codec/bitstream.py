@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, rdo_quantize
+from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, push_history, rdo_quantize
 from nerfvc.codec.tables import (
     POSE_DIM,
     STEP_INDEX_MAX,
@@ -325,11 +325,11 @@ class StreamEncoder:
         self.frames_per_packet = int(frames_per_packet)
         self._group: list[np.ndarray] = []  # (K,) indices of the frames buffered for the next packet
         self._group_key = False
-        self._group_ref: np.ndarray | None = None
+        self._group_ref: list[np.ndarray] | None = None
         self.index = 0  # next frame index
         self._since_key = 0
         self._force_key = True
-        self._q_prev: np.ndarray | None = None
+        self._q_prev: list[np.ndarray] | None = None  # previous decoded indices, newest first
         self._models = model_pair(tables, self.step_index)
         self._pending_step: int | None = None
         self._ema_bits: float | None = None
@@ -421,7 +421,7 @@ class StreamEncoder:
                     self._since_key = 0
                     self._force_key = False
                 self._since_key += 1
-                self._q_prev = q
+                self._q_prev = push_history(None if key else self._q_prev, q)
                 self.last_reconstruction = self.tables.vec_to_features(
                     self.tables.dequantize(q, self.step_index)
                 )
@@ -436,7 +436,7 @@ class StreamEncoder:
                 payload = encode_frames([self._models[1]], [q], self._q_prev)
                 pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
             self._since_key += 1
-            self._q_prev = q
+            self._q_prev = push_history(None if key else self._q_prev, q)
             self.last_reconstruction = self.tables.vec_to_features(self.tables.dequantize(q, self.step_index))
         self.index += 1
         if self.target_kbps:
@@ -479,7 +479,9 @@ class StreamDecoder:
         self.header: StreamHeader | None = None
         self.stats = LossStats()
         self._models: dict[int, tuple] = {}
-        self._q_prev: np.ndarray | None = None  # last decoded indices (None: waiting for a keyframe)
+        self._q_prev: list[np.ndarray] | None = (
+            None  # last decoded indices, newest first (None: no reference)
+        )
         self._step_index = 0
         self._last_index = -1  # newest frame index seen
         self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain
@@ -608,7 +610,10 @@ class StreamDecoder:
             code, pose = t.vec_to_features(vec)
             self._accept(index + j, vec)
             out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))
-        self._q_prev = qs[-1]
+        hist = None if pkt.kind == TYPE_KEY else self._q_prev
+        for q in qs:
+            hist = push_history(hist, q)
+        self._q_prev = hist
         self.stats.decoded += n
         return out
 
