@@ -479,9 +479,7 @@ class StreamDecoder:
         self.header: StreamHeader | None = None
         self.stats = LossStats()
         self._models: dict[int, tuple] = {}
-        self._q_prev: list[np.ndarray] | None = (
-            None  # last decoded indices, newest first (None: no reference)
-        )
+        self._q_prev: list[np.ndarray] | None = None  # last decoded indices, newest first (None: none)
         self._step_index = 0
         self._last_index = -1  # newest frame index seen
         self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain

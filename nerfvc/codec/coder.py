@@ -46,7 +46,7 @@ class FrameModel:
         return cls(c=c, W=p.W, V=p.V, b=b, has_prev=has_prev)
 
     def base_mu(self, hist: list[np.ndarray] | None) -> np.ndarray:
-        """``c + sum_l W[l] q_(t-1-l)`` (K,) int64 from the previous decoded frames ``hist`` (newest first)."""
+        """``c + sum_l W[l] q_(t-1-l)`` (K,) int64 from the previous decoded frames ``hist``, newest first."""
         if not self.has_prev:
             return self.c.copy()
         assert hist
@@ -58,7 +58,7 @@ class FrameModel:
 
 def push_history(hist: list[np.ndarray] | None, q: np.ndarray, lags: int = 2) -> list[np.ndarray]:
     """History after decoding ``q``: newest first, at most ``lags`` frames."""
-    return ([q] + list(hist or []))[:lags]
+    return [q, *(hist or [])][:lags]
 
 
 def model_pair(tables: CodecTables, step_index: int) -> tuple[FrameModel, FrameModel]:

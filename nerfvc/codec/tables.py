@@ -85,8 +85,8 @@ def nearest_rotation(m: np.ndarray) -> np.ndarray:
 class PredictorTables:
     """One linear predictor in the integer quantization domain (units of each dimension's step).
 
-    ``mu_i = round_fix(c0_i / s_i) + sum_l sum_j W[l]_ij q_(t-1-l)_j + sum_{j<i} V_ij q_cur_j`` in ``2**-FRAC_BITS``
-    units, where ``s_i = base_step_i * Q``. The residual's Laplace scale (step units) is
+    ``mu_i = round_fix(c0_i / s_i) + sum_l sum_j W[l]_ij q_(t-1-l)_j + sum_{j<i} V_ij q_cur_j`` in
+    ``2**-FRAC_BITS`` units, where ``s_i = base_step_i * Q``. The residual's Laplace scale (step units) is
     ``sqrt((sigma_i / s_i)**2 + gamma_i) / sqrt(2)``.
     """
 
