@@ -31,9 +31,9 @@ from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
 
 FP = "0123456789abcdef"
-STEP_INDICES = [-24, -20, -16, -12, -8, -4, 0, 8, 16, 32, 48]
+STEP_INDICES = [-24, -20, -16, -12, -10, -8, -6, -4, -2, 0, 2, 4, 6, 8, 10, 12, 16, 32, 48]
 RDOQ = [0.0, 0.3]
-GROUPS = [1, 2]
+GROUPS = [1, 2, 4]  # frames per packet: a live sender adds G-1 frames of latency (files: none)
 
 
 def robust_jitter(x: np.ndarray) -> np.ndarray:
@@ -135,7 +135,7 @@ def timed_roundtrip(tables, expr, pose, fps, keyint, step_index, mode="nerfvc", 
 def payload_bits(pkts_bits: np.ndarray, keyint: int, group: int = 1) -> np.ndarray:
     """Payload bits per packet: packet bits minus framing (short lengths assumed)."""
     is_key = (np.arange(len(pkts_bits)) * group) % keyint < group
-    return pkts_bits - 8 * np.where(is_key, 11, 5 if group == 1 else 7)
+    return pkts_bits - 8 * np.where(is_key, 11, 3 if group == 1 else 4)
 
 
 def bench_dataset(name, expr, pose, landmarks, valid, face, cam, fps, split, quick=False, **fit_kw) -> dict:

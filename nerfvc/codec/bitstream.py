@@ -6,6 +6,7 @@ Per-packet API for the live call (:class:`StreamEncoder`, :class:`StreamDecoder`
 
 from __future__ import annotations
 
+import binascii
 import math
 import struct
 import zlib
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, rdo_quantize
+from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, push_history, rdo_quantize
 from nerfvc.codec.tables import (
     POSE_DIM,
     STEP_INDEX_MAX,
@@ -25,15 +26,15 @@ from nerfvc.codec.tables import (
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
 
 MAGIC = b"NVCF"
-VERSION = 2  # 2: quantization indices centred on the training mean
+VERSION = 3  # 2: indices centred on the training mean; 3: CRC-16 delta packets, compact group headers
 MODE_NERFVC = 0  # predicted + range coded (this codec)
 MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for comparison)
 _HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_dim step keyint nframes
 HEADER_SIZE = _HEADER.size + 4  # + CRC32
 TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
-MAX_GROUP = 16  # frames per packet
+MAX_GROUP = 8  # frames per packet
 MAX_PAYLOAD = 1 << 16
-DELTA_SEARCH = 64  # a delta packet is looked for up to 8 * 64 frames after the newest one
+DELTA_SEARCH = 8  # a delta packet is looked for up to 8 * 8 frames after the newest one
 MAX_KEYINT = 1 << 14
 _ZSTD_LEVEL = 19
 
@@ -157,38 +158,44 @@ def build_packet(
 ) -> bytes:
     """Serialize a packet (see docs/bitstream.md).
 
-    Delta: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC32.
-    Key: ``0x80``, index u32, step index i8, uvarint length, payload, CRC32. Paper: ``0xC0``, index u32,
-    uvarint length, payload, CRC32. Groups of ``count`` > 1 frames: ``0xA0 | count-1``, index mod 256
-    (delta) or ``0xB0 | count-1``, index u32, step i8 (first frame key); then uvarint length, payload, CRC32.
-    The CRC covers the fingerprint, the full 32-bit (first) index and the packet.
+    Delta, 1 frame: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC-16.
+    Delta, G = 2…8 frames: ``10gg gppp`` (G − 2, index mod 8), uvarint length, payload, CRC-16.
+    Key (first of G = 1…8 frames a keyframe): ``0xD0 | G−1``, index u32, step index i8, uvarint length,
+    payload, CRC32. Paper: ``0xC0``, index u32, uvarint length, payload, CRC32. Every check covers the
+    model fingerprint, the full 32-bit (first) frame index and the packet bytes before it.
     """
     if len(payload) >= MAX_PAYLOAD:
         raise ValueError("payload too large")
     if not 1 <= count <= MAX_GROUP or (count > 1 and kind == TYPE_PAPER):
         raise ValueError("bad frame count")
     index &= 0xFFFFFFFF
-    if count > 1 and kind == TYPE_DELTA:
-        head = bytes([0xA0 | (count - 1), index & 0xFF]) + uvarint(len(payload))
-    elif count > 1:
-        head = struct.pack(">BIb", 0xB0 | (count - 1), index, step_index) + uvarint(len(payload))
+    n = len(payload)
+    if kind == TYPE_DELTA and count > 1:
+        head = bytes([0x80 | (count - 2) << 3 | (index & 7)]) + uvarint(n)
     elif kind == TYPE_DELTA:
-        n = len(payload)
         head = bytes([(index & 7) << 4 | min(n, 15)]) + (uvarint(n - 15) if n >= 15 else b"")
     elif kind == TYPE_KEY:
-        head = struct.pack(">BIb", 0x80, index, step_index) + uvarint(len(payload))
+        head = struct.pack(">BIb", 0xD0 | (count - 1), index, step_index) + uvarint(n)
     else:
-        head = struct.pack(">BI", 0xC0, index) + uvarint(len(payload))
+        head = struct.pack(">BI", 0xC0, index) + uvarint(n)
     body = head + payload
-    return body + struct.pack(">I", _crc(fp, struct.pack(">I", index) + body))
+    return body + _check(fp, index, body, kind)
+
+
+def _check(fp: bytes, index: int, body: bytes, kind: int) -> bytes:
+    """The packet's trailing check: CRC-16 for delta packets, CRC32 for key and paper packets."""
+    data = struct.pack(">I", index) + body
+    if kind == TYPE_DELTA:
+        return struct.pack(">H", binascii.crc_hqx(data, binascii.crc_hqx(fp, 0xFFFF)))
+    return struct.pack(">I", _crc(fp, data))
 
 
 def delta_index_candidates(low: int, next_index: int, ahead: int = DELTA_SEARCH, mod: int = 8) -> list[int]:
     """Full indices a delta packet with ``index % mod == low`` may have, nearest to ``next_index`` first
-    (up to ``8 * ahead`` frames ahead and 32 back)."""
+    (up to ``mod * ahead`` frames ahead and 32 back)."""
     base = next_index + ((low - next_index) % mod)
-    out = [base + mod * j for j in range(max(1, 8 * ahead // mod))]
-    out += [base - mod * j for j in range(1, max(2, 32 // mod + 1)) if base - mod * j >= 0]
+    out = [base + mod * j for j in range(max(1, ahead))]
+    out += [base - mod * j for j in range(1, 32 // mod + 1) if base - mod * j >= 0]
     return [i for i in out if i <= 0xFFFFFFFF]
 
 
@@ -211,34 +218,26 @@ def parse_packet(
     step = 0
     index = 0
     count = 1
-    low, mod = b0 >> 4, 8
+    low = 0
     if b0 < 0x80:
         kind = TYPE_DELTA
+        low = b0 >> 4
         n, p = b0 & 15, pos + 1
         if n == 15:
             n, p = read_uvarint(buf, p)
             n += 15
-    elif 0xA0 <= b0 < 0xC0:
-        count = (b0 & 15) + 1
-        if b0 < 0xB0:
-            kind = TYPE_DELTA
-            if pos + 2 > len(buf):
-                raise BitstreamError("truncated packet (header)")
-            low, mod = buf[pos + 1], 256
-            n, p = read_uvarint(buf, pos + 2)
-        else:
-            kind = TYPE_KEY
-            if pos + 6 > len(buf):
-                raise BitstreamError("truncated packet (header)")
-            _, index, step = struct.unpack_from(">BIb", buf, pos)
-            n, p = read_uvarint(buf, pos + 6)
-    elif b0 in (0x80, 0xC0):
-        kind = TYPE_KEY if b0 == 0x80 else TYPE_PAPER
+    elif b0 < 0xB8:
+        kind = TYPE_DELTA
+        count, low = ((b0 >> 3) & 7) + 2, b0 & 7
+        n, p = read_uvarint(buf, pos + 1)
+    elif 0xD0 <= b0 < 0xD0 + MAX_GROUP or b0 == 0xC0:
+        kind = TYPE_PAPER if b0 == 0xC0 else TYPE_KEY
         hsize = 6 if kind == TYPE_KEY else 5
         if pos + hsize > len(buf):
             raise BitstreamError("truncated packet (header)")
         if kind == TYPE_KEY:
             _, index, step = struct.unpack_from(">BIb", buf, pos)
+            count = (b0 & 15) + 1
         else:
             _, index = struct.unpack_from(">BI", buf, pos)
         n, p = read_uvarint(buf, pos + hsize)
@@ -247,14 +246,15 @@ def parse_packet(
     if n >= min(max_payload * count, MAX_PAYLOAD):
         raise BitstreamError("bad packet length field")
     end = p + n
-    if end + 4 > len(buf):
+    csize = 2 if kind == TYPE_DELTA else 4
+    if end + csize > len(buf):
         raise BitstreamError("truncated packet (payload)")
-    (crc,) = struct.unpack_from(">I", buf, end)
+    check = bytes(buf[end : end + csize])
     body = bytes(buf[pos:end])
-    cands = delta_index_candidates(low, next_index, search, mod) if kind == TYPE_DELTA else [index]
+    cands = delta_index_candidates(low, next_index, search) if kind == TYPE_DELTA else [index]
     for idx in cands:
-        if _crc(fp, struct.pack(">I", idx) + body) == crc:
-            return Packet(idx, kind, step, bytes(buf[p:end]), end + 4 - pos, count)
+        if _check(fp, idx, body, kind) == check:
+            return Packet(idx, kind, step, bytes(buf[p:end]), end + csize - pos, count)
     raise BitstreamError("corrupt packet (CRC mismatch)")
 
 
@@ -325,11 +325,11 @@ class StreamEncoder:
         self.frames_per_packet = int(frames_per_packet)
         self._group: list[np.ndarray] = []  # (K,) indices of the frames buffered for the next packet
         self._group_key = False
-        self._group_ref: np.ndarray | None = None
+        self._group_ref: list[np.ndarray] | None = None
         self.index = 0  # next frame index
         self._since_key = 0
         self._force_key = True
-        self._q_prev: np.ndarray | None = None
+        self._q_prev: list[np.ndarray] | None = None  # previous decoded indices, newest first
         self._models = model_pair(tables, self.step_index)
         self._pending_step: int | None = None
         self._ema_bits: float | None = None
@@ -421,7 +421,7 @@ class StreamEncoder:
                     self._since_key = 0
                     self._force_key = False
                 self._since_key += 1
-                self._q_prev = q
+                self._q_prev = push_history(None if key else self._q_prev, q)
                 self.last_reconstruction = self.tables.vec_to_features(
                     self.tables.dequantize(q, self.step_index)
                 )
@@ -436,7 +436,7 @@ class StreamEncoder:
                 payload = encode_frames([self._models[1]], [q], self._q_prev)
                 pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
             self._since_key += 1
-            self._q_prev = q
+            self._q_prev = push_history(None if key else self._q_prev, q)
             self.last_reconstruction = self.tables.vec_to_features(self.tables.dequantize(q, self.step_index))
         self.index += 1
         if self.target_kbps:
@@ -479,7 +479,7 @@ class StreamDecoder:
         self.header: StreamHeader | None = None
         self.stats = LossStats()
         self._models: dict[int, tuple] = {}
-        self._q_prev: np.ndarray | None = None  # last decoded indices (None: waiting for a keyframe)
+        self._q_prev: list[np.ndarray] | None = None  # last decoded indices, newest first (None: none)
         self._step_index = 0
         self._last_index = -1  # newest frame index seen
         self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain
@@ -608,7 +608,10 @@ class StreamDecoder:
             code, pose = t.vec_to_features(vec)
             self._accept(index + j, vec)
             out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))
-        self._q_prev = qs[-1]
+        hist = None if pkt.kind == TYPE_KEY else self._q_prev
+        for q in qs:
+            hist = push_history(hist, q)
+        self._q_prev = hist
         self.stats.decoded += n
         return out
 
@@ -712,6 +715,7 @@ def decode_stream(
     while pos < len(data):
         try:
             pkt = parse_packet(fp, data, pos, max_payload, dec._last_index + 1, search=8)
+            _confirm(fp, data, pos, pkt, max_payload, dec._last_index + 1, skipping)
         except BitstreamError:
             # Damaged or truncated: resynchronize byte by byte on the next packet whose CRC checks.
             if not skipping:
@@ -754,6 +758,20 @@ def decode_stream(
         code[i], pose[i] = f.code, f.pose
         last = f
     return code, pose, rep
+
+
+def _confirm(
+    fp: bytes, data: bytes, pos: int, pkt: Packet, max_payload: int, expected: int, skipping: bool
+) -> None:
+    """Second check for a delta packet (16-bit CRC) found in a file: raise :class:`BitstreamError` unless it
+    ends the data, the next packet parses too, or it sits where the previous packet ended with exactly the
+    expected index. Keeps a CRC-16 false match (~2**-16 per candidate index) from being accepted while
+    resynchronizing byte by byte after damage."""
+    if pkt.kind != TYPE_DELTA or (not skipping and pkt.index == expected):
+        return
+    end = pos + pkt.size
+    if end < len(data):
+        parse_packet(fp, data, end, max_payload, pkt.index + pkt.count, search=8)
 
 
 def _conceal_from(tables: CodecTables, last: DecodedFrame | None, index: int) -> DecodedFrame:

@@ -1,7 +1,8 @@
 """Range coding of one frame's quantization indices with integer prediction (see docs/bitstream.md).
 
 Per dimension ``i`` (pose dims first, then code dims) the decoder forms an integer prediction
-``mu_i = c_i + sum_j W_ij q_prev_j + sum_{j<i} V_ij q_j`` in ``2**-FRAC_BITS`` step units, rounds it to
+``mu_i = c_i + sum_l sum_j W[l]_ij q_(t-1-l)_j + sum_{j<i} V_ij q_j`` in ``2**-FRAC_BITS`` step units (lags
+missing after a keyframe repeat the oldest frame since it), rounds it to
 ``r_i``, and decodes ``d_i = q_i - r_i`` under a quantized Laplace model centred at ``mu_i/2**F - r_i``
 (in [-0.5, 0.5)) with the table-derived scale. ``|d_i| >= ESCAPE`` is coded as the escape symbol ``±ESCAPE``
 followed by two uniform 16-bit symbols holding ``|d_i| - ESCAPE``.
@@ -32,7 +33,7 @@ class FrameModel:
     """Step-dependent constants of one predictor (derived from the tables with element-wise float ops)."""
 
     c: np.ndarray  # (K,) int64 constant in 2**-F step units
-    W: np.ndarray  # (K, K) int64
+    W: np.ndarray  # (P, K, K) int64, one matrix per lag
     V: np.ndarray  # (K, K) int64 strictly lower
     b: np.ndarray  # (K,) float64 Laplace scale in step units
     has_prev: bool
@@ -44,12 +45,20 @@ class FrameModel:
         b = np.clip(np.sqrt((p.sigma / s) ** 2 + p.gamma) / math.sqrt(2.0), MIN_SCALE, MAX_SCALE)
         return cls(c=c, W=p.W, V=p.V, b=b, has_prev=has_prev)
 
-    def base_mu(self, q_prev: np.ndarray | None) -> np.ndarray:
-        """``c + W q_prev`` (K,) int64."""
+    def base_mu(self, hist: list[np.ndarray] | None) -> np.ndarray:
+        """``c + sum_l W[l] q_(t-1-l)`` (K,) int64 from the previous decoded frames ``hist``, newest first."""
         if not self.has_prev:
             return self.c.copy()
-        assert q_prev is not None
-        return self.c + self.W @ q_prev
+        assert hist
+        mu = self.c.copy()
+        for lag, w in enumerate(self.W):
+            mu += w @ hist[min(lag, len(hist) - 1)]
+        return mu
+
+
+def push_history(hist: list[np.ndarray] | None, q: np.ndarray, lags: int = 2) -> list[np.ndarray]:
+    """History after decoding ``q``: newest first, at most ``lags`` frames."""
+    return [q, *(hist or [])][:lags]
 
 
 def model_pair(tables: CodecTables, step_index: int) -> tuple[FrameModel, FrameModel]:
@@ -119,11 +128,13 @@ def _trim(payload: bytes, sym: np.ndarray, frac: np.ndarray, b: np.ndarray, extr
     return best
 
 
-def encode_frames(models: list[FrameModel], qs: list[np.ndarray], q_prev: np.ndarray | None) -> bytes:
-    """Range-code consecutive frames ``qs[t] (K,)`` (each predicted from the one before; the first from
-    ``q_prev``) into one trimmed payload."""
+def encode_frames(
+    models: list[FrameModel], qs: list[np.ndarray], hist: list[np.ndarray] | np.ndarray | None
+) -> bytes:
+    """Range-code consecutive frames ``qs[t] (K,)`` (each predicted from the ones before; the first from
+    ``hist``, the previous decoded frames newest first) into one trimmed payload."""
     syms, fracs, bs, extra = [], [], [], {}
-    prev = q_prev
+    prev = _as_hist(hist)
     off = 0
     for model, q in zip(models, qs):
         mu = model.base_mu(prev) + model.V @ q
@@ -134,20 +145,27 @@ def encode_frames(models: list[FrameModel], qs: list[np.ndarray], q_prev: np.nda
         bs.append(model.b)
         extra.update({off + int(i): int(abs(d[i]) - ESCAPE) for i in np.flatnonzero(np.abs(d) >= ESCAPE)})
         off += len(q)
-        prev = q
+        prev = push_history(prev if model.has_prev else None, q)
     sym, frac, b = np.concatenate(syms), np.concatenate(fracs), np.concatenate(bs)
     payload = _encode_symbols(sym, frac, b, extra)
     return _trim(payload, sym, frac, b, extra)
 
 
-def encode_frame(model: FrameModel, q: np.ndarray, q_prev: np.ndarray | None) -> bytes:
-    """Range-code integer indices ``q (K,)`` given the previous decoded frame's ``q_prev (K,)``."""
-    return encode_frames([model], [q], q_prev)
+def _as_hist(hist: list[np.ndarray] | np.ndarray | None) -> list[np.ndarray] | None:
+    """A single previous frame ``(K,)`` → a one-frame history."""
+    if hist is None or isinstance(hist, list):
+        return hist
+    return [np.asarray(hist)]
 
 
-def _decode_one(dec: object, model: FrameModel, q_prev: np.ndarray | None) -> np.ndarray:
+def encode_frame(model: FrameModel, q: np.ndarray, hist: list[np.ndarray] | np.ndarray | None) -> bytes:
+    """Range-code integer indices ``q (K,)`` given the previous decoded frame(s) (newest first)."""
+    return encode_frames([model], [q], hist)
+
+
+def _decode_one(dec: object, model: FrameModel, hist: list[np.ndarray] | None) -> np.ndarray:
     k = len(model.c)
-    acc = model.base_mu(q_prev)
+    acc = model.base_mu(hist)
     q = np.zeros(k, np.int64)
     b = model.b
     for i in range(k):
@@ -166,14 +184,18 @@ def _decode_one(dec: object, model: FrameModel, q_prev: np.ndarray | None) -> np
     return q
 
 
-def decode_frames(models: list[FrameModel], payload: bytes, q_prev: np.ndarray | None) -> list[np.ndarray]:
+def decode_frames(
+    models: list[FrameModel], payload: bytes, hist: list[np.ndarray] | np.ndarray | None
+) -> list[np.ndarray]:
     """Inverse of :func:`encode_frames` → one ``q (K,)`` int64 per model. Raises :class:`BitstreamError`."""
     out: list[np.ndarray] = []
+    prev = _as_hist(hist)
     try:
         dec = constriction.stream.queue.RangeDecoder(_words(payload))
         for model in models:
-            q_prev = _decode_one(dec, model, q_prev)
-            out.append(q_prev)
+            q = _decode_one(dec, model, prev)
+            prev = push_history(prev if model.has_prev else None, q)
+            out.append(q)
     except BitstreamError:
         raise
     except Exception as e:  # constriction errors on garbage input
@@ -181,9 +203,9 @@ def decode_frames(models: list[FrameModel], payload: bytes, q_prev: np.ndarray |
     return out
 
 
-def decode_frame(model: FrameModel, payload: bytes, q_prev: np.ndarray | None) -> np.ndarray:
+def decode_frame(model: FrameModel, payload: bytes, hist: list[np.ndarray] | np.ndarray | None) -> np.ndarray:
     """Inverse of :func:`encode_frame` → ``q (K,)`` int64. Raises :class:`BitstreamError` on garbage."""
-    return decode_frames([model], payload, q_prev)[0]
+    return decode_frames([model], payload, hist)[0]
 
 
 def _laplace_bits(d: np.ndarray, frac: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,11 +224,13 @@ def estimate_stream_bits(
     """Ideal payload bits (no packet framing) to code feature vectors ``vec (N,K)`` at a step index."""
     q = tables.quantize(vec, step_index)
     key, delta = model_pair(tables, step_index)
-    is_key = np.arange(len(q)) % max(keyframe_interval, 1) == 0
-    prev = np.vstack([np.zeros((1, q.shape[1]), np.int64), q[:-1]])
-    mu = np.where(
-        is_key[:, None], key.c[None] + q @ key.V.T, delta.c[None] + prev @ delta.W.T + q @ delta.V.T
-    )
+    t = np.arange(len(q))
+    is_key = t % max(keyframe_interval, 1) == 0
+    start = t - t % max(keyframe_interval, 1)  # the keyframe each frame's chain starts at
+    dmu = delta.c[None] + q @ delta.V.T
+    for lag, w in enumerate(delta.W):
+        dmu = dmu + q[np.maximum(t - 1 - lag, start)] @ w.T
+    mu = np.where(is_key[:, None], key.c[None] + q @ key.V.T, dmu)
     r, frac = _split(mu)
     b = np.where(is_key[:, None], key.b[None], delta.b[None])
     return float(_laplace_bits((q - r).astype(np.float64), frac, b).sum())
@@ -221,7 +245,9 @@ def _bits1(d: int, frac: float, b: float) -> float:
     return -math.log2(max(cdf(d + 0.5 - frac) - cdf(d - 0.5 - frac), 2.0**-24))
 
 
-def rdo_quantize(model: FrameModel, x_steps: np.ndarray, q_prev: np.ndarray | None, lam: float) -> np.ndarray:
+def rdo_quantize(
+    model: FrameModel, x_steps: np.ndarray, hist: list[np.ndarray] | np.ndarray | None, lam: float
+) -> np.ndarray:
     """Rate-distortion optimized indices ``q (K,)`` for ``x_steps (K,)`` = features / steps.
 
     Per dim (in coding order, so intra-frame predictions use the chosen values) it picks, among the
@@ -229,7 +255,7 @@ def rdo_quantize(model: FrameModel, x_steps: np.ndarray, q_prev: np.ndarray | No
     near the prediction then cost ~nothing. The error stays below one step (vs half a step when ``lam=0``).
     """
     k = len(x_steps)
-    acc = model.base_mu(q_prev)
+    acc = model.base_mu(_as_hist(hist))
     q = np.zeros(k, np.int64)
     b = model.b
     for i in range(k):

@@ -20,7 +20,9 @@ from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json, write_json_atomic
 
 TABLES_FORMAT = "nerfvc-codec"
-TABLES_VERSION = 2  # 2: predictors for mean-centred indices (c0 = 0)
+TABLES_VERSION = 3  # 2: predictors for mean-centred indices (c0 = 0); 3: W per lag (AR(2) option)
+READABLE_TABLES_VERSIONS = (2, 3)  # a version-2 file is read as one lag
+MAX_LAGS = 2
 CODEC_FILE = "codec.json"
 POSE_DIM = 6  # rotation vector (3) + translation (3)
 FRAC_BITS = 12  # fixed-point fraction bits of the integer predictors
@@ -83,12 +85,12 @@ def nearest_rotation(m: np.ndarray) -> np.ndarray:
 class PredictorTables:
     """One linear predictor in the integer quantization domain (units of each dimension's step).
 
-    ``mu_i = round_fix(c0_i / s_i) + sum_j W_ij q_prev_j + sum_{j<i} V_ij q_cur_j`` in ``2**-FRAC_BITS``
-    units, where ``s_i = base_step_i * Q``. The residual's Laplace scale (step units) is
+    ``mu_i = round_fix(c0_i / s_i) + sum_l sum_j W[l]_ij q_(t-1-l)_j + sum_{j<i} V_ij q_cur_j`` in
+    ``2**-FRAC_BITS`` units, where ``s_i = base_step_i * Q``. The residual's Laplace scale (step units) is
     ``sqrt((sigma_i / s_i)**2 + gamma_i) / sqrt(2)``.
     """
 
-    W: np.ndarray  # (K, K) int64, previous decoded frame → prediction (zero for keyframes)
+    W: np.ndarray  # (P, K, K) int64, lag l+1 decoded frame → prediction (zero for keyframes)
     V: np.ndarray  # (K, K) int64, strictly lower: already decoded dims of this frame → prediction
     c0: np.ndarray  # (K,) float64, constant term in feature units
     sigma: np.ndarray  # (K,) float64, innovation scale (√2 × Laplace b) in feature units
@@ -105,8 +107,13 @@ class PredictorTables:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], k: int) -> PredictorTables:
+        w = np.asarray(d["W"], dtype=np.int64)
+        if w.ndim == 2:  # version 2: one lag
+            w = w[None]
+        if not 1 <= len(w) <= MAX_LAGS:
+            raise ValueError(f"W must have 1 to {MAX_LAGS} lags")
         p = cls(
-            W=np.asarray(d["W"], dtype=np.int64).reshape(k, k),
+            W=w.reshape(len(w), k, k),
             V=np.asarray(d["V"], dtype=np.int64).reshape(k, k),
             c0=np.asarray(d["c0"], dtype=np.float64).reshape(k),
             sigma=np.asarray(d["sigma"], dtype=np.float64).reshape(k),
@@ -227,10 +234,10 @@ class CodecTables:
     def from_dict(cls, d: dict[str, Any]) -> CodecTables:
         if not isinstance(d, dict) or d.get("format") != TABLES_FORMAT:
             raise InputError("not nerfvc codec tables (format != 'nerfvc-codec')")
-        if d.get("version") != TABLES_VERSION:
+        if d.get("version") not in READABLE_TABLES_VERSIONS:
             raise ModelMismatchError(
-                f"codec tables version {d.get('version')} is not supported "
-                f"(this build reads {TABLES_VERSION})"
+                f"codec tables version {d.get('version')} is not supported (this build reads versions "
+                f"{', '.join(map(str, READABLE_TABLES_VERSIONS))}); run `nerfvc codec-fit` to refit them"
             )
         try:
             if d["pose_dim"] != POSE_DIM or d["frac_bits"] != FRAC_BITS or d["distribution"] != "laplace":
@@ -256,6 +263,7 @@ class CodecTables:
                 delta=PredictorTables.from_dict(d["delta"], k),
                 predictor=str(d.get("predictor", "diag")),
                 info=dict(d.get("info", {})),
+                version=TABLES_VERSION,
             )
             if not np.all(t.base_step > 0):
                 raise ValueError("base_step must be positive")
@@ -310,31 +318,40 @@ def _integerize(coef: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 def _make_predictor(
-    z_in: np.ndarray | None,
+    z_in: list[np.ndarray] | None,
     z_out: np.ndarray,
-    a: np.ndarray | None,
+    a: list[np.ndarray] | None,
     base: np.ndarray,
     intra: bool | str,
 ) -> PredictorTables:
-    """Integer predictor tables from centred previous frames ``z_in (M,K)`` → frames ``z_out (M,K)``."""
+    """Integer predictor tables from centred previous frames ``z_in[l] (M,K)`` (lag l+1) with feature-domain
+    coefficients ``a[l] (K,K)`` → frames ``z_out (M,K)``."""
     k = z_out.shape[1]
-    resid = z_out if a is None else z_out - z_in @ a.T
+    resid = z_out if a is None else z_out - sum(zi @ al.T for zi, al in zip(z_in, a))
     b = np.zeros((k, k))
     if intra == "pose" and len(resid) > POSE_DIM:  # condition within the pose block only
         b[:POSE_DIM, :POSE_DIM], _ = _ldl_predictor(np.cov(resid[:, :POSE_DIM], rowvar=False))
     elif intra and intra != "pose" and len(resid) > k:
         b, _ = _ldl_predictor(np.cov(resid, rowvar=False) if len(resid) > 1 else np.eye(k))
     v = np.tril(_integerize(b, base), -1)
-    w = np.zeros((k, k), np.int64) if a is None else _integerize((np.eye(k) - b) @ a, base)
+    w = (
+        np.zeros((1, k, k), np.int64)
+        if a is None
+        else np.stack([_integerize((np.eye(k) - b) @ al, base) for al in a])
+    )
     # Feature-domain coefficients actually used (after rounding), for the constant term and the residuals.
-    p_used = w.astype(np.float64) / (1 << FRAC_BITS) * (base[:, None] / base[None, :])
-    b_used = v.astype(np.float64) / (1 << FRAC_BITS) * (base[:, None] / base[None, :])
+    scale = base[:, None] / base[None, :] / (1 << FRAC_BITS)
+    b_used = v.astype(np.float64) * scale
     c0 = np.zeros(k)  # indices are centred on the mean (CodecTables.quantize): no constant term
-    pred = z_out @ b_used.T + (0 if z_in is None else z_in @ p_used.T)
+    pred = z_out @ b_used.T
+    if z_in is not None:
+        pred = pred + sum(zi @ (wl.astype(np.float64) * scale).T for zi, wl in zip(z_in, w))
     u = z_out - pred
     sigma = np.sqrt(2.0) * np.maximum(np.mean(np.abs(u), axis=0), 1e-12) if len(u) else np.ones(k)
     gamma = (
-        ((w.astype(np.float64) ** 2).sum(1) + (v.astype(np.float64) ** 2).sum(1)) / (1 << 2 * FRAC_BITS) / 12
+        ((w.astype(np.float64) ** 2).sum((0, 2)) + (v.astype(np.float64) ** 2).sum(1))
+        / (1 << 2 * FRAC_BITS)
+        / 12
     )
     return PredictorTables(W=w, V=v, c0=c0, sigma=sigma, gamma=gamma)
 
@@ -349,13 +366,15 @@ def fit_codec(
     step_scale: float = 1.0,
     face_model: tuple[np.ndarray, np.ndarray] | None = None,
     code_to_expression: np.ndarray | None = None,
+    order: int | None = None,
 ) -> CodecTables:
     """Fit codec tables from training features ``code (N,D)``, ``pose (N,12)`` (``valid (N,)`` optional).
 
     ``predictor``: "diag" (per-dim AR(1)), "full" (ridge VAR(1) over all dims) or "auto" (the one that codes
     the last 20% of the given frames in fewer bits when fitted on the first 80%). ``intra`` conditions each
     dim on the already-coded dims of the same frame (True), only within the pose ("pose"), or not (False);
-    None: chosen like "auto".
+    None: chosen like "auto". ``order``: temporal predictor from the last frame (1) or the last two frames
+    (2: per-dim AR(2), whose lag-2 term averages out part of the tracker noise); None: chosen like "auto".
 
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
     landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
@@ -381,30 +400,34 @@ def fit_codec(
         weights = landmark_weights(
             *face_model, pose_ref, x[valid, 3:6].mean(0), code.shape[1], code_to_expression
         )
-    if predictor == "auto" or intra is None:
+    if order not in (None, 1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order}")
+    if predictor == "auto" or intra is None or order is None:
         from nerfvc.codec.coder import estimate_stream_bits
 
         ntr = max(2, int(0.8 * n))
         preds = ("diag", "full") if predictor == "auto" else (predictor,)
         intras = (False, "pose", True) if intra is None else (intra,)
+        orders = (1, 2) if order is None else (order,)
         if n - ntr < 5:
-            predictor, intra = preds[0], intras[0]
+            predictor, intra, order = preds[0], intras[0], orders[0]
         else:
             best = None
             for cand in preds:
                 for ci in intras:
-                    t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights)
-                    bits = estimate_stream_bits(t, x[ntr:], 0)
-                    if best is None or bits < best[0]:
-                        best = (bits, cand, ci)
-            predictor, intra = best[1], best[2]
-    return _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights)
+                    for co in orders:
+                        t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights, co)
+                        bits = estimate_stream_bits(t, x[ntr:], 0)
+                        if best is None or bits < best[0]:
+                            best = (bits, cand, ci, co)
+            predictor, intra, order = best[1], best[2], best[3]
+    return _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
 
 
 def _empty_tables(d: int, pose_ref: np.ndarray) -> CodecTables:
     k = POSE_DIM + d
     z = np.zeros(k)
-    p = PredictorTables(np.zeros((k, k), np.int64), np.zeros((k, k), np.int64), z, np.ones(k), z)
+    p = PredictorTables(np.zeros((1, k, k), np.int64), np.zeros((k, k), np.int64), z, np.ones(k), z)
     return CodecTables(d, z, np.ones(k), z, np.ones(k), z, pose_ref, p, p)
 
 
@@ -417,6 +440,7 @@ def _fit(
     ridge: float,
     step_scale: float,
     weights: np.ndarray | None = None,
+    order: int = 1,
 ) -> CodecTables:
     n, k = x.shape
     xv = x[valid]
@@ -439,27 +463,42 @@ def _fit(
     zin, zout = z[:-1][pair], z[1:][pair]
     var_in = np.maximum((zin**2).mean(0), 1e-30) if len(zin) else np.ones(k)
     ar = np.clip((zin * zout).mean(0) / var_in, -1.0, 1.0) if len(zin) else np.zeros(k)
-    if predictor == "full" and len(zin) > 1:
-        # VAR(1) = per-dim AR(1) + a ridge-regularized cross-dim correction (standardized units), so the
+    if predictor not in ("diag", "full"):
+        raise ValueError(f"unknown predictor {predictor!r}")
+    trip = valid[2:] & valid[1:-1] & valid[:-2]
+    if order == 2 and trip.sum() > 4:
+        # Per-dim AR(2) by (slightly ridged) least squares: z_t = a1 z_(t-1) + a2 z_(t-2).
+        z_in = [z[1:-1][trip], z[:-2][trip]]
+        zout = z[2:][trip]
+        g11, g22 = (z_in[0] ** 2).mean(0), (z_in[1] ** 2).mean(0)
+        g12 = (z_in[0] * z_in[1]).mean(0)
+        r1, r2 = (z_in[0] * zout).mean(0), (z_in[1] * zout).mean(0)
+        lam = 1e-3 * (g11 + g22) / 2 + 1e-30
+        det = (g11 + lam) * (g22 + lam) - g12**2
+        coefs = [np.clip((r1 * (g22 + lam) - r2 * g12) / det, -2, 2)]
+        coefs.append(np.clip(((g11 + lam) * r2 - g12 * r1) / det, -1, 1))
+    else:
+        order, z_in, coefs = 1, [zin], [ar]
+    a = [np.diag(c) for c in coefs]
+    if predictor == "full" and len(zout) > 1:
+        # + a ridge-regularized cross-dim correction from the last frame (standardized units), so the
         # regularization shrinks towards the per-dim predictor rather than towards zero.
         sd = np.sqrt(var_in)
-        xs, ys = zin / sd, zout / sd
-        rs = ys - xs * ar  # what the per-dim AR(1) leaves
+        xs = z_in[0] / sd
+        rs = (zout - sum(zi * c for zi, c in zip(z_in, coefs))) / sd  # what the per-dim AR leaves
         g = xs.T @ xs + ridge * len(xs) * np.eye(k)
         corr = np.linalg.solve(g, xs.T @ rs).T
         np.fill_diagonal(corr, 0.0)
-        a = (np.diag(ar) + corr) * sd[:, None] / sd[None, :]
-    elif predictor in ("diag", "full"):
-        a = np.diag(ar)
-        predictor = "diag"
+        a[0] = a[0] + corr * sd[:, None] / sd[None, :]
     else:
-        raise ValueError(f"unknown predictor {predictor!r}")
+        predictor = "diag"
     key = _make_predictor(None, z[valid], None, base, intra)
-    delta = _make_predictor(zin, zout, a, base, intra)
+    delta = _make_predictor(z_in, zout, a, base, intra)
     info = {
         "train_frames": int(n),
         "valid_frames": int(valid.sum()),
         "intra": intra if isinstance(intra, str) else bool(intra),
+        "order": int(order),
         "ridge": ridge,
         "steps": "landmark" if weights is not None else "jitter",
     }

@@ -12,7 +12,7 @@ from nerfvc.errors import BitstreamError, ModelMismatchError
 from .conftest import FP
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1fpp", "2fpp"])
+@pytest.fixture(scope="module", params=[1, 2, 4], ids=["1fpp", "2fpp", "4fpp"])
 def small(request, feats, tables):
     code, pose = feats[0][:12], feats[1][:12]
     data = encode_stream(tables, FP, code, pose, keyframe_interval=4, frames_per_packet=request.param)
@@ -138,6 +138,36 @@ def test_five_percent_loss_recovers_at_keyframes(feats, tables):
     np.testing.assert_array_equal(c[rep.valid], ref_code[rep.valid])
     after_key = np.arange(n) % keyint == 0
     assert np.all(rep.valid[after_key & ~drop])
+
+
+def test_packet_framing_sizes():
+    """Framing bytes per packet: delta 3 (1 + CRC-16), delta group 4, key 11 (index, step, CRC32)."""
+    from nerfvc.codec.bitstream import TYPE_DELTA, TYPE_KEY, build_packet, parse_packet
+
+    fp = bytes.fromhex(FP)
+    for n in (0, 5, 14):
+        assert len(build_packet(fp, TYPE_DELTA, 77, b"x" * n)) == n + 3
+    assert len(build_packet(fp, TYPE_DELTA, 77, b"x" * 20, count=4)) == 24
+    assert len(build_packet(fp, TYPE_KEY, 77, b"x" * 20, step_index=-3, count=4)) == 31
+    for kind, count in ((TYPE_DELTA, 1), (TYPE_DELTA, 8), (TYPE_KEY, 8)):
+        pkt = build_packet(fp, kind, 1000, b"abc", step_index=-3, count=count)
+        p = parse_packet(fp, pkt, next_index=1000 - 5)
+        assert (p.index, p.kind, p.count, p.payload) == (1000, kind, count, b"abc")
+        with pytest.raises(BitstreamError):  # another model's fingerprint
+            parse_packet(bytes(8), pkt, next_index=1000)
+
+
+def test_long_stream_every_byte_flip(feats, tables):
+    """Byte flips across a longer stream (short CRC-16 delta checks, resynchronization): never wrong."""
+    code, pose = feats[0][:60], feats[1][:60]
+    for group in (1, 4):
+        data = encode_stream(tables, FP, code, pose, keyframe_interval=20, frames_per_packet=group)
+        ref = tables.reference(code, pose, 0)
+        for i in range(HEADER_SIZE, len(data)):
+            bad = bytearray(data)
+            bad[i] ^= 0x5A
+            rep = _check_decode(bytes(bad), tables, ref)
+            assert rep is not None and (rep.concealed > 0 or rep.corrupt_packets > 0)
 
 
 def test_header_roundtrip():

@@ -32,12 +32,14 @@ from .conftest import FP
     seed=st.integers(0, 2**16),
     predictor=st.sampled_from(["diag", "full"]),
     amp=st.sampled_from([0.01, 1.0, 300.0]),
-    group=st.sampled_from([1, 1, 2, 3, 5]),
+    group=st.sampled_from([1, 1, 2, 3, 5, 8]),
+    order=st.sampled_from([1, 2]),
 )
-def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, amp, group):
+def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, amp, group, order):
     # Tables fitted on one stream, data from another one (different amplitude): exercises escapes too.
     code_tr, pose_tr = synthetic_features(60, dim, seed=seed)
-    tables = fit_codec(code_tr, pose_tr, predictor=predictor)
+    tables = fit_codec(code_tr, pose_tr, predictor=predictor, order=order)
+    assert len(tables.delta.W) == order
     code, pose = synthetic_features(n, dim, seed=seed + 1)
     code = code * amp
     data = encode_stream(
@@ -96,6 +98,50 @@ def test_tables_json_roundtrip_and_errors(tmp_path, tables):
         CodecTables.from_dict(d)
     with pytest.raises(InputError, match="not found"):
         CodecTables.load(tmp_path / "nope")
+    d = tables.to_dict()
+    d["version"] = 1
+    with pytest.raises(ModelMismatchError, match=r"version 1 .*run `nerfvc codec-fit`"):
+        CodecTables.from_dict(d)
+
+
+def test_version2_tables_still_code_the_same(feats):
+    """A codec.json of version 2 (one lag, W stored as K×K) loads and codes exactly like the same
+    one-lag tables of version 3."""
+    code, pose = feats
+    t3 = fit_codec(code[:240], pose[:240], order=1)
+    d = t3.to_dict()
+    assert np.asarray(d["delta"]["W"]).ndim == 3
+    d["version"] = 2
+    for name in ("key", "delta"):
+        d[name]["W"] = d[name]["W"][0]
+    t2 = CodecTables.from_dict(d)
+    a = encode_stream(t3, FP, code[240:], pose[240:], keyframe_interval=10, frames_per_packet=2)
+    b = encode_stream(t2, FP, code[240:], pose[240:], keyframe_interval=10, frames_per_packet=2)
+    assert a == b
+    assert np.array_equal(decode_stream(a, t2, FP)[0], t3.reference(code[240:], pose[240:], 0)[0])
+
+
+def test_ar2_predictor_codes_noisy_smooth_motion_in_fewer_bits():
+    """Smooth motion + white tracker noise: the lag-2 term averages out noise the AR(1) passes on."""
+    from nerfvc.codec.coder import estimate_stream_bits
+
+    rng = np.random.default_rng(5)
+    n, d = 600, 6
+    t = np.arange(n)[:, None]
+    smooth = np.sin(t * rng.uniform(0.02, 0.08, d) + rng.uniform(0, 6, d)) * rng.uniform(0.5, 2, d)
+    code = smooth + 0.15 * rng.normal(size=(n, d))
+    _, pose = synthetic_features(n, 1, seed=5)
+    t1 = fit_codec(code[:450], pose[:450], predictor="diag", intra=False, order=1)
+    t2 = fit_codec(code[:450], pose[:450], predictor="diag", intra=False, order=2)
+    x = t1.features_to_vec(code[450:], pose[450:])
+    b1, b2 = estimate_stream_bits(t1, x, 0), estimate_stream_bits(t2, x, 0)
+    assert b2 < 0.99 * b1, (b1, b2)
+    auto = fit_codec(code[:450], pose[:450], predictor="diag", intra=False)
+    assert auto.info["order"] == 2
+    # and the real coder agrees with the estimate's ranking
+    s1 = encode_stream(t1, FP, code[450:], pose[450:], keyframe_interval=50)
+    s2 = encode_stream(t2, FP, code[450:], pose[450:], keyframe_interval=50)
+    assert len(s2) < len(s1)
 
 
 def test_encoder_rejects_bad_input(tables):
