@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from nerfvc.errors import InputError
-from nerfvc.fsutil import atomic_path
+from nerfvc.fsutil import atomic_path, read_json
+from nerfvc.modeldir import model_torso_dims
 
-FEATURE_ARRAYS = ("expression", "pose", "landmarks", "valid", "timestamps")
+FEATURE_ARRAYS = ("expression", "pose", "landmarks", "valid", "timestamps", "torso")
 
 
 @dataclass
@@ -29,6 +30,18 @@ class FaceFeatures:
     pose: np.ndarray  # (12,) float32, [R row-major | t]
     landmarks: np.ndarray  # (L, 3) float32, pixels
     ok: bool  # False when no (single) face was found; the other fields then hold the last good values
+    torso: np.ndarray | None = None  # (2,) float32 torso shift (nerfvc.face.torso), if the person has one
+
+
+def model_input(expression: np.ndarray, torso: np.ndarray | None, torso_dims: int) -> np.ndarray:
+    """The vector a NeRF with ``torso_dims`` torso inputs is driven by (and the codec sends): expression
+    ``(..., E)`` followed by the torso shift ``(..., 2)`` (zeros if ``torso`` is None) when ``torso_dims``."""
+    expression = np.asarray(expression, np.float32)
+    if not torso_dims:
+        return expression
+    if torso is None:
+        torso = np.zeros((*expression.shape[:-1], torso_dims), np.float32)
+    return np.concatenate([expression, np.asarray(torso, np.float32)], axis=-1)
 
 
 def pose_to_rt(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,3 +81,19 @@ def load_features(path: str | Path) -> dict[str, np.ndarray]:
             f"{arrays['expression'].shape} and {arrays['pose'].shape}"
         )
     return arrays
+
+
+def model_inputs(feats: dict[str, np.ndarray], model_dir: str | Path) -> np.ndarray:
+    """A features file's expression (N,E), followed by its torso shift when the MODEL takes one; decoded
+    features (whose expression already holds the model's whole input) are returned as they are."""
+    torso_dims = model_torso_dims(model_dir)
+    expr = feats["expression"]
+    if not torso_dims or "torso" in feats:
+        return model_input(expr, feats.get("torso"), torso_dims)
+    e = int(read_json(Path(model_dir) / "nerf.json")["model"]["expression_dim"])
+    if expr.shape[1] == e + torso_dims:
+        return expr
+    raise InputError(
+        f"{model_dir} drives the torso by a torso shift, but the features have none "
+        "(encode the video itself, or use features from a dataset prepared by this version)"
+    )

@@ -67,3 +67,9 @@ def read_model_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]
         if fingerprint_of(manifest["files"]) != manifest["fingerprint"]:
             raise ModelMismatchError(f"{path}: fingerprint does not match the model's files")
     return manifest
+
+
+def model_torso_dims(path: str | Path) -> int:
+    """How many torso-shift values follow the expression in the MODEL's per-frame input (0 or 2)."""
+    nerf = Path(path) / "nerf.json"
+    return int(read_json(nerf)["model"].get("torso_dims", 0)) if nerf.exists() else 0

@@ -11,7 +11,7 @@ from nerfvc.train.synthetic import make_synthetic_dataset
 
 
 def test_train_encode_decode_render(tmp_path, capsys):
-    ds = make_synthetic_dataset(tmp_path / "ds", num_frames=24, size=40)
+    ds = make_synthetic_dataset(tmp_path / "ds", num_frames=24, size=40, torso_motion=True)
     model = tmp_path / "model"
     assert main(["train", str(ds), "-o", str(model), "--iters", "2", "--eval-frames", "1"]) == 0
     manifest = read_model_manifest(model)
@@ -28,6 +28,8 @@ def test_train_encode_decode_render(tmp_path, capsys):
     cos = (np.einsum("nij,nij->n", r_src, r_dec) - 1) / 2
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 1.0  # rotation error under a degree
     assert np.abs(t_src - t_dec).max() < 0.01
+    assert dec["expression"].shape == (24, 81)  # the model's inputs: expression, then the torso shift
+    assert np.abs(dec["expression"][:, 79:] - src["torso"]).max() < 0.005  # under 0.2 px at 40 px
 
     video = tmp_path / "d.mp4"
     assert main(["decode", str(stream), "--model", str(model), "-o", str(video), "--size", "32x24"]) == 0

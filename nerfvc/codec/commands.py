@@ -13,9 +13,9 @@ from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, decode_stream, enc
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.features import load_features, save_features
+from nerfvc.features import load_features, model_input, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
-from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+from nerfvc.modeldir import MANIFEST, finalize_model_dir, model_torso_dims, read_model_manifest
 
 if TYPE_CHECKING:
     from nerfvc.embed.encoder import ExpressionEmbedding
@@ -98,16 +98,18 @@ def load_embedding(model: str | Path) -> ExpressionEmbedding | None:
 
 
 def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Track a video with the model's face model → expression (N,E), pose (N,12), fps."""
-    from nerfvc.face.tracker import FaceTracker  # lazy: written on another branch
+    """Track a video with the model's face model → model inputs (N,E+T) (expression, then the torso shift if
+    the model has one), pose (N,12), fps."""
+    from nerfvc.face.tracker import FaceTracker
     from nerfvc.io.video import read_frames
 
     expr, pose, ts = [], [], []
+    torso_dims = model_torso_dims(model)
     with FaceTracker.from_dir(model) as tracker:
         for item in read_frames(path):
             frame, t = item if isinstance(item, tuple) else (item, None)
             f = tracker.track(frame, t)
-            expr.append(np.asarray(f.expression, np.float32))
+            expr.append(model_input(f.expression, f.torso, torso_dims))
             pose.append(np.asarray(f.pose, np.float32))
             if t is not None:
                 ts.append(float(t))
@@ -125,7 +127,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     fps = args.fps
     if args.features:
         feats = load_features(args.features)
-        code, pose = feats["expression"], feats["pose"]
+        code, pose = model_inputs(feats, args.model), feats["pose"]
         ts = feats.get("timestamps")
         if fps is None and ts is not None and len(ts) > 1 and np.median(np.diff(ts)) > 0:
             fps = 1 / float(np.median(np.diff(ts)))
@@ -208,8 +210,12 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
     if args.face_model and face is None:
         raise InputError(f"{args.face_model}: no face_model.safetensors with mean and basis")
     v = None if valid is None else valid[:m]
-    expr, pose = feats["expression"], feats["pose"][:m]
-    tables = fit_codec(expr[:m], pose, v, predictor=args.predictor, face_model=face)
+    expr, pose = model_inputs(feats, out), feats["pose"][:m]
+    if expr.shape[1] > feats["expression"].shape[1] and face is not None:
+        face_kw = {"code_to_expression": np.eye(face[1].shape[1], expr.shape[1])}
+    else:
+        face_kw = {}
+    tables = fit_codec(expr[:m], pose, v, predictor=args.predictor, face_model=face, **face_kw)
     from nerfvc.embed.train import EMBED_FILE
 
     if (out / EMBED_FILE).exists():  # the model codes its embedding's code: fit the tables on the codes

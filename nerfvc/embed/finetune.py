@@ -33,6 +33,7 @@ from nerfvc.embed.train import (
     load_embedding,
     save_embedding,
 )
+from nerfvc.errors import InputError
 
 
 @dataclass
@@ -69,10 +70,15 @@ def finetune_through_renderer(
     torch.set_num_threads(1)
     try:
         nerf, _, _ = load_nerf(model_dir)
+        if nerf.cfg.torso_dims:
+            raise InputError(
+                f"{model_dir}: expression embeddings need a model without torso motion "
+                "(train it with `nerfvc train --no-torso`)"
+            )
         for p in nerf.parameters():
             p.requires_grad_(False)
         nerf.train()
-        ds = load_dataset(dataset, size)
+        ds = load_dataset(dataset, size, torso=False)
         geo_ds = load_dataset_geometry(dataset)
         face = geo_ds.face_model
         tr = slice(*geo_ds.train)
@@ -182,7 +188,7 @@ def render_metrics(
     from nerfvc.train.dataset import load_dataset
     from nerfvc.train.metrics import psnr, ssim
 
-    ds = load_dataset(dataset, size)
+    ds = load_dataset(dataset, size, torso=False)
     r = Renderer.from_model_dir(model_dir)
     w, h = ds.camera.width, ds.camera.height
     try:

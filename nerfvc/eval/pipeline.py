@@ -24,18 +24,22 @@ class DecodedPoint:
 def track_frames(
     model_dir: str | Path, frames: np.ndarray, fps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Track ``frames`` (N,H,W,3) with the model's face model → cropped frames, expression (N,E), pose (N,12).
+    """Track ``frames`` (N,H,W,3) with the model's face model → cropped frames, model inputs (N,E+T)
+    (expression, then the torso shift if the model has one), pose (N,12).
 
     Frames are cropped to the model camera's aspect ratio the way the sender crops them.
     """
     from nerfvc.face.tracker import FaceTracker
+    from nerfvc.features import model_input
+    from nerfvc.modeldir import model_torso_dims
 
     cropped, expr, pose = [], [], []
+    torso_dims = model_torso_dims(model_dir)
     with FaceTracker.from_dir(model_dir) as tracker:
         for i, frame in enumerate(tqdm(frames, desc="track", leave=False)):
             f = tracker.track(frame, i / fps)
             cropped.append(tracker.frame_for_camera(frame))
-            expr.append(f.expression)
+            expr.append(model_input(f.expression, f.torso, torso_dims))
             pose.append(f.pose)
     return np.stack(cropped), np.stack(expr).astype(np.float32), np.stack(pose).astype(np.float32)
 

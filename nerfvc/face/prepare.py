@@ -24,7 +24,8 @@ from nerfvc.errors import FaceError, InputError
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
-from nerfvc.features import save_features
+from nerfvc.face.torso import CHIN, TORSO_DIMS, TORSO_FILE, build_torso_tracker, save_no_torso
+from nerfvc.features import load_features, save_features
 from nerfvc.fsutil import atomic_path, read_json, write_bytes_atomic, write_json_atomic
 from nerfvc.io.video import probe, read_frames
 
@@ -159,6 +160,8 @@ def prepare(
                 f"{out}: holds a dataset made with other parameters (use --overwrite or a new -o)"
             )
         if old.get("complete"):
+            if not (out / TORSO_FILE).exists():  # made before torso motion existed: add it
+                measure_torso(out, progress)
             log.warning("%s: already complete", out)
             return out
     elif out.exists() and any(out.iterdir()):
@@ -297,6 +300,7 @@ def prepare(
         valid=valid,
         timestamps=times,
     )
+    measure_torso(out, progress, n_train)
     manifest.update(
         num_frames=n,
         split={"train": [0, n_train], "test": [n_train, n]},
@@ -306,6 +310,29 @@ def prepare(
     write_json_atomic(manifest_path, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) -> None:
+    """Build the person's torso tracker from the DATASET ``out``'s training frames and add every frame's torso
+    shift (``torso`` (N,2)) to its ``features.npz`` (zeros, and no tracker, if the chin leaves no band)."""
+    feats = load_features(out / "features.npz")
+    n = len(feats["pose"])
+    if n_train is None:
+        n_train = int(read_json(out / "manifest.json")["split"]["train"][1])
+    valid = feats.get("valid", np.ones(n, bool)).astype(bool)
+    first = read_png(out / "frames" / f"{0:06d}.png")
+    train = np.flatnonzero(valid[:n_train])
+    chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / first.shape[0]
+    ref = read_png(out / "frames" / f"{int(train[0]) if len(train) else 0:06d}.png")
+    tracker = build_torso_tracker([ref], chin)
+    torso = np.zeros((n, TORSO_DIMS), np.float32)
+    if tracker is None:
+        save_no_torso(out)
+    else:
+        for i in tqdm(range(n), desc="prepare: torso", unit="fr", disable=not progress, leave=False):
+            torso[i] = tracker.shift(read_png(out / "frames" / f"{i:06d}.png"))
+        tracker.save(out)
+    save_features(out / "features.npz", **{**feats, "torso": torso})
 
 
 def head_box_coverage(

@@ -11,6 +11,7 @@ from nerfvc.errors import InputError
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh
 from nerfvc.face.model import FaceModel
 from nerfvc.face.smoothing import FeatureSmoother, SmoothingParams
+from nerfvc.face.torso import TorsoTracker
 from nerfvc.features import FaceFeatures
 from nerfvc.fsutil import read_json
 
@@ -19,12 +20,13 @@ class FaceTracker:
     """Track one face per frame and project it onto ``face_model``.
 
     ``camera`` are the intrinsics of the dataset the model was built from; frames of another size use
-    ``camera.scaled(w, h)`` (same framing assumed). A frame whose aspect ratio differs from the camera's (e.g.
-    the raw 512×480 clip of a dataset prepared with a square crop) is first cropped with ``crop``
-    ``(x0, y0, w, h)`` — the dataset's crop, read by :meth:`from_dir` — if it fits, else centre-cropped to the
-    camera's aspect;
-    the returned landmarks are then in pixels of that crop. ``smoothing`` switches the one-euro filter on pose
-    and expression. ``track`` returns ``ok=False`` (and the last good values) when no single face is found.
+    ``camera.scaled(w, h)`` (same framing assumed). A frame whose aspect ratio differs from the camera's
+    (e.g. the raw 512×480 clip of a dataset prepared with a square crop) is first cropped with ``crop``
+    ``(x0, y0, w, h)`` — the dataset's crop, read by :meth:`from_dir` — if it fits, else centre-cropped to
+    the camera's aspect; the returned landmarks are then in pixels of that crop. ``smoothing`` switches the
+    one-euro filter on pose and expression. ``track`` returns ``ok=False`` (and the last good values) when
+    no single face is found. ``torso`` (read by :meth:`from_dir` when the directory has one) adds the torso
+    shift to every frame.
     """
 
     def __init__(
@@ -35,8 +37,10 @@ class FaceTracker:
         params: SmoothingParams | None = None,
         max_num_faces: int = 1,
         crop: tuple[int, int, int, int] | None = None,
+        torso: TorsoTracker | None = None,
     ):
         self.model = face_model
+        self.torso = torso
         self.camera = camera
         self.crop = tuple(int(v) for v in crop) if crop is not None else None
         self.smoothing = smoothing
@@ -63,6 +67,7 @@ class FaceTracker:
             raise InputError(f"{d}: neither camera.json nor manifest.json (not a dataset or model directory)")
         if meta.get("crop") and "crop" not in kwargs:  # the dataset's crop of the source video
             kwargs["crop"] = tuple(meta["crop"])
+        kwargs.setdefault("torso", TorsoTracker.from_dir(d))
         return cls(FaceModel.load(d), cam, **kwargs)
 
     def frame_for_camera(self, frame: np.ndarray) -> np.ndarray:
@@ -94,12 +99,14 @@ class FaceTracker:
         t = self._frame / 30.0 if timestamp is None else float(timestamp)
         self._frame += 1
         frame = self.frame_for_camera(frame)
+        torso = self.torso.shift(frame) if self.torso is not None else None
         faces = self._mesh.detect(frame)
         if len(faces) != 1:
             last = self._last
-            return FaceFeatures(last.expression, last.pose, last.landmarks, False)
+            return FaceFeatures(last.expression, last.pose, last.landmarks, False, torso)
         h, w = frame.shape[:2]
-        return self.features(faces[0], (w, h), t)
+        f = self.features(faces[0], (w, h), t)
+        return FaceFeatures(f.expression, f.pose, f.landmarks, True, torso)
 
     def reset(self) -> None:
         """Forget the smoothing state (e.g. after a cut)."""

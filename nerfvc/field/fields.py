@@ -107,7 +107,8 @@ class TorsoFieldConfig:
 
 
 class TorsoField(nn.Module):
-    """Image coordinates ``uv`` (N,2) in [0,1]^2 + normalised head pose (N,12) → rgb (N,3), alpha (N,)."""
+    """Image coordinates ``uv`` (N,2) in [0,1]^2 + normalised head pose (N,12) (+ the torso shift, if the
+    sender measures one) → rgb (N,3), alpha (N,)."""
 
     def __init__(self, cfg: TorsoFieldConfig, consistency_dim: int):
         super().__init__()
@@ -121,8 +122,17 @@ class TorsoField(nn.Module):
         self.net = mlp(n_in, cfg.hidden, 4, 2)
 
     def forward(
-        self, uv: torch.Tensor, pose: torch.Tensor, consistency: torch.Tensor
+        self,
+        uv: torch.Tensor,
+        pose: torch.Tensor,
+        consistency: torch.Tensor,
+        shift: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uv`` (N,2), normalised pose (N,12) or (1,12), consistency (1,K), torso ``shift`` (N,2) or (1,2)
+        (the body's image motion: the canonical torso is looked up at ``uv - shift``) → rgb (N,3),
+        alpha (N,)."""
+        if shift is not None:
+            uv = uv - shift
         n = uv.shape[0]
         code = self.code.expand(n, -1)
         pose, consistency = pose.expand(n, -1), consistency.expand(n, -1)  # (N,12), (N,K) even if shared

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from nerfvc.errors import InputError
+from nerfvc.features import model_input
 from nerfvc.live.interfaces import SourceFrame
-from nerfvc.modeldir import read_model_manifest
+from nerfvc.modeldir import model_torso_dims, read_model_manifest
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class TrackedSource:
         except ImportError as e:
             raise _missing("the face tracker (nerfvc.face.tracker)", e) from e
         self.tracker = FaceTracker.from_dir(model)
+        self.torso_dims = model_torso_dims(model)
         self.video, self.camera, self.keep_images = video, camera, keep_images
         self.skipped = 0
         if video is not None:
@@ -137,6 +139,5 @@ class TrackedSource:
         for rgb, t, captured in self._raw():
             f = self.tracker.track(rgb, t)
             image = rgb if self.keep_images else None
-            yield SourceFrame(
-                t, np.asarray(f.expression, np.float32), np.asarray(f.pose, np.float32), image, captured
-            )
+            code = model_input(f.expression, f.torso, self.torso_dims)  # what the receiver's NeRF takes
+            yield SourceFrame(t, code, np.asarray(f.pose, np.float32), image, captured)

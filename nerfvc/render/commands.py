@@ -8,7 +8,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from nerfvc.features import load_features
+from nerfvc.features import load_features, model_inputs
 from nerfvc.io.video import write_video
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import parse_size
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     feats = load_features(args.features)
     n = len(feats["pose"]) if args.frames is None else min(args.frames, len(feats["pose"]))
-    render_video(args.model, feats["expression"][:n], feats["pose"][:n], args.size, args.fps, args.output)
+    render_video(
+        args.model, model_inputs(feats, args.model)[:n], feats["pose"][:n], args.size, args.fps, args.output
+    )
     return 0
 
 

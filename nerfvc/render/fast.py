@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerfvc.field.fields import HeadField, trunc_exp
+from nerfvc.field.fields import HeadField, TorsoField, trunc_exp
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -90,6 +90,24 @@ class FrameHead:
         """Geometry features (N,geo) and per-point view terms (N,H) → rgb (N,3) float32."""
         h = torch.addmm(view_bias, geo, self.w_geo).relu_()
         return torch.sigmoid(torch.addmm(self.b3, h, self.w3).float())
+
+
+def frame_torso(
+    torso: TorsoField, uv: torch.Tensor, pose: torch.Tensor, consistency: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`TorsoField` for one frame: pixels ``uv`` (N,2), normalised pose (1,12) and consistency code
+    (1,K) → rgb (N,3), alpha (N,); the per-frame inputs are folded into the first-layer biases (float32,
+    as trained)."""
+    d0, n0 = torso.deform[0], torso.net[0]
+    frame = torch.cat([pose, torso.code.view(1, -1)], 1)  # (1,12+T)
+    b = torch.addmm(d0.bias[None], frame, d0.weight[:, 2:].t())  # (1,D)
+    h = torch.addmm(b, uv, d0.weight[:, :2].t()).relu_()
+    offset = torch.tanh(torso.deform[2:](h)) * torso.cfg.max_offset  # (N,2)
+    feat = torso.planes((uv + offset).clamp(0, 1))  # (N,P)
+    p = feat.shape[1]
+    b = torch.addmm(n0.bias[None], torch.cat([frame, consistency], 1), n0.weight[:, p:].t())  # (1,H)
+    out = torso.net[1:](torch.addmm(b, feat, n0.weight[:, :p].t()))  # (N,4)
+    return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])
 
 
 def supports(model: PortraitNeRF) -> bool:
@@ -162,10 +180,11 @@ def render_frame(
     cfg: FastRenderConfig | None = None,
 ) -> torch.Tensor:
     """One frame: pixel directions (H·W,3) and uv (H·W,2) row-major, background (H·W,3) in [0,1], raw
-    expression (1,E) and pose (1,12) → image (H·W,3) in [0,1]."""
+    inputs (1,E+T) (expression, then the torso shift if the model has one) and pose (1,12) → image (H·W,3)
+    in [0,1]."""
     cfg = cfg or FastRenderConfig()
     dev = dirs.device
-    expr_n = (expression - model.expr_mean) / model.expr_std
+    expr_n, shift = model.split_input(expression)
     pose_n = (pose - model.pose_mean) / model.pose_std
     cons = model.consistency.view(1, -1)
     coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons)
@@ -207,5 +226,11 @@ def render_frame(
         _, rgb_f, a_f = _march(model, fine, origin[fine_pix], direction[fine_pix], edges, cfg, True)
         head_rgb[fine_pix], head_alpha[fine_pix] = rgb_f, a_f
 
-    torso_rgb, torso_alpha = model.torso(uv, pose_n, cons)
+    # torso and background only where the head lets them through
+    behind = (head_alpha < 1 - 1e-3).nonzero(as_tuple=True)[0]
+    torso_rgb = torch.zeros_like(head_rgb)
+    torso_alpha = torch.ones_like(head_alpha)
+    if behind.numel():
+        uv_b = uv[behind] if shift is None else uv[behind] - shift
+        torso_rgb[behind], torso_alpha[behind] = frame_torso(model.torso, uv_b, pose_n, cons)
     return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)

@@ -36,6 +36,7 @@ class ModelConfig:
     head_lo: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0])  # canonical box corners
     head_hi: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     expression_dim: int = 79
+    torso_dims: int = 0  # 2: the input vector ends with the sender's torso shift (nerfvc.face.torso)
     coarse: HeadFieldConfig = field(default_factory=_coarse_head)
     fine: HeadFieldConfig = field(default_factory=HeadFieldConfig)
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
@@ -82,12 +83,24 @@ class PortraitNeRF(nn.Module):
         self.register_buffer("pose_std", torch.ones(12))
 
     @property
+    def input_dim(self) -> int:
+        """Length of the per-frame input vector: expression, then the torso shift if the model has one."""
+        return self.cfg.expression_dim + self.cfg.torso_dims
+
+    def split_input(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame inputs (R, E+T) → normalised expression (R,E), torso shift (R,T) or None."""
+        e = self.cfg.expression_dim
+        expr_n = (inputs[:, :e] - self.expr_mean) / self.expr_std
+        return expr_n, (inputs[:, e:] if self.cfg.torso_dims else None)
+
+    @property
     def scale(self) -> torch.Tensor:
         """Length of the box's longest side: distances are measured in these units."""
         return (self.head_hi - self.head_lo).max()
 
     def set_normalisation(self, expression: torch.Tensor, pose: torch.Tensor) -> None:
-        """Per-dimension mean/std of the training expressions (N,E) and poses (N,12)."""
+        """Per-dimension mean/std of the training inputs (N,E+T) (expression part) and poses (N,12)."""
+        expression = expression[:, : self.cfg.expression_dim]
         self.expr_mean.copy_(expression.mean(0))
         self.expr_std.copy_(expression.std(0).clamp(min=1e-3))
         self.pose_mean.copy_(pose.mean(0))
@@ -133,18 +146,19 @@ class PortraitNeRF(nn.Module):
         train: bool = False,
         samples: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Render rays: camera directions (R,3), image coords uv (R,2), raw expression (R,E) and pose (R,12)
-        (or (1,E), (1,12) shared by all rays: one frame), background colour (R,3) → ``rgb`` (R,3) fine
+        """Render rays: camera directions (R,3), image coords uv (R,2), raw inputs (R,E+T) (expression, then
+        the torso shift if ``cfg.torso_dims``) and pose (R,12) (or (1,E+T), (1,12) shared by all rays: one
+        frame), background colour (R,3) → ``rgb`` (R,3) fine
         composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
         ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
         """
         n_coarse, n_fine = samples or (self.cfg.n_coarse, self.cfg.n_fine)
         n = dirs.shape[0]
         dev = dirs.device
-        expr_n = (expression - self.expr_mean) / self.expr_std
+        expr_n, shift = self.split_input(expression)
         pose_n = (pose - self.pose_mean) / self.pose_std
         cons = self.consistency.view(1, -1)  # (1,K), shared by every ray
-        torso_rgb, torso_alpha = self.torso(uv, pose_n, cons)
+        torso_rgb, torso_alpha = self.torso(uv, pose_n, cons, shift)
 
         origin, direction = to_canonical(dirs, pose)
         t_near, t_far, hit = intersect_box(origin, direction, self.head_lo, self.head_hi)
@@ -180,10 +194,10 @@ class PortraitNeRF(nn.Module):
 
     @torch.no_grad()
     def update_occupancy(self, expressions: torch.Tensor, decay: float = 0.95) -> None:
-        """Re-estimate the occupancy grid from the fine density under random training expressions (N,E)."""
+        """Re-estimate the occupancy grid from the fine density under random training inputs (N,E+T)."""
         x = self.occupancy.cell_points(jitter=True)  # (C,3)
         pick = torch.randint(0, expressions.shape[0], (x.shape[0],), device=x.device)
-        expr_n = (expressions[pick] - self.expr_mean) / self.expr_std
+        expr_n, _ = self.split_input(expressions[pick])
         sigma = torch.cat(
             [
                 self.fine.density(x[i : i + 65536], self.fine.expression_code(expr_n[i : i + 65536]))[0]

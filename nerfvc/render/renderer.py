@@ -91,7 +91,8 @@ class Renderer:
 
     @property
     def expression_dim(self) -> int:
-        return self.model.cfg.expression_dim
+        """Length of the per-frame input vector (expression, then the torso shift if the model has one)."""
+        return self.model.input_dim
 
     def _rays(self, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         key = (width, height)

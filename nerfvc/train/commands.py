@@ -23,13 +23,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-rays", type=int, default=4096)
     p.add_argument("--eval-frames", type=int, default=25, help="held-out frames scored at the end (-1 = all)")
     p.add_argument("--no-consistency", action="store_true", help="ablation: no head-torso consistency code")
+    p.add_argument(
+        "--no-torso",
+        action="store_true",
+        help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
-        batch_rays=args.batch_rays, eval_frames=args.eval_frames, seed=args.seed, minutes=args.minutes
+        batch_rays=args.batch_rays,
+        eval_frames=args.eval_frames,
+        seed=args.seed,
+        minutes=args.minutes,
+        torso_motion=not args.no_torso,
     )
     if args.iters is not None:
         cfg.iters = args.iters

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nerfvc.camera import Camera
 from nerfvc.errors import InputError
-from nerfvc.features import load_features
+from nerfvc.features import load_features, model_input
 from nerfvc.fsutil import read_json, sha256_file
 
 
@@ -65,21 +65,25 @@ class PortraitDataset:
     frames: torch.Tensor  # (N,H,W,3) uint8
     masks: torch.Tensor  # (N,H,W) uint8: 0 background, 1 torso, 2 head
     background: torch.Tensor  # (H,W,3) uint8
-    expression: torch.Tensor  # (N,E) float32
+    expression: torch.Tensor  # (N,E+T) float32: the model's inputs (expression, then the torso shift if T)
     pose: torch.Tensor  # (N,12) float32
     train_idx: np.ndarray  # (n,) frame indices
     test_idx: np.ndarray  # (N-n,)
     head_lo: list[float]
     head_hi: list[float]
     fingerprint: str  # sha256 of features.npz (identifies the dataset in checkpoints)
+    torso_dims: int = 0  # T: 2 when the dataset has torso shifts and they were asked for
 
     @property
     def num_frames(self) -> int:
         return self.frames.shape[0]
 
 
-def load_dataset(path: str | Path, size: str | int | None = None, frames: bool = True) -> PortraitDataset:
-    """Load a complete DATASET directory, resized to ``size`` (see :func:`parse_size`)."""
+def load_dataset(
+    path: str | Path, size: str | int | None = None, frames: bool = True, torso: bool = True
+) -> PortraitDataset:
+    """Load a complete DATASET directory, resized to ``size`` (see :func:`parse_size`); with ``torso`` the
+    expression is followed by the torso shift when the dataset has one (``nerfvc.face.torso``)."""
     root = Path(path)
     manifest = read_json(root / "manifest.json")
     if manifest.get("format", "nerfvc-dataset") != "nerfvc-dataset":
@@ -105,19 +109,22 @@ def load_dataset(path: str | Path, size: str | int | None = None, frames: bool =
         imgs = np.zeros((n, h, w, 3), np.uint8)
         masks = np.zeros((n, h, w), np.uint8)
     lo, hi = head_bounds(root)
+    torso_dims = feats["torso"].shape[1] if torso and "torso" in feats else 0
+    inputs = model_input(feats["expression"], feats.get("torso"), torso_dims)
     return PortraitDataset(
         root=root,
         camera=camera,
         frames=torch.from_numpy(imgs),
         masks=torch.from_numpy(masks),
         background=torch.from_numpy(load_rgb(root / "background.png", (w, h)).copy()),
-        expression=torch.from_numpy(feats["expression"].astype(np.float32)),
+        expression=torch.from_numpy(inputs),
         pose=torch.from_numpy(feats["pose"].astype(np.float32)),
         train_idx=train_idx,
         test_idx=test_idx,
         head_lo=lo,
         head_hi=hi,
         fingerprint=sha256_file(root / "features.npz")[:16],
+        torso_dims=torso_dims,
     )
 
 

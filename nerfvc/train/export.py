@@ -12,6 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nerfvc.camera import Camera
+from nerfvc.face.torso import TORSO_FILE, TORSO_REFERENCE
+from nerfvc.features import model_input
 from nerfvc.fsutil import atomic_path, read_json, write_bytes_atomic, write_json_atomic
 from nerfvc.modeldir import finalize_model_dir
 from nerfvc.render.model import PortraitNeRF
@@ -48,18 +50,24 @@ def write_model_dir(
     for name in ("face_model.safetensors", "face_model.json"):
         with atomic_path(path / name) as tmp:
             shutil.copyfile(root / name, tmp)
+    for name in (TORSO_FILE, TORSO_REFERENCE) if model.cfg.torso_dims else ():  # sender's torso tracker
+        if (root / name).exists():
+            with atomic_path(path / name) as tmp:
+                shutil.copyfile(root / name, tmp)
     for name, data in (extra_files or {}).items():
         write_bytes_atomic(path / name, data)
-    write_dataset_codec_tables(path, root, manifest)
+    write_dataset_codec_tables(path, root, manifest, model.cfg.torso_dims)
     return finalize_model_dir(path)
 
 
-def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any]) -> None:
-    """Fit the feature codec on the dataset's training frames and write ``codec.json`` into ``path``."""
+def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
+    """Fit the feature codec on the dataset's training frames (expression, then the torso shift if
+    ``torso_dims``) and write ``codec.json`` into ``path``."""
     from nerfvc.codec.tables import write_codec_tables
 
     n = int(manifest["split"]["train"][1])
     with np.load(root / "features.npz") as f:
-        expression, pose = f["expression"][:n], f["pose"][:n]
+        torso = f["torso"][:n] if torso_dims else None
+        expression, pose = model_input(f["expression"][:n], torso, torso_dims), f["pose"][:n]
         valid = f["valid"][:n] if "valid" in f.files else None
     write_codec_tables(path, expression, pose, valid=valid)

@@ -1,6 +1,7 @@
 """A synthetic DATASET with analytic ground truth: a textured sphere "head" with known per-frame poses whose
 lower half changes colour with the first expression coefficient, a torso ellipse that follows the head's
-sideways motion, over a static gradient background. Used by the tests and for development.
+sideways motion (and, with ``torso_motion``, a sideways sway of its own that only the torso shift explains),
+over a static gradient background. Used by the tests and for development.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def frame_features(n: int, expr_dim: int = 79) -> tuple[np.ndarray, np.ndarray]:
     return expr, pose
 
 
+def torso_shifts(n: int) -> np.ndarray:
+    """The synthetic torso's own sway (n,2) in fractions of the image (independent of the head pose)."""
+    k = np.arange(n)
+    return np.stack([0.06 * np.sin(k * 0.61 + 0.5), 0.02 * np.cos(k * 0.43)], 1).astype(np.float32)
+
+
 def _texture(p: torch.Tensor, expr0: torch.Tensor) -> torch.Tensor:
     """Canonical surface points (R,3) and per-ray first expression (R,) → rgb (R,3) in [0,1]."""
     q = p / RADIUS
@@ -68,8 +75,15 @@ def _texture(p: torch.Tensor, expr0: torch.Tensor) -> torch.Tensor:
     return (rgb + torch.stack([mouth, -mouth, torch.zeros_like(mouth)], -1)).clamp(0, 1)
 
 
-def render_gt(expression: np.ndarray, pose: np.ndarray, camera: Camera, supersample: int = 2):
-    """Analytic frame (H,W,3) uint8 and label mask (H,W) uint8 for one expression (E,) and pose (12,)."""
+def render_gt(
+    expression: np.ndarray,
+    pose: np.ndarray,
+    camera: Camera,
+    supersample: int = 2,
+    torso: np.ndarray | None = None,
+):
+    """Analytic frame (H,W,3) uint8 and label mask (H,W) uint8 for one expression (E,), pose (12,) and
+    torso shift (2,) (None: no sway)."""
     ss = supersample
     cam = camera.scaled(camera.width * ss, camera.height * ss)
     dirs, uv = pixel_rays(cam)
@@ -85,9 +99,10 @@ def render_gt(expression: np.ndarray, pose: np.ndarray, camera: Camera, supersam
     head = _texture(pts, torch.full((n,), float(expression[0])))
     # background gradient and torso ellipse (moves with the head's x translation)
     bg = background(cam)
+    sx, sy = (0.0, 0.0) if torso is None else (float(torso[0]), float(torso[1]))
     tx = float(pose[9]) / DEPTH
-    eu = (uv[:, 0] - 0.5 - tx) / 0.38
-    ev = (uv[:, 1] - 1.02) / 0.3
+    eu = (uv[:, 0] - 0.5 - tx - sx) / 0.38
+    ev = (uv[:, 1] - 1.02 - sy) / 0.3
     torso = (eu**2 + ev**2) < 1
     torso_rgb = torch.stack([0.2 + 0.2 * uv[:, 1], 0.25 + 0.1 * uv[:, 0], 0.6 - 0.2 * uv[:, 1]], -1)
     img = torch.where(hit[:, None], head, torch.where(torso[:, None], torso_rgb, bg))
@@ -105,16 +120,23 @@ def background(camera: Camera) -> torch.Tensor:
 
 
 def make_synthetic_dataset(
-    root: str | Path, num_frames: int = 40, size: int = 64, fov_deg: float = 30.0
+    root: str | Path,
+    num_frames: int = 40,
+    size: int = 64,
+    fov_deg: float = 30.0,
+    torso_motion: bool = False,
 ) -> Path:
-    """Write a complete synthetic DATASET to ``root`` (first 80% train, last 20% test)."""
+    """Write a complete synthetic DATASET to ``root`` (first 80% train, last 20% test); with
+    ``torso_motion`` the torso sways on its own and the dataset holds the true shifts (no torso tracker: a
+    sender would send zeros)."""
     root = Path(root)
     (root / "frames").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     camera = Camera.from_fov(size, size, fov_deg)
     expr, pose = frame_features(num_frames)
+    torso = torso_shifts(num_frames) if torso_motion else None
     for i in range(num_frames):
-        img, lab = render_gt(expr[i], pose[i], camera)
+        img, lab = render_gt(expr[i], pose[i], camera, torso=None if torso is None else torso[i])
         Image.fromarray(img).save(root / "frames" / f"{i:06d}.png")
         Image.fromarray(lab).save(root / "masks" / f"{i:06d}.png")
     bg = background(camera).reshape(size, size, 3)
@@ -126,6 +148,7 @@ def make_synthetic_dataset(
         landmarks=np.zeros((num_frames, 478, 3), np.float32),
         valid=np.ones(num_frames, bool),
         timestamps=np.arange(num_frames) / 25.0,
+        **({} if torso is None else {"torso": torso - torso[0]}),  # relative to the reference frame 0
     )
     from safetensors.numpy import save_file
 

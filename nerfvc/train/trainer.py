@@ -48,6 +48,7 @@ class TrainConfig:
     occupancy_every: int = 16
     checkpoint_seconds: float = 60.0
     eval_frames: int = 25  # held-out frames scored at the end (evenly spaced; 0 = none, -1 = all)
+    torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
     seed: int = 0
     progress: bool = True
 
@@ -187,7 +188,7 @@ def train(
     threads = configure_threads()
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
-    ds = load_dataset(dataset, size)
+    ds = load_dataset(dataset, size, torso=cfg.torso_motion)
     log.info(
         "loaded %d frames at %dx%d in %.1f s (%d threads)",
         ds.num_frames,
@@ -198,7 +199,9 @@ def train(
     )
     lo, hi, pad = fit_head_box(ds, ds.head_lo, ds.head_hi)
     mcfg = model_cfg or ModelConfig()
-    mcfg.head_lo, mcfg.head_hi, mcfg.expression_dim = lo, hi, int(ds.expression.shape[1])
+    mcfg.head_lo, mcfg.head_hi = lo, hi
+    mcfg.torso_dims = ds.torso_dims
+    mcfg.expression_dim = int(ds.expression.shape[1]) - ds.torso_dims
     model = PortraitNeRF(mcfg)
     train_t = torch.from_numpy(ds.train_idx)
     model.set_normalisation(ds.expression[train_t], ds.pose[train_t])

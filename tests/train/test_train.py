@@ -12,7 +12,7 @@ import torch
 
 from nerfvc.camera import Camera
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.features import save_features
+from nerfvc.features import model_input, save_features
 from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadFieldConfig
 from nerfvc.render.model import ModelConfig, PortraitNeRF
@@ -20,7 +20,13 @@ from nerfvc.render.renderer import Renderer
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.metrics import psnr
-from nerfvc.train.synthetic import frame_features, make_synthetic_dataset, render_gt, rotation
+from nerfvc.train.synthetic import (
+    frame_features,
+    make_synthetic_dataset,
+    render_gt,
+    rotation,
+    torso_shifts,
+)
 from nerfvc.train.trainer import TrainConfig, evaluate, train
 
 SIZE = 48
@@ -45,7 +51,16 @@ def tiny_train(iters: int) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_synthetic_dataset(tmp_path_factory.mktemp("syn") / "ds", num_frames=30, size=SIZE)
+    root = tmp_path_factory.mktemp("syn") / "ds"
+    return make_synthetic_dataset(root, num_frames=30, size=SIZE, torso_motion=True)
+
+
+def frame_inputs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The synthetic clip's model inputs (n,E+2) (expression, torso shift relative to frame 0), poses (n,12)
+    and absolute torso sways (n,2) (for the ground truth)."""
+    expr, pose = frame_features(n)
+    sway = torso_shifts(n)
+    return model_input(expr, sway - sway[0], 2), pose, sway
 
 
 @pytest.fixture(scope="module")
@@ -80,27 +95,46 @@ def test_frame_renderer_matches_the_training_renderer_with_fewer_field_evaluatio
     ref = Renderer.from_model_dir(out, reference=True)
     n_fast, n_ref = _count_points(fast.model), _count_points(ref.model)
     cam = Camera.from_dict(json.loads((out / "camera.json").read_text()))
-    expr, pose = frame_features(30)
+    x, pose, sway = frame_inputs(30)
     for i in (26, 28):  # held-out frames
-        a = torch.from_numpy(fast.render(expr[i], pose[i], SIZE, SIZE)).float() / 255
-        b = torch.from_numpy(ref.render(expr[i], pose[i], SIZE, SIZE)).float() / 255
-        gt = torch.from_numpy(render_gt(expr[i], pose[i], cam)[0]).float() / 255
+        a = torch.from_numpy(fast.render(x[i], pose[i], SIZE, SIZE)).float() / 255
+        b = torch.from_numpy(ref.render(x[i], pose[i], SIZE, SIZE)).float() / 255
+        gt = torch.from_numpy(render_gt(x[i, :79], pose[i], cam, torso=sway[i])[0]).float() / 255
         assert psnr(a, b) > 38.0
         assert psnr(a, gt) > psnr(b, gt) - 0.3
     assert 0 < n_fast[0] < 0.6 * n_ref[0], (n_fast, n_ref)
+
+
+def test_the_torso_follows_the_sent_torso_shift(trained, dataset, tmp_path):
+    out, _ = trained
+    assert json.loads((out / "nerf.json").read_text())["model"]["torso_dims"] == 2
+    still = tmp_path / "still"  # the paper's torso: head pose only
+    train(dataset, still, replace(tiny_train(300), torso_motion=False), tiny_model())
+    cam = Camera.from_dict(json.loads((out / "camera.json").read_text()))
+    x, pose, sway = frame_inputs(30)
+    r, r_still = Renderer.from_model_dir(out), Renderer.from_model_dir(still)
+    assert r_still.expression_dim == 79
+    rows = slice(int(0.72 * SIZE), SIZE)  # the torso band
+    gain = []
+    for i in range(24, 30):  # held-out frames
+        gt = torch.from_numpy(render_gt(x[i, :79], pose[i], cam, torso=sway[i])[0]).float()[rows] / 255
+        moved = torch.from_numpy(r.render(x[i], pose[i], SIZE, SIZE)).float()[rows] / 255
+        still_img = torch.from_numpy(r_still.render(x[i, :79], pose[i], SIZE, SIZE)).float()[rows] / 255
+        gain.append(psnr(moved, gt) - psnr(still_img, gt))
+    assert np.mean(gain) > 2.0, gain
 
 
 def test_rotating_the_head_pose_rotates_the_rendered_head(trained):
     out, _ = trained
     r = Renderer.from_model_dir(out)
     cam = Camera.from_dict(json.loads((out / "camera.json").read_text()))
-    expr, pose = frame_features(30)
+    x, pose, sway = frame_inputs(30)
     base = pose[3].copy()
     turned = base.copy()
     turned[:9] = (rotation(0.25, 0.0) @ base[:9].reshape(3, 3)).reshape(-1)
-    img = torch.from_numpy(r.render(expr[3], turned, SIZE, SIZE)).float() / 255
-    gt_turned = torch.from_numpy(render_gt(expr[3], turned, cam)[0]).float() / 255
-    gt_base = torch.from_numpy(render_gt(expr[3], base, cam)[0]).float() / 255
+    img = torch.from_numpy(r.render(x[3], turned, SIZE, SIZE)).float() / 255
+    gt_turned = torch.from_numpy(render_gt(x[3, :79], turned, cam, torso=sway[3])[0]).float() / 255
+    gt_base = torch.from_numpy(render_gt(x[3, :79], base, cam, torso=sway[3])[0]).float() / 255
     assert psnr(img, gt_turned) > 24.0
     assert psnr(img, gt_turned) > psnr(img, gt_base) + 3.0  # it moved the way the pose says
 
@@ -108,9 +142,9 @@ def test_rotating_the_head_pose_rotates_the_rendered_head(trained):
 def test_double_size_render_downsampled_matches_the_single_size_render(trained):
     out, _ = trained
     r = Renderer.from_model_dir(out)
-    expr, pose = frame_features(30)
-    one = torch.from_numpy(r.render(expr[25], pose[25], SIZE, SIZE)).float() / 255
-    two = torch.from_numpy(r.render(expr[25], pose[25], 2 * SIZE, 2 * SIZE)).float() / 255
+    x, pose, _ = frame_inputs(30)
+    one = torch.from_numpy(r.render(x[25], pose[25], SIZE, SIZE)).float() / 255
+    two = torch.from_numpy(r.render(x[25], pose[25], 2 * SIZE, 2 * SIZE)).float() / 255
     down = torch.nn.functional.avg_pool2d(two.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
     assert two.shape == (2 * SIZE, 2 * SIZE, 3)
     assert psnr(down, one) > 30.0
@@ -158,7 +192,7 @@ def test_resumed_training_equals_uninterrupted_training(dataset, tmp_path):
 def test_corrupt_model_dir_and_bad_inputs_give_clear_errors(trained, tmp_path):
     out, _ = trained
     r = Renderer.from_model_dir(out)
-    with pytest.raises(InputError, match="expects 79"):
+    with pytest.raises(InputError, match="expects 81"):
         r.render(np.zeros(5), np.zeros(12), 8, 8)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -185,7 +219,7 @@ def test_cli_train_then_render_an_mp4_at_another_size(dataset, tmp_path):
     assert args.func(args) == 0
     assert (model / "model.json").exists() and (model / "face_model.json").exists()
     expr, pose = frame_features(4)
-    save_features(tmp_path / "f.npz", expression=expr, pose=pose)
+    save_features(tmp_path / "f.npz", expression=expr, pose=pose, torso=torso_shifts(4))
     video = tmp_path / "out.mp4"
     feats = str(tmp_path / "f.npz")
     args = parser.parse_args(
