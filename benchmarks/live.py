@@ -40,17 +40,21 @@ from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder, cli
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
-def _pieces(model: str | None, clip: str, clip_data: tuple | None):
+def _pieces(model: str | None, clip: str, clip_data: tuple | None, workers: int = 1):
     """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
     if model:
         from nerfvc.live import adapters
 
         source = adapters.TrackedSource(model, video=clip, keep_images=True)
         encoder = adapters.make_encoder(model, source.fps)
-        from nerfvc.live.workers import ProcessRenderer
+        from nerfvc.live.workers import ProcessRenderer, RendererPool
 
-        renderer = ProcessRenderer(adapters.make_renderer, model)  # as `nerfvc receive` does by default
-        return source, encoder, adapters.decoder_factory(model), renderer, "model"
+        if workers > 1:  # as `nerfvc receive` does by default on 2+ cores
+            renderer = RendererPool(workers, adapters.make_renderer, model, 1)
+        else:
+            renderer = ProcessRenderer(adapters.make_renderer, model)
+        label = f"model, {workers} render worker(s)"
+        return source, encoder, adapters.decoder_factory(model), renderer, label
     frames, code, pose, fps = clip_data  # type: ignore[misc]
     source = ArraySource(code, pose, fps, frames)
     return source, StandInEncoder(code.shape[1]), StandInDecoder, DebugDiscRenderer(), "stand-ins"
@@ -67,11 +71,12 @@ async def run_size(
     size: int, args: argparse.Namespace, clip_data: tuple | None, chromium: str | None, delay: float = 0.0
 ) -> dict:
     """One call at render size ``size``; ``delay`` (s) emulates a slow renderer (stand-ins only)."""
-    source, encoder, factory, renderer, pieces = _pieces(args.model, str(args.clip), clip_data)
+    workers = args.render_workers if args.model else 1
+    source, encoder, factory, renderer, pieces = _pieces(args.model, str(args.clip), clip_data, workers)
     if delay and isinstance(renderer, DebugDiscRenderer):
         renderer.delay = delay
         pieces += f" (render delayed {1000 * delay:.0f} ms per frame)"
-    rx = Receiver(factory, renderer, size=size)
+    rx = Receiver(factory, renderer, size=size, render_threads=workers)
     port = await rx.start()
     classic = ClassicEncoder("x265", 100, source.fps, 256)
     cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, mark_every=1)
@@ -176,6 +181,7 @@ def main() -> None:
     p.add_argument("--model", help="MODEL directory: also run the real pieces (stand-in runs always)")
     p.add_argument("--model-note", help="free text stored in the JSON about the model used")
     p.add_argument("--clip", type=Path, default=CLIP)
+    p.add_argument("--render-workers", type=int, default=2, help="render processes (with --model)")
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--no-browser", action="store_true")
     p.add_argument(

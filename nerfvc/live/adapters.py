@@ -62,13 +62,18 @@ def decoder_factory(model: str | Path) -> Any:
     return lambda: StreamDecoder(tables, fp)
 
 
-def make_renderer(model: str | Path) -> Any:
-    """The person's NeRF renderer."""
+def make_renderer(model: str | Path, threads: int | None = None) -> Any:
+    """The person's NeRF renderer (``threads``: torch threads for it; default as configured)."""
     try:
         from nerfvc.render.renderer import Renderer
     except ImportError as e:
         raise _missing("the NeRF renderer (nerfvc.render)", e) from e
-    return Renderer.from_model_dir(model)
+    r = Renderer.from_model_dir(model)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return r
 
 
 class TrackedSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from urllib.parse import urlparse
 
@@ -27,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["process", "thread"],
         default="process",
         help="render in a worker process (default; no GIL contention with networking) or a thread",
+    )
+    p.add_argument(
+        "--render-workers",
+        type=int,
+        default=max(1, min(2, os.cpu_count() or 1)),
+        help="worker processes rendering frames in parallel, one thread each (default: 2 on 2+ cores)",
     )
     p.set_defaults(func=cmd_receive)
 
@@ -63,13 +70,18 @@ def cmd_receive(args: argparse.Namespace) -> int:
     if host in LOOPBACK_HOSTS:
         use_loopback_only()
     factory = adapters.decoder_factory(args.model)
+    workers = 1
     if args.render_in == "process":
-        from nerfvc.live.workers import ProcessRenderer
+        from nerfvc.live.workers import ProcessRenderer, RendererPool
 
-        renderer = ProcessRenderer(adapters.make_renderer, args.model)
+        workers = max(1, args.render_workers)
+        if workers == 1:
+            renderer = ProcessRenderer(adapters.make_renderer, args.model)
+        else:
+            renderer = RendererPool(workers, adapters.make_renderer, args.model, 1)
     else:
         renderer = adapters.make_renderer(args.model)
-    receiver = Receiver(factory, renderer, size=args.size, token=args.token)
+    receiver = Receiver(factory, renderer, size=args.size, token=args.token, render_threads=workers)
 
     async def serve() -> None:
         bound = await receiver.start(host, port)

@@ -119,9 +119,11 @@ class Receiver:
         token: str | None = None,
         record: bool = False,
         jpeg_quality: int = 85,
+        render_threads: int = 1,
     ) -> None:
         self.decoder_factory = decoder_factory
-        self.renderer = renderer
+        self.renderer = renderer  # with render_threads > 1 it must accept that many concurrent calls
+        self.render_threads = max(1, int(render_threads))
         self.size = int(size)
         self.token = token or new_token()
         self.record = record
@@ -153,7 +155,8 @@ class Receiver:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
-        self._rendering = False
+        self._rendering = 0  # frames being rendered now
+        self._published = -1  # index of the newest frame shown: an older one that finishes later is dropped
         self._ws_tasks: set[asyncio.Future] = set()
         self._control_channels: dict[int, Any] = {}  # id(call) → control channel
         self._pc_of: dict[int, Any] = {}  # id(call) → peer connection
@@ -177,7 +180,8 @@ class Receiver:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        for target, name in ((self._render_loop, "nerfvc-render"), (self._classic_loop, "nerfvc-classic")):
+        targets = [(self._render_loop, f"nerfvc-render-{i}") for i in range(self.render_threads)]
+        for target, name in [*targets, (self._classic_loop, "nerfvc-classic")]:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -386,15 +390,22 @@ class Receiver:
                     return
                 frame, call = self._slot  # type: ignore[misc]
                 self._slot = None
-                self._rendering = True
+                self._rendering += 1
             size = self.size
             t = time.perf_counter()
             try:
                 rgb = self.renderer.render(frame.code, frame.pose, size, size)
             except Exception:
                 log.exception("render failed")
-                self._rendering = False
+                with self._cond:
+                    self._rendering -= 1
                 continue
+            with self._cond:  # several render threads: never show a frame older than one already shown
+                stale = int(frame.index) <= self._published
+                self._published = max(self._published, int(frame.index))
+                if stale:
+                    self._rendering -= 1
+                    continue
             self.render_time.add(time.perf_counter() - t)
             self.frames_rendered += 1
             if len(self.render_stamps) < 1_000_000:
@@ -410,7 +421,8 @@ class Receiver:
                 "concealed": bool(frame.concealed),
             }
             self._publish(PANEL_NERFVC, _jpeg(rgb, self.jpeg_quality), meta)
-            self._rendering = False
+            with self._cond:
+                self._rendering -= 1
 
     def _classic_loop(self) -> None:
         while not self._stop.is_set():
@@ -497,7 +509,7 @@ class Receiver:
     @property
     def busy(self) -> bool:
         """True while a decoded frame waits for the renderer or is being rendered."""
-        return self._slot is not None or self._rendering
+        return self._slot is not None or self._rendering > 0
 
     def set_size(self, size: int) -> None:
         """Change the render size (takes effect at the next frame)."""

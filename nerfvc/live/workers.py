@@ -1,13 +1,16 @@
-"""Rendering in a separate process, so a Python-heavy renderer cannot hold the receiver's GIL.
+"""Rendering in separate processes, so a Python-heavy renderer cannot hold the receiver's GIL.
 
 :class:`ProcessRenderer` is a :class:`~nerfvc.live.interfaces.FrameRenderer` that forwards each call to a
 child process (``spawn``) which builds the real renderer with ``factory(*args)``. The receiver's render
-thread blocks on the pipe (GIL released) while the child renders.
+thread blocks on the pipe (GIL released) while the child renders. :class:`RendererPool` runs several such
+workers so that several frames render at once (one per core: small per-frame tensors parallelise poorly
+inside one frame).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -85,3 +88,37 @@ class ProcessRenderer:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(timeout=5)
+
+
+class RendererPool:
+    """``n`` :class:`ProcessRenderer` workers; ``render`` may be called from up to ``n`` threads at once and
+    blocks until a worker is free."""
+
+    def __init__(self, n: int, factory: Callable[..., Any], *args: Any, start_timeout: float = 300.0):
+        self._workers: list[ProcessRenderer] = []
+        try:
+            for _ in range(max(1, n)):
+                self._workers.append(ProcessRenderer(factory, *args, start_timeout=start_timeout))
+        except Exception:
+            self.close()
+            raise
+        self._free: queue.Queue[ProcessRenderer] = queue.Queue()
+        for w in self._workers:
+            self._free.put(w)
+        self.label = f"{self._workers[0].label} x{len(self._workers)}"
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Render on the next free worker."""
+        worker = self._free.get()
+        try:
+            return worker.render(expression, pose, width, height)
+        finally:
+            self._free.put(worker)
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for w in self._workers:
+            w.close()

@@ -7,14 +7,14 @@ allows three savings that do not change the model:
    so they are folded into the first-layer biases of each MLP (:class:`FrameHead`) instead of being
    concatenated to every point.
 2. **A coarse pass at a lower resolution.** The coarse head field (density only, no colour) runs on every
-   ``coarse_stride``-th pixel and finds, per pixel, the depth interval where the head's weight is; full
-   resolution pixels take the union of the intervals of their coarse neighbours (conservative at
-   silhouettes) and skip the head entirely where no neighbour saw it.
+   ``coarse_stride``-th pixel. Each full-resolution pixel takes the bin-wise maximum of its (up to 2×2)
+   coarse neighbours' weights — conservative at silhouettes — and draws its fine samples from that by
+   inverse CDF, as training does; pixels none of whose neighbours saw the head skip it entirely.
 3. **Early ray termination.** Both passes march in chunks of samples and drop rays whose transmittance is
-   spent, so samples behind the skin are never evaluated.
+   spent, so samples behind the skin are never evaluated; the torso runs only where the head is not opaque.
 
-The fine pass samples the interval uniformly (``n_fine`` samples) rather than by importance; at 256² the
-result differs from ``render_rays`` by far less than the model's own error (see ``benchmarks/render.py``).
+At 256² on german the result matches ``render_rays`` to 50 dB PSNR with half the field evaluations (see
+``benchmarks/render.py``).
 """
 
 from __future__ import annotations

@@ -46,6 +46,26 @@ def test_five_second_call_delivers_frames_and_exact_features(clip):
     assert summary["payload_kbps"] < summary["wire_kbps"]
 
 
+def test_two_render_threads_show_more_frames_and_never_an_older_one(clip):
+    shown: dict[int, list[int]] = {}
+    for threads in (1, 2):
+        rx = Receiver(StandInDecoder, DebugDiscRenderer(delay=0.07), size=64, render_threads=threads)
+        publish = rx._publish
+        order = shown.setdefault(threads, [])
+
+        def record(panel, jpeg, meta, publish=publish, order=order):
+            if "i" in meta:
+                order.append(meta["i"])
+            publish(panel, jpeg, meta)
+
+        rx._publish = record
+        asyncio.run(run_call(clip, receiver=rx))
+        asyncio.run(rx.stop())
+    for order in shown.values():
+        assert order == sorted(set(order))  # strictly increasing
+    assert len(shown[2]) > 1.4 * len(shown[1]), {k: len(v) for k, v in shown.items()}
+
+
 def test_packing_several_frames_per_message(clip):
     short = (clip[0][:50], clip[1][:50], clip[2][:50], clip[3])
     report, rx, _ = asyncio.run(run_call(short, pack=4))
