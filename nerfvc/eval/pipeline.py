@@ -50,8 +50,11 @@ def code_rate_points(
     pose: np.ndarray,
     fps: float,
     kbps_targets: Sequence[float],
+    frames_per_packet: int = 1,
 ) -> list[DecodedPoint]:
     """Encode the features at each target rate with the real codec, decode them, count the real bytes.
+    ``frames_per_packet`` > 1 shares packet framing between frames as ``nerfvc encode`` does for files
+    (a live call would wait that many frames before sending).
 
     With an expression embedding in the model, its code is what is sent and the decoded code is expanded
     back to the NeRF's expression, as ``nerfvc encode`` / ``nerfvc decode`` do.
@@ -69,7 +72,9 @@ def code_rate_points(
     points = []
     n = len(expression)
     for target in kbps_targets:
-        data = encode_stream(tables, fingerprint, code, pose, fps=fps, kbps=target)
+        data = encode_stream(
+            tables, fingerprint, code, pose, fps=fps, kbps=target, frames_per_packet=frames_per_packet
+        )
         code_hat, pose_hat, _ = decode_stream(data, tables, fingerprint)
         if len(code_hat) != n:
             raise RuntimeError(f"decoded {len(code_hat)} frames of {n}")
@@ -79,7 +84,10 @@ def code_rate_points(
 
             expr_hat = decode_codes(embedding, code_hat)
         bits = len(data) * 8 / n
-        points.append(DecodedPoint(bits * fps / 1000, bits, expr_hat, pose_hat, f"target {target:g} kbps"))
+        label = f"target {target:g} kbps" + (
+            f", {frames_per_packet} fr/packet" if frames_per_packet > 1 else ""
+        )
+        points.append(DecodedPoint(bits * fps / 1000, bits, expr_hat, pose_hat, label))
     return points
 
 
