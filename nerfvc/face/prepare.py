@@ -320,10 +320,9 @@ def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) 
     if n_train is None:
         n_train = int(read_json(out / "manifest.json")["split"]["train"][1])
     valid = feats.get("valid", np.ones(n, bool)).astype(bool)
-    first = read_png(out / "frames" / f"{0:06d}.png")
     train = np.flatnonzero(valid[:n_train])
-    chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / first.shape[0]
-    ref = read_png(out / "frames" / f"{int(train[0]) if len(train) else 0:06d}.png")
+    ref = read_png(out / "frames" / f"{int(train[0]) if len(train) else 0:06d}.png")  # the reference
+    chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / ref.shape[0]
     tracker = build_torso_tracker([ref], chin)
     torso = np.zeros((n, TORSO_DIMS), np.float32)
     if tracker is None:
