@@ -307,8 +307,9 @@ def markdown(summary: dict) -> str:
         f"{'all' if not cfg['max_frames'] else cfg['max_frames']} test frames of the last 20%). "
         "Each metric cell is **nerfvc / x265 at its lowest rate / freeze**; nerfvc is its lowest-rate point.",
         "",
-        f"Command: `{summary['command']}`; total wall time {summary['wall_minutes']:.1f} min "
-        f"(this invocation; cached steps cost nothing).",
+        f"Command: `{summary['command']}`; wall time of this invocation {summary['wall_minutes']:.1f} min "
+        f"(cached steps cost nothing); time spent in the steps of all clips, over all invocations: "
+        f"{summary['step_minutes']:.1f} min.",
         "",
         "| clip | status | " + " | ".join(ROW_METRICS.values()) + " | prepare / train / eval (min) |",
         "|---" * (len(ROW_METRICS) + 3) + "|",
@@ -335,6 +336,7 @@ def summarize(cfg: BenchConfig, clips: Sequence[str], out: Path, command: str, w
         "wall_minutes": wall_s / 60,
         "clips": [clip_row(cfg, c) for c in clips],
     }
+    summary["step_minutes"] = sum(sum(r.get("seconds", {}).values()) for r in summary["clips"]) / 60
     from nerfvc.eval.video import to_jsonable
 
     write_json_atomic(out.with_suffix(".json"), to_jsonable(summary))

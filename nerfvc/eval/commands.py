@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         {**main.systems, **cited},
         resolution=resolution,
         title=f"{'nerfvc vs baselines' if model else 'Baselines'} on {Path(args.video).name} "
-        f"(test frames {info['test_frames']}, {main.size}²)",
+        f"(test frames {info['test_frames']}, {main.size}²"
+        f"{', ground truth upscaled' if main.size > min(gt_src.shape[1:3]) else ''})",
         notes=[
             *upscale_notes(gt_src.shape[1:3], [*sizes, *floor_sizes]),
             "Bitrate = elementary-stream bytes × 8 / duration; low-delay, one I-frame, CRF/QP sweeps.",

@@ -195,9 +195,12 @@ def plot_resolution(
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
-    band = np.full((28, img.shape[1], 3), 255, np.uint8)
-    scale = 0.45 if img.shape[1] < 300 else 0.6
-    cv2.putText(band, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    # above 512 px, band and text scale with the width (a 1024² grid is viewed shrunk); even height (yuv420p)
+    k = max(1.0, img.shape[1] / 512)
+    band = np.full((2 * round(14 * k), img.shape[1], 3), 255, np.uint8)
+    scale = (0.45 if img.shape[1] < 300 else 0.6) * k
+    org = (round(6 * k), round(19 * k))
+    cv2.putText(band, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, round(k)), cv2.LINE_AA)
     return np.concatenate([band, img])
 
 

@@ -91,8 +91,8 @@ def upscale_notes(source_hw: tuple[int, int], sizes: Sequence[int]) -> list[str]
     h, w = source_hw
     up = sorted({int(s) for s in sizes if s > min(h, w)})
     return [
-        f"{s} px ground truth is a bicubic upscale of the {w}x{h} px source frames: it has no extra detail, "
-        f"and every system (nerfvc renders natively at {s} px) is scored against that upscale."
+        f"{s} px ground truth is a bicubic upscale of the {w}x{h} px source frames: it has no extra detail. "
+        f"Every system is scored against that upscale (the codecs encode it; nerfvc renders {s} px directly)."
         for s in up
     ]
 
