@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def main() -> int:
         retry_failed=args.retry_failed,
     )
     command = "python benchmarks/clips.py " + shlex.join(sys.argv[1:])
+    # `kill PID` stops the running step cleanly (it is interrupted and checkpoints) instead of orphaning it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     summary = run_bench(cfg, videos, Path(args.out), command=command, log=Path(args.work) / "bench.log")
     failed = [r["clip"] for r in summary["clips"] if r["status"] != "ok"]
     print(

@@ -7,8 +7,8 @@ Used by ``benchmarks/clips.py`` (``make bench``). Every step runs the real ``ner
   partial one by itself);
 * ``model_<M>min/`` — done when ``model.json`` verifies (``read_model_manifest``); a partial one holds a
   training checkpoint and ``nerfvc train`` resumes it with the budget it has left;
-* ``report_<size>/`` — done when ``results.json`` exists *and* ``bench.json`` records the same eval options
-  (``build_report`` writes ``results.json`` last, atomically; ``bench.json`` is written after it).
+* ``report_<M>min_<size>/`` — done when ``results.json`` exists *and* ``bench.json`` records the same eval
+  options (``build_report`` writes ``results.json`` last, atomically; ``bench.json`` is written after it).
 
 So a killed run, rerun with the same options, continues where it stopped. A clip whose step fails (no face,
 two faces, a crash, a timeout) gets ``error.json`` and a row with the error; it is not retried unless asked
@@ -18,6 +18,7 @@ two faces, a crash, a timeout) gets ``error.json`` and a row with the error; it 
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -77,7 +78,11 @@ class ClipPaths:
     @classmethod
     def of(cls, cfg: BenchConfig, clip: str) -> ClipPaths:
         root = Path(cfg.work) / clip
-        return cls(root, root / "dataset", root / f"model_{cfg.minutes:g}min", root / f"report_{cfg.size}")
+        m = f"{cfg.minutes:g}min"
+        return cls(root, root / "dataset", root / f"model_{m}", root / f"report_{m}_{cfg.size}")
+
+    def output(self, step: str) -> Path:
+        return {"prepare": self.dataset, "train": self.model, "eval": self.report}[step]
 
     @property
     def error(self) -> Path:
@@ -167,7 +172,12 @@ Runner = Callable[[list[str], Path, float], int]
 
 
 def run_nerfvc(args: list[str], log_path: Path, timeout_s: float) -> int:
-    """Run ``nerfvc ARGS`` with this interpreter, stdout+stderr to ``log_path``; return its exit code."""
+    """Run ``nerfvc ARGS`` with this interpreter, stdout+stderr to ``log_path``; return its exit code.
+
+    If this process is stopped meanwhile (Ctrl-C, or SIGTERM made SystemExit by ``benchmarks/clips.py``) or
+    the step times out, the child gets SIGINT first — ``nerfvc train`` then writes a checkpoint, so the
+    rerun resumes — and is killed if it has not exited 60 s later. No orphan keeps writing to the cache.
+    """
     cmd = [
         sys.executable,
         "-c",
@@ -178,11 +188,26 @@ def run_nerfvc(args: list[str], log_path: Path, timeout_s: float) -> int:
     with open(log_path, "a") as log:
         log.write(f"$ nerfvc {' '.join(args)}\n")
         log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+            return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            _stop(proc)
             log.write(f"timed out after {timeout_s:.0f} s\n")
             return -1
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _tail(path: Path, n: int = 3) -> str:
@@ -224,10 +249,15 @@ def run_clip(
     for step in todo:
         say(f"{clip}: {step} …")
         t = time.time()
-        code = runner(step_command(cfg, video, step), p.root / f"{step}.log", cfg.step_timeout_minutes * 60)
-        dt = time.time() - t
-        times[step] = times.get(step, 0.0) + dt  # a resumed step adds to what it had spent
-        write_json_atomic(p.times, times)
+        try:
+            code = runner(
+                step_command(cfg, video, step), p.root / f"{step}.log", cfg.step_timeout_minutes * 60
+            )
+        finally:  # also when interrupted: a resumed step adds to what it had spent
+            dt = time.time() - t
+            key = p.output(step).name  # per output dir: another budget or size has its own times
+            times[key] = times.get(key, 0.0) + dt
+            write_json_atomic(p.times, times)
         ok = (
             code == 0
             and {
@@ -268,7 +298,8 @@ def clip_row(cfg: BenchConfig, clip: str) -> dict:
     p = ClipPaths.of(cfg, clip)
     row: dict = {"clip": clip, "status": "pending", "minutes": cfg.minutes, "size": cfg.size}
     if p.times.is_file():
-        row["seconds"] = {k: round(v, 1) for k, v in read_json(p.times).items()}
+        t = read_json(p.times)
+        row["seconds"] = {s: round(t[p.output(s).name], 1) for s in STEPS if p.output(s).name in t}
     if p.error.is_file():
         row["status"] = "failed"
         row["error"] = read_json(p.error)
@@ -324,7 +355,7 @@ def markdown(summary: dict) -> str:
             continue
         cells = [" / ".join(_fmt((r.get(s) or {}).get(k)) for s in ROW_SYSTEMS) for k in ROW_METRICS]
         lines.append(f"| {r['clip']} | ok | " + " | ".join(cells) + f" | {t} |")
-    lines += ["", "Reports: `" + str(Path(cfg["work"])) + "/<clip>/report_<size>/report.html`.", ""]
+    lines += ["", "Reports: `" + str(Path(cfg["work"])) + "/<clip>/report_<M>min_<size>/report.html`.", ""]
     return "\n".join(lines)
 
 

@@ -106,3 +106,11 @@ def test_failure_is_a_row_and_not_retried(tmp_path):
         fake.calls[-3:] == ["prepare", "train", "eval"]
         and not B.ClipPaths.of(cfg, "two_faces").error.exists()
     )
+
+
+def test_real_runner_reports_the_exit_code_and_log(tmp_path):
+    log = tmp_path / "clip" / "prepare.log"
+    code = B.run_nerfvc(["prepare", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "ds")], log, 120)
+    assert code == 2  # InputError's exit code, not a crash
+    text = log.read_text()
+    assert text.startswith("$ nerfvc prepare ") and "missing.mp4" in text.splitlines()[-1]
