@@ -52,7 +52,12 @@ def main() -> int:
     ap.add_argument("--codecs", default="x265,x264,vvenc,svtav1")
     ap.add_argument("--max-frames", type=int, default=0, help="score only the first N test frames (0: all)")
     ap.add_argument("--dists-frames", type=int, default=8)
-    ap.add_argument("--step-timeout", type=float, default=120.0, help="minutes before a step is killed")
+    ap.add_argument(
+        "--step-timeout",
+        type=float,
+        default=120.0,
+        help="minutes before a step is stopped (train: on top of --minutes)",
+    )
     ap.add_argument("--retry-failed", action="store_true", help="rerun clips that failed before")
     ap.add_argument("-o", "--out", default="benchmarks/results/clips", help="summary path without suffix")
     args = ap.parse_args()

@@ -249,10 +249,10 @@ def run_clip(
     for step in todo:
         say(f"{clip}: {step} …")
         t = time.time()
+        # the timeout is on top of the training budget for the train step
+        timeout_s = (cfg.step_timeout_minutes + (cfg.minutes if step == "train" else 0)) * 60
         try:
-            code = runner(
-                step_command(cfg, video, step), p.root / f"{step}.log", cfg.step_timeout_minutes * 60
-            )
+            code = runner(step_command(cfg, video, step), p.root / f"{step}.log", timeout_s)
         finally:  # also when interrupted: a resumed step adds to what it had spent
             dt = time.time() - t
             key = p.output(step).name  # per output dir: another budget or size has its own times

@@ -15,11 +15,13 @@ class FakeNerfvc:
 
     def __init__(self, fail: str | None = None) -> None:
         self.calls: list[str] = []
+        self.timeouts: list[float] = []
         self.fail = fail
 
     def __call__(self, args: list[str], log: Path, timeout_s: float) -> int:
         step = args[0]
         self.calls.append(step)
+        self.timeouts.append(timeout_s)
         out = Path(args[args.index("-o") + 1])
         if step == self.fail:
             log.write_text("Traceback …\nnerfvc prepare: error: found 2 faces in the first frame\n")
@@ -57,6 +59,7 @@ def test_resume_runs_only_missing_steps(tmp_path):
     assert B.run_clip(cfg, video, fake, say=lambda m: None).ran == ["prepare", "train", "eval"]
     B.run_clip(cfg, video, fake, say=lambda m: None)
     assert fake.calls == ["prepare", "train", "eval"]  # second run: everything cached
+    assert fake.timeouts == [120 * 60, 121 * 60, 120 * 60]  # train's timeout comes on top of its budget
 
     paths = B.ClipPaths.of(cfg, "clip_a")
     # killed during eval: results.json may be there, the stamp written after it is not → eval only
