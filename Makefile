@@ -8,9 +8,14 @@ WORK ?= work/demo
 MINUTES ?= 10
 KBPS ?= 1.5
 EVAL_FRAMES ?= 50
+# make bench: training minutes per shared clip, clip subset (comma-separated names or substrings; empty = all 8)
+BENCH_MINUTES ?= 20
+BENCH_CLIPS ?=
+BENCH_WORK ?= work/bench
+BENCH_CODECS ?= x265,x264,vvenc,svtav1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test lint format demo bench bench-clips clean
 
 $(BIN)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,6 +55,12 @@ bench: setup
 	$(BIN)/python benchmarks/bitrate.py
 	$(BIN)/python benchmarks/nerf.py
 	$(BIN)/python benchmarks/baselines.py
+	$(MAKE) bench-clips
+
+# nerfvc itself on every shared clip (prepare → train BENCH_MINUTES → eval at 256²); resumable: rerun after a kill.
+bench-clips: setup
+	$(BIN)/python benchmarks/clips.py --minutes $(BENCH_MINUTES) --clips "$(BENCH_CLIPS)" --work $(BENCH_WORK) \
+		--codecs $(BENCH_CODECS)
 
 clean:
 	rm -rf $(VENV) work

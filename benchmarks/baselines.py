@@ -24,7 +24,7 @@ from nerfvc.eval.pixel import psnr, ssim
 from nerfvc.eval.video import probe, read_frames, resize_frames, test_split, to_jsonable
 from nerfvc.fsutil import write_json_atomic
 
-KEYS = ("kbps", "psnr", "ssim", "lpips", "csim", "prmse", "aucon", "lmd")
+KEYS = ("kbps", "psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd")
 
 
 def markdown(res: dict) -> str:

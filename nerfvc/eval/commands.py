@@ -50,13 +50,21 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--points", type=int, default=0, help="use only the first N points of each sweep (0: all)")
     p.add_argument("--no-face", action="store_true", help="skip the face metrics (CSIM, PRMSE, AUCON, LMD)")
+    p.add_argument(
+        "--dists-frames",
+        type=int,
+        default=None,
+        help="score DISTS on this many evenly spaced frames per rate point (default 8; 0: no DISTS). "
+        "DISTS costs ~1 s per 256² frame on one core",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the baselines (and nerfvc, when ``args.model`` is set) and write the report into ``args.out``."""
     from nerfvc.eval.cited import cited_points
+    from nerfvc.eval.metrics import DISTS_FRAMES
     from nerfvc.eval.report import RDPoint, build_report
-    from nerfvc.eval.run import floors_only, load_test_split, run_size
+    from nerfvc.eval.run import floors_only, load_test_split, run_size, upscale_notes
 
     codecs = [c for c in args.codecs.split(",") if c]
     bad = [c for c in codecs if c not in B.CODECS]
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not sizes:
         raise InputError("--sizes needs at least one size")
     sweeps = {c: B.CODECS[c].sweep[: args.points] for c in codecs} if args.points else None
+    dists_frames = args.dists_frames
     t0 = time.time()
     gt_src, prev_src, info = load_test_split(args.video)
 
@@ -82,9 +91,18 @@ def run(args: argparse.Namespace) -> int:
         gt_src, prev_src, points, renderer, nerfvc_info = _nerfvc_points(args, gt_src, prev_src, info, say)
     runs = {}
     for s in sizes:
-        run = run_size(gt_src, prev_src, s, codecs=codecs, sweeps=sweeps, face=not args.no_face, progress=say)
+        run = run_size(
+            gt_src,
+            prev_src,
+            s,
+            codecs=codecs,
+            sweeps=sweeps,
+            face=not args.no_face,
+            dists_frames=dists_frames,
+            progress=say,
+        )
         if model:
-            _score_nerfvc(run, renderer, points, not args.no_face, nerfvc_info, say)
+            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say)
         runs[s] = run
     resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
     floors = {str(s): r.floors for s, r in runs.items()}
@@ -101,11 +119,14 @@ def run(args: argparse.Namespace) -> int:
         {**main.systems, **cited},
         resolution=resolution,
         title=f"{'nerfvc vs baselines' if model else 'Baselines'} on {Path(args.video).name} "
-        f"(test frames {info['test_frames']}, {main.size}²)",
+        f"(test frames {info['test_frames']}, {main.size}²"
+        f"{', ground truth upscaled' if main.size > min(gt_src.shape[1:3]) else ''})",
         notes=[
-            "1024 px ground truth is a bicubic upscale of the 512 px source: it has no extra detail.",
+            *upscale_notes(gt_src.shape[1:3], [*sizes, *floor_sizes]),
             "Bitrate = elementary-stream bytes × 8 / duration; low-delay, one I-frame, CRF/QP sweeps.",
             "Codec floors (coarsest quantiser) are reported as measured, never extrapolated.",
+            f"DISTS is the mean over {DISTS_FRAMES if dists_frames is None else dists_frames} evenly spaced "
+            "frames of each sequence (VGG16 is too slow on a CPU to score every frame).",
             "FOMM and Bi-layer are the seed paper's own numbers (HDTF, its resolution; bitrate derived from "
             "its PSNR/b.r. ratio), not measured here.",
         ],
@@ -151,7 +172,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     return gt_src, prev_src, points, renderer, nerfvc_info
 
 
-def _score_nerfvc(run, renderer, points, face, nerfvc_info, say) -> None:
+def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -> None:
     """Render each decoded rate point at the run's size and score it against the run's reference."""
     from nerfvc.eval.metrics import evaluate
     from nerfvc.eval.pipeline import render_sequence
@@ -162,7 +183,7 @@ def _score_nerfvc(run, renderer, points, face, nerfvc_info, say) -> None:
         frames = render_sequence(renderer, p.expression, p.pose, run.size)
         ms = (time.perf_counter() - t) / len(frames) * 1000
         nerfvc_info["render_ms"][str(run.size)] = ms
-        res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face)
+        res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face, dists_frames=dists_frames)
         run.systems.setdefault("nerfvc", []).append(
             RDPoint.from_eval(res, p.kbps, frames=frames, label=p.label)
         )

@@ -1,10 +1,11 @@
 """The paper's metrics on uint8 RGB frame pairs, and a batch runner that scores a decoded sequence against GT.
 
 Per-pair functions: ``l1``, ``psnr``, ``ssim`` (full frame or a region: bbox or mask), ``lpips`` (AlexNet
-v0.1), ``csim`` (FaceNet-512 cosine similarity). Sequence metrics need landmarks on both sequences and the
-GT's neutral face: ``prepare_reference(gt_frames)`` computes the GT side once, ``evaluate(ref, decoded)``
-scores a decoded sequence (PSNR/SSIM/L1 full and face region, LPIPS, CSIM, PRMSE, AUCON (landmark AUs),
-LMD) and, given a bitrate, the paper's trade-off ratios. See docs/eval.md for definitions and limitations.
+v0.1), ``dists`` (DISTS, VGG16), ``csim`` (FaceNet-512 cosine similarity). Sequence metrics need landmarks
+on both sequences and the GT's neutral face: ``prepare_reference(gt_frames)`` computes the GT side once,
+``evaluate(ref, decoded)`` scores a decoded sequence (PSNR/SSIM/L1 full and face region, LPIPS, DISTS on a
+subset of frames, CSIM, PRMSE, AUCON (landmark AUs), LMD) and, given a bitrate, the paper's trade-off
+ratios. See docs/eval.md for definitions and limitations.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nerfvc.eval import dists as _dists
 from nerfvc.eval import face as _face
 from nerfvc.eval.lpips import lpips_batch
 from nerfvc.eval.pixel import Region, l1, psnr, ssim
 
 __all__ = [
+    "DISTS_FRAMES",
     "METRICS",
     "Reference",
     "csim",
+    "dists",
     "evaluate",
     "l1",
     "lpips",
@@ -37,6 +41,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "psnr": ("PSNR (dB)", True),
     "ssim": ("SSIM", True),
     "lpips": ("LPIPS-Alex", False),
+    "dists": ("DISTS", False),
     "csim": ("CSIM", True),
     "prmse": ("PRMSE (deg)", False),
     "aucon": ("AUCON (landmark AUs)", True),
@@ -54,9 +59,27 @@ def lpips(a: np.ndarray, b: np.ndarray) -> float:
     return float(lpips_batch(a[None], b[None])[0])
 
 
+def dists(a: np.ndarray, b: np.ndarray) -> float:
+    """DISTS of two uint8 RGB frames (``a`` the reference); ~0 for identical frames."""
+    if a.shape != b.shape:
+        raise ValueError(f"frames differ in shape: {a.shape} vs {b.shape}")
+    return float(_dists.dists_batch(a[None], b[None])[0])
+
+
+def dists_indices(n: int, count: int) -> np.ndarray:
+    """The evenly spaced frames (of ``n``) that DISTS scores: all of them when ``count >= n``, none for 0."""
+    if count <= 0 or n == 0:
+        return np.zeros(0, int)
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int))
+
+
 def csim(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of FaceNet-512 embeddings of the aligned faces of two frames (NaN without a face)."""
     return _face.csim(a, b)
+
+
+# DISTS costs ~1 s per 256² frame, ~5 s per 512² frame on one CPU core: score this many frames per sequence.
+DISTS_FRAMES = 8
 
 
 @dataclass
@@ -85,13 +108,17 @@ def evaluate(
     bitrate_kbps: float | None = None,
     face: bool = True,
     use_lpips: bool = True,
+    dists_frames: int | None = None,
     region: Region = None,
 ) -> dict:
     """Score ``decoded`` frames against ``ref`` (same count and size).
 
     Returns ``{"summary": {...}, "per_frame": {...}}``; ``summary`` holds the means (PRMSE: RMSE over frames
     and the 3 angles; AUCON: fraction of (frame, AU) pairs whose presence agrees) and, with ``bitrate_kbps``,
-    the trade-off ratios. The face region defaults to the GT landmarks' bbox (``Reference.face_bbox``).
+    the trade-off ratios. DISTS (VGG16, ~25x slower than LPIPS on a CPU) scores only ``dists_frames``
+    evenly spaced frames (default ``DISTS_FRAMES``; 0 turns it off, and it is skipped when its weight files
+    are not installed); the other frames hold NaN in ``per_frame["dists"]``. The face region defaults to the
+    GT landmarks' bbox (``Reference.face_bbox``).
     """
     dec = np.asarray(decoded)
     gt = ref.frames
@@ -108,6 +135,11 @@ def evaluate(
         pf["ssim_face"] = np.array([ssim(a, b, reg) for a, b in zip(gt, dec)])
     if use_lpips:
         pf["lpips"] = lpips_batch(gt, dec)
+    k = DISTS_FRAMES if dists_frames is None else dists_frames
+    if k > 0 and _dists.available():
+        idx = dists_indices(len(gt), k)
+        pf["dists"] = np.full(len(gt), np.nan)
+        pf["dists"][idx] = _dists.dists_batch(gt[idx], dec[idx])
     if face and ref.face is not None:
         fs = _face.face_scores(ref.face, dec)
         pf.update(fs)
@@ -117,7 +149,7 @@ def evaluate(
 def summarize(pf: dict[str, np.ndarray], bitrate_kbps: float | None = None) -> dict[str, float]:
     """Sequence-level numbers from per-frame arrays (see ``evaluate``)."""
     s: dict[str, float] = {}
-    for k in ("l1", "psnr", "ssim", "psnr_face", "ssim_face", "lpips", "csim", "lmd"):
+    for k in ("l1", "psnr", "ssim", "psnr_face", "ssim_face", "lpips", "dists", "csim", "lmd"):
         if k in pf:
             v = np.asarray(pf[k], np.float64)
             fin = v[np.isfinite(v)]
@@ -142,12 +174,12 @@ def summarize(pf: dict[str, np.ndarray], bitrate_kbps: float | None = None) -> d
 
 def tradeoffs(summary: dict[str, float], kbps: float) -> dict[str, float]:
     """The paper's trade-off ratios with bitrate in kbps: SSIM/b.r., PSNR/b.r., CSIM/b.r., AUCON/b.r.
-    (higher is better) and LPIPS×b.r., PRMSE×b.r. (lower is better)."""
+    (higher is better) and LPIPS×b.r., PRMSE×b.r. (lower is better), plus DISTS×b.r. (not in the paper)."""
     out = {}
     for k in ("ssim", "psnr", "csim", "aucon"):
         if k in summary and kbps > 0:
             out[f"{k}_per_kbps"] = summary[k] / kbps
-    for k in ("lpips", "prmse"):
+    for k in ("lpips", "dists", "prmse"):
         if k in summary:
             out[f"{k}_x_kbps"] = summary[k] * kbps
     return out

@@ -33,6 +33,7 @@ TABLE_KEYS = [
     "psnr",
     "ssim",
     "lpips",
+    "dists",
     "csim",
     "prmse",
     "aucon",
@@ -45,11 +46,12 @@ RATIO_KEYS = [
     "psnr_per_kbps",
     "ssim_per_kbps",
     "lpips_x_kbps",
+    "dists_x_kbps",
     "csim_per_kbps",
     "aucon_per_kbps",
     "prmse_x_kbps",
 ]
-RD_METRICS = ["psnr", "ssim", "lpips", "csim", "prmse", "aucon", "lmd"]
+RD_METRICS = ["psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd"]
 _COLORS = {"nerfvc": "#d62728", "x265": "#1f77b4", "x264": "#9467bd", "vvenc": "#2ca02c", "svtav1": "#ff7f0e"}
 _SPARE = ["#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#393b79"]
 
@@ -193,9 +195,12 @@ def plot_resolution(
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
-    band = np.full((28, img.shape[1], 3), 255, np.uint8)
-    scale = 0.45 if img.shape[1] < 300 else 0.6
-    cv2.putText(band, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    # above 512 px, band and text scale with the width (a 1024² grid is viewed shrunk); even height (yuv420p)
+    k = max(1.0, img.shape[1] / 512)
+    band = np.full((2 * round(14 * k), img.shape[1], 3), 255, np.uint8)
+    scale = (0.45 if img.shape[1] < 300 else 0.6) * k
+    org = (round(6 * k), round(19 * k))
+    cv2.putText(band, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, round(k)), cv2.LINE_AA)
     return np.concatenate([band, img])
 
 
@@ -371,8 +376,8 @@ def _html(title, notes, sys_pts, cited, files, cols, res_pts) -> str:
     h = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{_CSS}</style>"]
     h.append(f"<h1>{html.escape(title)}</h1>")
     std = [
-        "The freeze-frame row (first frame held, one intra frame of cost) is always shown: LPIPS and CSIM "
-        "alone "
+        "The freeze-frame row (first frame held, one intra frame of cost) is always shown: LPIPS, DISTS and "
+        "CSIM alone "
         "cannot tell a frozen picture from a moving one — read them next to PSNR, PRMSE, AUCON and LMD.",
         "Next-frame ceiling: each frame scored against its neighbour (perfect picture, one frame late).",
         "AUCON (landmark AUs) uses mediapipe-landmark geometry detectors, not OpenFace (see docs/eval.md).",

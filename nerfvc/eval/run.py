@@ -53,6 +53,7 @@ def run_size(
     sweeps: dict[str, Sequence[int]] | None = None,
     keep_frames: Sequence[str] = ("x265", "freeze"),
     face: bool = True,
+    dists_frames: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SizeRun:
     """Freeze, next-frame and codec sweeps at ``size``; decoded frames kept for ``keep_frames`` systems."""
@@ -63,13 +64,13 @@ def run_size(
     say = progress or log.info
 
     def add(name: str, frames: np.ndarray, kbps: float | None, label: str, meta: dict) -> None:
-        res = evaluate(ref, frames, bitrate_kbps=kbps, face=face)
+        res = evaluate(ref, frames, bitrate_kbps=kbps, face=face, dists_frames=dists_frames)
         s = {**meta, **res["summary"]}
         keep = frames if name in keep_frames else None
         run.systems.setdefault(name, []).append(RDPoint(kbps, s, keep, label))
         say(
             f"[{size}] {name} {label}: "
-            + ", ".join(f"{k}={s[k]:.4g}" for k in ("kbps", "psnr", "lpips") if k in s)
+            + ", ".join(f"{k}={s[k]:.4g}" for k in ("kbps", "psnr", "lpips", "dists") if k in s)
         )
 
     fz = B.freeze_frame(gt)
@@ -83,6 +84,17 @@ def run_size(
             if q == B.CODECS[c].q_floor:
                 run.floors[c] = {"q": q, "kbps": r.kbps}
     return run
+
+
+def upscale_notes(source_hw: tuple[int, int], sizes: Sequence[int]) -> list[str]:
+    """Report notes for the sizes whose ground truth is an upscale of the (smaller) source frames."""
+    h, w = source_hw
+    up = sorted({int(s) for s in sizes if s > min(h, w)})
+    return [
+        f"{s} px ground truth is a bicubic upscale of the {w}x{h} px source frames: it has no extra detail. "
+        f"Every system is scored against that upscale (the codecs encode it; nerfvc renders {s} px directly)."
+        for s in up
+    ]
 
 
 def floors_only(gt_src: np.ndarray, size: int, codecs: Sequence[str] = tuple(B.CODECS)) -> dict[str, dict]:

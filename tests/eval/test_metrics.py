@@ -1,4 +1,4 @@
-"""Pixel metrics, LPIPS and CSIM: identities and the official reference values."""
+"""Pixel metrics, LPIPS, DISTS and CSIM: identities and the official reference values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nerfvc.eval import dists as ds
 from nerfvc.eval import lpips as lp
-from nerfvc.eval.metrics import csim, evaluate, l1, lpips, prepare_reference, psnr, ssim, tradeoffs
+from nerfvc.eval.metrics import (
+    csim,
+    dists,
+    dists_indices,
+    evaluate,
+    l1,
+    lpips,
+    prepare_reference,
+    psnr,
+    ssim,
+    tradeoffs,
+)
 
 from .conftest import METRICS_REF, need
 
@@ -21,6 +33,8 @@ REF = {
     "I08": (0.0520, 23.30, 0.9669),
     "I19": (0.4253, 21.62, 0.6519),
 }
+# DISTS of the official DISTS_pytorch on the same pairs (metrics_ref/README.md)
+DISTS_REF = {"I03": 0.4742, "I04": 0.1424, "I06": 0.0683, "I08": 0.0287, "I19": 0.3123}
 
 
 def _pair(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +52,42 @@ def test_reference_values(name):
     assert ssim(a, b) == pytest.approx(want_ssim, abs=1e-4)
 
 
+def test_dists_reference_values():
+    pairs = [_pair(n) for n in sorted(DISTS_REF)]
+    got = ds.dists_batch(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]), batch=5)
+    want = np.array([DISTS_REF[n] for n in sorted(DISTS_REF)])
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    # single-pair API, reference first: DISTS is not symmetric in general, but the value must match the batch
+    assert dists(*pairs[2]) == pytest.approx(got[2], abs=1e-6)
+
+
+def test_dists_weights_use_safe_loaders(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(pickle.UnpicklingError):
+        ds.convert_weights(bad, ds._dists_weights_path())
+    w = ds.load_weights()
+    assert w["alpha"].shape == (1475,) and w["beta"].shape == (1475,)
+    assert w["conv12.weight"].shape == (512, 512, 3, 3)
+
+
+def test_dists_indices():
+    assert dists_indices(100, 0).tolist() == []
+    assert dists_indices(5, 8).tolist() == [0, 1, 2, 3, 4]
+    assert dists_indices(100, 3).tolist() == [0, 50, 99]
+
+
 def test_identical_frames(face_frame):
     f = face_frame
     assert psnr(f, f) == float("inf")
     assert ssim(f, f) == pytest.approx(1.0)
     assert l1(f, f) == 0.0
     assert lpips(f, f) == pytest.approx(0.0, abs=1e-6)
+    assert dists(f, f) == pytest.approx(0.0, abs=1e-5)
     assert csim(f, f) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -68,7 +112,10 @@ def test_sequence_identity_and_tradeoffs(german):
 
     gt = resize_frames(german[400:404], 128)
     ref = prepare_reference(gt)
-    s = evaluate(ref, gt.copy(), bitrate_kbps=2.0)["summary"]
+    res = evaluate(ref, gt.copy(), bitrate_kbps=2.0, dists_frames=2)
+    s = res["summary"]
+    assert np.isfinite(res["per_frame"]["dists"]).tolist() == [True, False, False, True]
+    assert s["dists"] == pytest.approx(0.0, abs=1e-5)
     assert s["psnr"] == float("inf") and s["ssim"] == pytest.approx(1.0)
     assert s["prmse"] == pytest.approx(0.0, abs=1e-6) and s["aucon"] == 1.0 and s["lmd"] == pytest.approx(0.0)
     assert s["csim"] == pytest.approx(1.0, abs=1e-5)

@@ -51,12 +51,38 @@ def test_report_writes_every_file(tmp_path):
         tmp_path / "rep", gt, systems, resolution={64: systems, 128: {"x265": [{"kbps": 9.0, "lpips": 0.3}]}},
         cited=["FOMM"],
     )  # fmt: skip
-    for kind in ("rd_psnr", "rd_ssim", "rd_lpips", "resolution", "grid", "video", "results", "html"):
+    for kind in (
+        "rd_psnr",
+        "rd_ssim",
+        "rd_lpips",
+        "rd_dists",
+        "resolution",
+        "grid",
+        "video",
+        "results",
+        "html",
+    ):
         assert files[kind].is_file() and files[kind].stat().st_size > 0, kind
     res = json.loads(files["results"].read_text())
     assert set(res["systems"]) == {"x265", "nerfvc", "freeze", "next", "FOMM"}
+    assert 0 < res["systems"]["nerfvc"][0]["dists"] < 1 and "dists_x_kbps" in res["systems"]["nerfvc"][0]
     page = files["html"].read_text()
     assert "freeze" in page and "(cited, not measured here)" in page and "grid.png" in page
+    assert "<th>DISTS</th>" in page
+
+
+def test_upscale_notes_and_labels():
+    from nerfvc.eval.report import _label
+    from nerfvc.eval.run import upscale_notes
+
+    notes = upscale_notes((512, 480), [256, 480, 512, 1024])
+    assert len(notes) == 2 and notes[0].startswith(
+        "512 px ground truth is a bicubic upscale of the 480x512 px"
+    )
+    assert notes[1].startswith("1024 px") and upscale_notes((512, 512), [128, 256, 512]) == []
+    # label bands keep an even height (yuv420p video) and grow with big frames
+    heights = [_label(np.zeros((w, w, 3), np.uint8), "x").shape[0] - w for w in (96, 512, 720, 1024)]
+    assert heights == [28, 28, 40, 56]
 
 
 def test_eval_baselines_command_on_a_short_clip(tmp_path):
@@ -71,7 +97,7 @@ def test_eval_baselines_command_on_a_short_clip(tmp_path):
     commands.register(ap.add_subparsers())
     out = tmp_path / "rep"
     argv = ["eval-baselines", str(clip), "-o", str(out), "--sizes", "96", "--codecs", "x265", "--points", "1"]
-    args = ap.parse_args([*argv, "--no-face"])
+    args = ap.parse_args([*argv, "--no-face", "--dists-frames", "2"])
     assert args.func(args) == 0
     for name in (
         "report.html",
@@ -82,5 +108,10 @@ def test_eval_baselines_command_on_a_short_clip(tmp_path):
         "resolution.png",
     ):
         assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())
+    assert all(p["dists"] is not None for p in res["systems"]["x265"] + res["systems"]["freeze"])
+    assert not any("upscale" in n for n in res["notes"]) and any(
+        "DISTS is the mean over 2" in n for n in res["notes"]
+    )
     html = (out / "report.html").read_text()
     assert "FOMM" in html and "cited, not measured here" in html  # the paper's rows are marked as such

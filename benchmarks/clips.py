@@ -1,0 +1,91 @@
+"""nerfvc on every shared clip: prepare → train (a fixed budget) → eval at 256² beside x265/x264/VVenC/SVT-AV1
+and freeze, with a one-row-per-clip summary. Resumable: rerun the same command after a kill.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/clips.py [--clips german,d9] [--minutes 20] [--work work/bench] \
+        [--size 256] [--kbps 1.5] [--codecs x265,x264,vvenc,svtav1] [--max-frames 0] \
+        [-o benchmarks/results/clips]
+
+``--clips`` takes clip names or unique substrings of them (default: every mp4 in ../shared/data/clips).
+Datasets, models and reports are cached under ``--work`` (``WORK/<clip>/``), each step's output goes to
+``WORK/<clip>/<step>.log`` and progress to ``WORK/bench.log``. The summary is ``-o``.json and ``-o``.md,
+rewritten after each clip. See benchmarks/README.md for the time it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from nerfvc.eval.bench import BenchConfig, run_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT / ".." / "shared" / "data" / "clips"
+
+
+def select(names: str, available: list[Path]) -> list[Path]:
+    """Clips matching each comma-separated name (exact stem, else a unique substring)."""
+    if not names:
+        return available
+    out = []
+    for name in [n for n in names.split(",") if n]:
+        exact = [v for v in available if v.stem == name]
+        hits = exact or [v for v in available if name in v.stem]
+        if len(hits) != 1:
+            sys.exit(
+                f"--clips {name}: matches {len(hits)} clips ({', '.join(v.stem for v in hits) or 'none'})"
+            )
+        out.append(hits[0])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", default="", help="comma-separated clip names or substrings (default: all)")
+    ap.add_argument("--clips-dir", default=str(CLIPS))
+    ap.add_argument("--minutes", type=float, default=20.0, help="training budget per clip (default 20)")
+    ap.add_argument("--work", default="work/bench", help="cache of datasets, models, reports, logs")
+    ap.add_argument("--size", type=int, default=256, help="eval frame size (default 256)")
+    ap.add_argument("--kbps", default="1.5", help="nerfvc target rates (default 1.5)")
+    ap.add_argument("--codecs", default="x265,x264,vvenc,svtav1")
+    ap.add_argument("--max-frames", type=int, default=0, help="score only the first N test frames (0: all)")
+    ap.add_argument("--dists-frames", type=int, default=8)
+    ap.add_argument(
+        "--step-timeout",
+        type=float,
+        default=120.0,
+        help="minutes before a step is stopped (train: on top of --minutes)",
+    )
+    ap.add_argument("--retry-failed", action="store_true", help="rerun clips that failed before")
+    ap.add_argument("-o", "--out", default="benchmarks/results/clips", help="summary path without suffix")
+    args = ap.parse_args()
+    videos = select(args.clips, sorted(Path(args.clips_dir).glob("*.mp4")))
+    if not videos:
+        sys.exit(f"no clips in {args.clips_dir}")
+    cfg = BenchConfig(
+        work=Path(args.work),
+        minutes=args.minutes,
+        size=args.size,
+        kbps=args.kbps,
+        codecs=args.codecs,
+        max_frames=args.max_frames,
+        dists_frames=args.dists_frames,
+        step_timeout_minutes=args.step_timeout,
+        retry_failed=args.retry_failed,
+    )
+    command = "python benchmarks/clips.py " + shlex.join(sys.argv[1:])
+    # `kill PID` stops the running step cleanly (it is interrupted and checkpoints) instead of orphaning it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    summary = run_bench(cfg, videos, Path(args.out), command=command, log=Path(args.work) / "bench.log")
+    failed = [r["clip"] for r in summary["clips"] if r["status"] != "ok"]
+    print(
+        f"{len(videos) - len(failed)}/{len(videos)} clips ok"
+        + (f"; not ok: {', '.join(failed)}" if failed else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
