@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kbps", default="0.8,1.5,3", help="nerfvc target rates (comma-separated, default 0.8,1.5,3)"
     )
     p.add_argument("--max-frames", type=int, default=0, help="score only the first N test frames (0: all)")
+    p.add_argument(
+        "--frames-per-packet",
+        type=int,
+        default=1,
+        help="frames sharing one packet's framing (default 1, as in a live call; `nerfvc encode` uses 4 "
+        "for files)",
+    )
     p.set_defaults(func=run)
 
 
@@ -160,7 +167,9 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     fps = float(info.get("fps") or 25.0)
     frames, expr, pose = track_frames(args.model, np.concatenate([prev_src[None], gt_src]), fps)
     prev_src, gt_src, expr, pose = frames[0], frames[1:], expr[1:], pose[1:]
-    points = code_rate_points(args.model, expr, pose, fps, targets)
+    if not 1 <= args.frames_per_packet <= 8:
+        raise InputError("--frames-per-packet must be 1..8")
+    points = code_rate_points(args.model, expr, pose, fps, targets, args.frames_per_packet)
     for p in points:
         say(f"nerfvc {p.label}: {p.kbps:.3f} kbps, {p.bits_per_frame:.1f} bits/frame")
     nerfvc_info = {
