@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VIDEO ?= ../shared/data/clips/mimictalk_german_anchor_20s.mp4
 WORK ?= work/demo
 MINUTES ?= 10
-KBPS ?= 1.5
+KBPS ?= 1
 EVAL_FRAMES ?= 50
 # make bench: training minutes per shared clip, clip subset (comma-separated names or substrings; empty = all 8)
 BENCH_MINUTES ?= 20
@@ -46,7 +46,7 @@ demo: setup
 	$(BIN)/nerfvc encode $(VIDEO) --model $(WORK)/model -o $(WORK)/stream.nvc --kbps $(KBPS)
 	$(BIN)/nerfvc decode $(WORK)/stream.nvc --model $(WORK)/model -o $(WORK)/decoded.npz
 	$(BIN)/nerfvc render $(WORK)/model --features $(WORK)/decoded.npz --frames 100 --size 256 -o $(WORK)/decoded.mp4
-	$(BIN)/nerfvc eval $(WORK)/model $(VIDEO) -o $(WORK)/report --sizes 256 --kbps 1,2 --max-frames $(EVAL_FRAMES) --codecs x265,vvenc
+	$(BIN)/nerfvc eval $(WORK)/model $(VIDEO) -o $(WORK)/report --sizes 256 --kbps 0.8,1.5 --frames-per-packet 4 --max-frames $(EVAL_FRAMES) --codecs x265,vvenc
 	@echo "demo done: open $(WORK)/report/report.html and $(WORK)/decoded.mp4"
 
 # The numbers quoted in README.md come from here (see benchmarks/README.md for the time each takes).
