@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from nerfvc.errors import InputError
-from nerfvc.eval.lpips import _ckpt_path, _flatten, _RestrictedUnpickler, cache_dir
+from nerfvc.eval.lpips import _ckpt_path, _flatten, _RestrictedUnpickler, cache_dir, score_pairs
 from nerfvc.fsutil import atomic_path
 
 # VGG16 conv widths per stage (stage k is preceded by an L2 pool for k > 0).
@@ -182,15 +182,6 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2) / 255.0
 
 
-@torch.no_grad()
 def dists_batch(a: np.ndarray, b: np.ndarray, batch: int = 4) -> np.ndarray:
     """DISTS per frame for two uint8 RGB stacks ``(N, H, W, 3)`` (reference, distorted) → ``(N,)``."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.ndim == 3:
-        a, b = a[None], b[None]
-    model = get_model()
-    out = [
-        model(to_tensor(a[i : i + batch]), to_tensor(b[i : i + batch])).numpy()
-        for i in range(0, len(a), batch)
-    ]
-    return np.concatenate(out).astype(np.float64)
+    return score_pairs(get_model(), to_tensor, a, b, batch)

@@ -174,14 +174,18 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lpips_batch(a: np.ndarray, b: np.ndarray, batch: int = 8) -> np.ndarray:
-    """LPIPS-Alex v0.1 per frame for two uint8 RGB stacks ``(N, H, W, 3)`` → ``(N,)``."""
+def score_pairs(model, convert, a: np.ndarray, b: np.ndarray, batch: int) -> np.ndarray:
+    """A pairwise image metric ``model(convert(a), convert(b))`` over two uint8 RGB stacks ``(N, H, W, 3)``
+    (or single frames), ``batch`` frames at a time → ``(N,)`` float64."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim == 3:
         a, b = a[None], b[None]
-    model = get_model()
     out = [
-        model(to_tensor(a[i : i + batch]), to_tensor(b[i : i + batch])).numpy()
-        for i in range(0, len(a), batch)
+        model(convert(a[i : i + batch]), convert(b[i : i + batch])).numpy() for i in range(0, len(a), batch)
     ]
     return np.concatenate(out).astype(np.float64)
+
+
+def lpips_batch(a: np.ndarray, b: np.ndarray, batch: int = 8) -> np.ndarray:
+    """LPIPS-Alex v0.1 per frame for two uint8 RGB stacks ``(N, H, W, 3)`` → ``(N,)``."""
+    return score_pairs(get_model(), to_tensor, a, b, batch)
