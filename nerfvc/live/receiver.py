@@ -156,7 +156,8 @@ class Receiver:
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
         self._rendering = 0  # frames being rendered now
-        self._published = -1  # index of the newest frame shown: an older one that finishes later is dropped
+        self._published: dict[int, int] = {}  # id(call) → newest frame index shown (older ones are dropped)
+        self._publish_lock = threading.Lock()
         self._ws_tasks: set[asyncio.Future] = set()
         self._control_channels: dict[int, Any] = {}  # id(call) → control channel
         self._pc_of: dict[int, Any] = {}  # id(call) → peer connection
@@ -400,29 +401,32 @@ class Receiver:
                 with self._cond:
                     self._rendering -= 1
                 continue
-            with self._cond:  # several render threads: never show a frame older than one already shown
-                stale = int(frame.index) <= self._published
-                self._published = max(self._published, int(frame.index))
-                if stale:
-                    self._rendering -= 1
-                    continue
-            self.render_time.add(time.perf_counter() - t)
-            self.frames_rendered += 1
-            if len(self.render_stamps) < 1_000_000:
-                self.render_stamps.append(time.monotonic())
-            self.rendered.add()
-            latency = self._latency(call, int(frame.index))
-            if latency is not None:
-                self.latency.add(latency)
-            meta = {
-                "i": int(frame.index),
-                "size": size,
-                "latency": latency,
-                "concealed": bool(frame.concealed),
-            }
-            self._publish(PANEL_NERFVC, _jpeg(rgb, self.jpeg_quality), meta)
+            jpeg = _jpeg(rgb, self.jpeg_quality)
+            with self._publish_lock:  # several render threads: never show a frame older than one shown
+                newest = self._published.get(id(call), -1)
+                if int(frame.index) > newest:
+                    self._published[id(call)] = int(frame.index)
+                    self._show(frame, call, jpeg, size, t)
             with self._cond:
                 self._rendering -= 1
+
+    def _show(self, frame: DecodedFrameLike, call: CallState, jpeg: bytes, size: int, started: float) -> None:
+        """Count a rendered frame and send it to the viewers."""
+        self.render_time.add(time.perf_counter() - started)
+        self.frames_rendered += 1
+        if len(self.render_stamps) < 1_000_000:
+            self.render_stamps.append(time.monotonic())
+        self.rendered.add()
+        latency = self._latency(call, int(frame.index))
+        if latency is not None:
+            self.latency.add(latency)
+        meta = {
+            "i": int(frame.index),
+            "size": size,
+            "latency": latency,
+            "concealed": bool(frame.concealed),
+        }
+        self._publish(PANEL_NERFVC, jpeg, meta)
 
     def _classic_loop(self) -> None:
         while not self._stop.is_set():
