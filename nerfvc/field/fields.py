@@ -31,15 +31,25 @@ def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
 
 def split_linear(layer: nn.Linear, parts: list[torch.Tensor]) -> torch.Tensor:
     """``layer`` applied to the concatenation of ``parts`` without building it. ``parts[0]`` is (N,d); the
-    others are (N,d) or (1,d) (shared by all rows, e.g. one expression code for a whole frame)."""
-    d0 = parts[0].shape[-1]
-    out = torch.nn.functional.linear(parts[0], layer.weight[:, :d0], layer.bias)
+    others are (N,d) or (1,d) (shared by all rows, e.g. one expression code for a whole frame). Shared parts
+    are folded into the bias once, so they cost nothing per row."""
+    x = parts[0]
+    d0 = x.shape[-1]
+    bias = layer.bias.view(1, -1)  # (1,H)
+    rows = []  # per-row parts with their weight columns
     i = d0
     for p in parts[1:]:
         d = p.shape[-1]
         if d:
-            out = out + torch.nn.functional.linear(p, layer.weight[:, i : i + d])
+            w = layer.weight[:, i : i + d]
+            if p.shape[0] == 1 and x.shape[0] != 1:
+                bias = torch.addmm(bias, p, w.t())
+            else:
+                rows.append((p, w))
             i += d
+    out = torch.addmm(bias, x, layer.weight[:, :d0].t())  # (N,H)
+    for p, w in rows:
+        out = torch.addmm(out, p, w.t())
     return out
 
 
@@ -133,10 +143,10 @@ class TorsoField(nn.Module):
         alpha (N,)."""
         if shift is not None:
             uv = uv - shift
-        n = uv.shape[0]
-        code = self.code.expand(n, -1)
-        pose, consistency = pose.expand(n, -1), consistency.expand(n, -1)  # (N,12), (N,K) even if shared
-        offset = torch.tanh(self.deform(torch.cat([uv, pose, code], -1))) * self.cfg.max_offset  # (N,2)
+        code = self.code.view(1, -1)
+        # inputs shared by all rows ((1,d): one frame) enter the first layers once, not once per pixel
+        h = self.deform[1:](split_linear(self.deform[0], [uv, pose, code]))
+        offset = torch.tanh(h) * self.cfg.max_offset  # (N,2)
         feat = self.planes((uv + offset).clamp(0, 1))  # (N,P)
-        out = self.net(torch.cat([feat, pose, code, consistency], -1))  # (N,4)
+        out = self.net[1:](split_linear(self.net[0], [feat, pose, code, consistency]))  # (N,4)
         return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerfvc.field.fields import HeadField, TorsoField, trunc_exp
+from nerfvc.field.fields import HeadField, trunc_exp
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -90,24 +90,6 @@ class FrameHead:
         """Geometry features (N,geo) and per-point view terms (N,H) → rgb (N,3) float32."""
         h = torch.addmm(view_bias, geo, self.w_geo).relu_()
         return torch.sigmoid(torch.addmm(self.b3, h, self.w3).float())
-
-
-def frame_torso(
-    torso: TorsoField, uv: torch.Tensor, pose: torch.Tensor, consistency: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`TorsoField` for one frame: pixels ``uv`` (N,2), normalised pose (1,12) and consistency code
-    (1,K) → rgb (N,3), alpha (N,); the per-frame inputs are folded into the first-layer biases (float32,
-    as trained)."""
-    d0, n0 = torso.deform[0], torso.net[0]
-    frame = torch.cat([pose, torso.code.view(1, -1)], 1)  # (1,12+T)
-    b = torch.addmm(d0.bias[None], frame, d0.weight[:, 2:].t())  # (1,D)
-    h = torch.addmm(b, uv, d0.weight[:, :2].t()).relu_()
-    offset = torch.tanh(torso.deform[2:](h)) * torso.cfg.max_offset  # (N,2)
-    feat = torso.planes((uv + offset).clamp(0, 1))  # (N,P)
-    p = feat.shape[1]
-    b = torch.addmm(n0.bias[None], torch.cat([frame, consistency], 1), n0.weight[:, p:].t())  # (1,H)
-    out = torso.net[1:](torch.addmm(b, feat, n0.weight[:, :p].t()))  # (N,4)
-    return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])
 
 
 def supports(model: PortraitNeRF) -> bool:
@@ -231,6 +213,5 @@ def render_frame(
     torso_rgb = torch.zeros_like(head_rgb)
     torso_alpha = torch.ones_like(head_alpha)
     if behind.numel():
-        uv_b = uv[behind] if shift is None else uv[behind] - shift
-        torso_rgb[behind], torso_alpha[behind] = frame_torso(model.torso, uv_b, pose_n, cons)
+        torso_rgb[behind], torso_alpha[behind] = model.torso(uv[behind], pose_n, cons, shift)
     return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
