@@ -211,11 +211,7 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
         raise InputError(f"{args.face_model}: no face_model.safetensors with mean and basis")
     v = None if valid is None else valid[:m]
     expr, pose = model_inputs(feats, out), feats["pose"][:m]
-    if expr.shape[1] > feats["expression"].shape[1] and face is not None:
-        face_kw = {"code_to_expression": np.eye(face[1].shape[1], expr.shape[1])}
-    else:
-        face_kw = {}
-    tables = fit_codec(expr[:m], pose, v, predictor=args.predictor, face_model=face, **face_kw)
+    tables = fit_codec(expr[:m], pose, v, predictor=args.predictor, face_model=face)
     from nerfvc.embed.train import EMBED_FILE
 
     if (out / EMBED_FILE).exists():  # the model codes its embedding's code: fit the tables on the codes

@@ -516,10 +516,6 @@ def write_codec_tables(
         from nerfvc.codec.weights import load_face_model
 
         kw["face_model"] = load_face_model(model_dir)
-    face = kw["face_model"]
-    d = np.asarray(expression).shape[1]
-    if face is not None and kw.get("code_to_expression") is None and d > face[1].shape[1]:
-        kw["code_to_expression"] = np.eye(face[1].shape[1], d)
     tables = fit_codec(expression, pose, **kw)
     tables.save(Path(model_dir) / CODEC_FILE)
     return tables

@@ -41,7 +41,8 @@ def landmark_weights(
 
     Code dims get the column norms / sqrt(L) of ``basis (3L, E)`` — or of ``basis @ code_to_expression``
     ``(E, D)`` for an embedding code whose receiver expands it linearly — else NaN (unknown units: the
-    caller falls back to jitter-based steps for them).
+    caller falls back to jitter-based steps for them). Without ``code_to_expression`` a code longer than
+    the basis is the expression followed by other values (the torso shift): only those get NaN.
     """
     pts = mean_shape @ pose_ref.T + t_mean  # (L, 3) camera space at the mean pose
     rel = pts - t_mean
@@ -58,8 +59,8 @@ def landmark_weights(
         and code_to_expression.shape == (basis.shape[1], code_dim)
     ):
         basis = basis @ code_to_expression
-    if basis is not None and basis.shape[1] == code_dim:
-        w[POSE_DIM:] = np.linalg.norm(basis, axis=0) / np.sqrt(len(mean_shape))
-    else:
-        w[POSE_DIM:] = np.nan
+    w[POSE_DIM:] = np.nan
+    if basis is not None and (basis.shape[1] == code_dim or code_to_expression is None):
+        e = min(basis.shape[1], code_dim)
+        w[POSE_DIM : POSE_DIM + e] = np.linalg.norm(basis[:, :e], axis=0) / np.sqrt(len(mean_shape))
     return w
