@@ -323,7 +323,7 @@ def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) 
     train = np.flatnonzero(valid[:n_train])
     ref = read_png(out / "frames" / f"{int(train[0]) if len(train) else 0:06d}.png")  # the reference
     chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / ref.shape[0]
-    tracker = build_torso_tracker([ref], chin)
+    tracker = build_torso_tracker(ref, chin)
     torso = np.zeros((n, TORSO_DIMS), np.float32)
     if tracker is None:
         save_no_torso(out)

@@ -96,11 +96,11 @@ def save_no_torso(path: str | Path) -> None:
     write_json_atomic(Path(path) / TORSO_FILE, {"top": None, "work_width": WORK_WIDTH})
 
 
-def build_torso_tracker(frames: list[np.ndarray], chin_y: np.ndarray) -> TorsoTracker | None:
-    """A tracker from training frames (the first is the reference) and the chin's image row (fraction of
-    the height) in each; None when the band below the lowest chin is too small to measure."""
+def build_torso_tracker(reference: np.ndarray, chin_y: np.ndarray) -> TorsoTracker | None:
+    """A tracker against the ``reference`` frame from the chin's image row (fraction of the height) in the
+    training frames; None when the band below the lowest chin is too small to measure."""
     top = float(np.clip(np.max(chin_y) + 0.04, 0.5, 1.0))
     if 1.0 - top < MIN_BAND:
         return None
     band = TorsoBand(top)
-    return TorsoTracker(band, band.extract(frames[0]))
+    return TorsoTracker(band, band.extract(reference))

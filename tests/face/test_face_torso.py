@@ -40,9 +40,9 @@ def test_tracker_measures_a_known_shift_and_survives_a_save(dx, dy, tmp_path):
 
 def test_band_starts_below_the_lowest_chin_or_not_at_all():
     frame = _textured_frame()
-    t = build_torso_tracker([frame], np.array([0.55, 0.62, 0.6]))
+    t = build_torso_tracker(frame, np.array([0.55, 0.62, 0.6]))
     assert t is not None and t.band.top == pytest.approx(0.66)
-    assert build_torso_tracker([frame], np.array([0.5, 0.95])) is None  # the chin reaches the bottom
+    assert build_torso_tracker(frame, np.array([0.5, 0.95])) is None  # the chin reaches the bottom
 
 
 def test_frame_of_another_aspect_ratio_is_refused():
