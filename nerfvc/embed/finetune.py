@@ -155,22 +155,13 @@ def finetune_through_renderer(
 
 def _sample(ds: Any, n: int, h: int, w: int) -> dict[str, torch.Tensor]:
     """Random training rays (uniform over the frame) with ``k``, the index into the training frames."""
-    from nerfvc.render.rays import pixel_dirs
+    from nerfvc.train.dataset import ray_batch
 
     k = torch.randint(0, len(ds.train_idx), (n,))
     f = torch.from_numpy(ds.train_idx)[k]
     y = torch.randint(0, h, (n,))
     x = torch.randint(0, w, (n,))
-    dirs, uv = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
-    return {
-        "k": k,
-        "dirs": dirs,
-        "uv": uv,
-        "rgb": ds.frames[f, y, x].float() / 255,
-        "label": ds.masks[f, y, x],
-        "background": ds.background[y, x].float() / 255,
-        "pose": ds.pose[f],
-    }
+    return {"k": k, **ray_batch(ds, f, y, x)}
 
 
 def render_metrics(

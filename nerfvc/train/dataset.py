@@ -13,6 +13,7 @@ from nerfvc.camera import Camera
 from nerfvc.errors import InputError
 from nerfvc.features import load_features, model_input
 from nerfvc.fsutil import read_json, sha256_file
+from nerfvc.render.rays import pixel_dirs
 
 
 def parse_size(size: str | int | None, width: int, height: int) -> tuple[int, int]:
@@ -126,6 +127,23 @@ def load_dataset(
         fingerprint=sha256_file(root / "features.npz")[:16],
         torso_dims=torso_dims,
     )
+
+
+def ray_batch(
+    ds: PortraitDataset, f: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The rays through pixels ``(y, x)`` of frames ``f`` (all (R,) int64): directions, uv, target colour,
+    mask label, background colour, and the frames' inputs and poses."""
+    dirs, uv = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
+    return {
+        "dirs": dirs,
+        "uv": uv,
+        "rgb": ds.frames[f, y, x].float() / 255,
+        "label": ds.masks[f, y, x],
+        "background": ds.background[y, x].float() / 255,
+        "expression": ds.expression[f],
+        "pose": ds.pose[f],
+    }
 
 
 def _load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:

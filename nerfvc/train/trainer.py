@@ -24,7 +24,7 @@ from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
 from nerfvc.render.renderer import Renderer
 from nerfvc.render.threads import configure_threads
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
-from nerfvc.train.dataset import PortraitDataset, load_dataset
+from nerfvc.train.dataset import PortraitDataset, load_dataset, ray_batch
 from nerfvc.train.export import write_model_dir
 from nerfvc.train.metrics import psnr, ssim
 
@@ -125,16 +125,7 @@ class RaySampler:
         x1 = torch.where(person, b[:, 3], torch.full((n,), float(w)))
         y = (y0 + torch.rand(n) * (y1 - y0)).long().clamp(0, h - 1)
         x = (x0 + torch.rand(n) * (x1 - x0)).long().clamp(0, w - 1)
-        dirs, uv = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
-        return {
-            "dirs": dirs,
-            "uv": uv,
-            "rgb": ds.frames[f, y, x].float() / 255,
-            "label": ds.masks[f, y, x],
-            "background": ds.background[y, x].float() / 255,
-            "expression": ds.expression[f],
-            "pose": ds.pose[f],
-        }
+        return ray_batch(ds, f, y, x)
 
 
 def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple:
