@@ -61,13 +61,19 @@ def test_dists_reference_values():
     assert dists(*pairs[2]) == pytest.approx(got[2], abs=1e-6)
 
 
-def test_dists_weights_use_safe_loaders(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
 
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(pickle.dumps({"x": Evil()}))
+
+def _code_executing_pickle(path):
+    """A checkpoint whose unpickling would call a function."""
+    path.write_bytes(pickle.dumps({"x": _Evil()}))
+    return path
+
+
+def test_dists_weights_use_safe_loaders(tmp_path):
+    bad = _code_executing_pickle(tmp_path / "bad.ckpt")
     with pytest.raises(pickle.UnpicklingError):
         ds.convert_weights(bad, ds._dists_weights_path())
     w = ds.load_weights()
@@ -124,11 +130,6 @@ def test_sequence_identity_and_tradeoffs(german):
 
 
 def test_weight_unpickler_refuses_code(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(pickle.dumps({"x": Evil()}))
+    bad = _code_executing_pickle(tmp_path / "bad.ckpt")
     with pytest.raises(pickle.UnpicklingError):
         lp.convert_alexnet_weights(bad)
