@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from nerfvc.eval.metrics import evaluate, prepare_reference
 from nerfvc.eval.pixel import psnr, ssim
 from nerfvc.eval.video import probe, read_frames, resize_frames, test_split, to_jsonable
 from nerfvc.fsutil import write_json_atomic
+from nerfvc.machine import machine_record
 
 KEYS = ("kbps", "psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd")
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "fps": info["fps"],
         "source_size": [info["width"], info["height"]],
         "command": "PYTHONPATH=. .venv/bin/python benchmarks/baselines.py " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, shared 2-core CPU",
+        "machine": machine_record(),
         "settings": {c: {"args": " ".join(B.CODECS[c].args), "sweep": B.CODECS[c].sweep} for c in codecs},
         "notes": [
             "1024 px = bicubic upscale of the 512 px source (no extra detail); smaller sizes: INTER_AREA",

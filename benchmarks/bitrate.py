@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from nerfvc.codec.rate import choose_step_index
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
+from nerfvc.machine import machine_record
 
 FP = "0123456789abcdef"
 STEP_INDICES = [-24, -20, -16, -12, -10, -8, -6, -4, -2, 0, 2, 4, 6, 8, 10, 12, 16, 32, 48]
@@ -272,7 +272,7 @@ def main() -> None:
     out = {
         "benchmark": "nerfvc codec bitrate",
         "command": "PYTHONPATH=. .venv/bin/python benchmarks/bitrate.py" + (" --quick" if args.quick else ""),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine_record(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
     }

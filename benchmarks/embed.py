@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from nerfvc.embed.train import (
     load_dataset_geometry,
     train_embedding,
 )
+from nerfvc.machine import machine_record
 
 STEP_INDICES = list(range(-24, 44, 4))
 GRID = [(1, 0.0), (1, 0.3), (2, 0.3)]
@@ -197,7 +197,7 @@ def main() -> None:
         lambdas = [float(x) for x in args.lambdas.split(",") if x]
         out = {
             "benchmark": "embed",
-            "machine": platform.processor() or platform.machine(),
+            "machine": machine_record(1),
             "torch_threads": 1,
             "iterations_per_trained_variant": args.iters,
             "criterion": "cheapest step with test landmark px RMS below the tracker's landmark jitter",

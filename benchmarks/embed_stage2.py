@@ -40,6 +40,7 @@ from nerfvc.embed.train import (
     save_embedding,
     train_embedding,
 )
+from nerfvc.machine import machine_record
 from nerfvc.modeldir import finalize_model_dir
 
 
@@ -113,6 +114,7 @@ def main() -> None:
         f"stage2_lambda{args.lam:g}", CodecTables.load(m), code2, lambda z, e=emb2: decode_codes(e, z)
     )
     res["stage2"] = info
+    res["machine"] = machine_record()
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
 

@@ -34,6 +34,7 @@ from nerfvc.live.interfaces import DebugDiscRenderer  # noqa: E402
 from nerfvc.live.receiver import Receiver  # noqa: E402
 from nerfvc.live.sender import Sender, SenderConfig  # noqa: E402
 from nerfvc.live.transport import use_loopback_only  # noqa: E402
+from nerfvc.machine import machine_record  # noqa: E402
 from tests.live.cdp import Browser, find_chromium  # noqa: E402
 from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder, clip_features  # noqa: E402
 
@@ -160,11 +161,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "clip": os.path.relpath(args.clip, ROOT),
         "model": args.model,
         "viewer": "headless chromium" if chromium else None,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_record() | {"python": platform.python_version()},
         "note": (
             "runs with pieces='stand-ins' use a toy codec, block-mean features and the DEBUG disc renderer: "
             "they measure transport/worker/viewer overhead only, not NeRF rendering; pieces='model' runs use "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nerfvc.machine import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.metrics import psnr, ssim
@@ -97,11 +97,8 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "results" / "nerf.json")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     out = json.loads(args.output.read_text()) if args.output.exists() else {}
-    out.update({"commit": commit, "machine": f"{os.cpu_count()} CPU cores, shared, no GPU"})
+    out.update({"machine": machine_record()})
     out.setdefault("results", {})
     for name in args.datasets:
         out["results"][name] = bench_dataset(name, args.root, args.work, args.minutes, args.retrain)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from PIL import Image
 
 from nerfvc.eval.lpips import lpips_batch
 from nerfvc.fsutil import read_json
+from nerfvc.machine import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.metrics import psnr, ssim
@@ -65,13 +64,11 @@ def main() -> None:
             "lpips": float(np.mean(lp)),
         }
         print(name, json.dumps(entry["models"][name]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     out = json.loads(args.output.read_text()) if args.output.exists() else {}
     out.update(
         {
             "benchmark": "torso-motion ablation (held-out frames, tracked features, no coding)",
-            "commit": commit.stdout.strip(),
-            "machine": f"{os.cpu_count()} CPU cores, shared, no GPU",
+            "machine": machine_record(),
         }
     )
     out.setdefault("results", {})[args.dataset.name] = entry

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from nerfvc.machine import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT / "../shared/data/clips/mimictalk_german_anchor_20s.mp4"
@@ -93,11 +94,7 @@ def main() -> None:
     result: dict = {
         "video": Path(args.video).name,
         "frames": len(frames),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores_used": 1,
-            "loadavg_at_start": os.getloadavg()[0],  # other processes share the CPU
-        },
+        "machine": machine_record(1),
         "speed": {},
     }
     raw_feats = None

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from nerfvc.errors import InputError
-from nerfvc.eval.lpips import _ckpt_path, _flatten, _RestrictedUnpickler, cache_dir, score_pairs
+from nerfvc.eval.lpips import _ckpt_path, _flatten, _RestrictedUnpickler, score_pairs
 from nerfvc.fsutil import atomic_path
+from nerfvc.machine import cache_dir
 
 # VGG16 conv widths per stage (stage k is preceded by an L2 pool for k > 0).
 _STAGES = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]

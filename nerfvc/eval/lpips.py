@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import pickle
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from nerfvc.errors import InputError
 from nerfvc.fsutil import atomic_path
+from nerfvc.machine import cache_dir
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -51,11 +51,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weight file")
-
-
-def cache_dir() -> Path:
-    """Directory for converted weights: ``$NERFVC_CACHE`` or ``~/.cache/nerfvc``."""
-    return Path(os.environ.get("NERFVC_CACHE", Path.home() / ".cache" / "nerfvc"))
 
 
 def _ckpt_path(net: str) -> Path:

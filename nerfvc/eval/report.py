@@ -27,6 +27,7 @@ import numpy as np
 from nerfvc.eval.metrics import METRICS
 from nerfvc.eval.video import ffmpeg_exe, to_jsonable
 from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
+from nerfvc.machine import machine_record
 
 TABLE_KEYS = [
     "kbps",
@@ -357,6 +358,7 @@ def build_report(
              for s, d in res_pts.items()}
             if res_pts else None
         ),
+        "machine": machine_record(),
         **(dict(extra) if extra else {}),
     }  # fmt: skip
     files["results"] = out / "results.json"

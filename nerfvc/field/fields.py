@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
+from nerfvc.machine import mlp_dtype
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -68,11 +69,14 @@ class HeadFieldConfig:
     sigma_layers: int = 1
     color_layers: int = 1
     use_view_dir: bool = True
-    bf16: bool = True  # MLPs under bfloat16 autocast (measured 1.6x per training step); grid stays float32
 
 
 class HeadField(nn.Module):
-    """Canonical points ``x`` (N,3) in [0,1]^3 + per-point conditioning → density (N,), rgb (N,3)."""
+    """Canonical points ``x`` (N,3) in [0,1]^3 + per-point conditioning → density (N,), rgb (N,3).
+
+    The MLPs run under autocast to the precision measured fastest on this machine
+    (:func:`nerfvc.machine.mlp_dtype`: bfloat16 where the CPU has bf16 units, float32 elsewhere); the grid
+    is always float32."""
 
     def __init__(self, cfg: HeadFieldConfig, consistency_dim: int):
         super().__init__()
@@ -90,7 +94,8 @@ class HeadField(nn.Module):
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N,3), ``code`` (N,C) or (1,C) → sigma (N,), geometry feature (N,geo_dim)."""
         feats = self.grid(x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        dtype = mlp_dtype(x.device)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
             h = self.sigma_net[1:](split_linear(self.sigma_net[0], [feats, code])).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
@@ -101,7 +106,8 @@ class HeadField(nn.Module):
         rgb (N,3)."""
         sigma, geo = self.density(x, code)
         parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        dtype = mlp_dtype(x.device)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
             rgb = torch.sigmoid(self.color_net[1:](split_linear(self.color_net[0], parts)).float())
         return sigma, rgb
 

@@ -54,6 +54,7 @@ class ModelConfig:
         d = dict(d)
         for key in ("coarse", "fine"):
             h = dict(d[key])
+            h.pop("bf16", None)  # models written before the precision was measured per machine
             h["grid"] = HashGridConfig(**h["grid"])
             d[key] = HeadFieldConfig(**h)
         t = dict(d["torso"])
@@ -196,14 +197,23 @@ class PortraitNeRF(nn.Module):
     def update_occupancy(self, expressions: torch.Tensor, decay: float = 0.95) -> None:
         """Re-estimate the occupancy grid from the fine density under random training inputs (N,E+T)."""
         x = self.occupancy.cell_points(jitter=True)  # (C,3)
-        pick = torch.randint(0, expressions.shape[0], (x.shape[0],), device=x.device)
+        prior = self.occupancy.prior
+        cells = None if prior is None else prior.reshape(-1).nonzero(as_tuple=True)[0]  # only these can hold
+        xs = x if cells is None else x[cells]
+        pick = torch.randint(0, expressions.shape[0], (xs.shape[0],), device=x.device)
         expr_n, _ = self.split_input(expressions[pick])
-        sigma = torch.cat(
+        sigma = torch.zeros(x.shape[0], device=x.device)
+        sigma_xs = torch.cat(
             [
-                self.fine.density(x[i : i + 65536], self.fine.expression_code(expr_n[i : i + 65536]))[0]
-                for i in range(0, x.shape[0], 65536)
+                self.fine.density(xs[i : i + 65536], self.fine.expression_code(expr_n[i : i + 65536]))[0]
+                for i in range(0, xs.shape[0], 65536)
             ]
+            or [sigma[:0]]
         )
+        if cells is None:
+            sigma = sigma_xs
+        else:
+            sigma[cells] = sigma_xs
         step = 3**0.5 / self.cfg.n_coarse
         threshold = -torch.log(torch.tensor(1 - self.cfg.occupancy_alpha)).item() / step
         self.occupancy.update(sigma, threshold, decay)

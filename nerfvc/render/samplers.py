@@ -38,8 +38,10 @@ def importance(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: bool)
 class OccupancyGrid(nn.Module):
     """A res³ grid over the unit cube of max-over-expressions density, thresholded into an occupancy mask.
 
-    Cells start occupied; the first :meth:`update` replaces that with the field's density, later ones blend
-    with an exponential decay (a cell stays occupied if any recent expression made it dense).
+    Cells start occupied, or as :meth:`set_prior` says (training carves the masks' visual hull before the
+    first step); the first :meth:`update` replaces that with the field's density, later ones blend with an
+    exponential decay (a cell stays occupied if any recent expression made it dense). A prior also bounds
+    every later mask: a cell it rules out stays empty.
     """
 
     def __init__(self, res: int = 64):
@@ -47,6 +49,12 @@ class OccupancyGrid(nn.Module):
         self.res = res
         self.register_buffer("density", torch.zeros(res, res, res))
         self.register_buffer("mask", torch.ones(res, res, res, dtype=torch.bool))
+        self.register_buffer("prior", None, persistent=False)  # (res,res,res) bool, training only
+
+    def set_prior(self, prior: torch.Tensor) -> None:
+        """Cells (res,res,res) bool that may hold density at all; the mask becomes ``mask & prior``."""
+        self.prior = prior.to(self.mask.device, torch.bool)
+        self.mask &= self.prior
 
     def cell_points(self, jitter: bool) -> torch.Tensor:
         """Points (res³,3) in [0,1]³, one per cell (index order z-major like ``density``)."""
@@ -61,7 +69,8 @@ class OccupancyGrid(nn.Module):
         new = density.view(self.res, self.res, self.res)
         self.density.copy_(torch.maximum(self.density * decay, new))
         occ = (self.density > threshold).float()[None, None]
-        self.mask.copy_(F.max_pool3d(occ, 3, 1, 1)[0, 0] > 0)
+        mask = F.max_pool3d(occ, 3, 1, 1)[0, 0] > 0
+        self.mask.copy_(mask if self.prior is None else mask & self.prior)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """Occupied? for points ``x`` (...,3) in [0,1]³ → bool (...)."""

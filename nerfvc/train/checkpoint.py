@@ -55,12 +55,16 @@ def load_checkpoint(
     d = Path(directory)
     meta = read_json(d / "checkpoint.json")
     if meta.get("format") != CKPT_FORMAT or meta.get("version") != CKPT_VERSION:
-        raise ModelMismatchError(f"{d}: not a nerfvc checkpoint of version {CKPT_VERSION}")
+        raise ModelMismatchError(
+            f"{d}: not a nerfvc checkpoint of version {CKPT_VERSION}; remove {d} to start over"
+        )
     if (
         not (d / "checkpoint.safetensors").exists()
         or sha256_file(d / "checkpoint.safetensors") != meta["sha256"]
     ):
-        raise ModelMismatchError(f"{d / 'checkpoint.safetensors'}: missing or corrupt (hash mismatch)")
+        raise ModelMismatchError(
+            f"{d / 'checkpoint.safetensors'}: missing or corrupt (hash mismatch); remove {d} to start over"
+        )
     if ModelConfig.from_dict(meta["model"]) != model.cfg:
         raise ModelMismatchError(f"{d}: checkpoint was made with another model config; use a new output dir")
     if dataset_fingerprint is not None and meta.get("dataset") != dataset_fingerprint:
@@ -68,12 +72,15 @@ def load_checkpoint(
     try:
         tensors = load_file(str(d / "checkpoint.safetensors"))
     except Exception as e:
-        raise ModelMismatchError(f"{d / 'checkpoint.safetensors'}: unreadable ({e})") from e
+        raise ModelMismatchError(
+            f"{d / 'checkpoint.safetensors'}: unreadable ({e}); remove {d} to start over"
+        ) from e
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         model.load_state_dict(model_sd, strict=True)
     except RuntimeError as e:
-        raise ModelMismatchError(f"{d}: checkpoint does not fit the model ({e})") from e
+        first = str(e).strip().splitlines()[0]
+        raise ModelMismatchError(f"{d}: checkpoint does not fit the model ({first}); remove {d}") from e
     if optimizer is not None:
         params = optimizer.param_groups[0]["params"]
         for i, p in enumerate(params):

@@ -1,5 +1,10 @@
 """Training: DATASET → MODEL within a wall-clock budget, resumable, then scored on the held-out frames.
 
+``minutes`` bounds the whole call (loading, training, writing the model, scoring): the loop gets what is
+left after loading minus ``score_share`` of the budget, and scoring (at most ``score_size`` px, frames
+evenly spread) stops when the budget is spent. The occupancy grid starts as the visual hull of the training
+frames' head masks, so empty space is skipped from the first step; SIGTERM checkpoints like Ctrl-C.
+
 Loss (paper Eq. 4-5 plus mask supervision): ``|C_f − I|² + |C_c − I|²`` over a batch of rays, plus
 ``mask_weight`` × the squared error of the head opacity (coarse and fine) against the head mask and of the
 torso alpha against the torso mask (outside the head). Rays are drawn from random training frames, a
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from nerfvc.render.model import ModelConfig, PortraitNeRF
@@ -44,10 +52,12 @@ class TrainConfig:
     person_frac: float = 0.7
     mask_weight: float = 0.1
     coarse_weight: float = 1.0
-    occupancy_warmup: int = 256
+    occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
     checkpoint_seconds: float = 60.0
     eval_frames: int = 25  # held-out frames scored at the end (evenly spaced; 0 = none, -1 = all)
+    score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
+    score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
     torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
     seed: int = 0
     progress: bool = True
@@ -57,7 +67,8 @@ class TrainConfig:
 class TrainResult:
     fingerprint: str
     steps: int
-    seconds: float  # wall clock of the training loop
+    seconds: float  # wall clock of the training loop (all runs, when resumed)
+    total_seconds: float  # wall clock of this call: loading, training, writing and scoring
     cpu_seconds: float  # CPU time of this process for the loop (robust to other jobs on a shared machine)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -85,6 +96,48 @@ def fit_head_box(ds: PortraitDataset, lo: list[float], hi: list[float], max_pad:
             break
         pad += 0.1
     return (centre - half * pad).tolist(), (centre + half * pad).tolist(), pad
+
+
+def head_hull(
+    ds: PortraitDataset,
+    lo: list[float],
+    hi: list[float],
+    res: int,
+    frames: int = 24,
+    margin: float = 0.04,
+    tolerance: float = 0.1,
+) -> torch.Tensor | None:
+    """Visual hull of the head masks on a res³ grid over the box [lo, hi] → (res,res,res) bool, or None when
+    no training frame has a head mask. A cell is kept if, in at most ``tolerance`` of the ``frames`` training
+    frames (evenly spread) that see it, it projects outside the head mask dilated by ``margin`` of the image
+    size (so a few mis-tracked frames or mask errors carve nothing)."""
+    picks = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, min(frames, len(ds.train_idx))).astype(int)]
+    r = (torch.arange(res, dtype=torch.float32) + 0.5) / res
+    cells = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)  # (C,3) as OccupancyGrid
+    lo_t, hi_t = torch.tensor(lo), torch.tensor(hi)
+    pts = lo_t + cells * (hi_t - lo_t)  # (C,3) canonical
+    cam = ds.camera
+    k = 2 * max(1, round(margin * max(cam.width, cam.height))) + 1
+    outside = torch.zeros(pts.shape[0])
+    seen = torch.zeros(pts.shape[0])
+    used = 0
+    for f in picks:
+        head = (ds.masks[f] == 2).float()
+        if not head.any():
+            continue
+        used += 1
+        inside = F.max_pool2d(head[None, None], k, 1, k // 2)[0, 0] > 0  # (H,W)
+        rot, t = ds.pose[f, :9].view(3, 3), ds.pose[f, 9:12]
+        xc = pts @ rot.t() + t  # (C,3) camera space
+        z = xc[:, 2].clamp(min=1e-6)
+        u, v = cam.fx * xc[:, 0] / z + cam.cx, cam.fy * xc[:, 1] / z + cam.cy
+        visible = (xc[:, 2] > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+        ui, vi = u.long().clamp(0, cam.width - 1), v.long().clamp(0, cam.height - 1)
+        seen += visible.float()
+        outside += (visible & ~inside[vi, ui]).float()
+    if used == 0:
+        return None
+    return ((seen > 0) & (outside <= tolerance * seen)).view(res, res, res)
 
 
 class RaySampler:
@@ -141,15 +194,23 @@ def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], c
 
 
 def evaluate(
-    model: PortraitNeRF, ds: PortraitDataset, frames: np.ndarray, size: tuple[int, int] | None = None
+    model: PortraitNeRF,
+    ds: PortraitDataset,
+    frames: np.ndarray,
+    size: tuple[int, int] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, float]:
-    """Mean PSNR/SSIM and render time over ``frames`` at ``size`` = (W,H) (default: the dataset's size)."""
+    """Mean PSNR/SSIM and render time over ``frames`` at ``size`` = (W,H) (default: the dataset's size);
+    frames after ``deadline`` (a ``time.perf_counter()`` value) are skipped, the first is always scored."""
     from PIL import Image
 
     w, h = size or (ds.camera.width, ds.camera.height)
     renderer = Renderer(model, ds.camera, ds.background.numpy())
     ps, ss, ts = [], [], []
     for f in frames:
+        if ps and deadline is not None and time.perf_counter() > deadline:
+            log.warning("scoring stopped at the time budget after %d of %d frames", len(ps), len(frames))
+            break
         gt = ds.frames[f].numpy()
         if (w, h) != (ds.camera.width, ds.camera.height):
             gt = np.asarray(Image.fromarray(gt).resize((w, h), Image.Resampling.BOX))
@@ -163,7 +224,7 @@ def evaluate(
         "psnr": float(np.mean(ps)),
         "ssim": float(np.mean(ss)),
         "render_s": float(np.median(ts)),
-        "frames": len(frames),
+        "frames": len(ps),
     }
 
 
@@ -176,6 +237,7 @@ def train(
 ) -> TrainResult:
     """Train a model on ``dataset`` and write the MODEL directory ``out`` (resuming from ``out/.train``)."""
     cfg = cfg or TrainConfig()
+    t_call = time.perf_counter()
     threads = configure_threads()
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
@@ -194,6 +256,10 @@ def train(
     mcfg.torso_dims = ds.torso_dims
     mcfg.expression_dim = int(ds.expression.shape[1]) - ds.torso_dims
     model = PortraitNeRF(mcfg)
+    hull = head_hull(ds, lo, hi, mcfg.occupancy_res)
+    if hull is not None:
+        model.occupancy.set_prior(hull)
+        log.info("occupancy: the head masks' hull keeps %.1f%% of the box", 100 * float(hull.float().mean()))
     train_t = torch.from_numpy(ds.train_idx)
     model.set_normalisation(ds.expression[train_t], ds.pose[train_t])
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
@@ -204,7 +270,8 @@ def train(
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log.info("resuming at step %d (%.0f s trained)", step, elapsed)
     sampler = RaySampler(ds, cfg.person_frac)
-    budget = cfg.minutes * 60 if cfg.minutes else math.inf
+    total = cfg.minutes * 60 if cfg.minutes else math.inf
+    budget = max(total * (1 - cfg.score_share) - (time.perf_counter() - t_call), 1e-3)  # loop, all runs
     train_expr = ds.expression[train_t]
 
     def progress() -> float:
@@ -230,6 +297,10 @@ def train(
     t0 = time.perf_counter() - elapsed
     cpu0 = time.process_time()
     stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.iters
+    on_term = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:  # SIGTERM (a scheduler, `kill`) checkpoints like Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while progress() < 1.0 and step < stop_at:
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # per-step seed: resumed runs continue identically
@@ -265,6 +336,9 @@ def train(
     except KeyboardInterrupt:
         checkpoint()  # rerunning the same command resumes from here
         raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, on_term)
     bar.close()
     cpu_seconds = time.process_time() - cpu0
     checkpoint()
@@ -283,5 +357,13 @@ def train(
     if cfg.eval_frames and len(ds.test_idx):
         k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
         frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
-        metrics = evaluate(model, ds, frames)
-    return TrainResult(fp, step, elapsed, cpu_seconds, metrics)
+        longer = max(ds.camera.width, ds.camera.height)
+        k = min(1.0, cfg.score_size / longer)
+        size = (max(8, round(ds.camera.width * k)), max(8, round(ds.camera.height * k)))
+        metrics = evaluate(model, ds, frames, size, deadline=t_call + total)
+        metrics["size"] = list(size)
+    return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,183 @@
+"""What this machine is, and which precision its field MLPs run fastest in — decided by measurement.
+
+bfloat16 matmuls are ~2x faster than float32 on CPUs with bf16 units (AVX512_BF16, AMX) and ~11x slower on
+CPUs without them (AVX2-only laptops and servers: oneDNN emulates bf16). No fixed default is right on both,
+so :func:`mlp_dtype` times the head field's real shapes once per machine in both precisions and keeps the
+faster, caches the choice in ``$NERFVC_CACHE/precision.json`` keyed by CPU model + torch version + device,
+and logs it once. ``NERFVC_PRECISION=auto|fp32|bf16`` overrides. Training (autocast around the MLPs), the
+frame renderer, eval and the live receiver all ask this one function.
+
+:func:`machine_record` is the description every benchmark result carries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from nerfvc.errors import InputError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+_CHOSEN: dict[str, torch.dtype] = {}
+
+
+def cache_dir() -> Path:
+    """``$NERFVC_CACHE`` or ``~/.cache/nerfvc`` (converted weights, kernel and precision choices)."""
+    return Path(os.environ.get("NERFVC_CACHE", Path.home() / ".cache" / "nerfvc"))
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """CPU model string and its flag set (Linux /proc/cpuinfo; platform fallback elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model or platform.machine(), flags
+
+
+def cpu_model() -> str:
+    """The CPU's model string, e.g. ``AMD EPYC 7B13`` or ``Intel(R) Xeon(R) Processor``."""
+    return _cpuinfo()[0]
+
+
+def isa() -> dict[str, bool]:
+    """The instruction-set extensions that decide NeRF speed here: which of :data:`ISA_FLAGS` the CPU has."""
+    flags = _cpuinfo()[1]
+    return {f: f in flags for f in ISA_FLAGS}
+
+
+def machine_record(threads: int | None = None) -> dict:
+    """Who measured a benchmark: CPU model, ISA flags, cores, threads, torch version, commit, date and the
+    precision choice. Every file in ``benchmarks/results/`` carries one."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout.strip()
+    return {
+        "cpu_model": cpu_model(),
+        "isa": isa(),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "torch": torch.__version__,
+        "commit": commit or None,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mlp_precision": precision_name(mlp_dtype()),
+        "precision_forced": os.environ.get("NERFVC_PRECISION", "auto"),
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` → ``"fp32"``, ``torch.bfloat16`` → ``"bf16"``."""
+    return next(k for k, v in PRECISIONS.items() if v == dtype)
+
+
+def _time_mlp(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 5) -> float:
+    """Median seconds of the fine head field's MLP shapes (32→64→16, then 31→64→3) forward and backward on
+    ``rows`` points in ``dtype`` (autocast, as training runs it; the frame renderer's forward has the same
+    matmuls)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(rows, 32, generator=g).to(device)
+    layers = [
+        torch.nn.Linear(32, 64),
+        torch.nn.Linear(64, 16),
+        torch.nn.Linear(31, 64),
+        torch.nn.Linear(64, 3),
+    ]
+    for layer in layers:
+        layer.to(device)
+    times = []
+    for i in range(repeat + 1):
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            h = layers[1](layers[0](x).relu())
+            c = layers[3](layers[2](torch.cat([h[:, 1:], h[:, :16]], 1)).relu())
+            loss = h.float().square().mean() + c.float().square().mean()
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first run warms up kernels and allocator
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def _cache_key(device: torch.device) -> str:
+    """CPU model (or GPU name), the kernel ISA torch and oneDNN may use, and the torch version."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        isa_cap = torch.backends.cpu.get_cpu_capability()
+        name = f"{cpu_model()}|{isa_cap}|onednn {os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}"
+    return f"{device.type}|{name}|torch {torch.__version__}"
+
+
+def measure_precision(device: torch.device, timer: Callable[[torch.dtype, torch.device], float]) -> dict:
+    """Time every precision with ``timer`` → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; a
+    precision that fails to run is skipped)."""
+    seconds: dict[str, float] = {}
+    for name, dtype in PRECISIONS.items():
+        try:
+            seconds[name] = timer(dtype, device)
+        except RuntimeError as e:  # e.g. no bf16 kernels on this device
+            log.info("precision %s unavailable on %s: %s", name, device, e)
+    return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
+
+
+def mlp_dtype(
+    device: torch.device | str = "cpu",
+    timer: Callable[[torch.dtype, torch.device], float] = _time_mlp,
+) -> torch.dtype:
+    """The dtype the field MLPs run in on ``device``: ``NERFVC_PRECISION`` if set to fp32/bf16, else the
+    measured fastest (cached per CPU model, kernel ISA and torch version)."""
+    device = torch.device(device)
+    forced = os.environ.get("NERFVC_PRECISION", "auto").strip().lower() or "auto"
+    if forced in PRECISIONS:
+        return PRECISIONS[forced]
+    if forced != "auto":
+        raise InputError(f"NERFVC_PRECISION={forced!r}: use auto, fp32 or bf16")
+    key = _cache_key(device)
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    path = cache_dir() / "precision.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if not (isinstance(entry, dict) and entry.get("choice") in PRECISIONS):
+        entry = measure_precision(device, timer)
+        cached = cached if isinstance(cached, dict) else {}
+        cached[key] = entry
+        try:
+            from nerfvc.fsutil import write_json_atomic
+
+            write_json_atomic(path, cached)
+        except OSError as e:  # a read-only home: measure again next time
+            log.warning("precision: cannot cache the choice in %s (%s)", path, e)
+        times = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in entry["seconds"].items())
+        log.warning("precision: field MLPs in %s on %s (measured %s)", entry["choice"], key, times)
+    _CHOSEN[key] = PRECISIONS[entry["choice"]]
+    return _CHOSEN[key]

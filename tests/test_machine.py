@@ -1,0 +1,98 @@
+"""The per-machine precision choice (measured, cached per CPU, overridable) and the machine record."""
+
+import json
+
+import pytest
+import torch
+
+from nerfvc import machine
+from nerfvc.errors import InputError
+from nerfvc.field.fields import HeadField, HeadFieldConfig
+
+
+@pytest.fixture()
+def fresh(monkeypatch, tmp_path):
+    """No remembered choice, an empty cache directory and no override."""
+    monkeypatch.setattr(machine, "_CHOSEN", {})
+    monkeypatch.setenv("NERFVC_CACHE", str(tmp_path))
+    monkeypatch.delenv("NERFVC_PRECISION", raising=False)
+    return tmp_path
+
+
+def fake_timer(seconds: dict[str, float], calls: list):
+    def timer(dtype, device):
+        calls.append(dtype)
+        return seconds[machine.precision_name(dtype)]
+
+    return timer
+
+
+@pytest.mark.parametrize("fast", ["fp32", "bf16"])
+def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
+    slow = "bf16" if fast == "fp32" else "fp32"
+    calls: list = []
+    dtype = machine.mlp_dtype("cpu", fake_timer({fast: 0.01, slow: 0.11}, calls))
+    assert dtype == machine.PRECISIONS[fast] and len(calls) == 2
+    cached = json.loads((fresh / "precision.json").read_text())
+    (key,) = cached
+    assert machine.cpu_model() in key and torch.__version__ in key and cached[key]["choice"] == fast
+    # a new process (no in-memory choice) reads the cache instead of measuring again
+    machine._CHOSEN.clear()
+    assert machine.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == dtype
+    assert len(calls) == 2
+    # another CPU model is measured anew
+    machine._CHOSEN.clear()
+    cached = {k.replace(machine.cpu_model(), "Other CPU"): v for k, v in cached.items()}
+    (fresh / "precision.json").write_text(json.dumps(cached))
+    assert machine.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == machine.PRECISIONS[slow]
+
+
+def test_the_environment_overrides_and_a_bad_value_is_a_clear_error(fresh, monkeypatch):
+    calls: list = []
+    timer = fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)
+    monkeypatch.setenv("NERFVC_PRECISION", "bf16")
+    assert machine.mlp_dtype("cpu", timer) == torch.bfloat16
+    monkeypatch.setenv("NERFVC_PRECISION", "fp32")
+    assert machine.mlp_dtype("cpu", timer) == torch.float32
+    assert calls == []  # forced: nothing measured
+    monkeypatch.setenv("NERFVC_PRECISION", "fp16")
+    with pytest.raises(InputError, match="NERFVC_PRECISION"):
+        machine.mlp_dtype("cpu", timer)
+
+
+def test_a_corrupt_cache_is_measured_again(fresh):
+    (fresh / "precision.json").write_text("{not json")
+    calls: list = []
+    assert machine.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
+    assert len(calls) == 2
+
+
+def test_the_real_timer_measures_both_precisions(fresh):
+    entry = machine.measure_precision(torch.device("cpu"), lambda d, dev: machine._time_mlp(d, dev, rows=256))
+    assert set(entry["seconds"]) == {"fp32", "bf16"} and all(v > 0 for v in entry["seconds"].values())
+    assert entry["choice"] == min(entry["seconds"], key=entry["seconds"].get)
+
+
+def test_the_head_field_runs_its_mlps_in_the_chosen_precision(fresh, monkeypatch):
+    torch.manual_seed(0)
+    field = HeadField(HeadFieldConfig(), consistency_dim=8)
+    for p in field.parameters():  # non-trivial weights so rounding shows
+        p.data.uniform_(-0.5, 0.5)
+    x, code = torch.rand(512, 3), torch.randn(1, 16)
+    view, cons = torch.nn.functional.normalize(torch.randn(512, 3), dim=-1), torch.randn(1, 8)
+    out = {}
+    for name in ("fp32", "bf16"):
+        monkeypatch.setenv("NERFVC_PRECISION", name)
+        out[name] = field(x, code, view, cons)
+    (s32, c32), (s16, c16) = out["fp32"], out["bf16"]
+    assert s32.dtype == s16.dtype == torch.float32
+    assert not torch.equal(c32, c16)  # bf16 really ran
+    torch.testing.assert_close(c16, c32, atol=0.03, rtol=0)
+
+
+def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
+    monkeypatch.setenv("NERFVC_PRECISION", "fp32")
+    rec = machine.machine_record(threads=2)
+    assert rec["cpu_model"] == machine.cpu_model() and rec["threads"] == 2
+    assert set(rec["isa"]) == set(machine.ISA_FLAGS) and rec["mlp_precision"] == "fp32"
+    assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
