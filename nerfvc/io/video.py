@@ -104,8 +104,8 @@ def read_frames(
     """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)`` and its presentation time (s) from the stream start.
 
     ``start`` is in seconds (frames with ``t < start`` are skipped); yields at most ``max_frames`` frames.
-    A video that fails to decode before yielding any frame, or is cut off mid-stream, raises
-    :class:`InputError`.
+    A video that fails to decode before yielding any frame, or is cut off mid-stream (also when it ends
+    before ``max_frames`` and before its declared length), raises :class:`InputError`.
     """
     container = _open(path)
     n = 0
@@ -141,9 +141,12 @@ def read_frames(
             raise InputError(f"{path}: corrupt or truncated video after {n} frames ({_short(e)})") from e
         if n == 0 and start <= 0:
             raise InputError(f"{path}: no decodable video frames (empty or truncated file)")
-        # A cut-off file often decodes "successfully" but ends early: compare with the declared duration.
-        if max_frames is None and start <= 0 and stream.frames and n < 0.9 * stream.frames:
-            raise InputError(f"{path}: truncated video: decoded {n} of {stream.frames} frames")
+        # A cut-off file often decodes "successfully" but ends early: compare with the declared length
+        # (with ``max_frames``, a file that ends before it and before its declared length is cut off too).
+        declared = int(stream.frames or 0)
+        wanted = declared if max_frames is None else min(max_frames, declared)
+        if start <= 0 and declared and n < wanted and n < 0.9 * declared:
+            raise InputError(f"{path}: truncated video: decoded {n} of {declared} frames")
     finally:
         container.close()
 

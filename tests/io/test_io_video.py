@@ -128,3 +128,7 @@ def test_bad_inputs_raise_input_error(tmp_path):
     half.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(InputError, match=r"truncated|corrupt"):
         list(read_frames(half))
+    with pytest.raises(InputError, match=r"truncated|corrupt"):  # also when fewer frames than asked for
+        list(read_frames(half, max_frames=40))
+    assert len(list(read_frames(half, max_frames=10))) == 10  # the frames asked for are there
+    assert len(list(read_frames(full, max_frames=80))) == 50  # a whole video shorter than asked for
