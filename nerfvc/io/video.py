@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from nerfvc.errors import InputError
+from nerfvc.fsutil import AtomicFile
 
 
 @dataclass(frozen=True)
@@ -155,15 +156,21 @@ class VideoWriter:
     """Write RGB frames to an H.264 mp4 (yuv420p). Use as a context manager or call :meth:`close`.
 
     Frames must all have the size of the first one; odd widths/heights are cropped to even (yuv420p).
+    The video is written to a temporary file next to ``path`` that replaces ``path`` on :meth:`close`; an
+    exception inside the ``with`` block (or :meth:`abort`) leaves an existing ``path`` untouched.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, codec: str = "libx264"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
         self.codec = codec
-        self._container = av.open(str(self.path), "w")
+        self._out = AtomicFile(self.path)
+        try:
+            self._container = av.open(str(self._out.tmp), "w")
+        except (av.error.FFmpegError, ValueError) as e:
+            self._out.discard()
+            raise InputError(f"{path}: cannot write a video there ({_short(e)})") from e
         self._stream = None
         self._size: tuple[int, int] | None = None
 
@@ -186,20 +193,39 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        """Flush the encoder and close the file."""
+        """Flush the encoder, close the file and move it to ``path``."""
         if self._container is None:
             return
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            self._out.commit()
+        finally:
+            self._container = None
+            self._out.discard()
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` keeps its previous content (if any)."""
+        if self._container is None:
+            return
+        try:
+            self._container.close()
+        except av.error.FFmpegError:
+            pass  # the partial file is discarded anyway
+        finally:
+            self._container = None
+            self._out.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:
