@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NerfvcError as e:
-        print(f"nerfvc {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the message holds (e.g. a config diff)
+        print(f"nerfvc {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"nerfvc {args.command}: interrupted (rerun the same command to resume)", file=sys.stderr)

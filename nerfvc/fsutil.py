@@ -12,20 +12,37 @@ from pathlib import Path
 from typing import Any
 
 
+class AtomicFile:
+    """A temporary file next to ``path`` (same suffix, so writers that infer the format from it work) that
+    replaces ``path`` only on :meth:`commit`; :meth:`discard` removes it. Readers never see a half-written
+    ``path``: the one helper behind every output file."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        name, parent = self.path.name, self.path.parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=self.path.suffix, dir=parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        """Rename the temporary file over ``path``."""
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Remove the temporary file (a no-op after :meth:`commit`)."""
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    out = AtomicFile(path)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield out.tmp
+        out.commit()
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        out.discard()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -8,6 +8,7 @@ pairs, so any change to weights, face model or codec tables changes it. Bitstrea
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +46,63 @@ def finalize_model_dir(path: str | Path, extra: dict[str, Any] | None = None) ->
     return fp
 
 
+def _check_manifest(path: Path, manifest: Any) -> None:
+    """Raise :class:`InputError` unless ``manifest`` has the shape :func:`finalize_model_dir` writes, with
+    every file a plain name inside the model directory."""
+    bad = f"{path}: {MANIFEST} is malformed"
+    if not isinstance(manifest, dict):
+        raise InputError(f"{bad} (not a JSON object)")
+    if manifest.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: {MANIFEST} is not a nerfvc model manifest")
+    if manifest.get("version") != MODEL_VERSION:
+        raise ModelMismatchError(f"{path}: model version {manifest.get('version')!r} is not supported")
+    fp, files = manifest.get("fingerprint"), manifest.get("files")
+    if not isinstance(fp, str) or not _HEX16.fullmatch(fp):
+        raise InputError(f"{bad} (fingerprint must be 16 hex digits)")
+    if not isinstance(files, dict):
+        raise InputError(f"{bad} ('files' must map file names to SHA-256 digests)")
+    for name, digest in files.items():
+        if not _plain_name(name):
+            raise InputError(
+                f"{bad} (file name {name[:80]!r} is not a plain file name in the model directory)"
+            )
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise InputError(f"{bad} (the digest of {name} is not a SHA-256)")
+
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _plain_name(name: str) -> bool:
+    """A name :func:`finalize_model_dir` can list: a file directly in the directory (no separator, not
+    hidden, not ``.``/``..``, not the manifest)."""
+    return (
+        0 < len(name) <= 255
+        and name.isprintable()
+        and not set(name) & {"/", "\\"}
+        and name[0] != "."
+        and name != MANIFEST
+    )
+
+
 def read_model_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read ``model.json``; with ``verify`` check that every listed file exists with its recorded hash."""
+    """Read and check ``model.json``; with ``verify`` check that every listed file exists (a regular file in
+    the directory) with its recorded hash. A malformed manifest is an :class:`InputError`."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: model directory not found")
     if not (path / MANIFEST).exists():
         raise InputError(f"{path}: not a nerfvc model (no {MANIFEST}; was training finished?)")
     manifest = read_json(path / MANIFEST)
-    if manifest.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path}: {MANIFEST} is not a nerfvc model manifest")
-    if manifest.get("version") != MODEL_VERSION:
-        raise ModelMismatchError(f"{path}: model version {manifest.get('version')} is not supported")
+    _check_manifest(path, manifest)
     if verify:
         for name, digest in manifest["files"].items():
             f = path / name
             if not f.exists():
                 raise ModelMismatchError(f"{path}: model file {name} is missing")
+            if not f.is_file():
+                raise ModelMismatchError(f"{path}: model file {name} is not a regular file")
             if sha256_file(f) != digest:
                 raise ModelMismatchError(f"{path}: model file {name} was modified or is corrupt")
         if fingerprint_of(manifest["files"]) != manifest["fingerprint"]:
@@ -72,4 +113,11 @@ def read_model_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]
 def model_torso_dims(path: str | Path) -> int:
     """How many torso-shift values follow the expression in the MODEL's per-frame input (0 or 2)."""
     nerf = Path(path) / "nerf.json"
-    return int(read_json(nerf)["model"].get("torso_dims", 0)) if nerf.exists() else 0
+    if not nerf.exists():
+        return 0
+    config = read_json(nerf)
+    config = config.get("model") if isinstance(config, dict) else None
+    dims = config.get("torso_dims", 0) if isinstance(config, dict) else None
+    if dims not in (0, 2) or isinstance(dims, bool):
+        raise InputError(f"{nerf}: malformed (no 'model' object with torso_dims 0 or 2)")
+    return int(dims)

@@ -70,3 +70,26 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("nerfvc inspect: error:") and "\n" not in err
+
+
+def test_cli_error_is_one_line_even_for_a_multi_line_message(monkeypatch, capsys):
+    import sys
+    import types
+
+    import nerfvc.cli
+    from nerfvc.errors import ModelMismatchError
+
+    def fail(args):
+        raise ModelMismatchError(
+            "checkpoint was made with another config:\n  width: 64 != 128\n  depth: 2 != 4"
+        )
+
+    module = types.ModuleType("fake_commands")
+    module.register = lambda sub: sub.add_parser("boom").set_defaults(func=fail)
+    monkeypatch.setitem(sys.modules, "fake_commands", module)
+    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["fake_commands"])
+    assert main(["boom"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "nerfvc boom: error: checkpoint was made with another config: width: 64 != 128 depth: 2 != 4"
+    )

@@ -36,6 +36,9 @@ MAX_GROUP = 8  # frames per packet
 MAX_PAYLOAD = 1 << 16
 DELTA_SEARCH = 8  # a delta packet is looked for up to 8 * 8 frames after the newest one
 MAX_KEYINT = 1 << 14
+MIN_FPS, MAX_FPS = 1.0, 240.0  # header frame rate range (fps)
+FRAMES_PER_BYTE = 2  # the most frames a stream's packet bytes can hold (empty 8-frame groups, 4 bytes each)
+TRUNCATED_SLACK = 256  # frames a file's header may claim beyond that (a truncated tail is concealed)
 _ZSTD_LEVEL = 19
 
 
@@ -136,8 +139,12 @@ class StreamHeader:
         if mode not in (MODE_NERFVC, MODE_PAPER):
             raise BitstreamError(f"unknown coding mode {mode} in header")
         h = cls(fp.hex(), fps_milli / 1000, dim, step, keyint, nframes, mode, ver)
-        if pose_dim != h.pose_dim or fps_milli == 0 or not 1 <= keyint <= MAX_KEYINT:
+        if pose_dim != h.pose_dim or not 1 <= keyint <= MAX_KEYINT:
             raise BitstreamError("corrupt header (inconsistent fields)")
+        if not MIN_FPS <= h.fps <= MAX_FPS:
+            raise BitstreamError(f"corrupt header (frame rate {h.fps:g} not in {MIN_FPS:g}..{MAX_FPS:g})")
+        if not STEP_INDEX_MIN <= step <= STEP_INDEX_MAX:
+            raise BitstreamError(f"corrupt header (step index {step} out of range)")
         return h
 
 
@@ -301,8 +308,8 @@ class StreamEncoder:
         rdoq: float = 0.0,
         frames_per_packet: int = 1,
     ) -> None:
-        if not (fps > 0 and fps < 4e6):
-            raise InputError(f"fps must be positive, got {fps}")
+        if not MIN_FPS <= fps <= MAX_FPS:
+            raise InputError(f"fps must be in {MIN_FPS:g}..{MAX_FPS:g}, got {fps}")
         self.tables = tables
         self.fingerprint = fingerprint
         self._fp = _fp_bytes(fingerprint)
@@ -700,11 +707,19 @@ def decode_stream(
     """Decode stream bytes → ``code (N,D)`` f32, ``pose (N,12)`` f32, :class:`StreamReport`.
 
     Header problems raise :class:`BitstreamError` / :class:`ModelMismatchError`; packet damage is skipped
-    (resynchronizing on the next packet whose CRC checks), reported, and concealed.
+    (resynchronizing on the next packet whose CRC checks), reported, and concealed. Frame counts and
+    indices are bounded by what the stream's size can hold (:func:`frame_capacity`), so a forged header
+    or index can neither allocate nor conceal more than that.
     """
     data = bytes(data)
     dec = StreamDecoder(tables, fingerprint)
     h = dec.read_header(data)
+    capacity = frame_capacity(len(data))
+    if h.num_frames > capacity + TRUNCATED_SLACK:
+        raise BitstreamError(
+            f"corrupt header: it claims {h.num_frames} frames, but {len(data)} bytes hold at most {capacity}"
+        )
+    limit = h.num_frames or capacity  # no frame index can reach this
     rep = StreamReport(header=h, bytes=len(data))
     frames: dict[int, DecodedFrame] = {}
     pos = HEADER_SIZE
@@ -726,7 +741,7 @@ def decode_stream(
             continue
         skipping = False
         pos += pkt.size
-        if h.num_frames and pkt.index >= h.num_frames:
+        if pkt.index + pkt.count > limit:
             continue  # cannot belong to this stream
         try:
             got = dec._decode_parsed(pkt)
@@ -734,7 +749,7 @@ def decode_stream(
             rep.corrupt_packets += 1
             continue
         for f in got:
-            if f.late or (h.num_frames and f.index >= h.num_frames):
+            if f.late:
                 continue
             frames[f.index] = f
             rep.keyframes += int(f.is_key)
@@ -758,6 +773,11 @@ def decode_stream(
         code[i], pose[i] = f.code, f.pose
         last = f
     return code, pose, rep
+
+
+def frame_capacity(nbytes: int) -> int:
+    """The most frames a stream of ``nbytes`` bytes (header included) can hold."""
+    return FRAMES_PER_BYTE * max(nbytes - HEADER_SIZE, 0)
 
 
 def _confirm(

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, decode_stream, encode_stream
+from nerfvc.argtypes import int_in, non_negative, number_in, positive
+from nerfvc.codec.bitstream import (
+    HEADER_SIZE,
+    MAX_FPS,
+    MAX_KEYINT,
+    MIN_FPS,
+    StreamHeader,
+    decode_stream,
+    encode_stream,
+)
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.errors import InputError, ModelMismatchError
+from nerfvc.errors import BitstreamError, FaceError, InputError, ModelMismatchError
 from nerfvc.features import load_features, model_input, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, model_torso_dims, read_model_manifest
@@ -21,6 +31,7 @@ if TYPE_CHECKING:
     from nerfvc.embed.encoder import ExpressionEmbedding
 
 FILE_FRAMES_PER_PACKET = 4  # files are not latency-bound: 4 frames share one packet's framing
+MAX_LOST_FRACTION = 0.5  # encode fails when no single face is tracked in more than this fraction of frames
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="MODEL directory (codec.json, fingerprint)")
     p.add_argument("-o", "--output", required=True, help="output stream (.nvc)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--kbps", type=float, help="target rate; picks the finest step that fits (bisection)")
-    g.add_argument("--step", type=float, help="quality multiplier of the per-dim steps (default 1)")
-    p.add_argument("--keyint", type=int, help="keyframe interval in frames (default 2 s)")
-    p.add_argument("--fps", type=float, help="frame rate (default: from the features' timestamps, else 25)")
+    g.add_argument("--kbps", type=positive, help="target rate; picks the finest step that fits (bisection)")
+    g.add_argument("--step", type=positive, help="quality multiplier of the per-dim steps (default 1)")
+    p.add_argument("--keyint", type=int_in(1, MAX_KEYINT), help="keyframe interval in frames (default 2 s)")
+    p.add_argument(
+        "--fps",
+        type=number_in(MIN_FPS, MAX_FPS),
+        help="frame rate (default: from the features' timestamps, else 25)",
+    )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
     p.add_argument(
-        "--rdoq", type=float, default=0.0, help="rate-distortion optimized quantization strength (e.g. 0.3)"
+        "--rdoq",
+        type=non_negative,
+        default=0.0,
+        help="rate-distortion optimized quantization strength (e.g. 0.3; 0 = off)",
     )
     p.add_argument(
         "--frames-per-packet",
@@ -99,22 +117,42 @@ def load_embedding(model: str | Path) -> ExpressionEmbedding | None:
 
 def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Track a video with the model's face model → model inputs (N,E+T) (expression, then the torso shift if
-    the model has one), pose (N,12), fps."""
+    the model has one), pose (N,12), fps.
+
+    :class:`FaceError` if no single face is tracked in most frames (no face, or two); frames where tracking
+    failed are reported on stderr and hold the nearest earlier tracked frame's features (the first tracked
+    frame's before it)."""
     from nerfvc.face.tracker import FaceTracker
     from nerfvc.io.video import read_frames
 
-    expr, pose, ts = [], [], []
+    expr, pose, ts, ok = [], [], [], []
     torso_dims = model_torso_dims(model)
-    with FaceTracker.from_dir(model) as tracker:
+    with FaceTracker.from_dir(model, max_num_faces=2) as tracker:  # 2: a second face fails the frame
         for item in read_frames(path):
             frame, t = item if isinstance(item, tuple) else (item, None)
             f = tracker.track(frame, t)
             expr.append(model_input(f.expression, f.torso, torso_dims))
             pose.append(np.asarray(f.pose, np.float32))
+            ok.append(bool(f.ok))
             if t is not None:
                 ts.append(float(t))
     if not expr:
         raise InputError(f"{path}: no frames")
+    n, good = len(ok), np.flatnonzero(ok)
+    if len(good) == 0:
+        raise FaceError(f"{path}: no single face found in any of {n} frames (no face, or more than one)")
+    if n - len(good) > MAX_LOST_FRACTION * n:
+        raise FaceError(f"{path}: a single face was tracked in only {len(good)} of {n} frames")
+    if len(good) < n:
+        lost = [i for i in range(n) if not ok[i]]
+        shown = ", ".join(map(str, lost[:10])) + (", ..." if len(lost) > 10 else "")
+        print(
+            f"warning: {path}: no single face in {len(lost)} of {n} frames ({shown}); "
+            "they repeat the nearest tracked frame",
+            file=sys.stderr,
+        )
+        expr[: good[0]] = [expr[good[0]]] * good[0]
+        pose[: good[0]] = [pose[good[0]]] * good[0]
     fps = 1 / float(np.median(np.diff(ts))) if len(ts) > 1 else None
     return np.stack(expr), np.stack(pose), fps
 
@@ -135,8 +173,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         code, pose, vfps = _track_video(args.video, args.model)
         fps = fps or vfps
     fps = round(fps or 25.0, 3)
-    if args.keyint is not None and args.keyint < 1:
-        raise InputError("--keyint must be >= 1")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")
     step_index = index_from_step(args.step) if args.step is not None else None
     t0 = time.perf_counter()
     if embedding is not None:  # the model's sender encoder: code the embedding, not the raw expression
@@ -157,9 +195,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         frames_per_packet=args.frames_per_packet or (1 if args.mode == "paper" else FILE_FRAMES_PER_PACKET),
     )
     dt = time.perf_counter() - t0
-    write_bytes_atomic(args.output, data)
     n = len(code)
     bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
+    if args.kbps is not None and bits * fps / 1000 > args.kbps:
+        raise InputError(
+            f"--kbps {args.kbps:g} is out of reach: this clip codes at {bits * fps / 1000:.3f} kbps at the "
+            "coarsest setting (nothing written)"
+        )
+    write_bytes_atomic(args.output, data)
     # step index of the first keyframe (byte 5 of the first packet, signed)
     k = (
         int.from_bytes(data[HEADER_SIZE + 5 : HEADER_SIZE + 6], "big", signed=True)
@@ -181,6 +224,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise InputError(f"{args.stream}: file not found") from e
     code, pose, rep = decode_stream(data, tables, fp)
+    if not rep.decoded:
+        raise BitstreamError(f"{args.stream}: nothing decodable ({rep.summary()}); nothing written")
     embedding = load_embedding(args.model)
     extra = {}
     expr = code

@@ -32,7 +32,7 @@ from nerfvc.codec.rate import estimate_bits
 from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables, fit_codec
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.fsutil import read_json, write_json_atomic
+from nerfvc.fsutil import atomic_path, read_json, write_json_atomic
 
 EMBED_FILE = "embed.safetensors"
 EMBED_JSON = "embed.json"
@@ -49,9 +49,8 @@ def save_embedding(
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().float() for k, v in model.state_dict().items()}
     config = json.dumps(model.config.to_dict(), sort_keys=True)
-    tmp = d / f".{EMBED_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "nerfvc-embed", "version": "1", "config": config})
-    tmp.replace(d / EMBED_FILE)
+    with atomic_path(d / EMBED_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "nerfvc-embed", "version": "1", "config": config})
     write_json_atomic(d / EMBED_JSON, {"config": model.config.to_dict(), **(info or {})})
 
 

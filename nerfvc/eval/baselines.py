@@ -31,6 +31,7 @@ import numpy as np
 
 from nerfvc.errors import InputError
 from nerfvc.eval.video import ffmpeg_exe
+from nerfvc.fsutil import AtomicFile
 
 FPS = 25.0
 
@@ -180,18 +181,24 @@ def encode(
     if w % 2 or h % 2:
         raise InputError(f"frame size must be even for 4:2:0 codecs, got {w}x{h}")
     args = [a.replace("{q}", str(q)) for a in spec.args]
+    kept = AtomicFile(keep) if keep else None  # the kept stream appears only once it decodes in full
     with tempfile.TemporaryDirectory(prefix="nerfvc-bl-") as td:
-        path = Path(keep) if keep else Path(td) / f"stream.{spec.fmt}"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = kept.tmp if kept else Path(td) / f"stream.{spec.fmt}"
         cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"]
         cmd += ["-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *args, "-f", spec.fmt, str(path)]
-        t0 = time.perf_counter()
-        _run(cmd, stdin=arr.tobytes())
-        dt = time.perf_counter() - t0
-        nbytes = path.stat().st_size
-        dec = decode_stream(path, spec.fmt, w, h)
-    if len(dec) != n:
-        raise InputError(f"{codec} q={q}: decoded {len(dec)} frames, expected {n}")
+        try:
+            t0 = time.perf_counter()
+            _run(cmd, stdin=arr.tobytes())
+            dt = time.perf_counter() - t0
+            nbytes = path.stat().st_size
+            dec = decode_stream(path, spec.fmt, w, h)
+            if len(dec) != n:
+                raise InputError(f"{codec} q={q}: decoded {len(dec)} frames, expected {n}")
+            if kept:
+                kept.commit()
+        finally:
+            if kept:
+                kept.discard()
     return EncodeResult(codec, (w, h), q, n, nbytes, bitrate_kbps(nbytes, n, fps), dec, dt)
 
 

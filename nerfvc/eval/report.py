@@ -26,7 +26,7 @@ import numpy as np
 
 from nerfvc.eval.metrics import METRICS
 from nerfvc.eval.video import ffmpeg_exe, to_jsonable
-from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
+from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
 from nerfvc.machine import machine_record
 
 TABLE_KEYS = [
@@ -148,7 +148,8 @@ def plot_rd(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -191,7 +192,8 @@ def plot_resolution(
     a2.set_title(f"{label} at the lowest rate")
     a1.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -264,11 +266,11 @@ def side_by_side_video(path: Path, cols: list[tuple[str, np.ndarray]], fps: floa
     if pad_w or pad_h:
         arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
         h, w = arr.shape[1:3]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
-    cmd += ["-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p"]
-    cmd += ["-movflags", "+faststart", str(path)]
-    subprocess.run(cmd, input=arr.tobytes(), check=True, capture_output=True)
+    with atomic_path(path) as tmp:
+        cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
+        cmd += ["-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p"]
+        cmd += ["-movflags", "+faststart", str(tmp)]
+        subprocess.run(cmd, input=arr.tobytes(), check=True, capture_output=True)
 
 
 def _fmt(v) -> str:

@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from nerfvc import __version__
 from nerfvc.camera import Camera
-from nerfvc.errors import FaceError, InputError
+from nerfvc.errors import FaceError, InputError, NerfvcError
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
 from nerfvc.face.torso import CHIN, TORSO_DIMS, TORSO_FILE, build_torso_tracker, save_no_torso
 from nerfvc.features import load_features, save_features
-from nerfvc.fsutil import atomic_path, read_json, write_bytes_atomic, write_json_atomic
-from nerfvc.io.video import probe, read_frames
+from nerfvc.fsutil import atomic_path, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from nerfvc.io.video import VideoInfo, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def prepare(
     params = PrepareParams(
         str(Path(video).resolve()), float(start), max_frames, int(size), crop, expr_dims, fov_deg
     )
-    work = out / ".work"
+    source_id = {"size": Path(video).stat().st_size, "sha256": sha256_file(video)}
     manifest_path = out / "manifest.json"
     if out.exists() and overwrite:
         shutil.rmtree(out)
@@ -158,6 +158,12 @@ def prepare(
         if old.get("params") != asdict(params) or old.get("format") != DATASET_FORMAT:
             raise InputError(
                 f"{out}: holds a dataset made with other parameters (use --overwrite or a new -o)"
+            )
+        recorded = old.get("source_id")  # absent in datasets made before it was recorded
+        if recorded != source_id and (recorded is not None or not old.get("complete")):
+            raise InputError(
+                f"{out}: was started from a different source video than {video} (size or SHA-256 differ); "
+                "use --overwrite or a new -o"
             )
         if old.get("complete"):
             if not (out / TORSO_FILE).exists():  # made before torso motion existed: add it
@@ -180,6 +186,7 @@ def prepare(
         "version": DATASET_VERSION,
         "complete": False,
         "source": str(video),
+        "source_id": source_id,
         "params": asdict(params),
         "crop": list(rect),
         "camera": camera.to_dict(),
@@ -189,6 +196,32 @@ def prepare(
         "tools": _tools(),
     }
     write_json_atomic(manifest_path, manifest)
+    try:
+        _build(video, out, manifest, rect, camera, info, start, max_frames, expr_dims, fov_deg, progress)
+    except NerfvcError:
+        # bad input (no face, two faces, a truncated video): a rerun cannot succeed, so leave nothing behind
+        # (an interruption, in contrast, keeps the frames done for a resume)
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
+def _build(
+    video: str | Path,
+    out: Path,
+    manifest: dict,
+    rect: tuple,
+    camera: Camera,
+    info: VideoInfo,
+    start: float,
+    max_frames: int | None,
+    expr_dims: int,
+    fov_deg: float,
+    progress: bool,
+) -> None:
+    """Passes 1 and 2 of :func:`prepare` into ``out``, whose (incomplete) ``manifest`` is written."""
+    work = out / ".work"
+    manifest_path = out / "manifest.json"
     (out / "frames").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     work.mkdir(exist_ok=True)
@@ -309,7 +342,6 @@ def prepare(
     )
     write_json_atomic(manifest_path, manifest)
     shutil.rmtree(work, ignore_errors=True)
-    return out
 
 
 def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) -> None:

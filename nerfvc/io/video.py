@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from nerfvc.errors import InputError
+from nerfvc.fsutil import AtomicFile
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def read_frames(
     """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)`` and its presentation time (s) from the stream start.
 
     ``start`` is in seconds (frames with ``t < start`` are skipped); yields at most ``max_frames`` frames.
-    A video that fails to decode before yielding any frame, or is cut off mid-stream, raises
-    :class:`InputError`.
+    A video that fails to decode before yielding any frame, or is cut off mid-stream (also when it ends
+    before ``max_frames`` and before its declared length), raises :class:`InputError`.
     """
     container = _open(path)
     n = 0
@@ -141,9 +142,12 @@ def read_frames(
             raise InputError(f"{path}: corrupt or truncated video after {n} frames ({_short(e)})") from e
         if n == 0 and start <= 0:
             raise InputError(f"{path}: no decodable video frames (empty or truncated file)")
-        # A cut-off file often decodes "successfully" but ends early: compare with the declared duration.
-        if max_frames is None and start <= 0 and stream.frames and n < 0.9 * stream.frames:
-            raise InputError(f"{path}: truncated video: decoded {n} of {stream.frames} frames")
+        # A cut-off file often decodes "successfully" but ends early: compare with the declared length
+        # (with ``max_frames``, a file that ends before it and before its declared length is cut off too).
+        declared = int(stream.frames or 0)
+        wanted = declared if max_frames is None else min(max_frames, declared)
+        if start <= 0 and declared and n < wanted and n < 0.9 * declared:
+            raise InputError(f"{path}: truncated video: decoded {n} of {declared} frames")
     finally:
         container.close()
 
@@ -152,15 +156,21 @@ class VideoWriter:
     """Write RGB frames to an H.264 mp4 (yuv420p). Use as a context manager or call :meth:`close`.
 
     Frames must all have the size of the first one; odd widths/heights are cropped to even (yuv420p).
+    The video is written to a temporary file next to ``path`` that replaces ``path`` on :meth:`close`; an
+    exception inside the ``with`` block (or :meth:`abort`) leaves an existing ``path`` untouched.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, codec: str = "libx264"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
         self.codec = codec
-        self._container = av.open(str(self.path), "w")
+        self._out = AtomicFile(self.path)
+        try:
+            self._container = av.open(str(self._out.tmp), "w")
+        except (av.error.FFmpegError, ValueError) as e:
+            self._out.discard()
+            raise InputError(f"{path}: cannot write a video there ({_short(e)})") from e
         self._stream = None
         self._size: tuple[int, int] | None = None
 
@@ -183,20 +193,39 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        """Flush the encoder and close the file."""
+        """Flush the encoder, close the file and move it to ``path``."""
         if self._container is None:
             return
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            self._out.commit()
+        finally:
+            self._container = None
+            self._out.discard()
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` keeps its previous content (if any)."""
+        if self._container is None:
+            return
+        try:
+            self._container.close()
+        except av.error.FFmpegError:
+            pass  # the partial file is discarded anyway
+        finally:
+            self._container = None
+            self._out.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:

@@ -9,9 +9,11 @@ import os
 import sys
 from urllib.parse import urlparse
 
+from nerfvc.argtypes import positive
 from nerfvc.errors import InputError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MIN_SIZE, MAX_SIZE = 16, 2048  # render size (pixels)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)"
     )
-    p.add_argument("--size", type=int, default=256, help="initial render size (the viewer can change it)")
-    p.add_argument("--token", help="signaling token (default: random, printed)")
+    p.add_argument(
+        "--size", type=int, default=256, help="initial render size, 16..2048 (the viewer can change it)"
+    )
+    p.add_argument("--token", help="the sender's token: may start a call (default: random, printed)")
+    p.add_argument(
+        "--view-token",
+        help="the viewers' token, in the viewer URL: may watch, never start a call (default: random)",
+    )
     p.add_argument(
         "--render-in",
         choices=["process", "thread"],
@@ -43,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--video", help="video file, streamed at its frame rate")
     src.add_argument("--camera", type=int, help="camera index")
     p.add_argument("--to", required=True, help="receiver URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token", required=True, help="the token printed by `nerfvc receive`")
-    p.add_argument("--kbps", type=float, help="target feature bitrate (live rate control)")
-    p.add_argument("--pack", type=int, default=1, help="frames per data-channel message (default 1)")
+    p.add_argument("--token", required=True, help="the sender token printed by `nerfvc receive`")
+    p.add_argument("--kbps", type=positive, help="target feature bitrate (live rate control)")
+    p.add_argument("--pack", type=int, default=1, help="frames per data-channel message, 1..64 (default 1)")
     p.add_argument("--classic", choices=["x265", "svtav1"], help="also send the video with a classic codec")
-    p.add_argument("--classic-kbps", type=float, default=100.0, help="classic codec bitrate (default 100)")
+    p.add_argument("--classic-kbps", type=positive, default=100.0, help="classic codec bitrate (default 100)")
     p.add_argument("--classic-size", type=int, default=256, help="classic codec frame size (default 256)")
     p.add_argument("--drop", type=float, default=0.0, help="inject this fraction of message loss (testing)")
     p.set_defaults(func=cmd_send)
@@ -67,6 +75,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from nerfvc.live.transport import use_loopback_only
 
     host, port = _listen(args.listen)
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise InputError(f"--size must be in {MIN_SIZE}..{MAX_SIZE}, got {args.size}")
+    if args.token is not None and args.token == args.view_token:
+        raise InputError("--token (sender) and --view-token (viewers) must differ")
     if host in LOOPBACK_HOSTS:
         use_loopback_only()
     factory = adapters.decoder_factory(args.model)
@@ -81,12 +93,14 @@ def cmd_receive(args: argparse.Namespace) -> int:
             renderer = RendererPool(workers, adapters.make_renderer, args.model, 1)
     else:
         renderer = adapters.make_renderer(args.model)
-    receiver = Receiver(factory, renderer, size=args.size, token=args.token, render_threads=workers)
+    receiver = Receiver(
+        factory, renderer, args.size, args.token, render_threads=workers, view_token=args.view_token
+    )
 
     async def serve() -> None:
         bound = await receiver.start(host, port)
-        print(f"token: {receiver.token}", flush=True)
-        print(f"viewer: http://{host}:{bound}/?token={receiver.token}", flush=True)
+        print(f"sender token: {receiver.token}", flush=True)
+        print(f"viewer: http://{host}:{bound}/?token={receiver.view_token}", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -109,8 +123,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     url = check_url(args.to)
     if urlparse(url).hostname in LOOPBACK_HOSTS:
         use_loopback_only()
-    if args.pack < 1:
-        raise InputError("--pack must be >= 1")
+    from nerfvc.live.receiver import MAX_PACK
+
+    if not 1 <= args.pack <= MAX_PACK:
+        raise InputError(f"--pack must be in 1..{MAX_PACK}")
     if not 0 <= args.drop < 1:
         raise InputError("--drop must be in [0, 1)")
     source = adapters.TrackedSource(args.model, args.video, args.camera, keep_images=bool(args.classic))

@@ -17,6 +17,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import secrets
 import struct
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from nerfvc.live.classic import ClassicDecoder
+from nerfvc.live.classic import CLASSIC_CODECS, ClassicDecoder
 from nerfvc.live.interfaces import DecodedFrameLike, FrameRenderer, PacketDecoder
 from nerfvc.live.stats import LatencyMeter, RateMeter, percentile_ms
 from nerfvc.live.transport import (
@@ -70,6 +71,54 @@ def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
 
 
+MAX_CONTROL_BYTES = 1 << 16
+MAX_MARKS = 1000  # (index, time) pairs per mark message
+MAX_PACK = 64  # frames per media message
+
+
+def _number(v: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def parse_control(message: str | bytes) -> dict[str, Any]:
+    """Parse and validate one sender → receiver control message (docs/live.md); ``ValueError`` naming the
+    problem unless it is one of ``hello``, ``mark``, ``pong``, ``bye`` with well-typed fields."""
+    if len(message) > MAX_CONTROL_BYTES:
+        raise ValueError("control message too long")
+    try:
+        msg = json.loads(message)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ValueError("not an object with a string 'type'")
+    kind = msg["type"]
+    if kind == "hello":
+        if not isinstance(msg.get("header"), str) or len(msg["header"]) > 4096:
+            raise ValueError("hello: 'header' must be a base64 string")
+        if msg.get("fps") is not None and not _number(msg["fps"], 1, 240):
+            raise ValueError("hello: 'fps' must be a number in 1..240")
+        if msg.get("pack") is not None and not _int(msg["pack"], 1, MAX_PACK):
+            raise ValueError(f"hello: 'pack' must be an integer in 1..{MAX_PACK}")
+        if msg.get("classic") is not None and msg["classic"] not in CLASSIC_CODECS:
+            raise ValueError(f"hello: 'classic' must be one of {', '.join(CLASSIC_CODECS)}")
+    elif kind == "mark":
+        i, t = msg.get("i"), msg.get("t")
+        if not isinstance(i, list) or not isinstance(t, list) or len(i) != len(t) or len(i) > MAX_MARKS:
+            raise ValueError(f"mark: 'i' and 't' must be lists of equal length <= {MAX_MARKS}")
+        if not all(_int(v, 0, 0xFFFFFFFF) for v in i) or not all(_number(v) for v in t):
+            raise ValueError("mark: 'i' must hold frame indices and 't' finite times")
+    elif kind == "pong":
+        if not _number(msg.get("t0")) or not _number(msg.get("ts")):
+            raise ValueError("pong: 't0' and 'ts' must be finite numbers")
+    elif kind != "bye":
+        raise ValueError(f"unknown control message type {kind[:40]!r}")
+    return msg
+
+
 @dataclass
 class CallState:
     """Per-call (per peer connection) receiver state and counters."""
@@ -83,6 +132,7 @@ class CallState:
     packets: int = 0
     before_header: int = 0
     corrupt: int = 0
+    bad_control: int = 0  # malformed control messages (ignored)
     decoded: int = 0
     concealed: int = 0
     keyframes: int = 0
@@ -120,12 +170,16 @@ class Receiver:
         record: bool = False,
         jpeg_quality: int = 85,
         render_threads: int = 1,
+        view_token: str | None = None,
     ) -> None:
         self.decoder_factory = decoder_factory
         self.renderer = renderer  # with render_threads > 1 it must accept that many concurrent calls
         self.render_threads = max(1, int(render_threads))
         self.size = int(size)
-        self.token = token or new_token()
+        self.token = token or new_token()  # the sender's: offers (and viewing)
+        self.view_token = view_token or new_token()  # the viewers': page, /ws, /stats only
+        if hmac.compare_digest(self.token.encode(), self.view_token.encode()):
+            raise ValueError("the sender and viewer tokens must differ")
         self.record = record
         self.jpeg_quality = jpeg_quality
         self.pcs: set[Any] = set()
@@ -209,39 +263,56 @@ class Receiver:
             t.join(timeout=5)
 
     def _authorized(self, token: str | None) -> bool:
+        """``token`` is the sender's (may offer a call)."""
         return token is not None and hmac.compare_digest(str(token).encode(), self.token.encode())
 
+    def _may_view(self, token: str | None) -> bool:
+        """``token`` is the viewers' or the sender's (may watch, never offer)."""
+        if token is None:
+            return False
+        ok_view = hmac.compare_digest(str(token).encode(), self.view_token.encode())
+        return ok_view or self._authorized(token)
+
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request.query.get("token")):
+        if not self._may_view(request.query.get("token")):
             return web.Response(status=403, text="forbidden: open the viewer URL printed by `nerfvc receive`")
         html = resources.files("nerfvc.live").joinpath("viewer.html").read_text()
         return web.Response(text=html, content_type="text/html")
 
     async def _stats_http(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request.query.get("token")):
+        if not self._may_view(request.query.get("token")):
             return web.Response(status=403, text="forbidden")
         return web.json_response(self.stats())
 
     async def _offer(self, request: web.Request) -> web.StreamResponse:
+        """Signaling. The sender's token (``Authorization: Bearer``) is checked before the body is read;
+        the offer must open data channels before it replaces the running call (a refused one keeps it)."""
+        auth = request.headers.get("Authorization", "")
+        if not self._authorized(auth[7:] if auth.startswith("Bearer ") else None):
+            log.warning("refused an offer with a wrong or missing token from %s", request.remote)
+            return web.Response(status=403, text="forbidden: wrong or missing sender token")
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             return web.Response(status=400, text="expected a JSON offer")
-        token = body.get("token") if isinstance(body, dict) else None
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            token = token or auth[7:]
-        if not self._authorized(token):
-            log.warning("refused an offer with a wrong or missing token from %s", request.remote)
-            return web.Response(status=403, text="forbidden: wrong or missing token")
-        if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
-            return web.Response(status=400, text="expected {sdp, type: offer, token}")
+        if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            return web.Response(status=400, text="expected {sdp, type: offer}")
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        for old in list(self.pcs):  # one call at a time: a new sender replaces the old one
+        pc = RTCPeerConnection(rtc_configuration())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            accepted = pc.sctp is not None  # the offer opens data channels (the call's only transport)
+        except Exception as e:  # aiortc raises many types on a bad SDP
+            log.warning("refused an offer that does not parse: %s", e)
+            accepted = False
+        if not accepted:
+            await pc.close()
+            return web.Response(status=400, text="the offer does not open a data-channel call")
+        for old in list(self.pcs):  # one call at a time: the accepted offer replaces the old call
             await old.close()
             self.pcs.discard(old)
-        pc = RTCPeerConnection(rtc_configuration())
         self.pcs.add(pc)
         call = CallState(decoder=self.decoder_factory())
         self.call = call
@@ -264,8 +335,6 @@ class Receiver:
                 self.pcs.discard(pc)
                 call.ended = True
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
         self._pc_of[id(call)] = pc
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
@@ -276,34 +345,37 @@ class Receiver:
 
     # -- call messages -----------------------------------------------------------------------------------
     def _on_control(self, call: CallState, message: str | bytes) -> None:
+        """A control message from the sender; a malformed one is counted (``bad_control``) and ignored."""
         try:
-            msg = json.loads(message)
-        except (ValueError, TypeError):
+            msg = parse_control(message)
+        except ValueError as e:
+            call.bad_control += 1
+            log.debug("malformed control message ignored: %s", e)
             return
-        kind = msg.get("type")
+        kind = msg["type"]
         if kind == "hello":
             try:
-                call.decoder.read_header(base64.b64decode(msg["header"]))
+                call.decoder.read_header(base64.b64decode(msg["header"], validate=True))
             except Exception as e:
                 log.error("stream header refused: %s", e)
                 self._send_control(call, {"type": "error", "message": str(e)})
                 return
             call.has_header = True
             call.fps = float(msg.get("fps") or 25.0)
-            call.pack = max(1, int(msg.get("pack") or 1))
+            call.pack = int(msg.get("pack") or 1)
             codec = msg.get("classic")
             call.classic_decoder = ClassicDecoder(codec) if codec else None
             self._send_control(call, {"type": "ping", "t0": time.time()})
         elif kind == "mark":
-            for i, t in zip(msg.get("i", []), msg.get("t", [])):
-                call.capture[int(i)] = float(t)
+            for i, t in zip(msg["i"], msg["t"]):
+                call.capture[i] = float(t)
             while len(call.capture) > 2000:
                 call.capture.popitem(last=False)
         elif kind == "pong":
             now = time.time()
             t0, ts = float(msg["t0"]), float(msg["ts"])
             rtt = now - t0
-            if call.rtt is None or rtt <= call.rtt * 1.5:
+            if 0 <= rtt and (call.rtt is None or rtt <= call.rtt * 1.5):
                 call.rtt = rtt
                 call.clock_offset = ts - (t0 + now) / 2
         elif kind == "bye":
@@ -487,7 +559,7 @@ class Receiver:
 
     # -- viewers -----------------------------------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request.query.get("token")):
+        if not self._may_view(request.query.get("token")):
             return web.Response(status=403, text="forbidden")
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
@@ -501,9 +573,11 @@ class Receiver:
                     data = json.loads(msg.data)
                 except ValueError:
                     continue
-                if "size" in data:
-                    self.set_size(int(data["size"]))
-                if "shown" in data and data.get("sent") is not None:
+                if not isinstance(data, dict):
+                    continue
+                if _int(data.get("size"), 16, 1024):
+                    self.set_size(data["size"])
+                if "shown" in data and _number(data.get("sent")):
                     self.view_rtt.add(time.time() - float(data["sent"]))
         finally:
             self.viewers.discard(ws)
@@ -573,6 +647,7 @@ class Receiver:
                 lost=call.lost,
                 concealed=call.concealed,
                 corrupt=call.corrupt,
+                bad_control=call.bad_control,
                 keyframes=call.keyframes,
                 keyframe_requests=call.keyframe_requests,
                 highest_index=call.highest,

@@ -113,11 +113,12 @@ class Sender:
         classic = pc.createDataChannel(CLASSIC_LABEL) if self.classic else None
         await pc.setLocalDescription(await pc.createOffer())
         url = self.config.url.rstrip("/") + "/offer"
-        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "token": self.config.token}
+        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+        auth = {"Authorization": f"Bearer {self.config.token}"}  # checked before the body is read
         try:
             async with (
                 aiohttp.ClientSession() as session,
-                session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=15)) as resp,
+                session.post(url, json=body, headers=auth, timeout=aiohttp.ClientTimeout(total=15)) as resp,
             ):
                 if resp.status == 403:
                     raise CallError(f"{self.config.url}: the receiver refused the token")
@@ -146,7 +147,7 @@ class Sender:
             msg = json.loads(message)
         except (ValueError, TypeError):
             return
-        kind = msg.get("type")
+        kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "keyframe":
             self.report.keyframe_requests += 1
             self.encoder.request_keyframe()

@@ -183,7 +183,7 @@ def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, mon
             self.i = 0
 
         @classmethod
-        def from_dir(cls, path):
+        def from_dir(cls, path, **kwargs):
             assert str(path) == str(model)
             return cls()
 

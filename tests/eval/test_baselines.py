@@ -22,6 +22,17 @@ def test_tiny_encode_real_bitrate(tiny, codec, tmp_path):
     assert r.num_bytes == path.stat().st_size > 0
     assert r.kbps == pytest.approx(path.stat().st_size * 8 / (len(tiny) / 25.0) / 1000)
     assert np.abs(r.frames.astype(int) - tiny).mean() < 20  # decoded pictures resemble the input
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_kept_stream_appears_only_when_it_decodes(tiny, tmp_path, monkeypatch):
+    def broken(*args):
+        raise B.InputError("decoder failed")
+
+    monkeypatch.setattr(B, "decode_stream", broken)
+    with pytest.raises(B.InputError):
+        B.encode(tiny, "x265", 40, keep=tmp_path / "s.hevc")
+    assert not list(tmp_path.iterdir())  # neither the stream nor a temporary file
 
 
 def test_floor_is_the_lowest_rate(tiny):

@@ -109,6 +109,32 @@ def test_prepare_resumes_after_interruption(tmp_path, monkeypatch):
     assert load_features(out / "features.npz")["pose"].shape == (16, 12)
 
 
+def test_resume_is_refused_when_the_source_video_changed(tmp_path, monkeypatch, capsys):
+    from face_testdata import AOC
+
+    video, out = tmp_path / "clip.mp4", tmp_path / "ds"
+    video.write_bytes(GERMAN.read_bytes())
+    real = prep.write_png
+    calls = {"n": 0}
+
+    def flaky(path, img):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(path, img)
+
+    monkeypatch.setattr(prep, "write_png", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(video, out, max_frames=8, progress=False)
+    monkeypatch.setattr(prep, "write_png", real)
+    video.write_bytes(AOC.read_bytes())  # another person's clip at the same path
+    capsys.readouterr()
+    assert main(["prepare", str(video), "-o", str(out), "--max-frames", "8", "-q"]) == 2
+    err = [e for e in capsys.readouterr().err.splitlines() if e.startswith("nerfvc ")]
+    assert len(err) == 1 and "different source video" in err[0]
+    assert len(list((out / "frames").iterdir())) == 2  # the frames of the first clip were not mixed in
+
+
 def test_portrait_video_is_cropped_around_the_face(tmp_path):
     from nerfvc.io import read_frames, write_video
 

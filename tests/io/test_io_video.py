@@ -128,3 +128,22 @@ def test_bad_inputs_raise_input_error(tmp_path):
     half.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(InputError, match=r"truncated|corrupt"):
         list(read_frames(half))
+    with pytest.raises(InputError, match=r"truncated|corrupt"):  # also when fewer frames than asked for
+        list(read_frames(half, max_frames=40))
+    assert len(list(read_frames(half, max_frames=10))) == 10  # the frames asked for are there
+    assert len(list(read_frames(full, max_frames=80))) == 50  # a whole video shorter than asked for
+
+
+def test_interrupted_write_keeps_the_previous_video(tmp_path):
+    out = tmp_path / "out.mp4"
+    frames = [np.full((32, 32, 3), 10 * k, np.uint8) for k in range(10)]
+    assert write_video(out, frames, fps=25) == 10
+
+    def interrupted():
+        yield from frames[:3]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_video(out, interrupted(), fps=25)
+    assert len(list(read_frames(out))) == 10  # the good file is intact, not a shorter valid-looking one
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # and no temporary file is left

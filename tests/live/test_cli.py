@@ -36,6 +36,9 @@ def test_send_and_receive_are_registered():
     [
         ["receive", "--model", "/nonexistent-model", "--listen", "127.0.0.1:0"],
         ["receive", "--model", "/nonexistent-model", "--listen", "nonsense"],
+        ["receive", "--model", "/nonexistent-model", "--size", "8"],
+        ["receive", "--model", "/nonexistent-model", "--size", "4096"],
+        ["receive", "--model", "/nonexistent-model", "--token", "T", "--view-token", "T"],
         ["send", "--model", "/nonexistent-model", "--video", "x.mp4", "--to", "ftp://x", "--token", "T"],
         [
             "send",
@@ -56,3 +59,17 @@ def test_bad_input_is_a_one_line_error(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"nerfvc {argv[0]}: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        (["--size", "8"], "--size"),
+        (["--size", "4096"], "--size"),
+        (["--token", "T", "--view-token", "T"], "differ"),
+    ],
+)
+def test_receive_options_are_checked_before_anything_starts(extra, what, capsys):
+    assert main(["receive", "--model", "/nonexistent-model", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert what in err and "\n" not in err

@@ -1,0 +1,46 @@
+"""``argparse`` types that refuse non-finite or out-of-range numbers with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def number_in(lo: float, hi: float = math.inf, lo_open: bool = False) -> Callable[[str], float]:
+    """A type accepting a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
+            what = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {what}"
+                + (f" and <= {hi:g}" if math.isfinite(hi) else "")
+                + f", got {text}"
+            )
+        return v
+
+    return parse
+
+
+positive = number_in(0.0, lo_open=True)
+non_negative = number_in(0.0)
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """A type accepting an integer in ``[lo, hi]``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {v}")
+        return v
+
+    return parse
