@@ -6,12 +6,15 @@ allows three savings that do not change the model:
 1. **One frame, one code.** The expression and consistency codes are the same for every sample of a frame,
    so they are folded into the first-layer biases of each MLP (:class:`FrameHead`) instead of being
    concatenated to every point.
-2. **A coarse pass at a lower resolution.** The coarse head field (density only, no colour) runs on every
-   ``coarse_stride``-th pixel. Each full-resolution pixel takes the bin-wise maximum of its (up to 2×2)
-   coarse neighbours' weights — conservative at silhouettes — and draws its fine samples from that by
-   inverse CDF, as training does; pixels none of whose neighbours saw the head skip it entirely.
+2. **A coarse pass at a fixed low resolution.** The coarse head field (density only, no colour) runs on a
+   pixel grid of about ``coarse_size`` pixels on the longer side, whatever the output size (its cost is the
+   same at 256² and 1024²; every 2nd pixel below that). Each full-resolution pixel takes the bin-wise
+   maximum of its (up to 2×2) coarse neighbours' weights — conservative at silhouettes — and draws its fine
+   samples from that by inverse CDF, as training does; pixels none of whose neighbours saw the head skip it.
 3. **Early ray termination.** Both passes march in chunks of samples and drop rays whose transmittance is
    spent, so samples behind the skin are never evaluated; the torso runs only where the head is not opaque.
+4. **The torso at its own resolution.** The torso field is band-limited by its finest feature plane, so
+   above ``torso_size`` pixels it is evaluated on a ``torso_size`` grid and bilinearly upsampled.
 
 At 256² on german the result matches ``render_rays`` to 50 dB PSNR with half the field evaluations (see
 ``benchmarks/render.py``).
@@ -36,12 +39,17 @@ from nerfvc.render.volume import composite
 class FastRenderConfig:
     """Knobs of :func:`render_frame` (defaults measured in ``benchmarks/render.py``)."""
 
-    coarse_stride: int = 2  # coarse pass on every n-th pixel in x and y
+    coarse_size: int = 64  # the coarse pass runs on every (longer side / coarse_size)-th pixel (at least 2nd)
     n_coarse: int = 24  # coarse samples per ray over the whole head box
     n_fine: int = 24  # fine samples per ray, importance-sampled from the coarse weights
     chunk: int = 4  # samples marched per step before dropping finished rays
     tail: float = 1e-3  # coarse opacity below which a pixel has no head
     stop_transmittance: float = 1e-2  # a ray whose transmittance falls below this is finished
+    torso_size: int = 256  # larger frames evaluate the torso on this grid (longer side) and upsample it
+
+    def coarse_stride(self, height: int, width: int) -> int:
+        """Pixel stride of the coarse pass for a ``height`` × ``width`` frame."""
+        return max(2, round(max(height, width) / self.coarse_size))
 
 
 class FrameHead:
@@ -178,7 +186,7 @@ def render_frame(
     t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
 
     # coarse pass (density only) on the strided pixel grid
-    st = max(1, cfg.coarse_stride)
+    st = cfg.coarse_stride(height, width)
     ys = _strided(height, st, dev)
     xs = _strided(width, st, dev)
     cpix = (ys[:, None] * width + xs[None, :]).reshape(-1)  # (Pc,)
@@ -215,5 +223,34 @@ def render_frame(
     torso_rgb = torch.zeros_like(head_rgb)
     torso_alpha = torch.ones_like(head_alpha)
     if behind.numel():
-        torso_rgb[behind], torso_alpha[behind] = model.torso(uv[behind], pose_n, cons, shift)
+        if max(height, width) <= cfg.torso_size:
+            torso_rgb[behind], torso_alpha[behind] = model.torso(uv[behind], pose_n, cons, shift)
+        else:
+            rgba = _torso_upsampled(model, uv, pose_n, cons, shift, height, width, cfg.torso_size)  # (P,4)
+            torso_rgb[behind], torso_alpha[behind] = rgba[behind, :3], rgba[behind, 3]
     return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
+
+
+def _torso_upsampled(
+    model: PortraitNeRF,
+    uv: torch.Tensor,
+    pose_n: torch.Tensor,
+    cons: torch.Tensor,
+    shift: torch.Tensor | None,
+    height: int,
+    width: int,
+    size: int,
+) -> torch.Tensor:
+    """The torso of a ``height`` × ``width`` frame with pixel coords ``uv`` (H·W,2), evaluated on a grid of
+    ``size`` px on the longer side at the same image positions, bilinearly upsampled → rgba (H·W,4)."""
+    k = size / max(height, width)
+    h, w = max(2, round(height * k)), max(2, round(width * k))
+    ys = (torch.arange(h, device=uv.device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=uv.device, dtype=torch.float32) + 0.5) / w
+    grid_uv = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (h·w,2) as (u,v)
+    rgb, alpha = model.torso(grid_uv, pose_n, cons, shift)
+    small = torch.cat([rgb, alpha[:, None]], 1).t().reshape(1, 4, h, w)
+    g = (uv * 2 - 1).view(1, -1, 1, 2)  # (1,P,1,2) sample positions in the small grid's [-1,1] frame
+    return F.grid_sample(small, g, mode="bilinear", padding_mode="border", align_corners=False)[
+        0, :, :, 0
+    ].t()

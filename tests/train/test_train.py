@@ -105,6 +105,18 @@ def test_frame_renderer_matches_the_training_renderer_with_fewer_field_evaluatio
     assert 0 < n_fast[0] < 0.6 * n_ref[0], (n_fast, n_ref)
 
 
+def test_frame_renderer_coarse_grid_and_torso_grid_follow_their_sizes(trained):
+    out, _ = trained
+    r = Renderer.from_model_dir(out)
+    assert [r.fast.coarse_stride(s, s) for s in (64, 128, 256, 512, 1024)] == [2, 2, 4, 8, 16]
+    x, pose, _ = frame_inputs(30)
+    full = torch.from_numpy(r.render(x[25], pose[25], SIZE, SIZE)).float() / 255
+    r.fast.torso_size = SIZE // 2  # the torso on a half-size grid, bilinearly upsampled
+    half = torch.from_numpy(r.render(x[25], pose[25], SIZE, SIZE)).float() / 255
+    assert not torch.equal(full, half)  # the upsampled path ran
+    assert psnr(half, full) > 30.0
+
+
 def test_the_torso_follows_the_sent_torso_shift(trained, dataset, tmp_path):
     out, _ = trained
     assert json.loads((out / "nerf.json").read_text())["model"]["torso_dims"] == 2
