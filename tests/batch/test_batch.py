@@ -226,7 +226,7 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_matches_sequential_and_retries_a_killed_worker(tmp_path, local_ray):
+def test_ray_matches_sequential_and_retries_a_killed_worker(tmp_path, local_ray, capsys):
     seq_cfg, videos = _setup(tmp_path / "seq", ["alice", "bob"])
     seq = B.run_batch(seq_cfg, videos, tmp_path / "seq" / "summary", steps=TINY)
     ray_cfg, _ = _setup(tmp_path / "ray", [])
@@ -237,4 +237,5 @@ def test_ray_matches_sequential_and_retries_a_killed_worker(tmp_path, local_ray)
     assert sorted(_calls(ray_cfg)) == sorted([*_calls(seq_cfg), "bob train"])
     log = (ray_cfg.work / "bob" / "train.log").read_text()
     assert "attempt 1" in log and "attempt 2" in log
+    assert "bob: train failed (WorkerCrashedError: " in capsys.readouterr().out
     assert local_ray.is_initialized()  # a Ray the caller started is left running

@@ -1,0 +1,159 @@
+"""``nerfvc batch`` in-process vs on a local Ray, on a few small clips with a tiny budget, and the planned
+throughput on N machines from the measured per-task times.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/batch.py [--clips may,obama] [--minutes 0.5] \
+        [--eval "--sizes 256 --kbps 1.5 --codecs x265 --max-frames 10 --dists-frames 0"] \
+        [--work work/bench-batch] [-o benchmarks/results/batch.json]
+
+Each mode starts from an empty ``WORK/<mode>/`` (so nothing is cached). CPU time is the sum over tasks of each
+task's process CPU time including its finished children (the encoders), plus the driver's; Ray's own daemons
+(GCS, raylet) are not counted. The plan assumes machines like this one and one clip's steps on one CPU each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clips import CLIPS, select
+
+from nerfvc.batch import BatchConfig, parse_eval_options, run_batch
+from nerfvc.fsutil import read_json, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    """CPU model, cores, versions, commit and date of this measurement."""
+    import torch
+
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:
+        ray_version = None
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in ln
+        ),
+        platform.processor(),
+    )
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True
+    ).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray_version,
+        "commit": commit + ("-dirty" if dirty else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def makespan(clip_seconds: list[float], slots: int) -> float:
+    """Longest-first list scheduling of whole clips (their steps are serial) onto ``slots`` CPUs."""
+    loads = [0.0] * max(1, slots)
+    for t in sorted(clip_seconds, reverse=True):
+        heapq.heapreplace(loads, loads[0] + t)
+    return max(loads)
+
+
+def plan(per_clip: dict[str, dict[str, float]], cores: int, machines: list[int]) -> dict:
+    """Planned wall time and clips/hour for these clips on N machines of ``cores`` 1-CPU task slots."""
+    totals = [sum(s.values()) for s in per_clip.values()]
+    rows = []
+    for n in machines:
+        wall = makespan(totals, n * cores)
+        rows.append({"machines": n, "slots": n * cores, "minutes": round(wall / 60, 2),
+                     "clips_per_hour": round(len(totals) / wall * 3600, 1)})  # fmt: skip
+    mean = sum(totals) / len(totals)
+    return {
+        "clips": len(totals),
+        "clip_seconds_mean": round(mean, 1),
+        "steady_clips_per_hour_per_machine": round(cores * 3600 / mean, 1),
+        "machines": rows,
+    }
+
+
+def run_mode(name: str, cfg: BatchConfig, videos: list[Path], ray: str | None) -> dict:
+    """One batch from an empty work dir; wall and CPU time, per-task times."""
+    cfg = dataclasses.replace(cfg, work=cfg.work / name)
+    shutil.rmtree(cfg.work, ignore_errors=True)
+    load0 = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
+    s = run_batch(cfg, videos, cfg.work / "summary", ray=ray, command=f"benchmarks/batch.py ({name})")
+    wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
+    rows = {r["clip"]: r for r in s["clips"]}
+    task_cpu = sum(sum(r.get("cpu_seconds", {}).values()) for r in rows.values())
+    return {
+        "executor": s["executor"],
+        "status": {k: r["status"] for k, r in rows.items()},
+        "wall_s": round(wall, 1),
+        "cpu_s": round(task_cpu + driver_cpu, 1),
+        "task_cpu_s": round(task_cpu, 1),
+        "driver_cpu_s": round(driver_cpu, 1),
+        "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "task_seconds": {k: r.get("seconds", {}) for k, r in rows.items()},
+        "task_cpu_seconds": {k: r.get("cpu_seconds", {}) for k, r in rows.items()},
+        "nerfvc_psnr": {k: (r.get("nerfvc") or {}).get("psnr") for k, r in rows.items()},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", default="may,obama")
+    ap.add_argument("--clips-dir", default=str(CLIPS))
+    ap.add_argument("--minutes", type=float, default=0.5)
+    ap.add_argument("--eval", default="--sizes 256 --kbps 1.5 --codecs x265 --max-frames 10 --dists-frames 0")
+    ap.add_argument("--work", default="work/bench-batch")
+    ap.add_argument("--machines", default="1,2,4,8,16", help="N for the planned throughput")
+    ap.add_argument("-o", "--out", default="benchmarks/results/batch.json")
+    args = ap.parse_args()
+    videos = select(args.clips, sorted(Path(args.clips_dir).glob("*.mp4")))
+    cfg = BatchConfig(work=Path(args.work), minutes=args.minutes, **parse_eval_options(args.eval))
+    info = machine()
+    modes = {"sequential": run_mode("sequential", cfg, videos, None)}
+    modes["ray_auto"] = run_mode("ray_auto", cfg, videos, "auto")
+    machines = [int(n) for n in args.machines.split(",")]
+    cores = info["cores"] or 1
+    full = read_json(ROOT / "benchmarks" / "results" / "clips.json")
+    full_steps = {r["clip"]: r["seconds"] for r in full["clips"] if r.get("status") == "ok"}
+    result = {
+        "command": "python benchmarks/batch.py " + " ".join(sys.argv[1:]),
+        "machine": info,
+        "config": {"clips": [v.stem for v in videos], "minutes": args.minutes, "eval": args.eval},
+        "modes": modes,
+        "speedup_wall": round(modes["sequential"]["wall_s"] / modes["ray_auto"]["wall_s"], 2),
+        "plan": {
+            "note": "makespan of whole clips (prepare+train+eval serial) on N machines × cores 1-CPU slots, "
+            "longest first; per-task times as measured (shared machine), Ray overhead not included",
+            "tiny (this run, Ray per-task times)": plan(modes["ray_auto"]["task_seconds"], cores, machines),
+            "8 shared clips, 6-min training (benchmarks/results/clips.json per-step times)": plan(
+                full_steps, cores, machines
+            ),
+        },
+    }
+    write_json_atomic(args.out, result)
+    print(
+        f"wrote {args.out}: sequential {modes['sequential']['wall_s']} s, ray {modes['ray_auto']['wall_s']} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
