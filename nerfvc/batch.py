@@ -578,8 +578,8 @@ def markdown(summary: dict) -> str:
         "Each metric cell is **nerfvc / x265 at its lowest rate / freeze**; nerfvc is its lowest-rate point.",
         "",
         f"Command: `{summary['command']}` ({summary['executor']}); wall time of this invocation "
-        f"{summary['wall_minutes']:.1f} min (cached steps cost nothing); time spent in the steps of all "
-        f"clips, over all invocations: {summary['step_minutes']:.1f} min.",
+        f"{summary['wall_minutes']:.1f} min (cached steps cost nothing); time spent in the finished steps "
+        f"of all clips, over all invocations: {summary['step_minutes']:.1f} min.",
         "",
         "| clip | status | " + " | ".join(ROW_METRICS.values()) + " | prepare / train / eval (min) |",
         "|---" * (len(ROW_METRICS) + 3) + "|",
