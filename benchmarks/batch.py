@@ -1,13 +1,15 @@
 """``nerfvc batch`` in-process vs on a local Ray, on a few small clips with a tiny budget, and the planned
 throughput on N machines from the measured per-task times.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/batch.py [--clips may,obama] [--minutes 0.5] \
+    PYTHONPATH=. .venv/bin/python benchmarks/batch.py [--clips may,obama] [--minutes 1] \
         [--eval "--sizes 256 --kbps 1.5 --codecs x265 --max-frames 10 --dists-frames 0"] \
         [--work work/bench-batch] [-o benchmarks/results/batch.json]
 
-Each mode starts from an empty ``WORK/<mode>/`` (so nothing is cached). CPU time is the sum over tasks of each
-task's process CPU time including its finished children (the encoders), plus the driver's; Ray's own daemons
-(GCS, raylet) are not counted. The plan assumes machines like this one and one clip's steps on one CPU each.
+Each mode starts from an empty ``WORK/<mode>/`` (so nothing is cached). ``task_cpu_s`` is the sum over tasks
+of the CPU time of the process running it, including its finished children (the encoders), in both modes.
+``cpu_s`` is the whole run: in-process, the driver's CPU time with its children; on Ray, the tasks' plus the
+driver's own (Ray's daemons, GCS and raylet, are not counted; ``driver_children_cpu_s`` holds what of them
+was reaped). The plan assumes machines like this one and one clip's steps on one CPU each.
 """
 
 from __future__ import annotations
@@ -95,18 +97,23 @@ def run_mode(name: str, cfg: BatchConfig, videos: list[Path], ray: str | None) -
     cfg = dataclasses.replace(cfg, work=cfg.work / name)
     shutil.rmtree(cfg.work, ignore_errors=True)
     load0 = os.getloadavg()[0]
-    t, c = time.perf_counter(), time.process_time()
+    t, c0 = time.perf_counter(), os.times()
     s = run_batch(cfg, videos, cfg.work / "summary", ray=ray, command=f"benchmarks/batch.py ({name})")
-    wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
+    wall, c1 = time.perf_counter() - t, os.times()
+    driver_self = c1.user + c1.system - c0.user - c0.system
+    driver_children = c1.children_user + c1.children_system - c0.children_user - c0.children_system
     rows = {r["clip"]: r for r in s["clips"]}
     task_cpu = sum(sum(r.get("cpu_seconds", {}).values()) for r in rows.values())
+    # in-process the tasks are the driver's own CPU time; on Ray they ran in the workers
+    cpu = driver_self + driver_children if ray is None else task_cpu + driver_self
     return {
         "executor": s["executor"],
         "status": {k: r["status"] for k, r in rows.items()},
         "wall_s": round(wall, 1),
-        "cpu_s": round(task_cpu + driver_cpu, 1),
+        "cpu_s": round(cpu, 1),
         "task_cpu_s": round(task_cpu, 1),
-        "driver_cpu_s": round(driver_cpu, 1),
+        "driver_cpu_s": round(driver_self, 1),
+        "driver_children_cpu_s": round(driver_children, 1),
         "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "task_seconds": {k: r.get("seconds", {}) for k, r in rows.items()},
         "task_cpu_seconds": {k: r.get("cpu_seconds", {}) for k, r in rows.items()},
@@ -118,7 +125,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", default="may,obama")
     ap.add_argument("--clips-dir", default=str(CLIPS))
-    ap.add_argument("--minutes", type=float, default=0.5)
+    ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--eval", default="--sizes 256 --kbps 1.5 --codecs x265 --max-frames 10 --dists-frames 0")
     ap.add_argument("--work", default="work/bench-batch")
     ap.add_argument("--machines", default="1,2,4,8,16", help="N for the planned throughput")

@@ -28,13 +28,14 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nerfvc.errors import InputError
 from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
@@ -244,6 +245,24 @@ class IncompleteOutput(Exception):
 
 
 @contextlib.contextmanager
+def _redirect(log: IO[str]) -> Iterator[None]:
+    """Send stdout and stderr to ``log``: Python's and the file descriptors' (native libraries, encoders)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+@contextlib.contextmanager
 def _alarm(seconds: float) -> Iterator[None]:
     """Raise StepTimeout in the main thread after ``seconds`` (no-op elsewhere, e.g. in a Ray worker)."""
     if threading.current_thread() is not threading.main_thread() or not math.isfinite(seconds):
@@ -278,9 +297,8 @@ def run_step(
         handler = logging.StreamHandler(log)
         logging.getLogger().addHandler(handler)
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                with _alarm(cfg.timeout_s(step)):
-                    getattr(steps, step)(cfg, video, p)
+            with _redirect(log), _alarm(cfg.timeout_s(step)):
+                getattr(steps, step)(cfg, video, p)
             done = {
                 "prepare": lambda: dataset_done(p.dataset),
                 "train": lambda: model_done(p.model),

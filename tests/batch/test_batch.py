@@ -36,6 +36,8 @@ def _enter(cfg: B.BatchConfig, step: str, p: B.ClipPaths) -> None:
     work, clip = Path(cfg.work), p.root.name
     with open(work / "calls.log", "a") as f:
         f.write(f"{clip} {step}\n")
+    print(f"print from {step}")
+    os.write(2, f"native write from {step}\n".encode())  # as mediapipe's or an encoder's messages
     if (work / f"fail_{step}_{clip}").exists():
         raise RuntimeError(f"bad clip {clip}")
     if (work / f"sleep_{step}_{clip}").exists():
@@ -127,7 +129,8 @@ def test_sequential_batch_writes_the_summary(tmp_path):
     assert md.startswith("# nerfvc batch\n") and "(sequential, in-process)" in md
     assert "| alice | ok | 1 / 9 / 3 | " in md and "| bob | ok |" in md
     assert json.loads(out.with_suffix(".json").read_text())["clips"][1]["clip"] == "bob"
-    assert (cfg.work / "alice" / "train.log").read_text().startswith("$ train ")
+    log = (cfg.work / "alice" / "train.log").read_text()
+    assert log.startswith("$ train ") and "print from train" in log and "native write from train" in log
 
 
 def test_rerun_of_a_finished_batch_recomputes_nothing(tmp_path):
