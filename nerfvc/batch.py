@@ -479,8 +479,8 @@ def run_batch(
     summarize(cfg, clips, out, wall_s=0.0, **info)
     try:
         say(f"{len(videos)} clips, {executor.description}")
-        for v in reversed(videos):  # reversed: the sequential executor runs the last submitted first
-            first = _first_step(cfg, v, say)
+        firsts = [(v, _first_step(cfg, v, say)) for v in videos]
+        for v, first in reversed(firsts):  # reversed: the sequential executor runs the last submitted first
             if first:
                 executor.submit(Task(v, first))
         while executor.busy():

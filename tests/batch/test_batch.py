@@ -25,7 +25,7 @@ from nerfvc.train.trainer import TrainConfig
 SIZE = 48
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
-# --- tiny steps: a 10-frame synthetic dataset, 30 training steps at 48 px, PSNR on the 2 test frames ------
+# --- tiny steps: a 10-frame synthetic dataset, 20 training steps at 48 px, PSNR on the 2 test frames ------
 # Each records its call in WORK/calls.log; marker files in WORK make one step of one clip misbehave:
 # fail_<step>_<clip> raises every time, interrupt_<step>_<clip> raises KeyboardInterrupt once (a kill of
 # the in-process run), crash_<step>_<clip> kills the process once (a dead Ray worker), sleep_<step>_<clip>
@@ -62,7 +62,7 @@ def tiny_train(cfg: B.BatchConfig, video: Path, p: B.ClipPaths) -> None:
     _enter(cfg, "train", p)
     fine = HeadFieldConfig(grid=HashGridConfig(levels=8, features=2, log2_table=12, base_res=8, max_res=96))
     model = ModelConfig(fine=fine, n_coarse=16, n_fine=16, occupancy_res=32)
-    tc = TrainConfig(iters=30, batch_rays=512, eval_frames=0, progress=False, checkpoint_seconds=1e9)
+    tc = TrainConfig(iters=20, batch_rays=256, eval_frames=0, progress=False, checkpoint_seconds=1e9)
     train(p.dataset, p.model, tc, model)
 
 
@@ -108,10 +108,15 @@ def _rows(summary: dict) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in drop} for r in summary["clips"]]
 
 
+# one thread, as in a 1-CPU Ray task, so in-process and Ray runs compute the same numbers; the pure-torch hash
+# grid: the C++ kernel's first build (~40 s) is not what these tests are about
+ENV = {"NERFVC_THREADS": "1", "NERFVC_NO_CPP": "1"}
+
+
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """As in a 1-CPU Ray task, so in-process and Ray runs compute the same numbers."""
-    monkeypatch.setenv("NERFVC_THREADS", "1")
+def env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
 
 
 def test_sequential_batch_writes_the_summary(tmp_path):
@@ -224,7 +229,7 @@ def local_ray():
 
     # the tiny steps live in this test module, which Ray workers cannot import: send them by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": ENV})
     yield ray
     ray.shutdown()
 
