@@ -3,12 +3,13 @@ and freeze, with a one-row-per-clip summary. Resumable: rerun the same command a
 
     PYTHONPATH=. .venv/bin/python benchmarks/clips.py [--clips german,d9] [--minutes 20] [--work work/bench] \
         [--size 256] [--kbps 1.5] [--codecs x265,x264,vvenc,svtav1] [--max-frames 0] \
-        [-o benchmarks/results/clips]
+        [--ray auto|ADDRESS] [--cpus-per-task 1] [-o benchmarks/results/clips]
 
 ``--clips`` takes clip names or unique substrings of them (default: every mp4 in ../shared/data/clips).
-Datasets, models and reports are cached under ``--work`` (``WORK/<clip>/``), each step's output goes to
-``WORK/<clip>/<step>.log`` and progress to ``WORK/bench.log``. The summary is ``-o``.json and ``-o``.md,
-rewritten after each clip. See benchmarks/README.md for the time it takes.
+This is ``nerfvc batch`` (``nerfvc.batch``) over the shared clips: datasets, models and reports are cached
+under ``--work`` (``WORK/<clip>/``), each step's output goes to ``WORK/<clip>/<step>.log`` and progress to
+``WORK/bench.log``. The summary is ``-o``.json and ``-o``.md, rewritten after each step. See
+benchmarks/README.md for the time it takes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import signal
 import sys
 from pathlib import Path
 
-from nerfvc.eval.bench import BenchConfig, run_bench
+from nerfvc.batch import BatchConfig, run_batch
+from nerfvc.batch_commands import report
+from nerfvc.errors import NerfvcError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT / ".." / "shared" / "data" / "clips"
@@ -59,12 +62,14 @@ def main() -> int:
         help="minutes before a step is stopped (train: on top of --minutes)",
     )
     ap.add_argument("--retry-failed", action="store_true", help="rerun clips that failed before")
+    ap.add_argument("--ray", default=None, help="'auto' (a local Ray) or a cluster ADDRESS (default: no Ray)")
+    ap.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per Ray task (default 1)")
     ap.add_argument("-o", "--out", default="benchmarks/results/clips", help="summary path without suffix")
     args = ap.parse_args()
     videos = select(args.clips, sorted(Path(args.clips_dir).glob("*.mp4")))
     if not videos:
         sys.exit(f"no clips in {args.clips_dir}")
-    cfg = BenchConfig(
+    cfg = BatchConfig(
         work=Path(args.work),
         minutes=args.minutes,
         size=args.size,
@@ -74,17 +79,27 @@ def main() -> int:
         dists_frames=args.dists_frames,
         step_timeout_minutes=args.step_timeout,
         retry_failed=args.retry_failed,
+        cpus_per_task=args.cpus_per_task,
     )
     command = "python benchmarks/clips.py " + shlex.join(sys.argv[1:])
-    # `kill PID` stops the running step cleanly (it is interrupted and checkpoints) instead of orphaning it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    summary = run_bench(cfg, videos, Path(args.out), command=command, log=Path(args.work) / "bench.log")
-    failed = [r["clip"] for r in summary["clips"] if r["status"] != "ok"]
-    print(
-        f"{len(videos) - len(failed)}/{len(videos)} clips ok"
-        + (f"; not ok: {', '.join(failed)}" if failed else "")
-    )
-    return 0
+    # `kill PID` stops the running step like Ctrl-C: training checkpoints on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        summary = run_batch(
+            cfg,
+            videos,
+            Path(args.out),
+            ray=args.ray,
+            command=command,
+            title="nerfvc on the shared clips",
+            log=Path(args.work) / "bench.log",
+        )
+    except NerfvcError as e:
+        sys.exit(f"clips.py: error: {e}")
+    except KeyboardInterrupt:
+        print("clips.py: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    return report(summary)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.render.commands",  # render
     "nerfvc.live.commands",  # receive, send
     "nerfvc.eval.commands",  # eval-baselines, eval
+    "nerfvc.batch_commands",  # batch
 ]
 
 
