@@ -13,15 +13,17 @@ BENCH_MINUTES ?= 20
 BENCH_CLIPS ?=
 BENCH_WORK ?= work/bench
 BENCH_CODECS ?= x265,x264,vvenc,svtav1
+# make bench-clips BENCH_RAY=auto: the clips as Ray tasks (a local Ray; or a cluster's HEAD:6379)
+BENCH_RAY ?=
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: setup test lint format demo bench bench-clips clean
 
-$(BIN)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt requirements-cluster.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-cluster.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
@@ -60,7 +62,7 @@ bench: setup
 # nerfvc itself on every shared clip (prepare → train BENCH_MINUTES → eval at 256²); resumable: rerun after a kill.
 bench-clips: setup
 	$(BIN)/python benchmarks/clips.py --minutes $(BENCH_MINUTES) --clips "$(BENCH_CLIPS)" --work $(BENCH_WORK) \
-		--codecs $(BENCH_CODECS)
+		--codecs $(BENCH_CODECS) $(if $(BENCH_RAY),--ray $(BENCH_RAY))
 
 clean:
 	rm -rf $(VENV) work

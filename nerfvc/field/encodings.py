@@ -7,6 +7,7 @@ when a compiler is available, the torch path otherwise (and on CUDA, where it is
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -37,8 +38,9 @@ def load_cpp_extension() -> object | None:
         from torch.utils.cpp_extension import load_inline
 
         source = (Path(__file__).with_name("hashgrid.cpp")).read_text()
+        digest = hashlib.sha1(source.encode()).hexdigest()[:10]  # checkouts with other sources never clash
         _EXT = load_inline(
-            name="nerfvc_hashgrid_v10",
+            name=f"nerfvc_hashgrid_{digest}",
             cpp_sources=[source],
             functions=["hashgrid_forward", "hashgrid_backward"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
