@@ -62,6 +62,7 @@ def _machine() -> dict:
         "cpu": model,
         "isa": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
         "cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other users' jobs share the cores
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "commit": commit.stdout.strip(),

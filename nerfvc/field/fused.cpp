@@ -3,7 +3,9 @@
 // Same hash and interpolation as hashgrid.cpp (and hashgrid_torch). Inside a tile the data is point-major
 // ("transposed": row m holds the TP points' values of channel m), and every matrix product is vectorised over
 // points with GCC vector extensions (16 lanes with AVX-512, 8 with AVX/AVX2, 4 otherwise), register-blocked
-// over 8 output channels, weights broadcast from memory; H, O and G are zero-padded to multiples of 8.
+// over 8 output channels, weights broadcast from memory; H, O and G are zero-padded to multiples of 8. The grid
+// lookup computes a level's corner indices for a tile's points with vector arithmetic, then fetches the table
+// rows with hardware gathers (AVX2/AVX-512), one level at a time over blocks of BT tiles.
 // Backward recomputes the grid features and hidden layer per tile (nothing is stored by the forward); weight
 // gradients accumulate in per-thread vector accumulators, the table gradient in per-thread tables (thread 0
 // writes straight into the result), reduced at the end, so the result is race-free and deterministic for a
