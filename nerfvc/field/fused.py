@@ -1,0 +1,108 @@
+"""Fused CPU kernel for the head field's density MLP: ``relu(hashgrid(x) @ w1 + b1) @ w2 + b2`` in one pass
+over tiles of points (``fused.cpp``), so the grid features and hidden activations never become full-size
+tensors. :func:`fused_density_reference` is the same function in plain torch.
+
+Weights are given as (in, out) float32 contiguous tensors (``linear.weight.t().contiguous()``); ``b1`` is
+(1,H), shared by all points (a frame's codes folded in), or (N,H). The kernel uses ``torch.get_num_threads()``
+OpenMP threads. ``NERFVC_NO_CPP`` disables it; ``NERFVC_CPP_MARCH`` (default ``native``) is the ``-march``
+it is compiled for, each value under its own extension name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from nerfvc.field.encodings import hashgrid_torch
+
+log = logging.getLogger(__name__)
+
+_EXTS: dict[str, object | None] = {}
+
+
+def _march() -> str:
+    return os.environ.get("NERFVC_CPP_MARCH", "native")
+
+
+def load_fused_extension() -> object | None:
+    """Build (first call ~30 s, then cached by torch) and return the fused kernel for ``NERFVC_CPP_MARCH``,
+    or None (``NERFVC_NO_CPP`` set, no compiler, build error)."""
+    march = _march()
+    if march in _EXTS:
+        return _EXTS[march]
+    ext = None
+    if not os.environ.get("NERFVC_NO_CPP"):
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            ext = load_inline(
+                name="nerfvc_fused_v1_" + re.sub(r"\W", "_", march),
+                cpp_sources=[Path(__file__).with_name("fused.cpp").read_text()],
+                functions=["fused_forward", "fused_backward"],
+                extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except Exception as e:  # no compiler, no ninja, build error
+            log.warning("fused density: C++ kernel unavailable (%s)", e)
+    _EXTS[march] = ext
+    return ext
+
+
+def fused_density_available() -> bool:
+    """Whether the fused kernel can be built (or is already loaded)."""
+    return load_fused_extension() is not None
+
+
+def fused_density(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    res: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+) -> torch.Tensor:
+    """``x`` (N,3) in [0,1], ``table`` (L,T,F), ``res`` (L,) int64, ``w1`` (L·F,H), ``b1`` (1,H) or (N,H),
+    ``w2`` (H,O), ``b2`` (O,) → ``relu(hashgrid(x) @ w1 + b1) @ w2 + b2`` (N,O) float32. No autograd."""
+    ext = load_fused_extension()
+    if ext is None:
+        raise RuntimeError("fused density: the C++ kernel is unavailable")
+    return ext.fused_forward(x, table, res, w1, b1, w2, b2, torch.get_num_threads())  # type: ignore[attr-defined]
+
+
+class FusedDensityFn(torch.autograd.Function):
+    """:func:`fused_density` with gradients for ``table``, ``w1``, ``b1``, ``w2`` and ``b2`` (none for ``x``).
+    The backward recomputes the grid features and the hidden layer tile by tile (the forward stores nothing
+    but its inputs)."""
+
+    @staticmethod
+    def forward(ctx, x, table, res, w1, b1, w2, b2):  # type: ignore[override]
+        ctx.save_for_backward(x, table, res, w1, b1, w2, b2)
+        return fused_density(x, table, res, w1, b1, w2, b2)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        ext = load_fused_extension()
+        g_table, g_w1, g_b1, g_w2, g_b2 = ext.fused_backward(  # type: ignore[union-attr]
+            grad_out.contiguous(), *ctx.saved_tensors, torch.get_num_threads()
+        )
+        return None, g_table, None, g_w1, g_b1, g_w2, g_b2
+
+
+def fused_density_reference(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    res: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`fused_density` in plain torch (:func:`hashgrid_torch` and matmuls), differentiable."""
+    feats = hashgrid_torch(x, table, res).reshape(x.shape[0], -1)  # (N,G)
+    return torch.relu(feats @ w1 + b1) @ w2 + b2
