@@ -14,7 +14,6 @@ kernels compiled with ``-march=haswell``). Writes ``benchmarks/results/fused.jso
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -27,47 +26,16 @@ from pathlib import Path
 
 import torch
 
+from nerfvc.field.cpp import cpp_march
+from nerfvc.field.encodings import load_cpp_extension
 from nerfvc.field.fused import FusedDensityFn, fused_density, load_fused_extension
+from nerfvc.machine import machine_record
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "NERFVC_CPP_MARCH": "haswell"}
 # name: levels, log2 table, base res, max res, hidden, out (features 2), as in nerfvc/render/model.py
 SHAPES = {"fine": (16, 15, 16, 512, 64, 16), "coarse": (8, 13, 8, 96, 32, 8)}
-
-
-def _hashgrid_extension() -> object:
-    """hashgrid.cpp built for ``NERFVC_CPP_MARCH`` (the project's loader always builds for native)."""
-    from torch.utils.cpp_extension import load_inline
-
-    march = os.environ.get("NERFVC_CPP_MARCH", "native")
-    return load_inline(
-        name=f"nerfvc_hashgrid_bench_{march}",
-        cpp_sources=[(REPO / "nerfvc" / "field" / "hashgrid.cpp").read_text()],
-        functions=["hashgrid_forward", "hashgrid_backward"],
-        extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-    )
-
-
-def _machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
-    )
-    flags_line = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    flags = set(flags_line.split(":", 1)[-1].split())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    return {
-        "cpu": model,
-        "isa": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
-        "cores": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),  # other users' jobs share the cores
-        "torch": torch.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "commit": commit.stdout.strip(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
 
 
 def _inputs(shape: str, n: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -133,7 +101,7 @@ def run(log2_sizes: list[int], threads_list: list[int], repeat: int) -> dict:
     """All variants for every shape, size and thread count → the results section."""
     if load_fused_extension() is None:
         raise SystemExit("fused kernel unavailable")
-    hg = _hashgrid_extension()
+    hg = load_cpp_extension()  # built for NERFVC_CPP_MARCH, like the fused kernel
     rows = []
     for shape in SHAPES:
         for log2_n in log2_sizes:
@@ -147,7 +115,7 @@ def run(log2_sizes: list[int], threads_list: list[int], repeat: int) -> dict:
                     row[f"{name}_mpts_cpu_s"] = round(2**log2_n / cpu / 1e6, 2)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
-    return {"machine": _machine(), "march": os.environ.get("NERFVC_CPP_MARCH", "native"), "results": rows}
+    return {"machine": machine_record(), "march": cpp_march(), "results": rows}
 
 
 def main() -> None:

@@ -1,11 +1,13 @@
-"""What this machine is, and which precision its field MLPs run fastest in — decided by measurement.
+"""What this machine is, and which precision and kernels run fastest on it — decided by measurement.
 
 bfloat16 matmuls are ~2x faster than float32 on CPUs with bf16 units (AVX512_BF16, AMX) and ~11x slower on
 CPUs without them (AVX2-only laptops and servers: oneDNN emulates bf16). No fixed default is right on both,
-so :func:`mlp_dtype` times the head field's real shapes once per machine in both precisions and keeps the
-faster, caches the choice in ``$NERFVC_CACHE/precision.json`` keyed by CPU model + torch version + device,
-and logs it once. ``NERFVC_PRECISION=auto|fp32|bf16`` overrides. Training (autocast around the MLPs), the
-frame renderer, eval and the live receiver all ask this one function.
+so :func:`choose` times the candidates at the field's real shapes once per machine and keeps the fastest,
+caches the choice in ``$NERFVC_CACHE/choices.json`` keyed by CPU model, ATen/oneDNN ISA and torch version,
+and logs it once; an environment variable overrides each choice. :func:`mlp_dtype`
+(``NERFVC_PRECISION=auto|fp32|bf16``) is the precision of the field MLPs; the head's density kernel
+(``NERFVC_KERNEL=auto|fused|torch``, :func:`nerfvc.field.fields.density_kernel`) is chosen the same way.
+Training, the frame renderer, eval and the live receiver all ask these functions.
 
 :func:`machine_record` is the description every benchmark result carries.
 """
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
-_CHOSEN: dict[str, torch.dtype] = {}
+_CHOSEN: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
@@ -69,6 +71,8 @@ def isa() -> dict[str, bool]:
 def machine_record(threads: int | None = None) -> dict:
     """Who measured a benchmark: CPU model, ISA flags, cores, threads, torch version, commit, date and the
     precision choice. Every file in ``benchmarks/results/`` carries one."""
+    from nerfvc.field.fields import density_kernel  # the field module asks this one: import at call time
+
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -86,6 +90,8 @@ def machine_record(threads: int | None = None) -> dict:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mlp_precision": precision_name(mlp_dtype()),
         "precision_forced": os.environ.get("NERFVC_PRECISION", "auto"),
+        "density_kernel": density_kernel(),
+        "kernel_forced": os.environ.get("NERFVC_KERNEL", "auto"),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
@@ -134,16 +140,50 @@ def _cache_key(device: torch.device) -> str:
     return f"{device.type}|{name}|torch {torch.__version__}"
 
 
-def measure_precision(device: torch.device, timer: Callable[[torch.dtype, torch.device], float]) -> dict:
-    """Time every precision with ``timer`` → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; a
-    precision that fails to run is skipped)."""
+def measure(options: dict[str, Callable[[], float]]) -> dict:
+    """Time every option → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; an option that fails to
+    run is skipped)."""
     seconds: dict[str, float] = {}
-    for name, dtype in PRECISIONS.items():
+    for name, timer in options.items():
         try:
-            seconds[name] = timer(dtype, device)
-        except RuntimeError as e:  # e.g. no bf16 kernels on this device
-            log.info("precision %s unavailable on %s: %s", name, device, e)
+            seconds[name] = timer()
+        except RuntimeError as e:  # e.g. no bf16 kernels on this device, a kernel that did not build
+            log.info("%s unavailable: %s", name, e)
     return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
+
+
+def choose(what: str, device: torch.device | str, env: str, options: dict[str, Callable[[], float]]) -> str:
+    """The option for ``what`` on ``device``: ``$env`` if it names one, else the fastest by :func:`measure`,
+    remembered in ``$NERFVC_CACHE/choices.json`` per CPU model, kernel ISA and torch version and logged once.
+    ``$env`` = ``auto`` (or unset) measures; anything else is a clear error."""
+    device = torch.device(device)
+    forced = os.environ.get(env, "auto").strip().lower() or "auto"
+    if forced in options:
+        return forced
+    if forced != "auto":
+        raise InputError(f"{env}={forced!r}: use auto, {', '.join(options)}")
+    key = f"{what}|{_cache_key(device)}"
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    path = cache_dir() / "choices.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    cached = cached if isinstance(cached, dict) else {}
+    entry = cached.get(key)
+    if not (isinstance(entry, dict) and entry.get("choice") in options):
+        entry = cached[key] = measure(options)
+        try:
+            from nerfvc.fsutil import write_json_atomic
+
+            write_json_atomic(path, cached)
+        except OSError as e:  # a read-only home: measure again next time
+            log.warning("%s: cannot cache the choice in %s (%s)", what, path, e)
+        times = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in entry["seconds"].items())
+        log.warning("%s: %s on %s (measured %s)", what, entry["choice"], key, times)
+    _CHOSEN[key] = entry["choice"]
+    return _CHOSEN[key]
 
 
 def mlp_dtype(
@@ -153,31 +193,5 @@ def mlp_dtype(
     """The dtype the field MLPs run in on ``device``: ``NERFVC_PRECISION`` if set to fp32/bf16, else the
     measured fastest (cached per CPU model, kernel ISA and torch version)."""
     device = torch.device(device)
-    forced = os.environ.get("NERFVC_PRECISION", "auto").strip().lower() or "auto"
-    if forced in PRECISIONS:
-        return PRECISIONS[forced]
-    if forced != "auto":
-        raise InputError(f"NERFVC_PRECISION={forced!r}: use auto, fp32 or bf16")
-    key = _cache_key(device)
-    if key in _CHOSEN:
-        return _CHOSEN[key]
-    path = cache_dir() / "precision.json"
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    entry = cached.get(key) if isinstance(cached, dict) else None
-    if not (isinstance(entry, dict) and entry.get("choice") in PRECISIONS):
-        entry = measure_precision(device, timer)
-        cached = cached if isinstance(cached, dict) else {}
-        cached[key] = entry
-        try:
-            from nerfvc.fsutil import write_json_atomic
-
-            write_json_atomic(path, cached)
-        except OSError as e:  # a read-only home: measure again next time
-            log.warning("precision: cannot cache the choice in %s (%s)", path, e)
-        times = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in entry["seconds"].items())
-        log.warning("precision: field MLPs in %s on %s (measured %s)", entry["choice"], key, times)
-    _CHOSEN[key] = PRECISIONS[entry["choice"]]
-    return _CHOSEN[key]
+    options = {name: (lambda d=dtype: timer(d, device)) for name, dtype in PRECISIONS.items()}
+    return PRECISIONS[choose("field MLP precision", device, "NERFVC_PRECISION", options)]

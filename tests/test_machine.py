@@ -7,7 +7,9 @@ import torch
 
 from nerfvc import machine
 from nerfvc.errors import InputError
+from nerfvc.field import fields
 from nerfvc.field.fields import HeadField, HeadFieldConfig
+from nerfvc.field.fused import fused_density_available
 
 
 @pytest.fixture()
@@ -16,6 +18,7 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(machine, "_CHOSEN", {})
     monkeypatch.setenv("NERFVC_CACHE", str(tmp_path))
     monkeypatch.delenv("NERFVC_PRECISION", raising=False)
+    monkeypatch.delenv("NERFVC_KERNEL", raising=False)
     return tmp_path
 
 
@@ -33,7 +36,7 @@ def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
     calls: list = []
     dtype = machine.mlp_dtype("cpu", fake_timer({fast: 0.01, slow: 0.11}, calls))
     assert dtype == machine.PRECISIONS[fast] and len(calls) == 2
-    cached = json.loads((fresh / "precision.json").read_text())
+    cached = json.loads((fresh / "choices.json").read_text())
     (key,) = cached
     assert machine.cpu_model() in key and torch.__version__ in key and cached[key]["choice"] == fast
     # a new process (no in-memory choice) reads the cache instead of measuring again
@@ -43,7 +46,7 @@ def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
     # another CPU model is measured anew
     machine._CHOSEN.clear()
     cached = {k.replace(machine.cpu_model(), "Other CPU"): v for k, v in cached.items()}
-    (fresh / "precision.json").write_text(json.dumps(cached))
+    (fresh / "choices.json").write_text(json.dumps(cached))
     assert machine.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == machine.PRECISIONS[slow]
 
 
@@ -61,19 +64,27 @@ def test_the_environment_overrides_and_a_bad_value_is_a_clear_error(fresh, monke
 
 
 def test_a_corrupt_cache_is_measured_again(fresh):
-    (fresh / "precision.json").write_text("{not json")
+    (fresh / "choices.json").write_text("{not json")
     calls: list = []
     assert machine.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
     assert len(calls) == 2
 
 
-def test_the_real_timer_measures_both_precisions(fresh):
-    entry = machine.measure_precision(torch.device("cpu"), lambda d, dev: machine._time_mlp(d, dev, rows=256))
+def test_the_real_timers_measure_every_option(fresh):
+    cpu = torch.device("cpu")
+    entry = machine.measure(
+        {k: (lambda d=d: machine._time_mlp(d, cpu, rows=256)) for k, d in machine.PRECISIONS.items()}
+    )
     assert set(entry["seconds"]) == {"fp32", "bf16"} and all(v > 0 for v in entry["seconds"].values())
     assert entry["choice"] == min(entry["seconds"], key=entry["seconds"].get)
+    kernel = fields.density_kernel(cpu)  # measured: the fused C++ pass or torch, whichever was faster here
+    assert kernel in ("fused", "torch")
+    if not fused_density_available():
+        assert kernel == "torch"
 
 
 def test_the_head_field_runs_its_mlps_in_the_chosen_precision(fresh, monkeypatch):
+    monkeypatch.setenv("NERFVC_KERNEL", "torch")  # the MLPs in torch, where the precision applies
     torch.manual_seed(0)
     field = HeadField(HeadFieldConfig(), consistency_dim=8)
     for p in field.parameters():  # non-trivial weights so rounding shows
@@ -96,3 +107,5 @@ def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
     assert rec["cpu_model"] == machine.cpu_model() and rec["threads"] == 2
     assert set(rec["isa"]) == set(machine.ISA_FLAGS) and rec["mlp_precision"] == "fp32"
     assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
+    monkeypatch.setenv("NERFVC_KERNEL", "torch")
+    assert machine.machine_record()["density_kernel"] == "torch"

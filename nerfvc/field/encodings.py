@@ -7,50 +7,25 @@ when a compiler is available, the torch path otherwise (and on CUDA, where it is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerfvc.field.cpp import load_kernel
+
 log = logging.getLogger(__name__)
 
 _PRIMES = (1, 2654435761, 805459861)
-_EXT: object | None = None
-_EXT_TRIED = False
 
 
 def load_cpp_extension() -> object | None:
-    """Build (first call ~40 s, then cached by torch) and return the C++ hash-grid kernel, or None."""
-    global _EXT, _EXT_TRIED
-    if _EXT_TRIED:
-        return _EXT
-    _EXT_TRIED = True
-    if os.environ.get("NERFVC_NO_CPP"):
-        return None
-    try:
-        from torch.utils.cpp_extension import load_inline
-
-        source = (Path(__file__).with_name("hashgrid.cpp")).read_text()
-        digest = hashlib.sha1(source.encode()).hexdigest()[:10]  # checkouts with other sources never clash
-        _EXT = load_inline(
-            name=f"nerfvc_hashgrid_{digest}",
-            cpp_sources=[source],
-            functions=["hashgrid_forward", "hashgrid_backward"],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as e:  # no compiler, no ninja, build error: fall back to torch
-        log.warning("hash grid: C++ kernel unavailable (%s); using the pure-torch implementation", e)
-        _EXT = None
-    return _EXT
+    """The C++ hash-grid kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
+    return load_kernel("hashgrid", ["hashgrid_forward", "hashgrid_backward"])
 
 
 class _HashGridFn(torch.autograd.Function):
@@ -58,12 +33,12 @@ class _HashGridFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, res)
         ctx.table_size = table.shape[1]
-        return _EXT.hashgrid_forward(x, table, res, torch.get_num_threads())  # type: ignore[union-attr]
+        return load_cpp_extension().hashgrid_forward(x, table, res, torch.get_num_threads())  # type: ignore[union-attr]
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, res = ctx.saved_tensors
-        grad = _EXT.hashgrid_backward(  # type: ignore[union-attr]
+        grad = load_cpp_extension().hashgrid_backward(  # type: ignore[union-attr]
             grad_out.contiguous(), x, res, ctx.table_size, torch.get_num_threads()
         )
         return None, grad, None

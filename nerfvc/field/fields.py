@@ -10,13 +10,15 @@ Both take the shared head-torso consistency code (a learnable vector; dimension 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
-from nerfvc.machine import mlp_dtype
+from nerfvc.field.fused import FusedDensityFn, fused_density_available
+from nerfvc.machine import choose, mlp_dtype
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -71,6 +73,48 @@ class HeadFieldConfig:
     use_view_dir: bool = True
 
 
+def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
+    """Whether ``head``'s density can take the fused kernel for points ``x`` (CPU float32, C++ grid, one
+    hidden layer) and the machine chose it."""
+    return (
+        x.device.type == "cpu"
+        and len(head.sigma_net) == 3
+        and head.cfg.grid.implementation != "torch"
+        and head.grid.table.dtype == torch.float32
+        and density_kernel(x.device) == "fused"
+    )
+
+
+def _time_density(kernel: str, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
+    """Median seconds of a fine head's density forward + backward on ``rows`` points with per-row codes, by
+    ``kernel`` (raises RuntimeError if that kernel is unavailable)."""
+    if kernel == "fused" and not fused_density_available():
+        raise RuntimeError("the fused C++ kernel did not build")
+    g = torch.Generator().manual_seed(0)
+    head = HeadField(HeadFieldConfig(), consistency_dim=8).to(device)
+    x = torch.rand(rows, 3, generator=g).to(device)
+    code = torch.randn(rows, head.cfg.code_dim, generator=g).to(device)
+    times = []
+    for i in range(repeat + 1):
+        t = time.perf_counter()
+        sigma, geo = head._density_by(kernel, x, code)
+        (sigma.mean() + geo.square().mean()).backward()
+        if i:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def density_kernel(device: torch.device | str = "cpu") -> str:
+    """How head densities are computed on ``device``: ``"fused"`` (one C++ pass of grid + MLP,
+    :mod:`nerfvc.field.fused`) or ``"torch"`` (C++ grid, then torch matmuls in :func:`mlp_dtype`), whichever
+    measured faster here (``NERFVC_KERNEL`` overrides; always ``"torch"`` off the CPU)."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return "torch"
+    options = {k: (lambda k=k: _time_density(k, device)) for k in ("fused", "torch")}
+    return choose("head density kernel", device, "NERFVC_KERNEL", options)
+
+
 class HeadField(nn.Module):
     """Canonical points ``x`` (N,3) in [0,1]^3 + per-point conditioning → density (N,), rgb (N,3).
 
@@ -93,10 +137,25 @@ class HeadField(nn.Module):
 
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N,3), ``code`` (N,C) or (1,C) → sigma (N,), geometry feature (N,geo_dim)."""
-        feats = self.grid(x)
-        dtype = mlp_dtype(x.device)
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            h = self.sigma_net[1:](split_linear(self.sigma_net[0], [feats, code])).float()
+        return self._density_by("fused" if _fused_ready(self, x) else "torch", x, code)
+
+    def _density_by(
+        self, kernel: str, x: torch.Tensor, code: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`density` by ``kernel``: ``"fused"`` (one C++ pass, float32, differentiable) or ``"torch"``
+        (grid, then the MLP under autocast to :func:`mlp_dtype`)."""
+        first, second = self.sigma_net[0], self.sigma_net[-1]
+        if kernel == "fused":
+            g = self.cfg.grid.out_dim
+            b1 = torch.addmm(first.bias.view(1, -1), code, first.weight[:, g:].t())  # (1,H) or (N,H)
+            w1, w2 = first.weight[:, :g].t().contiguous(), second.weight.t().contiguous()
+            x = x.contiguous().float()
+            h = FusedDensityFn.apply(x, self.grid.table, self.grid.res, w1, b1.contiguous(), w2, second.bias)
+        else:
+            feats = self.grid(x)
+            dtype = mlp_dtype(x.device)
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                h = self.sigma_net[1:](split_linear(first, [feats, code])).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def forward(

@@ -10,47 +10,15 @@ it is compiled for, each value under its own extension name.
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from pathlib import Path
-
 import torch
 
+from nerfvc.field.cpp import load_kernel
 from nerfvc.field.encodings import hashgrid_torch
-
-log = logging.getLogger(__name__)
-
-_EXTS: dict[str, object | None] = {}
-
-
-def _march() -> str:
-    return os.environ.get("NERFVC_CPP_MARCH", "native")
 
 
 def load_fused_extension() -> object | None:
-    """Build (first call ~30 s, then cached by torch) and return the fused kernel for ``NERFVC_CPP_MARCH``,
-    or None (``NERFVC_NO_CPP`` set, no compiler, build error)."""
-    march = _march()
-    if march in _EXTS:
-        return _EXTS[march]
-    ext = None
-    if not os.environ.get("NERFVC_NO_CPP"):
-        try:
-            from torch.utils.cpp_extension import load_inline
-
-            ext = load_inline(
-                name="nerfvc_fused_v1_" + re.sub(r"\W", "_", march),
-                cpp_sources=[Path(__file__).with_name("fused.cpp").read_text()],
-                functions=["fused_forward", "fused_backward"],
-                extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as e:  # no compiler, no ninja, build error
-            log.warning("fused density: C++ kernel unavailable (%s)", e)
-    _EXTS[march] = ext
-    return ext
+    """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
+    return load_kernel("fused", ["fused_forward", "fused_backward"])
 
 
 def fused_density_available() -> bool:

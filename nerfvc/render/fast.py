@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerfvc.field.fields import HeadField, trunc_exp
+from nerfvc.field.fields import HeadField, density_kernel, trunc_exp
+from nerfvc.field.fused import fused_density
 from nerfvc.machine import mlp_dtype
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
@@ -54,9 +55,10 @@ class FastRenderConfig:
 
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
-    folded into the first-layer biases, so evaluating a point costs only its grid features. The MLPs run
-    in ``dtype`` (default: the precision measured fastest on this machine, :func:`nerfvc.machine.mlp_dtype`,
-    as in training)."""
+    folded into the first-layer biases, so evaluating a point costs only its grid features. The density runs
+    as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
+    run in ``dtype`` (default: the precision measured fastest here, :func:`nerfvc.machine.mlp_dtype`, as in
+    training)."""
 
     def __init__(
         self,
@@ -73,9 +75,12 @@ class FrameHead:
         c0, c1 = head.color_net[0], head.color_net[2:]
         if len(s1) != 1 or len(c1) != 1:
             raise ValueError("FrameHead supports one hidden layer per MLP (sigma_layers = color_layers = 1)")
-        self.w1 = s0.weight[:, :g].t().to(dtype)  # (G,H)
-        self.b1 = (s0.bias + code @ s0.weight[:, g : g + c].t()).to(dtype)  # (1,H)
-        self.w2, self.b2 = s1[0].weight.t().to(dtype), s1[0].bias.to(dtype)  # (H,1+geo), (1+geo,)
+        w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
+        b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
+        w2, b2 = s1[0].weight.t().contiguous(), s1[0].bias  # (H,1+geo), (1+geo,)
+        # float32 weights for the fused C++ density kernel where this machine chose it, else None
+        self.fused = (w1, b1, w2, b2) if density_kernel(code.device) == "fused" else None
+        self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         b = c0.bias + code @ c0.weight[:, geo : geo + c].t()
         if k:
             b = b + consistency @ c0.weight[:, geo + c : geo + c + k].t()
@@ -86,6 +91,9 @@ class FrameHead:
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N,3) in [0,1]³ → sigma (N,) float32, geometry feature (N,geo) in ``dtype``."""
+        if self.fused is not None:
+            h = fused_density(x.contiguous(), self.grid.table, self.grid.res, *self.fused)  # (N,1+geo)
+            return trunc_exp(h[:, 0] - 1.0), h[:, 1:].to(self.dtype)
         h = torch.addmm(self.b1, self.grid(x).to(self.dtype), self.w1).relu_()
         h = torch.addmm(self.b2, h, self.w2)
         return trunc_exp(h[:, 0].float() - 1.0), h[:, 1:]

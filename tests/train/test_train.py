@@ -105,6 +105,22 @@ def test_frame_renderer_matches_the_training_renderer_with_fewer_field_evaluatio
     assert 0 < n_fast[0] < 0.6 * n_ref[0], (n_fast, n_ref)
 
 
+def test_frame_renderer_draws_the_same_frame_by_either_density_kernel(trained, monkeypatch):
+    from nerfvc.field.fused import fused_density_available
+
+    if not fused_density_available():
+        pytest.skip("no C++ compiler for the fused kernel")
+    out, _ = trained
+    r = Renderer.from_model_dir(out)
+    x, pose, _ = frame_inputs(30)
+    frames = {}
+    for kernel in ("fused", "torch"):
+        monkeypatch.setenv("NERFVC_KERNEL", kernel)
+        monkeypatch.setenv("NERFVC_PRECISION", "fp32")
+        frames[kernel] = torch.from_numpy(r.render(x[26], pose[26], SIZE, SIZE)).float() / 255
+    assert psnr(frames["fused"], frames["torch"]) > 45.0
+
+
 def test_frame_renderer_coarse_grid_and_torso_grid_follow_their_sizes(trained):
     out, _ = trained
     r = Renderer.from_model_dir(out)
