@@ -50,7 +50,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _points(renderer: Renderer) -> list[int]:
-    """A counter of the points every hash-grid call of ``renderer``'s model encodes."""
+    """A counter of the points every hash-grid call of ``renderer``'s model encodes (torch kernel only)."""
     count = [0]
     for head in (renderer.model.coarse, renderer.model.fine):
         head.grid.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
@@ -126,7 +126,10 @@ def main() -> None:
                 for k, v in kw.items():
                     setattr(r.fast, k, v)
             count = _points(r)
+            kernel = os.environ.get("NERFVC_KERNEL")
+            os.environ["NERFVC_KERNEL"] = "torch"  # the grid hooks count points only outside the fused kernel
             imgs = [r.render_float(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size) for f in test]
+            os.environ.pop("NERFVC_KERNEL") if kernel is None else os.environ.update(NERFVC_KERNEL=kernel)
             points = count[0] / len(test)
             if kw is None:
                 refs = imgs

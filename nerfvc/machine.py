@@ -90,7 +90,7 @@ def machine_record(threads: int | None = None) -> dict:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mlp_precision": precision_name(mlp_dtype()),
         "precision_forced": os.environ.get("NERFVC_PRECISION", "auto"),
-        "density_kernel": density_kernel(),
+        "density_kernel": {"rendering": density_kernel(), "training": density_kernel(backward=True)},
         "kernel_forced": os.environ.get("NERFVC_KERNEL", "auto"),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

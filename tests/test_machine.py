@@ -77,10 +77,11 @@ def test_the_real_timers_measure_every_option(fresh):
     )
     assert set(entry["seconds"]) == {"fp32", "bf16"} and all(v > 0 for v in entry["seconds"].values())
     assert entry["choice"] == min(entry["seconds"], key=entry["seconds"].get)
-    kernel = fields.density_kernel(cpu)  # measured: the fused C++ pass or torch, whichever was faster here
-    assert kernel in ("fused", "torch")
-    if not fused_density_available():
-        assert kernel == "torch"
+    for backward in (False, True):  # measured: the fused C++ pass or torch, whichever was faster here
+        kernel = fields.density_kernel(cpu, backward)
+        assert kernel in ("fused", "torch")
+        if not fused_density_available():
+            assert kernel == "torch"
 
 
 def test_the_head_field_runs_its_mlps_in_the_chosen_precision(fresh, monkeypatch):
@@ -108,4 +109,4 @@ def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
     assert set(rec["isa"]) == set(machine.ISA_FLAGS) and rec["mlp_precision"] == "fp32"
     assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
     monkeypatch.setenv("NERFVC_KERNEL", "torch")
-    assert machine.machine_record()["density_kernel"] == "torch"
+    assert machine.machine_record()["density_kernel"] == {"rendering": "torch", "training": "torch"}

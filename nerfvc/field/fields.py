@@ -75,44 +75,50 @@ class HeadFieldConfig:
 
 def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
     """Whether ``head``'s density can take the fused kernel for points ``x`` (CPU float32, C++ grid, one
-    hidden layer) and the machine chose it."""
+    hidden layer) and the machine chose it for this use (with or without a backward pass)."""
     return (
         x.device.type == "cpu"
         and len(head.sigma_net) == 3
         and head.cfg.grid.implementation != "torch"
         and head.grid.table.dtype == torch.float32
-        and density_kernel(x.device) == "fused"
+        and density_kernel(x.device, backward=torch.is_grad_enabled()) == "fused"
     )
 
 
-def _time_density(kernel: str, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
-    """Median seconds of a fine head's density forward + backward on ``rows`` points with per-row codes, by
-    ``kernel`` (raises RuntimeError if that kernel is unavailable)."""
+def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int = 3) -> float:
+    """Median seconds of a fine head's density by ``kernel`` as training runs it (forward + backward, 32k
+    points with per-row codes) or as rendering does (forward, 64k points, one code); raises RuntimeError if
+    that kernel is unavailable."""
     if kernel == "fused" and not fused_density_available():
         raise RuntimeError("the fused C++ kernel did not build")
     g = torch.Generator().manual_seed(0)
     head = HeadField(HeadFieldConfig(), consistency_dim=8).to(device)
+    rows = 32768 if backward else 65536
     x = torch.rand(rows, 3, generator=g).to(device)
-    code = torch.randn(rows, head.cfg.code_dim, generator=g).to(device)
+    code = torch.randn(rows if backward else 1, head.cfg.code_dim, generator=g).to(device)
     times = []
     for i in range(repeat + 1):
         t = time.perf_counter()
-        sigma, geo = head._density_by(kernel, x, code)
-        (sigma.mean() + geo.square().mean()).backward()
+        with torch.set_grad_enabled(backward):
+            sigma, geo = head._density_by(kernel, x, code)
+            if backward:
+                (sigma.mean() + geo.square().mean()).backward()
         if i:
             times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
-def density_kernel(device: torch.device | str = "cpu") -> str:
-    """How head densities are computed on ``device``: ``"fused"`` (one C++ pass of grid + MLP,
-    :mod:`nerfvc.field.fused`) or ``"torch"`` (C++ grid, then torch matmuls in :func:`mlp_dtype`), whichever
-    measured faster here (``NERFVC_KERNEL`` overrides; always ``"torch"`` off the CPU)."""
+def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -> str:
+    """How head densities are computed on ``device`` for rendering or, with ``backward``, for training:
+    ``"fused"`` (one C++ pass of grid + MLP, :mod:`nerfvc.field.fused`) or ``"torch"`` (C++ grid, then torch
+    matmuls in :func:`mlp_dtype`), whichever measured faster here for that use (``NERFVC_KERNEL`` overrides
+    both; always ``"torch"`` off the CPU)."""
     device = torch.device(device)
     if device.type != "cpu":
         return "torch"
-    options = {k: (lambda k=k: _time_density(k, device)) for k in ("fused", "torch")}
-    return choose("head density kernel", device, "NERFVC_KERNEL", options)
+    options = {k: (lambda k=k: _time_density(k, device, backward)) for k in ("fused", "torch")}
+    use = "training" if backward else "rendering"
+    return choose(f"head density kernel for {use}", device, "NERFVC_KERNEL", options)
 
 
 class HeadField(nn.Module):

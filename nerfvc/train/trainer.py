@@ -104,7 +104,7 @@ def head_hull(
     hi: list[float],
     res: int,
     frames: int = 24,
-    margin: float = 0.04,
+    margin: float = 0.1,
     tolerance: float = 0.1,
 ) -> torch.Tensor | None:
     """Visual hull of the head masks on a res³ grid over the box [lo, hi] → (res,res,res) bool, or None when
