@@ -1,4 +1,10 @@
-"""Errors that the CLI turns into a one-line message and a non-zero exit code."""
+"""Errors that the CLI turns into a one-line message and a non-zero exit code.
+
+Exit codes: 0 success, 2 error (nothing written), 3 partial success (output written, but part of it is
+concealment, e.g. ``nerfvc decode`` of a damaged stream), 130 interrupted (rerun to resume).
+"""
+
+EXIT_PARTIAL = 3
 
 
 class NerfvcError(Exception):

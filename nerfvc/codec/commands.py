@@ -22,7 +22,7 @@ from nerfvc.codec.bitstream import (
 )
 from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.errors import BitstreamError, FaceError, InputError, ModelMismatchError
+from nerfvc.errors import EXIT_PARTIAL, BitstreamError, FaceError, InputError, ModelMismatchError
 from nerfvc.features import load_features, model_input, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, model_torso_dims, read_model_manifest
@@ -66,7 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a .nvc stream to features (.npz) or a rendered video (.mp4)")
+    p = sub.add_parser(
+        "decode",
+        help="decode a .nvc stream to features (.npz) or a rendered video (.mp4); exit 3: frames concealed",
+    )
     p.add_argument("stream", help="input stream (.nvc)")
     p.add_argument("--model", required=True, help="MODEL directory the stream was made for")
     p.add_argument(
@@ -242,6 +245,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     else:
         save_features(args.output, expression=expr, pose=pose, valid=rep.valid, **extra)
         print(f"wrote {len(pose)} frames of features to {args.output}")
+    if rep.concealed:  # written, but not every frame is what was sent: partial success
+        print(f"nerfvc decode: {rep.concealed} of {len(pose)} frames concealed (exit {EXIT_PARTIAL})")
+        return EXIT_PARTIAL
     return 0
 
 

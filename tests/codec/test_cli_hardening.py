@@ -10,6 +10,7 @@ import pytest
 
 from nerfvc.codec.bitstream import HEADER_SIZE
 from nerfvc.codec.tables import CodecTables
+from nerfvc.errors import EXIT_PARTIAL
 from nerfvc.features import FaceFeatures, load_features, save_features
 
 
@@ -131,3 +132,16 @@ def test_encode_video_reports_tracking_failures(tmp_path, cli, model_dir, feats,
     ref = CodecTables.load(model).reference(code, pose, 0)[1]
     # frames before the first tracked one take its pose, not the tracker's default
     np.testing.assert_allclose(dec["pose"][0], ref[2], atol=0.05)
+
+
+def test_partly_concealed_stream_is_written_and_exits_3(tmp_path, cli, model_dir, features_file, capsys):
+    model = model_dir[0]
+    stream, out = tmp_path / "s.nvc", tmp_path / "d.npz"
+    assert _encode(cli, model, features_file, stream) == 0
+    data = bytearray(stream.read_bytes())
+    data[-3] ^= 0xFF  # damage the last packet: the frames before it decode, its frames are concealed
+    stream.write_bytes(bytes(data))
+    assert cli(["decode", str(stream), "--model", str(model), "-o", str(out)]) == EXIT_PARTIAL
+    assert out.exists() and "concealed" in capsys.readouterr().out
+    valid = np.load(out)["valid"]
+    assert valid.any() and not valid.all()
