@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent
 SETTINGS: dict[str, dict | None] = {
     "reference": None,  # PortraitNeRF.render_rays on every ray, as in training
     "default": {},
+    "fine24": {"n_fine": 24},
     "fine16": {"n_fine": 16},
-    "fine12": {"n_fine": 12},
     "fine8": {"n_fine": 8},
     "coarse32_fine8": {"n_fine": 8, "coarse_size": 32},
 }

@@ -4,7 +4,7 @@
     NERFVC_PRECISION=fp32 PYTHONPATH=. .venv/bin/python benchmarks/train_speed.py ... --label fp32
 
 1. **Step speed** (one process, same batches): steps/s of the default training step (C++ hash grid, MLP
-   precision chosen by :func:`nerfvc.machine.mlp_dtype`, occupancy from the head masks' hull) and of a plain
+   precision and density kernel chosen per machine, occupancy from the head masks' hull) and of a plain
    step (pure-torch hash grid, float32, no occupancy prior), at 1 and 2 threads; the ratio.
 2. **Time to quality**: ``nerfvc train --minutes M`` for each of ``--minutes`` (fresh runs), held-out PSNR
    of the trainer's own scoring (25 test frames at 256²), steps and the whole call's wall clock (which

@@ -4,9 +4,9 @@ bfloat16 matmuls are ~2x faster than float32 on CPUs with bf16 units (AVX512_BF1
 CPUs without them (AVX2-only laptops and servers: oneDNN emulates bf16). No fixed default is right on both,
 so :func:`choose` times the candidates at the field's real shapes once per machine and keeps the fastest,
 caches the choice in ``$NERFVC_CACHE/choices.json`` keyed by CPU model, ATen/oneDNN ISA and torch version,
-and logs it once; an environment variable overrides each choice. :func:`mlp_dtype`
-(``NERFVC_PRECISION=auto|fp32|bf16``) is the precision of the field MLPs; the head's density kernel
-(``NERFVC_KERNEL=auto|fused|torch``, :func:`nerfvc.field.fields.density_kernel`) is chosen the same way.
+and logs it once; an environment variable overrides each choice. The field module makes two such choices:
+the precision of the head MLPs (``fields.mlp_dtype``, ``NERFVC_PRECISION=auto|fp32|bf16``) and the head's
+density kernel (``fields.density_kernel``, ``NERFVC_KERNEL=auto|fused|torch``), in :mod:`nerfvc.field.fields`.
 Training, the frame renderer, eval and the live receiver all ask these functions.
 
 :func:`machine_record` is the description every benchmark result carries.
@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def isa() -> dict[str, bool]:
 def machine_record(threads: int | None = None) -> dict:
     """Who measured a benchmark: CPU model, ISA flags, cores, threads, torch version, commit, date and the
     precision choice. Every file in ``benchmarks/results/`` carries one."""
-    from nerfvc.field.fields import density_kernel  # the field module asks this one: import at call time
+    from nerfvc.field.fields import density_kernel, mlp_dtype  # they ask this module: import at call time
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -99,35 +98,6 @@ def machine_record(threads: int | None = None) -> dict:
 def precision_name(dtype: torch.dtype) -> str:
     """``torch.float32`` → ``"fp32"``, ``torch.bfloat16`` → ``"bf16"``."""
     return next(k for k, v in PRECISIONS.items() if v == dtype)
-
-
-def _time_mlp(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 5) -> float:
-    """Median seconds of the fine head field's MLP shapes (32→64→16, then 31→64→3) forward and backward on
-    ``rows`` points in ``dtype`` (autocast, as training runs it; the frame renderer's forward has the same
-    matmuls)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(rows, 32, generator=g).to(device)
-    layers = [
-        torch.nn.Linear(32, 64),
-        torch.nn.Linear(64, 16),
-        torch.nn.Linear(31, 64),
-        torch.nn.Linear(64, 3),
-    ]
-    for layer in layers:
-        layer.to(device)
-    times = []
-    for i in range(repeat + 1):
-        t = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            h = layers[1](layers[0](x).relu())
-            c = layers[3](layers[2](torch.cat([h[:, 1:], h[:, :16]], 1)).relu())
-            loss = h.float().square().mean() + c.float().square().mean()
-        loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:  # the first run warms up kernels and allocator
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def _cache_key(device: torch.device) -> str:
@@ -184,14 +154,3 @@ def choose(what: str, device: torch.device | str, env: str, options: dict[str, C
         log.warning("%s: %s on %s (measured %s)", what, entry["choice"], key, times)
     _CHOSEN[key] = entry["choice"]
     return _CHOSEN[key]
-
-
-def mlp_dtype(
-    device: torch.device | str = "cpu",
-    timer: Callable[[torch.dtype, torch.device], float] = _time_mlp,
-) -> torch.dtype:
-    """The dtype the field MLPs run in on ``device``: ``NERFVC_PRECISION`` if set to fp32/bf16, else the
-    measured fastest (cached per CPU model, kernel ISA and torch version)."""
-    device = torch.device(device)
-    options = {name: (lambda d=dtype: timer(d, device)) for name, dtype in PRECISIONS.items()}
-    return PRECISIONS[choose("field MLP precision", device, "NERFVC_PRECISION", options)]

@@ -34,46 +34,46 @@ def fake_timer(seconds: dict[str, float], calls: list):
 def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
     slow = "bf16" if fast == "fp32" else "fp32"
     calls: list = []
-    dtype = machine.mlp_dtype("cpu", fake_timer({fast: 0.01, slow: 0.11}, calls))
+    dtype = fields.mlp_dtype("cpu", fake_timer({fast: 0.01, slow: 0.11}, calls))
     assert dtype == machine.PRECISIONS[fast] and len(calls) == 2
     cached = json.loads((fresh / "choices.json").read_text())
     (key,) = cached
     assert machine.cpu_model() in key and torch.__version__ in key and cached[key]["choice"] == fast
     # a new process (no in-memory choice) reads the cache instead of measuring again
     machine._CHOSEN.clear()
-    assert machine.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == dtype
+    assert fields.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == dtype
     assert len(calls) == 2
     # another CPU model is measured anew
     machine._CHOSEN.clear()
     cached = {k.replace(machine.cpu_model(), "Other CPU"): v for k, v in cached.items()}
     (fresh / "choices.json").write_text(json.dumps(cached))
-    assert machine.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == machine.PRECISIONS[slow]
+    assert fields.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == machine.PRECISIONS[slow]
 
 
 def test_the_environment_overrides_and_a_bad_value_is_a_clear_error(fresh, monkeypatch):
     calls: list = []
     timer = fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)
     monkeypatch.setenv("NERFVC_PRECISION", "bf16")
-    assert machine.mlp_dtype("cpu", timer) == torch.bfloat16
+    assert fields.mlp_dtype("cpu", timer) == torch.bfloat16
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
-    assert machine.mlp_dtype("cpu", timer) == torch.float32
+    assert fields.mlp_dtype("cpu", timer) == torch.float32
     assert calls == []  # forced: nothing measured
     monkeypatch.setenv("NERFVC_PRECISION", "fp16")
     with pytest.raises(InputError, match="NERFVC_PRECISION"):
-        machine.mlp_dtype("cpu", timer)
+        fields.mlp_dtype("cpu", timer)
 
 
 def test_a_corrupt_cache_is_measured_again(fresh):
     (fresh / "choices.json").write_text("{not json")
     calls: list = []
-    assert machine.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
+    assert fields.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
     assert len(calls) == 2
 
 
 def test_the_real_timers_measure_every_option(fresh):
     cpu = torch.device("cpu")
     entry = machine.measure(
-        {k: (lambda d=d: machine._time_mlp(d, cpu, rows=256)) for k, d in machine.PRECISIONS.items()}
+        {k: (lambda d=d: fields._time_head(d, cpu, rows=256)) for k, d in machine.PRECISIONS.items()}
     )
     assert set(entry["seconds"]) == {"fp32", "bf16"} and all(v > 0 for v in entry["seconds"].values())
     assert entry["choice"] == min(entry["seconds"], key=entry["seconds"].get)

@@ -11,14 +11,16 @@ Both take the shared head-torso consistency code (a learnable vector; dimension 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
 from nerfvc.field.fused import FusedDensityFn, fused_density_available
-from nerfvc.machine import choose, mlp_dtype
+from nerfvc.machine import PRECISIONS, choose
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -73,6 +75,38 @@ class HeadFieldConfig:
     use_view_dir: bool = True
 
 
+def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
+    """Median seconds of a fine head field's forward + backward (density by the torch kernel, then colour) on
+    ``rows`` points with per-row codes, its MLPs under autocast to ``dtype`` — a training step's field work,
+    casts included."""
+    g = torch.Generator().manual_seed(0)
+    head = HeadField(HeadFieldConfig(), consistency_dim=8).to(device)
+    x = torch.rand(rows, 3, generator=g).to(device)
+    code = torch.randn(rows, head.cfg.code_dim, generator=g).to(device)
+    view = F.normalize(torch.randn(rows, 3, generator=g), dim=-1).to(device)
+    cons = torch.zeros(1, 8, device=device)
+    times = []
+    for i in range(repeat + 1):
+        t = time.perf_counter()
+        sigma, geo = head._density_by("torch", x, code, dtype)
+        rgb = head._color(geo, code, view, cons, dtype)
+        (sigma.mean() + rgb.square().mean()).backward()
+        if i:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def mlp_dtype(
+    device: torch.device | str = "cpu",
+    timer: Callable[[torch.dtype, torch.device], float] = _time_head,
+) -> torch.dtype:
+    """The dtype the head MLPs run in on ``device``: ``NERFVC_PRECISION`` if set to fp32/bf16, else whichever
+    ``timer`` measured faster here (cached per CPU model, kernel ISA and torch version)."""
+    device = torch.device(device)
+    options = {name: (lambda d=dtype: timer(d, device)) for name, dtype in PRECISIONS.items()}
+    return PRECISIONS[choose("head MLP precision", device, "NERFVC_PRECISION", options)]
+
+
 def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
     """Whether ``head``'s density can take the fused kernel for points ``x`` (CPU float32, C++ grid, one
     hidden layer) and the machine chose it for this use (with or without a backward pass)."""
@@ -125,7 +159,7 @@ class HeadField(nn.Module):
     """Canonical points ``x`` (N,3) in [0,1]^3 + per-point conditioning → density (N,), rgb (N,3).
 
     The MLPs run under autocast to the precision measured fastest on this machine
-    (:func:`nerfvc.machine.mlp_dtype`: bfloat16 where the CPU has bf16 units, float32 elsewhere); the grid
+    (:func:`mlp_dtype`: bfloat16 where the CPU's bf16 units make it faster, float32 elsewhere); the grid
     is always float32."""
 
     def __init__(self, cfg: HeadFieldConfig, consistency_dim: int):
@@ -146,10 +180,10 @@ class HeadField(nn.Module):
         return self._density_by("fused" if _fused_ready(self, x) else "torch", x, code)
 
     def _density_by(
-        self, kernel: str, x: torch.Tensor, code: torch.Tensor
+        self, kernel: str, x: torch.Tensor, code: torch.Tensor, dtype: torch.dtype | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`density` by ``kernel``: ``"fused"`` (one C++ pass, float32, differentiable) or ``"torch"``
-        (grid, then the MLP under autocast to :func:`mlp_dtype`)."""
+        (grid, then the MLP under autocast to ``dtype``, default :func:`mlp_dtype`)."""
         first, second = self.sigma_net[0], self.sigma_net[-1]
         if kernel == "fused":
             g = self.cfg.grid.out_dim
@@ -159,7 +193,7 @@ class HeadField(nn.Module):
             h = FusedDensityFn.apply(x, self.grid.table, self.grid.res, w1, b1.contiguous(), w2, second.bias)
         else:
             feats = self.grid(x)
-            dtype = mlp_dtype(x.device)
+            dtype = dtype or mlp_dtype(x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 h = self.sigma_net[1:](split_linear(first, [feats, code])).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
@@ -170,11 +204,21 @@ class HeadField(nn.Module):
         """``x`` (N,3), ``code`` (N,C) or (1,C), ``view_dir`` (N,3), ``consistency`` (1,K) → sigma (N,),
         rgb (N,3)."""
         sigma, geo = self.density(x, code)
+        return sigma, self._color(geo, code, view_dir, consistency, mlp_dtype(x.device))
+
+    def _color(
+        self,
+        geo: torch.Tensor,
+        code: torch.Tensor,
+        view_dir: torch.Tensor,
+        consistency: torch.Tensor,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """Geometry features (N,geo), codes, view directions (N,3), consistency (1,K) → rgb (N,3), the MLP
+        under autocast to ``dtype``."""
         parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
-        dtype = mlp_dtype(x.device)
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            rgb = torch.sigmoid(self.color_net[1:](split_linear(self.color_net[0], parts)).float())
-        return sigma, rgb
+        with torch.autocast(geo.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return torch.sigmoid(self.color_net[1:](split_linear(self.color_net[0], parts)).float())
 
 
 @dataclass

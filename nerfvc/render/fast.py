@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerfvc.field.fields import HeadField, density_kernel, trunc_exp
+from nerfvc.field.fields import HeadField, density_kernel, mlp_dtype, trunc_exp
 from nerfvc.field.fused import fused_density
-from nerfvc.machine import mlp_dtype
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -42,7 +41,7 @@ class FastRenderConfig:
 
     coarse_size: int = 64  # the coarse pass runs on every (longer side / coarse_size)-th pixel (at least 2nd)
     n_coarse: int = 24  # coarse samples per ray over the whole head box
-    n_fine: int = 24  # fine samples per ray, importance-sampled from the coarse weights
+    n_fine: int = 12  # fine samples per ray (at most as trained), importance-sampled from the coarse weights
     chunk: int = 4  # samples marched per step before dropping finished rays
     tail: float = 1e-3  # coarse opacity below which a pixel has no head
     stop_transmittance: float = 1e-2  # a ray whose transmittance falls below this is finished
@@ -57,7 +56,7 @@ class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
     folded into the first-layer biases, so evaluating a point costs only its grid features. The density runs
     as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
-    run in ``dtype`` (default: the precision measured fastest here, :func:`nerfvc.machine.mlp_dtype`, as in
+    run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
     training)."""
 
     def __init__(
