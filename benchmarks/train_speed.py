@@ -25,10 +25,19 @@ from pathlib import Path
 
 import torch
 
+from nerfvc.field.fields import field_settings
 from nerfvc.machine import machine_record
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.train.dataset import load_dataset
-from nerfvc.train.trainer import RaySampler, TrainConfig, compute_loss, fit_head_box, head_hull, train
+from nerfvc.train.trainer import (
+    RaySampler,
+    TrainConfig,
+    compute_loss,
+    fit_head_box,
+    head_hull,
+    train,
+    training_settings,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -52,22 +61,16 @@ def step_speed(dataset: Path, plain: bool, threads: int, steps: int, size: int |
     optim = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
     sampler = RaySampler(ds, 0.7)
     tcfg = TrainConfig()
-    env = os.environ.get("NERFVC_PRECISION")
-    if plain:
-        os.environ["NERFVC_PRECISION"] = "fp32"
+    settings = (torch.float32, "torch") if plain else training_settings(model, sampler, tcfg)
     times = []
-    try:
+    with field_settings(*settings):
         for i in range(steps + 3):
             torch.manual_seed(i)
             batch = sampler.sample(tcfg.batch_rays)
             t = time.perf_counter()
+            b = batch
             out = model.render_rays(
-                batch["dirs"],
-                batch["uv"],
-                batch["expression"],
-                batch["pose"],
-                batch["background"],
-                train=True,
+                b["dirs"], b["uv"], b["expression"], b["pose"], b["background"], train=True
             )
             loss, _ = compute_loss(out, batch, tcfg)
             optim.zero_grad(set_to_none=True)
@@ -75,14 +78,13 @@ def step_speed(dataset: Path, plain: bool, threads: int, steps: int, size: int |
             optim.step()
             if i >= 3:
                 times.append(time.perf_counter() - t)
-    finally:
-        if plain:
-            if env is None:
-                os.environ.pop("NERFVC_PRECISION")
-            else:
-                os.environ["NERFVC_PRECISION"] = env
     s = sorted(times)[len(times) // 2]
-    return {"seconds_per_step": round(s, 4), "steps_per_s": round(1 / s, 2), "steps_timed": len(times)}
+    return {
+        "seconds_per_step": round(s, 4),
+        "steps_per_s": round(1 / s, 2),
+        "steps_timed": len(times),
+        "settings": [str(settings[0]).removeprefix("torch."), settings[1]],
+    }
 
 
 def main() -> None:

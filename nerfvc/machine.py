@@ -114,11 +114,15 @@ def measure(options: dict[str, Callable[[], float]]) -> dict:
     """Time every option → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; an option that fails to
     run is skipped)."""
     seconds: dict[str, float] = {}
+    errors: list[str] = []
     for name, timer in options.items():
         try:
             seconds[name] = timer()
         except RuntimeError as e:  # e.g. no bf16 kernels on this device, a kernel that did not build
             log.info("%s unavailable: %s", name, e)
+            errors.append(f"{name}: {e}")
+    if not seconds:
+        raise RuntimeError(f"no option could run ({'; '.join(errors)})")
     return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
 
 

@@ -110,3 +110,17 @@ def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
     assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
     monkeypatch.setenv("NERFVC_KERNEL", "torch")
     assert machine.machine_record()["density_kernel"] == {"rendering": "torch", "training": "torch"}
+
+
+def test_the_first_ask_may_come_from_inside_a_render(fresh):
+    with torch.inference_mode():  # the timers run forward + backward: they must not inherit the mode
+        assert fields.mlp_dtype("cpu") in (torch.float32, torch.bfloat16)
+        assert fields.density_kernel("cpu", backward=True) in ("fused", "torch")
+
+
+def test_a_measurement_where_nothing_runs_is_a_clear_error():
+    def broken() -> float:
+        raise RuntimeError("no such kernel")
+
+    with pytest.raises(RuntimeError, match="no option could run.*no such kernel"):
+        machine.measure({"a": broken, "b": broken})

@@ -11,7 +11,8 @@ Both take the shared head-torso consistency code (a learnable vector; dimension 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -86,13 +87,14 @@ def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repe
     view = F.normalize(torch.randn(rows, 3, generator=g), dim=-1).to(device)
     cons = torch.zeros(1, 8, device=device)
     times = []
-    for i in range(repeat + 1):
-        t = time.perf_counter()
-        sigma, geo = head._density_by("torch", x, code, dtype)
-        rgb = head._color(geo, code, view, cons, dtype)
-        (sigma.mean() + rgb.square().mean()).backward()
-        if i:
-            times.append(time.perf_counter() - t)
+    with torch.inference_mode(False), torch.enable_grad():  # the first ask may come from a render
+        for i in range(repeat + 1):
+            t = time.perf_counter()
+            sigma, geo = head._density_by("torch", x, code, dtype)
+            rgb = head._color(geo, code, view, cons, dtype)
+            (sigma.mean() + rgb.square().mean()).backward()
+            if i:
+                times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
@@ -102,9 +104,26 @@ def mlp_dtype(
 ) -> torch.dtype:
     """The dtype the head MLPs run in on ``device``: ``NERFVC_PRECISION`` if set to fp32/bf16, else whichever
     ``timer`` measured faster here (cached per CPU model, kernel ISA and torch version)."""
+    if _SETTINGS:
+        return _SETTINGS[-1][0]
     device = torch.device(device)
     options = {name: (lambda d=dtype: timer(d, device)) for name, dtype in PRECISIONS.items()}
     return PRECISIONS[choose("head MLP precision", device, "NERFVC_PRECISION", options)]
+
+
+_SETTINGS: list[tuple[torch.dtype, str]] = []  # (precision, density kernel) of enclosing field_settings
+
+
+@contextmanager
+def field_settings(dtype: torch.dtype, kernel: str) -> Iterator[None]:
+    """Inside the block every head field runs its MLPs in ``dtype`` and its density by ``kernel``, whatever
+    :func:`mlp_dtype` and :func:`density_kernel` would choose (the trainer measures whole training steps and
+    runs its loop in the winner)."""
+    _SETTINGS.append((dtype, kernel))
+    try:
+        yield
+    finally:
+        _SETTINGS.pop()
 
 
 def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
@@ -131,14 +150,15 @@ def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int
     x = torch.rand(rows, 3, generator=g).to(device)
     code = torch.randn(rows if backward else 1, head.cfg.code_dim, generator=g).to(device)
     times = []
-    for i in range(repeat + 1):
-        t = time.perf_counter()
-        with torch.set_grad_enabled(backward):
-            sigma, geo = head._density_by(kernel, x, code)
-            if backward:
-                (sigma.mean() + geo.square().mean()).backward()
-        if i:
-            times.append(time.perf_counter() - t)
+    with torch.inference_mode(False):  # the first ask may come from a render
+        for i in range(repeat + 1):
+            t = time.perf_counter()
+            with torch.set_grad_enabled(backward):
+                sigma, geo = head._density_by(kernel, x, code)
+                if backward:
+                    (sigma.mean() + geo.square().mean()).backward()
+            if i:
+                times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
@@ -150,6 +170,8 @@ def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -
     device = torch.device(device)
     if device.type != "cpu":
         return "torch"
+    if _SETTINGS:
+        return _SETTINGS[-1][1]
     options = {k: (lambda k=k: _time_density(k, device, backward)) for k in ("fused", "torch")}
     use = "training" if backward else "rendering"
     return choose(f"head density kernel for {use}", device, "NERFVC_KERNEL", options)

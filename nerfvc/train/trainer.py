@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
+from nerfvc.field.fused import fused_density_available
+from nerfvc.machine import PRECISIONS, choose
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
 from nerfvc.render.renderer import Renderer
@@ -297,42 +301,45 @@ def train(
     t0 = time.perf_counter() - elapsed
     cpu0 = time.process_time()
     stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.iters
+    settings = training_settings(model, sampler, cfg)
+    log.info("training with head MLPs in %s, density by the %s kernel", settings[0], settings[1])
     on_term = signal.getsignal(signal.SIGTERM)
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:  # SIGTERM (a scheduler, `kill`) checkpoints like Ctrl-C
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        while progress() < 1.0 and step < stop_at:
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # per-step seed: resumed runs continue identically
-            for g in optim.param_groups:
-                g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
-            if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
-                model.update_occupancy(train_expr)
-            batch = sampler.sample(cfg.batch_rays)
-            out_r = model.render_rays(
-                batch["dirs"],
-                batch["uv"],
-                batch["expression"],
-                batch["pose"],
-                batch["background"],
-                train=True,
-            )
-            loss, mse = compute_loss(out_r, batch, cfg)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            step += 1
-            elapsed = time.perf_counter() - t0
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(
-                    loss=f"{loss.item():.4f}",
-                    psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
-                    occ=f"{model.occupancy.occupied_fraction:.2f}",
+        with field_settings(*settings):
+            while progress() < 1.0 and step < stop_at:
+                torch.manual_seed(cfg.seed * 1_000_003 + step)  # per step: resumed runs continue identically
+                for g in optim.param_groups:
+                    g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
+                if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+                    model.update_occupancy(train_expr)
+                batch = sampler.sample(cfg.batch_rays)
+                out_r = model.render_rays(
+                    batch["dirs"],
+                    batch["uv"],
+                    batch["expression"],
+                    batch["pose"],
+                    batch["background"],
+                    train=True,
                 )
-            if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:
-                checkpoint()
-                last_ckpt = time.perf_counter()
+                loss, mse = compute_loss(out_r, batch, cfg)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                step += 1
+                elapsed = time.perf_counter() - t0
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(
+                        loss=f"{loss.item():.4f}",
+                        psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
+                        occ=f"{model.occupancy.occupied_fraction:.2f}",
+                    )
+                if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:
+                    checkpoint()
+                    last_ckpt = time.perf_counter()
     except KeyboardInterrupt:
         checkpoint()  # rerunning the same command resumes from here
         raise
@@ -363,6 +370,43 @@ def train(
         metrics = evaluate(model, ds, frames, size, deadline=t_call + total)
         metrics["size"] = list(size)
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig) -> tuple[torch.dtype, str]:
+    """The (head MLP precision, density kernel) whose whole training steps ran fastest on this machine: each
+    candidate times 3 forward + backward passes of ``model`` on one real batch (the first discarded), once
+    per machine (cached, see :func:`nerfvc.machine.choose`; ``NERFVC_PRECISION`` / ``NERFVC_KERNEL`` narrow
+    the candidates). Microbenchmarks of the field alone mislead here: on a Xeon with AMX, bf16 won them
+    and lost the whole step (0.21 vs 0.18 s at 1 thread)."""
+    device = model.head_lo.device
+    forced_p = os.environ.get("NERFVC_PRECISION", "auto").strip().lower()
+    forced_k = os.environ.get("NERFVC_KERNEL", "auto").strip().lower()
+    kernels = ["torch"] + (["fused"] if device.type == "cpu" and fused_density_available() else [])
+    candidates = {
+        f"{p}-{k}": (PRECISIONS[p], k)
+        for p in PRECISIONS
+        for k in kernels
+        if forced_p in ("auto", "", p) and forced_k in ("auto", "", k) and not (p == "bf16" and k == "fused")
+    }
+    if not candidates:  # a forced value that fits nothing: let the field's own checks say why
+        return mlp_dtype(device), density_kernel(device, backward=True)
+    batch = sampler.sample(cfg.batch_rays)
+
+    def timer(setting: tuple[torch.dtype, str]) -> float:
+        times = []
+        with field_settings(*setting):
+            for _ in range(3):
+                t = time.perf_counter()
+                b = batch
+                out = model.render_rays(b["dirs"], b["uv"], b["expression"], b["pose"], b["background"], True)
+                compute_loss(out, batch, cfg)[0].backward()
+                times.append(time.perf_counter() - t)
+        model.zero_grad(set_to_none=True)
+        return min(times[1:])
+
+    options = {name: (lambda s=setting: timer(s)) for name, setting in candidates.items()}
+    name = choose(f"training step ({', '.join(candidates)})", device, "NERFVC_TRAIN_SETTINGS", options)
+    return candidates[name]
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
