@@ -122,5 +122,5 @@ def test_a_measurement_where_nothing_runs_is_a_clear_error():
     def broken() -> float:
         raise RuntimeError("no such kernel")
 
-    with pytest.raises(RuntimeError, match="no option could run.*no such kernel"):
+    with pytest.raises(RuntimeError, match=r"no option could run.*no such kernel"):
         machine.measure({"a": broken, "b": broken})

@@ -76,6 +76,8 @@ class HeadFieldConfig:
     use_view_dir: bool = True
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()
 def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
     """Median seconds of a fine head field's forward + backward (density by the torch kernel, then colour) on
     ``rows`` points with per-row codes, its MLPs under autocast to ``dtype`` — a training step's field work,
@@ -87,14 +89,13 @@ def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repe
     view = F.normalize(torch.randn(rows, 3, generator=g), dim=-1).to(device)
     cons = torch.zeros(1, 8, device=device)
     times = []
-    with torch.inference_mode(False), torch.enable_grad():  # the first ask may come from a render
-        for i in range(repeat + 1):
-            t = time.perf_counter()
-            sigma, geo = head._density_by("torch", x, code, dtype)
-            rgb = head._color(geo, code, view, cons, dtype)
-            (sigma.mean() + rgb.square().mean()).backward()
-            if i:
-                times.append(time.perf_counter() - t)
+    for i in range(repeat + 1):
+        t = time.perf_counter()
+        sigma, geo = head._density_by("torch", x, code, dtype)
+        rgb = head._color(geo, code, view, cons, dtype)
+        (sigma.mean() + rgb.square().mean()).backward()
+        if i:
+            times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
@@ -138,6 +139,7 @@ def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
     )
 
 
+@torch.inference_mode(False)  # the first ask may come from a render: its timers make their own tensors
 def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int = 3) -> float:
     """Median seconds of a fine head's density by ``kernel`` as training runs it (forward + backward, 32k
     points with per-row codes) or as rendering does (forward, 64k points, one code); raises RuntimeError if
@@ -150,15 +152,14 @@ def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int
     x = torch.rand(rows, 3, generator=g).to(device)
     code = torch.randn(rows if backward else 1, head.cfg.code_dim, generator=g).to(device)
     times = []
-    with torch.inference_mode(False):  # the first ask may come from a render
-        for i in range(repeat + 1):
-            t = time.perf_counter()
-            with torch.set_grad_enabled(backward):
-                sigma, geo = head._density_by(kernel, x, code)
-                if backward:
-                    (sigma.mean() + geo.square().mean()).backward()
-            if i:
-                times.append(time.perf_counter() - t)
+    for i in range(repeat + 1):
+        t = time.perf_counter()
+        with torch.set_grad_enabled(backward):
+            sigma, geo = head._density_by(kernel, x, code)
+            if backward:
+                (sigma.mean() + geo.square().mean()).backward()
+        if i:
+            times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
