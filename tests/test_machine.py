@@ -124,3 +124,19 @@ def test_a_measurement_where_nothing_runs_is_a_clear_error():
 
     with pytest.raises(RuntimeError, match=r"no option could run.*no such kernel"):
         machine.measure({"a": broken, "b": broken})
+
+
+def test_without_the_cpp_kernels_the_density_is_torch_whatever_was_cached(fresh, monkeypatch):
+    from nerfvc.field import cpp
+
+    key = machine._cache_key(torch.device("cpu"))
+    uses = ("rendering", "training")
+    monkeypatch.setattr(machine, "_CHOSEN", {f"head density kernel for {u}|{key}": "fused" for u in uses})
+    monkeypatch.setenv("NERFVC_NO_CPP", "1")
+    monkeypatch.setattr(cpp, "_LOADED", {})
+    for backward in (False, True):
+        assert fields.density_kernel("cpu", backward) == "torch"
+    head = HeadField(HeadFieldConfig(), consistency_dim=8)
+    with torch.inference_mode():
+        sigma, _ = head.density(torch.rand(10, 3), torch.zeros(1, 16))
+    assert sigma.shape == (10,)

@@ -27,27 +27,28 @@ def cpp_march() -> str:
 def load_kernel(stem: str, functions: list[str]) -> object | None:
     """The compiled ``<stem>.cpp`` beside this file exposing ``functions``, or None (``NERFVC_NO_CPP`` set, no
     compiler, build error — logged once)."""
+    if os.environ.get("NERFVC_NO_CPP"):  # checked on every call: it switches loaded kernels off too
+        return None
     march = cpp_march()
     key = (stem, march)
     if key in _LOADED:
         return _LOADED[key]
     ext = None
-    if not os.environ.get("NERFVC_NO_CPP"):
-        try:
-            from torch.utils.cpp_extension import load_inline
+    try:
+        from torch.utils.cpp_extension import load_inline
 
-            source = Path(__file__).with_name(f"{stem}.cpp").read_text()
-            digest = hashlib.sha1(source.encode()).hexdigest()[:10]
-            tag = re.sub(r"\W", "_", march)
-            ext = load_inline(
-                name=f"nerfvc_{stem}_{digest}_{tag}",
-                cpp_sources=[source],
-                functions=functions,
-                extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as e:  # no compiler, no ninja, build error: the caller falls back to torch
-            log.warning("%s: C++ kernel unavailable (%s); using the pure-torch path", stem, e)
+        source = Path(__file__).with_name(f"{stem}.cpp").read_text()
+        digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+        tag = re.sub(r"\W", "_", march)
+        ext = load_inline(
+            name=f"nerfvc_{stem}_{digest}_{tag}",
+            cpp_sources=[source],
+            functions=functions,
+            extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as e:  # no compiler, no ninja, build error: the caller falls back to torch
+        log.warning("%s: C++ kernel unavailable (%s); using the pure-torch path", stem, e)
     _LOADED[key] = ext
     return ext

@@ -173,6 +173,8 @@ def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -
         return "torch"
     if _SETTINGS:
         return _SETTINGS[-1][1]
+    if not fused_density_available():  # NERFVC_NO_CPP or no compiler: whatever was cached, only torch runs
+        return "torch"
     options = {k: (lambda k=k: _time_density(k, device, backward)) for k in ("fused", "torch")}
     use = "training" if backward else "rendering"
     return choose(f"head density kernel for {use}", device, "NERFVC_KERNEL", options)
