@@ -375,9 +375,10 @@ def train(
 def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig) -> tuple[torch.dtype, str]:
     """The (head MLP precision, density kernel) whose whole training steps ran fastest on this machine: each
     candidate times 3 forward + backward passes of ``model`` on one real batch (the first discarded), once
-    per machine (cached, see :func:`nerfvc.machine.choose`; ``NERFVC_PRECISION`` / ``NERFVC_KERNEL`` narrow
-    the candidates). Microbenchmarks of the field alone mislead here: on a Xeon with AMX, bf16 won them
-    and lost the whole step (0.21 vs 0.18 s at 1 thread)."""
+    per machine (cached, see :func:`nerfvc.machine.choose`). ``NERFVC_PRECISION`` / ``NERFVC_KERNEL``
+    narrow the candidates; ``NERFVC_TRAIN_SETTINGS=fp32-torch|fp32-fused|bf16-torch`` picks one.
+    Microbenchmarks of the field alone mislead here: on a Xeon with AMX, bf16 won them and lost the whole
+    step (0.21 vs 0.18 s at 1 thread)."""
     device = model.head_lo.device
     forced_p = os.environ.get("NERFVC_PRECISION", "auto").strip().lower()
     forced_k = os.environ.get("NERFVC_KERNEL", "auto").strip().lower()
@@ -390,9 +391,10 @@ def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig
     }
     if not candidates:  # a forced value that fits nothing: let the field's own checks say why
         return mlp_dtype(device), density_kernel(device, backward=True)
-    batch = sampler.sample(cfg.batch_rays)
 
     def timer(setting: tuple[torch.dtype, str]) -> float:
+        torch.manual_seed(cfg.seed)  # every candidate on the same batch (drawn only when measuring)
+        batch = sampler.sample(cfg.batch_rays)
         times = []
         with field_settings(*setting):
             for _ in range(3):
