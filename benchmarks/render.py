@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nerfvc.field.fields import field_settings, mlp_dtype
 from nerfvc.machine import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
@@ -126,10 +127,10 @@ def main() -> None:
                 for k, v in kw.items():
                     setattr(r.fast, k, v)
             count = _points(r)
-            kernel = os.environ.get("NERFVC_KERNEL")
-            os.environ["NERFVC_KERNEL"] = "torch"  # the grid hooks count points only outside the fused kernel
-            imgs = [r.render_float(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size) for f in test]
-            os.environ.pop("NERFVC_KERNEL") if kernel is None else os.environ.update(NERFVC_KERNEL=kernel)
+            with field_settings(mlp_dtype(), "torch"):  # the grid hooks count points only outside fused
+                imgs = [
+                    r.render_float(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size) for f in test
+                ]
             points = count[0] / len(test)
             if kw is None:
                 refs = imgs

@@ -15,6 +15,7 @@ Training, the frame renderer, eval and the live receiver all ask these functions
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NERFVC_CACHE", Path.home() / ".cache" / "nerfvc"))
 
 
+@functools.cache  # read once: every precision/kernel ask keys its cache by the CPU model
 def _cpuinfo() -> tuple[str, set[str]]:
     """CPU model string and its flag set (Linux /proc/cpuinfo; platform fallback elsewhere)."""
     try:
