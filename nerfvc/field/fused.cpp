@@ -11,6 +11,8 @@
 // writes straight into the result), reduced at the end, so the result is race-free and deterministic for a
 // given thread count.
 #include <torch/extension.h>
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -420,4 +422,178 @@ std::vector<torch::Tensor> fused_backward(torch::Tensor grad_out, torch::Tensor 
     });
   }
   return {g_table, g_w1, g_b1, g_w2, g_b2};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fused volume rendering of a frame's head rays (the receiver's hot loop, nerfvc/render/fast.py `_march`).
+// Every ray marches through its bins `edges` in chunks of `chunk` samples, like the torch reference: the
+// occupied samples of a chunk (occupancy grid lookup) go through the density MLP (and, with colour, the colour
+// MLP) in tiles gathered over a block of rays, then each ray composites its chunk in order and stops once its
+// transmittance is <= stop. No per-sample tensor is ever materialised.
+
+constexpr int RB = 64;  // rays per block (one thread marches a block at a time)
+
+struct MarchColor {
+  int64_t geo, view, Kc, Hc, Hcp;  // geo features, view dims (0 or 3), padded colour input, hidden (raw, padded)
+  std::vector<float> w1, b1, w2, b2;  // padded (Kc,Hcp), (1,Hcp), (Hcp,8), (1,8)
+};
+
+// origin, direction (R,3); edges (R,S+1); box (7,) = lo(3), span(3), 1/scale; occupancy (r,r,r) bool;
+// table, res, w1 (G,H), b1 (1,H), w2 (H,1+geo), b2 as fused_forward; colour MLP wc1 (geo[+3],Hc), bc1 (1,Hc),
+// wc2 (Hc,3), bc2 (3,) or all empty (density only) -> [weights (R,S), premultiplied rgb (R,3), opacity (R,)]
+std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direction, torch::Tensor edges,
+                                       torch::Tensor box, torch::Tensor occupancy, torch::Tensor table,
+                                       torch::Tensor res, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
+                                       torch::Tensor b2, torch::Tensor wc1, torch::Tensor bc1, torch::Tensor wc2,
+                                       torch::Tensor bc2, int64_t chunk, double stop, int64_t threads) {
+  const int64_t R = edges.size(0), S = edges.size(1) - 1;
+  for (const auto* t : {&origin, &direction, &edges, &box, &wc1, &bc1, &wc2, &bc2})
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->device().is_cpu(),
+                "fused march: float32 contiguous CPU tensors expected");
+  TORCH_CHECK(origin.size(0) == R && direction.size(0) == R && origin.size(1) == 3 && direction.size(1) == 3,
+              "fused march: origin and direction must be (R,3)");
+  TORCH_CHECK(box.numel() == 7 && S >= 1 && chunk >= 1, "fused march: box (7,), edges (R,S+1), chunk >= 1");
+  TORCH_CHECK(occupancy.scalar_type() == torch::kBool && occupancy.is_contiguous() && occupancy.dim() == 3,
+              "fused march: occupancy must be (r,r,r) bool");
+  auto dummy = torch::zeros({1, 3}, origin.options());
+  const Shapes s = check(dummy, table, res, w1, b1, w2, b2);
+  TORCH_CHECK(s.b1_rows == false && b1.size(0) == 1, "fused march: b1 must be (1,H)");
+  const bool with_color = wc1.numel() > 0;
+  MarchColor mc{};
+  if (with_color) {
+    mc.geo = s.O - 1, mc.Hc = wc1.size(1), mc.view = wc1.size(0) - mc.geo;
+    TORCH_CHECK(mc.view == 0 || mc.view == 3, "fused march: wc1 must be (geo,Hc) or (geo+3,Hc)");
+    TORCH_CHECK(bc1.numel() == mc.Hc && wc2.size(0) == mc.Hc && wc2.size(1) == 3 && bc2.numel() == 3,
+                "fused march: colour MLP shapes");
+    mc.Kc = pad8(mc.geo + mc.view), mc.Hcp = pad8(mc.Hc);
+    mc.w1 = padded(wc1, mc.Kc, mc.Hcp, false), mc.b1 = padded(bc1.view({1, -1}), 1, mc.Hcp, false);
+    mc.w2 = padded(wc2, mc.Hcp, KB, false), mc.b2 = padded(bc2.view({1, -1}), 1, KB, false);
+  }
+  auto weights = torch::zeros({R, S}, edges.options());
+  auto rgb = torch::zeros({R, 3}, edges.options());
+  auto opacity = torch::zeros({R}, edges.options());
+  if (R == 0) return {weights, rgb, opacity};
+  const std::vector<float> w1p = padded(w1, s.Gp, s.Hp, false), w2p = padded(w2, s.Hp, s.Op, false);
+  const std::vector<float> b1p = padded(b1, 1, s.Hp, false), b2p = padded(b2.view({1, -1}), 1, s.Op, false);
+  const float *op = origin.data_ptr<float>(), *dp = direction.data_ptr<float>(), *ep = edges.data_ptr<float>();
+  const float* bx = box.data_ptr<float>();
+  const bool* occ = occupancy.data_ptr<bool>();
+  const int64_t ores = occupancy.size(0);
+  const float *tp = table.data_ptr<float>();
+  const int64_t* rp = res.data_ptr<int64_t>();
+  float *wp = weights.data_ptr<float>(), *cp = rgb.data_ptr<float>(), *ap = opacity.data_ptr<float>();
+  const int64_t maxpts = RB * std::min<int64_t>(chunk, S), maxtiles = (maxpts + TP - 1) / TP;
+  const int64_t blocks = (R + RB - 1) / RB;
+  const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
+  const float fstop = (float)stop;
+
+  // per thread: tile inputs and activations
+  std::vector<std::vector<vf>> scratch(nthreads);
+  for (auto& v : scratch) v.assign((size_t)(maxtiles * (3 + s.Gp) + s.Hp + s.Op + mc.Kc + mc.Hcp + KB) * NV, vf{});
+  auto march_block = [&](int64_t blk, int tid) {
+    float* xs = (float*)scratch[tid].data();
+    float *feat = xs + 3 * TP * maxtiles, *hT = feat + s.Gp * TP * maxtiles, *outT = hT + s.Hp * TP;
+    float *cinT = outT + s.Op * TP, *hcT = cinT + mc.Kc * TP, *colT = hcT + mc.Hcp * TP;
+    std::vector<float> raw(maxpts), col(with_color ? 3 * maxpts : 0);
+    const int64_t r0 = blk * RB, nr = std::min<int64_t>(RB, R - r0);
+    float trans[RB], acc[RB][3] = {}, view[RB][3];
+    int64_t next[RB];
+    int n_active = (int)nr;
+    bool active[RB];
+    for (int j = 0; j < nr; ++j) {
+      trans[j] = 1.f, next[j] = 0, active[j] = true;
+      const float* d = dp + (r0 + j) * 3;
+      const float inv = 1.f / std::max(std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), 1e-12f);
+      for (int k = 0; k < 3; ++k) view[j][k] = d[k] * inv;
+    }
+    std::vector<int> pt_sample(maxpts), pt_ray(maxpts);
+    int pt_count[RB];
+    while (n_active > 0) {
+      // 1. the occupied samples of every active ray's next chunk, ray by ray in sample order
+      int n = 0;
+      for (int j = 0; j < nr; ++j) {
+        pt_count[j] = 0;
+        if (!active[j]) continue;
+        const float *o = op + (r0 + j) * 3, *d = dp + (r0 + j) * 3, *e = ep + (r0 + j) * (S + 1);
+        for (int64_t si = next[j]; si < std::min<int64_t>(next[j] + chunk, S); ++si) {
+          const float mid = 0.5f * (e[si + 1] + e[si]);
+          float x[3];
+          int64_t cell[3];
+          for (int k = 0; k < 3; ++k) {
+            x[k] = fminf(fmaxf((o[k] + d[k] * mid - bx[k]) / bx[3 + k], 0.f), 1.f);
+            cell[k] = std::min<int64_t>((int64_t)(x[k] * ores), ores - 1);
+          }
+          if (!occ[(cell[0] * ores + cell[1]) * ores + cell[2]]) continue;
+          const int64_t t = n / TP, p = n % TP;
+          for (int k = 0; k < 3; ++k) xs[3 * TP * t + k * TP + p] = x[k];
+          pt_sample[n] = (int)si, pt_ray[n] = j;
+          ++pt_count[j], ++n;
+        }
+      }
+      // 2. the field at those points, tile by tile
+      if (n > 0) {
+        const int64_t nt = (n + TP - 1) / TP;
+        for (int64_t p = n; p < nt * TP; ++p)
+          for (int k = 0; k < 3; ++k) xs[3 * TP * (nt - 1) + k * TP + p % TP] = 0.f;
+        DISPATCH_F(s.F, grid_block<FF>(xs, nt, tp, rp, s.L, s.T, s.Gp, feat));
+        for (int64_t t = 0; t < nt; ++t) {
+          const int m = (int)std::min<int64_t>(TP, n - t * TP);
+          matmul_tile<kRelu>(w1p.data(), s.Gp, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);
+          matmul_tile<kNone>(w2p.data(), s.Hp, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
+          for (int p = 0; p < m; ++p) raw[t * TP + p] = outT[p];
+          if (!with_color) continue;
+          std::memset(cinT, 0, sizeof(float) * mc.Kc * TP);
+          std::memcpy(cinT, outT + TP, sizeof(float) * mc.geo * TP);  // geometry features: rows 1..geo
+          if (mc.view)  // the view direction of each point's ray
+            for (int p = 0; p < m; ++p)
+              for (int k = 0; k < 3; ++k) cinT[(mc.geo + k) * TP + p] = view[pt_ray[t * TP + p]][k];
+          matmul_tile<kRelu>(mc.w1.data(), mc.Kc, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
+          matmul_tile<kNone>(mc.w2.data(), mc.Hcp, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
+          for (int p = 0; p < m; ++p)
+            for (int k = 0; k < 3; ++k) col[(t * TP + p) * 3 + k] = 1.f / (1.f + std::exp(-colT[k * TP + p]));
+        }
+      }
+      // 3. each ray composites its chunk in order
+      int q = 0;
+      for (int j = 0; j < nr; ++j) {
+        if (!active[j]) continue;
+        const float* e = ep + (r0 + j) * (S + 1);
+        float* wrow = wp + (r0 + j) * S;
+        const int q1 = q + pt_count[j];
+        float tr = trans[j];
+        for (int64_t si = next[j]; si < std::min<int64_t>(next[j] + chunk, S); ++si) {
+          if (q >= q1 || pt_sample[q] != si) continue;  // unoccupied: no density, nothing changes
+          const float sigma = std::exp(std::fmin(raw[q] - 1.f, 15.f));
+          const float alpha = 1.f - std::exp(-sigma * ((e[si + 1] - e[si]) * bx[6]));
+          const float w = tr * alpha;
+          wrow[si] = w;
+          if (with_color)
+            for (int k = 0; k < 3; ++k) acc[j][k] += w * col[q * 3 + k];
+          tr *= 1.f - alpha;
+          ++q;
+        }
+        trans[j] = tr;
+        next[j] = std::min<int64_t>(next[j] + chunk, S);
+        if (!(tr > fstop) || next[j] >= S) active[j] = false, --n_active;
+      }
+    }
+    for (int j = 0; j < nr; ++j) {
+      for (int k = 0; k < 3; ++k) cp[(r0 + j) * 3 + k] = acc[j][k];
+      ap[r0 + j] = 1.f - trans[j];
+    }
+  };
+  if (nthreads <= 1) {
+    for (int64_t b = 0; b < blocks; ++b) march_block(b, 0);
+  } else {
+#pragma omp parallel num_threads(nthreads)
+    {
+      int tid = 0;
+#ifdef _OPENMP
+      tid = omp_get_thread_num();
+#endif
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t b = 0; b < blocks; ++b) march_block(b, tid);
+    }
+  }
+  return {weights, rgb, opacity};
 }

@@ -18,7 +18,7 @@ from nerfvc.field.encodings import hashgrid_torch
 
 def load_fused_extension() -> object | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("fused", ["fused_forward", "fused_backward"])
+    return load_kernel("fused", ["fused_forward", "fused_backward", "fused_march"])
 
 
 def fused_density_available() -> bool:
@@ -41,6 +41,47 @@ def fused_density(
     if ext is None:
         raise RuntimeError("fused density: the C++ kernel is unavailable")
     return ext.fused_forward(x, table, res, w1, b1, w2, b2, torch.get_num_threads())  # type: ignore[attr-defined]
+
+
+def fused_march(
+    origin: torch.Tensor,
+    direction: torch.Tensor,
+    edges: torch.Tensor,
+    box: torch.Tensor,
+    occupancy: torch.Tensor,
+    density: tuple[torch.Tensor, ...],
+    color: tuple[torch.Tensor, ...] | None,
+    chunk: int,
+    stop: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volume-render rays ``origin``, ``direction`` (R,3) through bins ``edges`` (R,S+1) in one C++ pass:
+    ``box`` (7,) = head box low corner (3), its size (3) and 1 / the distance unit; ``occupancy`` (r,r,r)
+    bool; ``density`` = (table, res, w1, b1 (1,H), w2, b2) as :func:`fused_density`; ``color`` = (wc1
+    (geo[+3],Hc), bc1 (1,Hc), wc2 (Hc,3), bc2 (3,)) acting on the geometry features (and the unit view
+    direction), or None for density only. Samples are marched ``chunk`` at a time and a ray stops once its
+    transmittance is ≤ ``stop``. → weights (R,S), premultiplied rgb (R,3) (zeros without colour), opacity
+    (R,). Same result as ``nerfvc.render.fast.march_torch``."""
+    ext = load_fused_extension()
+    if ext is None:
+        raise RuntimeError("fused march: the C++ kernel is unavailable")
+    none = torch.empty(0)
+    wc1, bc1, wc2, bc2 = color if color is not None else (none, none, none, none)
+    w, rgb, opacity = ext.fused_march(  # type: ignore[attr-defined]
+        origin.contiguous(),
+        direction.contiguous(),
+        edges.contiguous(),
+        box,
+        occupancy.contiguous(),
+        *density,
+        wc1,
+        bc1,
+        wc2,
+        bc2,
+        chunk,
+        stop,
+        torch.get_num_threads(),
+    )
+    return w, rgb, opacity
 
 
 class FusedDensityFn(torch.autograd.Function):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfvc.field.fields import HeadField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fused_density
+from nerfvc.field.fused import fused_march
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -77,22 +77,27 @@ class FrameHead:
         w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
         b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
         w2, b2 = s1[0].weight.t().contiguous(), s1[0].bias  # (H,1+geo), (1+geo,)
-        # float32 weights for the fused C++ density kernel where this machine chose it, else None
-        self.fused = (w1, b1, w2, b2) if density_kernel(code.device) == "fused" else None
-        self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         b = c0.bias + code @ c0.weight[:, geo : geo + c].t()
         if k:
             b = b + consistency @ c0.weight[:, geo + c : geo + c + k].t()
+        w_geo = c0.weight[:, :geo].t()  # (geo,H)
+        w_view = c0.weight[:, geo + c + k :].t() if cfg.use_view_dir else None  # (3,H)
+        w3, b3 = c1[0].weight.t().contiguous(), c1[0].bias  # (H,3), (3,)
+        self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
+        self.fused_color: tuple[torch.Tensor, ...] = ()
+        if density_kernel(code.device) == "fused":
+            self.fused = (self.grid.table, self.grid.res, w1, b1.contiguous(), w2, b2)
+            wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
+            self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
+            return
+        self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         self.b_color = b.to(dtype)  # (1,H)
-        self.w_geo = c0.weight[:, :geo].t().to(dtype)  # (geo,H)
-        self.w_view = c0.weight[:, geo + c + k :].t().to(dtype) if cfg.use_view_dir else None  # (3,H)
-        self.w3, self.b3 = c1[0].weight.t().to(dtype), c1[0].bias.to(dtype)  # (H,3), (3,)
+        self.w_geo = w_geo.to(dtype)
+        self.w_view = None if w_view is None else w_view.to(dtype)
+        self.w3, self.b3 = w3.to(dtype), b3.to(dtype)
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N,3) in [0,1]³ → sigma (N,) float32, geometry feature (N,geo) in ``dtype``."""
-        if self.fused is not None:
-            h = fused_density(x.contiguous(), self.grid.table, self.grid.res, *self.fused)  # (N,1+geo)
-            return trunc_exp(h[:, 0] - 1.0), h[:, 1:].to(self.dtype)
         h = torch.addmm(self.b1, self.grid(x).to(self.dtype), self.w1).relu_()
         h = torch.addmm(self.b2, h, self.w2)
         return trunc_exp(h[:, 0].float() - 1.0), h[:, 1:]
@@ -116,6 +121,36 @@ def supports(model: PortraitNeRF) -> bool:
 
 
 def _march(
+    model: PortraitNeRF,
+    head: FrameHead,
+    origin: torch.Tensor,
+    direction: torch.Tensor,
+    edges: torch.Tensor,
+    cfg: FastRenderConfig,
+    with_color: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volume-render rays (R,3) through bins ``edges`` (R,S+1) with early termination → weights (R,S),
+    premultiplied rgb (R,3) (zeros unless ``with_color``), opacity (R,): one C++ pass where ``head`` runs
+    the fused kernels, else :func:`march_torch`."""
+    if head.fused is None:
+        return march_torch(model, head, origin, direction, edges, cfg, with_color)
+    span = model.head_hi - model.head_lo
+    box = torch.cat([model.head_lo, span, (1.0 / model.scale).view(1)]).float().contiguous()
+    color = head.fused_color if with_color else None
+    return fused_march(
+        origin,
+        direction,
+        edges,
+        box,
+        model.occupancy.mask,
+        head.fused,
+        color,
+        cfg.chunk,
+        cfg.stop_transmittance,
+    )
+
+
+def march_torch(
     model: PortraitNeRF,
     head: FrameHead,
     origin: torch.Tensor,

@@ -1,0 +1,81 @@
+"""Frame renderer ops: the fused C++ march equals the pure-torch march, op by op (weights, colour, opacity)."""
+
+import pytest
+import torch
+
+from nerfvc.field.fields import field_settings
+from nerfvc.field.fused import fused_density_available
+from nerfvc.render.fast import FastRenderConfig, FrameHead, _march, march_torch
+from nerfvc.render.model import ModelConfig, PortraitNeRF
+from nerfvc.render.rays import intersect_box
+
+pytestmark = pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the fused kernel")
+
+
+def _model(seed: int, view_dir: bool) -> PortraitNeRF:
+    """A random model whose heads are dense enough that rays terminate early, with a random occupancy mask."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(head_lo=[-0.2, -0.25, -0.1], head_hi=[0.2, 0.2, 0.3])
+    cfg.fine.use_view_dir = view_dir
+    model = PortraitNeRF(cfg).eval()
+    with torch.no_grad():
+        for head in (model.coarse, model.fine):
+            head.grid.table.normal_(0, 1.0)
+            head.sigma_net[2].bias[0] += 3.0  # raw density ~ exp(2 + noise): opaque within a few samples
+        model.occupancy.mask.copy_(torch.rand(64, 64, 64) > 0.3)
+    return model
+
+
+def _rays(model: PortraitNeRF, n: int, samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rays from a camera at z=-1 towards the box: origins, directions (R,3), uneven bin edges (R,S+1)."""
+    g = torch.Generator().manual_seed(1)
+    origin = torch.tensor([0.0, 0.0, -1.0]).expand(n, 3).contiguous()
+    direction = torch.cat([(torch.rand(n, 2, generator=g) - 0.5) * 0.3, torch.ones(n, 1)], 1)
+    t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
+    assert hit.all()
+    u = torch.rand(n, samples + 1, generator=g).sort(1).values
+    u = torch.cat([torch.zeros(n, 1), u[:, 1:-1], torch.ones(n, 1)], 1)
+    return origin, direction, t_near[:, None] + (t_far - t_near)[:, None] * u
+
+
+@pytest.mark.parametrize("view_dir", [True, False])
+@pytest.mark.parametrize("chunk,stop", [(4, 1e-2), (3, 0.3), (16, 0.0)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_march_matches_the_torch_march(view_dir, chunk, stop, threads):
+    model = _model(0, view_dir)
+    cfg = FastRenderConfig(chunk=chunk, stop_transmittance=stop)
+    code = torch.randn(1, model.fine.cfg.code_dim)
+    cons = torch.randn(1, model.cfg.consistency_dim)
+    origin, direction, edges = _rays(model, 300, 12)  # 300 rays: 5 blocks of 64, the last one partial
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for head_field, with_color in ((model.coarse, False), (model.fine, True)):
+                c = code[:, : head_field.cfg.code_dim]
+                with field_settings(torch.float32, "torch"):
+                    ref = march_torch(
+                        model, FrameHead(head_field, c, cons), origin, direction, edges, cfg, with_color
+                    )
+                with field_settings(torch.float32, "fused"):
+                    head = FrameHead(head_field, c, cons)
+                    assert head.fused is not None
+                    out = _march(model, head, origin, direction, edges, cfg, with_color)
+                for a, b in zip(out, ref):
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+                weights, rgb, opacity = ref
+                assert 0.1 < opacity.mean() < 1.0  # some rays are opaque, some are not
+                if stop > 0:
+                    assert (weights[:, -1] == 0).any()  # early termination left samples unevaluated
+                assert rgb.abs().sum() > 0 if with_color else rgb.abs().sum() == 0
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_fused_march_of_no_rays_is_empty():
+    model = _model(0, True)
+    with torch.inference_mode(), field_settings(torch.float32, "fused"):
+        head = FrameHead(model.fine, torch.zeros(1, 16), torch.zeros(1, 8))
+        e = torch.zeros(0, 13)
+        w, rgb, a = _march(model, head, torch.zeros(0, 3), torch.zeros(0, 3), e, FastRenderConfig(), True)
+    assert w.shape == (0, 12) and rgb.shape == (0, 3) and a.shape == (0,)
