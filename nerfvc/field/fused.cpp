@@ -597,3 +597,115 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   }
   return {weights, rgb, opacity};
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fused torso field for one frame (nerfvc/field/fields.py TorsoField with the frame's pose and codes folded into
+// the first-layer biases): uv -> deformation MLP -> offset -> multiresolution 2D planes (bilinear, border) ->
+// colour/alpha MLP -> sigmoid, tile by tile.
+
+// An MLP of ReLU hidden layers on tiles: weights (in, out) padded to multiples of 8.
+struct TileMLP {
+  std::vector<std::vector<float>> w, b;
+  std::vector<int64_t> k, m;
+  int64_t widest = 0;
+};
+
+static TileMLP tile_mlp(const std::vector<torch::Tensor>& ws, const std::vector<torch::Tensor>& bs) {
+  TORCH_CHECK(!ws.empty() && ws.size() == bs.size(), "fused torso: one bias per weight");
+  TileMLP mlp;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const auto& w = ws[i];
+    TORCH_CHECK(w.scalar_type() == torch::kFloat32 && w.is_contiguous() && w.dim() == 2 &&
+                    bs[i].scalar_type() == torch::kFloat32 && bs[i].is_contiguous() && bs[i].numel() == w.size(1),
+                "fused torso: layers must be float32 contiguous (in,out) weights and (out,) biases");
+    TORCH_CHECK(i == 0 || w.size(0) == ws[i - 1].size(1), "fused torso: layer sizes do not chain");
+    const int64_t k = pad8(w.size(0)), m = pad8(w.size(1));
+    mlp.w.push_back(padded(w, k, m, false));
+    mlp.b.push_back(padded(bs[i].view({1, -1}), 1, m, false));
+    mlp.k.push_back(k), mlp.m.push_back(m);
+    mlp.widest = std::max(mlp.widest, std::max(k, m));
+  }
+  return mlp;
+}
+
+// Runs `mlp` on a tile inT (k[0] rows); a and b are scratch tiles of `widest` rows. Returns the output tile.
+static const float* run_mlp(const TileMLP& mlp, const float* inT, float* a, float* b) {
+  const float* x = inT;
+  for (size_t i = 0; i < mlp.w.size(); ++i) {
+    float* y = (i % 2 == 0) ? a : b;
+    if (i + 1 < mlp.w.size())
+      matmul_tile<kRelu>(mlp.w[i].data(), mlp.k[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
+    else
+      matmul_tile<kNone>(mlp.w[i].data(), mlp.k[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
+    x = y;
+  }
+  return x;
+}
+
+// uv (N,2); planes: (C,h,w) each; deform / net: weights (in,out) and biases of each layer (ReLU between) with
+// the frame's shared inputs already in the first biases; the deformation's 2 outputs become an offset
+// tanh(.) * max_offset -> rgba (N,4) in [0,1]
+torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, std::vector<torch::Tensor> deform_w,
+                          std::vector<torch::Tensor> deform_b, std::vector<torch::Tensor> net_w,
+                          std::vector<torch::Tensor> net_b, double max_offset, int64_t threads) {
+  TORCH_CHECK(uv.scalar_type() == torch::kFloat32 && uv.is_contiguous() && uv.dim() == 2 && uv.size(1) == 2,
+              "fused torso: uv must be (N,2) float32 contiguous");
+  int64_t P = 0;
+  for (const auto& p : planes) {
+    TORCH_CHECK(p.scalar_type() == torch::kFloat32 && p.is_contiguous() && p.dim() == 3,
+                "fused torso: planes must be (C,h,w) float32 contiguous");
+    P += p.size(0);
+  }
+  const TileMLP deform = tile_mlp(deform_w, deform_b), net = tile_mlp(net_w, net_b);
+  TORCH_CHECK(deform_w[0].size(0) == 2 && deform_w.back().size(1) == 2, "fused torso: deformation is 2 -> 2");
+  TORCH_CHECK(net_w[0].size(0) == P && net_w.back().size(1) == 4, "fused torso: net is plane features -> 4");
+  const int64_t N = uv.size(0);
+  auto out = torch::empty({N, 4}, uv.options());
+  if (N == 0) return out;
+  const float* up = uv.data_ptr<float>();
+  float* outp = out.data_ptr<float>();
+  const float mo = (float)max_offset;
+  const int64_t tiles = (N + TP - 1) / TP;
+  const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, tiles));
+  const int64_t widest = std::max(deform.widest, net.widest);
+  std::vector<std::vector<vf>> scratch(nthreads);
+  for (auto& v : scratch) v.assign((size_t)(8 + deform.k[0] + net.k[0] + 2 * widest) * NV, vf{});
+  for_tiles(tiles, nthreads, [&](int64_t t, int tid) {
+    float* uvT = (float*)scratch[tid].data();  // 8 rows: u, v, zeros
+    float *dinT = uvT + 8 * TP, *featT = dinT + deform.k[0] * TP, *a = featT + net.k[0] * TP, *b = a + widest * TP;
+    const int64_t n0 = t * TP;
+    const int n = (int)std::min<int64_t>(TP, N - n0);
+    std::memset(dinT, 0, sizeof(float) * deform.k[0] * TP);
+    for (int p = 0; p < n; ++p) dinT[p] = up[(n0 + p) * 2], dinT[TP + p] = up[(n0 + p) * 2 + 1];
+    const float* off = run_mlp(deform, dinT, a, b);
+    for (int p = 0; p < TP; ++p)
+      for (int k = 0; k < 2; ++k) {
+        const float q = dinT[k * TP + p] + std::tanh(off[k * TP + p]) * mo;
+        uvT[k * TP + p] = fminf(fmaxf(q, 0.f), 1.f);
+      }
+    std::memset(featT, 0, sizeof(float) * net.k[0] * TP);
+    int64_t row = 0;
+    for (const auto& pl : planes) {  // bilinear, padding "border", align_corners=False (as F.grid_sample)
+      const int64_t C = pl.size(0), h = pl.size(1), w = pl.size(2);
+      const float* pp = pl.data_ptr<float>();
+      for (int p = 0; p < n; ++p) {
+        const float x = fminf(fmaxf(uvT[p] * w - 0.5f, 0.f), (float)(w - 1));
+        const float y = fminf(fmaxf(uvT[TP + p] * h - 0.5f, 0.f), (float)(h - 1));
+        const int64_t x0 = (int64_t)x, y0 = (int64_t)y;
+        const int64_t x1 = std::min(x0 + 1, w - 1), y1 = std::min(y0 + 1, h - 1);
+        const float fx = x - (float)x0, fy = y - (float)y0;
+        for (int64_t c = 0; c < C; ++c) {
+          const float* q = pp + c * h * w;
+          const float top = q[y0 * w + x0] + fx * (q[y0 * w + x1] - q[y0 * w + x0]);
+          const float bot = q[y1 * w + x0] + fx * (q[y1 * w + x1] - q[y1 * w + x0]);
+          featT[(row + c) * TP + p] = top + fy * (bot - top);
+        }
+      }
+      row += C;
+    }
+    const float* rgba = run_mlp(net, featT, a, b);
+    for (int p = 0; p < n; ++p)
+      for (int k = 0; k < 4; ++k) outp[(n0 + p) * 4 + k] = 1.f / (1.f + std::exp(-rgba[k * TP + p]));
+  });
+  return out;
+}

@@ -18,7 +18,7 @@ from nerfvc.field.encodings import hashgrid_torch
 
 def load_fused_extension() -> object | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("fused", ["fused_forward", "fused_backward", "fused_march"])
+    return load_kernel("fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso"])
 
 
 def fused_density_available() -> bool:
@@ -82,6 +82,27 @@ def fused_march(
         torch.get_num_threads(),
     )
     return w, rgb, opacity
+
+
+def fused_torso(
+    uv: torch.Tensor,
+    planes: list[torch.Tensor],
+    deform_w: list[torch.Tensor],
+    deform_b: list[torch.Tensor],
+    net_w: list[torch.Tensor],
+    net_b: list[torch.Tensor],
+    max_offset: float,
+) -> torch.Tensor:
+    """A torso field for one frame in one C++ pass: ``uv`` (N,2) → deformation MLP (weights (in,out), biases;
+    ReLU between layers; 2 → 2, the frame's shared inputs folded into the first bias) → offset
+    ``tanh(·)·max_offset`` → bilinear features of ``planes`` (C,h,w) each at ``clamp(uv + offset, 0, 1)``
+    (``F.grid_sample``, border, align_corners=False) → MLP ``net_w``/``net_b`` → sigmoid → rgba (N,4)."""
+    ext = load_fused_extension()
+    if ext is None:
+        raise RuntimeError("fused torso: the C++ kernel is unavailable")
+    return ext.fused_torso(  # type: ignore[attr-defined]
+        uv, planes, deform_w, deform_b, net_w, net_b, max_offset, torch.get_num_threads()
+    )
 
 
 class FusedDensityFn(torch.autograd.Function):

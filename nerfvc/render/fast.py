@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from nerfvc.field.fields import HeadField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fused_march
+from nerfvc.field.fields import HeadField, TorsoField, density_kernel, mlp_dtype, trunc_exp
+from nerfvc.field.fused import fused_march, fused_torso
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -112,6 +113,56 @@ class FrameHead:
         """Geometry features (N,geo) and per-point view terms (N,H) → rgb (N,3) float32."""
         h = torch.addmm(view_bias, geo, self.w_geo).relu_()
         return torch.sigmoid(torch.addmm(self.b3, h, self.w3).float())
+
+
+class FrameTorso:
+    """A :class:`TorsoField` specialised to one frame: the pose (1,12), the torso's own code and the
+    consistency code (1,K) are folded into the first-layer biases of its two MLPs. Runs as one fused C++
+    pass over pixels where this machine chose the fused kernels, else as the field itself."""
+
+    def __init__(
+        self, torso: TorsoField, pose: torch.Tensor, consistency: torch.Tensor, shift: torch.Tensor | None
+    ):
+        self.field, self.pose, self.consistency, self.shift = torso, pose, consistency, shift
+        self.fused: tuple | None = None
+        if density_kernel(pose.device) != "fused" or pose.device.type != "cpu":
+            return
+        code = torso.code.view(1, -1)
+        deform = [m for m in torso.deform if isinstance(m, nn.Linear)]
+        net = [m for m in torso.net if isinstance(m, nn.Linear)]
+        n_feat = torso.cfg.planes.out_dim
+        d0 = split_bias(deform[0], 2, [pose, code])
+        n0 = split_bias(net[0], n_feat, [pose, code, consistency])
+        self.fused = (
+            [p[0].contiguous() for p in torso.planes.planes],  # (C,r,r) each
+            [deform[0].weight[:, :2].t().contiguous()] + [m.weight.t().contiguous() for m in deform[1:]],
+            [d0] + [m.bias for m in deform[1:]],
+            [net[0].weight[:, :n_feat].t().contiguous()] + [m.weight.t().contiguous() for m in net[1:]],
+            [n0] + [m.bias for m in net[1:]],
+            torso.cfg.max_offset,
+        )
+
+    def __call__(self, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image coordinates ``uv`` (N,2) → rgb (N,3), alpha (N,)."""
+        if self.fused is None:
+            return self.field(uv, self.pose, self.consistency, self.shift)
+        if self.shift is not None:
+            uv = uv - self.shift
+        rgba = fused_torso(uv.contiguous(), *self.fused)  # (N,4)
+        return rgba[:, :3], rgba[:, 3]
+
+
+def split_bias(layer: nn.Linear, n_rows: int, shared: list[torch.Tensor]) -> torch.Tensor:
+    """The bias (H,) of ``layer`` with the inputs ``shared`` (1,d) each, which follow its first ``n_rows``
+    per-row inputs, folded in."""
+    b = layer.bias.view(1, -1)
+    i = n_rows
+    for x in shared:
+        d = x.shape[-1]
+        if d:
+            b = b + x @ layer.weight[:, i : i + d].t()
+        i += d
+    return b.view(-1).contiguous()
 
 
 def supports(model: PortraitNeRF) -> bool:
@@ -265,24 +316,16 @@ def render_frame(
     torso_rgb = torch.zeros_like(head_rgb)
     torso_alpha = torch.ones_like(head_alpha)
     if behind.numel():
+        torso = FrameTorso(model.torso, pose_n, cons, shift)
         if max(height, width) <= cfg.torso_size:
-            torso_rgb[behind], torso_alpha[behind] = model.torso(uv[behind], pose_n, cons, shift)
+            torso_rgb[behind], torso_alpha[behind] = torso(uv[behind])
         else:
-            rgba = _torso_upsampled(model, uv, pose_n, cons, shift, height, width, cfg.torso_size)  # (P,4)
+            rgba = _torso_upsampled(torso, uv, height, width, cfg.torso_size)  # (P,4)
             torso_rgb[behind], torso_alpha[behind] = rgba[behind, :3], rgba[behind, 3]
     return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
 
 
-def _torso_upsampled(
-    model: PortraitNeRF,
-    uv: torch.Tensor,
-    pose_n: torch.Tensor,
-    cons: torch.Tensor,
-    shift: torch.Tensor | None,
-    height: int,
-    width: int,
-    size: int,
-) -> torch.Tensor:
+def _torso_upsampled(torso: FrameTorso, uv: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:
     """The torso of a ``height`` × ``width`` frame with pixel coords ``uv`` (H·W,2), evaluated on a grid of
     ``size`` px on the longer side at the same image positions, bilinearly upsampled → rgba (H·W,4)."""
     k = size / max(height, width)
@@ -290,7 +333,7 @@ def _torso_upsampled(
     ys = (torch.arange(h, device=uv.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=uv.device, dtype=torch.float32) + 0.5) / w
     grid_uv = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (h·w,2) as (u,v)
-    rgb, alpha = model.torso(grid_uv, pose_n, cons, shift)
+    rgb, alpha = torso(grid_uv)
     small = torch.cat([rgb, alpha[:, None]], 1).t().reshape(1, 4, h, w)
     g = (uv * 2 - 1).view(1, -1, 1, 2)  # (1,P,1,2) sample positions in the small grid's [-1,1] frame
     return F.grid_sample(small, g, mode="bilinear", padding_mode="border", align_corners=False)[

@@ -1,11 +1,11 @@
-"""Frame renderer ops: the fused C++ march equals the pure-torch march, op by op (weights, colour, opacity)."""
+"""Frame renderer ops: the fused C++ march and torso equal their pure-torch references, op by op."""
 
 import pytest
 import torch
 
 from nerfvc.field.fields import field_settings
 from nerfvc.field.fused import fused_density_available
-from nerfvc.render.fast import FastRenderConfig, FrameHead, _march, march_torch
+from nerfvc.render.fast import FastRenderConfig, FrameHead, FrameTorso, _march, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
 
@@ -79,3 +79,31 @@ def test_fused_march_of_no_rays_is_empty():
         e = torch.zeros(0, 13)
         w, rgb, a = _march(model, head, torch.zeros(0, 3), torch.zeros(0, 3), e, FastRenderConfig(), True)
     assert w.shape == (0, 12) and rgb.shape == (0, 3) and a.shape == (0,)
+
+
+@pytest.mark.parametrize("shift", [None, (0.03, -0.02)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_torso_matches_the_torso_field(shift, threads):
+    model = _model(0, True)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in model.torso.parameters():
+            p.normal_(0, 0.5)  # a deformation that moves, planes with detail
+    pose, cons = torch.randn(1, 12), torch.randn(1, model.cfg.consistency_dim)
+    sh = None if shift is None else torch.tensor([shift])
+    uv = torch.rand(1000, 2)
+    uv[:4] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5]])  # corners: the border padding
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            ref = model.torso(uv, pose, cons, sh)
+            with field_settings(torch.float32, "fused"):
+                torso = FrameTorso(model.torso, pose, cons, sh)
+                assert torso.fused is not None
+                out = torso(uv)
+    finally:
+        torch.set_num_threads(prev)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # weights ~N(0, 0.5): large activations
+    assert ref[1].std() > 0.05 and ref[0].std() > 0.05  # not a constant output
