@@ -709,3 +709,61 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
   });
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fine bins of a frame's head rays from the coarse pass (nerfvc/render/fast.py): each ray takes the bin-wise
+// maximum of its coarse neighbours' weights over its uniform bins [t_near, t_far], then inverse-CDF samples n
+// bins from them exactly as nerfvc/render/samplers.py `importance` (dilated by one bin, 1% uniform floor).
+
+// coarse (Pc,B) weights; neighbours (K,R) int64 rows of `coarse`; t_near, t_far (R,) -> edges (R,n+1)
+torch::Tensor fine_edges(torch::Tensor coarse, torch::Tensor neighbours, torch::Tensor t_near, torch::Tensor t_far,
+                         int64_t n, int64_t threads) {
+  TORCH_CHECK(coarse.scalar_type() == torch::kFloat32 && coarse.is_contiguous() && coarse.dim() == 2,
+              "fine edges: coarse weights must be (Pc,B) float32 contiguous");
+  TORCH_CHECK(neighbours.scalar_type() == torch::kInt64 && neighbours.is_contiguous() && neighbours.dim() == 2,
+              "fine edges: neighbours must be (K,R) int64 contiguous");
+  const int64_t B = coarse.size(1), K = neighbours.size(0), R = neighbours.size(1), Pc = coarse.size(0);
+  TORCH_CHECK(t_near.numel() == R && t_far.numel() == R && t_near.is_contiguous() && t_far.is_contiguous() &&
+                  t_near.scalar_type() == torch::kFloat32 && t_far.scalar_type() == torch::kFloat32 && n >= 1 &&
+                  B >= 1 && K >= 1,
+              "fine edges: t_near, t_far (R,) float32; n >= 1");
+  auto out = torch::empty({R, n + 1}, coarse.options());
+  const float *cw = coarse.data_ptr<float>(), *tn = t_near.data_ptr<float>(), *tf = t_far.data_ptr<float>();
+  const int64_t* nb = neighbours.data_ptr<int64_t>();
+  for (int64_t k = 0; k < K * R; ++k) TORCH_CHECK(nb[k] >= 0 && nb[k] < Pc, "fine edges: neighbour out of range");
+  float* op = out.data_ptr<float>();
+  const int64_t blocks = (R + 255) / 256;
+  const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
+  for_tiles(blocks, nthreads, [&](int64_t blk, int) {
+    std::vector<float> w(B), d(B), cdf(B + 1);
+    for (int64_t r = blk * 256; r < std::min<int64_t>(R, (blk + 1) * 256); ++r) {
+      for (int64_t b = 0; b < B; ++b) w[b] = cw[nb[r] * B + b];
+      for (int64_t k = 1; k < K; ++k)
+        for (int64_t b = 0; b < B; ++b) w[b] = std::max(w[b], cw[nb[k * R + r] * B + b]);
+      float mean = 0.f;
+      for (int64_t b = 0; b < B; ++b) {  // max_pool1d(3, 1, 1)
+        float m = w[b];
+        if (b > 0) m = std::max(m, w[b - 1]);
+        if (b + 1 < B) m = std::max(m, w[b + 1]);
+        d[b] = m, mean += m;
+      }
+      mean /= (float)B;
+      float total = 0.f;
+      for (int64_t b = 0; b < B; ++b) d[b] += 0.01f * mean + 1e-5f, total += d[b];
+      cdf[0] = 0.f;
+      float c = 0.f;
+      for (int64_t b = 0; b < B; ++b) c += d[b] / total, cdf[b + 1] = std::min(c, 1.f);
+      const float t0 = tn[r], span = tf[r] - tn[r];
+      int64_t idx = 1;
+      for (int64_t i = 0; i <= n; ++i) {
+        const float u = (float)i / (float)n;
+        while (idx < B && cdf[idx] <= u) ++idx;  // searchsorted(right=True), clamped to [1, B]
+        const float c0 = cdf[idx - 1], c1 = cdf[idx];
+        const float frac = fminf(fmaxf((u - c0) / fmaxf(c1 - c0, 1e-8f), 0.f), 1.f);
+        const float e0 = t0 + span * ((float)(idx - 1) / (float)B), e1 = t0 + span * ((float)idx / (float)B);
+        op[r * (n + 1) + i] = e0 + frac * (e1 - e0);
+      }
+    }
+  });
+  return out;
+}

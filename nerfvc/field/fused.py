@@ -18,7 +18,9 @@ from nerfvc.field.encodings import hashgrid_torch
 
 def load_fused_extension() -> object | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso"])
+    return load_kernel(
+        "fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso", "fine_edges"]
+    )
 
 
 def fused_density_available() -> bool:
@@ -103,6 +105,23 @@ def fused_torso(
     return ext.fused_torso(  # type: ignore[attr-defined]
         uv, planes, deform_w, deform_b, net_w, net_b, max_offset, torch.get_num_threads()
     )
+
+
+def fine_edges(
+    coarse: torch.Tensor,
+    neighbours: torch.Tensor,
+    t_near: torch.Tensor,
+    t_far: torch.Tensor,
+    n: int,
+    threads: int,
+) -> torch.Tensor:
+    """Coarse weights (Pc,B), ``neighbours`` (K,R) int64 rows of ``coarse``, ray bounds (R,) → fine bin edges
+    (R,n+1): the bin-wise maximum of the neighbours' weights over B uniform bins of [t_near, t_far], sampled
+    by ``nerfvc.render.samplers.importance`` (no jitter), in one C++ pass."""
+    ext = load_fused_extension()
+    if ext is None:
+        raise RuntimeError("fine edges: the C++ kernel is unavailable")
+    return ext.fine_edges(coarse, neighbours, t_near, t_far, n, threads)  # type: ignore[attr-defined]
 
 
 class FusedDensityFn(torch.autograd.Function):

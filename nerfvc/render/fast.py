@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nerfvc.field.fields import HeadField, TorsoField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fused_march, fused_torso
+from nerfvc.field.fused import fine_edges, fused_march, fused_torso
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -246,6 +246,25 @@ def march_torch(
     return weights, rgb, 1.0 - trans
 
 
+def _fine_edges(
+    coarse_w: torch.Tensor,
+    neighbours: torch.Tensor,
+    t_near: torch.Tensor,
+    t_far: torch.Tensor,
+    n: int,
+    head: FrameHead,
+) -> torch.Tensor:
+    """Fine bins (R,n+1) of rays [t_near, t_far] (R,): inverse-CDF samples of the bin-wise maximum of the
+    coarse weights (Pc,S) of each ray's ``neighbours`` (K,R) — one C++ pass where ``head`` is fused."""
+    if head.fused is not None:
+        return fine_edges(
+            coarse_w, neighbours, t_near.contiguous(), t_far.contiguous(), n, torch.get_num_threads()
+        )
+    w = coarse_w[neighbours].amax(0)  # (R,S)
+    base = torch.linspace(0, 1, coarse_w.shape[1] + 1, device=coarse_w.device)
+    return importance(t_near[:, None] + (t_far - t_near)[:, None] * base, w, n, jitter=False)
+
+
 def _strided(n: int, stride: int, device: torch.device) -> torch.Tensor:
     """Every ``stride``-th index of ``range(n)``, always including the last one."""
     idx = torch.arange(0, n, stride, device=device)
@@ -303,11 +322,8 @@ def render_frame(
     head_rgb = torch.zeros(dirs.shape[0], 3, device=dev)
     head_alpha = torch.zeros(dirs.shape[0], device=dev)
     if fine_pix.numel():
-        w = coarse_w[nb[0][fine_pix]]
-        for n in nb[1:]:
-            w = torch.maximum(w, coarse_w[n[fine_pix]])  # (Rf,S)
-        edges = t_near[fine_pix, None] + (t_far - t_near)[fine_pix, None] * base  # (Rf,S+1)
-        edges = importance(edges, w, cfg.n_fine, jitter=False)
+        neighbours = torch.stack([n[fine_pix] for n in nb])  # (4,Rf) rows of coarse_w
+        edges = _fine_edges(coarse_w, neighbours, t_near[fine_pix], t_far[fine_pix], cfg.n_fine, fine)
         _, rgb_f, a_f = _march(model, fine, origin[fine_pix], direction[fine_pix], edges, cfg, True)
         head_rgb[fine_pix], head_alpha[fine_pix] = rgb_f, a_f
 
