@@ -33,6 +33,7 @@ constexpr int PV = 1;
 #endif
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(VW * sizeof(uint32_t))));
 constexpr int TP = 64;        // points per tile
 constexpr int NV = TP / VW;   // vectors per channel row
 constexpr int KB = 8;         // output channels per register block; all channel counts padded to this
@@ -128,6 +129,72 @@ static void grid_block(const float* xs, int64_t nt, const float* table, const in
                        int64_t Gp, float* featT) {
   for (int64_t l = 0; l < L; ++l)
     for (int64_t i = 0; i < nt; ++i) grid_level<F>(xs + 3 * TP * i, table, res, l, T, featT + Gp * TP * i);
+}
+
+// Two float16 features per 32-bit table word (low half: feature 0): the frame renderer's half-size tables, so a
+// corner is one gather instead of two and a level takes half the cache. h2f_lo / h2f_hi widen each half.
+static inline vi gather_i(const int32_t* base, vi j) {
+#if defined(__AVX512F__)
+  return (vi)_mm512_i32gather_epi32((__m512i)j, base, 4);
+#elif defined(__AVX2__)
+  return (vi)_mm256_i32gather_epi32(base, (__m256i)j, 4);
+#else
+  vi v;
+  for (int i = 0; i < VW; ++i) v[i] = base[j[i]];
+  return v;
+#endif
+}
+static inline float half_to_float(uint32_t h) {  // exact for every finite float16, subnormals included
+  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  float f;
+  if (e == 0) f = std::ldexp((float)m, -24);
+  else if (e == 31) f = m ? NAN : INFINITY;
+  else f = std::ldexp((float)(m | 0x400), (int)e - 25);
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b |= sign;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+static inline vf halves_to_float(vi h) {  // the low 16 bits of each lane
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtph_ps(_mm512_cvtepi32_epi16((__m512i)h));
+#elif defined(__AVX2__) && defined(__F16C__)
+  const __m256i x = (__m256i)h & _mm256_set1_epi32(0xffff);
+  return (vf)_mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
+#else
+  vf v;
+  for (int i = 0; i < VW; ++i) v[i] = half_to_float((uint32_t)h[i] & 0xffffu);
+  return v;
+#endif
+}
+
+// featT rows 2l, 2l+1 of a tile at level l from a packed half-pair table (L,T).
+static void grid_level_h2(const float* xs, const int32_t* __restrict__ table, const int64_t* res, int64_t l, int64_t T,
+                          float* __restrict__ featT) {
+  alignas(64) int32_t idx[8 * TP];
+  alignas(64) float wc[8 * TP];
+  const int64_t r = res[l];
+  corners(xs, r, (r + 1) * (r + 1) * (r + 1) <= T, T, idx, wc);
+  const int32_t* tl = table + l * T;
+  float* out = featT + l * 2 * TP;
+  for (int v = 0; v < NV; ++v) {
+    vf a0 = {}, a1 = {};
+    for (int c = 0; c < 8; ++c) {
+      const vi h = gather_i(tl, ldi(idx + c * TP + v * VW));
+      const vf w = ld(wc + c * TP + v * VW);
+      a0 += w * halves_to_float(h);
+      a1 += w * halves_to_float((vi)((vu)h >> 16));
+    }
+    st(out + v * VW, a0);
+    st(out + TP + v * VW, a1);
+  }
+}
+
+static void grid_block_h2(const float* xs, int64_t nt, const int32_t* table, const int64_t* res, int64_t L, int64_t T,
+                          int64_t Gp, float* featT) {
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t i = 0; i < nt; ++i) grid_level_h2(xs + 3 * TP * i, table, res, l, T, featT + Gp * TP * i);
 }
 
 // table_grad[l] += sum over the tile's corners of wc * dfeatT (the first n points only).
@@ -445,7 +512,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
                                        torch::Tensor box, torch::Tensor occupancy, torch::Tensor table,
                                        torch::Tensor res, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
                                        torch::Tensor b2, torch::Tensor wc1, torch::Tensor bc1, torch::Tensor wc2,
-                                       torch::Tensor bc2, int64_t chunk, double stop, int64_t threads) {
+                                       torch::Tensor bc2, torch::Tensor half_table, int64_t chunk, double stop,
+                                       int64_t threads) {
   const int64_t R = edges.size(0), S = edges.size(1) - 1;
   for (const auto* t : {&origin, &direction, &edges, &box, &wc1, &bc1, &wc2, &bc2})
     TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->device().is_cpu(),
@@ -458,7 +526,11 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   auto dummy = torch::zeros({1, 3}, origin.options());
   const Shapes s = check(dummy, table, res, w1, b1, w2, b2);
   TORCH_CHECK(s.b1_rows == false && b1.size(0) == 1, "fused march: b1 must be (1,H)");
-  const bool with_color = wc1.numel() > 0;
+  const bool with_color = wc1.numel() > 0, half = half_table.numel() > 0;
+  TORCH_CHECK(!half || (half_table.scalar_type() == torch::kInt32 && half_table.is_contiguous() && s.F == 2 &&
+                        half_table.numel() == s.L * s.T),
+              "fused march: half_table must be (L,T) int32 (two float16 features per word)");
+  const int32_t* hp = half ? half_table.data_ptr<int32_t>() : nullptr;
   MarchColor mc{};
   if (with_color) {
     mc.geo = s.O - 1, mc.Hc = wc1.size(1), mc.view = wc1.size(0) - mc.geo;
@@ -535,7 +607,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
         const int64_t nt = (n + TP - 1) / TP;
         for (int64_t p = n; p < nt * TP; ++p)
           for (int k = 0; k < 3; ++k) xs[3 * TP * (nt - 1) + k * TP + p % TP] = 0.f;
-        DISPATCH_F(s.F, grid_block<FF>(xs, nt, tp, rp, s.L, s.T, s.Gp, feat));
+        if (half) grid_block_h2(xs, nt, hp, rp, s.L, s.T, s.Gp, feat);
+        else DISPATCH_F(s.F, grid_block<FF>(xs, nt, tp, rp, s.L, s.T, s.Gp, feat));
         for (int64_t t = 0; t < nt; ++t) {
           const int m = (int)std::min<int64_t>(TP, n - t * TP);
           matmul_tile<kRelu>(w1p.data(), s.Gp, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);

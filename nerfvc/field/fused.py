@@ -55,13 +55,15 @@ def fused_march(
     color: tuple[torch.Tensor, ...] | None,
     chunk: int,
     stop: float,
+    half_table: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Volume-render rays ``origin``, ``direction`` (R,3) through bins ``edges`` (R,S+1) in one C++ pass:
     ``box`` (7,) = head box low corner (3), its size (3) and 1 / the distance unit; ``occupancy`` (r,r,r)
     bool; ``density`` = (table, res, w1, b1 (1,H), w2, b2) as :func:`fused_density`; ``color`` = (wc1
     (geo[+3],Hc), bc1 (1,Hc), wc2 (Hc,3), bc2 (3,)) acting on the geometry features (and the unit view
     direction), or None for density only. Samples are marched ``chunk`` at a time and a ray stops once its
-    transmittance is ≤ ``stop``. → weights (R,S), premultiplied rgb (R,3) (zeros without colour), opacity
+    transmittance is ≤ ``stop``. ``half_table`` (:func:`pack_half_pairs` of the table) makes the grid read
+    float16 features instead. → weights (R,S), premultiplied rgb (R,3) (zeros without colour), opacity
     (R,). Same result as ``nerfvc.render.fast.march_torch``."""
     ext = load_fused_extension()
     if ext is None:
@@ -79,11 +81,20 @@ def fused_march(
         bc1,
         wc2,
         bc2,
+        none if half_table is None else half_table,
         chunk,
         stop,
         torch.get_num_threads(),
     )
     return w, rgb, opacity
+
+
+def pack_half_pairs(table: torch.Tensor) -> torch.Tensor:
+    """A hash table (L,T,2) float32 → (L,T) int32 words of its two features as float16 (feature 0 in the low
+    half, as :func:`fused_march` reads them)."""
+    if table.dim() != 3 or table.shape[2] != 2:
+        raise ValueError("pack_half_pairs: the table must be (L,T,2)")
+    return table.detach().to(torch.float16).contiguous().view(torch.int32).view(table.shape[:2])
 
 
 def fused_torso(

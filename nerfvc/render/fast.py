@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nerfvc.field.fields import HeadField, TorsoField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fine_edges, fused_march, fused_torso
+from nerfvc.field.fused import fine_edges, fused_march, fused_torso, pack_half_pairs
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -47,6 +47,7 @@ class FastRenderConfig:
     tail: float = 1e-3  # coarse opacity below which a pixel has no head
     stop_transmittance: float = 1e-2  # a ray whose transmittance falls below this is finished
     torso_size: int = 256  # larger frames evaluate the torso on this grid (longer side) and upsample it
+    half_tables: bool = True  # the fused march reads the hash grids' features as float16 pairs
 
     def coarse_stride(self, height: int, width: int) -> int:
         """Pixel stride of the coarse pass for a ``height`` × ``width`` frame."""
@@ -58,7 +59,8 @@ class FrameHead:
     folded into the first-layer biases, so evaluating a point costs only its grid features. The density runs
     as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
     run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
-    training)."""
+    training). ``half_table``: the fused march reads the grid features as float16 pairs (half the gathers
+    and cache; ``benchmarks/render.py`` measures the cost in PSNR)."""
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class FrameHead:
         code: torch.Tensor,
         consistency: torch.Tensor,
         dtype: torch.dtype | None = None,
+        half_table: bool = False,
     ):
         cfg = head.cfg
         g, c, k, geo = cfg.grid.out_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
@@ -86,10 +89,13 @@ class FrameHead:
         w3, b3 = c1[0].weight.t().contiguous(), c1[0].bias  # (H,3), (3,)
         self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
         self.fused_color: tuple[torch.Tensor, ...] = ()
+        self.half_table: torch.Tensor | None = None
         if density_kernel(code.device) == "fused":
             self.fused = (self.grid.table, self.grid.res, w1, b1.contiguous(), w2, b2)
             wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
             self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
+            if half_table and cfg.grid.features == 2:
+                self.half_table = pack_half_pairs(self.grid.table)  # (L,T) int32
             return
         self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         self.b_color = b.to(dtype)  # (1,H)
@@ -198,6 +204,7 @@ def _march(
         color,
         cfg.chunk,
         cfg.stop_transmittance,
+        head.half_table,
     )
 
 
@@ -291,8 +298,8 @@ def render_frame(
     expr_n, shift = model.split_input(expression)
     pose_n = (pose - model.pose_mean) / model.pose_std
     cons = model.consistency.view(1, -1)
-    coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons)
-    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons)
+    coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=cfg.half_tables)
+    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=cfg.half_tables)
 
     origin, direction = to_canonical(dirs, pose)  # (P,3) each
     t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)

@@ -38,11 +38,15 @@ def _rays(model: PortraitNeRF, n: int, samples: int) -> tuple[torch.Tensor, torc
     return origin, direction, t_near[:, None] + (t_far - t_near)[:, None] * u
 
 
-@pytest.mark.parametrize("view_dir", [True, False])
+@pytest.mark.parametrize("view_dir,half", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("chunk,stop", [(4, 1e-2), (3, 0.3), (16, 0.0)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_march_matches_the_torch_march(view_dir, chunk, stop, threads):
+def test_fused_march_matches_the_torch_march(view_dir, half, chunk, stop, threads):
     model = _model(0, view_dir)
+    if half:  # the reference reads the same float16-rounded features the packed table holds
+        with torch.no_grad():
+            for head in (model.coarse, model.fine):
+                head.grid.table.copy_(head.grid.table.half().float())
     cfg = FastRenderConfig(chunk=chunk, stop_transmittance=stop)
     code = torch.randn(1, model.fine.cfg.code_dim)
     cons = torch.randn(1, model.cfg.consistency_dim)
@@ -58,8 +62,8 @@ def test_fused_march_matches_the_torch_march(view_dir, chunk, stop, threads):
                         model, FrameHead(head_field, c, cons), origin, direction, edges, cfg, with_color
                     )
                 with field_settings(torch.float32, "fused"):
-                    head = FrameHead(head_field, c, cons)
-                    assert head.fused is not None
+                    head = FrameHead(head_field, c, cons, half_table=half)
+                    assert head.fused is not None and (head.half_table is not None) == half
                     out = _march(model, head, origin, direction, edges, cfg, with_color)
                 for a, b in zip(out, ref):
                     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
