@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
+
+import numpy as np
 
 from nerfvc.live.classic import ClassicEncoder
 from nerfvc.live.interfaces import DebugDiscRenderer, FrameRenderer
@@ -37,3 +41,19 @@ async def run_call(
         if own:
             await rx.stop()
     return report, rx, enc
+
+
+class StampingRenderer(DebugDiscRenderer):
+    """A debug renderer that appends "pid start end" (wall-clock seconds) of every render to ``log``, so a
+    test can check which processes rendered and whether their renders overlapped."""
+
+    def __init__(self, log: str, delay: float) -> None:
+        super().__init__(delay)
+        self.log = log
+
+    def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:
+        start = time.time()
+        out = super().render(expression, pose, width, height)
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {start} {time.time()}\n")
+        return out
