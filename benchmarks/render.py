@@ -4,17 +4,20 @@
         --dataset /work/data/datasets/german
     NERFVC_PRECISION=fp32 PYTHONPATH=. .venv/bin/python benchmarks/render.py ... --label fp32
 
-For every setting (the training renderer ``reference``, the frame renderer's default, other presets) and
-size: PSNR against the ground truth on held-out frames (area-downsampled from the dataset's frames), PSNR
-against the reference render, field points per frame, and render time per frame (median of ``--repeat``
-renders, wall clock and process CPU time, at 1 and 2 threads), plus the throughput of 2 worker processes
-rendering at 1 thread each (how the live receiver uses 2 cores). Writes ``benchmarks/results/render.json``,
-one entry per ``--label`` (default: the ``NERFVC_PRECISION`` in force), each with its machine record.
+For every setting (the training renderer ``reference``, the frame renderer's default — fused C++ kernels
+where this machine chose them —, the frame renderer on pure-torch kernels, other presets) and size: PSNR
+against the ground truth on held-out frames (area-downsampled from the dataset's frames), PSNR against the
+reference render, field points per frame (counted on one frame by the torch kernels), and render time per
+frame (median of ``--repeat`` renders, wall clock and process CPU time, at 1 and 2 threads), plus the
+throughput of 2 worker processes rendering at 1 thread each (how the live receiver uses 2 cores). The
+training renderer runs up to ``--reference-max`` px. Writes ``benchmarks/results/render.json``, one entry per
+``--label`` (default: the ``NERFVC_PRECISION`` in force), each with its machine record.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -34,13 +37,15 @@ from nerfvc.train.metrics import psnr
 
 ROOT = Path(__file__).resolve().parent
 
-SETTINGS: dict[str, dict | None] = {
-    "reference": None,  # PortraitNeRF.render_rays on every ray, as in training
-    "default": {},
-    "fine24": {"n_fine": 24},
-    "fine16": {"n_fine": 16},
-    "fine8": {"n_fine": 8},
-    "coarse32_fine8": {"n_fine": 8, "coarse_size": 32},
+# name: (FastRenderConfig fields, kernel: "auto" = as this machine chose, "torch" = pure torch); None = the
+# training renderer (PortraitNeRF.render_rays on every ray)
+SETTINGS: dict[str, tuple[dict, str] | None] = {
+    "reference": None,
+    "default": ({}, "auto"),
+    "torch_kernels": ({}, "torch"),
+    "float32_tables": ({"half_tables": False}, "auto"),
+    "fine16": ({"n_fine": 16}, "auto"),
+    "fine8": ({"n_fine": 8}, "auto"),
 }
 
 
@@ -50,12 +55,19 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))
 
 
-def _points(renderer: Renderer) -> list[int]:
-    """A counter of the points every hash-grid call of ``renderer``'s model encodes (torch kernel only)."""
+def _points(r: Renderer, e: np.ndarray, p: np.ndarray, size: int) -> int:
+    """Points every hash-grid call encodes while ``r`` renders one frame on the torch kernels (the grid module
+    runs on its own only there)."""
     count = [0]
-    for head in (renderer.model.coarse, renderer.model.fine):
+    hooks = [
         head.grid.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
-    return count
+        for head in (r.model.coarse, r.model.fine)
+    ]
+    with field_settings(mlp_dtype(), "torch"):
+        r.render_float(e, p, size, size)
+    for h in hooks:
+        h.remove()
+    return count[0]
 
 
 def _timed(r: Renderer, e: np.ndarray, p: np.ndarray, size: int, repeat: int) -> tuple[float, float]:
@@ -70,23 +82,37 @@ def _timed(r: Renderer, e: np.ndarray, p: np.ndarray, size: int, repeat: int) ->
     return float(np.median(wall)), float(np.median(cpu))
 
 
-def _worker(model: str, kw: dict, e: np.ndarray, p: np.ndarray, size: int, n: int, start, done) -> None:
-    torch.set_num_threads(1)
+def _renderer(model: str | Path, kw: dict) -> Renderer:
     r = Renderer.from_model_dir(model)
     for k, v in kw.items():
         setattr(r.fast, k, v)
-    r.render(e, p, size, size)  # warm-up
-    start.wait()
-    for _ in range(n):
-        r.render(e, p, size, size)
+    return r
+
+
+def _kernels(kernel: str) -> contextlib.AbstractContextManager:
+    """Inside: the frame renderer on ``kernel`` ("auto": as this machine chose)."""
+    return contextlib.nullcontext() if kernel == "auto" else field_settings(mlp_dtype(), kernel)
+
+
+def _worker(model: str, setting: tuple, e: np.ndarray, p: np.ndarray, size: int, n: int, start, done) -> None:
+    torch.set_num_threads(1)
+    kw, kernel = setting
+    r = _renderer(model, kw)
+    with _kernels(kernel):
+        r.render(e, p, size, size)  # warm-up
+        start.wait()
+        for _ in range(n):
+            r.render(e, p, size, size)
     done.put(n)
 
 
-def _workers_fps(model: Path, kw: dict, e: np.ndarray, p: np.ndarray, size: int, n: int) -> float:
+def _workers_fps(model: Path, setting: tuple, e: np.ndarray, p: np.ndarray, size: int, n: int) -> float:
     """Frames per second of 2 processes rendering ``n`` frames each at 1 thread, started together."""
     ctx = mp.get_context("spawn")
     start, done = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(model), kw, e, p, size, n, start, done)) for _ in range(2)]
+    procs = [
+        ctx.Process(target=_worker, args=(str(model), setting, e, p, size, n, start, done)) for _ in range(2)
+    ]
     for proc in procs:
         proc.start()
     start.wait()
@@ -102,7 +128,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=Path("/work/data/models/german"))
     ap.add_argument("--dataset", type=Path, default=Path("/work/data/datasets/german"))
-    ap.add_argument("--sizes", default="128,256,512")
+    ap.add_argument("--sizes", default="128,256,512,1024")
+    ap.add_argument(
+        "--reference-max", type=int, default=512, help="largest size the training renderer runs at"
+    )
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
     ap.add_argument("--frames", type=int, default=8, help="held-out frames scored per size")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--label", default=os.environ.get("NERFVC_PRECISION", "auto"))
@@ -121,37 +151,44 @@ def main() -> None:
     for size in sizes:
         gts = [torch.from_numpy(_resize(ds.frames[f].numpy(), size)).float() / 255 for f in test]
         refs: list[torch.Tensor] = []
-        for name, kw in SETTINGS.items():
-            r = Renderer.from_model_dir(args.model, reference=kw is None)
-            if kw is not None:
-                for k, v in kw.items():
-                    setattr(r.fast, k, v)
-            count = _points(r)
-            with field_settings(mlp_dtype(), "torch"):  # the grid hooks count points only outside fused
+        for name in args.settings.split(","):
+            setting = SETTINGS[name]
+            if setting is None and size > args.reference_max:
+                continue
+            kw, kernel = setting or ({}, "auto")
+            r = (
+                Renderer.from_model_dir(args.model, reference=True)
+                if setting is None
+                else _renderer(args.model, kw)
+            )
+            with _kernels(kernel):
                 imgs = [
                     r.render_float(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size) for f in test
                 ]
-            points = count[0] / len(test)
-            if kw is None:
+            if setting is None:
                 refs = imgs
-            row: dict = {
-                "setting": name,
-                "config": None if kw is None else asdict(r.fast),
-                "size": size,
-                "psnr_gt": float(np.mean([psnr(a, b) for a, b in zip(imgs, gts)])),
-                "psnr_vs_reference": float(np.mean([psnr(a, b) for a, b in zip(imgs, refs)])),
-                "points_per_frame": round(points),
-            }
             f = test[len(test) // 2]
             e, p = ds.expression[f].numpy(), ds.pose[f].numpy()
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                wall, cpu = _timed(r, e, p, size, args.repeat)
-                row[f"ms_wall_{threads}t"] = round(1000 * wall, 1)
-                row[f"ms_cpu_{threads}t"] = round(1000 * cpu, 1)
-                row[f"fps_{threads}t"] = round(1 / wall, 2)
-            if kw is not None:
-                row["fps_2_workers"] = _workers_fps(args.model, kw, e, p, size, args.repeat)
+            row: dict = {
+                "setting": name,
+                "kernel": None if setting is None else kernel,
+                "config": None if setting is None else asdict(r.fast),
+                "size": size,
+                "psnr_gt": float(np.mean([psnr(a, b) for a, b in zip(imgs, gts)])),
+                "psnr_vs_reference": float(np.mean([psnr(a, b) for a, b in zip(imgs, refs)]))
+                if refs
+                else None,
+                "points_per_frame": _points(r, e, p, size),
+            }
+            with _kernels(kernel):
+                for threads in (1, 2):
+                    torch.set_num_threads(threads)
+                    wall, cpu = _timed(r, e, p, size, args.repeat)
+                    row[f"ms_wall_{threads}t"] = round(1000 * wall, 1)
+                    row[f"ms_cpu_{threads}t"] = round(1000 * cpu, 1)
+                    row[f"fps_{threads}t"] = round(1 / wall, 2)
+            if setting is not None:
+                row["fps_2_workers"] = _workers_fps(args.model, setting, e, p, size, args.repeat)
             out["results"].append(row)
             print(json.dumps(row), flush=True)
     out["load_avg_1min_end"] = os.getloadavg()[0]
