@@ -21,7 +21,6 @@ import heapq
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,42 +29,20 @@ from clips import CLIPS, select
 
 from nerfvc.batch import BatchConfig, parse_eval_options, run_batch
 from nerfvc.fsutil import read_json, write_json_atomic
+from nerfvc.machine import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    """CPU model, cores, versions, commit and date of this measurement."""
-    import torch
-
+    """Who measured (``machine_record``), with the Python and Ray versions."""
     try:
         import ray
 
         ray_version = ray.__version__
     except ImportError:
         ray_version = None
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in ln
-        ),
-        platform.processor(),
-    )
-    git = ["git", "-C", str(ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True
-    ).stdout
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray_version,
-        "commit": commit + ("-dirty" if dirty else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-    }
+    return machine_record() | {"python": platform.python_version(), "ray": ray_version}
 
 
 def makespan(clip_seconds: list[float], slots: int) -> float:

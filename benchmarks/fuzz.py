@@ -20,12 +20,9 @@ Tables come from the german dataset's features when present (else synthetic AR(1
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import platform
 import random
 import struct
-import subprocess
 import sys
 import time
 import zlib
@@ -53,6 +50,7 @@ from nerfvc.codec.synthetic import synthetic_features  # noqa: E402
 from nerfvc.codec.weights import load_face_model  # noqa: E402
 from nerfvc.errors import NerfvcError  # noqa: E402
 from nerfvc.fsutil import write_json_atomic  # noqa: E402
+from nerfvc.machine import machine_record  # noqa: E402
 
 FP = "0123456789abcdef"
 FRAMES = 60
@@ -60,35 +58,6 @@ DAMAGE = ("flip", "bytes", "insert", "delete", "truncate", "splice", "delta_payl
 FORGERY = ("header", "forge_packet")
 _FIELDS = ["magic", "ver", "mode", "fp", "fps_milli", "dim", "pose_dim", "step", "keyint", "nframes"]
 _FIELD_BITS = {"fps_milli": 32, "dim": 16, "pose_dim": 8, "step": 8, "keyint": 16, "nframes": 32, "mode": 8}
-
-
-def machine() -> dict:
-    """CPU model, cores, torch version, commit and date of this run."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "torch": torch_version,
-        "python": platform.python_version(),
-        "commit": commit,
-        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
 
 
 def features(dataset: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, str]:
@@ -287,7 +256,7 @@ def main() -> None:
     out = {
         "benchmark": "bitstream mutation campaign (benchmarks/fuzz.py)",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": machine(),
+        "machine": machine_record() | {"python": platform.python_version()},
         "features": source,
         "streams": {
             k: {"frames": FRAMES, "bytes": len(v[0]), "packets": len(v[1])} for k, v in streams.items()

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from nerfvc.errors import InputError
 from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
+from nerfvc.machine import cpu_model, isa
 
 # metrics in the summary row, with their Markdown heading
 ROW_METRICS = {
@@ -475,7 +476,8 @@ def run_batch(
                 f.write(line + "\n")
 
     executor = SequentialExecutor(cfg, steps) if ray is None else RayExecutor(cfg, steps, ray)
-    info = {"executor": executor.description, "title": title, "command": command}
+    machine = {"cpu_model": cpu_model(), "isa": isa(), "cores": os.cpu_count()}  # of the driver
+    info = {"executor": executor.description, "title": title, "command": command, "machine": machine}
     summarize(cfg, clips, out, wall_s=0.0, **info)
     try:
         say(f"{len(videos)} clips, {executor.description}")
@@ -584,6 +586,14 @@ def _fmt(v) -> str:
     return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def _machine_line(machine: dict | None) -> str:
+    """Where the batch ran, for the summary table."""
+    if not machine:
+        return "Machine: not recorded."
+    flags = ", ".join(k for k, v in machine["isa"].items() if v) or "none of the tracked ISA flags"
+    return f"Machine (driver): {machine['cpu_model']}, {machine['cores']} cores, {flags}."
+
+
 def markdown(summary: dict) -> str:
     """The summary table: one row per clip; each metric cell is ``nerfvc / x265 lowest rate / freeze``."""
     cfg = summary["config"]
@@ -598,6 +608,8 @@ def markdown(summary: dict) -> str:
         f"Command: `{summary['command']}` ({summary['executor']}); wall time of this invocation "
         f"{summary['wall_minutes']:.1f} min (cached steps cost nothing); time spent in the finished steps "
         f"of all clips, over all invocations: {summary['step_minutes']:.1f} min.",
+        "",
+        _machine_line(summary.get("machine")),
         "",
         "| clip | status | " + " | ".join(ROW_METRICS.values()) + " | prepare / train / eval (min) |",
         "|---" * (len(ROW_METRICS) + 3) + "|",
@@ -625,12 +637,14 @@ def summarize(
     command: str = "",
     title: str = "nerfvc batch",
     executor: str = "",
+    machine: dict | None = None,
 ) -> dict:
     """Write ``out``.json and ``out``.md from what is on disk for ``clips``; return the summary."""
     summary = {
         "title": title,
         "command": command,
         "executor": executor,
+        "machine": machine,
         "config": {**asdict(cfg), "work": str(cfg.work)},
         "wall_minutes": wall_s / 60,
         "clips": [clip_row(cfg, c) for c in clips],
