@@ -43,9 +43,11 @@ class FastRenderConfig:
     coarse_size: int = 64  # the coarse pass runs on every (longer side / coarse_size)-th pixel (at least 2nd)
     n_coarse: int = 24  # coarse samples per ray over the whole head box
     n_fine: int = 12  # fine samples per ray (at most as trained), importance-sampled from the coarse weights
-    chunk: int = 4  # samples marched per step before dropping finished rays
+    chunk: int = 2  # samples marched per step before dropping finished rays
     tail: float = 1e-3  # coarse opacity below which a pixel has no head
-    stop_transmittance: float = 1e-2  # a ray whose transmittance falls below this is finished
+    # a ray whose transmittance falls below this is finished (german 256²: 0.03 with chunks of 2 evaluates 13%
+    # fewer points than 0.01 with chunks of 4, same PSNR to 3 decimals)
+    stop_transmittance: float = 0.03
     torso_size: int = 256  # larger frames evaluate the torso on this grid (longer side) and upsample it
     half_tables: bool = True  # the fused march reads the hash grids' features as float16 pairs
 
