@@ -160,7 +160,9 @@ def _read(path: Path) -> dict | None:
 
 def dataset_done(path: Path) -> bool:
     """``prepare`` finished: its manifest says complete."""
-    return bool((_read(path / "manifest.json") or {}).get("complete"))
+    from nerfvc.datasetdir import MANIFEST
+
+    return bool((_read(path / MANIFEST) or {}).get("complete"))
 
 
 def model_done(path: Path) -> bool:

@@ -32,7 +32,7 @@ from nerfvc.codec.rate import estimate_bits
 from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables, fit_codec
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.fsutil import atomic_path, read_json, write_json_atomic
+from nerfvc.fsutil import atomic_path, write_json_atomic
 
 EMBED_FILE = "embed.safetensors"
 EMBED_JSON = "embed.json"
@@ -200,18 +200,16 @@ class DatasetGeometry:
 def load_dataset_geometry(path: str | Path) -> DatasetGeometry:
     """Read ``features.npz``, ``face_model.safetensors`` and ``manifest.json`` of a DATASET directory."""
     from nerfvc.codec.weights import load_face_model
-    from nerfvc.features import load_features
+    from nerfvc.datasetdir import FACE_MODEL_FILE, dataset_split, read_features, read_manifest
 
     d = Path(path)
-    man = read_json(d / "manifest.json")
-    if man.get("format") != "nerfvc-dataset" or not man.get("complete"):
-        raise InputError(f"{d}: not a complete nerfvc dataset")
-    feats = load_features(d / "features.npz")
+    man = read_manifest(d)
+    feats = read_features(d)
     face = load_face_model(d)
     if face is None:
-        raise InputError(f"{d}: no face_model.safetensors")
+        raise InputError(f"{d}: no {FACE_MODEL_FILE}")
     n = len(feats["pose"])
-    split = man.get("split", {"train": [0, n], "test": [n, n]})
+    train, test = dataset_split({"num_frames": n, **man})
     return DatasetGeometry(
         expression=feats["expression"].astype(np.float32),
         pose=feats["pose"].astype(np.float32),
@@ -219,8 +217,8 @@ def load_dataset_geometry(path: str | Path) -> DatasetGeometry:
         face_model=face,
         camera=man["camera"],
         fps=float(man.get("fps", 25.0)),
-        train=tuple(split["train"]),
-        test=tuple(split["test"]),
+        train=train,
+        test=test,
         landmarks=feats.get("landmarks"),
     )
 

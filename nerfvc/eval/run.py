@@ -1,9 +1,10 @@
 """End-to-end baseline evaluation of a clip's test split, ready to have nerfvc's points added.
 
-``run_baselines`` reads the test split (last 20%), and for each size scores freeze-frame, next-frame and every
-codec's sweep against the same ``Reference``. It returns ``SizeRun`` objects whose ``systems`` dict is exactly
-what ``report.build_report`` takes; the lead adds ``systems["nerfvc"] = [RDPoint.from_eval(...)]`` scored with
-``evaluate(run.ref, decoded, bitrate_kbps=...)`` and calls ``build_report``.
+``load_test_split`` reads the test split (the last 20%, :func:`nerfvc.datasetdir.split_point`); for each
+size, ``run_size`` scores freeze-frame, next-frame and every codec's sweep against the same ``Reference``.
+It returns ``SizeRun`` objects whose ``systems`` dict is exactly what ``report.build_report`` takes; the lead
+adds ``systems["nerfvc"] = [RDPoint.from_eval(...)]`` scored with ``evaluate(run.ref, decoded,
+bitrate_kbps=...)`` and calls ``build_report``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfvc.datasetdir import split_point
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import Reference, evaluate, prepare_reference
 from nerfvc.eval.pixel import psnr, ssim
 from nerfvc.eval.report import RDPoint
-from nerfvc.eval.video import probe, read_frames, resize_frames, test_split
+from nerfvc.eval.video import resize_frames
+from nerfvc.io.video import count_frames, probe, read_frame_range
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,16 @@ class SizeRun:
 
 
 def load_test_split(video: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(test frames, the frame just before them, info)`` at the clip's own size."""
-    info = probe(video)
-    start, count = test_split(info["num_frames"])
-    src = read_frames(video, start - 1, count + 1)
-    return src[1:], src[0], {**info, "test_frames": [start, start + count]}
+    """``(test frames, the frame just before them, info)`` at the clip's own size.
+
+    The test frames are the clip's test split by the dataset rule (:func:`nerfvc.datasetdir.split_point`),
+    so a model trained on a dataset prepared from the whole clip is never scored on a training frame.
+    """
+    meta, n = probe(video), count_frames(video)
+    start = split_point(n)
+    src = read_frame_range(video, start - 1, n - start + 1)
+    info = {"width": meta.width, "height": meta.height, "fps": meta.fps, "num_frames": n}
+    return src[1:], src[0], {**info, "test_frames": [start, n]}
 
 
 def run_size(
