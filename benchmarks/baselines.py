@@ -19,11 +19,11 @@ import numpy as np
 
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import evaluate, prepare_reference
-from nerfvc.eval.pixel import psnr, ssim
 from nerfvc.eval.run import load_test_split
 from nerfvc.eval.video import resize_frames, to_jsonable
 from nerfvc.fsutil import write_json_atomic
 from nerfvc.machine import machine_record
+from nerfvc.metrics import psnr, ssim
 
 KEYS = ("kbps", "psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd")
 

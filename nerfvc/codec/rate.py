@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nerfvc.codec.entropy import laplace_bin_bits
 from nerfvc.codec.tables import STEP_INDEX_MAX, STEP_INDEX_MIN, CodecTables
 
 if TYPE_CHECKING:
@@ -96,15 +97,7 @@ def estimate_bits(
     else:
         y = y + (torch.round(y) - y).detach()
     b = torch.clamp(scales / step_t, min=1e-3)
-
-    def cdf(x: torch.Tensor) -> torch.Tensor:
-        # Laplace CDF, written so both branches stay finite.
-        return torch.where(
-            x < 0, 0.5 * torch.exp(torch.clamp(x, max=0) / b), 1 - 0.5 * torch.exp(-torch.clamp(x, min=0) / b)
-        )
-
-    p = cdf(y + 0.5) - cdf(y - 0.5)
-    return (-torch.log2(torch.clamp(p, min=2.0**-24))).sum(-1)
+    return laplace_bin_bits(y, b).sum(-1)
 
 
 def laplace_scales(tables: CodecTables, kind: str = "key") -> np.ndarray:

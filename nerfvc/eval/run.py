@@ -19,10 +19,10 @@ import numpy as np
 from nerfvc.datasetdir import split_point
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import Reference, evaluate, prepare_reference
-from nerfvc.eval.pixel import psnr, ssim
 from nerfvc.eval.report import RDPoint
 from nerfvc.eval.video import resize_frames
 from nerfvc.io.video import count_frames, probe, read_frame_range
+from nerfvc.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
