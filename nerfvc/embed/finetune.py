@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerfvc.codec.rate import estimate_bits
+from nerfvc.codec.entropy import estimate_bits
 from nerfvc.codec.tables import CODEC_FILE
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.embed.train import (

@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerfvc.codec.rate import estimate_bits
-from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables, fit_codec
+from nerfvc.codec.entropy import estimate_bits
+from nerfvc.codec.fit import fit_codec
+from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import atomic_path, write_json_atomic
+from nerfvc.modeldir import read_model_manifest
 
 EMBED_FILE = "embed.safetensors"
 EMBED_JSON = "embed.json"
@@ -78,6 +80,21 @@ def load_embedding(directory: str | Path) -> ExpressionEmbedding:
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise ModelMismatchError(f"{path}: unusable embedding ({e})") from e
     return model.eval()
+
+
+def load_model_embedding(model: str | Path) -> ExpressionEmbedding | None:
+    """The MODEL directory's expression embedding, or None when it has none; :class:`ModelMismatchError`
+    unless ``embed.safetensors`` is part of the model and ``codec.json`` codes its code."""
+    if not (Path(model) / EMBED_FILE).exists():
+        return None
+    if EMBED_FILE not in read_model_manifest(model, verify=False)["files"]:
+        raise ModelMismatchError(f"{model}: {EMBED_FILE} is not part of the model (re-finalize the model)")
+    emb = load_embedding(model)
+    if CodecTables.load(model).code_dim != emb.config.code_dim:
+        raise ModelMismatchError(
+            f"{model}: {CODEC_FILE} does not code the embedding's {emb.config.code_dim}-d code"
+        )
+    return emb
 
 
 @torch.no_grad()

@@ -71,7 +71,7 @@ def write_model_dir(
 def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
     """Fit the feature codec on the dataset's training frames (expression, then the torso shift if
     ``torso_dims``) and write ``codec.json`` into ``path``."""
-    from nerfvc.codec.tables import write_codec_tables
+    from nerfvc.codec.fit import write_codec_tables
 
     n = dataset_split(manifest)[0][1]
     f = read_features(root)
