@@ -19,10 +19,11 @@ import numpy as np
 
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import evaluate, prepare_reference
-from nerfvc.eval.pixel import psnr, ssim
-from nerfvc.eval.video import probe, read_frames, resize_frames, test_split, to_jsonable
+from nerfvc.eval.run import load_test_split
+from nerfvc.eval.video import resize_frames, to_jsonable
 from nerfvc.fsutil import write_json_atomic
 from nerfvc.machine import machine_record
+from nerfvc.metrics import psnr, ssim
 
 KEYS = ("kbps", "psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd")
 
@@ -73,14 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).with_suffix(".md").write_text(markdown(res))
         return 0
 
-    info = probe(args.video)
-    start, count = test_split(info["num_frames"])
-    src = read_frames(args.video, start - 1, count + 1)
-    prev_src, gt_src = src[0], src[1:]
+    gt_src, prev_src, info = load_test_split(args.video)
     codecs = args.codecs.split(",")
     res: dict = {
         "video": Path(args.video).name,
-        "test_frames": [start, start + count],
+        "test_frames": info["test_frames"],
         "fps": info["fps"],
         "source_size": [info["width"], info["height"]],
         "command": "PYTHONPATH=. .venv/bin/python benchmarks/baselines.py " + " ".join(argv or sys.argv[1:]),

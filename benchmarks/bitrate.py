@@ -23,11 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream, encode_stream, fit_codec
-from nerfvc.codec.bitstream import HEADER_SIZE
-from nerfvc.codec.rate import choose_step_index
+from nerfvc.codec.bitstream import HEADER_SIZE, choose_step_index
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
+from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.errors import InputError
 from nerfvc.machine import machine_record
 
 FP = "0123456789abcdef"
@@ -217,16 +218,12 @@ def bench_dataset(name, expr, pose, landmarks, valid, face, cam, fps, split, qui
 def load_datasets(root: Path) -> list[tuple]:
     out = []
     for d in sorted(root.glob("*")):
-        man = d / "manifest.json"
-        if not man.exists():
+        try:  # complete datasets with features only
+            m = read_manifest(d)
+            f = read_features(d)
+        except InputError:
             continue
-        m = json.loads(man.read_text())
-        if not m.get("complete") or not (d / "features.npz").exists():
-            continue
-        with np.load(d / "features.npz") as z:
-            f = {k: z[k] for k in z.files}
-        n = len(f["pose"])
-        split = m.get("split", {}).get("train", [0, int(0.8 * n)])[1]
+        split = dataset_split({"num_frames": len(f["pose"]), **m})[0][1]
         out.append((d.name, f, load_face_model(d), m.get("camera"), float(m.get("fps", 25.0)), split))
     return out
 

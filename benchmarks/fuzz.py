@@ -48,6 +48,7 @@ from nerfvc.codec.bitstream import (  # noqa: E402
 )
 from nerfvc.codec.synthetic import synthetic_features  # noqa: E402
 from nerfvc.codec.weights import load_face_model  # noqa: E402
+from nerfvc.datasetdir import features_path, read_features  # noqa: E402
 from nerfvc.errors import NerfvcError  # noqa: E402
 from nerfvc.fsutil import write_json_atomic  # noqa: E402
 from nerfvc.machine import machine_record  # noqa: E402
@@ -62,10 +63,10 @@ _FIELD_BITS = {"fps_milli": 32, "dim": 16, "pose_dim": 8, "step": 8, "keyint": 1
 
 def features(dataset: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, str]:
     """(code, pose, face model, source) to fit and code: the dataset's, else synthetic features."""
-    f = dataset / "features.npz"
+    f = features_path(dataset)
     if f.exists():
-        with np.load(f, allow_pickle=False) as z:
-            code, pose = z["expression"].astype(np.float32), z["pose"].astype(np.float32)
+        z = read_features(dataset)
+        code, pose = z["expression"].astype(np.float32), z["pose"].astype(np.float32)
         return code, pose, load_face_model(dataset), str(f)
     code, pose = synthetic_features(600, 20, seed=0)
     return code, pose, None, "synthetic AR(1), 20-d code"

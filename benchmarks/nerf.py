@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from nerfvc.machine import machine_record
+from nerfvc.metrics import psnr, ssim
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
-from nerfvc.train.metrics import psnr, ssim
 from nerfvc.train.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
@@ -35,8 +35,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _score(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    a, b = torch.from_numpy(pred).float() / 255, torch.from_numpy(gt).float() / 255
-    return psnr(a, b), ssim(a, b)
+    return psnr(pred, gt), ssim(pred, gt)
 
 
 def bench_dataset(name: str, root: Path, work: Path, minutes: float, retrain: bool) -> dict:

@@ -31,9 +31,9 @@ from PIL import Image
 
 from nerfvc.field.fields import field_settings, mlp_dtype
 from nerfvc.machine import machine_record
+from nerfvc.metrics import psnr
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
-from nerfvc.train.metrics import psnr
 
 ROOT = Path(__file__).resolve().parent
 

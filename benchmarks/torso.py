@@ -15,15 +15,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from nerfvc.eval.lpips import lpips_batch
 from nerfvc.fsutil import read_json
 from nerfvc.machine import machine_record
+from nerfvc.metrics import psnr, ssim
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
-from nerfvc.train.metrics import psnr, ssim
 
 ROOT = Path(__file__).resolve().parent
 
@@ -50,8 +49,7 @@ def main() -> None:
         r = Renderer.from_model_dir(path)
         x = inputs[:, : r.expression_dim]  # a model without torso motion takes the expression only
         imgs = [r.render(x[f], ds.pose[f].numpy(), args.size, args.size) for f in ds.test_idx]
-        a = [torch.from_numpy(i).float() / 255 for i in imgs]
-        b = [torch.from_numpy(g).float() / 255 for g in gts]
+        a, b = imgs, gts
         lp = lpips_batch(np.stack(imgs), np.stack(gts))
         entry["models"][name] = {
             "model": path,

@@ -161,7 +161,9 @@ def _read(path: Path) -> dict | None:
 
 def dataset_done(path: Path) -> bool:
     """``prepare`` finished: its manifest says complete."""
-    return bool((_read(path / "manifest.json") or {}).get("complete"))
+    from nerfvc.datasetdir import MANIFEST
+
+    return bool((_read(path / MANIFEST) or {}).get("complete"))
 
 
 def model_done(path: Path) -> bool:
@@ -218,14 +220,20 @@ def train_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
 
 def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
     """``nerfvc eval MODEL VIDEO -o REPORT`` with the batch's eval options."""
-    from nerfvc.eval import commands
+    from nerfvc.eval.run import EvalOptions, run_eval
 
-    parser = argparse.ArgumentParser(prog="nerfvc")
-    commands.register(parser.add_subparsers())
-    opts = ["--sizes", str(cfg.size), "--kbps", cfg.kbps, "--codecs", cfg.codecs]
-    opts += ["--dists-frames", str(cfg.dists_frames), "--max-frames", str(cfg.max_frames)]
-    args = parser.parse_args(["eval", str(p.model), str(video), "-o", str(p.report), *opts])
-    commands.run(args)
+    run_eval(
+        EvalOptions(
+            video=str(video),
+            out=str(p.report),
+            model=str(p.model),
+            sizes=str(cfg.size),
+            kbps=cfg.kbps,
+            codecs=cfg.codecs,
+            dists_frames=int(cfg.dists_frames),
+            max_frames=int(cfg.max_frames),
+        )
+    )
 
 
 @dataclass(frozen=True)

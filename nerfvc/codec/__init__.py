@@ -10,11 +10,13 @@ from nerfvc.codec.bitstream import (
     StreamEncoder,
     StreamHeader,
     StreamReport,
+    choose_step_index,
     decode_stream,
     encode_stream,
 )
-from nerfvc.codec.rate import choose_step_index, code_rate_params, estimate_bits, laplace_scales
-from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, write_codec_tables
+from nerfvc.codec.entropy import code_rate_params, estimate_bits, laplace_scales
+from nerfvc.codec.fit import fit_codec, write_codec_tables
+from nerfvc.codec.tables import CODEC_FILE, CodecTables
 
 __all__ = [
     "CODEC_FILE",

@@ -1,7 +1,8 @@
 """The ``.nvc`` bitstream: header + self-delimiting per-frame packets (format in docs/bitstream.md).
 
 Per-packet API for the live call (:class:`StreamEncoder`, :class:`StreamDecoder`) and file-level helpers
-(:func:`encode_stream`, :func:`decode_stream`).
+(:func:`encode_stream`, :func:`decode_stream`), and rate control: :func:`choose_step_index`, the finest step
+whose real coded size fits a target rate.
 """
 
 from __future__ import annotations
@@ -678,8 +679,6 @@ def encode_stream(
     if code.ndim != 2 or pose.shape != (len(code), 12):
         raise InputError(f"expected code (N,D) and pose (N,12), got {code.shape} and {pose.shape}")
     if kbps is not None and mode == "nerfvc" and step_index is None:
-        from nerfvc.codec.rate import choose_step_index
-
         step_index = choose_step_index(
             tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet
         )
@@ -802,3 +801,61 @@ def _conceal_from(tables: CodecTables, last: DecodedFrame | None, index: int) ->
         vec = tables.features_to_vec(last.code, last.pose)
         code, pose = tables.vec_to_features(tables.mean + tables.ar * (vec - tables.mean))
     return DecodedFrame(index, code, pose, False, True)
+
+
+# -- rate control: the finest step whose real coded size fits a target rate ------------------------------
+def clip_kbps(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    step_index: int,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+) -> float:
+    """Actual kbps (packets incl. framing, header excluded) of the clip at a step index."""
+    data = encode_stream(
+        tables,
+        fingerprint,
+        code,
+        pose,
+        fps,
+        keyframe_interval=keyframe_interval,
+        step_index=step_index,
+        rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
+    )
+    return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
+
+
+def choose_step_index(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    kbps: float,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+) -> int:
+    """Smallest step index (finest quality) whose coded clip fits ``kbps`` (bisection on real coded sizes).
+
+    Returns the coarsest index if even that does not fit.
+    """
+    lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX
+    if clip_kbps(tables, fingerprint, code, pose, hi, fps, keyframe_interval, rdoq, frames_per_packet) > kbps:
+        return hi
+    # Invariant: rate(hi) <= kbps; rate decreases (almost) monotonically with the index.
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (
+            clip_kbps(tables, fingerprint, code, pose, mid, fps, keyframe_interval, rdoq, frames_per_packet)
+            <= kbps
+        ):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from nerfvc.codec.entropy import laplace_bin_bits
 from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables, step_from_index
 from nerfvc.errors import BitstreamError
 
@@ -208,16 +209,6 @@ def decode_frame(model: FrameModel, payload: bytes, hist: list[np.ndarray] | np.
     return decode_frames([model], payload, hist)[0]
 
 
-def _laplace_bits(d: np.ndarray, frac: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Ideal code length (bits) of integers ``d`` under Laplace(frac, b) quantized to unit bins."""
-
-    def cdf(x: np.ndarray) -> np.ndarray:
-        return np.where(x < 0, 0.5 * np.exp(np.minimum(x, 0) / b), 1 - 0.5 * np.exp(-np.maximum(x, 0) / b))
-
-    p = cdf(d + 0.5 - frac) - cdf(d - 0.5 - frac)
-    return -np.log2(np.maximum(p, 2.0**-24))
-
-
 def estimate_stream_bits(
     tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
 ) -> float:
@@ -233,16 +224,7 @@ def estimate_stream_bits(
     mu = np.where(is_key[:, None], key.c[None] + q @ key.V.T, dmu)
     r, frac = _split(mu)
     b = np.where(is_key[:, None], key.b[None], delta.b[None])
-    return float(_laplace_bits((q - r).astype(np.float64), frac, b).sum())
-
-
-def _bits1(d: int, frac: float, b: float) -> float:
-    """Ideal bits of one integer ``d`` under Laplace(frac, b) quantized to unit bins (escape ignored)."""
-
-    def cdf(x: float) -> float:
-        return 0.5 * math.exp(x / b) if x < 0 else 1 - 0.5 * math.exp(-x / b)
-
-    return -math.log2(max(cdf(d + 0.5 - frac) - cdf(d - 0.5 - frac), 2.0**-24))
+    return float(laplace_bin_bits((q - r).astype(np.float64) - frac, b).sum())
 
 
 def rdo_quantize(
@@ -267,7 +249,7 @@ def rdo_quantize(
         for c in {lo, hi, int(np.rint(xi))}:
             if abs(c) > Q_LIMIT:
                 continue
-            cost = (xi - c) ** 2 + lam * _bits1(c - r, frac, float(b[i]))
+            cost = (xi - c) ** 2 + lam * laplace_bin_bits(c - r - frac, float(b[i]))  # escape ignored
             if cost < best_cost:
                 best, best_cost = c, cost
         qi = int(np.clip(np.rint(xi), -Q_LIMIT, Q_LIMIT)) if best is None else best

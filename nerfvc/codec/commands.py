@@ -20,9 +20,10 @@ from nerfvc.codec.bitstream import (
     decode_stream,
     encode_stream,
 )
-from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec, index_from_step, step_from_index
+from nerfvc.codec.fit import fit_codec
+from nerfvc.codec.tables import CODEC_FILE, index_from_step, load_model_tables, step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.errors import EXIT_PARTIAL, BitstreamError, FaceError, InputError, ModelMismatchError
+from nerfvc.errors import EXIT_PARTIAL, BitstreamError, FaceError, InputError
 from nerfvc.features import load_features, model_input, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, model_torso_dims, read_model_manifest
@@ -92,32 +93,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_codec_fit)
 
 
-def load_model(model: str | Path) -> tuple[CodecTables, str]:
-    """(codec tables, fingerprint) of a MODEL directory (verified)."""
-    manifest = read_model_manifest(model, verify=True)
-    if CODEC_FILE not in manifest["files"]:
-        raise InputError(f"{model}: model has no {CODEC_FILE} (run `nerfvc codec-fit` or retrain)")
-    return CodecTables.load(Path(model) / CODEC_FILE), manifest["fingerprint"]
-
-
-def load_embedding(model: str | Path) -> ExpressionEmbedding | None:
-    """The MODEL dir's expression embedding (``embed.safetensors``), or None."""
-    from nerfvc.embed.train import EMBED_FILE
-
-    if not (Path(model) / EMBED_FILE).exists():
-        return None
-    from nerfvc.embed.train import load_embedding
-
-    if EMBED_FILE not in read_model_manifest(model, verify=False)["files"]:
-        raise ModelMismatchError(f"{model}: {EMBED_FILE} is not part of the model (re-finalize the model)")
-    emb = load_embedding(model)
-    if CodecTables.load(model).code_dim != emb.config.code_dim:
-        raise ModelMismatchError(
-            f"{model}: {CODEC_FILE} does not code the embedding's {emb.config.code_dim}-d code"
-        )
-    return emb
-
-
 def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Track a video with the model's face model → model inputs (N,E+T) (expression, then the torso shift if
     the model has one), pose (N,12), fps.
@@ -163,8 +138,8 @@ def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float |
 def cmd_encode(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.features is None):
         raise InputError("give either a VIDEO or --features F.npz")
-    tables, fp = load_model(args.model)
-    embedding = load_embedding(args.model)
+    tables, fp = load_model_tables(args.model)
+    embedding = _load_model_embedding(args.model)
     fps = args.fps
     if args.features:
         feats = load_features(args.features)
@@ -221,7 +196,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    tables, fp = load_model(args.model)
+    tables, fp = load_model_tables(args.model)
     try:
         data = Path(args.stream).read_bytes()
     except FileNotFoundError as e:
@@ -229,7 +204,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     code, pose, rep = decode_stream(data, tables, fp)
     if not rep.decoded:
         raise BitstreamError(f"{args.stream}: nothing decodable ({rep.summary()}); nothing written")
-    embedding = load_embedding(args.model)
+    embedding = _load_model_embedding(args.model)
     extra = {}
     expr = code
     if embedding is not None:  # receiver side of the embedding: expand the code to the NeRF's expression
@@ -288,3 +263,9 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
         msg += f"; model fingerprint is now {finalize_model_dir(out, extra)}"
     print(msg)
     return 0
+
+
+def _load_model_embedding(model: str | Path) -> ExpressionEmbedding | None:
+    from nerfvc.embed.train import load_model_embedding  # torch: imported only when a command needs it
+
+    return load_model_embedding(model)

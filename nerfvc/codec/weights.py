@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfvc.codec.tables import POSE_DIM
-
-FACE_MODEL_FILE = "face_model.safetensors"
+from nerfvc.datasetdir import FACE_MODEL_FILE
 
 
 def load_face_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | None:

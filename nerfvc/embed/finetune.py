@@ -10,7 +10,6 @@ rewritten.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerfvc.codec.rate import estimate_bits
+from nerfvc.codec.entropy import estimate_bits
 from nerfvc.codec.tables import CODEC_FILE
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.embed.train import (
@@ -34,6 +33,7 @@ from nerfvc.embed.train import (
     save_embedding,
 )
 from nerfvc.errors import InputError
+from nerfvc.metrics import psnr, psnr_from_mse, ssim
 
 
 @dataclass
@@ -128,7 +128,7 @@ def finetune_through_renderer(
                 log.append(
                     {
                         "iter": it,
-                        "psnr": -10 * math.log10(max(float(mse.detach()), 1e-10)),
+                        "psnr": psnr_from_mse(max(float(mse.detach()), 1e-10)),
                         "px2": float(px2.detach()),
                         "bits": float(bits.detach()),
                     }
@@ -177,7 +177,6 @@ def render_metrics(
     against the ground-truth frames at ``size``."""
     from nerfvc.render.renderer import Renderer
     from nerfvc.train.dataset import load_dataset
-    from nerfvc.train.metrics import psnr, ssim
 
     ds = load_dataset(dataset, size, torso=False)
     r = Renderer.from_model_dir(model_dir)
@@ -190,11 +189,11 @@ def render_metrics(
     for name, ex in expressions.items():
         ps, ss, imgs = [], [], []
         for f in frames:
-            img = r.render_float(ex[f], pose[f], w, h)
-            gt = ds.frames[f].float() / 255
+            img = (r.render_float(ex[f], pose[f], w, h) * 255 + 0.5).byte().numpy()
+            gt = ds.frames[f].numpy()
             ps.append(psnr(img, gt))
             ss.append(ssim(img, gt))
-            imgs.append((img * 255 + 0.5).byte().numpy())
+            imgs.append(img)
         out[name] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames)}
         if lpips_batch is not None:
             gt_all = ds.frames[torch.as_tensor(frames)].numpy()

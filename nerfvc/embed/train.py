@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerfvc.codec.rate import estimate_bits
-from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables, fit_codec
+from nerfvc.codec.entropy import estimate_bits
+from nerfvc.codec.fit import fit_codec
+from nerfvc.codec.tables import CODEC_FILE, POSE_DIM, CodecTables
 from nerfvc.embed.encoder import EmbedConfig, ExpressionEmbedding, causal_windows
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.fsutil import atomic_path, read_json, write_json_atomic
+from nerfvc.fsutil import atomic_path, write_json_atomic
+from nerfvc.modeldir import read_model_manifest
 
 EMBED_FILE = "embed.safetensors"
 EMBED_JSON = "embed.json"
@@ -78,6 +80,21 @@ def load_embedding(directory: str | Path) -> ExpressionEmbedding:
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise ModelMismatchError(f"{path}: unusable embedding ({e})") from e
     return model.eval()
+
+
+def load_model_embedding(model: str | Path) -> ExpressionEmbedding | None:
+    """The MODEL directory's expression embedding, or None when it has none; :class:`ModelMismatchError`
+    unless ``embed.safetensors`` is part of the model and ``codec.json`` codes its code."""
+    if not (Path(model) / EMBED_FILE).exists():
+        return None
+    if EMBED_FILE not in read_model_manifest(model, verify=False)["files"]:
+        raise ModelMismatchError(f"{model}: {EMBED_FILE} is not part of the model (re-finalize the model)")
+    emb = load_embedding(model)
+    if CodecTables.load(model).code_dim != emb.config.code_dim:
+        raise ModelMismatchError(
+            f"{model}: {CODEC_FILE} does not code the embedding's {emb.config.code_dim}-d code"
+        )
+    return emb
 
 
 @torch.no_grad()
@@ -200,18 +217,16 @@ class DatasetGeometry:
 def load_dataset_geometry(path: str | Path) -> DatasetGeometry:
     """Read ``features.npz``, ``face_model.safetensors`` and ``manifest.json`` of a DATASET directory."""
     from nerfvc.codec.weights import load_face_model
-    from nerfvc.features import load_features
+    from nerfvc.datasetdir import FACE_MODEL_FILE, dataset_split, read_features, read_manifest
 
     d = Path(path)
-    man = read_json(d / "manifest.json")
-    if man.get("format") != "nerfvc-dataset" or not man.get("complete"):
-        raise InputError(f"{d}: not a complete nerfvc dataset")
-    feats = load_features(d / "features.npz")
+    man = read_manifest(d)
+    feats = read_features(d)
     face = load_face_model(d)
     if face is None:
-        raise InputError(f"{d}: no face_model.safetensors")
+        raise InputError(f"{d}: no {FACE_MODEL_FILE}")
     n = len(feats["pose"])
-    split = man.get("split", {"train": [0, n], "test": [n, n]})
+    train, test = dataset_split({"num_frames": n, **man})
     return DatasetGeometry(
         expression=feats["expression"].astype(np.float32),
         pose=feats["pose"].astype(np.float32),
@@ -219,8 +234,8 @@ def load_dataset_geometry(path: str | Path) -> DatasetGeometry:
         face_model=face,
         camera=man["camera"],
         fps=float(man.get("fps", 25.0)),
-        train=tuple(split["train"]),
-        test=tuple(split["test"]),
+        train=train,
+        test=test,
         landmarks=feats.get("landmarks"),
     )
 

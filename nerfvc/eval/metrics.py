@@ -18,7 +18,7 @@ import numpy as np
 from nerfvc.eval import dists as _dists
 from nerfvc.eval import face as _face
 from nerfvc.eval.lpips import lpips_batch
-from nerfvc.eval.pixel import Region, l1, psnr, ssim
+from nerfvc.metrics import Region, l1, psnr, ssim
 
 __all__ = [
     "DISTS_FRAMES",

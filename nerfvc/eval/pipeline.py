@@ -60,10 +60,11 @@ def code_rate_points(
     back to the NeRF's expression, as ``nerfvc encode`` / ``nerfvc decode`` do.
     """
     from nerfvc.codec.bitstream import decode_stream, encode_stream
-    from nerfvc.codec.commands import load_embedding, load_model
+    from nerfvc.codec.tables import load_model_tables
+    from nerfvc.embed.train import load_model_embedding
 
-    tables, fingerprint = load_model(model_dir)
-    embedding = load_embedding(model_dir)
+    tables, fingerprint = load_model_tables(model_dir)
+    embedding = load_model_embedding(model_dir)
     code = expression
     if embedding is not None:
         from nerfvc.embed.train import encode_expressions

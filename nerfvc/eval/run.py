@@ -1,25 +1,32 @@
 """End-to-end baseline evaluation of a clip's test split, ready to have nerfvc's points added.
 
-``run_baselines`` reads the test split (last 20%), and for each size scores freeze-frame, next-frame and every
-codec's sweep against the same ``Reference``. It returns ``SizeRun`` objects whose ``systems`` dict is exactly
-what ``report.build_report`` takes; the lead adds ``systems["nerfvc"] = [RDPoint.from_eval(...)]`` scored with
-``evaluate(run.ref, decoded, bitrate_kbps=...)`` and calls ``build_report``.
+``load_test_split`` reads the test split (the last 20%, :func:`nerfvc.datasetdir.split_point`); for each
+size, ``run_size`` scores freeze-frame, next-frame and every codec's sweep against the same ``Reference``.
+It returns ``SizeRun`` objects whose ``systems`` dict is exactly what ``report.build_report`` takes; the lead
+adds ``systems["nerfvc"] = [RDPoint.from_eval(...)]`` scored with ``evaluate(run.ref, decoded,
+bitrate_kbps=...)`` and calls ``build_report``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nerfvc.datasetdir import split_point
+from nerfvc.errors import InputError
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import Reference, evaluate, prepare_reference
-from nerfvc.eval.pixel import psnr, ssim
+from nerfvc.eval.options import EvalOptions
 from nerfvc.eval.report import RDPoint
-from nerfvc.eval.video import probe, read_frames, resize_frames, test_split
+from nerfvc.eval.video import resize_frames
+from nerfvc.io.video import count_frames, probe, read_frame_range
+from nerfvc.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,16 @@ class SizeRun:
 
 
 def load_test_split(video: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(test frames, the frame just before them, info)`` at the clip's own size."""
-    info = probe(video)
-    start, count = test_split(info["num_frames"])
-    src = read_frames(video, start - 1, count + 1)
-    return src[1:], src[0], {**info, "test_frames": [start, start + count]}
+    """``(test frames, the frame just before them, info)`` at the clip's own size.
+
+    The test frames are the clip's test split by the dataset rule (:func:`nerfvc.datasetdir.split_point`),
+    so a model trained on a dataset prepared from the whole clip is never scored on a training frame.
+    """
+    meta, n = probe(video), count_frames(video)
+    start = split_point(n)
+    src = read_frame_range(video, start - 1, n - start + 1)
+    info = {"width": meta.width, "height": meta.height, "fps": meta.fps, "num_frames": n}
+    return src[1:], src[0], {**info, "test_frames": [start, n]}
 
 
 def run_size(
@@ -109,3 +121,134 @@ def floors_only(gt_src: np.ndarray, size: int, codecs: Sequence[str] = tuple(B.C
             "ssim": float(np.mean([ssim(a, b) for a, b in zip(gt, r.frames)])),
         }
     return out
+
+
+# -- nerfvc eval / eval-baselines: the whole run -------------------------------------------------------------
+def run_eval(args: EvalOptions) -> dict[str, Path]:
+    """Run the baselines (and nerfvc, when ``args.model`` is set), write the report into ``args.out`` and
+    return its files (what ``nerfvc eval`` / ``nerfvc eval-baselines`` and ``nerfvc batch`` run)."""
+    from nerfvc.eval.cited import cited_points
+    from nerfvc.eval.metrics import DISTS_FRAMES
+    from nerfvc.eval.report import build_report
+
+    codecs = [c for c in args.codecs.split(",") if c]
+    bad = [c for c in codecs if c not in B.CODECS]
+    if bad:
+        raise InputError(f"unknown codec(s) {', '.join(bad)}; choose from {', '.join(B.CODECS)}")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+        floor_sizes = [int(s) for s in args.floor_sizes.split(",") if s]
+    except ValueError as e:
+        raise InputError(f"bad size list: {e}") from None
+    if not sizes:
+        raise InputError("--sizes needs at least one size")
+    sweeps = {c: B.CODECS[c].sweep[: args.points] for c in codecs} if args.points else None
+    dists_frames = args.dists_frames
+    t0 = time.time()
+    gt_src, prev_src, info = load_test_split(args.video)
+
+    def say(msg: str) -> None:
+        print(f"{time.time() - t0:6.0f}s {msg}", file=sys.stderr, flush=True)
+
+    model = args.model
+    nerfvc_info: dict = {}
+    if model:
+        gt_src, prev_src, points, renderer, nerfvc_info = _nerfvc_points(args, gt_src, prev_src, info, say)
+    runs = {}
+    for s in sizes:
+        run = run_size(
+            gt_src,
+            prev_src,
+            s,
+            codecs=codecs,
+            sweeps=sweeps,
+            face=not args.no_face,
+            dists_frames=dists_frames,
+            progress=say,
+        )
+        if model:
+            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say)
+        runs[s] = run
+    resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
+    floors = {str(s): r.floors for s, r in runs.items()}
+    for s in floor_sizes:
+        fl = floors_only(gt_src, s, codecs)
+        floors[str(s)] = fl
+        resolution[s] = {c: [RDPoint(v["kbps"], v, None, f"floor q {v['q']}")] for c, v in fl.items()}
+        say(f"[{s}] floors: " + ", ".join(f"{c} {v['kbps']:.1f} kbps" for c, v in fl.items()))
+    main = runs[max(sizes)]
+    cited = cited_points()
+    files = build_report(
+        Path(args.out),
+        main.gt,
+        {**main.systems, **cited},
+        resolution=resolution,
+        title=f"{'nerfvc vs baselines' if model else 'Baselines'} on {Path(args.video).name} "
+        f"(test frames {info['test_frames']}, {main.size}²"
+        f"{', ground truth upscaled' if main.size > min(gt_src.shape[1:3]) else ''})",
+        notes=[
+            *upscale_notes(gt_src.shape[1:3], [*sizes, *floor_sizes]),
+            "Bitrate = elementary-stream bytes × 8 / duration; low-delay, one I-frame, CRF/QP sweeps.",
+            "Codec floors (coarsest quantiser) are reported as measured, never extrapolated.",
+            f"DISTS is the mean over {DISTS_FRAMES if dists_frames is None else dists_frames} evenly spaced "
+            "frames of each sequence (VGG16 is too slow on a CPU to score every frame).",
+            "FOMM and Bi-layer are the seed paper's own numbers (HDTF, its resolution; bitrate derived from "
+            "its PSNR/b.r. ratio), not measured here.",
+        ],
+        cited=sorted(cited),
+        extra={
+            "floors": floors,
+            "video": str(args.video),
+            "test_frames": info["test_frames"],
+            "model": str(model) if model else None,
+            "nerfvc": nerfvc_info,
+        },
+    )
+    say(f"wrote {files['html']}")
+    return files
+
+
+def _nerfvc_points(args, gt_src, prev_src, info, say):
+    """Track the test frames with the model, code them at each target rate, load the renderer."""
+    from nerfvc.eval.pipeline import code_rate_points, track_frames
+    from nerfvc.render.renderer import Renderer
+
+    try:
+        targets = [float(k) for k in args.kbps.split(",") if k]
+    except ValueError as e:
+        raise InputError(f"bad --kbps list: {e}") from None
+    if args.max_frames:
+        gt_src = gt_src[: args.max_frames]
+    renderer = Renderer.from_model_dir(args.model)
+    fps = float(info.get("fps") or 25.0)
+    frames, expr, pose = track_frames(args.model, np.concatenate([prev_src[None], gt_src]), fps)
+    prev_src, gt_src, expr, pose = frames[0], frames[1:], expr[1:], pose[1:]
+    if not 1 <= args.frames_per_packet <= 8:
+        raise InputError("--frames-per-packet must be 1..8")
+    points = code_rate_points(args.model, expr, pose, fps, targets, args.frames_per_packet)
+    for p in points:
+        say(f"nerfvc {p.label}: {p.kbps:.3f} kbps, {p.bits_per_frame:.1f} bits/frame")
+    nerfvc_info = {
+        "fps": fps,
+        "frames": len(gt_src),
+        "rates": [{"label": p.label, "kbps": p.kbps, "bits_per_frame": p.bits_per_frame} for p in points],
+        "render_ms": {},
+    }
+    return gt_src, prev_src, points, renderer, nerfvc_info
+
+
+def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -> None:
+    """Render each decoded rate point at the run's size and score it against the run's reference."""
+    from nerfvc.eval.pipeline import render_sequence
+
+    for p in points:
+        t = time.perf_counter()
+        frames = render_sequence(renderer, p.expression, p.pose, run.size)
+        ms = (time.perf_counter() - t) / len(frames) * 1000
+        nerfvc_info["render_ms"][str(run.size)] = ms
+        res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face, dists_frames=dists_frames)
+        run.systems.setdefault("nerfvc", []).append(
+            RDPoint.from_eval(res, p.kbps, frames=frames, label=p.label)
+        )
+        s = res["summary"]
+        say(f"[{run.size}] nerfvc {p.label}: kbps={p.kbps:.3g}, psnr={s['psnr']:.4g}, {ms:.0f} ms/frame")

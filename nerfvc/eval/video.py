@@ -1,13 +1,12 @@
-"""Reading clips for evaluation (FFmpeg from imageio-ffmpeg) and the test split / resizing conventions."""
+"""Evaluation helpers: the FFmpeg binary (imageio-ffmpeg), the resizing convention, strict-JSON values.
+
+Clips are read with :mod:`nerfvc.io.video` (the one reader; it applies display rotation).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
-
-from nerfvc.errors import InputError
 
 
 def ffmpeg_exe() -> str:
@@ -15,46 +14,6 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def probe(path: str | Path) -> dict:
-    """``width``, ``height``, ``fps``, ``num_frames`` of a clip (frames counted by decoding, via PyAV)."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video not found: {path}")
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        fps = float(s.average_rate or s.guessed_rate or 25)
-        n = sum(1 for _ in c.decode(video=0))
-        return {"width": s.codec_context.width, "height": s.codec_context.height, "fps": fps, "num_frames": n}
-
-
-def read_frames(path: str | Path, start: int = 0, count: int | None = None) -> np.ndarray:
-    """Decode frames ``[start, start + count)`` of a clip as uint8 RGB ``(N, H, W, 3)``."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video not found: {path}")
-    out = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i < start:
-                continue
-            if count is not None and len(out) >= count:
-                break
-            out.append(f.to_ndarray(format="rgb24"))
-    if not out:
-        raise InputError(f"no frames in {path} from index {start}")
-    return np.stack(out)
-
-
-def test_split(num_frames: int, train_fraction: float = 0.8) -> tuple[int, int]:
-    """``(start, count)`` of the test split: the last 20% of the frames (dataset convention)."""
-    start = int(num_frames * train_fraction)
-    return start, num_frames - start
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

@@ -12,11 +12,16 @@ import cv2
 import numpy as np
 
 from nerfvc.camera import Camera
-from nerfvc.errors import InputError
+from nerfvc.datasetdir import (
+    BACKGROUND_FILE,
+    dataset_split,
+    frame_path,
+    mask_path,
+    read_features,
+    read_manifest,
+)
 from nerfvc.face.model import FaceModel, box_corners
-from nerfvc.face.prepare import DATASET_FORMAT, read_png, write_png
-from nerfvc.features import load_features
-from nerfvc.fsutil import read_json
+from nerfvc.face.prepare import read_png, write_png
 
 _EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
 
@@ -35,25 +40,13 @@ def _dots(img: np.ndarray, uv: np.ndarray, color: tuple, s: float) -> np.ndarray
     return img
 
 
-def load_dataset(path: str | Path) -> tuple[dict, Path]:
-    """Manifest of a complete DATASET; :class:`InputError` otherwise."""
-    d = Path(path)
-    if not d.is_dir():
-        raise InputError(f"{d}: dataset directory not found")
-    m = read_json(d / "manifest.json")
-    if m.get("format") != DATASET_FORMAT:
-        raise InputError(f"{d}: not a nerfvc dataset")
-    if not m.get("complete"):
-        raise InputError(f"{d}: dataset is incomplete (rerun nerfvc prepare to finish it)")
-    return m, d
-
-
 def contact_sheet(dataset: str | Path, out: str | Path, rows: int = 5, tile: int = 256) -> Path:
     """Write the contact sheet of ``dataset`` to ``out`` (PNG); returns ``out``."""
-    manifest, d = load_dataset(dataset)
+    d = Path(dataset)
+    manifest = read_manifest(d)
     cam = Camera.from_dict(manifest["camera"])
     model = FaceModel.load(d)
-    feats = load_features(d / "features.npz")
+    feats = read_features(d, manifest)
     n = manifest["num_frames"]
     s = tile / max(cam.width, cam.height)
     th, tw = round(cam.height * s), round(cam.width * s)
@@ -61,10 +54,8 @@ def contact_sheet(dataset: str | Path, out: str | Path, rows: int = 5, tile: int
     err = np.linalg.norm(uv_all - feats["landmarks"][..., :2], axis=-1).mean(-1)  # (N,)
     sheet_rows = []
     for i in np.linspace(0, n - 1, rows).round().astype(int):
-        frame = cv2.resize(read_png(d / "frames" / f"{i:06d}.png"), (tw, th), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(
-            read_png(d / "masks" / f"{i:06d}.png", gray=True), (tw, th), interpolation=cv2.INTER_NEAREST
-        )
+        frame = cv2.resize(read_png(frame_path(d, i)), (tw, th), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(read_png(mask_path(d, i), gray=True), (tw, th), interpolation=cv2.INTER_NEAREST)
         a = _dots(frame.copy(), feats["landmarks"][i, :, :2], (0, 255, 0), s)
         valid = bool(feats["valid"][i]) if "valid" in feats else True
         a = _label(a, f"#{i} t={feats['timestamps'][i]:.2f}s" + ("" if valid else " INTERP"))
@@ -82,13 +73,14 @@ def contact_sheet(dataset: str | Path, out: str | Path, rows: int = 5, tile: int
         over = np.where(mask[..., None] > 0, 0.5 * over + 0.5 * color, 0.35 * over).astype(np.uint8)
         c = _label(over, "mask: head red, torso blue")
         sheet_rows.append(np.concatenate([a, b, c], axis=1))
-    bg = cv2.resize(read_png(d / "background.png"), (tw, th), interpolation=cv2.INTER_AREA)
+    bg = cv2.resize(read_png(d / BACKGROUND_FILE), (tw, th), interpolation=cv2.INTER_AREA)
     bg = _label(bg, "background")
     meta = np.full((th, tw * 2, 3), 30, np.uint8)
+    train, test = dataset_split(manifest)
     lines = [
         f"{Path(manifest['source']).name}",
         f"{n} frames {cam.width}x{cam.height} @ {manifest['fps']:.2f} fps, valid {int(feats['valid'].sum())}",
-        f"split train {manifest['split']['train']} test {manifest['split']['test']}",
+        f"split train {list(train)} test {list(test)}",
         f"expr dims {model.expr_dims}, explained var {model.explained_variance_ratio * 100:.3f}%",
         f"reproj error mean {err.mean():.3f}px max {err.max():.3f}px",
         f"head box coverage of head masks {model.info.get('head_bounds_coverage', float('nan')) * 100:.1f}%",

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import FACE_MODEL_FILE, FACE_MODEL_JSON
 from nerfvc.errors import InputError
 from nerfvc.face.mesh import CHIN, EYE_OUTER, FOREHEAD, NUM_LANDMARKS, STABLE
 from nerfvc.features import rt_to_pose
@@ -246,9 +247,9 @@ class FaceModel:
             "explained_variance": self.explained_variance.astype(np.float32),
             "head_bounds": self.head_bounds.astype(np.float32),
         }
-        with atomic_path(d / "face_model.safetensors") as tmp:
+        with atomic_path(d / FACE_MODEL_FILE) as tmp:
             save_file(tensors, str(tmp))
-        write_json_atomic(d / "face_model.json", self.to_json())
+        write_json_atomic(d / FACE_MODEL_JSON, self.to_json())
 
     @classmethod
     def load(cls, directory: str | Path) -> FaceModel:
@@ -256,13 +257,13 @@ class FaceModel:
         from safetensors.numpy import load_file
 
         d = Path(directory)
-        meta = read_json(d / "face_model.json")
+        meta = read_json(d / FACE_MODEL_JSON)
         try:
-            t = load_file(str(d / "face_model.safetensors"))
+            t = load_file(str(d / FACE_MODEL_FILE))
         except FileNotFoundError as e:
-            raise InputError(f"{d / 'face_model.safetensors'}: file not found") from e
+            raise InputError(f"{d / FACE_MODEL_FILE}: file not found") from e
         except Exception as e:
-            raise InputError(f"{d / 'face_model.safetensors'}: unreadable ({e})") from e
+            raise InputError(f"{d / FACE_MODEL_FILE}: unreadable ({e})") from e
         keys = ("format", "version", "expr_dims", "explained_variance_ratio", "total_variance", "radius_m")
         info = {k: v for k, v in meta.items() if k not in (*keys, "explained_variance", "head_bounds")}
         info.pop("expression_std", None)

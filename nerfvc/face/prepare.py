@@ -20,19 +20,31 @@ from tqdm import tqdm
 
 from nerfvc import __version__
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import (
+    BACKGROUND_FILE,
+    DATASET_FORMAT,
+    DATASET_VERSION,
+    FRAMES_DIR,
+    MANIFEST,
+    MASKS_DIR,
+    dataset_split,
+    features_path,
+    frame_path,
+    mask_path,
+    read_features,
+    split_ranges,
+)
 from nerfvc.errors import FaceError, InputError, NerfvcError
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
 from nerfvc.face.torso import CHIN, TORSO_DIMS, TORSO_FILE, build_torso_tracker, save_no_torso
-from nerfvc.features import load_features, save_features
+from nerfvc.features import save_features
 from nerfvc.fsutil import atomic_path, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from nerfvc.io.video import VideoInfo, probe, read_frames
 
 log = logging.getLogger(__name__)
 
-DATASET_FORMAT = "nerfvc-dataset"
-DATASET_VERSION = 1
 MAX_LOST_FRACTION = 0.5  # fail when the face is missing in more than this fraction of frames
 MAX_TWO_FACE_FRAMES = 3  # fail when a second face is seen in this many frames
 
@@ -150,7 +162,7 @@ def prepare(
         str(Path(video).resolve()), float(start), max_frames, int(size), crop, expr_dims, fov_deg
     )
     source_id = {"size": Path(video).stat().st_size, "sha256": sha256_file(video)}
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST
     if out.exists() and overwrite:
         shutil.rmtree(out)
     if manifest_path.exists():
@@ -221,9 +233,9 @@ def _build(
 ) -> None:
     """Passes 1 and 2 of :func:`prepare` into ``out``, whose (incomplete) ``manifest`` is written."""
     work = out / ".work"
-    manifest_path = out / "manifest.json"
-    (out / "frames").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(exist_ok=True)
+    manifest_path = out / MANIFEST
+    (out / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+    (out / MASKS_DIR).mkdir(exist_ok=True)
     work.mkdir(exist_ok=True)
 
     # ---------------------------------------------------------------- pass 1: decode, track, segment
@@ -241,7 +253,7 @@ def _build(
         for i, (frame, t) in enumerate(read_frames(video, start=start, max_frames=max_frames)):
             n = i + 1
             bar.update(1)
-            fpath, wpath = out / "frames" / f"{i:06d}.png", work / f"{i:06d}.npz"
+            fpath, wpath = frame_path(out, i), work / f"{i:06d}.npz"
             if fpath.exists() and wpath.exists():
                 with np.load(wpath) as z:
                     if int(z["faces"]) > 1:
@@ -296,7 +308,8 @@ def _build(
         log.warning("face lost in %d of %d frames: interpolated (valid=False)", (~valid).sum(), n)
         landmarks = _interpolate(landmarks, valid)
 
-    n_train = max(1, round(0.8 * n))
+    split = split_ranges(n)
+    n_train = split["train"][1]
     train_valid = np.flatnonzero(valid[:n_train])
     model = FaceModel.build(landmarks[train_valid if len(train_valid) >= 2 else valid], camera, expr_dims)
     expression, pose = model.fit(landmarks, camera)
@@ -308,9 +321,9 @@ def _build(
         with np.load(work / f"{i:06d}.npz") as z:
             person = z["person"].astype(np.float32) / 255
         m = label_mask(person, landmarks[i])
-        write_png(out / "masks" / f"{i:06d}.png", m)
+        write_png(mask_path(out, i), m)
         if i in sample:
-            bg_frames.append(read_png(out / "frames" / f"{i:06d}.png"))
+            bg_frames.append(read_png(frame_path(out, i)))
             bg_masks.append(m)
             cover.append((i, m == HEAD))
     # head_bounds: grow the anthropometric box until its projection covers the head masks (see docs/face.md)
@@ -323,10 +336,10 @@ def _build(
         grow += 1
     model.info = {"head_bounds_coverage": coverage, "fov_deg": fov_deg, "num_frames": len(train_valid)}
     background, _ = estimate_background(bg_frames, bg_masks)
-    write_png(out / "background.png", background)
+    write_png(out / BACKGROUND_FILE, background)
     model.save(out)
     save_features(
-        out / "features.npz",
+        features_path(out),
         expression=expression,
         pose=pose,
         landmarks=landmarks.astype(np.float32),
@@ -336,7 +349,7 @@ def _build(
     measure_torso(out, progress, n_train)
     manifest.update(
         num_frames=n,
-        split={"train": [0, n_train], "test": [n_train, n]},
+        split=split,
         valid_frames=int(valid.sum()),
         complete=True,
     )
@@ -347,13 +360,13 @@ def _build(
 def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) -> None:
     """Build the person's torso tracker from the DATASET ``out``'s training frames and add every frame's torso
     shift (``torso`` (N,2)) to its ``features.npz`` (zeros, and no tracker, if the chin leaves no band)."""
-    feats = load_features(out / "features.npz")
+    feats = read_features(out)
     n = len(feats["pose"])
     if n_train is None:
-        n_train = int(read_json(out / "manifest.json")["split"]["train"][1])
+        n_train = dataset_split(read_json(out / MANIFEST))[0][1]
     valid = feats.get("valid", np.ones(n, bool)).astype(bool)
     train = np.flatnonzero(valid[:n_train])
-    ref = read_png(out / "frames" / f"{int(train[0]) if len(train) else 0:06d}.png")  # the reference
+    ref = read_png(frame_path(out, int(train[0]) if len(train) else 0))  # the reference
     chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / ref.shape[0]
     tracker = build_torso_tracker(ref, chin)
     torso = np.zeros((n, TORSO_DIMS), np.float32)
@@ -361,9 +374,9 @@ def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) 
         save_no_torso(out)
     else:
         for i in tqdm(range(n), desc="prepare: torso", unit="fr", disable=not progress, leave=False):
-            torso[i] = tracker.shift(read_png(out / "frames" / f"{i:06d}.png"))
+            torso[i] = tracker.shift(read_png(frame_path(out, i)))
         tracker.save(out)
-    save_features(out / "features.npz", **{**feats, "torso": torso})
+    save_features(features_path(out), **{**feats, "torso": torso})
 
 
 def head_box_coverage(

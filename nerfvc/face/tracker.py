@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import MANIFEST as DATASET_MANIFEST
 from nerfvc.errors import InputError
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh
 from nerfvc.face.model import FaceModel
@@ -60,8 +61,8 @@ class FaceTracker:
         if (d / "camera.json").exists():
             meta = read_json(d / "camera.json")
             cam = Camera.from_dict(meta)
-        elif (d / "manifest.json").exists():
-            meta = read_json(d / "manifest.json")
+        elif (d / DATASET_MANIFEST).exists():
+            meta = read_json(d / DATASET_MANIFEST)
             cam = Camera.from_dict(meta["camera"])
         else:
             raise InputError(f"{d}: neither camera.json nor manifest.json (not a dataset or model directory)")

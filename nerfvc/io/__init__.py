@@ -1,5 +1,21 @@
 """Video input/output (PyAV): probing, decoding with true timestamps, H.264 mp4 writing."""
 
-from nerfvc.io.video import VideoInfo, VideoWriter, probe, read_frames, write_video
+from nerfvc.io.video import (
+    VideoInfo,
+    VideoWriter,
+    count_frames,
+    probe,
+    read_frame_range,
+    read_frames,
+    write_video,
+)
 
-__all__ = ["VideoInfo", "VideoWriter", "probe", "read_frames", "write_video"]
+__all__ = [
+    "VideoInfo",
+    "VideoWriter",
+    "count_frames",
+    "probe",
+    "read_frame_range",
+    "read_frames",
+    "write_video",
+]

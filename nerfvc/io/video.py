@@ -2,7 +2,9 @@
 
 - :func:`probe` reads container metadata (fps, size, frame count, duration).
 - :func:`read_frames` decodes uint8 RGB frames ``(H, W, 3)`` with their true presentation timestamps in
-  seconds (variable-frame-rate input keeps its real timing; nothing is resampled).
+  seconds (variable-frame-rate input keeps its real timing; nothing is resampled);
+  :func:`read_frame_range` returns frames by index as one array, :func:`count_frames` counts them exactly.
+  This is the project's one video reader.
 - Display rotation metadata (phone videos) is applied: frames come out upright, ``probe`` reports the
   upright size.
 - :class:`VideoWriter` / :func:`write_video` write H.264 mp4 (yuv420p; odd sizes are cropped to even).
@@ -102,12 +104,47 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 def read_frames(
     path: str | os.PathLike, start: float = 0.0, max_frames: int | None = None
 ) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)`` and its presentation time (s) from the stream start.
+    """Yield ``(frame, t)``: uint8 RGB ``(H, W, 3)``, upright, and its presentation time (s) from the stream
+    start.
 
     ``start`` is in seconds (frames with ``t < start`` are skipped); yields at most ``max_frames`` frames.
     A video that fails to decode before yielding any frame, or is cut off mid-stream (also when it ends
     before ``max_frames`` and before its declared length), raises :class:`InputError`.
     """
+    for frame, t in _decode(path, start, max_frames):
+        yield _rgb(frame), t
+
+
+def read_frame_range(path: str | os.PathLike, first: int = 0, count: int | None = None) -> np.ndarray:
+    """Frames ``[first, first + count)`` by decode index (all from ``first`` when ``count`` is None) as
+    uint8 RGB ``(N, H, W, 3)``, upright; :class:`InputError` when there is none."""
+    out = []
+    for i, (frame, _) in enumerate(_decode(path)):
+        if count is not None and len(out) >= count:
+            break
+        if i >= first:
+            out.append(_rgb(frame))
+    if not out:
+        raise InputError(f"{path}: no frames from index {first}")
+    return np.stack(out)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """The number of frames ``path`` decodes to (exact, unlike :attr:`VideoInfo.num_frames`)."""
+    return sum(1 for _ in _decode(path))
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as upright uint8 RGB ``(H, W, 3)`` (display rotation applied)."""
+    img = frame.to_ndarray(format="rgb24")
+    rot = getattr(frame, "rotation", 0) or 0
+    return _upright(img, round(rot)) if rot else img
+
+
+def _decode(
+    path: str | os.PathLike, start: float = 0.0, max_frames: int | None = None
+) -> Iterator[tuple[av.VideoFrame, float]]:
+    """The one decoding loop: ``(frame, t)`` as described in :func:`read_frames`, frames not converted."""
     container = _open(path)
     n = 0
     try:
@@ -132,12 +169,8 @@ def read_frames(
                 if t < start - 1e-6:
                     continue
                 last_t = t
-                img = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
-                rot = getattr(frame, "rotation", 0) or 0
-                if rot:
-                    img = _upright(img, round(rot))
                 n += 1
-                yield img, t
+                yield frame, t
         except av.error.FFmpegError as e:
             raise InputError(f"{path}: corrupt or truncated video after {n} frames ({_short(e)})") from e
         if n == 0 and start <= 0:

@@ -2,7 +2,7 @@
 
 Expected APIs (built on other branches; imported lazily so ``nerfvc.live`` works without them):
 
-- codec: ``nerfvc.codec.CodecTables.load(MODEL/codec.json)``, ``nerfvc.codec.CODEC_FILE``,
+- codec: ``nerfvc.codec.tables.load_model_tables(MODEL)`` (tables + fingerprint, verified),
   ``StreamEncoder(tables, fingerprint, fps=, kbps=, keyframe_interval=)`` with ``header()``,
   ``encode(code, pose)``, ``request_keyframe()``, optional ``adapt(bits)`` and ``last_reconstruction``;
   ``StreamDecoder(tables, fingerprint)`` with ``read_header(bytes)`` and ``decode(packet) -> DecodedFrame``.
@@ -25,7 +25,7 @@ import numpy as np
 from nerfvc.errors import InputError
 from nerfvc.features import model_input
 from nerfvc.live.interfaces import SourceFrame
-from nerfvc.modeldir import model_torso_dims, read_model_manifest
+from nerfvc.modeldir import model_torso_dims
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +34,21 @@ def _missing(what: str, e: ImportError) -> InputError:
     return InputError(f"{what} is not available in this build ({e}); it lands with its own branch")
 
 
-def load_codec_tables(model: str | Path) -> tuple[Any, str]:
-    """(codec tables, fingerprint) of a verified MODEL directory."""
-    try:
-        from nerfvc.codec import CODEC_FILE, CodecTables
-    except ImportError as e:
-        raise _missing("the feature codec (nerfvc.codec)", e) from e
-    manifest = read_model_manifest(model, verify=True)
-    if CODEC_FILE not in manifest["files"]:
-        raise InputError(f"{model}: model has no {CODEC_FILE}")
-    return CodecTables.load(Path(model) / CODEC_FILE), manifest["fingerprint"]
-
-
 def make_encoder(model: str | Path, fps: float, kbps: float | None = None) -> Any:
     """A ``StreamEncoder`` for the model (live rate control toward ``kbps`` when given)."""
-    tables, fp = load_codec_tables(model)
     from nerfvc.codec import StreamEncoder
+    from nerfvc.codec.tables import load_model_tables
 
+    tables, fp = load_model_tables(model)
     return StreamEncoder(tables, fp, fps=fps, kbps=kbps)
 
 
 def decoder_factory(model: str | Path) -> Any:
     """A function making a fresh ``StreamDecoder`` for the model (one per call)."""
-    tables, fp = load_codec_tables(model)
     from nerfvc.codec import StreamDecoder
+    from nerfvc.codec.tables import load_model_tables
 
+    tables, fp = load_model_tables(model)
     return lambda: StreamDecoder(tables, fp)
 
 

@@ -10,9 +10,19 @@ import torch
 from PIL import Image
 
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import (
+    BACKGROUND_FILE,
+    FACE_MODEL_JSON,
+    dataset_split,
+    features_fingerprint,
+    frame_path,
+    mask_path,
+    read_features,
+    read_manifest,
+)
 from nerfvc.errors import InputError
-from nerfvc.features import load_features, model_input
-from nerfvc.fsutil import read_json, sha256_file
+from nerfvc.features import model_input
+from nerfvc.fsutil import read_json
 from nerfvc.render.rays import pixel_dirs
 
 
@@ -48,12 +58,10 @@ def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def head_bounds(root: Path) -> tuple[list[float], list[float]]:
     """The canonical head box [lo, hi] from ``face_model.json`` ``head_bounds`` (2,3)."""
-    meta = read_json(root / "face_model.json")
+    meta = read_json(root / FACE_MODEL_JSON)
     b = np.asarray(meta.get("head_bounds", []), dtype=np.float64)
     if b.shape != (2, 3) or not np.all(b[1] > b[0]):
-        raise InputError(
-            f"{root / 'face_model.json'}: head_bounds must be [[min x,y,z],[max x,y,z]], got {b}"
-        )
+        raise InputError(f"{root / FACE_MODEL_JSON}: head_bounds must be [[min x,y,z],[max x,y,z]], got {b}")
     return b[0].tolist(), b[1].tolist()
 
 
@@ -72,7 +80,9 @@ class PortraitDataset:
     test_idx: np.ndarray  # (N-n,)
     head_lo: list[float]
     head_hi: list[float]
-    fingerprint: str  # sha256 of features.npz (identifies the dataset in checkpoints)
+    fingerprint: (
+        str  # of features.npz (identifies the dataset in checkpoints; datasetdir.features_fingerprint)
+    )
     torso_dims: int = 0  # T: 2 when the dataset has torso shifts and they were asked for
 
     @property
@@ -86,26 +96,20 @@ def load_dataset(
     """Load a complete DATASET directory, resized to ``size`` (see :func:`parse_size`); with ``torso`` the
     expression is followed by the torso shift when the dataset has one (``nerfvc.face.torso``)."""
     root = Path(path)
-    manifest = read_json(root / "manifest.json")
-    if manifest.get("format", "nerfvc-dataset") != "nerfvc-dataset":
-        raise InputError(f"{root}: manifest.json is not a nerfvc dataset")
-    if not manifest.get("complete"):
-        raise InputError(f"{root}: dataset is not complete (manifest.json says complete=false)")
+    manifest = read_manifest(root)
     cam_full = Camera.from_dict(manifest["camera"])
     w, h = parse_size(size, cam_full.width, cam_full.height)
     camera = cam_full.scaled(w, h)
-    feats = load_features(root / "features.npz")
+    feats = read_features(root, manifest)
     n = int(manifest["num_frames"])
-    if len(feats["pose"]) != n:
-        raise InputError(f"{root}: features.npz has {len(feats['pose'])} frames, manifest says {n}")
-    split = manifest["split"]
-    train_idx = np.arange(*split["train"])
-    test_idx = np.arange(*split["test"])
+    train, test = dataset_split(manifest)
+    train_idx = np.arange(*train)
+    test_idx = np.arange(*test)
     if len(train_idx) == 0:
         raise InputError(f"{root}: empty training split")
     if frames:
-        imgs = np.stack([load_rgb(root / "frames" / f"{i:06d}.png", (w, h)) for i in range(n)])
-        masks = np.stack([_load_mask(root / "masks" / f"{i:06d}.png", (w, h)) for i in range(n)])
+        imgs = np.stack([load_rgb(frame_path(root, i), (w, h)) for i in range(n)])
+        masks = np.stack([_load_mask(mask_path(root, i), (w, h)) for i in range(n)])
     else:
         imgs = np.zeros((n, h, w, 3), np.uint8)
         masks = np.zeros((n, h, w), np.uint8)
@@ -117,14 +121,14 @@ def load_dataset(
         camera=camera,
         frames=torch.from_numpy(imgs),
         masks=torch.from_numpy(masks),
-        background=torch.from_numpy(load_rgb(root / "background.png", (w, h)).copy()),
+        background=torch.from_numpy(load_rgb(root / BACKGROUND_FILE, (w, h)).copy()),
         expression=torch.from_numpy(inputs),
         pose=torch.from_numpy(feats["pose"].astype(np.float32)),
         train_idx=train_idx,
         test_idx=test_idx,
         head_lo=lo,
         head_hi=hi,
-        fingerprint=sha256_file(root / "features.npz")[:16],
+        fingerprint=features_fingerprint(root),
         torso_dims=torso_dims,
     )
 

@@ -12,9 +12,17 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import (
+    BACKGROUND_FILE,
+    FACE_MODEL_FILE,
+    FACE_MODEL_JSON,
+    dataset_split,
+    read_features,
+    read_manifest,
+)
 from nerfvc.face.torso import TORSO_FILE, TORSO_REFERENCE
 from nerfvc.features import model_input
-from nerfvc.fsutil import atomic_path, read_json, write_bytes_atomic, write_json_atomic
+from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
 from nerfvc.modeldir import finalize_model_dir
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.renderer import NERF_FORMAT, NERF_VERSION
@@ -40,14 +48,14 @@ def write_model_dir(
         save_file(sd, str(tmp))
     meta = {"format": NERF_FORMAT, "version": NERF_VERSION, "model": model.cfg.to_dict(), **(info or {})}
     write_json_atomic(path / "nerf.json", meta)
-    manifest = read_json(root / "manifest.json")
+    manifest = read_manifest(root)
     camera = Camera.from_dict(manifest["camera"])
     crop = {"crop": manifest["crop"]} if manifest.get("crop") else {}  # how the sender crops source video
     write_json_atomic(path / "camera.json", {**camera.to_dict(), **crop})
-    bg = np.asarray(Image.open(root / "background.png").convert("RGB"))
-    with atomic_path(path / "background.png") as tmp:
+    bg = np.asarray(Image.open(root / BACKGROUND_FILE).convert("RGB"))
+    with atomic_path(path / BACKGROUND_FILE) as tmp:
         Image.fromarray(bg).save(tmp, format="PNG")
-    for name in ("face_model.safetensors", "face_model.json"):
+    for name in (FACE_MODEL_FILE, FACE_MODEL_JSON):
         with atomic_path(path / name) as tmp:
             shutil.copyfile(root / name, tmp)
     for name in (TORSO_FILE, TORSO_REFERENCE) if model.cfg.torso_dims else ():  # sender's torso tracker
@@ -63,11 +71,11 @@ def write_model_dir(
 def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
     """Fit the feature codec on the dataset's training frames (expression, then the torso shift if
     ``torso_dims``) and write ``codec.json`` into ``path``."""
-    from nerfvc.codec.tables import write_codec_tables
+    from nerfvc.codec.fit import write_codec_tables
 
-    n = int(manifest["split"]["train"][1])
-    with np.load(root / "features.npz") as f:
-        torso = f["torso"][:n] if torso_dims else None
-        expression, pose = model_input(f["expression"][:n], torso, torso_dims), f["pose"][:n]
-        valid = f["valid"][:n] if "valid" in f.files else None
+    n = dataset_split(manifest)[0][1]
+    f = read_features(root)
+    torso = f["torso"][:n] if torso_dims else None
+    expression, pose = model_input(f["expression"][:n], torso, torso_dims), f["pose"][:n]
+    valid = f["valid"][:n] if "valid" in f else None
     write_codec_tables(path, expression, pose, valid=valid)

@@ -14,6 +14,20 @@ import torch
 from PIL import Image
 
 from nerfvc.camera import Camera
+from nerfvc.datasetdir import (
+    BACKGROUND_FILE,
+    DATASET_FORMAT,
+    DATASET_VERSION,
+    FACE_MODEL_FILE,
+    FACE_MODEL_JSON,
+    FRAMES_DIR,
+    MANIFEST,
+    MASKS_DIR,
+    features_path,
+    frame_path,
+    mask_path,
+    split_ranges,
+)
 from nerfvc.features import save_features
 from nerfvc.fsutil import write_json_atomic
 from nerfvc.render.rays import pixel_rays, to_canonical
@@ -130,19 +144,19 @@ def make_synthetic_dataset(
     ``torso_motion`` the torso sways on its own and the dataset holds the true shifts (no torso tracker: a
     sender would send zeros)."""
     root = Path(root)
-    (root / "frames").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
+    (root / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+    (root / MASKS_DIR).mkdir(parents=True, exist_ok=True)
     camera = Camera.from_fov(size, size, fov_deg)
     expr, pose = frame_features(num_frames)
     torso = torso_shifts(num_frames) if torso_motion else None
     for i in range(num_frames):
         img, lab = render_gt(expr[i], pose[i], camera, torso=None if torso is None else torso[i])
-        Image.fromarray(img).save(root / "frames" / f"{i:06d}.png")
-        Image.fromarray(lab).save(root / "masks" / f"{i:06d}.png")
+        Image.fromarray(img).save(frame_path(root, i))
+        Image.fromarray(lab).save(mask_path(root, i))
     bg = background(camera).reshape(size, size, 3)
-    Image.fromarray((bg * 255 + 0.5).byte().numpy()).save(root / "background.png")
+    Image.fromarray((bg * 255 + 0.5).byte().numpy()).save(root / BACKGROUND_FILE)
     save_features(
-        root / "features.npz",
+        features_path(root),
         expression=expr,
         pose=pose,
         landmarks=np.zeros((num_frames, 478, 3), np.float32),
@@ -152,21 +166,20 @@ def make_synthetic_dataset(
     )
     from safetensors.numpy import save_file
 
-    save_file({"head_bounds": np.asarray(BOUNDS, np.float32)}, str(root / "face_model.safetensors"))
-    write_json_atomic(root / "face_model.json", {"format": "nerfvc-face-model", "head_bounds": BOUNDS})
-    n_train = round(num_frames * 0.8)
+    save_file({"head_bounds": np.asarray(BOUNDS, np.float32)}, str(root / FACE_MODEL_FILE))
+    write_json_atomic(root / FACE_MODEL_JSON, {"format": "nerfvc-face-model", "head_bounds": BOUNDS})
     write_json_atomic(
-        root / "manifest.json",
+        root / MANIFEST,
         {
-            "format": "nerfvc-dataset",
-            "version": 1,
+            "format": DATASET_FORMAT,
+            "version": DATASET_VERSION,
             "complete": True,
             "source": "synthetic",
             "fps": 25.0,
             "width": size,
             "height": size,
             "num_frames": num_frames,
-            "split": {"train": [0, n_train], "test": [n_train, num_frames]},
+            "split": split_ranges(num_frames),
             "camera": camera.to_dict(),
         },
     )

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import fused_density_available
 from nerfvc.machine import PRECISIONS, choose
+from nerfvc.metrics import psnr, psnr_from_mse, ssim
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
 from nerfvc.render.renderer import Renderer
@@ -38,7 +39,6 @@ from nerfvc.render.threads import configure_threads
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
 from nerfvc.train.dataset import PortraitDataset, load_dataset, ray_batch
 from nerfvc.train.export import write_model_dir
-from nerfvc.train.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,8 @@ def evaluate(
         t = time.perf_counter()
         img = renderer.render(ds.expression[f].numpy(), ds.pose[f].numpy(), w, h)
         ts.append(time.perf_counter() - t)
-        a, b = torch.from_numpy(img).float() / 255, torch.from_numpy(gt).float() / 255
-        ps.append(psnr(a, b))
-        ss.append(ssim(a, b))
+        ps.append(psnr(img, gt))
+        ss.append(ssim(img, gt))
     return {
         "psnr": float(np.mean(ps)),
         "ssim": float(np.mean(ss)),
@@ -334,7 +333,7 @@ def train(
                 if step % 10 == 0:
                     bar.set_postfix(
                         loss=f"{loss.item():.4f}",
-                        psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}",
+                        psnr=f"{psnr_from_mse(max(mse.item(), 1e-10)):.2f}",
                         occ=f"{model.occupancy.occupied_fraction:.2f}",
                     )
                 if time.perf_counter() - last_ckpt > cfg.checkpoint_seconds:

@@ -247,3 +247,18 @@ def test_ray_matches_sequential_and_retries_a_killed_worker(tmp_path, local_ray,
     assert "attempt 1" in log and "attempt 2" in log
     assert "bob: train failed (WorkerCrashedError: " in capsys.readouterr().out
     assert local_ray.is_initialized()  # a Ray the caller started is left running
+
+
+def test_eval_step_runs_the_library_eval_with_the_batch_options(tmp_path, monkeypatch):
+    """``nerfvc batch`` runs ``nerfvc eval`` through the library (no CLI module), with its options."""
+    from nerfvc.eval import run as eval_run
+
+    seen = []
+    monkeypatch.setattr(eval_run, "run_eval", seen.append)
+    cfg = B.BatchConfig(work=tmp_path, size=128, kbps="0.8,1.5", codecs="x265", max_frames=10, dists_frames=2)
+    p = B.ClipPaths.of(cfg, "alice")
+    B.eval_step(cfg, tmp_path / "alice.mp4", p)
+    want = dict(sizes="128", kbps="0.8,1.5", codecs="x265", dists_frames=2, max_frames=10)
+    assert seen == [
+        eval_run.EvalOptions(str(tmp_path / "alice.mp4"), str(p.report), model=str(p.model), **want)
+    ]

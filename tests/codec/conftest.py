@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import nerfvc.cli
+from nerfvc.codec.fit import fit_codec
 from nerfvc.codec.synthetic import synthetic_features
-from nerfvc.codec.tables import CODEC_FILE, CodecTables, fit_codec
+from nerfvc.codec.tables import CODEC_FILE, CodecTables
 from nerfvc.modeldir import finalize_model_dir
 
 FP = "0123456789abcdef"

@@ -23,9 +23,9 @@ def need(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def german() -> np.ndarray:
     """All 500 frames of the german clip (uint8 RGB, 512x512)."""
-    from nerfvc.eval.video import read_frames
+    from nerfvc.io.video import read_frame_range
 
-    return read_frames(need(GERMAN))
+    return read_frame_range(need(GERMAN))
 
 
 @pytest.fixture(scope="session")

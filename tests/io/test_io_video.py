@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerfvc.errors import InputError
-from nerfvc.io import VideoWriter, probe, read_frames, write_video
+from nerfvc.io import VideoWriter, count_frames, probe, read_frame_range, read_frames, write_video
 
 CLIPS = Path(__file__).parents[2] / "../shared/data/clips"
 GERMAN = CLIPS / "mimictalk_german_anchor_20s.mp4"
@@ -56,20 +56,25 @@ def test_variable_frame_rate_keeps_true_timestamps(tmp_path):
     np.testing.assert_allclose(got, np.array(times_ms) / 1000, atol=2e-3)
 
 
-@pytest.mark.parametrize("rotation", [90, -90])
-def test_display_rotation_is_applied(tmp_path, rotation):
+def _phone_video(path: Path, rotation: int, frames: int = 3) -> Path:
+    """A 96x64 clip with a white block in its top-left corner, stored with a display rotation."""
     img = np.zeros((64, 96, 3), np.uint8)
-    img[:16, :32] = 255  # a block in the top-left corner
-    path = tmp_path / "phone.mp4"
+    img[:16, :32] = 255
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
         s.set_display_rotation(rotation)
-        for _ in range(3):
+        for _ in range(frames):
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    path = _phone_video(tmp_path / "phone.mp4", rotation)
     info = probe(path)
     assert (info.width, info.height) == (64, 96)
     frame, _ = next(read_frames(path))
@@ -77,6 +82,29 @@ def test_display_rotation_is_applied(tmp_path, rotation):
     # +90 (counter-clockwise, ffmpeg's convention): top-left block → bottom-left; -90: → top-right
     corner = frame[80:, :10] if rotation == 90 else frame[:10, 54:]
     assert corner.mean() > 200 and frame.mean() < 100
+
+
+def test_frame_range_by_index_and_exact_count(tmp_path):
+    path = tmp_path / "ramp.mp4"
+    write_video(path, [np.full((32, 48, 3), 20 * i, np.uint8) for i in range(10)], fps=25)
+    assert count_frames(path) == 10
+    got = read_frame_range(path, 7, 2)
+    assert got.shape == (2, 32, 48, 3) and got.dtype == np.uint8
+    assert [round(float(f.mean()) / 20) for f in got] == [7, 8]
+    assert len(read_frame_range(path, 4)) == 6
+    with pytest.raises(InputError, match="no frames from index 10"):
+        read_frame_range(path, 10)
+
+
+def test_eval_reads_rotated_clips_upright(tmp_path):
+    """The evaluation's test split comes from the one reader, so a phone clip is scored upright."""
+    from nerfvc.eval.run import load_test_split
+
+    path = _phone_video(tmp_path / "phone.mp4", 90, frames=10)
+    gt, previous, info = load_test_split(path)
+    assert gt.shape == (2, 96, 64, 3) and previous.shape == (96, 64, 3)
+    assert (info["width"], info["height"], info["num_frames"]) == (64, 96, 10)
+    assert gt[0][80:, :10].mean() > 200  # the block is bottom-left, as in read_frames
 
 
 def test_write_video_roundtrip_and_even_size(tmp_path):

@@ -15,11 +15,11 @@ from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.features import model_input, save_features
 from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadFieldConfig
+from nerfvc.metrics import psnr
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
 from nerfvc.train.dataset import load_dataset
-from nerfvc.train.metrics import psnr
 from nerfvc.train.synthetic import (
     frame_features,
     make_synthetic_dataset,

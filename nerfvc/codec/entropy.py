@@ -1,0 +1,100 @@
+"""The codec's entropy model: a Laplace distribution quantized to unit bins (see docs/bitstream.md).
+
+The range coder codes each prediction residual with this model (``constriction``'s ``QuantizedLaplace``);
+:func:`laplace_bin_bits` is its ideal code length, the one formula behind the encoder's bit estimates
+(table fitting, rate-distortion optimized quantization) and :func:`estimate_bits`, the differentiable rate
+term of training (with :func:`laplace_scales` / :func:`code_rate_params` from the codec tables).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from nerfvc.codec.tables import CodecTables
+
+MIN_PROBABILITY = 2.0**-24  # floor of a bin's probability (bounds the bits of an outlier)
+
+
+def laplace_bin_bits(y: Any, b: Any) -> Any:
+    """Ideal code length (bits) of the unit bin ``[y - 1/2, y + 1/2)`` under a zero-mean Laplace of scale
+    ``b``, its probability floored at :data:`MIN_PROBABILITY`.
+
+    Element-wise on Python floats, numpy arrays or torch tensors (differentiable), with the result of the
+    same kind; both branches of the CDF stay finite, so gradients do too.
+    """
+    exp, log2, floor = _ops(y)
+
+    def cdf(x: Any) -> Any:
+        below = 0.5 * exp(((x - abs(x)) / 2) / b)  # x < 0: 0.5 e^(x/b)
+        above = 1 - 0.5 * exp(-((x + abs(x)) / 2) / b)  # x >= 0: 1 - 0.5 e^(-x/b)
+        return below * (x < 0) + above * (x >= 0)
+
+    return -log2(floor(cdf(y + 0.5) - cdf(y - 0.5)))
+
+
+def estimate_bits(
+    code: torch.Tensor,
+    scales: torch.Tensor | np.ndarray,
+    step: float | torch.Tensor,
+    mean: torch.Tensor | None = None,
+    noise: bool = True,
+) -> torch.Tensor:
+    """Differentiable code length (bits) of ``code (..., D)`` under the codec's quantized-Laplace model.
+
+    ``scales (D,)`` are Laplace scales ``b`` in feature units (e.g. :func:`laplace_scales`), ``step`` the
+    quantization step(s) (scalar or (D,)), ``mean`` the prediction (default 0). Quantization is modelled by
+    additive uniform noise in [-step/2, step/2] when ``noise`` (training), by rounding otherwise.
+    Returns bits summed over the last dim, shape ``(...)``.
+    """
+    import torch
+
+    scales = torch.as_tensor(scales, dtype=code.dtype, device=code.device)
+    step_t = torch.as_tensor(step, dtype=code.dtype, device=code.device)
+    y = (code - (mean if mean is not None else 0.0)) / step_t  # residual in step units
+    if noise:
+        y = y + (torch.rand_like(y) - 0.5)
+    else:
+        y = y + (torch.round(y) - y).detach()
+    b = torch.clamp(scales / step_t, min=1e-3)
+    return laplace_bin_bits(y, b).sum(-1)
+
+
+def laplace_scales(tables: CodecTables, kind: str = "key") -> np.ndarray:
+    """Laplace scales ``b (D,)`` of the code dims in feature units.
+
+    ``kind``: "key" (stationary) or "delta" (innovation, given the previous frame).
+    """
+    p = tables.key if kind == "key" else tables.delta
+    return p.sigma[-tables.code_dim :] / math.sqrt(2.0)
+
+
+def code_rate_params(tables: CodecTables, step_index: int = 0, kind: str = "delta") -> dict[str, np.ndarray]:
+    """What a rate term for the code dims needs: ``scales``, ``steps``, ``mean``, ``ar`` (each (D,)).
+
+    For delta frames use ``mean = m + ar * (previous code - m)`` as the prediction in :func:`estimate_bits`;
+    for keyframes use ``kind="key"`` and the training mean ``m``.
+    """
+    d = tables.code_dim
+    return {
+        "scales": laplace_scales(tables, kind),
+        "steps": tables.steps(step_index)[-d:],
+        "mean": tables.mean[-d:],
+        "ar": tables.ar[-d:],
+    }
+
+
+def _ops(x: Any) -> tuple[Any, Any, Any]:
+    """``exp``, ``log2`` and the probability floor for the kind of ``x`` (float, numpy or torch)."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch.exp, torch.log2, lambda p: torch.clamp(p, min=MIN_PROBABILITY)
+    if isinstance(x, np.ndarray | np.generic):
+        return np.exp, np.log2, lambda p: np.maximum(p, MIN_PROBABILITY)
+    return math.exp, math.log2, lambda p: max(p, MIN_PROBABILITY)
