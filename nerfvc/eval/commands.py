@@ -64,6 +64,12 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         help="score DISTS on this many evenly spaced frames per rate point (default 8; 0: no DISTS). "
         "DISTS costs ~1 s per 256² frame on one core",
     )
+    p.add_argument(
+        "--keep-videos",
+        action="store_true",
+        help="also keep the ground truth and every codec (and nerfvc) rate point at each size as lossless "
+        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~2 MB per second at 512²)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from nerfvc.eval.metrics import DISTS_FRAMES
     from nerfvc.eval.report import RDPoint, build_report
     from nerfvc.eval.run import floors_only, load_test_split, run_size, upscale_notes
+    from nerfvc.eval.video import VideoKeeper
 
     codecs = [c for c in args.codecs.split(",") if c]
     bad = [c for c in codecs if c not in B.CODECS]
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"{time.time() - t0:6.0f}s {msg}", file=sys.stderr, flush=True)
 
+    keeper = VideoKeeper(args.out, float(info.get("fps") or 25.0)) if args.keep_videos else None
     model = getattr(args, "model", None)
     nerfvc_info: dict = {}
     if model:
@@ -107,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
             face=not args.no_face,
             dists_frames=dists_frames,
             progress=say,
+            keep_video=keeper.add if keeper else None,
         )
+        if keeper:
+            keeper.reference(run.gt)
         if model:
-            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say)
+            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say, keeper)
         runs[s] = run
     resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
     floors = {str(s): r.floors for s, r in runs.items()}
@@ -144,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "test_frames": info["test_frames"],
             "model": str(model) if model else None,
             "nerfvc": nerfvc_info,
+            **({"videos": keeper.index()} if keeper else {}),
         },
     )
     say(f"wrote {files['html']}")
@@ -181,8 +193,9 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     return gt_src, prev_src, points, renderer, nerfvc_info
 
 
-def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -> None:
-    """Render each decoded rate point at the run's size and score it against the run's reference."""
+def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say, keeper) -> None:
+    """Render each decoded rate point at the run's size and score it against the run's reference (and keep
+    it as a video when ``keeper`` is set)."""
     from nerfvc.eval.metrics import evaluate
     from nerfvc.eval.pipeline import render_sequence
     from nerfvc.eval.report import RDPoint
@@ -193,6 +206,8 @@ def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -
         ms = (time.perf_counter() - t) / len(frames) * 1000
         nerfvc_info["render_ms"][str(run.size)] = ms
         res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face, dists_frames=dists_frames)
+        if keeper:
+            keeper.add("nerfvc", p.label, p.kbps, frames)
         run.systems.setdefault("nerfvc", []).append(
             RDPoint.from_eval(res, p.kbps, frames=frames, label=p.label)
         )

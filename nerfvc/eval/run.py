@@ -55,8 +55,12 @@ def run_size(
     face: bool = True,
     dists_frames: int | None = None,
     progress: Callable[[str], None] | None = None,
+    keep_video: Callable[[str, str, float | None, np.ndarray], None] | None = None,
 ) -> SizeRun:
-    """Freeze, next-frame and codec sweeps at ``size``; decoded frames kept for ``keep_frames`` systems."""
+    """Freeze, next-frame and codec sweeps at ``size``; decoded frames kept for ``keep_frames`` systems.
+
+    ``keep_video(codec, label, kbps, frames)`` is called for every codec rate point (e.g.
+    ``VideoKeeper.add``)."""
     gt = resize_frames(gt_src, size)
     prev = resize_frames(prev_src[None], size)[0]
     ref = prepare_reference(gt, face=face)
@@ -80,7 +84,10 @@ def run_size(
         qs = (sweeps or {}).get(c) or B.CODECS[c].sweep
         for q in qs:
             r = B.encode(gt, c, q)
-            add(c, r.frames, r.kbps, f"{B.CODECS[c].q_name} {q}", r.info())
+            label = f"{B.CODECS[c].q_name} {q}"
+            add(c, r.frames, r.kbps, label, r.info())
+            if keep_video is not None:
+                keep_video(c, label, r.kbps, r.frames)
             if q == B.CODECS[c].q_floor:
                 run.floors[c] = {"q": q, "kbps": r.kbps}
     return run
