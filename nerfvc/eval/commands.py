@@ -68,7 +68,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         "--keep-videos",
         action="store_true",
         help="also keep the ground truth and every codec (and nerfvc) rate point at each size as lossless "
-        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~2 MB per second at 512²)",
+        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~1.3 MB per second of video at 256², "
+        "4× that at 512²)",
     )
 
 

@@ -96,7 +96,7 @@ def _report(eval_dir: Path, res: dict, size: int) -> _Report:
     )  # fmt: skip
 
 
-def closest(points: list[_Point], kbps: float) -> _Point:
+def _closest(points: list[_Point], kbps: float) -> _Point:
     """The point closest to ``kbps`` in log rate."""
     return min(points, key=lambda p: abs(math.log(p.kbps / kbps)))
 
@@ -141,12 +141,15 @@ def build_test(
     if not dirs:
         raise InputError("give at least one eval report directory")
     kept = [_kept(d) for d in dirs]
-    if size is None:
-        common = set.intersection(*(set(map(int, r["videos"])) for r in kept))
-        if not common:
-            raise InputError("the reports kept videos at no common size; pass --size")
-        size = max(common)
-    reports = [_report(d, r, size) for d, r in zip(dirs, kept)]
+    try:
+        if size is None:
+            common = set.intersection(*(set(map(int, r["videos"])) for r in kept))
+            if not common:
+                raise InputError("the reports kept videos at no common size; pass --size")
+            size = max(common)
+        reports = [_report(d, r, size) for d, r in zip(dirs, kept)]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"malformed `videos` index in a report's results.json ({e!r})") from None
     seed = secrets.randbelow(2**31) if seed is None else seed
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +191,7 @@ def _assemble(
         pairs: dict[tuple[_Point, _Point], set[str]] = {}
         for pts in rep.codecs.values():
             for ours in rep.nerfvc:
-                c = closest(pts, ours.kbps)
+                c = _closest(pts, ours.kbps)
                 roles.setdefault(c, set()).add("matched")
                 pairs.setdefault((ours, c), set()).add("matched")
             roles.setdefault(pts[0], set()).add("lowest")

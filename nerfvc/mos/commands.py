@@ -112,7 +112,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     )
     for r in res["raters"]:
         if r["excluded"]:
-            print(f"  excluded rater {r['rater'] + 1}: {r['reason']}")
+            print(f"  excluded rater {r['rater']}: {r['reason']}")
     if args.report:
         print(f"added the Subjective section to {R.add_to_report(args.report, res, plot)}")
     return 0

@@ -1,10 +1,10 @@
 """The rating pages (server-rendered HTML, a few lines of JavaScript, no external resources).
 
-P.910 habits: mid-grey background, the clip shown at its own pixel size, a grey screen before, between and
-after clips, the vote enabled only once every clip of the trial has played to its end (and the clips hidden
-while voting), one presentation per trial, labelled 5-point ACR scale, forced A/B choice. The ``<body>``
-carries ``data-page``, ``data-trial``, ``data-position`` and, once the vote is open, ``data-ready`` (what
-the scripted-rater test reads).
+P.910 habits: mid-grey background, the clip shown at its own pixel size (both clips of a pair in the same
+place), a grey screen before, between and after clips, the vote enabled only once every clip of the trial
+has played to its end (and the clips hidden while voting), one presentation per trial, labelled 5-point
+ACR scale, forced A/B choice. The ``<body>`` carries ``data-page``, ``data-trial``, ``data-position`` and,
+once the vote is open, ``data-ready`` (what the scripted-rater test reads).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nerfvc.mos.manifest import ACR_SCALE, Manifest, Stimulus, Trial
 _CSS = """body{background:#808080;color:#fff;font-family:sans-serif;margin:0;padding:1.5em;text-align:center}
 main{max-width:1000px;margin:0 auto}p,li{line-height:1.45}.note{color:#eee;font-size:14px}
 .stage{display:inline-block;background:#808080;position:relative}
-video.stim{visibility:hidden;display:block}
+video.stim{visibility:hidden;position:absolute;top:0;left:0}
 #caption{font-size:28px;font-weight:bold;height:1.4em}
 form button{font-size:18px;margin:.3em;padding:.5em 1em;min-width:8em}
 .anchors{display:flex;gap:2em;justify-content:center;flex-wrap:wrap}.anchors figure{margin:0}
@@ -123,7 +123,7 @@ def trial(m: Manifest, token: str, t: Trial, ab: tuple[str, ...], position: int,
         part, question = "Part 2", "Which clip did you prefer?"
         buttons = "".join(f"<button type=submit name=choice value={c}>{c}</button>" for c in "AB")
     body = f"""<p class=note>{part} — trial {position + 1} of {total}</p>
-<div id=caption></div><div class=stage>{videos}</div>
+<div id=caption></div><div class=stage style="width:{m.size}px;height:{m.size}px">{videos}</div>
 <p><button id=play hidden>Play</button></p><p id=error></p>
 <form id=vote method=post action="/r/{token}/vote" hidden><input type=hidden name=trial value="{t.id}">
 <h2>{question}</h2>{buttons}</form>{_PLAYER}"""

@@ -1,5 +1,4 @@
-"""``nerfvc mos results``: rater screening, MOS and preferences with 95% intervals, JSON, plot, report
-section.
+"""``nerfvc mos results``: rater screening, MOS and preference with 95% intervals, JSON, plot, report section.
 
 Screening (P.910 habit, ACR with hidden reference): a rater whose mean score of the hidden references is
 below ``min_reference`` (default 3.5: on average "Fair" or worse for the unimpaired original), or who rated
@@ -36,7 +35,10 @@ def _order(m: Manifest, sid: str) -> tuple:
 
 
 def analyse(m: Manifest, votes: Sequence[Vote], min_reference: float = MIN_REFERENCE) -> dict:
-    """Screen the raters and compute every number from the manifest and the votes (no file access)."""
+    """Screen the raters and compute every number from the manifest and the votes (no file access). Raters
+    are numbered from 1, as ``nerfvc mos serve`` lists their links."""
+    if any(v.trial not in m.trials for v in votes):
+        raise InputError(f"{VOTES} holds votes on trials that are not in this test's manifest")
     clip = {s.id: s.video for s in m.sources}
     is_ref = {t.id: m.stimuli[t.stimuli[0]].system == REFERENCE for t in m.trials.values() if t.kind == "acr"}
     by_rater: dict[int, list[Vote]] = defaultdict(list)
@@ -54,7 +56,7 @@ def analyse(m: Manifest, votes: Sequence[Vote], min_reference: float = MIN_REFER
         else:
             kept.add(r)
         raters.append(
-            {"rater": r, "votes": len(by_rater[r]), "trials": len(m.trials),
+            {"rater": r + 1, "votes": len(by_rater[r]), "trials": len(m.trials),
              "reference_mean": _r(ref_mean), "excluded": bool(reason), "reason": reason}
         )  # fmt: skip
     good = [v for v in votes if v.rater in kept]
@@ -204,7 +206,7 @@ def section(results: dict, plot_name: str, json_name: str) -> str:
         "<p class=note>Subjective test (ITU-T P.910 habits: ACR 5-point with hidden reference, paired "
         f"comparison, randomised balanced order): {results['seconds']:g} s clips at {results['size']}², "
         f"{results['raters_kept']} rater(s) kept, {results['raters_excluded']} excluded by screening "
-        f"({e(scr['rule'])}: {scr['min_reference_mean']:g}). "
+        f"(mean hidden-reference score below {scr['min_reference_mean']:g}, or no reference rated). "
         f"{'' if results['votes_used'] else 'No votes yet. '}Bitrates are those of the whole test split. "
         f"All numbers: <a href='{e(json_name)}'>{e(json_name)}</a>.</p>"
     ]

@@ -32,23 +32,28 @@ def _votes() -> list[Vote]:
     for r, scores in acr.items():
         out += [Vote(r, f"a{s}", i, v, None, None, 0.0) for i, (s, v) in enumerate(zip("RNX", scores))]
         out.append(Vote(r, "p", 3, None, "A", prefer[r], 0.0))
-    return [*out, Vote(4, "aN", 0, 1, None, None, 0.0)]  # rater 4 never rated a reference
+    return [*out, Vote(4, "aN", 0, 1, None, None, 0.0)]  # rater index 4 never rated a reference
+
+
+def test_votes_from_another_test_are_refused():
+    with pytest.raises(InputError, match="not in this test"):
+        R.analyse(_manifest(), [Vote(0, "elsewhere", 0, 3, None, None, 0.0)])
 
 
 def test_screening_mos_dmos_and_preference_by_hand():
     res = R.analyse(_manifest(), _votes())
     reasons = {r["rater"]: r["reason"] for r in res["raters"]}
-    assert reasons == {
-        0: "",
+    assert reasons == {  # numbered from 1, as `serve` prints the links
         1: "",
         2: "",
-        3: "hidden reference rated 2.00 on average (< 3.5)",
-        4: "rated no hidden reference",
+        3: "",
+        4: "hidden reference rated 2.00 on average (< 3.5)",
+        5: "rated no hidden reference",
     }
     assert (res["raters_kept"], res["raters_excluded"], res["votes_used"]) == (3, 2, 12)
     acr = {r["stimulus"]: r for r in res["acr"]}
     assert [r["system"] for r in res["acr"]] == ["reference", "nerfvc", "x265"]
-    # kept raters 0-2. R: 5 4 5 → mean 4.667, sd 0.57735, t(0.975, 2) 4.302653 → ± 1.434218
+    # kept: raters 1-3 (indices 0-2). R: 5 4 5 → mean 4.667, sd 0.57735, t(0.975, 2) 4.302653 → ± 1.434218
     assert acr["R"]["n"] == 3 and acr["R"]["mos"] == 4.667 and acr["R"]["ci95"] == [3.232, 6.101]
     assert acr["N"]["mos"] == 3.667 and acr["N"]["ci95"] == [2.232, 5.101]  # 4 4 3
     assert acr["X"]["mos"] == 2.0 and acr["X"]["ci95"] == [-0.484, 4.484]  # 2 3 1: sd 1 → ± 2.484138
@@ -60,7 +65,7 @@ def test_screening_mos_dmos_and_preference_by_hand():
     assert (pair["n"], pair["nerfvc_preferred"], pair["percent"]) == (3, 2, 66.7)
     assert pair["ci95"] == [20.8, 93.9]
     assert pair["other"] == {"system": "x265", "label": "crf 51", "kbps": 6.6}
-    # a laxer threshold keeps rater 3 (reference 2 ≥ 1.5): 4 votes on the pair, 2 for nerfvc
+    # a laxer threshold keeps rater 4 (reference 2 ≥ 1.5): 4 votes on the pair, 2 for nerfvc
     lax = R.analyse(_manifest(), _votes(), min_reference=1.5)
     assert lax["raters_kept"] == 4 and (lax["preference"][0]["n"], lax["preference"][0]["percent"]) == (4, 50)
 
