@@ -196,7 +196,7 @@ def _assemble(
                 pairs.setdefault((ours, c), set()).add("matched")
             roles.setdefault(pts[0], set()).add("lowest")
             pairs.setdefault((rep.nerfvc[0], pts[0]), set()).add("lowest")
-        made = {p: make(src, p, tuple(sorted(r)), 0) for p, r in roles.items()}
+        made = {p: make(src, p, tuple(sorted(r)), src.first_frame) for p, r in roles.items()}
         for s in made.values():
             stimuli[s.id] = s
             tid = _new_id(taken)
