@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.live.commands",  # receive, send
     "nerfvc.eval.commands",  # eval-baselines, eval
     "nerfvc.batch_commands",  # batch
+    "nerfvc.mos.commands",  # mos build, mos serve, mos results
 ]
 
 

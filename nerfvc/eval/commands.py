@@ -80,6 +80,13 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         help="score DISTS on this many evenly spaced frames per rate point (default 8; 0: no DISTS). "
         "DISTS costs ~1 s per 256² frame on one core",
     )
+    p.add_argument(
+        "--keep-videos",
+        action="store_true",
+        help="also keep the ground truth and every codec (and nerfvc) rate point at each size as lossless "
+        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~1.3 MB per second of video at 256², "
+        "4× that at 512²)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,3 +25,4 @@ class EvalOptions:
     kbps: str = "0.8,1.5,3"  # nerfvc target rates
     max_frames: int = 0  # score only the first N test frames (0: all)
     frames_per_packet: int = 1  # frames sharing one packet's framing (1: as in a live call)
+    keep_videos: bool = False  # keep every scored sequence as a lossless video (REPORT/videos/)

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nerfvc.errors import InputError
 from nerfvc.eval.metrics import METRICS
 from nerfvc.eval.video import ffmpeg_exe, to_jsonable
 from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
@@ -96,7 +97,7 @@ def _val(p: RDPoint, k: str) -> float:
     return float(v)
 
 
-def _plain_log_ticks(axis) -> None:
+def plain_log_ticks(axis) -> None:
     """Plain numbers on a log axis (1, 2, 5, 10, 20, ...) instead of 2×10^0."""
     from matplotlib.ticker import FuncFormatter
 
@@ -141,7 +142,7 @@ def plot_rd(
         else:
             ax.plot(x, y, "o-", color=c, lw=2.5 if name == "nerfvc" else 1.5, label=name)
     ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("bitrate (kbps, log)")
     ax.set_ylabel(f"{label} ({'higher' if higher else 'lower'} is better)")
     ax.set_title(title or label)
@@ -184,7 +185,7 @@ def plot_resolution(
         a.set_xlabel("frame size (px; 1024 = upscaled 512 source)")
         a.grid(True, alpha=0.3)
     a1.set_yscale("log")
-    _plain_log_ticks(a1.yaxis)
+    plain_log_ticks(a1.yaxis)
     a1.set_ylabel("lowest bitrate reached (kbps, log)")
     a1.set_title("Bitrate floor vs resolution")
     label, higher = METRICS.get(metric, (metric, True))
@@ -402,5 +403,26 @@ def _html(title, notes, sys_pts, cited, files, cols, res_pts) -> str:
         h.append("<h2>Resolution</h2><img src='resolution.png'>")
         for s in sorted(res_pts):
             h.append(f"<h3>{s}²</h3>" + _table(res_pts[s], TABLE_KEYS, cited))
-    h.append("<p class=note>All numbers: <a href='results.json'>results.json</a>.</p>")
+    h.append(_FOOTER)
     return "\n".join(h)
+
+
+_FOOTER = "<p class=note>All numbers: <a href='results.json'>results.json</a>.</p>"
+
+
+def add_section(out_dir: str | Path, key: str, title: str, body: str) -> Path:
+    """Put a titled HTML section into ``out_dir/report.html`` before its closing note, replacing the
+    section of the same ``key`` if the report has one (e.g. ``nerfvc mos results --report``)."""
+    path = Path(out_dir) / "report.html"
+    if not path.is_file():
+        raise InputError(f"{out_dir}: no report.html (not a `nerfvc eval` report directory)")
+    page = path.read_text()
+    start, end = f"<!-- section:{key} -->", f"<!-- /section:{key} -->"
+    if start in page and end in page:
+        page = page[: page.index(start)] + page[page.index(end) + len(end) :].lstrip("\n")
+    block = f"{start}\n<h2>{html.escape(title)}</h2>\n{body}\n{end}\n"
+    at = page.find(_FOOTER)
+    page = page[:at] + block + page[at:] if at >= 0 else page + "\n" + block
+    write_bytes_atomic(path, page.encode())
+    path.chmod(0o644)
+    return path

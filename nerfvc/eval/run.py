@@ -24,7 +24,7 @@ from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import Reference, evaluate, prepare_reference
 from nerfvc.eval.options import EvalOptions
 from nerfvc.eval.report import RDPoint
-from nerfvc.eval.video import resize_frames
+from nerfvc.eval.video import VideoKeeper, resize_frames
 from nerfvc.io.video import count_frames, probe, read_frame_range
 from nerfvc.metrics import psnr, ssim
 
@@ -67,8 +67,12 @@ def run_size(
     face: bool = True,
     dists_frames: int | None = None,
     progress: Callable[[str], None] | None = None,
+    keep_video: Callable[[str, str, float | None, np.ndarray], None] | None = None,
 ) -> SizeRun:
-    """Freeze, next-frame and codec sweeps at ``size``; decoded frames kept for ``keep_frames`` systems."""
+    """Freeze, next-frame and codec sweeps at ``size``; decoded frames kept for ``keep_frames`` systems.
+
+    ``keep_video(codec, label, kbps, frames)`` is called for every codec rate point (e.g.
+    ``VideoKeeper.add``)."""
     gt = resize_frames(gt_src, size)
     prev = resize_frames(prev_src[None], size)[0]
     ref = prepare_reference(gt, face=face)
@@ -92,7 +96,10 @@ def run_size(
         qs = (sweeps or {}).get(c) or B.CODECS[c].sweep
         for q in qs:
             r = B.encode(gt, c, q)
-            add(c, r.frames, r.kbps, f"{B.CODECS[c].q_name} {q}", r.info())
+            label = f"{B.CODECS[c].q_name} {q}"
+            add(c, r.frames, r.kbps, label, r.info())
+            if keep_video is not None:
+                keep_video(c, label, r.kbps, r.frames)
             if q == B.CODECS[c].q_floor:
                 run.floors[c] = {"q": q, "kbps": r.kbps}
     return run
@@ -150,6 +157,7 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
     def say(msg: str) -> None:
         print(f"{time.time() - t0:6.0f}s {msg}", file=sys.stderr, flush=True)
 
+    keeper = VideoKeeper(args.out, float(info.get("fps") or 25.0)) if args.keep_videos else None
     model = args.model
     nerfvc_info: dict = {}
     if model:
@@ -165,9 +173,12 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
             face=not args.no_face,
             dists_frames=dists_frames,
             progress=say,
+            keep_video=keeper.add if keeper else None,
         )
+        if keeper:
+            keeper.reference(run.gt)
         if model:
-            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say)
+            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say, keeper)
         runs[s] = run
     resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
     floors = {str(s): r.floors for s, r in runs.items()}
@@ -202,6 +213,7 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
             "test_frames": info["test_frames"],
             "model": str(model) if model else None,
             "nerfvc": nerfvc_info,
+            **({"videos": keeper.index()} if keeper else {}),
         },
     )
     say(f"wrote {files['html']}")
@@ -237,8 +249,9 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     return gt_src, prev_src, points, renderer, nerfvc_info
 
 
-def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -> None:
-    """Render each decoded rate point at the run's size and score it against the run's reference."""
+def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say, keeper) -> None:
+    """Render each decoded rate point at the run's size and score it against the run's reference (and keep
+    it as a video when ``keeper`` is set)."""
     from nerfvc.eval.pipeline import render_sequence
 
     for p in points:
@@ -247,6 +260,8 @@ def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say) -
         ms = (time.perf_counter() - t) / len(frames) * 1000
         nerfvc_info["render_ms"][str(run.size)] = ms
         res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face, dists_frames=dists_frames)
+        if keeper:
+            keeper.add("nerfvc", p.label, p.kbps, frames)
         run.systems.setdefault("nerfvc", []).append(
             RDPoint.from_eval(res, p.kbps, frames=frames, label=p.label)
         )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from nerfvc.eval import baselines as B
 from nerfvc.eval.metrics import evaluate, prepare_reference
 from nerfvc.eval.report import RDPoint, build_report
+from nerfvc.eval.video import VideoKeeper
+from nerfvc.io.video import read_frame_range as read_frames
 
 
 def _synthetic(n: int = 6, size: int = 64) -> np.ndarray:
@@ -97,7 +100,7 @@ def test_eval_baselines_command_on_a_short_clip(tmp_path):
     commands.register(ap.add_subparsers())
     out = tmp_path / "rep"
     argv = ["eval-baselines", str(clip), "-o", str(out), "--sizes", "96", "--codecs", "x265", "--points", "1"]
-    args = ap.parse_args([*argv, "--no-face", "--dists-frames", "2"])
+    args = ap.parse_args([*argv, "--no-face", "--dists-frames", "2", "--keep-videos"])
     assert args.func(args) == 0
     for name in (
         "report.html",
@@ -115,3 +118,23 @@ def test_eval_baselines_command_on_a_short_clip(tmp_path):
     )
     html = (out / "report.html").read_text()
     assert "FOMM" in html and "cited, not measured here" in html  # the paper's rows are marked as such
+    # --keep-videos: the ground truth and the codec point as lossless videos, indexed in results.json
+    kept = res["videos"]["96"]
+    assert kept["frames"] == 25 and kept["fps"] == 25 and set(kept["systems"]) == {"x265"}
+    (x265,) = kept["systems"]["x265"]
+    assert x265["kbps"] == res["systems"]["x265"][0]["kbps"] and x265["label"] == "crf 51"
+    for rel in (kept["ground_truth"], x265["file"]):
+        assert read_frames(out / rel).shape == (25, 96, 96, 3)
+
+
+def test_kept_videos_are_lossless(tmp_path):
+    keeper = VideoKeeper(tmp_path, 30.0)
+    gt = _synthetic(5, 48)
+    keeper.reference(gt)
+    keeper.add("nerfvc", "0.8 kbps", 0.81, gt[::-1])
+    index = keeper.index()["48"]
+    assert index["fps"] == 30.0 and index["frames"] == 5
+    assert np.array_equal(read_frames(tmp_path / index["ground_truth"]), gt)
+    assert np.array_equal(read_frames(tmp_path / index["systems"]["nerfvc"][0]["file"]), gt[::-1])
+    with pytest.raises(ValueError, match="expected 5"):
+        keeper.add("x265", "CRF 51", 5.0, gt[:3])
