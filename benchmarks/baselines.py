@@ -22,8 +22,8 @@ from nerfvc.eval.metrics import evaluate, prepare_reference
 from nerfvc.eval.run import load_test_split
 from nerfvc.eval.video import resize_frames, to_jsonable
 from nerfvc.fsutil import write_json_atomic
-from nerfvc.machine import machine_record
 from nerfvc.metrics import psnr, ssim
+from nerfvc.record import machine_record
 
 KEYS = ("kbps", "psnr", "ssim", "lpips", "dists", "csim", "prmse", "aucon", "lmd")
 

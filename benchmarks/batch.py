@@ -29,7 +29,7 @@ from clips import CLIPS, select
 
 from nerfvc.batch import BatchConfig, parse_eval_options, run_batch
 from nerfvc.fsutil import read_json, write_json_atomic
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

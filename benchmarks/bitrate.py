@@ -29,7 +29,7 @@ from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
 from nerfvc.errors import InputError
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 FP = "0123456789abcdef"
 STEP_INDICES = [-24, -20, -16, -12, -10, -8, -6, -4, -2, 0, 2, 4, 6, 8, 10, 12, 16, 32, 48]

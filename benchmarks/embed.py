@@ -43,7 +43,7 @@ from nerfvc.embed.train import (
     load_dataset_geometry,
     train_embedding,
 )
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 STEP_INDICES = list(range(-24, 44, 4))
 GRID = [(1, 0.0), (1, 0.3), (2, 0.3)]

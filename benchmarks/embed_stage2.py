@@ -40,8 +40,8 @@ from nerfvc.embed.train import (
     save_embedding,
     train_embedding,
 )
-from nerfvc.machine import machine_record
 from nerfvc.modeldir import finalize_model_dir
+from nerfvc.record import machine_record
 
 
 def main() -> None:

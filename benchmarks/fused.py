@@ -29,7 +29,7 @@ import torch
 from nerfvc.field.cpp import cpp_march
 from nerfvc.field.encodings import load_cpp_extension
 from nerfvc.field.fused import FusedDensityFn, fused_density, load_fused_extension
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent

@@ -51,7 +51,7 @@ from nerfvc.codec.weights import load_face_model  # noqa: E402
 from nerfvc.datasetdir import features_path, read_features  # noqa: E402
 from nerfvc.errors import NerfvcError  # noqa: E402
 from nerfvc.fsutil import write_json_atomic  # noqa: E402
-from nerfvc.machine import machine_record  # noqa: E402
+from nerfvc.record import machine_record  # noqa: E402
 
 FP = "0123456789abcdef"
 FRAMES = 60

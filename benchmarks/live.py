@@ -34,7 +34,7 @@ from nerfvc.live.interfaces import DebugDiscRenderer  # noqa: E402
 from nerfvc.live.receiver import Receiver  # noqa: E402
 from nerfvc.live.sender import Sender, SenderConfig  # noqa: E402
 from nerfvc.live.transport import use_loopback_only  # noqa: E402
-from nerfvc.machine import machine_record  # noqa: E402
+from nerfvc.record import machine_record  # noqa: E402
 from tests.live.cdp import Browser, find_chromium  # noqa: E402
 from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder, clip_features  # noqa: E402
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nerfvc.machine import machine_record
 from nerfvc.metrics import psnr, ssim
+from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.trainer import TrainConfig, train

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from nerfvc.field.fields import field_settings, mlp_dtype
-from nerfvc.machine import machine_record
 from nerfvc.metrics import psnr
+from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
 

@@ -19,8 +19,8 @@ from PIL import Image
 
 from nerfvc.eval.lpips import lpips_batch
 from nerfvc.fsutil import read_json
-from nerfvc.machine import machine_record
 from nerfvc.metrics import psnr, ssim
+from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import load_dataset
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT / "../shared/data/clips/mimictalk_german_anchor_20s.mp4"

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nerfvc.field.fields import field_settings
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.trainer import (

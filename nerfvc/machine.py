@@ -9,18 +9,16 @@ the precision of the head MLPs (``fields.mlp_dtype``, ``NERFVC_PRECISION=auto|fp
 density kernel (``fields.density_kernel``, ``NERFVC_KERNEL=auto|fused|torch``), in :mod:`nerfvc.field.fields`.
 Training, the frame renderer, eval and the live receiver all ask these functions.
 
-:func:`machine_record` is the description every benchmark result carries.
+:func:`nerfvc.record.machine_record` is the description every benchmark result carries.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import logging
 import os
 import platform
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,34 +65,6 @@ def isa() -> dict[str, bool]:
     """The instruction-set extensions that decide NeRF speed here: which of :data:`ISA_FLAGS` the CPU has."""
     flags = _cpuinfo()[1]
     return {f: f in flags for f in ISA_FLAGS}
-
-
-def machine_record(threads: int | None = None) -> dict:
-    """Who measured a benchmark: CPU model, ISA flags, cores, threads, torch version, commit, date and the
-    precision choice. Every file in ``benchmarks/results/`` carries one."""
-    from nerfvc.field.fields import density_kernel, mlp_dtype  # they ask this module: import at call time
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent,
-    ).stdout.strip()
-    return {
-        "cpu_model": cpu_model(),
-        "isa": isa(),
-        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "torch": torch.__version__,
-        "commit": commit or None,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "mlp_precision": precision_name(mlp_dtype()),
-        "precision_forced": os.environ.get("NERFVC_PRECISION", "auto"),
-        "density_kernel": {"rendering": density_kernel(), "training": density_kernel(backward=True)},
-        "kernel_forced": os.environ.get("NERFVC_KERNEL", "auto"),
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
 
 
 def precision_name(dtype: torch.dtype) -> str:

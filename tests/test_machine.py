@@ -10,6 +10,7 @@ from nerfvc.errors import InputError
 from nerfvc.field import fields
 from nerfvc.field.fields import HeadField, HeadFieldConfig
 from nerfvc.field.fused import fused_density_available
+from nerfvc.record import machine_record
 
 
 @pytest.fixture()
@@ -104,12 +105,12 @@ def test_the_head_field_runs_its_mlps_in_the_chosen_precision(fresh, monkeypatch
 
 def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
-    rec = machine.machine_record(threads=2)
+    rec = machine_record(threads=2)
     assert rec["cpu_model"] == machine.cpu_model() and rec["threads"] == 2
     assert set(rec["isa"]) == set(machine.ISA_FLAGS) and rec["mlp_precision"] == "fp32"
     assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
     monkeypatch.setenv("NERFVC_KERNEL", "torch")
-    assert machine.machine_record()["density_kernel"] == {"rendering": "torch", "training": "torch"}
+    assert machine_record()["density_kernel"] == {"rendering": "torch", "training": "torch"}
 
 
 def test_the_first_ask_may_come_from_inside_a_render(fresh):

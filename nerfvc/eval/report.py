@@ -28,7 +28,7 @@ from nerfvc.errors import InputError
 from nerfvc.eval.metrics import METRICS
 from nerfvc.eval.video import ffmpeg_exe, to_jsonable
 from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
-from nerfvc.machine import machine_record
+from nerfvc.record import machine_record
 
 TABLE_KEYS = [
     "kbps",
