@@ -1,10 +1,10 @@
 """Frame renderer for the receiver: the trained model, rendered with far fewer field evaluations.
 
 Training renders independent rays (``PortraitNeRF.render_rays``). A receiver renders whole frames, which
-allows three savings that do not change the model:
+allows savings that do not change the model:
 
 1. **One frame, one code.** The expression and consistency codes are the same for every sample of a frame,
-   so they are folded into the first-layer biases of each MLP (:class:`FrameHead`) instead of being
+   so they are folded into the first-layer biases of each MLP (:mod:`nerfvc.field.frame`) instead of being
    concatenated to every point.
 2. **A coarse pass at a fixed low resolution.** The coarse head field (density only, no colour) runs on a
    pixel grid of about ``coarse_size`` pixels on the longer side, whatever the output size (its cost is the
@@ -16,8 +16,13 @@ allows three savings that do not change the model:
 4. **The torso at its own resolution.** The torso field is band-limited by its finest feature plane, so
    above ``torso_size`` pixels it is evaluated on a ``torso_size`` grid and bilinearly upsampled.
 
-At 256² on german the result matches ``render_rays`` to 50 dB PSNR with half the field evaluations (see
-``benchmarks/render.py``).
+5. **Fused C++ passes** (:mod:`nerfvc.field.fused`) where this machine chose the fused kernels: each head
+   march (occupancy lookup, hash grid read as float16 pairs, density and colour MLPs, compositing, early
+   termination), the fine bins, and the torso run as one pass each with no per-sample tensor;
+   :func:`march_torch` and the fields themselves are the tested pure-torch twins.
+
+``benchmarks/render.py`` measures it against ``render_rays`` (PSNR to the ground truth and to the reference
+render, field points, time); ``tests/train/test_train.py`` asserts ≥ 38 dB between the two on a tiny scene.
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from nerfvc.field.fields import HeadField, TorsoField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fine_edges, fused_march, fused_torso, pack_half_pairs
+from nerfvc.field.frame import FrameHead, FrameTorso
+from nerfvc.field.fused import fine_edges, fused_march
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -54,123 +58,6 @@ class FastRenderConfig:
     def coarse_stride(self, height: int, width: int) -> int:
         """Pixel stride of the coarse pass for a ``height`` × ``width`` frame."""
         return max(2, round(max(height, width) / self.coarse_size))
-
-
-class FrameHead:
-    """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
-    folded into the first-layer biases, so evaluating a point costs only its grid features. The density runs
-    as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
-    run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
-    training). ``half_table``: the fused march reads the grid features as float16 pairs (half the gathers
-    and cache; ``benchmarks/render.py`` measures the cost in PSNR)."""
-
-    def __init__(
-        self,
-        head: HeadField,
-        code: torch.Tensor,
-        consistency: torch.Tensor,
-        dtype: torch.dtype | None = None,
-        half_table: bool = False,
-    ):
-        cfg = head.cfg
-        g, c, k, geo = cfg.grid.out_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
-        self.grid = head.grid
-        self.dtype = dtype = dtype or mlp_dtype(code.device)
-        s0, s1 = head.sigma_net[0], head.sigma_net[2:]
-        c0, c1 = head.color_net[0], head.color_net[2:]
-        if len(s1) != 1 or len(c1) != 1:
-            raise ValueError("FrameHead supports one hidden layer per MLP (sigma_layers = color_layers = 1)")
-        w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
-        b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
-        w2, b2 = s1[0].weight.t().contiguous(), s1[0].bias  # (H,1+geo), (1+geo,)
-        b = c0.bias + code @ c0.weight[:, geo : geo + c].t()
-        if k:
-            b = b + consistency @ c0.weight[:, geo + c : geo + c + k].t()
-        w_geo = c0.weight[:, :geo].t()  # (geo,H)
-        w_view = c0.weight[:, geo + c + k :].t() if cfg.use_view_dir else None  # (3,H)
-        w3, b3 = c1[0].weight.t().contiguous(), c1[0].bias  # (H,3), (3,)
-        self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
-        self.fused_color: tuple[torch.Tensor, ...] = ()
-        self.half_table: torch.Tensor | None = None
-        if density_kernel(code.device) == "fused":
-            self.fused = (self.grid.table, self.grid.res, w1, b1.contiguous(), w2, b2)
-            wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
-            self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
-            if half_table and cfg.grid.features == 2:
-                self.half_table = pack_half_pairs(self.grid.table)  # (L,T) int32
-            return
-        self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
-        self.b_color = b.to(dtype)  # (1,H)
-        self.w_geo = w_geo.to(dtype)
-        self.w_view = None if w_view is None else w_view.to(dtype)
-        self.w3, self.b3 = w3.to(dtype), b3.to(dtype)
-
-    def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points (N,3) in [0,1]³ → sigma (N,) float32, geometry feature (N,geo) in ``dtype``."""
-        h = torch.addmm(self.b1, self.grid(x).to(self.dtype), self.w1).relu_()
-        h = torch.addmm(self.b2, h, self.w2)
-        return trunc_exp(h[:, 0].float() - 1.0), h[:, 1:]
-
-    def view_bias(self, view: torch.Tensor) -> torch.Tensor:
-        """Unit view directions (R,3) → their first-layer colour term (R,H)."""
-        if self.w_view is None:
-            return self.b_color.expand(view.shape[0], -1)
-        return torch.addmm(self.b_color, view.to(self.dtype), self.w_view)
-
-    def color(self, geo: torch.Tensor, view_bias: torch.Tensor) -> torch.Tensor:
-        """Geometry features (N,geo) and per-point view terms (N,H) → rgb (N,3) float32."""
-        h = torch.addmm(view_bias, geo, self.w_geo).relu_()
-        return torch.sigmoid(torch.addmm(self.b3, h, self.w3).float())
-
-
-class FrameTorso:
-    """A :class:`TorsoField` specialised to one frame: the pose (1,12), the torso's own code and the
-    consistency code (1,K) are folded into the first-layer biases of its two MLPs. Runs as one fused C++
-    pass over pixels where this machine chose the fused kernels, else as the field itself."""
-
-    def __init__(
-        self, torso: TorsoField, pose: torch.Tensor, consistency: torch.Tensor, shift: torch.Tensor | None
-    ):
-        self.field, self.pose, self.consistency, self.shift = torso, pose, consistency, shift
-        self.fused: tuple | None = None
-        if density_kernel(pose.device) != "fused" or pose.device.type != "cpu":
-            return
-        code = torso.code.view(1, -1)
-        deform = [m for m in torso.deform if isinstance(m, nn.Linear)]
-        net = [m for m in torso.net if isinstance(m, nn.Linear)]
-        n_feat = torso.cfg.planes.out_dim
-        d0 = split_bias(deform[0], 2, [pose, code])
-        n0 = split_bias(net[0], n_feat, [pose, code, consistency])
-        self.fused = (
-            [p[0].contiguous() for p in torso.planes.planes],  # (C,r,r) each
-            [deform[0].weight[:, :2].t().contiguous()] + [m.weight.t().contiguous() for m in deform[1:]],
-            [d0] + [m.bias for m in deform[1:]],
-            [net[0].weight[:, :n_feat].t().contiguous()] + [m.weight.t().contiguous() for m in net[1:]],
-            [n0] + [m.bias for m in net[1:]],
-            torso.cfg.max_offset,
-        )
-
-    def __call__(self, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image coordinates ``uv`` (N,2) → rgb (N,3), alpha (N,)."""
-        if self.fused is None:
-            return self.field(uv, self.pose, self.consistency, self.shift)
-        if self.shift is not None:
-            uv = uv - self.shift
-        rgba = fused_torso(uv.contiguous(), *self.fused)  # (N,4)
-        return rgba[:, :3], rgba[:, 3]
-
-
-def split_bias(layer: nn.Linear, n_rows: int, shared: list[torch.Tensor]) -> torch.Tensor:
-    """The bias (H,) of ``layer`` with the inputs ``shared`` (1,d) each, which follow its first ``n_rows``
-    per-row inputs, folded in."""
-    b = layer.bias.view(1, -1)
-    i = n_rows
-    for x in shared:
-        d = x.shape[-1]
-        if d:
-            b = b + x @ layer.weight[:, i : i + d].t()
-        i += d
-    return b.view(-1).contiguous()
 
 
 def supports(model: PortraitNeRF) -> bool:

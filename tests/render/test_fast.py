@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from nerfvc.field.fields import field_settings
+from nerfvc.field.frame import FrameHead, FrameTorso
 from nerfvc.field.fused import fused_density_available
-from nerfvc.render.fast import FastRenderConfig, FrameHead, FrameTorso, _fine_edges, _march, march_torch
+from nerfvc.render.fast import FastRenderConfig, _fine_edges, _march, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
 
