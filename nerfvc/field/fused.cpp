@@ -592,7 +592,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
           float x[3];
           int64_t cell[3];
           for (int k = 0; k < 3; ++k) {
-            x[k] = fminf(fmaxf((o[k] + d[k] * mid - bx[k]) / bx[3 + k], 0.f), 1.f);
+            const float q = (o[k] + d[k] * mid - bx[k]) / bx[3 + k];
+            x[k] = q < 0.f ? 0.f : (q > 1.f ? 1.f : q);
             cell[k] = std::min<int64_t>((int64_t)(x[k] * ores), ores - 1);
           }
           if (!occ[(cell[0] * ores + cell[1]) * ores + cell[2]]) continue;
@@ -754,7 +755,7 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
     for (int p = 0; p < TP; ++p)
       for (int k = 0; k < 2; ++k) {
         const float q = dinT[k * TP + p] + std::tanh(off[k * TP + p]) * mo;
-        uvT[k * TP + p] = fminf(fmaxf(q, 0.f), 1.f);
+        uvT[k * TP + p] = q < 0.f ? 0.f : (q > 1.f ? 1.f : q);
       }
     std::memset(featT, 0, sizeof(float) * net.k[0] * TP);
     int64_t row = 0;
@@ -762,8 +763,9 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
       const int64_t C = pl.size(0), h = pl.size(1), w = pl.size(2);
       const float* pp = pl.data_ptr<float>();
       for (int p = 0; p < n; ++p) {
-        const float x = fminf(fmaxf(uvT[p] * w - 0.5f, 0.f), (float)(w - 1));
-        const float y = fminf(fmaxf(uvT[TP + p] * h - 0.5f, 0.f), (float)(h - 1));
+        const float xr = uvT[p] * w - 0.5f, yr = uvT[TP + p] * h - 0.5f;
+        const float x = xr < 0.f ? 0.f : (xr > (float)(w - 1) ? (float)(w - 1) : xr);
+        const float y = yr < 0.f ? 0.f : (yr > (float)(h - 1) ? (float)(h - 1) : yr);
         const int64_t x0 = (int64_t)x, y0 = (int64_t)y;
         const int64_t x1 = std::min(x0 + 1, w - 1), y1 = std::min(y0 + 1, h - 1);
         const float fx = x - (float)x0, fy = y - (float)y0;
@@ -784,24 +786,21 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Fine bins of a frame's head rays from the coarse pass (nerfvc/render/fast.py): each ray takes the bin-wise
-// maximum of its coarse neighbours' weights over its uniform bins [t_near, t_far], then inverse-CDF samples n
-// bins from them exactly as nerfvc/render/samplers.py `importance` (dilated by one bin, 1% uniform floor).
+// Fine bins of a frame's head rays from the coarse pass (nerfvc/render/fast.py), as fractions of a ray's span:
+// each coarse cell takes the bin-wise maximum of its corner rays' weights over B uniform bins of [0,1], then
+// inverse-CDF samples n bins from them exactly as nerfvc/render/samplers.py `importance` (dilated by one bin,
+// 1% uniform floor). Every pixel of the cell scales them to its own [t_near, t_far].
 
-// coarse (Pc,B) weights; neighbours (K,R) int64 rows of `coarse`; t_near, t_far (R,) -> edges (R,n+1)
-torch::Tensor fine_edges(torch::Tensor coarse, torch::Tensor neighbours, torch::Tensor t_near, torch::Tensor t_far,
-                         int64_t n, int64_t threads) {
+// coarse (Pc,B) weights; neighbours (K,R) int64 rows of `coarse` -> edges (R,n+1) in [0,1]
+torch::Tensor unit_fine_edges(torch::Tensor coarse, torch::Tensor neighbours, int64_t n, int64_t threads) {
   TORCH_CHECK(coarse.scalar_type() == torch::kFloat32 && coarse.is_contiguous() && coarse.dim() == 2,
               "fine edges: coarse weights must be (Pc,B) float32 contiguous");
   TORCH_CHECK(neighbours.scalar_type() == torch::kInt64 && neighbours.is_contiguous() && neighbours.dim() == 2,
               "fine edges: neighbours must be (K,R) int64 contiguous");
   const int64_t B = coarse.size(1), K = neighbours.size(0), R = neighbours.size(1), Pc = coarse.size(0);
-  TORCH_CHECK(t_near.numel() == R && t_far.numel() == R && t_near.is_contiguous() && t_far.is_contiguous() &&
-                  t_near.scalar_type() == torch::kFloat32 && t_far.scalar_type() == torch::kFloat32 && n >= 1 &&
-                  B >= 1 && K >= 1,
-              "fine edges: t_near, t_far (R,) float32; n >= 1");
+  TORCH_CHECK(n >= 1 && B >= 1 && K >= 1, "fine edges: n >= 1 and some bins and neighbours");
   auto out = torch::empty({R, n + 1}, coarse.options());
-  const float *cw = coarse.data_ptr<float>(), *tn = t_near.data_ptr<float>(), *tf = t_far.data_ptr<float>();
+  const float* cw = coarse.data_ptr<float>();
   const int64_t* nb = neighbours.data_ptr<int64_t>();
   for (int64_t k = 0; k < K * R; ++k) TORCH_CHECK(nb[k] >= 0 && nb[k] < Pc, "fine edges: neighbour out of range");
   float* op = out.data_ptr<float>();
@@ -823,18 +822,20 @@ torch::Tensor fine_edges(torch::Tensor coarse, torch::Tensor neighbours, torch::
       mean /= (float)B;
       float total = 0.f;
       for (int64_t b = 0; b < B; ++b) d[b] += 0.01f * mean + 1e-5f, total += d[b];
+      const float inv_total = 1.f / total, inv_b = 1.f / (float)B, inv_n = 1.f / (float)n;
       cdf[0] = 0.f;
       float c = 0.f;
-      for (int64_t b = 0; b < B; ++b) c += d[b] / total, cdf[b + 1] = std::min(c, 1.f);
-      const float t0 = tn[r], span = tf[r] - tn[r];
+      for (int64_t b = 0; b < B; ++b) c += d[b] * inv_total, cdf[b + 1] = std::min(c, 1.f);
       int64_t idx = 1;
       for (int64_t i = 0; i <= n; ++i) {
-        const float u = (float)i / (float)n;
+        const float u = (float)i * inv_n;
         while (idx < B && cdf[idx] <= u) ++idx;  // searchsorted(right=True), clamped to [1, B]
         const float c0 = cdf[idx - 1], c1 = cdf[idx];
-        const float frac = fminf(fmaxf((u - c0) / fmaxf(c1 - c0, 1e-8f), 0.f), 1.f);
-        const float e0 = t0 + span * ((float)(idx - 1) / (float)B), e1 = t0 + span * ((float)idx / (float)B);
-        op[r * (n + 1) + i] = e0 + frac * (e1 - e0);
+        const float gap = c1 - c0 > 1e-8f ? c1 - c0 : 1e-8f;
+        float frac = (u - c0) / gap;
+        frac = frac < 0.f ? 0.f : (frac > 1.f ? 1.f : frac);
+        const float e0 = (float)(idx - 1) * inv_b;
+        op[r * (n + 1) + i] = e0 + frac * inv_b;
       }
     }
   });

@@ -19,7 +19,7 @@ from nerfvc.field.encodings import hashgrid_torch
 def load_fused_extension() -> object | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
     return load_kernel(
-        "fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso", "fine_edges"]
+        "fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso", "unit_fine_edges"]
     )
 
 
@@ -118,21 +118,14 @@ def fused_torso(
     )
 
 
-def fine_edges(
-    coarse: torch.Tensor,
-    neighbours: torch.Tensor,
-    t_near: torch.Tensor,
-    t_far: torch.Tensor,
-    n: int,
-    threads: int,
-) -> torch.Tensor:
-    """Coarse weights (Pc,B), ``neighbours`` (K,R) int64 rows of ``coarse``, ray bounds (R,) → fine bin edges
-    (R,n+1): the bin-wise maximum of the neighbours' weights over B uniform bins of [t_near, t_far], sampled
-    by ``nerfvc.render.samplers.importance`` (no jitter), in one C++ pass."""
+def unit_fine_edges(coarse: torch.Tensor, neighbours: torch.Tensor, n: int, threads: int) -> torch.Tensor:
+    """Coarse weights (Pc,B) and ``neighbours`` (K,C) int64 rows of ``coarse`` → fine bin edges (C,n+1) as
+    fractions of a ray's span: the bin-wise maximum of the neighbours' weights over B uniform bins of [0,1],
+    sampled by ``nerfvc.render.samplers.importance`` (no jitter), in one C++ pass."""
     ext = load_fused_extension()
     if ext is None:
         raise RuntimeError("fine edges: the C++ kernel is unavailable")
-    return ext.fine_edges(coarse, neighbours, t_near, t_far, n, threads)  # type: ignore[attr-defined]
+    return ext.unit_fine_edges(coarse, neighbours, n, threads)  # type: ignore[attr-defined]
 
 
 class FusedDensityFn(torch.autograd.Function):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfvc.field.frame import FrameHead, FrameTorso
-from nerfvc.field.fused import fine_edges, fused_march
+from nerfvc.field.fused import fused_march, unit_fine_edges
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -142,23 +142,17 @@ def march_torch(
     return weights, rgb, 1.0 - trans
 
 
-def _fine_edges(
-    coarse_w: torch.Tensor,
-    neighbours: torch.Tensor,
-    t_near: torch.Tensor,
-    t_far: torch.Tensor,
-    n: int,
-    head: FrameHead,
+def _unit_fine_edges(
+    coarse_w: torch.Tensor, neighbours: torch.Tensor, n: int, head: FrameHead
 ) -> torch.Tensor:
-    """Fine bins (R,n+1) of rays [t_near, t_far] (R,): inverse-CDF samples of the bin-wise maximum of the
-    coarse weights (Pc,S) of each ray's ``neighbours`` (K,R) — one C++ pass where ``head`` is fused."""
+    """Fine bins (C,n+1) as fractions of a ray's [t_near, t_far]: inverse-CDF samples of the bin-wise maximum
+    of the coarse weights (Pc,S) of each cell's ``neighbours`` (K,C) — one C++ pass where ``head`` is fused.
+    Every pixel of a coarse cell shares its bins (they depend on the weights only)."""
     if head.fused is not None:
-        return fine_edges(
-            coarse_w, neighbours, t_near.contiguous(), t_far.contiguous(), n, torch.get_num_threads()
-        )
-    w = coarse_w[neighbours].amax(0)  # (R,S)
+        return unit_fine_edges(coarse_w, neighbours, n, torch.get_num_threads())
+    w = coarse_w[neighbours].amax(0)  # (C,S)
     base = torch.linspace(0, 1, coarse_w.shape[1] + 1, device=coarse_w.device)
-    return importance(t_near[:, None] + (t_far - t_near)[:, None] * base, w, n, jitter=False)
+    return importance(base.expand(w.shape[0], -1), w, n, jitter=False)
 
 
 def _strided(n: int, stride: int, device: torch.device) -> torch.Tensor:
@@ -206,20 +200,22 @@ def render_frame(
         edges = t_near[rays, None] + (t_far - t_near)[rays, None] * base  # (Rc,S+1)
         coarse_w[ch], _, _ = _march(model, coarse, origin[rays], direction[rays], edges, cfg, False)
 
-    # every pixel takes the bin-wise max of its (up to 2x2) coarse neighbours' weights
+    # every pixel takes the bin-wise max of the weights of its coarse cell's (up to 2x2) corner rays
+    ny, nx = ys.numel(), xs.numel()
+    cy, cx = torch.arange(ny, device=dev), torch.arange(nx, device=dev)
+    cy1, cx1 = (cy + 1).clamp(max=ny - 1), (cx + 1).clamp(max=nx - 1)
+    corners = torch.stack([(r[:, None] * nx + c[None, :]).reshape(-1) for r in (cy, cy1) for c in (cx, cx1)])
+    cell_seen = (coarse_w.sum(1) > cfg.tail)[corners].any(0)  # (Pc,) a corner ray saw the head
     iy = torch.searchsorted(ys, torch.arange(height, device=dev), right=True) - 1  # coarse row at/above
     ix = torch.searchsorted(xs, torch.arange(width, device=dev), right=True) - 1
-    iy1, ix1 = (iy + 1).clamp(max=ys.numel() - 1), (ix + 1).clamp(max=xs.numel() - 1)
-    nx = xs.numel()
-    seen = coarse_w.sum(1) > cfg.tail  # (Pc,)
-    nb = [(r[:, None] * nx + c[None, :]).reshape(-1) for r in (iy, iy1) for c in (ix, ix1)]  # 4 x (P,)
-    fine_pix = (hit & (seen[nb[0]] | seen[nb[1]] | seen[nb[2]] | seen[nb[3]])).nonzero(as_tuple=True)[0]
+    cell = (iy[:, None] * nx + ix[None, :]).reshape(-1)  # (P,) each pixel's coarse cell
+    fine_pix = (hit & cell_seen[cell]).nonzero(as_tuple=True)[0]
 
     head_rgb = torch.zeros(dirs.shape[0], 3, device=dev)
     head_alpha = torch.zeros(dirs.shape[0], device=dev)
     if fine_pix.numel():
-        neighbours = torch.stack([n[fine_pix] for n in nb])  # (4,Rf) rows of coarse_w
-        edges = _fine_edges(coarse_w, neighbours, t_near[fine_pix], t_far[fine_pix], cfg.n_fine, fine)
+        unit = _unit_fine_edges(coarse_w, corners, cfg.n_fine, fine)  # (Pc,n+1)
+        edges = torch.addcmul(t_near[fine_pix, None], (t_far - t_near)[fine_pix, None], unit[cell[fine_pix]])
         _, rgb_f, a_f = _march(model, fine, origin[fine_pix], direction[fine_pix], edges, cfg, True)
         head_rgb[fine_pix], head_alpha[fine_pix] = rgb_f, a_f
 

@@ -37,7 +37,10 @@ def to_canonical(dirs: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, 
     trans = pose[:, 9:12]  # (R,3)
     rt = rot.transpose(1, 2)
     origin = -(rt @ trans.unsqueeze(-1)).squeeze(-1)
-    direction = (rt @ dirs.unsqueeze(-1)).squeeze(-1)
+    if pose.shape[0] == 1:  # one pose for every ray (a frame): one (R,3)x(3,3) product, dᵀR = (Rᵀd)ᵀ
+        direction = dirs @ rot[0]
+    else:
+        direction = (rt @ dirs.unsqueeze(-1)).squeeze(-1)
     return origin.expand_as(direction), direction
 
 

@@ -6,7 +6,7 @@ import torch
 from nerfvc.field.fields import field_settings
 from nerfvc.field.frame import FrameHead, FrameTorso
 from nerfvc.field.fused import fused_density_available
-from nerfvc.render.fast import FastRenderConfig, _fine_edges, _march, march_torch
+from nerfvc.render.fast import FastRenderConfig, _march, _unit_fine_edges, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
 
@@ -121,35 +121,18 @@ def test_fused_fine_edges_match_the_torch_sampler(n):
     coarse[:10] = 0.0  # empty rays (uniform bins), then
     coarse[5:10, 10] = 1.0  # one opaque bin
     neighbours = torch.randint(0, 50, (4, 400), generator=g)
-    neighbours[:, :20] = torch.arange(20)  # rays whose neighbours are all one coarse ray
-    t_near = torch.rand(400, generator=g)
-    t_far = t_near + 0.1 + torch.rand(400, generator=g)
+    neighbours[:, :20] = torch.arange(20)  # cells whose corners are all one coarse ray
     with torch.inference_mode():
         model = _model(0, True)
-        with field_settings(torch.float32, "torch"):
-            ref = _fine_edges(
-                coarse,
-                neighbours,
-                t_near,
-                t_far,
-                n,
-                FrameHead(model.fine, torch.zeros(1, 16), torch.zeros(1, 8)),
-            )
-        with field_settings(torch.float32, "fused"):
-            out = _fine_edges(
-                coarse,
-                neighbours,
-                t_near,
-                t_far,
-                n,
-                FrameHead(model.fine, torch.zeros(1, 16), torch.zeros(1, 8)),
-            )
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    assert (
-        (out.diff(dim=1) >= 0).all()
-        and (out[:, 0] >= t_near - 1e-6).all()
-        and (out[:, -1] <= t_far + 1e-6).all()
-    )
+        out = {}
+        for kernel in ("torch", "fused"):
+            with field_settings(torch.float32, kernel):
+                head = FrameHead(model.fine, torch.zeros(1, 16), torch.zeros(1, 8))
+                out[kernel] = _unit_fine_edges(coarse, neighbours, n, head)
+    torch.testing.assert_close(out["fused"], out["torch"], rtol=1e-5, atol=1e-5)
+    edges = out["fused"]
+    assert edges.shape == (400, n + 1) and (edges.diff(dim=1) >= 0).all()
+    assert (edges[:, 0] == 0).all() and torch.allclose(edges[:, -1], torch.ones(400))
     if n > 2:  # the inner edges: concentrated at the opaque bin, uniform when the coarse rays saw nothing
-        spread = (out[:, -2] - out[:, 1]) / (t_far - t_near)
+        spread = edges[:, -2] - edges[:, 1]
         assert spread[5:10].max() < 0.2 < 0.5 < spread[:5].min()
