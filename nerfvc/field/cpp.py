@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ def load_kernel(stem: str, functions: list[str]) -> object | None:
         source = Path(__file__).with_name(f"{stem}.cpp").read_text()
         digest = hashlib.sha1(source.encode()).hexdigest()[:10]
         tag = re.sub(r"\W", "_", march)
+        name = f"nerfvc_{stem}_{digest}_{tag}"
+        _clear_stale_lock(name)
         ext = load_inline(
-            name=f"nerfvc_{stem}_{digest}_{tag}",
+            name=name,
             cpp_sources=[source],
             functions=functions,
             extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
@@ -52,3 +55,18 @@ def load_kernel(stem: str, functions: list[str]) -> object | None:
         log.warning("%s: C++ kernel unavailable (%s); using the pure-torch path", stem, e)
     _LOADED[key] = ext
     return ext
+
+
+def _clear_stale_lock(name: str, max_age_s: float = 600.0) -> None:
+    """Remove the build lock of extension ``name`` if it is older than any build takes: a process killed while
+    compiling leaves it behind, and torch would wait for it forever."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        log.warning("%s: removing a stale build lock (%.0f s old, its build was interrupted)", name, age)
+        lock.unlink(missing_ok=True)

@@ -123,3 +123,20 @@ def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for a, b in zip(out["fused"][3], out["torch"][3]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from nerfvc.field.cpp import _clear_stale_lock
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for name, age in (("stale_ext", 3600), ("busy_ext", 5)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "lock").write_text("")
+        os.utime(d / "lock", (time.time() - age, time.time() - age))
+        _clear_stale_lock(name)
+    assert not (tmp_path / "stale_ext" / "lock").exists()  # left by a killed build: torch would wait forever
+    assert (tmp_path / "busy_ext" / "lock").exists()  # another process may be compiling right now
