@@ -9,7 +9,7 @@ Each mode starts from an empty ``WORK/<mode>/`` (so nothing is cached). ``task_c
 of the CPU time of the process running it, including its finished children (the encoders), in both modes.
 ``cpu_s`` is the whole run: in-process, the driver's CPU time with its children; on Ray, the tasks' plus the
 driver's own (Ray's daemons, GCS and raylet, are not counted; ``driver_children_cpu_s`` holds what of them
-was reaped). The hash-grid C++ kernel is built before timing, in a private ``WORK/torch_extensions``. The
+was reaped). The C++ kernels (hash grid, fused) are built before timing, in a private ``WORK/torch_extensions``. The
 plan assumes machines like this one and one clip's steps on one CPU each.
 """
 
@@ -133,13 +133,15 @@ def main() -> int:
     videos = select(args.clips, sorted(Path(args.clips_dir).glob("*.mp4")))
     cfg = BatchConfig(work=Path(args.work), minutes=args.minutes, **parse_eval_options(args.eval))
     info = machine()
-    # a private build dir of the hash-grid kernel, built once before timing: the shared torch_extensions cache
-    # is rebuilt (~40-60 s) whenever a checkout with other paths (another venv) used it last
+    # a private build dir of the C++ kernels, built once before timing: the shared torch_extensions cache is
+    # rebuilt (~40-60 s) whenever a checkout with other paths (another venv) used it last
     from nerfvc.field.encodings import load_cpp_extension
+    from nerfvc.field.fused import load_fused_extension
 
     os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(args.work).resolve() / "torch_extensions")
     t = time.perf_counter()
     load_cpp_extension()
+    load_fused_extension()
     info["kernel_build_s"] = round(time.perf_counter() - t, 1)
     modes = {"sequential": run_mode("sequential", cfg, videos, None)}
     modes["ray_auto"] = run_mode("ray_auto", cfg, videos, "auto")

@@ -44,6 +44,7 @@ SETTINGS: dict[str, tuple[dict, str] | None] = {
     "default": ({}, "auto"),
     "torch_kernels": ({}, "torch"),
     "float32_tables": ({"half_tables": False}, "auto"),
+    "float16_tables": ({"half_tables": True}, "auto"),
     "fine16": ({"n_fine": 16}, "auto"),
     "fine8": ({"n_fine": 8}, "auto"),
 }

@@ -6,11 +6,64 @@ only its own features. :class:`FrameHead` and :class:`FrameTorso` run as fused C
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
-from nerfvc.field.fields import HeadField, TorsoField, density_kernel, mlp_dtype, trunc_exp
-from nerfvc.field.fused import fused_torso, pack_half_pairs
+from nerfvc.field.fields import HeadField, HeadFieldConfig, TorsoField, density_kernel, mlp_dtype, trunc_exp
+from nerfvc.field.fused import fused_march, fused_torso, pack_half_pairs
+from nerfvc.machine import choose
+
+GRID_STORAGES = ("fp16", "fp32")
+
+
+def grid_storage(device: torch.device | str = "cpu") -> str:
+    """How the fused frame renderer reads the hash grids on ``device``: ``"fp16"`` (feature pairs packed as
+    float16: one gather per corner, half the cache) or ``"fp32"``, whichever marched a synthetic frame faster
+    here (AVX-512: fp16; AVX2, where widening the halves costs more than the gathers saved: fp32);
+    ``NERFVC_GRID_STORAGE`` overrides; ``"fp32"`` wherever the fused kernels do not run."""
+    device = torch.device(device)
+    if density_kernel(device) != "fused":
+        return "fp32"
+    options = {k: (lambda k=k: _time_march(k == "fp16")) for k in GRID_STORAGES}
+    return choose("hash grid storage for rendering", device, "NERFVC_GRID_STORAGE", options)
+
+
+@torch.inference_mode(False)  # the first ask may come from a render: the timer makes its own tensors
+def _time_march(half: bool, repeat: int = 3) -> float:
+    """Median seconds of a fused march of 8192 rays × 12 samples through a random fine head."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        head = HeadField(HeadFieldConfig(), consistency_dim=8)
+        head.grid.table.normal_(0, 1, generator=g)
+        frame = FrameHead(head, torch.zeros(1, head.cfg.code_dim), torch.zeros(1, 8), torch.float32, half)
+        if frame.fused is None:
+            raise RuntimeError("the fused C++ kernel did not build")
+        n = 8192
+        origin = torch.rand(n, 3, generator=g) * 0.2
+        direction = torch.nn.functional.normalize(torch.rand(n, 3, generator=g) + 0.5, dim=-1)
+        edges = torch.linspace(0, 1, 13).expand(n, 13).contiguous()
+        box = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+        occupancy = torch.ones(16, 16, 16, dtype=torch.bool)
+        times = []
+        for i in range(repeat + 1):
+            t = time.perf_counter()
+            fused_march(
+                origin,
+                direction,
+                edges,
+                box,
+                occupancy,
+                frame.fused,
+                frame.fused_color,
+                2,
+                0.0,
+                frame.half_table,
+            )
+            if i:
+                times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 class FrameHead:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerfvc.field.frame import FrameHead, FrameTorso
+from nerfvc.field.frame import FrameHead, FrameTorso, grid_storage
 from nerfvc.field.fused import fused_march, unit_fine_edges
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
@@ -53,7 +53,7 @@ class FastRenderConfig:
     # fewer points than 0.01 with chunks of 4, same PSNR to 3 decimals)
     stop_transmittance: float = 0.03
     torso_size: int = 256  # larger frames evaluate the torso on this grid (longer side) and upsample it
-    half_tables: bool = True  # the fused march reads the hash grids' features as float16 pairs
+    half_tables: bool | None = None  # hash grids read as float16 pairs; None: as measured (grid_storage)
 
     def coarse_stride(self, height: int, width: int) -> int:
         """Pixel stride of the coarse pass for a ``height`` × ``width`` frame."""
@@ -181,8 +181,9 @@ def render_frame(
     expr_n, shift = model.split_input(expression)
     pose_n = (pose - model.pose_mean) / model.pose_std
     cons = model.consistency.view(1, -1)
-    coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=cfg.half_tables)
-    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=cfg.half_tables)
+    half = cfg.half_tables if cfg.half_tables is not None else grid_storage(dev) == "fp16"
+    coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=half)
+    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=half)
 
     origin, direction = to_canonical(dirs, pose)  # (P,3) each
     t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
