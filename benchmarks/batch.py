@@ -9,8 +9,8 @@ Each mode starts from an empty ``WORK/<mode>/`` (so nothing is cached). ``task_c
 of the CPU time of the process running it, including its finished children (the encoders), in both modes.
 ``cpu_s`` is the whole run: in-process, the driver's CPU time with its children; on Ray, the tasks' plus the
 driver's own (Ray's daemons, GCS and raylet, are not counted; ``driver_children_cpu_s`` holds what of them
-was reaped). The C++ kernels (hash grid, fused) are built before timing, in a private ``WORK/torch_extensions``. The
-plan assumes machines like this one and one clip's steps on one CPU each.
+was reaped). The C++ kernels (hash grid, fused) are built before timing, in a private
+``WORK/torch_extensions``. The plan assumes machines like this one and one clip's steps on one CPU each.
 """
 
 from __future__ import annotations
