@@ -3,7 +3,8 @@
 A DATASET directory (see docs/architecture.md) holds ``manifest.json`` (camera, crop, fps, split,
 ``complete``), ``frames/%06d.png`` (RGB), ``masks/%06d.png`` (0 background, 1 torso, 2 head),
 ``features.npz`` (per-frame expression, pose, landmarks, validity, timestamps, torso shift),
-``background.png``, the face model (``face_model.safetensors`` + ``.json``) and the torso tracker. This
+``background.png``, the face model (``face_model.safetensors`` + ``.json``), the torso tracker and the
+enrollment coverage (``coverage.json``). This
 module owns those names, the manifest check and the one train/test split rule (:func:`split_point`).
 """
 
@@ -27,6 +28,7 @@ FACE_MODEL_FILE = "face_model.safetensors"  # also in a MODEL directory, copied 
 FACE_MODEL_JSON = "face_model.json"
 FRAMES_DIR = "frames"
 MASKS_DIR = "masks"
+COVERAGE_FILE = "coverage.json"  # enrollment coverage (nerfvc.face.coverage), written by prepare
 TRAIN_FRACTION = 0.8  # the first 80% of a clip's frames train, the last 20% test
 
 

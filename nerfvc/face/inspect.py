@@ -6,6 +6,7 @@ Rows: sampled frames. Columns: frame + tracked landmarks (green); posed model re
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -14,14 +15,17 @@ import numpy as np
 from nerfvc.camera import Camera
 from nerfvc.datasetdir import (
     BACKGROUND_FILE,
+    COVERAGE_FILE,
     dataset_split,
     frame_path,
     mask_path,
     read_features,
     read_manifest,
 )
+from nerfvc.face.coverage import summary_lines
 from nerfvc.face.model import FaceModel, box_corners
 from nerfvc.face.prepare import read_png, write_png
+from nerfvc.fsutil import read_json
 
 _EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
 
@@ -75,7 +79,6 @@ def contact_sheet(dataset: str | Path, out: str | Path, rows: int = 5, tile: int
         sheet_rows.append(np.concatenate([a, b, c], axis=1))
     bg = cv2.resize(read_png(d / BACKGROUND_FILE), (tw, th), interpolation=cv2.INTER_AREA)
     bg = _label(bg, "background")
-    meta = np.full((th, tw * 2, 3), 30, np.uint8)
     train, test = dataset_split(manifest)
     lines = [
         f"{Path(manifest['source']).name}",
@@ -86,10 +89,16 @@ def contact_sheet(dataset: str | Path, out: str | Path, rows: int = 5, tile: int
         f"head box coverage of head masks {model.info.get('head_bounds_coverage', float('nan')) * 100:.1f}%",
         f"camera f={cam.fx:.1f}px, mean depth {feats['pose'][:, 11].mean():.3f} m",
     ]
+    if (d / COVERAGE_FILE).is_file():  # datasets prepared before coverage was measured have none
+        lines += summary_lines(read_json(d / COVERAGE_FILE))
+    lines = [part for line in lines for part in textwrap.wrap(line, width=max(20, tw * 2 // 10))]
+    height = max(th, 30 + 22 * len(lines))
+    meta = np.full((height, tw * 2, 3), 30, np.uint8)
     for k, line in enumerate(lines):
         cv2.putText(
-            meta, line, (10, 30 + 28 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (230, 230, 230), 1, cv2.LINE_AA
+            meta, line, (10, 30 + 22 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1, cv2.LINE_AA
         )
+    bg = np.pad(bg, ((0, height - th), (0, 0), (0, 0)))
     sheet_rows.append(np.concatenate([bg, meta], axis=1))
     sheet = np.concatenate(sheet_rows, axis=0)
     out = Path(out)

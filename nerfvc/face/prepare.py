@@ -22,6 +22,7 @@ from nerfvc import __version__
 from nerfvc.camera import Camera
 from nerfvc.datasetdir import (
     BACKGROUND_FILE,
+    COVERAGE_FILE,
     DATASET_FORMAT,
     DATASET_VERSION,
     FRAMES_DIR,
@@ -35,6 +36,7 @@ from nerfvc.datasetdir import (
     split_ranges,
 )
 from nerfvc.errors import FaceError, InputError, NerfvcError
+from nerfvc.face.coverage import summary_lines
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
@@ -347,6 +349,10 @@ def _build(
         timestamps=times,
     )
     measure_torso(out, progress, n_train)
+    cov = coverage(landmarks, pose, n_train, valid)
+    write_json_atomic(out / COVERAGE_FILE, cov)
+    for line in summary_lines(cov):
+        (log.warning if line.startswith("missing") else log.info)("enrollment %s", line)
     manifest.update(
         num_frames=n,
         split=split,

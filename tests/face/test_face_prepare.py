@@ -44,6 +44,9 @@ def test_dataset_follows_the_contract(small_dataset):
     uv = model.project(f["expression"], f["pose"], cam)
     assert np.linalg.norm(uv - f["landmarks"][..., :2], axis=-1).mean() < 1.0
     assert _read(d / "frames/000000.png").shape == (512, 512, 3)
+    cov = json.loads((d / "coverage.json").read_text())  # enrollment coverage of the 32 training frames
+    assert cov["train_frames"] == 32 and cov["test_frames"] == 8 and 0 <= cov["test_frames_outside"] <= 1
+    assert all(r["spread"] >= 0 for r in cov["measures"].values())
 
 
 def test_masks_put_the_face_in_head_and_background_is_empty(small_dataset):
