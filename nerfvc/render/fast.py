@@ -17,8 +17,9 @@ allows savings that do not change the model:
    above ``torso_size`` pixels it is evaluated on a ``torso_size`` grid and bilinearly upsampled.
 
 5. **Fused C++ passes** (:mod:`nerfvc.field.fused`) where this machine chose the fused kernels: each head
-   march (occupancy lookup, hash grid read as float16 pairs, density and colour MLPs, compositing, early
-   termination), the fine bins, and the torso run as one pass each with no per-sample tensor;
+   march (occupancy lookup, hash grid — read as float16 pairs where that measured faster, density and colour
+   MLPs, compositing, early termination), the fine bins, and the torso run as one pass each with no
+   per-sample tensor;
    :func:`march_torch` and the fields themselves are the tested pure-torch twins.
 
 ``benchmarks/render.py`` measures it against ``render_rays`` (PSNR to the ground truth and to the reference
