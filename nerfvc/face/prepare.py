@@ -36,6 +36,7 @@ from nerfvc.datasetdir import (
     split_ranges,
 )
 from nerfvc.errors import FaceError, InputError, NerfvcError
+from nerfvc.face.coverage import coverage as enrollment_coverage
 from nerfvc.face.coverage import summary_lines
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
@@ -349,7 +350,7 @@ def _build(
         timestamps=times,
     )
     measure_torso(out, progress, n_train)
-    cov = coverage(landmarks, pose, n_train, valid)
+    cov = enrollment_coverage(landmarks, pose, n_train, valid)
     write_json_atomic(out / COVERAGE_FILE, cov)
     for line in summary_lines(cov):
         (log.warning if line.startswith("missing") else log.info)("enrollment %s", line)
