@@ -522,8 +522,10 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   TORCH_CHECK(origin.size(0) == R && direction.size(0) == R && origin.size(1) == 3 && direction.size(1) == 3,
               "fused march: origin and direction must be (R,3)");
   TORCH_CHECK(box.numel() == 7 && S >= 1 && chunk >= 1, "fused march: box (7,), edges (R,S+1), chunk >= 1");
-  TORCH_CHECK(occupancy.scalar_type() == torch::kBool && occupancy.is_contiguous() && occupancy.dim() == 3,
+  TORCH_CHECK(occupancy.scalar_type() == torch::kBool && occupancy.is_contiguous() && occupancy.dim() == 3 &&
+                  occupancy.size(1) == occupancy.size(0) && occupancy.size(2) == occupancy.size(0),
               "fused march: occupancy must be (r,r,r) bool");
+  TORCH_CHECK(edges.dim() == 2, "fused march: edges must be (R,S+1)");
   auto dummy = torch::zeros({1, 3}, origin.options());
   const Shapes s = check(dummy, table, res, w1, b1, w2, b2);
   TORCH_CHECK(s.b1_rows == false && b1.size(0) == 1, "fused march: b1 must be (1,H)");
