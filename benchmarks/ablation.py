@@ -107,7 +107,9 @@ def embedding_rows() -> dict:
             name: {k: v for k, v in row.items() if k.startswith("bits_below_1x") or k == "unquantized_px"}
             for name, row in d["variants"].items()
         }
-    return {"source": str(path.relative_to(ROOT)), "date": emb.get("machine", {}).get("date"), "clips": out}
+    machine = emb.get("machine")
+    date = machine.get("date") if isinstance(machine, dict) else None  # older results recorded no date
+    return {"source": str(path.relative_to(ROOT)), "date": date or "an earlier session", "clips": out}
 
 
 def markdown(result: dict) -> str:
