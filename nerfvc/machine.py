@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def _cache_key(device: torch.device) -> str:
         isa_cap = torch.backends.cpu.get_cpu_capability()
         name = f"{cpu_model()}|{isa_cap}|onednn {os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}"
     return f"{device.type}|{name}|torch {torch.__version__}"
+
+
+def median_seconds(run: Callable[[], object], repeat: int = 3) -> float:
+    """Median wall seconds of ``repeat`` calls of ``run`` after one untimed warm-up call."""
+    run()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def measure(options: dict[str, Callable[[], float]]) -> dict:

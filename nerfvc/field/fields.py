@@ -10,7 +10,6 @@ Both take the shared head-torso consistency code (a learnable vector; dimension 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from torch import nn
 
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
 from nerfvc.field.fused import FusedDensityFn, fused_density_available
-from nerfvc.machine import PRECISIONS, choose
+from nerfvc.machine import PRECISIONS, choose, median_seconds
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -88,15 +87,13 @@ def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repe
     code = torch.randn(rows, head.cfg.code_dim, generator=g).to(device)
     view = F.normalize(torch.randn(rows, 3, generator=g), dim=-1).to(device)
     cons = torch.zeros(1, 8, device=device)
-    times = []
-    for i in range(repeat + 1):
-        t = time.perf_counter()
+
+    def step() -> None:
         sigma, geo = head._density_by("torch", x, code, dtype)
         rgb = head._color(geo, code, view, cons, dtype)
         (sigma.mean() + rgb.square().mean()).backward()
-        if i:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+
+    return median_seconds(step, repeat)
 
 
 def mlp_dtype(
@@ -151,16 +148,14 @@ def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int
     rows = 32768 if backward else 65536
     x = torch.rand(rows, 3, generator=g).to(device)
     code = torch.randn(rows if backward else 1, head.cfg.code_dim, generator=g).to(device)
-    times = []
-    for i in range(repeat + 1):
-        t = time.perf_counter()
+
+    def density() -> None:
         with torch.set_grad_enabled(backward):
             sigma, geo = head._density_by(kernel, x, code)
             if backward:
                 (sigma.mean() + geo.square().mean()).backward()
-        if i:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+
+    return median_seconds(density, repeat)
 
 
 def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -> str:

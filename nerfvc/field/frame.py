@@ -6,14 +6,12 @@ only its own features. :class:`FrameHead` and :class:`FrameTorso` run as fused C
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
 from nerfvc.field.fields import HeadField, HeadFieldConfig, TorsoField, density_kernel, mlp_dtype, trunc_exp
 from nerfvc.field.fused import fused_march, fused_torso, pack_half_pairs
-from nerfvc.machine import choose
+from nerfvc.machine import choose, median_seconds
 
 GRID_STORAGES = ("fp16", "fp32")
 
@@ -46,24 +44,8 @@ def _time_march(half: bool, repeat: int = 3) -> float:
         edges = torch.linspace(0, 1, 13).expand(n, 13).contiguous()
         box = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
         occupancy = torch.ones(16, 16, 16, dtype=torch.bool)
-        times = []
-        for i in range(repeat + 1):
-            t = time.perf_counter()
-            fused_march(
-                origin,
-                direction,
-                edges,
-                box,
-                occupancy,
-                frame.fused,
-                frame.fused_color,
-                2,
-                0.0,
-                frame.half_table,
-            )
-            if i:
-                times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        args = (origin, direction, edges, box, occupancy, frame.fused, frame.fused_color, 2, 0.0)
+        return median_seconds(lambda: fused_march(*args, frame.half_table), repeat)
 
 
 class FrameHead:
