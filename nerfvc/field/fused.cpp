@@ -562,14 +562,18 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
   const float fstop = (float)stop;
 
-  // per thread: tile inputs and activations
+  // per thread, allocated once: tile inputs and activations; per-point raw density and colour (4 floats);
+  // per-point sample and ray index
   std::vector<std::vector<vf>> scratch(nthreads);
   for (auto& v : scratch) v.assign((size_t)(maxtiles * (3 + s.Gp) + s.Hp + s.Op + mc.Kc + mc.Hcp + KB) * NV, vf{});
+  std::vector<std::vector<float>> results(nthreads, std::vector<float>((size_t)(4 * maxpts)));
+  std::vector<std::vector<int>> points(nthreads, std::vector<int>((size_t)(2 * maxpts)));
   auto march_block = [&](int64_t blk, int tid) {
     float* xs = (float*)scratch[tid].data();
     float *feat = xs + 3 * TP * maxtiles, *hT = feat + s.Gp * TP * maxtiles, *outT = hT + s.Hp * TP;
     float *cinT = outT + s.Op * TP, *hcT = cinT + mc.Kc * TP, *colT = hcT + mc.Hcp * TP;
-    std::vector<float> raw(maxpts), col(with_color ? 3 * maxpts : 0);
+    float *raw = results[tid].data(), *col = raw + maxpts;
+    int *pt_sample = points[tid].data(), *pt_ray = pt_sample + maxpts;
     const int64_t r0 = blk * RB, nr = std::min<int64_t>(RB, R - r0);
     float trans[RB], acc[RB][3] = {}, view[RB][3];
     int64_t next[RB];
@@ -581,7 +585,6 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
       const float inv = 1.f / std::max(std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), 1e-12f);
       for (int k = 0; k < 3; ++k) view[j][k] = d[k] * inv;
     }
-    std::vector<int> pt_sample(maxpts), pt_ray(maxpts);
     int pt_count[RB];
     while (n_active > 0) {
       // 1. the occupied samples of every active ray's next chunk, ray by ray in sample order
