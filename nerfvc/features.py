@@ -56,6 +56,33 @@ def rt_to_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     return np.concatenate([rotation.reshape(*rotation.shape[:-2], 9), np.asarray(translation)], axis=-1)
 
 
+def upsample_features(
+    code: np.ndarray, pose: np.ndarray, factor: int, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features sent for every ``factor``-th frame → all ``num_frames`` frames: codes and translations
+    linearly, rotations by slerp; frames after the last sent one hold it.
+
+    ``code (M, D)``, ``pose (M, 12)`` are frames ``0, factor, 2·factor, …``; returns ``(num_frames, D)``,
+    ``(num_frames, 12)`` float32.
+    """
+    from scipy.spatial.transform import Rotation, Slerp
+
+    code, pose = np.asarray(code, np.float64), np.asarray(pose, np.float64)
+    if factor < 1 or len(code) != len(pose) or len(code) == 0:
+        raise ValueError(f"need factor >= 1 and matching non-empty features (factor {factor}, {len(code)})")
+    sent = np.arange(len(code)) * factor  # (M,) frame index of each sent frame
+    at = np.minimum(np.arange(num_frames), sent[-1]).astype(np.float64)  # (N,)
+    code_out = np.stack([np.interp(at, sent, code[:, j]) for j in range(code.shape[1])], axis=1)
+    t_out = np.stack([np.interp(at, sent, pose[:, 9 + j]) for j in range(3)], axis=1)
+    r, _ = pose_to_rt(pose)
+    u, _, vt = np.linalg.svd(r)  # nearest proper rotations, as slerp needs them
+    if len(code) == 1:
+        r_out = np.broadcast_to(u @ vt, (num_frames, 3, 3))
+    else:
+        r_out = Slerp(sent, Rotation.from_matrix(u @ vt))(at).as_matrix()
+    return code_out.astype(np.float32), rt_to_pose(r_out, t_out).astype(np.float32)
+
+
 def save_features(path: str | Path, **arrays: np.ndarray) -> None:
     """Write per-frame arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -8,7 +8,7 @@ import pytest
 from nerfvc.camera import Camera
 from nerfvc.cli import main
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.features import load_features, pose_to_rt, rt_to_pose, save_features
+from nerfvc.features import load_features, pose_to_rt, rt_to_pose, save_features, upsample_features
 from nerfvc.fsutil import atomic_path
 from nerfvc.modeldir import finalize_model_dir, read_model_manifest
 
@@ -29,6 +29,25 @@ def test_pose_roundtrip():
     r2, t2 = pose_to_rt(rt_to_pose(q, t))
     np.testing.assert_array_equal(r2, q)
     np.testing.assert_array_equal(t2, t)
+
+
+def test_upsample_features_interpolates_between_sent_frames():
+    """Every m-th frame sent: a constant-rate turn and a linear code come back exactly in between (slerp,
+    linear), and the frames after the last sent one hold it."""
+    from scipy.spatial.transform import Rotation
+
+    n = 10
+    rot = Rotation.from_rotvec(np.outer(np.arange(n), [0.0, 0.04, 0.01])).as_matrix()
+    pose = rt_to_pose(rot, np.outer(np.arange(n), [0.01, 0.0, -0.02]))
+    code = np.outer(np.arange(n), [1.0, -0.5])
+    c, p = upsample_features(code[::3], pose[::3], 3, n)  # frames 0, 3, 6, 9 sent
+    assert c.shape == (n, 2) and p.shape == (n, 12)
+    assert np.allclose(c, code, atol=1e-5) and np.allclose(p, pose, atol=1e-5)
+    c, p = upsample_features(code[:8:4], pose[:8:4], 4, n)  # frames 0, 4 sent; 5..9 hold frame 4
+    assert np.allclose(c[4:], code[4]) and np.allclose(p[4:], pose[4], atol=1e-6)
+    assert not np.allclose(p[2], pose[0], atol=1e-3)  # in between, not held
+    with pytest.raises(ValueError):
+        upsample_features(code, pose, 0, n)
 
 
 def test_features_file_roundtrip_and_errors(tmp_path):

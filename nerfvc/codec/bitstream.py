@@ -23,14 +23,23 @@ from nerfvc.codec.tables import (
     STEP_INDEX_MIN,
     CodecTables,
     index_from_step,
+    step_from_index,
 )
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
+from nerfvc.features import upsample_features
 
 MAGIC = b"NVCF"
-VERSION = 3  # 2: indices centred on the training mean; 3: CRC-16 delta packets, compact group headers
+VERSION = 4  # 2: indices centred on the training mean; 3: CRC-16 delta packets, compact group headers;
+# 4: a frame step (every m-th camera frame coded; the receiver interpolates) in the header's byte 19
+READABLE_VERSIONS = (3, 4)
 MODE_NERFVC = 0  # predicted + range coded (this codec)
 MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for comparison)
-_HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D pose_dim step keyint nframes
+_HEADER = struct.Struct(">4sBB8sIHBbHI")  # magic ver mode fp fps_milli D layout step keyint nframes
+MAX_FRAME_STEP = 8  # the header's frame layout byte: (frame step - 1) << 4 | tail, tail < frame step
+AUTO_FRAME_STEPS = (1, 2, 3, 4)  # frame steps the rate control tries (benchmarks/rate_render.py)
+# The rate control codes every frame while that fits the target at a quality multiplier Q at most this; past
+# it, coding every m-th frame at a finer Q renders better (benchmarks/results/rate_render.json)
+FRAME_STEP_ABOVE_Q = 2.0
 HEADER_SIZE = _HEADER.size + 4  # + CRC32
 TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
 MAX_GROUP = 8  # frames per packet
@@ -90,17 +99,33 @@ class StreamHeader:
     """Stream-level parameters (the first ``HEADER_SIZE`` bytes of a stream)."""
 
     fingerprint: str  # 16 hex digits of the MODEL directory
-    fps: float
+    fps: float  # camera (display) frame rate
     code_dim: int  # D
     step_index: int  # initial step index (keyframes carry their own)
-    keyframe_interval: int
-    num_frames: int = 0  # 0 = unknown (live)
+    keyframe_interval: int  # in coded frames
+    num_frames: int = 0  # coded frames; 0 = unknown (live)
     mode: int = MODE_NERFVC
     version: int = VERSION
+    frame_step: int = 1  # coded frame i is camera frame i · frame_step (version 4)
+    tail: int = 0  # camera frames after the last coded one (< frame_step), which hold it
 
     @property
     def pose_dim(self) -> int:
         return POSE_DIM if self.mode == MODE_NERFVC else 12
+
+    @property
+    def coded_fps(self) -> float:
+        """Rate of the coded frames (``fps / frame_step``)."""
+        return self.fps / self.frame_step
+
+    @property
+    def display_frames(self) -> int:
+        """Camera frames the coded ones stand for (0 = unknown)."""
+        return (self.num_frames - 1) * self.frame_step + 1 + self.tail if self.num_frames else 0
+
+    def _layout(self) -> int:
+        """Byte 19: the pose dim (version 3) or ``(frame_step - 1) << 4 | tail`` (version 4)."""
+        return self.pose_dim if self.version < 4 else (self.frame_step - 1) << 4 | self.tail
 
     def to_bytes(self) -> bytes:
         body = _HEADER.pack(
@@ -110,7 +135,7 @@ class StreamHeader:
             _fp_bytes(self.fingerprint),
             round(self.fps * 1000),
             self.code_dim,
-            self.pose_dim,
+            self._layout(),
             self.step_index,
             self.keyframe_interval,
             self.num_frames,
@@ -126,9 +151,10 @@ class StreamHeader:
             raise BitstreamError("not a nerfvc stream (bad magic; expected 'NVCF')")
         if len(data) < 5:
             raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
-        if data[4] != VERSION:
+        if data[4] not in READABLE_VERSIONS:
             raise BitstreamError(
-                f"unsupported bitstream version {data[4]} (this decoder reads version {VERSION})"
+                f"unsupported bitstream version {data[4]} (this decoder reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))})"
             )
         if len(data) < HEADER_SIZE:
             raise BitstreamError(f"truncated header ({len(data)} of {HEADER_SIZE} bytes)")
@@ -136,12 +162,15 @@ class StreamHeader:
         (crc,) = struct.unpack(">I", data[_HEADER.size : HEADER_SIZE])
         if zlib.crc32(body) != crc:
             raise BitstreamError("corrupt header (CRC mismatch)")
-        _, ver, mode, fp, fps_milli, dim, pose_dim, step, keyint, nframes = _HEADER.unpack(body)
+        _, ver, mode, fp, fps_milli, dim, layout, step, keyint, nframes = _HEADER.unpack(body)
         if mode not in (MODE_NERFVC, MODE_PAPER):
             raise BitstreamError(f"unknown coding mode {mode} in header")
-        h = cls(fp.hex(), fps_milli / 1000, dim, step, keyint, nframes, mode, ver)
-        if pose_dim != h.pose_dim or not 1 <= keyint <= MAX_KEYINT:
+        frame_step, tail = ((layout >> 4) + 1, layout & 15) if ver >= 4 else (1, 0)
+        h = cls(fp.hex(), fps_milli / 1000, dim, step, keyint, nframes, mode, ver, frame_step, tail)
+        if h._layout() != layout or tail >= frame_step or not 1 <= keyint <= MAX_KEYINT:
             raise BitstreamError("corrupt header (inconsistent fields)")
+        if frame_step > MAX_FRAME_STEP or (mode == MODE_PAPER and frame_step > 1):
+            raise BitstreamError(f"corrupt header (frame step {frame_step})")
         if not MIN_FPS <= h.fps <= MAX_FPS:
             raise BitstreamError(f"corrupt header (frame rate {h.fps:g} not in {MIN_FPS:g}..{MAX_FPS:g})")
         if not STEP_INDEX_MIN <= step <= STEP_INDEX_MAX:
@@ -293,6 +322,9 @@ class StreamEncoder:
     ``frames_per_packet`` G > 1 packs G consecutive frames per packet (one range-coded payload, one CRC:
     less framing, G-1 frames more latency): ``encode`` then returns ``b""`` until a packet is complete;
     call :meth:`flush` at the end. Keyframes then start at packet boundaries.
+    ``frame_step`` m > 1 declares that the caller codes every m-th camera frame (``fps`` stays the camera
+    rate; ``tail``: camera frames after the last coded one, for a file); rates and the default keyframe
+    interval (2 s) then count coded frames at ``fps / m``.
     """
 
     def __init__(
@@ -308,9 +340,16 @@ class StreamEncoder:
         step_index: int | None = None,
         rdoq: float = 0.0,
         frames_per_packet: int = 1,
+        frame_step: int = 1,
+        tail: int = 0,
     ) -> None:
         if not MIN_FPS <= fps <= MAX_FPS:
             raise InputError(f"fps must be in {MIN_FPS:g}..{MAX_FPS:g}, got {fps}")
+        if not 1 <= frame_step <= MAX_FRAME_STEP or not 0 <= tail < frame_step:
+            raise InputError(f"frame step must be in 1..{MAX_FRAME_STEP} (tail below it), got {frame_step}")
+        if frame_step > 1 and mode == "paper":
+            raise InputError("paper mode codes every frame (frame step 1)")
+        self.frame_step, self.tail = int(frame_step), int(tail)
         self.tables = tables
         self.fingerprint = fingerprint
         self._fp = _fp_bytes(fingerprint)
@@ -322,7 +361,7 @@ class StreamEncoder:
             step_index = index_from_step(step) if step is not None else 0
         self.step_index = int(np.clip(step_index, STEP_INDEX_MIN, STEP_INDEX_MAX))
         self.target_kbps = kbps
-        keyint = keyframe_interval if keyframe_interval is not None else max(1, round(2 * fps))
+        keyint = keyframe_interval if keyframe_interval is not None else max(1, round(2 * fps / frame_step))
         if not 1 <= keyint <= MAX_KEYINT:
             raise InputError(f"keyframe interval must be in [1, {MAX_KEYINT}], got {keyint}")
         self.keyframe_interval = int(keyint)
@@ -353,6 +392,8 @@ class StreamEncoder:
             self.keyframe_interval,
             self.num_frames,
             self.mode,
+            frame_step=self.frame_step,
+            tail=self.tail,
         ).to_bytes()
 
     def request_keyframe(self) -> None:
@@ -372,7 +413,7 @@ class StreamEncoder:
         if not self.target_kbps:
             return
         self._ema_bits = packet_bits if self._ema_bits is None else 0.9 * self._ema_bits + 0.1 * packet_bits
-        target = self.target_kbps * 1000 / self.fps
+        target = self.target_kbps * 1000 * self.frame_step / self.fps  # bits per coded frame
         ratio = self._ema_bits / max(target, 1e-9)
         if 0.95 <= ratio <= 1.05:
             self._pending_step = None
@@ -650,6 +691,8 @@ class StreamReport:
 
     def summary(self) -> str:
         s = f"{self.num_frames} frames, {self.decoded} decoded, {self.concealed} concealed"
+        if self.header is not None and self.header.frame_step > 1 and self.valid is not None:
+            s += f" (every {self.header.frame_step}th of {len(self.valid)} camera frames)"
         if self.lost_indices:
             s += f", {len(self.lost_indices)} lost"
         if self.corrupt_packets or self.corrupt_bytes:
@@ -672,16 +715,25 @@ def encode_stream(
     step_index: int | None = None,
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
+    frame_step: int | None = None,
 ) -> bytes:
-    """Code a clip ``code (N,D)``, ``pose (N,12)`` → stream bytes. ``kbps`` picks the step by bisection."""
+    """Code a clip ``code (N,D)``, ``pose (N,12)`` at camera rate ``fps`` → stream bytes.
+
+    ``kbps`` picks the step by bisection and, unless ``frame_step`` is given, the frame step too
+    (:func:`choose_rate`); ``frame_step`` m codes camera frames ``0, m, 2m, …`` (default 1 without ``kbps``).
+    ``keyframe_interval`` counts coded frames.
+    """
     code = np.asarray(code)
     pose = np.asarray(pose)
     if code.ndim != 2 or pose.shape != (len(code), 12):
         raise InputError(f"expected code (N,D) and pose (N,12), got {code.shape} and {pose.shape}")
-    if kbps is not None and mode == "nerfvc" and step_index is None:
-        step_index = choose_step_index(
-            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet
+    rate_control = kbps is not None and mode == "nerfvc" and step_index is None
+    if rate_control:
+        steps = AUTO_FRAME_STEPS if frame_step is None else (frame_step,)
+        frame_step, step_index = choose_rate(
+            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet, steps
         )
+    m = frame_step or 1
     enc = StreamEncoder(
         tables,
         fingerprint,
@@ -689,13 +741,15 @@ def encode_stream(
         step=step,
         keyframe_interval=keyframe_interval,
         mode=mode,
-        num_frames=len(code),
+        num_frames=len(code[::m]),
         step_index=step_index,
         rdoq=rdoq,
         frames_per_packet=frames_per_packet,
+        frame_step=m,
+        tail=(len(code) - 1) % m if len(code) else 0,
     )
     parts = [enc.header()]
-    parts += [enc.encode(c, p) for c, p in zip(code, pose)]
+    parts += [enc.encode(c, p) for c, p in zip(code[::m], pose[::m])]
     parts.append(enc.flush())
     return b"".join(parts)
 
@@ -703,7 +757,12 @@ def encode_stream(
 def decode_stream(
     data: bytes, tables: CodecTables, fingerprint: str
 ) -> tuple[np.ndarray, np.ndarray, StreamReport]:
-    """Decode stream bytes → ``code (N,D)`` f32, ``pose (N,12)`` f32, :class:`StreamReport`.
+    """Decode stream bytes → ``code (N,D)`` f32, ``pose (N,12)`` f32 for every camera frame,
+    :class:`StreamReport` (its counts are coded frames; ``valid`` is per camera frame).
+
+    A stream with a frame step m > 1 is decoded at its coded rate, then interpolated to the camera rate
+    (:func:`nerfvc.features.upsample_features`); an interpolated frame is valid when both coded frames it
+    comes from are.
 
     Header problems raise :class:`BitstreamError` / :class:`ModelMismatchError`; packet damage is skipped
     (resynchronizing on the next packet whose CRC checks), reported, and concealed. Frame counts and
@@ -771,6 +830,12 @@ def decode_stream(
             rep.valid[i] = True
         code[i], pose[i] = f.code, f.pose
         last = f
+    m = h.frame_step
+    if m > 1 and n:
+        shown = h.display_frames if h.num_frames else (n - 1) * m + 1
+        code, pose = upsample_features(code, pose, m, shown)
+        j = np.arange(shown)
+        rep.valid = rep.valid[np.minimum(j // m, n - 1)] & rep.valid[np.minimum(-(-j // m), n - 1)]
     return code, pose, rep
 
 
@@ -828,6 +893,48 @@ def clip_kbps(
         frames_per_packet=frames_per_packet,
     )
     return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
+
+
+def choose_rate(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    kbps: float,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+    frame_steps: tuple[int, ...] = AUTO_FRAME_STEPS,
+) -> tuple[int, int]:
+    """``(frame step, step index)`` for a clip at camera rate ``fps`` and a target ``kbps``: the smallest
+    frame step whose finest fitting quality multiplier is at most :data:`FRAME_STEP_ABOVE_Q`; else the
+    finest quality over the frame steps (a coarser frame step halves the framing and the frames to code,
+    which at a low rate beats flattening every frame's expression).
+    """
+    best: tuple[float, int, int] | None = None
+    for m in frame_steps:
+        coded = len(code[::m])
+        # the coded frames stand for len(code) camera frames, not coded · m: scale the target to match
+        target = kbps * len(code) / max(coded * m, 1)
+        k = choose_step_index(
+            tables,
+            fingerprint,
+            code[::m],
+            pose[::m],
+            target,
+            fps / m,
+            keyframe_interval,
+            rdoq,
+            frames_per_packet,
+        )
+        q = step_from_index(k)
+        if q <= FRAME_STEP_ABOVE_Q:
+            return m, k
+        if best is None or q < best[0]:
+            best = (q, m, k)
+    assert best is not None, "no frame step to try"
+    return best[1], best[2]
 
 
 def choose_step_index(

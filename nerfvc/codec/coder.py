@@ -17,7 +17,7 @@ import constriction
 import numpy as np
 
 from nerfvc.codec.entropy import laplace_bin_bits
-from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables, step_from_index
+from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables
 from nerfvc.errors import BitstreamError
 
 ESCAPE = 255
@@ -41,7 +41,7 @@ class FrameModel:
 
     @classmethod
     def build(cls, tables: CodecTables, p: PredictorTables, step_index: int, has_prev: bool) -> FrameModel:
-        s = tables.base_step * step_from_index(step_index)
+        s = tables.steps(step_index)
         c = np.clip(np.rint(p.c0 / s * (1 << FRAC_BITS)), -C_LIMIT, C_LIMIT).astype(np.int64)
         b = np.clip(np.sqrt((p.sigma / s) ** 2 + p.gamma) / math.sqrt(2.0), MIN_SCALE, MAX_SCALE)
         return cls(c=c, W=p.W, V=p.V, b=b, has_prev=has_prev)

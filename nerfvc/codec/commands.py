@@ -14,6 +14,7 @@ from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.codec.bitstream import (
     HEADER_SIZE,
     MAX_FPS,
+    MAX_FRAME_STEP,
     MAX_KEYINT,
     MIN_FPS,
     StreamHeader,
@@ -45,7 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--kbps", type=positive, help="target rate; picks the finest step that fits (bisection)")
     g.add_argument("--step", type=positive, help="quality multiplier of the per-dim steps (default 1)")
-    p.add_argument("--keyint", type=int_in(1, MAX_KEYINT), help="keyframe interval in frames (default 2 s)")
+    p.add_argument(
+        "--keyint", type=int_in(1, MAX_KEYINT), help="keyframe interval in coded frames (default 2 s)"
+    )
+    p.add_argument(
+        "--frame-step",
+        type=int_in(1, MAX_FRAME_STEP),
+        help="code every m-th frame (the receiver interpolates); default: chosen with --kbps, else 1",
+    )
     p.add_argument(
         "--fps",
         type=number_in(MIN_FPS, MAX_FPS),
@@ -171,6 +179,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         step_index=step_index,
         rdoq=args.rdoq,
         frames_per_packet=args.frames_per_packet or (1 if args.mode == "paper" else FILE_FRAMES_PER_PACKET),
+        frame_step=args.frame_step,
     )
     dt = time.perf_counter() - t0
     n = len(code)
@@ -188,6 +197,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         else 0
     )
     how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
+    frame_step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
+    how += f", every {frame_step}th frame coded" if frame_step > 1 else ""
     print(
         f"{args.output}: {n} frames, {len(data)} bytes, {bits:.1f} bits/frame, {bits * fps / 1000:.3f} kbps "
         f"at {fps:g} fps ({how}, {dt / max(n, 1) * 1e6:.0f} us/frame)"

@@ -29,6 +29,7 @@ from nerfvc.errors import InputError
 # base step / tracker jitter, both in landmark space. 0.3: at Q = 1 the landmark error is 0.6-1.1× the
 # tracker's jitter on the three development datasets (see docs/bitstream.md).
 LANDMARK_STEP_FACTOR = 0.3
+POSE_CAP_Q = 4.0  # pose steps stop at 4x their Q = 1 size (measured: benchmarks/rate_render.py)
 
 
 def _jitter(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -108,6 +109,7 @@ def fit_codec(
     face_model: tuple[np.ndarray, np.ndarray] | None = None,
     code_to_expression: np.ndarray | None = None,
     order: int | None = None,
+    pose_cap: float | None = POSE_CAP_Q,
 ) -> CodecTables:
     """Fit codec tables from training features ``code (N,D)``, ``pose (N,12)`` (``valid (N,)`` optional).
 
@@ -120,7 +122,8 @@ def fit_codec(
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
     landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
     ``code_to_expression (E, D)``), sized so that Q = 1 puts the landmark error at or a little below
-    the tracker's jitter; without it, each dim's step is the tracker's jitter on that dim.
+    the tracker's jitter; without it, each dim's step is the tracker's jitter on that dim. ``pose_cap``: the
+    pose steps stop growing at ``pose_cap`` × their base step (None: they grow with Q like the code's).
     """
     code = np.asarray(code, dtype=np.float64)
     n = len(code)
@@ -158,7 +161,11 @@ def fit_codec(
                         if best is None or bits < best[0]:
                             best = (bits, cand, ci, co)
             predictor, intra, order = best[1], best[2], best[3]
-    return _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
+    tables = _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
+    if pose_cap is not None:
+        tables.pose_max_step = tables.base_step[:POSE_DIM] * pose_cap
+        tables.info["pose_cap"] = pose_cap
+    return tables
 
 
 def _empty_tables(d: int, pose_ref: np.ndarray) -> CodecTables:

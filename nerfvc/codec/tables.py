@@ -22,8 +22,8 @@ from nerfvc.fsutil import read_json, write_json_atomic
 from nerfvc.modeldir import read_model_manifest
 
 TABLES_FORMAT = "nerfvc-codec"
-TABLES_VERSION = 3  # 2: predictors for mean-centred indices (c0 = 0); 3: W per lag (AR(2) option)
-READABLE_TABLES_VERSIONS = (2, 3)  # a version-2 file is read as one lag
+TABLES_VERSION = 4  # 2: mean-centred indices (c0 = 0); 3: W per lag (AR(2) option); 4: pose step cap
+READABLE_TABLES_VERSIONS = (2, 3, 4)  # a version-2 file is read as one lag; before 4 the pose is uncapped
 MAX_LAGS = 2
 CODEC_FILE = "codec.json"
 POSE_DIM = 6  # rotation vector (3) + translation (3)
@@ -142,6 +142,9 @@ class CodecTables:
     predictor: str = "diag"  # how ``delta`` was fitted: "diag" (per-dim AR) or "full" (VAR(1))
     info: dict[str, Any] = field(default_factory=dict)
     version: int = TABLES_VERSION
+    # (6,) the coarsest step each pose dim may take at any Q (inf: uncapped, as before version 4), so the rate
+    # control coarsens the expression, never the head's placement, beyond the tracker's jitter
+    pose_max_step: np.ndarray = field(default_factory=lambda: np.full(POSE_DIM, np.inf))
 
     @property
     def dims(self) -> int:
@@ -186,8 +189,11 @@ class CodecTables:
 
     # -- quantization -----------------------------------------------------------------------------------
     def steps(self, step_index: int) -> np.ndarray:
-        """Per-dim steps ``(K,)`` for a step index."""
-        return self.base_step * step_from_index(step_index)
+        """Per-dim steps ``(K,)`` for a step index: ``base_step · Q``, the pose dims at most
+        ``pose_max_step`` (an exact IEEE minimum, so encoder and decoder agree bit for bit)."""
+        s = self.base_step * step_from_index(step_index)
+        s[:POSE_DIM] = np.minimum(s[:POSE_DIM], self.pose_max_step)
+        return s
 
     def quantize(self, vec: np.ndarray, step_index: int) -> np.ndarray:
         """``(..., K)`` float → integer indices ``(..., K)`` int64 (clamped to ±Q_LIMIT).
@@ -221,6 +227,7 @@ class CodecTables:
             "std": self.std.tolist(),
             "jitter": self.jitter.tolist(),
             "base_step": self.base_step.tolist(),
+            "pose_max_step": [x if math.isfinite(x) else None for x in self.pose_max_step.tolist()],
             "ar": self.ar.tolist(),
             "pose_ref": self.pose_ref.reshape(9).tolist(),
             "key": self.key.to_dict(),
@@ -249,6 +256,14 @@ class CodecTables:
                     raise ValueError(f"{name} must be {k} finite numbers")
                 return a
 
+            cap = d.get("pose_max_step") if d.get("version") >= 4 else None
+            cap = (
+                np.full(POSE_DIM, np.inf)
+                if cap is None
+                else np.asarray([np.inf if x is None else x for x in cap], dtype=np.float64)
+            )
+            if cap.shape != (POSE_DIM,) or np.any(np.isnan(cap)) or np.any(cap <= 0):
+                raise ValueError(f"pose_max_step must be {POSE_DIM} positive numbers or null")
             t = cls(
                 code_dim=dcode,
                 mean=vec("mean"),
@@ -262,6 +277,7 @@ class CodecTables:
                 predictor=str(d.get("predictor", "diag")),
                 info=dict(d.get("info", {})),
                 version=TABLES_VERSION,
+                pose_max_step=cap,
             )
             if not np.all(t.base_step > 0):
                 raise ValueError("base_step must be positive")

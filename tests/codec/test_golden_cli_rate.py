@@ -50,11 +50,14 @@ def test_golden_bytes():
         regenerate_golden()
     data, tables, inp = _golden_stream()
     assert hashlib.md5(data).hexdigest() == (EXPECTED / "golden.md5").read_text().strip()
-    # The stored stream still decodes to the quantized input.
-    code, pose, _ = decode_stream((EXPECTED / "golden.nvc").read_bytes(), tables, FP)
+    # The stored stream, and the same stream of bitstream version 3, still decode to the quantized input.
     rc, rp = tables.reference(inp["code"], inp["pose"], 0)
-    np.testing.assert_array_equal(code, rc)
-    np.testing.assert_array_equal(pose, rp)
+    for name in ("golden.nvc", "golden_v3.nvc"):
+        code, pose, _ = decode_stream((EXPECTED / name).read_bytes(), tables, FP)
+        np.testing.assert_array_equal(code, rc)
+        np.testing.assert_array_equal(pose, rp)
+    v3 = (EXPECTED / "golden_v3.nvc").read_bytes()
+    assert v3[HEADER_SIZE:] == data[HEADER_SIZE:]  # version 4 changed the header only
 
 
 def test_cli_fit_encode_decode(tmp_path, cli, feats, capsys):

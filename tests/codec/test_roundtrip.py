@@ -15,10 +15,10 @@ from nerfvc.codec import (
     encode_stream,
     fit_codec,
 )
-from nerfvc.codec.bitstream import HEADER_SIZE
+from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, choose_rate, clip_kbps
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import index_from_step, step_from_index
-from nerfvc.errors import InputError, ModelMismatchError
+from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
 
 from .conftest import FP
 
@@ -68,6 +68,40 @@ def test_quantization_error_bounded(feats, tables):
         rc, _ = tables.reference(code, pose, k)
         err = np.abs(rc - code).max(axis=0)
         assert np.all(err <= tables.steps(k)[6:] / 2 + 1e-5)
+
+
+def test_pose_steps_stop_at_their_cap_while_the_code_coarsens(feats):
+    """At a coarse Q the code's steps keep growing but the pose's stop at ``pose_cap`` × their base step,
+    so a low rate flattens the expression before it moves the head; version-3 tables stay uncapped."""
+    code, pose = feats
+    capped = fit_codec(code[:240], pose[:240], pose_cap=4.0)
+    free = fit_codec(code[:240], pose[:240], pose_cap=None)
+    k = 64  # Q = 16
+    assert np.allclose(capped.steps(k)[:6], 4.0 * capped.base_step[:6])
+    assert np.allclose(capped.steps(k)[6:], 16.0 * capped.base_step[6:])
+    assert np.array_equal(capped.steps(0), free.steps(0))  # below the cap nothing changes
+    assert np.allclose(free.steps(k), 16.0 * free.base_step)
+    for t in (capped, free):
+        data = encode_stream(t, FP, code[240:], pose[240:], step_index=k)
+        _, pose_hat = decode_stream(data, t, FP)[:2]
+        ref_pose = t.reference(code[240:], pose[240:], k)[1]
+        assert np.allclose(pose_hat, ref_pose, atol=1e-6)
+    err = {
+        name: np.abs(
+            t.pose_to_vec(t.reference(code[240:], pose[240:], k)[1]) - t.pose_to_vec(pose[240:])
+        ).max(0)
+        for name, t in (("capped", capped), ("free", free))
+    }
+    assert np.all(err["capped"] <= 2.0 * capped.base_step[:6] + 1e-6)  # half of a 4x step
+    assert err["capped"].sum() < err["free"].sum()
+    d = capped.to_dict()
+    assert CodecTables.from_dict(d).to_dict() == d
+    d["version"] = 3  # tables written before the cap: the field is not read
+    assert np.allclose(CodecTables.from_dict(d).steps(k), free.steps(k) * capped.base_step / free.base_step)
+    d = capped.to_dict()
+    d["pose_max_step"] = [-1.0] * 6
+    with pytest.raises(InputError, match="pose_max_step"):
+        CodecTables.from_dict(d)
 
 
 def test_low_variance_dims_cost_almost_nothing():
@@ -279,3 +313,52 @@ def test_constant_dimension_keeps_its_value():
     data = encode_stream(tables, "00" * 8, code, pose)
     _, pose_hat, _ = decode_stream(data, tables, "00" * 8)
     np.testing.assert_allclose(pose_hat[:, 11], 0.6, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [25, 27])
+def test_frame_step_codes_every_mth_frame_and_interpolates_the_rest(feats, tables, n):
+    """``frame_step=3``: the header says so, the coded frames decode exactly, the camera frames between
+    them are interpolated, and the frames after the last coded one (the tail) hold it."""
+    code, pose = feats
+    code, pose = code[240 : 240 + n], pose[240 : 240 + n]
+    data = encode_stream(tables, FP, code, pose, step_index=0, frame_step=3)
+    h = StreamHeader.from_bytes(data[:HEADER_SIZE])
+    assert (h.frame_step, h.num_frames, h.tail, h.display_frames) == (3, len(code[::3]), (n - 1) % 3, n)
+    dec_code, dec_pose, rep = decode_stream(data, tables, FP)
+    assert dec_code.shape == code.shape and rep.valid.shape == (n,) and rep.valid.all()
+    rc, rp = tables.reference(code[::3], pose[::3], 0)
+    np.testing.assert_array_equal(dec_code[::3], rc)
+    np.testing.assert_allclose(dec_pose[::3], rp, atol=1e-6)
+    np.testing.assert_allclose(dec_code[1], (2 * rc[0] + rc[1]) / 3, atol=1e-6)
+    np.testing.assert_array_equal(dec_code[(len(rc) - 1) * 3 :], np.broadcast_to(rc[-1], (1 + h.tail, 6 + 4)))
+    assert len(data) < 0.6 * len(encode_stream(tables, FP, code, pose, step_index=0))
+    # A truncated stream still decodes to every camera frame it claims, the missing ones not valid.
+    dec_code, _, rep = decode_stream(data[: len(data) - 8], tables, FP)
+    assert len(dec_code) == n and not rep.valid[-1]
+
+
+def test_rate_control_steps_frames_only_when_every_frame_would_be_flattened(feats, tables):
+    code, pose = feats
+    code, pose = code[200:], pose[200:]
+    full = clip_kbps(tables, FP, code, pose, 0)
+    assert choose_rate(tables, FP, code, pose, 2 * full)[0] == 1  # plenty of rate: every frame
+    m, k = choose_rate(tables, FP, code, pose, 0.4 * full)
+    assert m > 1 and step_from_index(k) <= 2.0
+    data = encode_stream(tables, FP, code, pose, kbps=0.4 * full)
+    assert StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step == m
+    assert (len(data) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 <= 0.4 * full
+    one = encode_stream(tables, FP, code, pose, kbps=0.4 * full, frame_step=1)
+    assert StreamHeader.from_bytes(one[:HEADER_SIZE]).frame_step == 1
+
+
+def test_frame_step_header_checks():
+    good = StreamHeader(FP, 25.0, 4, 0, 50, 10, frame_step=4, tail=3)
+    assert StreamHeader.from_bytes(good.to_bytes()) == good
+    with pytest.raises(BitstreamError, match="inconsistent"):
+        StreamHeader.from_bytes(StreamHeader(FP, 25.0, 4, 0, 50, 10, frame_step=2, tail=2).to_bytes())
+    with pytest.raises(BitstreamError, match="frame step"):
+        StreamHeader.from_bytes(StreamHeader(FP, 25.0, 4, 0, 50, 10, frame_step=12).to_bytes())
+    with pytest.raises(InputError, match="frame step"):
+        StreamEncoder(
+            CodecTables.from_dict(fit_codec(*synthetic_features(40, 4, seed=0)).to_dict()), FP, frame_step=9
+        )
