@@ -21,7 +21,7 @@ class EmbedConfig:
 
     in_dim: int = 79  # expression dimensions (PCA coefficients)
     code_dim: int = 30  # transmitted code dimensions
-    window: int = 4  # frames of causal context, current frame included
+    window: int = 4  # causal window in frames (current included)
     d_model: int = 32
     heads: int = 4
     layers: int = 1

@@ -40,7 +40,7 @@ class ModelConfig:
     coarse: HeadFieldConfig = field(default_factory=_coarse_head)
     fine: HeadFieldConfig = field(default_factory=HeadFieldConfig)
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
-    consistency_dim: int = 8  # 0 switches the head-torso consistency code off
+    consistency_dim: int = 8  # size of the head-torso consistency code (0: none)
     n_coarse: int = 24
     n_fine: int = 24
     occupancy_res: int = 64

@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    iters: int = 100_000
+    iters: int = 100_000  # iteration cap (the learning-rate schedule targets it)
     stop_at: int | None = (
         None  # end this run at this step (the schedule still targets ``iters``); rerun resumes
     )
-    minutes: float | None = None  # wall-clock budget (training loop only)
-    batch_rays: int = 4096
+    minutes: float | None = None  # wall-clock budget of the whole call (loading, training, writing, scoring)
+    batch_rays: int = 4096  # rays per training step
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
     person_frac: float = 0.7
@@ -63,7 +63,7 @@ class TrainConfig:
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
     score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
     torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
-    seed: int = 0
+    seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
 
