@@ -487,7 +487,12 @@ def run_batch(
 
     executor = SequentialExecutor(cfg, steps) if ray is None else RayExecutor(cfg, steps, ray)
     machine = {"cpu_model": cpu_model(), "isa": isa(), "cores": os.cpu_count()}  # of the driver
-    info = {"executor": executor.description, "title": title, "command": command, "machine": machine}
+    info: dict[str, Any] = {
+        "executor": executor.description,
+        "title": title,
+        "command": command,
+        "machine": machine,
+    }
     summarize(cfg, clips, out, wall_s=0.0, **info)
     try:
         say(f"{len(videos)} clips, {executor.description}")
@@ -650,16 +655,17 @@ def summarize(
     machine: dict | None = None,
 ) -> dict:
     """Write ``out``.json and ``out``.md from what is on disk for ``clips``; return the summary."""
-    summary = {
+    rows = [clip_row(cfg, c) for c in clips]
+    summary: dict[str, Any] = {
         "title": title,
         "command": command,
         "executor": executor,
         "machine": machine,
         "config": {**asdict(cfg), "work": str(cfg.work)},
         "wall_minutes": wall_s / 60,
-        "clips": [clip_row(cfg, c) for c in clips],
+        "clips": rows,
+        "step_minutes": sum(sum(r.get("seconds", {}).values()) for r in rows) / 60,
     }
-    summary["step_minutes"] = sum(sum(r.get("seconds", {}).values()) for r in summary["clips"]) / 60
     from nerfvc.eval.video import to_jsonable
 
     write_json_atomic(out.with_suffix(".json"), to_jsonable(summary))

@@ -43,6 +43,8 @@ def causal_windows(expression: torch.Tensor, window: int) -> torch.Tensor:
 class ExpressionEmbedding(nn.Module):
     """Sender-side encoder ``(B, window, E) → (B, C)`` and receiver-side decoder ``(B, C) → (B, E)``."""
 
+    scale: torch.Tensor  # (E,) a buffer (see __init__)
+
     def __init__(self, config: EmbedConfig, scale: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = c = config

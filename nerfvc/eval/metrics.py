@@ -161,8 +161,8 @@ def summarize(pf: dict[str, np.ndarray], bitrate_kbps: float | None = None) -> d
         s["aucon"] = float(agree.mean())
         # agreement on the (frame, AU) pairs where the GT shows the AU: a frozen face cannot fake this one
         s["au_recall"] = float(agree[gt_on].mean()) if gt_on.any() else float("nan")
-        for k, name in enumerate(_face.AU_NAMES):
-            s[f"au_rate_gt_{name}"] = float(gt_on[:, k].mean())
+        for j, name in enumerate(_face.AU_NAMES):
+            s[f"au_rate_gt_{name}"] = float(gt_on[:, j].mean())
     if bitrate_kbps is not None:
         s["kbps"] = float(bitrate_kbps)
         s.update(tradeoffs(s, bitrate_kbps))

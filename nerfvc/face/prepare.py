@@ -296,12 +296,12 @@ def _build(
 
     # ------------------------------------------------------- pass 2: model, features, masks, background
     landmarks = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
-    faces = np.zeros(n, np.int64)
+    face_counts = np.zeros(n, np.int64)
     times = np.zeros(n, np.float64)
     for i in range(n):
         with np.load(work / f"{i:06d}.npz") as z:
-            landmarks[i], faces[i], times[i] = z["landmarks"], int(z["faces"]), float(z["t"])
-    valid = faces == 1
+            landmarks[i], face_counts[i], times[i] = z["landmarks"], int(z["faces"]), float(z["t"])
+    valid = face_counts == 1
     if not valid.any():
         raise FaceError(f"{video}: no face found in any of {n} frames")
     if (~valid).mean() > MAX_LOST_FRACTION:

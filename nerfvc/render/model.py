@@ -66,6 +66,13 @@ class ModelConfig:
 class PortraitNeRF(nn.Module):
     """Expression- and pose-driven portrait: head NeRF (coarse + fine) over a 2D torso over a background."""
 
+    head_lo: torch.Tensor  # buffers (see __init__)
+    head_hi: torch.Tensor
+    expr_mean: torch.Tensor
+    expr_std: torch.Tensor
+    pose_mean: torch.Tensor
+    pose_std: torch.Tensor
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg

@@ -212,7 +212,9 @@ def evaluate(
 
     w, h = size or (ds.camera.width, ds.camera.height)
     renderer = Renderer(model, ds.camera, ds.background.numpy())
-    ps, ss, ts = [], [], []
+    ps: list[float] = []
+    ss: list[float] = []
+    ts: list[float] = []
     for f in frames:
         if ps and deadline is not None and time.perf_counter() > deadline:
             log.warning("scoring stopped at the time budget after %d of %d frames", len(ps), len(frames))
@@ -366,10 +368,10 @@ def train(
         k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
         frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
         longer = max(ds.camera.width, ds.camera.height)
-        k = min(1.0, cfg.score_size / longer)
-        size = (max(8, round(ds.camera.width * k)), max(8, round(ds.camera.height * k)))
-        metrics = evaluate(model, ds, frames, size, deadline=t_call + total)
-        metrics["size"] = list(size)
+        s = min(1.0, cfg.score_size / longer)
+        score_wh = (max(8, round(ds.camera.width * s)), max(8, round(ds.camera.height * s)))
+        scores = evaluate(model, ds, frames, score_wh, deadline=t_call + total)
+        metrics = {**scores, "size": list(score_wh)}
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
 
 
