@@ -33,6 +33,7 @@ setup: $(BIN)/.installed
 lint: setup
 	$(BIN)/ruff check nerfvc tests benchmarks
 	$(BIN)/ruff format --check nerfvc tests benchmarks
+	$(BIN)/mypy  # type check (configured in pyproject.toml [tool.mypy])
 
 format: setup
 	$(BIN)/ruff format nerfvc tests benchmarks

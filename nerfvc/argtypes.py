@@ -31,15 +31,17 @@ positive = number_in(0.0, lo_open=True)
 non_negative = number_in(0.0)
 
 
-def int_in(lo: int, hi: int) -> Callable[[str], int]:
-    """A type accepting an integer in ``[lo, hi]``."""
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """A type accepting an integer in ``[lo, hi]`` (``>= lo`` without ``hi``)."""
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not lo <= v <= hi:
+        if hi is None and v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
+        if hi is not None and not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {v}")
         return v
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nerfvc.errors import InputError
+from nerfvc.eval.options import DISTS_FRAMES, EvalOptions
 from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from nerfvc.machine import cpu_model, isa
 
@@ -60,17 +61,18 @@ STEPS = ("prepare", "train", "eval")
 class BatchConfig:
     """Options of one batch run (the eval options are stamped into each report to decide reuse)."""
 
-    work: Path
-    minutes: float = 20.0
-    size: int = 256
+    work: Path  # outputs in DIR/<clip>/ (shared FS on a cluster)
+    minutes: float = 20.0  # training budget per clip
+    size: int = 256  # the eval options (`--eval`): one size
     kbps: str = "1.5"
-    codecs: str = "x265,x264,vvenc,svtav1"
+    codecs: str = EvalOptions.codecs
     max_frames: int = 0
-    dists_frames: int = 8
+    dists_frames: int = DISTS_FRAMES
+    # minutes before a step is stopped and counted as failed (train: on top of its budget)
     step_timeout_minutes: float = 120.0
-    retry_failed: bool = False
+    retry_failed: bool = False  # rerun clips that failed in an earlier run
     retries: int = 1  # extra attempts of a failing task
-    cpus_per_task: int = 1  # Ray resource request and torch threads of a task (Ray only)
+    cpus_per_task: int = 1  # CPUs (and torch threads) per Ray task (Ray only)
 
     def eval_params(self) -> dict:
         return {
@@ -220,7 +222,7 @@ def train_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
 
 def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
     """``nerfvc eval MODEL VIDEO -o REPORT`` with the batch's eval options."""
-    from nerfvc.eval.run import EvalOptions, run_eval
+    from nerfvc.eval.run import run_eval
 
     run_eval(
         EvalOptions(
@@ -485,7 +487,12 @@ def run_batch(
 
     executor = SequentialExecutor(cfg, steps) if ray is None else RayExecutor(cfg, steps, ray)
     machine = {"cpu_model": cpu_model(), "isa": isa(), "cores": os.cpu_count()}  # of the driver
-    info = {"executor": executor.description, "title": title, "command": command, "machine": machine}
+    info: dict[str, Any] = {
+        "executor": executor.description,
+        "title": title,
+        "command": command,
+        "machine": machine,
+    }
     summarize(cfg, clips, out, wall_s=0.0, **info)
     try:
         say(f"{len(videos)} clips, {executor.description}")
@@ -648,16 +655,17 @@ def summarize(
     machine: dict | None = None,
 ) -> dict:
     """Write ``out``.json and ``out``.md from what is on disk for ``clips``; return the summary."""
-    summary = {
+    rows = [clip_row(cfg, c) for c in clips]
+    summary: dict[str, Any] = {
         "title": title,
         "command": command,
         "executor": executor,
         "machine": machine,
         "config": {**asdict(cfg), "work": str(cfg.work)},
         "wall_minutes": wall_s / 60,
-        "clips": [clip_row(cfg, c) for c in clips],
+        "clips": rows,
+        "step_minutes": sum(sum(r.get("seconds", {}).values()) for r in rows) / 60,
     }
-    summary["step_minutes"] = sum(sum(r.get("seconds", {}).values()) for r in summary["clips"]) / 60
     from nerfvc.eval.video import to_jsonable
 
     write_json_atomic(out.with_suffix(".json"), to_jsonable(summary))

@@ -9,7 +9,18 @@ import signal
 import sys
 from pathlib import Path
 
-from nerfvc.errors import InputError
+from nerfvc.argtypes import int_in, positive
+from nerfvc.batch import BatchConfig, failed_clips, parse_eval_options, run_batch
+from nerfvc.configargs import ConfigArgs, Opt
+
+OPTIONS = ConfigArgs(
+    BatchConfig,
+    Opt("work", metavar="DIR"),
+    Opt("minutes", type=positive, metavar="M"),
+    Opt("cpus_per_task", type=int_in(1), metavar="N"),
+    Opt("step_timeout_minutes", "--step-timeout", type=positive, metavar="MINUTES"),
+    "retry_failed",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,16 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prepare, train and evaluate many clips (resumable; in-process, or Ray tasks with --ray)",
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="clips, one person each (names must differ)")
-    p.add_argument(
-        "--work", required=True, metavar="DIR", help="outputs in DIR/<clip>/ (shared FS on a cluster)"
-    )
-    p.add_argument("--minutes", type=float, default=20.0, help="training budget per clip (default 20)")
+    d = BatchConfig
     p.add_argument(
         "--eval",
         default="",
         metavar="OPTIONS",
         help="`nerfvc eval` options for every clip, quoted: --sizes S --kbps K --codecs C --max-frames N "
-        "--dists-frames N (default: --sizes 256 --kbps 1.5, all codecs, all test frames, 8 DISTS frames)",
+        f"--dists-frames N (default: --sizes {d.size} --kbps {d.kbps} --codecs {d.codecs} --max-frames "
+        f"{d.max_frames} --dists-frames {d.dists_frames})",
     )
     p.add_argument(
         "--ray",
@@ -37,33 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the steps as Ray tasks: 'auto' starts a local Ray, ADDRESS (host:port or ray://…) joins a "
         "cluster (needs `pip install nerfvc[cluster]`)",
     )
-    p.add_argument(
-        "--cpus-per-task", type=int, default=1, help="CPUs (and torch threads) per Ray task (default 1)"
-    )
-    p.add_argument(
-        "--step-timeout",
-        type=float,
-        default=120.0,
-        help="minutes before a step is stopped and counted as failed (train: on top of --minutes)",
-    )
-    p.add_argument("--retry-failed", action="store_true", help="rerun clips that failed in an earlier run")
+    OPTIONS.add_to(p)
     p.add_argument("-o", "--out", default=None, help="summary path without suffix (default DIR/summary)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the batch; exit code 1 when any clip failed (the summary is written either way)."""
-    from nerfvc.batch import BatchConfig, parse_eval_options, run_batch
-
-    if args.minutes <= 0 or args.cpus_per_task < 1 or args.step_timeout <= 0:
-        raise InputError("--minutes, --cpus-per-task and --step-timeout must be positive")
-    cfg = BatchConfig(
-        work=Path(args.work),
-        minutes=args.minutes,
-        step_timeout_minutes=args.step_timeout,
-        retry_failed=args.retry_failed,
-        cpus_per_task=args.cpus_per_task,
-    )
+    cfg = OPTIONS.build(args)
     cfg = dataclasses.replace(cfg, **parse_eval_options(args.eval))
     out = Path(args.out) if args.out else cfg.work / "summary"
     command = "nerfvc batch " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["batch"] else sys.argv[1:])
@@ -74,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 def report(summary: dict) -> int:
     """Print the one-line outcome; 1 when any clip failed or is unfinished, else 0."""
-    from nerfvc.batch import failed_clips
-
     bad = failed_clips(summary)
     n = len(summary["clips"])
     print(f"{n - len(bad)}/{n} clips ok" + (f"; not ok: {', '.join(bad)}" if bad else ""))

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 
 from nerfvc import __version__
 from nerfvc.errors import NerfvcError
@@ -28,9 +29,18 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors (no usage block), like the commands' own errors; subcommand parsers
+    are of this class too."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="nerfvc", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="nerfvc", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nerfvc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

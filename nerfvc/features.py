@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,8 @@ def upsample_features(
 def save_features(path: str | Path, **arrays: np.ndarray) -> None:
     """Write per-frame arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        data: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(f, **data)
 
 
 def load_features(path: str | Path) -> dict[str, np.ndarray]:

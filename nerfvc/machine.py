@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -46,7 +46,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -94,7 +94,7 @@ def median_seconds(run: Callable[[], object], repeat: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(options: dict[str, Callable[[], float]]) -> dict:
+def measure(options: Mapping[str, Callable[[], float]]) -> dict:
     """Time every option → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; an option that fails to
     run is skipped)."""
     seconds: dict[str, float] = {}
@@ -110,7 +110,9 @@ def measure(options: dict[str, Callable[[], float]]) -> dict:
     return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
 
 
-def choose(what: str, device: torch.device | str, env: str, options: dict[str, Callable[[], float]]) -> str:
+def choose(
+    what: str, device: torch.device | str, env: str, options: Mapping[str, Callable[[], float]]
+) -> str:
     """The option for ``what`` on ``device``: ``$env`` if it names one, else the fastest by :func:`measure`,
     remembered in ``$NERFVC_CACHE/choices.json`` per CPU model, kernel ISA and torch version and logged once.
     ``$env`` = ``auto`` (or unset) measures; anything else is a clear error."""

@@ -31,3 +31,13 @@ def test_pyproject_declares_the_requirements_files():
     nodeps = {_name(r) for r in _requirements("requirements-nodeps.txt")}
     assert not declared & nodeps, "packages installed with --no-deps must not be declared"
     assert "torchvision" not in declared
+
+
+def test_make_test_runs_the_pinned_type_checker():
+    """``make test`` → ``make lint`` runs mypy, pinned (a new release may find new errors) and configured
+    for the whole package."""
+    lint = (ROOT / "Makefile").read_text().split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "$(BIN)/mypy" in lint
+    assert any(r.startswith("mypy==") for r in _requirements("requirements-dev.txt"))
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["files"] == ["nerfvc"]

@@ -164,7 +164,9 @@ def encode_frame(model: FrameModel, q: np.ndarray, hist: list[np.ndarray] | np.n
     return encode_frames([model], [q], hist)
 
 
-def _decode_one(dec: object, model: FrameModel, hist: list[np.ndarray] | None) -> np.ndarray:
+def _decode_one(
+    dec: constriction.stream.queue.RangeDecoder, model: FrameModel, hist: list[np.ndarray] | None
+) -> np.ndarray:
     k = len(model.c)
     acc = model.base_mu(hist)
     q = np.zeros(k, np.int64)

@@ -69,7 +69,11 @@ def _make_predictor(
     """Integer predictor tables from centred previous frames ``z_in[l] (M,K)`` (lag l+1) with feature-domain
     coefficients ``a[l] (K,K)`` → frames ``z_out (M,K)``."""
     k = z_out.shape[1]
-    resid = z_out if a is None else z_out - sum(zi @ al.T for zi, al in zip(z_in, a))
+    if a is None:
+        resid = z_out
+    else:
+        assert z_in is not None  # coefficients come with the frames they apply to
+        resid = z_out - sum(zi @ al.T for zi, al in zip(z_in, a))
     b = np.zeros((k, k))
     if intra == "pose" and len(resid) > POSE_DIM:  # condition within the pose block only
         b[:POSE_DIM, :POSE_DIM], _ = _ldl_predictor(np.cov(resid[:, :POSE_DIM], rowvar=False))
@@ -152,7 +156,7 @@ def fit_codec(
         if n - ntr < 5:
             predictor, intra, order = preds[0], intras[0], orders[0]
         else:
-            best = None
+            best: tuple[float, str, bool | str, int] | None = None
             for cand in preds:
                 for ci in intras:
                     for co in orders:
@@ -160,6 +164,7 @@ def fit_codec(
                         bits = estimate_stream_bits(t, x[ntr:], 0)
                         if best is None or bits < best[0]:
                             best = (bits, cand, ci, co)
+            assert best is not None  # at least one candidate
             predictor, intra, order = best[1], best[2], best[3]
     tables = _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
     if pose_cap is not None:

@@ -60,6 +60,6 @@ def landmark_weights(
         basis = basis @ code_to_expression
     w[POSE_DIM:] = np.nan
     if basis is not None and (basis.shape[1] == code_dim or code_to_expression is None):
-        e = min(basis.shape[1], code_dim)
-        w[POSE_DIM : POSE_DIM + e] = np.linalg.norm(basis[:, :e], axis=0) / np.sqrt(len(mean_shape))
+        k = min(basis.shape[1], code_dim)
+        w[POSE_DIM : POSE_DIM + k] = np.linalg.norm(basis[:, :k], axis=0) / np.sqrt(len(mean_shape))
     return w

@@ -1,8 +1,29 @@
-"""CLI: ``nerfvc embed-train DATASET -o MODEL``."""
+"""CLI: ``nerfvc embed-train DATASET -o MODEL``.
+
+The options and their defaults come from :class:`EmbedConfig` and the embedding's :class:`TrainConfig`
+(:mod:`nerfvc.configargs`).
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from nerfvc.argtypes import int_in, non_negative, positive
+from nerfvc.codec.tables import index_from_step, step_from_index
+from nerfvc.configargs import ConfigArgs, Opt
+from nerfvc.embed.encoder import EmbedConfig
+from nerfvc.embed.train import TrainConfig, embed_train_dir
+
+EMBED_OPTIONS = ConfigArgs(
+    EmbedConfig,
+    Opt("code_dim", type=int_in(1, 4096), metavar="N"),
+    Opt("window", type=int_in(1), metavar="N"),
+)
+TRAIN_OPTIONS = ConfigArgs(
+    TrainConfig,
+    Opt("lam", "--lambda", type=non_negative, metavar="L"),
+    Opt("minutes", type=positive, metavar="M"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,33 +34,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", help="DATASET directory (features.npz, face model, manifest split)")
     p.add_argument("-o", "--output", required=True, help="MODEL directory (embed.safetensors, codec.json)")
-    p.add_argument("--code-dim", type=int, default=30, help="transmitted code dimensions (default 30)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.0, help="rate weight in px² per bit")
-    p.add_argument("--minutes", type=float, default=1.0, help="training time budget")
-    p.add_argument("--window", type=int, default=4, help="causal window in frames (current included)")
-    p.add_argument("--step", type=float, default=1.0, help="codec step multiplier Q simulated in training")
+    EMBED_OPTIONS.add_to(p)
+    TRAIN_OPTIONS.add_to(p)
+    q = step_from_index(TrainConfig.step_index)
+    p.add_argument(
+        "--step",
+        type=positive,
+        default=q,
+        metavar="Q",
+        help=f"codec step multiplier Q simulated in training (default {q:g})",
+    )
     p.set_defaults(func=cmd_embed_train)
 
 
 def cmd_embed_train(args: argparse.Namespace) -> int:
-    from nerfvc.codec.tables import index_from_step
-    from nerfvc.embed.train import embed_train_dir
-    from nerfvc.errors import InputError
-
-    if not 1 <= args.code_dim <= 4096 or args.window < 1 or args.minutes <= 0 or args.lam < 0:
-        raise InputError("need --code-dim >= 1, --window >= 1, --minutes > 0, --lambda >= 0")
+    ec = EMBED_OPTIONS.build(args)
+    tc = TRAIN_OPTIONS.build(args)
     info = embed_train_dir(
         args.dataset,
         args.output,
-        code_dim=args.code_dim,
-        lam=args.lam,
-        minutes=args.minutes,
-        window=args.window,
+        code_dim=ec.code_dim,
+        lam=tc.lam,
+        minutes=tc.minutes,
+        window=ec.window,
         step_index=index_from_step(args.step),
     )
     f = info["final"]
     print(
-        f"{args.output}: embedding {args.code_dim}-d trained {info['iterations']} iters in "
+        f"{args.output}: embedding {ec.code_dim}-d trained {info['iterations']} iters in "
         f"{info['train_seconds']} s (train: {f['px2'] ** 0.5:.3f} px rms with quantization noise, "
         f"~{f['bits']:.1f} code bits/frame); model fingerprint {info['fingerprint']}"
     )

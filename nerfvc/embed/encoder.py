@@ -21,7 +21,7 @@ class EmbedConfig:
 
     in_dim: int = 79  # expression dimensions (PCA coefficients)
     code_dim: int = 30  # transmitted code dimensions
-    window: int = 4  # frames of causal context, current frame included
+    window: int = 4  # causal window in frames (current included)
     d_model: int = 32
     heads: int = 4
     layers: int = 1
@@ -42,6 +42,8 @@ def causal_windows(expression: torch.Tensor, window: int) -> torch.Tensor:
 
 class ExpressionEmbedding(nn.Module):
     """Sender-side encoder ``(B, window, E) → (B, C)`` and receiver-side decoder ``(B, C) → (B, E)``."""
+
+    scale: torch.Tensor  # (E,) a buffer (see __init__)
 
     def __init__(self, config: EmbedConfig, scale: torch.Tensor | None = None) -> None:
         super().__init__()

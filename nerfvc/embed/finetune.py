@@ -181,10 +181,8 @@ def render_metrics(
     ds = load_dataset(dataset, size, torso=False)
     r = Renderer.from_model_dir(model_dir)
     w, h = ds.camera.width, ds.camera.height
-    try:
-        from nerfvc.eval.lpips import lpips_batch
-    except ImportError:  # the eval package lives on another branch
-        lpips_batch = None
+    from nerfvc.eval.lpips import lpips_batch
+
     out = {}
     for name, ex in expressions.items():
         ps, ss, imgs = [], [], []
@@ -195,7 +193,6 @@ def render_metrics(
             ss.append(ssim(img, gt))
             imgs.append(img)
         out[name] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames)}
-        if lpips_batch is not None:
-            gt_all = ds.frames[torch.as_tensor(frames)].numpy()
-            out[name]["lpips"] = float(np.mean(lpips_batch(gt_all, np.stack(imgs))))
+        gt_all = ds.frames[torch.as_tensor(frames)].numpy()
+        out[name]["lpips"] = float(np.mean(lpips_batch(gt_all, np.stack(imgs))))
     return out

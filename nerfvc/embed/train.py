@@ -246,7 +246,7 @@ class TrainConfig:
     """Stage-1 training settings."""
 
     lam: float = 0.0  # rate weight, px² per bit (0 = distortion only, still with quantization noise)
-    minutes: float = 1.0  # wall-clock budget
+    minutes: float = 1.0  # training time budget
     max_iters: int = 3000
     lr: float = 2e-3
     step_index: int = 0  # codec step index whose quantization noise is simulated
@@ -368,12 +368,12 @@ def _record(it: int, dist: torch.Tensor, bits: torch.Tensor, loss: torch.Tensor)
 def embed_train_dir(
     dataset: str | Path,
     out: str | Path,
-    code_dim: int = 30,
-    lam: float = 0.0,
-    minutes: float = 1.0,
-    window: int = 4,
-    step_index: int = 0,
-    max_iters: int = 3000,
+    code_dim: int = EmbedConfig.code_dim,
+    lam: float = TrainConfig.lam,
+    minutes: float = TrainConfig.minutes,
+    window: int = EmbedConfig.window,
+    step_index: int = TrainConfig.step_index,
+    max_iters: int = TrainConfig.max_iters,
 ) -> dict[str, Any]:
     """Train on a DATASET's train split, write the embedding + face model + codec tables (fitted on the
     codes) into the MODEL directory ``out`` and (re)finalize its manifest. Returns a summary."""

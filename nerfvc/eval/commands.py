@@ -7,10 +7,32 @@ and write the same report; ``eval`` adds nerfvc itself (track → encode → dec
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
-from nerfvc.eval import baselines as B
+from nerfvc.argtypes import int_in
+from nerfvc.configargs import ConfigArgs, Opt
 from nerfvc.eval.options import EvalOptions
+
+# The options of both commands; their defaults and help come from EvalOptions (nerfvc.configargs).
+OPTIONS = ConfigArgs(
+    EvalOptions,
+    Opt("sizes", metavar="S,.."),
+    Opt("floor_sizes", metavar="S,.."),
+    Opt("codecs", metavar="C,.."),
+    Opt("points", type=int_in(0), metavar="N"),
+    "no_face",
+    Opt("dists_frames", type=int_in(0), metavar="N"),
+    Opt(
+        "keep_videos",
+        help="also keep the ground truth and every codec (and nerfvc) rate point at each size as lossless "
+        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~1.3 MB per second of video at 256², "
+        "4× that at 512²)",
+    ),
+    # nerfvc eval only
+    Opt("kbps", metavar="K,.."),
+    Opt("max_frames", type=int_in(0), metavar="N"),
+    Opt("frames_per_packet", type=int_in(1), metavar="N"),
+)
+COMMON = ("sizes", "floor_sizes", "codecs", "points", "no_face", "dists_frames", "keep_videos")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval-baselines", help="score classic codecs on a clip's test split and write a report"
     )
     p.add_argument("video", help="clip; its last 20%% of frames are the test split")
-    _common_args(p)
+    p.add_argument("-o", "--out", required=True, help="report directory")
+    OPTIONS.add_to(p, *COMMON)
     p.set_defaults(func=run)
 
     p = sub.add_parser(
@@ -28,71 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="MODEL directory written by `nerfvc train`")
     p.add_argument("video", help="clip of the same person; its last 20%% of frames are scored")
-    _common_args(p)
-    p.add_argument(
-        "--kbps",
-        default=EvalOptions.kbps,
-        help=f"nerfvc target rates (comma-separated, default {EvalOptions.kbps})",
-    )
-    p.add_argument(
-        "--max-frames",
-        type=int,
-        default=EvalOptions.max_frames,
-        help="score only the first N test frames (0: all)",
-    )
-    p.add_argument(
-        "--frames-per-packet",
-        type=int,
-        default=EvalOptions.frames_per_packet,
-        help="frames sharing one packet's framing (default 1, as in a live call; `nerfvc encode` uses 4 "
-        "for files)",
-    )
-    p.set_defaults(func=run)
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``eval`` and ``eval-baselines``."""
     p.add_argument("-o", "--out", required=True, help="report directory")
-    p.add_argument(
-        "--sizes",
-        default=EvalOptions.sizes,
-        help=f"sizes scored with every metric (default {EvalOptions.sizes})",
-    )
-    p.add_argument(
-        "--floor-sizes",
-        default=EvalOptions.floor_sizes,
-        help="sizes where only codec floors are measured, e.g. 128,1024",
-    )
-    p.add_argument(
-        "--codecs", default=EvalOptions.codecs, help="comma-separated subset of " + ",".join(B.CODECS)
-    )
-    p.add_argument(
-        "--points",
-        type=int,
-        default=EvalOptions.points,
-        help="use only the first N points of each sweep (0: all)",
-    )
-    p.add_argument("--no-face", action="store_true", help="skip the face metrics (CSIM, PRMSE, AUCON, LMD)")
-    p.add_argument(
-        "--dists-frames",
-        type=int,
-        default=EvalOptions.dists_frames,
-        help="score DISTS on this many evenly spaced frames per rate point (default 8; 0: no DISTS). "
-        "DISTS costs ~1 s per 256² frame on one core",
-    )
-    p.add_argument(
-        "--keep-videos",
-        action="store_true",
-        help="also keep the ground truth and every codec (and nerfvc) rate point at each size as lossless "
-        "videos in REPORT/videos/ (the input of `nerfvc mos build`; ~1.3 MB per second of video at 256², "
-        "4× that at 512²)",
-    )
+    OPTIONS.add_to(p)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``nerfvc eval`` / ``nerfvc eval-baselines`` with the parsed ``args``."""
     from nerfvc.eval.run import run_eval
 
-    names = [f.name for f in fields(EvalOptions)]
-    run_eval(EvalOptions(**{k: getattr(args, k) for k in names if hasattr(args, k)}))
+    run_eval(OPTIONS.build(args, video=args.video, out=args.out, model=getattr(args, "model", None)))
     return 0

@@ -91,17 +91,24 @@ def _hann_filter(channels: int) -> torch.Tensor:
 class DISTS(torch.nn.Module):
     """``forward(x, y)`` takes NCHW float RGB in [0, 1] and returns the per-image DISTS distance ``(N,)``."""
 
+    alpha: torch.Tensor  # buffers (see __init__; also pool0..pool3)
+    beta: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         w = load_weights() if weights is None else weights
-        convs, c_in = [], 3
+        convs: list[torch.nn.Conv2d] = []
+        c_in = 3
         for stage in _STAGES:
             for c_out in stage:
                 convs.append(torch.nn.Conv2d(c_in, c_out, 3, padding=1))
                 c_in = c_out
         self.convs = torch.nn.ModuleList(convs)
         with torch.no_grad():
-            for i, conv in enumerate(self.convs):
+            for i, conv in enumerate(convs):
+                assert conv.bias is not None  # built with a bias
                 conv.weight.copy_(w[f"conv{i}.weight"])
                 conv.bias.copy_(w[f"conv{i}.bias"])
         for k, c in enumerate(_CHANNELS[1:5]):

@@ -247,10 +247,10 @@ def embed(crop: np.ndarray) -> np.ndarray:
     return e / max(np.linalg.norm(e), 1e-12)
 
 
-def embeddings(frames: Sequence[np.ndarray], lms: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def embeddings(frames: Sequence[np.ndarray] | np.ndarray, lms: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """FaceNet embeddings ``(N, 512)`` of aligned crops; NaN rows where ``ok`` is False."""
     out = np.full((len(frames), 512), np.nan)
-    for i in np.flatnonzero(ok):
+    for i in np.flatnonzero(ok).tolist():
         out[i] = embed(align_crop(frames[i], lms[i]))
     return out
 
@@ -281,7 +281,7 @@ class FaceReference:
     extra: dict = field(default_factory=dict)
 
 
-def face_reference(frames: Sequence[np.ndarray], *, with_csim: bool = True) -> FaceReference:
+def face_reference(frames: Sequence[np.ndarray] | np.ndarray, *, with_csim: bool = True) -> FaceReference:
     """Landmarks, pose, AU presence, embeddings and a face bbox of the GT frames."""
     lms, ok = landmarks(frames)
     ref = reference_shape(lms, ok)
@@ -303,7 +303,7 @@ def face_reference(frames: Sequence[np.ndarray], *, with_csim: bool = True) -> F
 
 
 def face_scores(
-    gt: FaceReference, frames: Sequence[np.ndarray], *, with_csim: bool = True
+    gt: FaceReference, frames: Sequence[np.ndarray] | np.ndarray, *, with_csim: bool = True
 ) -> dict[str, np.ndarray]:
     """Per-frame face metrics of decoded ``frames`` against ``gt``: csim, pose_err (deg, 3 angles), au_agree
     (N, 7), lmd (px), face_ok. Frames without a detected face: CSIM uses the GT alignment, pose/LMD are NaN

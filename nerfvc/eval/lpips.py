@@ -107,20 +107,24 @@ def load_alexnet_weights() -> dict[str, torch.Tensor]:
 class LPIPSAlex(torch.nn.Module):
     """LPIPS v0.1 with the AlexNet trunk. ``forward(x, y)`` takes NCHW float images in [-1, 1]."""
 
+    shift: torch.Tensor  # buffers (see __init__)
+    scale: torch.Tensor
+
     def __init__(self, weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.convs = torch.nn.ModuleList(
-            torch.nn.Conv2d(i, o, k, stride=s, padding=p) for o, i, k, s, p in _ALEX_CONVS
-        )
-        self.lins = torch.nn.ModuleList(torch.nn.Conv2d(o, 1, 1, bias=False) for o, *_ in _ALEX_CONVS)
+        convs = [torch.nn.Conv2d(i, o, k, stride=s, padding=p) for o, i, k, s, p in _ALEX_CONVS]
+        lins = [torch.nn.Conv2d(o, 1, 1, bias=False) for o, *_ in _ALEX_CONVS]
+        self.convs = torch.nn.ModuleList(convs)
+        self.lins = torch.nn.ModuleList(lins)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
         w = load_alexnet_weights() if weights is None else weights
         with torch.no_grad():
-            for i in range(5):
-                self.convs[i].weight.copy_(w[f"conv{i}.weight"])
-                self.convs[i].bias.copy_(w[f"conv{i}.bias"])
-                self.lins[i].weight.copy_(w[f"lin{i}.weight"])
+            for i, (conv, lin) in enumerate(zip(convs, lins)):
+                assert conv.bias is not None  # built with a bias
+                conv.weight.copy_(w[f"conv{i}.weight"])
+                conv.bias.copy_(w[f"conv{i}.bias"])
+                lin.weight.copy_(w[f"lin{i}.weight"])
         self.eval().requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -18,6 +18,7 @@ import numpy as np
 from nerfvc.eval import dists as _dists
 from nerfvc.eval import face as _face
 from nerfvc.eval.lpips import lpips_batch
+from nerfvc.eval.options import DISTS_FRAMES
 from nerfvc.metrics import Region, l1, psnr, ssim
 
 __all__ = [
@@ -76,10 +77,6 @@ def dists_indices(n: int, count: int) -> np.ndarray:
 def csim(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of FaceNet-512 embeddings of the aligned faces of two frames (NaN without a face)."""
     return _face.csim(a, b)
-
-
-# DISTS costs ~1 s per 256² frame, ~5 s per 512² frame on one CPU core: score this many frames per sequence.
-DISTS_FRAMES = 8
 
 
 @dataclass
@@ -164,8 +161,8 @@ def summarize(pf: dict[str, np.ndarray], bitrate_kbps: float | None = None) -> d
         s["aucon"] = float(agree.mean())
         # agreement on the (frame, AU) pairs where the GT shows the AU: a frozen face cannot fake this one
         s["au_recall"] = float(agree[gt_on].mean()) if gt_on.any() else float("nan")
-        for k, name in enumerate(_face.AU_NAMES):
-            s[f"au_rate_gt_{name}"] = float(gt_on[:, k].mean())
+        for j, name in enumerate(_face.AU_NAMES):
+            s[f"au_rate_gt_{name}"] = float(gt_on[:, j].mean())
     if bitrate_kbps is not None:
         s["kbps"] = float(bitrate_kbps)
         s.update(tradeoffs(s, bitrate_kbps))

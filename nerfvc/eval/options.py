@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from nerfvc.eval.baselines import CODECS
 
+# DISTS costs ~1 s per 256² frame, ~5 s per 512² frame on one CPU core: score this many frames per sequence.
+DISTS_FRAMES = 8
+
 
 @dataclass
 class EvalOptions:
@@ -16,13 +19,15 @@ class EvalOptions:
     video: str
     out: str
     model: str | None = None
-    sizes: str = "256,512"  # sizes scored with every metric
-    floor_sizes: str = ""  # sizes where only codec floors are measured
-    codecs: str = ",".join(CODECS)
+    sizes: str = "256,512"  # sizes scored with every metric (comma-separated)
+    floor_sizes: str = ""  # sizes where only codec floors are measured, e.g. 128,1024
+    codecs: str = ",".join(CODECS)  # comma-separated subset of the classic codecs
     points: int = 0  # use only the first N points of each sweep (0: all)
-    no_face: bool = False  # skip the face metrics
-    dists_frames: int | None = None  # DISTS on this many frames per point (None: DISTS_FRAMES; 0: none)
-    kbps: str = "0.8,1.5,3"  # nerfvc target rates
+    no_face: bool = False  # skip the face metrics (CSIM, PRMSE, AUCON, LMD)
+    # DISTS on this many evenly spaced frames per rate point (0: none)
+    dists_frames: int | None = DISTS_FRAMES
+    kbps: str = "0.8,1.5,3"  # nerfvc target rates (comma-separated)
     max_frames: int = 0  # score only the first N test frames (0: all)
-    frames_per_packet: int = 1  # frames sharing one packet's framing (1: as in a live call)
+    # frames sharing one packet's framing (1: as in a live call; `nerfvc encode` uses 4 for files)
+    frames_per_packet: int = 1
     keep_videos: bool = False  # keep every scored sequence as a lossless video (REPORT/videos/)

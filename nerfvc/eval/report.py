@@ -132,8 +132,8 @@ def plot_rd(
         if name == "next" or all(p.kbps is None for p in pts):
             ax.axhline(_val(pts[0], metric), color="0.4", ls="--", lw=1, label=f"{name} (ceiling, no rate)")
             continue
-        pts = sorted((p for p in pts if p.kbps), key=lambda p: p.kbps)
-        x, y = [p.kbps for p in pts], [_val(p, metric) for p in pts]
+        rated = sorted((p.kbps, _val(p, metric)) for p in pts if p.kbps)
+        x, y = [r for r, _ in rated], [v for _, v in rated]
         c = _color(name)
         if name == "freeze":
             ax.plot(x, y, "*", ms=13, color="k", label="freeze frame")
@@ -160,17 +160,18 @@ def plot_resolution(
     """Left: lowest bitrate each system reaches at each size (codec floors). Right: ``metric`` there."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
-    sizes = sorted(int(s) for s in resolution)
-    names = sorted({n for s in resolution.values() for n in s if n != "next"})
+    by_size = {int(s): v for s, v in resolution.items()}  # keys are str when read back from JSON
+    sizes = sorted(by_size)
+    names = sorted({n for s in by_size.values() for n in s if n != "next"})
     for name in names:
         xs, rates, qs = [], [], []
         for s in sizes:
-            pts = [p for p in resolution.get(s, resolution.get(str(s), {})).get(name, []) if p.kbps]
+            pts = [(p.kbps, p) for p in by_size[s].get(name, []) if p.kbps]
             if not pts:
                 continue
-            low = min(pts, key=lambda p: p.kbps)
+            rate, low = min(pts, key=lambda rp: rp[0])
             xs.append(s)
-            rates.append(low.kbps)
+            rates.append(rate)
             qs.append(_val(low, metric))
         if not xs:
             continue
@@ -210,12 +211,12 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def matched_point(points: Sequence[RDPoint], kbps: float | None) -> RDPoint | None:
     """The point with frames whose bitrate is closest (in log rate) to ``kbps`` (lowest rate if None)."""
-    pts = [p for p in points if p.frames is not None and p.kbps]
+    pts = [(p.kbps, p) for p in points if p.frames is not None and p.kbps]
     if not pts:
         return None
     if not kbps:
-        return min(pts, key=lambda p: p.kbps)
-    return min(pts, key=lambda p: abs(np.log(p.kbps / kbps)))
+        return min(pts, key=lambda rp: rp[0])[1]
+    return min(pts, key=lambda rp: abs(np.log(rp[0] / kbps)))[1]
 
 
 def comparison_columns(
@@ -224,15 +225,15 @@ def comparison_columns(
     """Columns of the side-by-side: GT | main system (its lowest-rate point with frames) | reference codec at
     the matched rate (or its floor if it cannot go that low) | freeze, when present."""
     cols: list[tuple[str, np.ndarray]] = [("ground truth", gt)]
+
+    def add(name: str, p: RDPoint | None) -> None:
+        if p is not None and p.frames is not None:  # matched_point returns points with frames
+            cols.append((f"{name} {p.kbps:.1f} kbps", p.frames))
+
     mp = matched_point(systems.get(main, []), None)
-    if mp is not None:
-        cols.append((f"{main} {mp.kbps:.1f} kbps", mp.frames))
-    rp = matched_point(systems.get(reference, []), mp.kbps if mp is not None else None)
-    if rp is not None:
-        cols.append((f"{reference} {rp.kbps:.1f} kbps", rp.frames))
-    fz = matched_point(systems.get("freeze", []), None)
-    if fz is not None:
-        cols.append((f"freeze {fz.kbps:.1f} kbps", fz.frames))
+    add(main, mp)
+    add(reference, matched_point(systems.get(reference, []), mp.kbps if mp is not None else None))
+    add("freeze", matched_point(systems.get("freeze", []), None))
     return cols
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,7 @@ def run_size(
     size: int,
     *,
     codecs: Sequence[str] = tuple(B.CODECS),
-    sweeps: dict[str, Sequence[int]] | None = None,
+    sweeps: Mapping[str, Sequence[int]] | None = None,
     keep_frames: Sequence[str] = ("x265", "freeze"),
     face: bool = True,
     dists_frames: int | None = None,

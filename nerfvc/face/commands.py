@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from nerfvc.face.model import DEFAULT_FOV_DEG
+from nerfvc.configargs import ConfigArgs, Opt
+from nerfvc.face.prepare import PrepareParams, prepare
+
+# `nerfvc prepare`'s options; their defaults and help come from PrepareParams (nerfvc.configargs), their
+# ranges are checked by `prepare` (one-line InputError).
+PREPARE_OPTIONS = ConfigArgs(
+    PrepareParams,
+    Opt("max_frames", metavar="N"),
+    Opt("start", metavar="SECONDS"),
+    Opt("size", metavar="S"),
+    Opt("crop", choices=("auto", "none")),
+    Opt("expr_dims", metavar="N"),
+    Opt("fov_deg", "--fov", metavar="DEG"),
+)
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from nerfvc.face.prepare import prepare
-
+    p = PREPARE_OPTIONS.build(args, source=args.video)
     out = prepare(
         args.video,
         args.output,
-        max_frames=args.max_frames,
-        start=args.start,
-        size=args.size,
-        crop=args.crop,
-        expr_dims=args.expr_dims,
-        fov_deg=args.fov,
+        max_frames=p.max_frames,
+        start=p.start,
+        size=p.size,
+        crop=p.crop,
+        expr_dims=p.expr_dims,
+        fov_deg=p.fov_deg,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -40,12 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("video", help="input video (any container PyAV reads)")
     p.add_argument("-o", "--output", required=True, help="DATASET directory (resumed if it exists)")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most N frames")
-    p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
-    p.add_argument("--size", type=int, default=512, help="longer side of the dataset frames (default 512)")
-    p.add_argument("--crop", choices=["auto", "none"], default="auto", help="square crop around the face")
-    p.add_argument("--expr-dims", type=int, default=79, help="expression PCA dimensions (default 79)")
-    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="nominal camera FOV in degrees")
+    PREPARE_OPTIONS.add_to(p)
     p.add_argument("--overwrite", action="store_true", help="delete an existing DATASET first")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_prepare)

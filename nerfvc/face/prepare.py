@@ -54,15 +54,16 @@ MAX_TWO_FACE_FRAMES = 3  # fail when a second face is seen in this many frames
 
 @dataclass(frozen=True)
 class PrepareParams:
-    """Everything that determines the dataset's content (a resume must use the same)."""
+    """Everything that determines the dataset's content (a resume must use the same); the defaults are
+    :func:`prepare`'s and ``nerfvc prepare``'s."""
 
     source: str
-    start: float
-    max_frames: int | None
-    size: int
-    crop: str
-    expr_dims: int
-    fov_deg: float
+    start: float = 0.0  # start time in seconds
+    max_frames: int | None = None  # use at most N frames
+    size: int = 512  # longer side of the dataset frames
+    crop: str = "auto"  # auto: a square crop around the face; none: the whole frame
+    expr_dims: int = 79  # expression PCA dimensions
+    fov_deg: float = DEFAULT_FOV_DEG  # nominal camera FOV in degrees
 
 
 def write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
@@ -145,12 +146,12 @@ def prepare(
     video: str | Path,
     out: str | Path,
     *,
-    max_frames: int | None = None,
-    start: float = 0.0,
-    size: int = 512,
-    crop: str = "auto",
-    expr_dims: int = 79,
-    fov_deg: float = DEFAULT_FOV_DEG,
+    max_frames: int | None = PrepareParams.max_frames,
+    start: float = PrepareParams.start,
+    size: int = PrepareParams.size,
+    crop: str = PrepareParams.crop,
+    expr_dims: int = PrepareParams.expr_dims,
+    fov_deg: float = PrepareParams.fov_deg,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -295,12 +296,12 @@ def _build(
 
     # ------------------------------------------------------- pass 2: model, features, masks, background
     landmarks = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
-    faces = np.zeros(n, np.int64)
+    face_counts = np.zeros(n, np.int64)
     times = np.zeros(n, np.float64)
     for i in range(n):
         with np.load(work / f"{i:06d}.npz") as z:
-            landmarks[i], faces[i], times[i] = z["landmarks"], int(z["faces"]), float(z["t"])
-    valid = faces == 1
+            landmarks[i], face_counts[i], times[i] = z["landmarks"], int(z["faces"]), float(z["t"])
+    valid = face_counts == 1
     if not valid.any():
         raise FaceError(f"{video}: no face found in any of {n} frames")
     if (~valid).mean() > MAX_LOST_FRACTION:

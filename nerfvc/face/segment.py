@@ -51,14 +51,14 @@ def pull_push_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:
     coarsest level up, every pixel takes its own level's average where enough known pixels contributed and the
     upsampled coarser estimate elsewhere. Gives a diffuse fill without the streaks of local inpainting.
     """
-    w = known.astype(np.float32)
-    c = img.astype(np.float32) * w[..., None]
+    w: np.ndarray = known.astype(np.float32)
+    c: np.ndarray = img.astype(np.float32) * w[..., None]
     levels = [(c, w)]
     while min(c.shape[:2]) > 2:
         c = cv2.resize(c, (max(1, c.shape[1] // 2), max(1, c.shape[0] // 2)), interpolation=cv2.INTER_AREA)
         w = cv2.resize(w, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_AREA)
         levels.append((c, w))
-    est = None
+    est: np.ndarray | None = None
     for c, w in reversed(levels):
         mean = c / np.maximum(w, 1e-6)[..., None]
         if est is None:
@@ -68,6 +68,7 @@ def pull_push_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:
             est = cv2.resize(est, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(w * 2.0, 0.0, 1.0)[..., None]  # ≥ half the footprint known → trust this level
         est = alpha * mean + (1 - alpha) * est
+    assert est is not None  # levels is never empty
     return est
 
 
@@ -88,7 +89,7 @@ def estimate_background(
         person = cv2.dilate((m > 0).astype(np.uint8), kernel).astype(bool)
         stack[i] = f
         stack[i][person] = np.nan
-    seen = ~np.isnan(stack[..., 0]).all(0)
+    seen = np.asarray(~np.isnan(stack[..., 0]).all(0))  # (H, W) bool
     med = np.zeros((h, w, 3), np.float32)
     if seen.any():
         # median of the valid samples per pixel: NaN sorts last, so take the middle of the first `count`

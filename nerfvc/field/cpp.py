@@ -14,10 +14,11 @@ import os
 import re
 import time
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_LOADED: dict[tuple[str, str], object | None] = {}
+_LOADED: dict[tuple[str, str], ModuleType | None] = {}
 
 
 def cpp_march() -> str:
@@ -25,7 +26,7 @@ def cpp_march() -> str:
     return os.environ.get("NERFVC_CPP_MARCH", "native")
 
 
-def load_kernel(stem: str, functions: list[str]) -> object | None:
+def load_kernel(stem: str, functions: list[str]) -> ModuleType | None:
     """The compiled ``<stem>.cpp`` beside this file exposing ``functions``, or None (``NERFVC_NO_CPP`` set, no
     compiler, build error — logged once)."""
     if os.environ.get("NERFVC_NO_CPP"):  # checked on every call: it switches loaded kernels off too
@@ -34,7 +35,7 @@ def load_kernel(stem: str, functions: list[str]) -> object | None:
     key = (stem, march)
     if key in _LOADED:
         return _LOADED[key]
-    ext = None
+    ext: ModuleType | None = None
     try:
         from torch.utils.cpp_extension import load_inline
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 import torch
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _PRIMES = (1, 2654435761, 805459861)
 
 
-def load_cpp_extension() -> object | None:
+def load_cpp_extension() -> ModuleType | None:
     """The C++ hash-grid kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
     return load_kernel("hashgrid", ["hashgrid_forward", "hashgrid_backward"])
 
@@ -86,6 +87,8 @@ class HashGridConfig:
 
 class HashGrid(nn.Module):
     """``x`` (N,3) in [0,1]^3 → features (N, levels·features)."""
+
+    res: torch.Tensor  # (levels,) int64 grid resolution per level (a buffer)
 
     def __init__(self, cfg: HashGridConfig):
         super().__init__()

@@ -34,6 +34,11 @@ def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def linears(net: nn.Sequential) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers of an :func:`mlp`, in order (typed: ``net[i]`` is only a ``Module``)."""
+    return [m for m in net if isinstance(m, nn.Linear)]
+
+
 def split_linear(layer: nn.Linear, parts: list[torch.Tensor]) -> torch.Tensor:
     """``layer`` applied to the concatenation of ``parts`` without building it. ``parts[0]`` is (N,d); the
     others are (N,d) or (1,d) (shared by all rows, e.g. one expression code for a whole frame). Shared parts
@@ -204,7 +209,8 @@ class HeadField(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`density` by ``kernel``: ``"fused"`` (one C++ pass, float32, differentiable) or ``"torch"``
         (grid, then the MLP under autocast to ``dtype``, default :func:`mlp_dtype`)."""
-        first, second = self.sigma_net[0], self.sigma_net[-1]
+        layers = linears(self.sigma_net)
+        first, second = layers[0], layers[-1]
         if kernel == "fused":
             g = self.cfg.grid.out_dim
             b1 = torch.addmm(first.bias.view(1, -1), code, first.weight[:, g:].t())  # (1,H) or (N,H)
@@ -238,7 +244,7 @@ class HeadField(nn.Module):
         under autocast to ``dtype``."""
         parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
         with torch.autocast(geo.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return torch.sigmoid(self.color_net[1:](split_linear(self.color_net[0], parts)).float())
+            return torch.sigmoid(self.color_net[1:](split_linear(linears(self.color_net)[0], parts)).float())
 
 
 @dataclass
@@ -260,8 +266,8 @@ class TorsoField(nn.Module):
         self.cfg = cfg
         self.code = nn.Parameter(torch.zeros(cfg.code_dim))
         self.deform = mlp(2 + cfg.pose_dim + cfg.code_dim, cfg.deform_hidden, 2, 2)
-        nn.init.zeros_(self.deform[-1].weight)
-        nn.init.zeros_(self.deform[-1].bias)
+        nn.init.zeros_(linears(self.deform)[-1].weight)
+        nn.init.zeros_(linears(self.deform)[-1].bias)
         self.planes = PlaneGrid(cfg.planes)
         n_in = cfg.planes.out_dim + cfg.pose_dim + cfg.code_dim + consistency_dim
         self.net = mlp(n_in, cfg.hidden, 4, 2)
@@ -280,8 +286,8 @@ class TorsoField(nn.Module):
             uv = uv - shift
         code = self.code.view(1, -1)
         # inputs shared by all rows ((1,d): one frame) enter the first layers once, not once per pixel
-        h = self.deform[1:](split_linear(self.deform[0], [uv, pose, code]))
+        h = self.deform[1:](split_linear(linears(self.deform)[0], [uv, pose, code]))
         offset = torch.tanh(h) * self.cfg.max_offset  # (N,2)
         feat = self.planes((uv + offset).clamp(0, 1))  # (N,P)
-        out = self.net[1:](split_linear(self.net[0], [feat, pose, code, consistency]))  # (N,4)
+        out = self.net[1:](split_linear(linears(self.net)[0], [feat, pose, code, consistency]))  # (N,4)
         return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])

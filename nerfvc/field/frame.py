@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nerfvc.field.fields import HeadField, HeadFieldConfig, TorsoField, density_kernel, mlp_dtype, trunc_exp
+from nerfvc.field.fields import (
+    HeadField,
+    HeadFieldConfig,
+    TorsoField,
+    density_kernel,
+    linears,
+    mlp_dtype,
+    trunc_exp,
+)
 from nerfvc.field.fused import fused_march, fused_torso, pack_half_pairs
 from nerfvc.machine import choose, median_seconds
 
@@ -68,19 +76,20 @@ class FrameHead:
         g, c, k, geo = cfg.grid.out_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
         self.grid = head.grid
         self.dtype = dtype = dtype or mlp_dtype(code.device)
-        s0, s1 = head.sigma_net[0], head.sigma_net[2:]
-        c0, c1 = head.color_net[0], head.color_net[2:]
-        if len(s1) != 1 or len(c1) != 1:
+        sigma, color = linears(head.sigma_net), linears(head.color_net)
+        if len(sigma) != 2 or len(color) != 2:
             raise ValueError("FrameHead supports one hidden layer per MLP (sigma_layers = color_layers = 1)")
+        s0, s1 = sigma
+        c0, c1 = color
         w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
         b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
-        w2, b2 = s1[0].weight.t().contiguous(), s1[0].bias  # (H,1+geo), (1+geo,)
+        w2, b2 = s1.weight.t().contiguous(), s1.bias  # (H,1+geo), (1+geo,)
         b = c0.bias + code @ c0.weight[:, geo : geo + c].t()
         if k:
             b = b + consistency @ c0.weight[:, geo + c : geo + c + k].t()
         w_geo = c0.weight[:, :geo].t()  # (geo,H)
         w_view = c0.weight[:, geo + c + k :].t() if cfg.use_view_dir else None  # (3,H)
-        w3, b3 = c1[0].weight.t().contiguous(), c1[0].bias  # (H,3), (3,)
+        w3, b3 = c1.weight.t().contiguous(), c1.bias  # (H,3), (3,)
         self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
         self.fused_color: tuple[torch.Tensor, ...] = ()
         self.half_table: torch.Tensor | None = None

@@ -10,13 +10,15 @@ it is compiled for, each value under its own extension name.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
 from nerfvc.field.cpp import load_kernel
 from nerfvc.field.encodings import hashgrid_torch
 
 
-def load_fused_extension() -> object | None:
+def load_fused_extension() -> ModuleType | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
     return load_kernel(
         "fused", ["fused_forward", "fused_backward", "fused_march", "fused_torso", "unit_fine_edges"]
@@ -42,7 +44,7 @@ def fused_density(
     ext = load_fused_extension()
     if ext is None:
         raise RuntimeError("fused density: the C++ kernel is unavailable")
-    return ext.fused_forward(x, table, res, w1, b1, w2, b2, torch.get_num_threads())  # type: ignore[attr-defined]
+    return ext.fused_forward(x, table, res, w1, b1, w2, b2, torch.get_num_threads())
 
 
 def fused_march(
@@ -70,7 +72,7 @@ def fused_march(
         raise RuntimeError("fused march: the C++ kernel is unavailable")
     none = torch.empty(0)
     wc1, bc1, wc2, bc2 = color if color is not None else (none, none, none, none)
-    w, rgb, opacity = ext.fused_march(  # type: ignore[attr-defined]
+    w, rgb, opacity = ext.fused_march(
         origin.contiguous(),
         direction.contiguous(),
         edges.contiguous(),
@@ -113,9 +115,7 @@ def fused_torso(
     ext = load_fused_extension()
     if ext is None:
         raise RuntimeError("fused torso: the C++ kernel is unavailable")
-    return ext.fused_torso(  # type: ignore[attr-defined]
-        uv, planes, deform_w, deform_b, net_w, net_b, max_offset, torch.get_num_threads()
-    )
+    return ext.fused_torso(uv, planes, deform_w, deform_b, net_w, net_b, max_offset, torch.get_num_threads())
 
 
 def unit_fine_edges(coarse: torch.Tensor, neighbours: torch.Tensor, n: int, threads: int) -> torch.Tensor:
@@ -125,7 +125,7 @@ def unit_fine_edges(coarse: torch.Tensor, neighbours: torch.Tensor, n: int, thre
     ext = load_fused_extension()
     if ext is None:
         raise RuntimeError("fine edges: the C++ kernel is unavailable")
-    return ext.unit_fine_edges(coarse, neighbours, n, threads)  # type: ignore[attr-defined]
+    return ext.unit_fine_edges(coarse, neighbours, n, threads)
 
 
 class FusedDensityFn(torch.autograd.Function):
@@ -134,14 +134,16 @@ class FusedDensityFn(torch.autograd.Function):
     but its inputs)."""
 
     @staticmethod
-    def forward(ctx, x, table, res, w1, b1, w2, b2):  # type: ignore[override]
+    def forward(ctx, x, table, res, w1, b1, w2, b2):
         ctx.save_for_backward(x, table, res, w1, b1, w2, b2)
         return fused_density(x, table, res, w1, b1, w2, b2)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         ext = load_fused_extension()
-        g_table, g_w1, g_b1, g_w2, g_b2 = ext.fused_backward(  # type: ignore[union-attr]
+        if ext is None:
+            raise RuntimeError("fused density backward: the C++ kernel is unavailable")
+        g_table, g_w1, g_b1, g_w2, g_b2 = ext.fused_backward(
             grad_out.contiguous(), *ctx.saved_tensors, torch.get_num_threads()
         )
         return None, g_table, None, g_w1, g_b1, g_w2, g_b2

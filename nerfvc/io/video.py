@@ -118,7 +118,7 @@ def read_frames(
 def read_frame_range(path: str | os.PathLike, first: int = 0, count: int | None = None) -> np.ndarray:
     """Frames ``[first, first + count)`` by decode index (all from ``first`` when ``count`` is None) as
     uint8 RGB ``(N, H, W, 3)``, upright; :class:`InputError` when there is none."""
-    out = []
+    out: list[np.ndarray] = []
     for i, (frame, _) in enumerate(_decode(path)):
         if count is not None and len(out) >= count:
             break
@@ -199,12 +199,13 @@ class VideoWriter:
         self.crf = crf
         self.codec = codec
         self._out = AtomicFile(self.path)
+        self._container: av.container.OutputContainer | None
         try:
             self._container = av.open(str(self._out.tmp), "w")
         except (av.error.FFmpegError, ValueError) as e:
             self._out.discard()
             raise InputError(f"{path}: cannot write a video there ({_short(e)})") from e
-        self._stream = None
+        self._stream: av.video.stream.VideoStream | None = None
         self._size: tuple[int, int] | None = None
 
     def write(self, frame: np.ndarray) -> None:
@@ -213,11 +214,16 @@ class VideoWriter:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
         h, w = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+        if self._container is None:
+            raise ValueError(f"{self.path}: the writer is closed")
         if self._stream is None:
-            self._stream = self._container.add_stream(self.codec, rate=self.fps)
-            self._stream.width, self._stream.height = w, h
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(self.crf), "preset": "medium"}
+            stream = self._container.add_stream(self.codec, rate=self.fps)
+            if not isinstance(stream, av.video.stream.VideoStream):
+                raise ValueError(f"{self.codec} is not a video codec")
+            stream.width, stream.height = w, h
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            self._stream = stream
             self._size = (h, w)
         elif (h, w) != self._size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the first frame's {self._size}")

@@ -38,6 +38,13 @@ class _Point:
     kbps: float | None
     file: Path
 
+    @property
+    def rate(self) -> float:
+        """``kbps`` of a coded point (only the reference has none)."""
+        if self.kbps is None:
+            raise InputError(f"{self.file}: {self.system} {self.label!r} has no bitrate in results.json")
+        return self.kbps
+
 
 @dataclass(frozen=True)
 class _Report:
@@ -76,7 +83,7 @@ def _report(eval_dir: Path, res: dict, size: int) -> _Report:
     if not systems.get("nerfvc"):
         raise InputError(f"{eval_dir}: no nerfvc video at {size} px (a `nerfvc eval-baselines` report?)")
     codecs = {
-        name: sorted((point(name, p["label"], p["kbps"], p["file"]) for p in pts), key=lambda p: p.kbps)
+        name: sorted((point(name, p["label"], p["kbps"], p["file"]) for p in pts), key=lambda p: p.rate)
         for name, pts in systems.items()
         if name not in NOT_TESTED and pts
     }
@@ -91,14 +98,14 @@ def _report(eval_dir: Path, res: dict, size: int) -> _Report:
         int(entry["frames"]),
         point(REFERENCE, "ground truth", None, entry["ground_truth"]),
         sorted((point("nerfvc", p["label"], p["kbps"], p["file"]) for p in systems["nerfvc"]),
-               key=lambda p: p.kbps),
+               key=lambda p: p.rate),
         codecs,
     )  # fmt: skip
 
 
 def _closest(points: list[_Point], kbps: float) -> _Point:
     """The point closest to ``kbps`` in log rate."""
-    return min(points, key=lambda p: abs(math.log(p.kbps / kbps)))
+    return min(points, key=lambda p: abs(math.log(p.rate / kbps)))
 
 
 def transcode(src: Path, dst: Path, first: int, count: int, fps: float) -> None:
@@ -191,7 +198,7 @@ def _assemble(
         pairs: dict[tuple[_Point, _Point], set[str]] = {}
         for pts in rep.codecs.values():
             for ours in rep.nerfvc:
-                c = _closest(pts, ours.kbps)
+                c = _closest(pts, ours.rate)
                 roles.setdefault(c, set()).add("matched")
                 pairs.setdefault((ours, c), set()).add("matched")
             roles.setdefault(pts[0], set()).add("lowest")
@@ -206,7 +213,7 @@ def _assemble(
             trials[tid] = Trial(tid, "pair", (made[ours].id, made[other].id), "+".join(sorted(r)))
 
     first_rep, first_src = reports[0], sources[0]
-    worst = min((pts[0] for pts in first_rep.codecs.values()), key=lambda p: p.kbps)
+    worst = min((pts[0] for pts in first_rep.codecs.values()), key=lambda p: p.rate)
     tail = first_rep.frames - first_src.frames  # the anchors show the end of the test split
     training = tuple(make(first_src, p, ("training",), tail) for p in (first_rep.reference, worst))
     return Manifest(

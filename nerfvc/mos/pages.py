@@ -127,7 +127,7 @@ def trial(m: Manifest, token: str, t: Trial, ab: tuple[str, ...], position: int,
 <p><button id=play hidden>Play</button></p><p id=error></p>
 <form id=vote method=post action="/r/{token}/vote" hidden><input type=hidden name=trial value="{t.id}">
 <h2>{question}</h2>{buttons}</form>{_PLAYER}"""
-    data = {"page": t.kind, "trial": t.id, "position": position}
+    data: dict[str, str | int] = {"page": t.kind, "trial": t.id, "position": position}
     return _page(f"Trial {position + 1} of {total}", body, data)
 
 

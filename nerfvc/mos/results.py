@@ -46,7 +46,7 @@ def analyse(m: Manifest, votes: Sequence[Vote], min_reference: float = MIN_REFER
         by_rater[v.rater].append(v)
     raters, kept = [], set()
     for r in sorted(by_rater):
-        refs = [v.score for v in by_rater[r] if is_ref.get(v.trial)]
+        refs = [v.score for v in by_rater[r] if is_ref.get(v.trial) and v.score is not None]
         ref_mean = sum(refs) / len(refs) if refs else None
         reason = ""
         if ref_mean is None:
@@ -70,13 +70,13 @@ def analyse(m: Manifest, votes: Sequence[Vote], min_reference: float = MIN_REFER
     prefs: dict[str, list[bool]] = defaultdict(list)
     for v in good:
         t = m.trials[v.trial]
-        if t.kind == "acr":
+        if t.kind == "acr" and v.score is not None:
             s = m.stimuli[t.stimuli[0]]
             scores[s.id].append(v.score)
             ref = ref_score.get((v.rater, s.source))
             if s.system != REFERENCE and ref is not None:
                 diffs[s.id].append(v.score - ref + 5)
-        else:
+        elif t.kind != "acr":
             prefs[t.id].append(v.preferred == t.stimuli[0])
     acr = []
     for t in sorted((t for t in m.trials.values() if t.kind == "acr"), key=lambda t: _order(m, t.stimuli[0])):
@@ -223,7 +223,7 @@ def section(results: dict, plot_name: str, json_name: str) -> str:
     rows = "".join(
         f"<tr><td>{e(r['clip'])}</td><td>{_num(r['nerfvc']['kbps'])}</td><td>{e(r['other']['system'])}</td>"
         f"<td>{_num(r['other']['kbps'])}</td><td>{e(r['role'])}</td><td>{r['n']}</td>"
-        f"<td>{_num(r['percent'], '.0f', '%')}</td><td>{_ci(*r['ci95'], fmt='.0f')}</td></tr>"
+        f"<td>{_num(r['percent'], '.0f', '%')}</td><td>{_ci(r['ci95'][0], r['ci95'][1], '.0f')}</td></tr>"
         for r in results["preference"]
     )
     h.append(

@@ -135,7 +135,7 @@ def march_torch(
         inside = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha], 1), 1)  # (A,k+1)
         w = trans[active, None] * alpha * inside[:, :-1]  # (A,k)
         weights[active, s0 : s0 + k] = w
-        if with_color and ri.numel():
+        if vbias is not None and ri.numel():
             c = head.color(geo, vbias[active[ri]])  # (N,3)
             rgb.index_add_(0, active[ri], w[ri, si, None] * c)
         trans[active] = trans[active] * inside[:, -1]

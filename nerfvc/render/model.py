@@ -40,7 +40,7 @@ class ModelConfig:
     coarse: HeadFieldConfig = field(default_factory=_coarse_head)
     fine: HeadFieldConfig = field(default_factory=HeadFieldConfig)
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
-    consistency_dim: int = 8  # 0 switches the head-torso consistency code off
+    consistency_dim: int = 8  # size of the head-torso consistency code (0: none)
     n_coarse: int = 24
     n_fine: int = 24
     occupancy_res: int = 64
@@ -65,6 +65,13 @@ class ModelConfig:
 
 class PortraitNeRF(nn.Module):
     """Expression- and pose-driven portrait: head NeRF (coarse + fine) over a 2D torso over a background."""
+
+    head_lo: torch.Tensor  # buffers (see __init__)
+    head_hi: torch.Tensor
+    expr_mean: torch.Tensor
+    expr_std: torch.Tensor
+    pose_mean: torch.Tensor
+    pose_std: torch.Tensor
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

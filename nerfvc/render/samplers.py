@@ -44,6 +44,10 @@ class OccupancyGrid(nn.Module):
     every later mask: a cell it rules out stays empty.
     """
 
+    density: torch.Tensor  # buffers (see __init__)
+    mask: torch.Tensor
+    prior: torch.Tensor | None
+
     def __init__(self, res: int = 64):
         super().__init__()
         self.res = res

@@ -1,12 +1,37 @@
-"""``nerfvc train DATASET -o MODEL``: fit the portrait NeRF, write MODEL, score held-out frames."""
+"""``nerfvc train DATASET -o MODEL``: fit the portrait NeRF, write MODEL, score held-out frames.
+
+The options and their defaults come from :class:`TrainConfig` and :class:`ModelConfig`
+(:mod:`nerfvc.configargs`); only ``--size`` (an argument of :func:`train`) is written here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from nerfvc.argtypes import int_in, positive
+from nerfvc.configargs import ConfigArgs, Opt
 from nerfvc.render.model import ModelConfig
 from nerfvc.train.trainer import TrainConfig, train
+
+TRAIN_OPTIONS = ConfigArgs(
+    TrainConfig,
+    Opt("minutes", type=positive, metavar="M"),
+    Opt("iters", type=int_in(1), metavar="N"),
+    Opt("batch_rays", type=int_in(1), metavar="N"),
+    Opt("eval_frames", type=int_in(-1), metavar="N"),
+    Opt(
+        "torso_motion",
+        "--no-torso",
+        help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
+    ),
+    Opt("seed", metavar="N"),
+)
+MODEL_OPTIONS = ConfigArgs(
+    ModelConfig,
+    Opt("consistency_dim", type=int_in(0, 4096), metavar="N"),
+    Opt("consistency_dim", "--no-consistency", const=0, help="ablation: --consistency-dim 0"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,34 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="MODEL directory (rerun to resume from its checkpoint)"
     )
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget for the training loop")
-    p.add_argument("--iters", type=int, default=None, help="iteration cap (default 100000)")
     p.add_argument(
-        "--size", default=None, help="train at this size: S (longer side) or WxH (default: dataset)"
+        "--size", default=None, help="train at this size: S (longer side) or WxH (default: the dataset's)"
     )
-    p.add_argument("--batch-rays", type=int, default=4096)
-    p.add_argument("--eval-frames", type=int, default=25, help="held-out frames scored at the end (-1 = all)")
-    p.add_argument("--no-consistency", action="store_true", help="ablation: no head-torso consistency code")
-    p.add_argument(
-        "--no-torso",
-        action="store_true",
-        help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    TRAIN_OPTIONS.add_to(p)
+    MODEL_OPTIONS.add_to(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(
-        batch_rays=args.batch_rays,
-        eval_frames=args.eval_frames,
-        seed=args.seed,
-        minutes=args.minutes,
-        torso_motion=not args.no_torso,
-    )
-    if args.iters is not None:
-        cfg.iters = args.iters
-    mcfg = ModelConfig(consistency_dim=0 if args.no_consistency else 8)
+    cfg = TRAIN_OPTIONS.build(args)
+    mcfg = MODEL_OPTIONS.build(args)
     result = train(args.dataset, args.output, cfg, mcfg, size=args.size)
     print(
         json.dumps(

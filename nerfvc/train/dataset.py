@@ -152,7 +152,7 @@ def ray_batch(
 
 def _load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
-        im = Image.open(path)
+        im: Image.Image = Image.open(path)
     except FileNotFoundError as e:
         raise InputError(f"{path}: file not found") from e
     if im.mode not in ("L", "P", "I;16"):

@@ -117,10 +117,10 @@ def render_gt(
     tx = float(pose[9]) / DEPTH
     eu = (uv[:, 0] - 0.5 - tx - sx) / 0.38
     ev = (uv[:, 1] - 1.02 - sy) / 0.3
-    torso = (eu**2 + ev**2) < 1
+    in_torso = (eu**2 + ev**2) < 1
     torso_rgb = torch.stack([0.2 + 0.2 * uv[:, 1], 0.25 + 0.1 * uv[:, 0], 0.6 - 0.2 * uv[:, 1]], -1)
-    img = torch.where(hit[:, None], head, torch.where(torso[:, None], torso_rgb, bg))
-    label = torch.where(hit, 2, torch.where(torso, 1, 0)).float()
+    img = torch.where(hit[:, None], head, torch.where(in_torso[:, None], torso_rgb, bg))
+    label = torch.where(hit, 2, torch.where(in_torso, 1, 0)).float()
     img = img.reshape(cam.height, cam.width, 3).permute(2, 0, 1)[None]
     img = torch.nn.functional.avg_pool2d(img, ss)[0].permute(1, 2, 0)
     lab = label.reshape(cam.height, cam.width)[::ss, ::ss]

@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    iters: int = 100_000
+    iters: int = 100_000  # iteration cap (the learning-rate schedule targets it)
     stop_at: int | None = (
         None  # end this run at this step (the schedule still targets ``iters``); rerun resumes
     )
-    minutes: float | None = None  # wall-clock budget (training loop only)
-    batch_rays: int = 4096
+    minutes: float | None = None  # wall-clock budget of the whole call (loading, training, writing, scoring)
+    batch_rays: int = 4096  # rays per training step
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
     person_frac: float = 0.7
@@ -63,7 +63,7 @@ class TrainConfig:
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
     score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
     torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
-    seed: int = 0
+    seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
 
@@ -212,7 +212,9 @@ def evaluate(
 
     w, h = size or (ds.camera.width, ds.camera.height)
     renderer = Renderer(model, ds.camera, ds.background.numpy())
-    ps, ss, ts = [], [], []
+    ps: list[float] = []
+    ss: list[float] = []
+    ts: list[float] = []
     for f in frames:
         if ps and deadline is not None and time.perf_counter() > deadline:
             log.warning("scoring stopped at the time budget after %d of %d frames", len(ps), len(frames))
@@ -366,10 +368,10 @@ def train(
         k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
         frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
         longer = max(ds.camera.width, ds.camera.height)
-        k = min(1.0, cfg.score_size / longer)
-        size = (max(8, round(ds.camera.width * k)), max(8, round(ds.camera.height * k)))
-        metrics = evaluate(model, ds, frames, size, deadline=t_call + total)
-        metrics["size"] = list(size)
+        s = min(1.0, cfg.score_size / longer)
+        score_wh = (max(8, round(ds.camera.width * s)), max(8, round(ds.camera.height * s)))
+        scores = evaluate(model, ds, frames, score_wh, deadline=t_call + total)
+        metrics = {**scores, "size": list(score_wh)}
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
 
 

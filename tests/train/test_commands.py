@@ -1,0 +1,60 @@
+"""``nerfvc train``'s options map onto ``TrainConfig`` / ``ModelConfig`` fields; defaults are theirs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from nerfvc.cli import build_parser
+from nerfvc.render.model import ModelConfig
+from nerfvc.train import commands as train_cmd
+from nerfvc.train.trainer import TrainConfig
+
+
+def _configs(*flags: str) -> tuple[TrainConfig, ModelConfig, str | None]:
+    args = build_parser().parse_args(["train", "D", "-o", "M", *flags])
+    return train_cmd.TRAIN_OPTIONS.build(args), train_cmd.MODEL_OPTIONS.build(args), args.size
+
+
+def test_no_flags_give_the_dataclass_defaults():
+    assert _configs() == (TrainConfig(), ModelConfig(), None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "train", "model"),
+    [
+        (["--minutes", "2.5"], {"minutes": 2.5}, {}),
+        (["--iters", "7"], {"iters": 7}, {}),
+        (["--batch-rays", "1024"], {"batch_rays": 1024}, {}),
+        (["--eval-frames", "-1"], {"eval_frames": -1}, {}),
+        (["--seed", "3"], {"seed": 3}, {}),
+        (["--no-torso"], {"torso_motion": False}, {}),
+        (["--no-consistency"], {}, {"consistency_dim": 0}),
+        (["--consistency-dim", "4"], {}, {"consistency_dim": 4}),
+    ],
+)
+def test_each_flag_sets_its_field(flags, train, model):
+    cfg, mcfg, _ = _configs(*flags)
+    assert cfg == dataclasses.replace(TrainConfig(), **train)
+    assert mcfg == dataclasses.replace(ModelConfig(), **model)
+
+
+def test_size_is_passed_to_train(monkeypatch, capsys):
+    seen = {}
+
+    def fake_train(dataset, out, cfg, mcfg, size=None):
+        seen.update(dataset=dataset, out=out, cfg=cfg, mcfg=mcfg, size=size)
+        return type("R", (), {"fingerprint": "f", "steps": 1, "seconds": 0.0, "metrics": {}})()
+
+    monkeypatch.setattr(train_cmd, "train", fake_train)
+    args = build_parser().parse_args(["train", "D", "-o", "M", "--size", "64x48", "--iters", "2"])
+    assert args.func(args) == 0
+    assert seen == {
+        "dataset": "D",
+        "out": "M",
+        "cfg": TrainConfig(iters=2),
+        "mcfg": ModelConfig(),
+        "size": "64x48",
+    }
+    assert '"steps": 1' in capsys.readouterr().out
