@@ -256,7 +256,7 @@ class CodecTables:
                     raise ValueError(f"{name} must be {k} finite numbers")
                 return a
 
-            cap = d.get("pose_max_step") if d.get("version") >= 4 else None
+            cap = d.get("pose_max_step") if int(d["version"]) >= 4 else None
             cap = (
                 np.full(POSE_DIM, np.inf)
                 if cap is None
