@@ -30,7 +30,7 @@ from nerfvc.features import upsample_features
 
 MAGIC = b"NVCF"
 VERSION = 4  # 2: indices centred on the training mean; 3: CRC-16 delta packets, compact group headers;
-# 4: a frame step (every m-th camera frame coded; the receiver interpolates) in the header's byte 19
+# 4: a frame step (every m-th camera frame coded; the receiver interpolates) in the header's byte 20
 READABLE_VERSIONS = (3, 4)
 MODE_NERFVC = 0  # predicted + range coded (this codec)
 MODE_PAPER = 1  # fp16 features + zstd per packet (the seed paper's scheme, for comparison)
@@ -124,7 +124,7 @@ class StreamHeader:
         return (self.num_frames - 1) * self.frame_step + 1 + self.tail if self.num_frames else 0
 
     def _layout(self) -> int:
-        """Byte 19: the pose dim (version 3) or ``(frame_step - 1) << 4 | tail`` (version 4)."""
+        """Byte 20: the pose dim (version 3) or ``(frame_step - 1) << 4 | tail`` (version 4)."""
         return self.pose_dim if self.version < 4 else (self.frame_step - 1) << 4 | self.tail
 
     def to_bytes(self) -> bytes:
