@@ -372,6 +372,12 @@ def train(
         score_wh = (max(8, round(ds.camera.width * s)), max(8, round(ds.camera.height * s)))
         scores = evaluate(model, ds, frames, score_wh, deadline=t_call + total)
         metrics = {**scores, "size": list(score_wh)}
+        # the same number of training frames, so the gap to the held-out frames says how well it generalises
+        k = min(scores["frames"], len(ds.train_idx))
+        seen = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, k).astype(int)]
+        train_scores = evaluate(model, ds, seen, score_wh, deadline=t_call + total)
+        metrics["train_psnr"] = train_scores["psnr"]
+        metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
 
 

@@ -79,6 +79,9 @@ def test_tiny_scene_trains_to_a_psnr_threshold(trained, dataset):
     assert seen["psnr"] > 28.0, seen  # fits the training frames
     assert result.metrics["frames"] == 6
     assert result.metrics["psnr"] > 22.0, result.metrics  # held-out frames: unseen poses and expressions
+    # the train-vs-test gap is reported: training frames (scored at the same size) fit better
+    gap = result.metrics["generalisation_gap_db"]
+    assert gap > 0 and result.metrics["train_psnr"] == pytest.approx(result.metrics["psnr"] + gap)
 
 
 def _count_points(model: PortraitNeRF) -> list[int]:
