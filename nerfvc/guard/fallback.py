@@ -11,7 +11,9 @@ receiver holds (the last fallback picture, decoded) and:
   ``margin_db``, the receiver is told (a fallback packet, only when the weight changes) to blend the picture
   over the render with the least-squares weight (quantized to eighths), else to show the render;
 - **refreshes**: a new picture is sent when the guard fires (render worse than the held picture would be if
-  it were fresh: ``render_db < fresh_db - margin_db``) and the held picture has gone stale by ``refresh_db``,
+  it were fresh: ``render_db < fresh_db - margin_db``; before the first picture ``fresh_db = first_db``,
+  30 dB, what a 128 px x265 QP 42 picture measured at 64 px) and the held picture has gone stale by
+  ``refresh_db``,
   at most one per ``min_interval`` frames and within ``max_picture_kbps`` on average (a token bucket).
 
 Receiver (:class:`Compositor`): applies fallback packets from their frame index on; composes each rendered
@@ -40,6 +42,7 @@ class GuardConfig:
     picture_codec: str = "hevc"
     picture_quality: int = 42  # x265 QP (webp/jpeg: 0-100 quality)
     margin_db: float = 0.5  # the picture must beat the render by this much to be shown
+    first_db: float = 30.0  # before any picture: what a fresh one is assumed to reach (check size, dB)
     refresh_db: float = 2.0  # a held picture this much worse than when it was sent is stale
     min_interval: int = 12  # frames between two pictures, at least
     max_picture_kbps: float = 0.5  # average budget for pictures (token bucket)
@@ -109,8 +112,8 @@ class SenderGuard:
         ren = self._small(tiny_render)
         r_db = _db(_mse(ren, cam))
         h_db = _db(_mse(self.held, cam)) if self.held is not None else -np.inf
-        # a fresh picture is assumed as good as the last one was when sent (first: it beats any render)
-        fresh = self.fresh_db if np.isfinite(self.fresh_db) else np.inf
+        # a fresh picture is assumed as good as the last one was when sent (first: ``first_db``)
+        fresh = self.fresh_db if np.isfinite(self.fresh_db) else cfg.first_db
         fired = r_db < fresh - cfg.margin_db
         packets: list[FallbackPacket] = []
         pic_bits = 0

@@ -117,7 +117,7 @@ def test_fallback_policy_and_compositor():
         bad = i >= 4  # from frame 4 on the render is noise
         render = rng.integers(0, 256, cam.shape, dtype=np.uint8) if bad else good
         packets, dec = guard.step(i, cam, render)
-        assert dec.fired == (bad or i == 0)  # before any picture, any render "could" be beaten
+        assert dec.fired == bad
         comp.add(packets)
         shown.append(comp.compose(i, render))
         if not bad:
@@ -127,3 +127,31 @@ def test_fallback_policy_and_compositor():
     assert err < 10  # the held picture, not the noise
     with pytest.raises(InputError):
         SenderGuard(GuardConfig(check_size=2))
+
+
+def test_guarded_frames_for_eval():
+    """nerfvc eval's guard path: a render that goes bad gets fallback frames, bits and a share."""
+    from nerfvc.guard.eval import guarded_frames
+
+    class FakeRenderer:  # renders the camera frame, or noise for "out of range" frames
+        def __init__(self, cam):
+            self.cam = cam
+
+        def render(self, expression, pose, w, h):
+            i = int(expression[0])
+            img = self.cam[i] if i < 5 else np.random.default_rng(i).integers(0, 256, self.cam[i].shape)
+            return shrink(img.astype(np.uint8), w)
+
+    from nerfvc.guard.picture import shrink
+
+    y, x = np.mgrid[0:64, 0:64]
+    cam = np.stack([np.stack([x * 3, y * 3, x + y + 4 * i], -1) for i in range(10)]).astype(np.uint8)
+    expr = np.arange(10, dtype=np.float32)[:, None]
+    r = FakeRenderer(cam)
+    rendered = np.stack([r.render(expr[i], None, 64, 64) for i in range(10)])
+    shown, info = guarded_frames(r, cam, expr, np.zeros((10, 12)), rendered, 25.0, GuardConfig(check_size=32))
+    assert info["pictures"] >= 1 and info["fallback_bytes"] > 0 and info["fallback_kbps"] > 0
+    assert 0.5 <= info["fallback_share"] <= 0.6  # frames 5..9
+    assert np.array_equal(shown[:5], rendered[:5])
+    err_shown = np.abs(shown[5:].astype(int) - cam[5:]).mean()
+    assert err_shown < np.abs(rendered[5:].astype(int) - cam[5:]).mean() / 3
