@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "nerfvc.eval.commands",  # eval-baselines, eval
     "nerfvc.batch_commands",  # batch
     "nerfvc.mos.commands",  # mos build, mos serve, mos results
+    "nerfvc.guard.commands",  # guard-fit
 ]
 
 

@@ -42,6 +42,9 @@ AUTO_FRAME_STEPS = (1, 2, 3, 4)  # frame steps the rate control tries (benchmark
 FRAME_STEP_ABOVE_Q = 2.0
 HEADER_SIZE = _HEADER.size + 4  # + CRC32
 TYPE_DELTA, TYPE_KEY, TYPE_PAPER = 0, 1, 2
+TYPE_FALLBACK = 3  # a fallback picture / blend state for the receiver (nerfvc.guard), not features
+FALLBACK_BYTE = 0xC8
+MAX_FALLBACK_PAYLOAD = 16385  # a fallback picture (codec byte + at most 16 KiB)
 MAX_GROUP = 8  # frames per packet
 MAX_PAYLOAD = 1 << 16
 DELTA_SEARCH = 8  # a delta packet is looked for up to 8 * 8 frames after the newest one
@@ -183,8 +186,8 @@ class Packet:
     """One parsed packet."""
 
     index: int  # (first) frame index, recovered in full via the CRC for delta packets
-    kind: int  # TYPE_DELTA, TYPE_KEY (first frame is a keyframe) or TYPE_PAPER
-    step_index: int  # keyframes only (0 otherwise)
+    kind: int  # TYPE_DELTA, TYPE_KEY (first frame is a keyframe), TYPE_PAPER or TYPE_FALLBACK
+    step_index: int  # keyframes only (0 otherwise); the blend weight 0..255 of a fallback packet
     payload: bytes
     size: int  # bytes on the wire
     count: int = 1  # frames in the packet (consecutive indices)
@@ -198,12 +201,16 @@ def build_packet(
     Delta, 1 frame: ``0ppp llll`` (index mod 8, payload length < 15 or 15 + uvarint), payload, CRC-16.
     Delta, G = 2…8 frames: ``10gg gppp`` (G − 2, index mod 8), uvarint length, payload, CRC-16.
     Key (first of G = 1…8 frames a keyframe): ``0xD0 | G−1``, index u32, step index i8, uvarint length,
-    payload, CRC32. Paper: ``0xC0``, index u32, uvarint length, payload, CRC32. Every check covers the
+    payload, CRC32. Paper: ``0xC0``, index u32, uvarint length, payload, CRC32. Fallback: ``0xC8``, index
+    u32, blend weight u8 (``step_index``), uvarint length, payload (a picture or empty), CRC32. Every check
+    covers the
     model fingerprint, the full 32-bit (first) frame index and the packet bytes before it.
     """
     if len(payload) >= MAX_PAYLOAD:
         raise ValueError("payload too large")
-    if not 1 <= count <= MAX_GROUP or (count > 1 and kind == TYPE_PAPER):
+    if kind == TYPE_FALLBACK and (len(payload) >= MAX_FALLBACK_PAYLOAD or not 0 <= step_index <= 255):
+        raise ValueError("bad fallback packet")
+    if not 1 <= count <= MAX_GROUP or (count > 1 and kind in (TYPE_PAPER, TYPE_FALLBACK)):
         raise ValueError("bad frame count")
     index &= 0xFFFFFFFF
     n = len(payload)
@@ -213,6 +220,8 @@ def build_packet(
         head = bytes([(index & 7) << 4 | min(n, 15)]) + (uvarint(n - 15) if n >= 15 else b"")
     elif kind == TYPE_KEY:
         head = struct.pack(">BIb", 0xD0 | (count - 1), index, step_index) + uvarint(n)
+    elif kind == TYPE_FALLBACK:
+        head = struct.pack(">BIB", FALLBACK_BYTE, index, step_index) + uvarint(n)
     else:
         head = struct.pack(">BI", 0xC0, index) + uvarint(n)
     body = head + payload
@@ -220,7 +229,7 @@ def build_packet(
 
 
 def _check(fp: bytes, index: int, body: bytes, kind: int) -> bytes:
-    """The packet's trailing check: CRC-16 for delta packets, CRC32 for key and paper packets."""
+    """The packet's trailing check: CRC-16 for delta packets, CRC32 for key, paper and fallback packets."""
     data = struct.pack(">I", index) + body
     if kind == TYPE_DELTA:
         return struct.pack(">H", binascii.crc_hqx(data, binascii.crc_hqx(fp, 0xFFFF)))
@@ -278,9 +287,15 @@ def parse_packet(
         else:
             _, index = struct.unpack_from(">BI", buf, pos)
         n, p = read_uvarint(buf, pos + hsize)
+    elif b0 == FALLBACK_BYTE:
+        kind = TYPE_FALLBACK
+        if pos + 6 > len(buf):
+            raise BitstreamError("truncated packet (header)")
+        _, index, step = struct.unpack_from(">BIB", buf, pos)
+        n, p = read_uvarint(buf, pos + 6)
     else:
         raise BitstreamError(f"bad packet type byte 0x{b0:02x}")
-    if n >= min(max_payload * count, MAX_PAYLOAD):
+    if n >= (MAX_FALLBACK_PAYLOAD if kind == TYPE_FALLBACK else min(max_payload * count, MAX_PAYLOAD)):
         raise BitstreamError("bad packet length field")
     end = p + n
     csize = 2 if kind == TYPE_DELTA else 4
@@ -396,6 +411,13 @@ class StreamEncoder:
             tail=self.tail,
         ).to_bytes()
 
+    def fallback(self, index: int, alpha: int, picture: bytes = b"") -> bytes:
+        """A fallback packet (docs/guard.md): from frame ``index`` on, the receiver shows its held picture —
+        ``picture`` (a :func:`nerfvc.guard.picture.encode_picture` payload) if given — blended over the
+        render with weight ``alpha``/255 (0: the render alone). Carries no features; send it before the
+        frame's feature packet. Its bits count in the stream's rate like any other packet."""
+        return build_packet(self._fp, TYPE_FALLBACK, index, bytes(picture), int(alpha))
+
     def request_keyframe(self) -> None:
         """Make the next packet a keyframe (e.g. the receiver reported loss)."""
         self._force_key = True
@@ -507,6 +529,17 @@ class DecodedFrame:
 
 
 @dataclass
+class FallbackPacket:
+    """A decoded fallback packet: from frame ``index`` on, blend the held picture (``picture`` replaces it
+    when not empty) over the render with weight ``alpha``/255."""
+
+    index: int
+    alpha: int  # 0..255
+    picture: bytes  # a nerfvc.guard.picture payload, or b"" (keep the held one)
+    size: int = 0  # bytes on the wire
+
+
+@dataclass
 class LossStats:
     """Counters kept by :class:`StreamDecoder`."""
 
@@ -532,6 +565,7 @@ class StreamDecoder:
         self._step_index = 0
         self._last_index = -1  # newest frame index seen
         self._last_vec: np.ndarray | None = None  # (K,) newest output in the feature domain
+        self.fallback: list[FallbackPacket] = []  # fallback packets received, in arrival order
 
     def read_header(self, data: bytes) -> StreamHeader:
         """Parse and check the stream header against the model; returns it."""
@@ -606,6 +640,9 @@ class StreamDecoder:
 
     def _decode_parsed(self, pkt: Packet) -> list[DecodedFrame]:
         t = self.tables
+        if pkt.kind == TYPE_FALLBACK:  # no features: kept for the receiver's compositor
+            self.fallback.append(FallbackPacket(pkt.index, pkt.step_index, pkt.payload, pkt.size))
+            return []
         paper = self.header is not None and self.header.mode == MODE_PAPER
         if (pkt.kind == TYPE_PAPER) != paper:
             self.stats.corrupt += 1
@@ -688,6 +725,8 @@ class StreamReport:
     keyframes: int = 0
     bytes: int = 0
     header: StreamHeader | None = None
+    fallback: list[FallbackPacket] = field(default_factory=list)  # in stream order (docs/guard.md)
+    fallback_bytes: int = 0  # bytes of the fallback packets (part of ``bytes``)
 
     def summary(self) -> str:
         s = f"{self.num_frames} frames, {self.decoded} decoded, {self.concealed} concealed"
@@ -699,6 +738,8 @@ class StreamReport:
             s += f", {self.corrupt_bytes} corrupt bytes skipped"
         if self.truncated:
             s += ", stream truncated"
+        if self.fallback:
+            s += f", {len(self.fallback)} fallback packets ({self.fallback_bytes} bytes)"
         return s
 
 
@@ -801,6 +842,10 @@ def decode_stream(
         pos += pkt.size
         if pkt.index + pkt.count > limit:
             continue  # cannot belong to this stream
+        if pkt.kind == TYPE_FALLBACK:
+            rep.fallback.append(FallbackPacket(pkt.index, pkt.step_index, pkt.payload, pkt.size))
+            rep.fallback_bytes += pkt.size
+            continue
         try:
             got = dec._decode_parsed(pkt)
         except BitstreamError:

@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "l1": ("L1", False),
     "psnr_face": ("PSNR face (dB)", True),
     "ssim_face": ("SSIM face", True),
+    "fallback_share": ("frames in fallback", False),  # nerfvc+guard (docs/guard.md)
 }
 
 

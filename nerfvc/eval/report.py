@@ -43,6 +43,7 @@ TABLE_KEYS = [
     "lmd",
     "psnr_face",
     "ssim_face",
+    "fallback_share",  # nerfvc with the quality guard: share of frames shown with a fallback picture
 ]
 RATIO_KEYS = [
     "psnr_per_kbps",

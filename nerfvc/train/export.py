@@ -65,6 +65,9 @@ def write_model_dir(
     for name, data in (extra_files or {}).items():
         write_bytes_atomic(path / name, data)
     write_dataset_codec_tables(path, root, manifest, model.cfg.torso_dims)
+    from nerfvc.guard.modelfiles import write_guard_stats
+
+    write_guard_stats(path, root, model.cfg.torso_dims)  # the sender's quality guard (docs/guard.md)
     return finalize_model_dir(path)
 
 

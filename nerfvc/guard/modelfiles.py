@@ -1,0 +1,67 @@
+"""Guard statistics in a MODEL directory: fitted from the DATASET's training frames by training (through
+:func:`write_guard_stats`) or added to an existing model by ``nerfvc guard-fit MODEL DATASET``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.errors import InputError
+from nerfvc.guard.stats import GuardStats
+from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+
+
+def fit_from_dataset(
+    model_dir: str | Path,
+    dataset_root: str | Path,
+    torso_dims: int | None = None,
+    threshold: float | None = None,
+) -> GuardStats:
+    """Fit the guard on the dataset's training split (the model inputs the MODEL takes)."""
+    from nerfvc.codec.weights import load_face_model
+    from nerfvc.features import model_input
+    from nerfvc.modeldir import model_torso_dims
+
+    manifest = read_manifest(dataset_root)
+    feats = read_features(dataset_root, manifest)
+    (a, b), _ = dataset_split(manifest)
+    if torso_dims is None:
+        torso_dims = model_torso_dims(model_dir)
+    if torso_dims and "torso" not in feats:
+        raise InputError(
+            f"{dataset_root}: the model takes a torso shift, but the dataset's features have none"
+        )
+    torso = feats["torso"] if torso_dims else None
+    x = model_input(feats["expression"], torso, torso_dims)[a:b]
+    face = load_face_model(model_dir) or load_face_model(dataset_root)
+    valid = feats["valid"][a:b] if "valid" in feats else None
+    kw = {} if threshold is None else {"threshold": threshold}
+    return GuardStats.fit(
+        x,
+        feats["pose"][a:b],
+        expression_dim=feats["expression"].shape[1],
+        fps=float(manifest.get("fps") or 25.0),
+        valid=valid,
+        face_basis=None if face is None else face[1],
+        **kw,
+    )
+
+
+def write_guard_stats(model_dir: str | Path, dataset_root: str | Path, torso_dims: int | None = None) -> None:
+    """Fit and write ``guard.safetensors`` / ``guard.json`` into ``model_dir`` (before finalizing it)."""
+    fit_from_dataset(model_dir, dataset_root, torso_dims).save(model_dir)
+
+
+def add_guard_to_model(
+    model_dir: str | Path, dataset_root: str | Path, threshold: float | None = None
+) -> str:
+    """Fit the guard for an existing (finalized) MODEL from its DATASET, write it and refresh the manifest;
+    returns the new fingerprint (the model's files changed, so streams coded before no longer match)."""
+    model_dir = Path(model_dir)
+    old = read_model_manifest(model_dir)  # a finished, intact model
+    stats = fit_from_dataset(model_dir, dataset_root, threshold=threshold)
+    stats.save(model_dir)
+    extra = {k: v for k, v in old.items() if k not in ("format", "version", "fingerprint", "files")}
+    if not (model_dir / MANIFEST).exists():  # pragma: no cover - read_model_manifest checked it
+        raise InputError(f"{model_dir}: not a nerfvc model")
+    return finalize_model_dir(model_dir, extra)

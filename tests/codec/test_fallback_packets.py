@@ -1,0 +1,103 @@
+"""Fallback packets (issue 17, docs/guard.md) in the .nvc stream: they round-trip, feature decoding ignores
+them, and damaged streams holding them are still caught or concealed, never silently wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream
+from nerfvc.codec.bitstream import HEADER_SIZE, TYPE_FALLBACK, parse_packet
+from nerfvc.errors import BitstreamError, ModelMismatchError
+
+from .conftest import FP
+
+PICTURE = bytes([2]) + bytes(range(200))  # payload stand-in (the codec never looks inside)
+
+
+def _stream(tables, code, pose, fallback_at=(2, 5), group=1):
+    """Header, then per frame: the fallback packets for it, then its feature packet(s)."""
+    enc = StreamEncoder(tables, FP, keyframe_interval=4, num_frames=len(code), frames_per_packet=group)
+    parts, sent = [enc.header()], []
+    for i, (c, p) in enumerate(zip(code, pose)):
+        if i in fallback_at:
+            pic = PICTURE if i == fallback_at[0] else b""
+            alpha = 255 if i == fallback_at[0] else 0
+            parts.append(enc.fallback(i, alpha, pic))
+            sent.append((i, alpha, pic))
+        parts.append(enc.encode(c, p))
+    parts.append(enc.flush())
+    return b"".join(parts), sent
+
+
+@pytest.fixture(scope="module", params=[1, 4], ids=["1fpp", "4fpp"])
+def with_fallback(request, feats, tables):
+    code, pose = feats[0][:12], feats[1][:12]
+    data, sent = _stream(tables, code, pose, group=request.param)
+    plain, _ = _stream(tables, code, pose, fallback_at=(), group=request.param)
+    return data, plain, sent, tables.reference(code, pose, 0)
+
+
+def test_fallback_packets_round_trip(with_fallback, tables):
+    data, plain, sent, ref = with_fallback
+    code, pose, rep = decode_stream(data, tables, FP)
+    code0, pose0, rep0 = decode_stream(plain, tables, FP)
+    np.testing.assert_array_equal(code, code0)  # the features decode exactly as without them
+    np.testing.assert_array_equal(pose, pose0)
+    np.testing.assert_array_equal(code, ref[0])
+    assert rep.valid.all() and rep.corrupt_packets == 0 and rep.concealed == 0
+    assert [(f.index, f.alpha, f.picture) for f in rep.fallback] == sent
+    assert rep.fallback_bytes == len(data) - len(plain)
+    assert not rep0.fallback and "fallback" in rep.summary()
+
+
+def test_fallback_packets_through_the_live_decoder(with_fallback, tables):
+    data, _, sent, ref = with_fallback
+    dec = StreamDecoder(tables, FP)
+    dec.read_header(data)
+    frames = dec.decode_message(data[HEADER_SIZE:])  # one message holding every packet
+    assert [f.index for f in frames] == list(range(len(ref[0])))
+    np.testing.assert_array_equal(np.stack([f.code for f in frames]), ref[0])
+    assert [(f.index, f.alpha, f.picture) for f in dec.fallback] == sent
+    assert dec.stats.corrupt == 0
+
+
+def test_fallback_packet_layout(tables):
+    enc = StreamEncoder(tables, FP)
+    pkt = enc.fallback(7, 128, PICTURE)
+    assert pkt[0] == 0xC8 and len(pkt) == 1 + 4 + 1 + 2 + len(PICTURE) + 4
+    p = parse_packet(bytes.fromhex(FP), pkt)
+    assert (p.kind, p.index, p.step_index, p.payload, p.size) == (TYPE_FALLBACK, 7, 128, PICTURE, len(pkt))
+    assert len(enc.fallback(7, 0)) == 11  # weight change only: 88 bits
+    with pytest.raises(BitstreamError):
+        parse_packet(bytes.fromhex("fedcba9876543210"), pkt)  # another model's packet fails its CRC
+    with pytest.raises(ValueError):
+        enc.fallback(0, 256)
+
+
+def _check_decode(data, tables, ref):
+    try:
+        code, pose, rep = decode_stream(data, tables, FP)
+    except (BitstreamError, ModelMismatchError) as e:
+        assert str(e)
+        return None
+    v = rep.valid
+    assert len(code) == len(ref[0])
+    np.testing.assert_array_equal(code[v], ref[0][v])
+    np.testing.assert_array_equal(pose[v], ref[1][v])
+    for f in rep.fallback:  # a fallback packet that passes is one that was sent
+        assert f.picture in (PICTURE, b"") and 0 <= f.alpha <= 255
+    return rep
+
+
+def test_damaged_streams_with_fallback_packets(with_fallback, tables):
+    data, _, _, ref = with_fallback
+    for i in range(HEADER_SIZE, len(data), 3):
+        for mask in (0xFF, 0x01):
+            bad = bytearray(data)
+            bad[i] ^= mask
+            rep = _check_decode(bytes(bad), tables, ref)
+            assert rep is not None and (rep.concealed or rep.corrupt_packets or rep.corrupt_bytes)
+    for n in range(0, len(data), 5):
+        rep = _check_decode(data[:n], tables, ref)
+        assert (rep is None) == (n < HEADER_SIZE)
