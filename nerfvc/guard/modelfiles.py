@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
 from nerfvc.errors import InputError
@@ -35,7 +36,7 @@ def fit_from_dataset(
     x = model_input(feats["expression"], torso, torso_dims)[a:b]
     face = load_face_model(model_dir) or load_face_model(dataset_root)
     valid = feats["valid"][a:b] if "valid" in feats else None
-    kw = {} if threshold is None else {"threshold": threshold}
+    kw: dict[str, Any] = {} if threshold is None else {"threshold": threshold}
     return GuardStats.fit(
         x,
         feats["pose"][a:b],

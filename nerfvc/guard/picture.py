@@ -96,7 +96,7 @@ def _hevc_decode(data: bytes) -> np.ndarray:
     try:
         frames = list(ctx.decode(av.Packet(stream)))
         frames += ctx.decode(None)
-    except (av.error.FFmpegError, ValueError) as e:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, ValueError) as e:
         raise BitstreamError(f"corrupt fallback picture ({e})") from e
     if not frames:
         raise BitstreamError("corrupt fallback picture (no frame decoded)")
@@ -136,10 +136,10 @@ def decode_picture(payload: bytes) -> np.ndarray:
     if codec == "hevc":
         img = _hevc_decode(data)
     else:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
             raise BitstreamError("corrupt fallback picture (does not decode)")
-        img = np.ascontiguousarray(img[..., ::-1])
+        img = np.ascontiguousarray(bgr[..., ::-1])
     if img.ndim != 3 or max(img.shape[:2]) > MAX_PICTURE_SIDE or min(img.shape[:2]) < 2:
         raise BitstreamError("corrupt fallback picture (bad size)")
     return img

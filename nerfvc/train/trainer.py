@@ -373,8 +373,8 @@ def train(
         scores = evaluate(model, ds, frames, score_wh, deadline=t_call + total)
         metrics = {**scores, "size": list(score_wh)}
         # the same number of training frames, so the gap to the held-out frames says how well it generalises
-        k = min(scores["frames"], len(ds.train_idx))
-        seen = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, k).astype(int)]
+        n_seen = min(int(scores["frames"]), len(ds.train_idx))
+        seen = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, n_seen).astype(int)]
         train_scores = evaluate(model, ds, seen, score_wh, deadline=t_call + total)
         metrics["train_psnr"] = train_scores["psnr"]
         metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
