@@ -14,7 +14,7 @@ from nerfvc.codec.bitstream import (
     decode_stream,
     encode_stream,
 )
-from nerfvc.codec.entropy import code_rate_params, estimate_bits, laplace_scales
+from nerfvc.codec.entropy import code_rate_params, estimate_bits, step_scales
 from nerfvc.codec.fit import fit_codec, write_codec_tables
 from nerfvc.codec.tables import CODEC_FILE, CodecTables
 
@@ -33,6 +33,6 @@ __all__ = [
     "encode_stream",
     "estimate_bits",
     "fit_codec",
-    "laplace_scales",
+    "step_scales",
     "write_codec_tables",
 ]

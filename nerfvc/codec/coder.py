@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from nerfvc.codec.entropy import laplace_bin_bits
+from nerfvc.codec.entropy import laplace_bin_bits, step_scales
 from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables
 from nerfvc.errors import BitstreamError
 
@@ -24,8 +24,6 @@ ESCAPE = 255
 _HALF = 1 << (FRAC_BITS - 1)
 _LAPLACE = constriction.stream.model.QuantizedLaplace(-ESCAPE, ESCAPE)
 _U16 = constriction.stream.model.Uniform(1 << 16)
-MIN_SCALE = 1e-3
-MAX_SCALE = 1e4
 C_LIMIT = 1 << 50
 
 
@@ -43,7 +41,7 @@ class FrameModel:
     def build(cls, tables: CodecTables, p: PredictorTables, step_index: int, has_prev: bool) -> FrameModel:
         s = tables.steps(step_index)
         c = np.clip(np.rint(p.c0 / s * (1 << FRAC_BITS)), -C_LIMIT, C_LIMIT).astype(np.int64)
-        b = np.clip(np.sqrt((p.sigma / s) ** 2 + p.gamma) / math.sqrt(2.0), MIN_SCALE, MAX_SCALE)
+        b = step_scales(p.sigma, p.gamma, s)
         return cls(c=c, W=p.W, V=p.V, b=b, has_prev=has_prev)
 
     def base_mu(self, hist: list[np.ndarray] | None) -> np.ndarray:

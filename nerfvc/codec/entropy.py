@@ -3,7 +3,8 @@
 The range coder codes each prediction residual with this model (``constriction``'s ``QuantizedLaplace``);
 :func:`laplace_bin_bits` is its ideal code length, the one formula behind the encoder's bit estimates
 (table fitting, rate-distortion optimized quantization) and :func:`estimate_bits`, the differentiable rate
-term of training (with :func:`laplace_scales` / :func:`code_rate_params` from the codec tables).
+term of training; :func:`step_scales` is the one formula for the scales the range coder codes with
+(:func:`code_rate_params` gives them, in feature units, to a rate term).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from nerfvc.codec.tables import CodecTables
 
 MIN_PROBABILITY = 2.0**-24  # floor of a bin's probability (bounds the bits of an outlier)
+MIN_SCALE, MAX_SCALE = 1e-3, 1e4  # clamp of the Laplace scales in step units
 
 
 def laplace_bin_bits(y: Any, b: Any) -> Any:
@@ -65,25 +67,28 @@ def estimate_bits(
     return laplace_bin_bits(y, b).sum(-1)
 
 
-def laplace_scales(tables: CodecTables, kind: str = "key") -> np.ndarray:
-    """Laplace scales ``b (D,)`` of the code dims in feature units.
-
-    ``kind``: "key" (stationary) or "delta" (innovation, given the previous frame).
-    """
-    p = tables.key if kind == "key" else tables.delta
-    return p.sigma[-tables.code_dim :] / math.sqrt(2.0)
+def step_scales(sigma: np.ndarray, gamma: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Laplace scales ``b (K,)`` in step units that the range coder codes each residual with:
+    ``sqrt((sigma / s)**2 + gamma) / sqrt(2)`` (innovation scale ``sigma`` and the quantization noise
+    ``gamma`` the predictor passes on, docs/bitstream.md), clamped to [MIN_SCALE, MAX_SCALE]. Element-wise
+    IEEE operations only, so encoder and decoder derive the same scales."""
+    return np.clip(np.sqrt((sigma / steps) ** 2 + gamma) / math.sqrt(2.0), MIN_SCALE, MAX_SCALE)
 
 
 def code_rate_params(tables: CodecTables, step_index: int = 0, kind: str = "delta") -> dict[str, np.ndarray]:
-    """What a rate term for the code dims needs: ``scales``, ``steps``, ``mean``, ``ar`` (each (D,)).
+    """What a rate term for the code dims needs, from the same scales the range coder uses: ``scales``
+    (Laplace ``b`` in feature units), ``steps``, ``mean``, ``ar`` (each (D,)).
 
-    For delta frames use ``mean = m + ar * (previous code - m)`` as the prediction in :func:`estimate_bits`;
-    for keyframes use ``kind="key"`` and the training mean ``m``.
+    ``kind``: "key" (stationary) or "delta" (innovation, given the previous frame). For delta frames use
+    ``mean = m + ar * (previous code - m)`` as the prediction in :func:`estimate_bits`; for keyframes the
+    training mean ``m``.
     """
     d = tables.code_dim
+    p = tables.key if kind == "key" else tables.delta
+    steps = tables.steps(step_index)
     return {
-        "scales": laplace_scales(tables, kind),
-        "steps": tables.steps(step_index)[-d:],
+        "scales": (step_scales(p.sigma, p.gamma, steps) * steps)[-d:],
+        "steps": steps[-d:],
         "mean": tables.mean[-d:],
         "ar": tables.ar[-d:],
     }

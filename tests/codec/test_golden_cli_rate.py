@@ -169,6 +169,13 @@ def test_estimate_bits_matches_coded_size():
 
     prm = code_rate_params(tables, 0, "key")
     assert {k: v.shape for k, v in prm.items()} == {k: (12,) for k in ("scales", "steps", "mean", "ar")}
+    # the rate term's scales are the range coder's (one entropy model), at any step
+    for k in (0, 40):
+        key, delta = model_pair(tables, k)
+        for kind, m in (("key", key), ("delta", delta)):
+            np.testing.assert_allclose(
+                code_rate_params(tables, k, kind)["scales"], (m.b * tables.steps(k))[6:], rtol=1e-12
+            )
 
 
 def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, monkeypatch, capsys):
