@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
-
-import numpy as np
-from tqdm import tqdm
 
 from nerfvc.features import load_features, model_inputs
-from nerfvc.io.video import write_video
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import parse_size
 
@@ -33,26 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     feats = load_features(args.features)
     n = len(feats["pose"]) if args.frames is None else min(args.frames, len(feats["pose"]))
-    render_video(
-        args.model, model_inputs(feats, args.model)[:n], feats["pose"][:n], args.size, args.fps, args.output
-    )
+    expression = model_inputs(feats, args.model)[:n]
+    renderer = Renderer.from_model_dir(args.model)
+    w, h = parse_size(args.size, renderer.camera.width, renderer.camera.height)
+    print(renderer.write_video(args.output, expression, feats["pose"][:n], w, h, args.fps))
     return 0
-
-
-def render_video(
-    model: str, expression: np.ndarray, pose: np.ndarray, size: str, fps: float, output: str
-) -> None:
-    """Render ``expression (N,E)``, ``pose (N,12)`` with the MODEL at ``size`` (S or WxH) into an mp4."""
-    renderer = Renderer.from_model_dir(model)
-    w, h = parse_size(size, renderer.camera.width, renderer.camera.height)
-    times: list[float] = []
-
-    def frames():
-        for i in tqdm(range(len(pose)), desc=f"render {w}x{h}", dynamic_ncols=True):
-            t = time.perf_counter()
-            img = renderer.render(expression[i], pose[i], w, h)
-            times.append(time.perf_counter() - t)
-            yield img
-
-    count = write_video(output, frames(), fps)
-    print(f"wrote {count} frames {w}x{h} to {output} ({1000 * float(np.median(times)):.0f} ms/frame)")

@@ -10,16 +10,19 @@ points); ``reference=True`` renders every ray with ``PortraitNeRF.render_rays`` 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from nerfvc.camera import Camera
 from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json
+from nerfvc.io.video import write_video
 from nerfvc.modeldir import read_model_manifest
 from nerfvc.render.fast import FastRenderConfig, render_frame, supports
 from nerfvc.render.model import ModelConfig, PortraitNeRF
@@ -137,6 +140,30 @@ class Renderer:
         """Expression (E,) and pose (12,) → uint8 RGB frame (H,W,3)."""
         img = self.render_float(expression, pose, width, height)
         return (img * 255 + 0.5).byte().cpu().numpy()
+
+    def write_video(
+        self,
+        output: str | Path,
+        expression: np.ndarray,
+        pose: np.ndarray,
+        width: int,
+        height: int,
+        fps: float,
+    ) -> str:
+        """Render expressions ``(N, E)`` and poses ``(N, 12)`` at ``width``×``height`` into an H.264 mp4 →
+        a one-line summary (frames, size, median render time)."""
+        times: list[float] = []
+
+        def frames() -> Iterator[np.ndarray]:
+            for i in tqdm(range(len(pose)), desc=f"render {width}x{height}", dynamic_ncols=True):
+                t = time.perf_counter()
+                img = self.render(expression[i], pose[i], width, height)
+                times.append(time.perf_counter() - t)
+                yield img
+
+        count = write_video(output, frames(), fps)
+        ms = 1000 * float(np.median(times)) if times else 0.0
+        return f"wrote {count} frames {width}x{height} to {output} ({ms:.0f} ms/frame)"
 
     def time_render(
         self, expression: np.ndarray, pose: np.ndarray, width: int, height: int, n: int = 5
