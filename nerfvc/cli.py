@@ -18,7 +18,7 @@ from nerfvc.errors import NerfvcError
 # Modules that provide subcommands, in the order they appear in ``nerfvc --help``.
 COMMAND_MODULES: list[str] = [
     "nerfvc.face.commands",  # prepare, inspect
-    "nerfvc.codec.commands",  # encode, decode, codec-fit
+    "nerfvc.pipeline.commands",  # encode, decode, codec-fit
     "nerfvc.embed.commands",  # embed-train
     "nerfvc.train.commands",  # train
     "nerfvc.render.commands",  # render

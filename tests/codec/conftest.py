@@ -38,6 +38,6 @@ def model_dir(tmp_path, tables):
 
 @pytest.fixture
 def cli(monkeypatch):
-    """``nerfvc.cli.main`` with only the codec commands (other subpackages live on other branches)."""
-    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["nerfvc.codec.commands"])
+    """``nerfvc.cli.main`` with only the codec commands (encode, decode, codec-fit)."""
+    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["nerfvc.pipeline.commands"])
     return nerfvc.cli.main

@@ -124,7 +124,7 @@ def _dataset(tmp_path, data):
 
 
 def test_cli_embed_train_encode_decode_and_refusal(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["nerfvc.codec.commands", "nerfvc.embed.commands"])
+    monkeypatch.setattr(nerfvc.cli, "COMMAND_MODULES", ["nerfvc.pipeline.commands", "nerfvc.embed.commands"])
     main = nerfvc.cli.main
     ds = _dataset(tmp_path, data)
     m = tmp_path / "model"

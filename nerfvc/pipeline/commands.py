@@ -1,4 +1,5 @@
-"""CLI: ``nerfvc encode``, ``nerfvc decode``, ``nerfvc codec-fit``."""
+"""CLI: ``nerfvc encode``, ``nerfvc decode`` (through the MODEL's sender / receiver pipeline) and
+``nerfvc codec-fit``."""
 
 from __future__ import annotations
 
@@ -6,38 +7,24 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from nerfvc.argtypes import int_in, non_negative, number_in, positive
-from nerfvc.codec.bitstream import (
-    HEADER_SIZE,
-    MAX_FPS,
-    MAX_FRAME_STEP,
-    MAX_KEYINT,
-    MIN_FPS,
-    StreamHeader,
-    decode_stream,
-    encode_stream,
-)
+from nerfvc.codec.bitstream import HEADER_SIZE, MAX_FPS, MAX_FRAME_STEP, MAX_KEYINT, MIN_FPS, StreamHeader
 from nerfvc.codec.fit import fit_codec
-from nerfvc.codec.tables import CODEC_FILE, index_from_step, load_model_tables, step_from_index
+from nerfvc.codec.tables import CODEC_FILE, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.errors import EXIT_PARTIAL, BitstreamError, FaceError, InputError
-from nerfvc.features import load_features, model_input, model_inputs, save_features
+from nerfvc.errors import EXIT_PARTIAL, BitstreamError, InputError
+from nerfvc.features import load_features, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
-from nerfvc.modeldir import MANIFEST, finalize_model_dir, model_torso_dims, read_model_manifest
-
-if TYPE_CHECKING:
-    from nerfvc.embed.encoder import ExpressionEmbedding
+from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+from nerfvc.pipeline.receiver import ReceiverPipeline
+from nerfvc.pipeline.sender import SenderPipeline
 
 FILE_FRAMES_PER_PACKET = 4  # files are not latency-bound: 4 frames share one packet's framing
-MAX_LOST_FRACTION = 0.5  # encode fails when no single face is tracked in more than this fraction of frames
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the codec subcommands."""
+    """Add ``encode``, ``decode`` and ``codec-fit``."""
     p = sub.add_parser("encode", help="code a video or a features file into a .nvc stream")
     p.add_argument("video", nargs="?", help="input video (tracked with the model's face model)")
     p.add_argument("--features", help="features .npz (expression (N,E), pose (N,12)) instead of a video")
@@ -101,78 +88,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_codec_fit)
 
 
-def _track_video(path: str, model: str) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Track a video with the model's face model → model inputs (N,E+T) (expression, then the torso shift if
-    the model has one), pose (N,12), fps.
-
-    :class:`FaceError` if no single face is tracked in most frames (no face, or two); frames where tracking
-    failed are reported on stderr and hold the nearest earlier tracked frame's features (the first tracked
-    frame's before it)."""
-    from nerfvc.face.tracker import FaceTracker
-    from nerfvc.io.video import read_frames
-
-    expr, pose, ts, ok = [], [], [], []
-    torso_dims = model_torso_dims(model)
-    with FaceTracker.from_dir(model, max_num_faces=2) as tracker:  # 2: a second face fails the frame
-        for item in read_frames(path):
-            frame, t = item if isinstance(item, tuple) else (item, None)
-            f = tracker.track(frame, t)
-            expr.append(model_input(f.expression, f.torso, torso_dims))
-            pose.append(np.asarray(f.pose, np.float32))
-            ok.append(bool(f.ok))
-            if t is not None:
-                ts.append(float(t))
-    if not expr:
-        raise InputError(f"{path}: no frames")
-    n, good = len(ok), np.flatnonzero(ok)
-    if len(good) == 0:
-        raise FaceError(f"{path}: no single face found in any of {n} frames (no face, or more than one)")
-    if n - len(good) > MAX_LOST_FRACTION * n:
-        raise FaceError(f"{path}: a single face was tracked in only {len(good)} of {n} frames")
-    if len(good) < n:
-        lost = [i for i in range(n) if not ok[i]]
-        shown = ", ".join(map(str, lost[:10])) + (", ..." if len(lost) > 10 else "")
-        print(
-            f"warning: {path}: no single face in {len(lost)} of {n} frames ({shown}); "
-            "they repeat the nearest tracked frame",
-            file=sys.stderr,
-        )
-        expr[: good[0]] = [expr[good[0]]] * good[0]
-        pose[: good[0]] = [pose[good[0]]] * good[0]
-    fps = 1 / float(np.median(np.diff(ts))) if len(ts) > 1 else None
-    return np.stack(expr), np.stack(pose), fps
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.features is None):
         raise InputError("give either a VIDEO or --features F.npz")
-    tables, fp = load_model_tables(args.model)
-    embedding = _load_model_embedding(args.model)
-    fps = args.fps
+    sender = SenderPipeline.from_model_dir(args.model)
     if args.features:
-        feats = load_features(args.features)
-        code, pose = model_inputs(feats, args.model), feats["pose"]
-        ts = feats.get("timestamps")
-        if fps is None and ts is not None and len(ts) > 1 and np.median(np.diff(ts)) > 0:
-            fps = 1 / float(np.median(np.diff(ts)))
+        clip = sender.read_features(args.features)
     else:
-        code, pose, vfps = _track_video(args.video, args.model)
-        fps = fps or vfps
-    fps = round(fps or 25.0, 3)
+        clip = sender.track_video(args.video)
+        if warning := clip.warning():
+            print(f"warning: {warning}", file=sys.stderr)
+    fps = round(args.fps or clip.fps or 25.0, 3)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")
     step_index = index_from_step(args.step) if args.step is not None else None
     t0 = time.perf_counter()
-    if embedding is not None:  # the model's sender encoder: code the embedding, not the raw expression
-        from nerfvc.embed.train import encode_expressions
-
-        code = encode_expressions(embedding, code)
-    data = encode_stream(
-        tables,
-        fp,
-        code,
-        pose,
-        fps=fps,
+    data = sender.encode_stream(
+        clip.features,
+        clip.pose,
+        fps,
         kbps=args.kbps,
         keyframe_interval=args.keyint,
         mode=args.mode,
@@ -182,7 +116,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         frame_step=args.frame_step,
     )
     dt = time.perf_counter() - t0
-    n = len(code)
+    n = len(clip.pose)
     bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
     if args.kbps is not None and bits * fps / 1000 > args.kbps:
         raise InputError(
@@ -207,32 +141,24 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    tables, fp = load_model_tables(args.model)
+    receiver = ReceiverPipeline.from_model_dir(args.model)
     try:
         data = Path(args.stream).read_bytes()
     except FileNotFoundError as e:
         raise InputError(f"{args.stream}: file not found") from e
-    code, pose, rep = decode_stream(data, tables, fp)
+    dec = receiver.decode_stream(data)
+    rep = dec.report
     if not rep.decoded:
         raise BitstreamError(f"{args.stream}: nothing decodable ({rep.summary()}); nothing written")
-    embedding = _load_model_embedding(args.model)
-    extra = {}
-    expr = code
-    if embedding is not None:  # receiver side of the embedding: expand the code to the NeRF's expression
-        from nerfvc.embed.train import decode_codes
-
-        expr, extra = decode_codes(embedding, code), {"code": code}
     print(f"{args.stream}: {rep.summary()}")
     if str(args.output).lower().endswith(".mp4"):
-        from nerfvc.render.commands import render_video
-
-        fps = StreamHeader.from_bytes(data[:HEADER_SIZE]).fps
-        render_video(args.model, expr, pose, args.size, fps, args.output)
+        print(receiver.write_video(args.output, dec.expression, dec.pose, args.size, dec.fps))
     else:
-        save_features(args.output, expression=expr, pose=pose, valid=rep.valid, **extra)
-        print(f"wrote {len(pose)} frames of features to {args.output}")
+        extra = {"code": dec.code} if receiver.codec.embedding is not None else {}
+        save_features(args.output, expression=dec.expression, pose=dec.pose, valid=rep.valid, **extra)
+        print(f"wrote {len(dec.pose)} frames of features to {args.output}")
     if rep.concealed:  # written, but not every frame is what was sent: partial success
-        print(f"nerfvc decode: {rep.concealed} of {len(pose)} frames concealed (exit {EXIT_PARTIAL})")
+        print(f"nerfvc decode: {rep.concealed} of {len(dec.pose)} frames concealed (exit {EXIT_PARTIAL})")
         return EXIT_PARTIAL
     return 0
 
@@ -274,9 +200,3 @@ def cmd_codec_fit(args: argparse.Namespace) -> int:
         msg += f"; model fingerprint is now {finalize_model_dir(out, extra)}"
     print(msg)
     return 0
-
-
-def _load_model_embedding(model: str | Path) -> ExpressionEmbedding | None:
-    from nerfvc.embed.train import load_model_embedding  # torch: imported only when a command needs it
-
-    return load_model_embedding(model)

@@ -1,0 +1,103 @@
+"""SenderPipeline: features files and tracked frames → model features (torso shift, lost-frame policy) →
+the code sent → whole streams and live packets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, encode_stream
+from nerfvc.codec.tables import load_model_tables
+from nerfvc.errors import FaceError, InputError
+from nerfvc.features import load_features, model_input
+from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
+from tests.pipeline.fakes import fake_tracker
+
+
+def test_features_file_codes_exactly_the_codec_stream(tiny_model):
+    ds, model = tiny_model
+    sender = SenderPipeline.from_model_dir(model)
+    assert sender.torso_dims == 2 and sender.codec.embedding is None
+    clip = sender.read_features(ds / "features.npz")
+    feats = load_features(ds / "features.npz")
+    assert clip.features.shape == (24, 81) and clip.fps == pytest.approx(25.0)
+    np.testing.assert_array_equal(clip.features, model_input(feats["expression"], feats["torso"], 2))
+    assert clip.tracked.all() and clip.warning() is None
+    data = sender.encode_stream(clip.features, clip.pose, 25.0, frames_per_packet=4)
+    tables, fp = load_model_tables(model)  # without an embedding the features are the code: same bytes
+    assert data == encode_stream(tables, fp, clip.features, clip.pose, fps=25.0, frames_per_packet=4)
+
+
+def _frames(n: int) -> list[tuple[np.ndarray, float]]:
+    """``n`` distinct 24×32 frames at 25 fps."""
+    return [(np.full((24, 32, 3), i, np.uint8), i / 25) for i in range(n)]
+
+
+def test_track_clip_appends_the_torso_shift_and_fills_lost_frames(tiny_model, monkeypatch):
+    model = tiny_model[1]
+    rng = np.random.default_rng(0)
+    expr, pose, torso = rng.normal(size=(8, 79)), rng.normal(size=(8, 12)), rng.normal(size=(8, 2))
+    ok = [False, False, True, True, False, True, True, True]
+    calls = fake_tracker(monkeypatch, expr, pose, ok, torso)
+    clip = SenderPipeline.from_model_dir(model).track_clip(_frames(8), "clip.mp4", keep_frames=True)
+    assert calls == [{"path": str(model), "max_num_faces": 2}]  # a second face fails a frame
+    assert clip.features.shape == (8, 81) and clip.features.dtype == np.float32
+    # the torso shift is measured in every frame, also without a face; frames before the first face repeat it
+    np.testing.assert_array_equal(clip.features[2:, 79:], torso[2:].astype(np.float32))
+    np.testing.assert_array_equal(clip.features[:2, 79:], torso[[2, 2]].astype(np.float32))
+    for i, source in [(0, 2), (1, 2), (2, 2), (4, 3), (7, 7)]:  # before the first face: the first tracked
+        np.testing.assert_array_equal(clip.features[i, :79], expr[source].astype(np.float32))
+        np.testing.assert_array_equal(clip.pose[i], pose[source].astype(np.float32))
+    np.testing.assert_array_equal(clip.tracked, ok)
+    assert clip.fps == pytest.approx(25.0)
+    assert clip.frames is not None and clip.frames.shape == (8, 24, 24, 3)  # cropped to the camera's aspect
+    assert clip.warning() == (
+        "clip.mp4: no single face in 3 of 8 frames (0, 1, 4); they repeat the nearest tracked frame"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ok", "error", "message"),
+    [
+        ([False] * 6, FaceError, "no single face found in any of 6 frames"),
+        ([True, False, False, True, False, False], FaceError, "tracked in only 2 of 6 frames"),
+        ([], InputError, "no frames"),
+    ],
+)
+def test_track_clip_fails_without_a_face_in_most_frames(tiny_model, monkeypatch, ok, error, message):
+    fake_tracker(monkeypatch, np.zeros((6, 79)), np.zeros((6, 12)), ok)
+    with pytest.raises(error, match=message):
+        SenderPipeline.from_model_dir(tiny_model[1]).track_clip(_frames(len(ok)), "clip.mp4")
+
+
+def test_live_encoder_codes_like_the_whole_stream(tiny_model):
+    ds, model = tiny_model
+    sender = SenderPipeline.from_model_dir(model)
+    clip = sender.read_features(ds / "features.npz")
+    enc = sender.stream_encoder(25.0)
+    packets = [enc.encode(f, p) for f, p in zip(clip.features, clip.pose)]
+    whole = sender.encode_stream(clip.features, clip.pose, 25.0)
+    assert b"".join(packets) == whole[HEADER_SIZE:]  # the same packets, one per frame
+    header = StreamHeader.from_bytes(enc.header())
+    assert header.fingerprint == sender.codec.fingerprint and header.code_dim == 81
+    assert enc.last_reconstruction is not None and enc.last_reconstruction[0].shape == (81,)
+
+
+def test_live_encoder_applies_the_embedding_causally(tiny_embed_model):
+    ds, model = tiny_embed_model
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    assert sender.codec.embedding is not None
+    clip = sender.read_features(ds / "features.npz")
+    code = sender.to_code(clip.features)  # (N, C) each frame from its causal window
+    assert clip.features.shape == (30, 79) and code.shape == (30, 8)
+    coder = sender.codec.causal_coder()
+    np.testing.assert_allclose(np.stack([coder(f) for f in clip.features]), code, atol=1e-5)
+    enc, dec = sender.stream_encoder(25.0), receiver.packet_decoder()
+    assert dec.read_header(enc.header()).code_dim == 8  # the code is what is sent
+    for f, p in zip(clip.features, clip.pose):
+        got = dec.decode(enc.encode(f, p))
+        assert got.code.shape == (8,) and got.expression.shape == (79,)
+        rec = enc.last_reconstruction  # in the NeRF's space, as the receiver decodes it
+        assert rec is not None
+        np.testing.assert_array_equal(got.expression, rec[0])
+        np.testing.assert_array_equal(got.pose, rec[1])
