@@ -161,7 +161,7 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
     model = args.model
     nerfvc_info: dict = {}
     if model:
-        gt_src, prev_src, points, renderer, nerfvc_info = _nerfvc_points(args, gt_src, prev_src, info, say)
+        gt_src, prev_src, points, receiver, nerfvc_info = _nerfvc_points(args, gt_src, prev_src, info, say)
     runs = {}
     for s in sizes:
         run = run_size(
@@ -178,7 +178,7 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
         if keeper:
             keeper.reference(run.gt)
         if model:
-            _score_nerfvc(run, renderer, points, not args.no_face, dists_frames, nerfvc_info, say, keeper)
+            _score_nerfvc(run, receiver, points, not args.no_face, dists_frames, nerfvc_info, say, keeper)
         runs[s] = run
     resolution: dict[int, dict[str, list]] = {s: r.systems for s, r in runs.items()}
     floors = {str(s): r.floors for s, r in runs.items()}
@@ -223,7 +223,7 @@ def run_eval(args: EvalOptions) -> dict[str, Path]:
 def _nerfvc_points(args, gt_src, prev_src, info, say):
     """Track the test frames with the model, code them at each target rate, load the renderer."""
     from nerfvc.eval.pipeline import code_rate_points, track_frames
-    from nerfvc.render.renderer import Renderer
+    from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 
     try:
         targets = [float(k) for k in args.kbps.split(",") if k]
@@ -231,13 +231,17 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
         raise InputError(f"bad --kbps list: {e}") from None
     if args.max_frames:
         gt_src = gt_src[: args.max_frames]
-    renderer = Renderer.from_model_dir(args.model)
+    sender = SenderPipeline.from_model_dir(args.model)
+    receiver = ReceiverPipeline.from_model_dir(args.model)
+    receiver.renderer()  # loaded now, so that a broken model fails before tracking
     fps = float(info.get("fps") or 25.0)
-    frames, expr, pose = track_frames(args.model, np.concatenate([prev_src[None], gt_src]), fps)
-    prev_src, gt_src, expr, pose = frames[0], frames[1:], expr[1:], pose[1:]
+    frames, clip = track_frames(sender, np.concatenate([prev_src[None], gt_src]), fps)
+    if warning := clip.warning():
+        say(f"warning: {warning}")
+    prev_src, gt_src, expr, pose = frames[0], frames[1:], clip.features[1:], clip.pose[1:]
     if not 1 <= args.frames_per_packet <= 8:
         raise InputError("--frames-per-packet must be 1..8")
-    points = code_rate_points(args.model, expr, pose, fps, targets, args.frames_per_packet)
+    points = code_rate_points(sender, receiver, expr, pose, fps, targets, args.frames_per_packet)
     for p in points:
         say(f"nerfvc {p.label}: {p.kbps:.3f} kbps, {p.bits_per_frame:.1f} bits/frame")
     nerfvc_info = {
@@ -246,17 +250,17 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
         "rates": [{"label": p.label, "kbps": p.kbps, "bits_per_frame": p.bits_per_frame} for p in points],
         "render_ms": {},
     }
-    return gt_src, prev_src, points, renderer, nerfvc_info
+    return gt_src, prev_src, points, receiver, nerfvc_info
 
 
-def _score_nerfvc(run, renderer, points, face, dists_frames, nerfvc_info, say, keeper) -> None:
+def _score_nerfvc(run, receiver, points, face, dists_frames, nerfvc_info, say, keeper) -> None:
     """Render each decoded rate point at the run's size and score it against the run's reference (and keep
     it as a video when ``keeper`` is set)."""
     from nerfvc.eval.pipeline import render_sequence
 
     for p in points:
         t = time.perf_counter()
-        frames = render_sequence(renderer, p.expression, p.pose, run.size)
+        frames = render_sequence(receiver, p.expression, p.pose, run.size)
         ms = (time.perf_counter() - t) / len(frames) * 1000
         nerfvc_info["render_ms"][str(run.size)] = ms
         res = evaluate(run.ref, frames, bitrate_kbps=p.kbps, face=face, dists_frames=dists_frames)

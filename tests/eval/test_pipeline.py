@@ -1,0 +1,48 @@
+"""The ``nerfvc eval`` path for nerfvc itself (``nerfvc.eval.pipeline``): track the test frames, code them at
+several rates with the real codec, decode, render, through the MODEL's pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nerfvc.eval.pipeline import code_rate_points, render_sequence, track_frames
+from nerfvc.features import load_features, model_input
+from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
+from tests.pipeline.fakes import fake_tracker
+
+
+def test_track_code_and_render_a_torso_model(tiny_model, monkeypatch):
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    n = 8
+    fake_tracker(monkeypatch, feats["expression"][:n], feats["pose"][:n], torso=feats["torso"][:n])
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    frames = np.stack([np.full((40, 32, 3), i, np.uint8) for i in range(n)])  # taller than the camera
+    cropped, clip = track_frames(sender, frames, 25.0)
+    assert cropped.shape == (n, 32, 32, 3)  # the reference is cropped as the tracker sees the frames
+    np.testing.assert_array_equal(cropped[:, 0, 0, 0], np.arange(n))
+    np.testing.assert_array_equal(clip.features, model_input(feats["expression"], feats["torso"], 2)[:n])
+    assert clip.fps is not None and abs(clip.fps - 25.0) < 1e-9
+
+    points = code_rate_points(sender, receiver, clip.features, clip.pose, 25.0, [1.0, 50.0], 2)
+    assert [p.label for p in points] == ["target 1 kbps, 2 fr/packet", "target 50 kbps, 2 fr/packet"]
+    for p in points:
+        assert p.expression.shape == (n, 81) and p.pose.shape == (n, 12)
+        assert abs(p.kbps - p.bits_per_frame * 25.0 / 1000) < 1e-9  # real bytes (header included) per second
+    assert points[0].bits_per_frame <= points[1].bits_per_frame
+    fine = np.abs(points[1].expression - clip.features).max()
+    assert fine <= np.abs(points[0].expression - clip.features).max() and fine < 0.05
+
+    video = render_sequence(receiver, points[1].expression, points[1].pose, 16)
+    assert video.shape == (n, 16, 16, 3) and video.dtype == np.uint8
+
+
+def test_rate_points_of_an_embedding_model_are_expressions(tiny_embed_model):
+    ds, model = tiny_embed_model
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    clip = sender.read_features(ds / "features.npz")
+    (point,) = code_rate_points(sender, receiver, clip.features, clip.pose, 25.0, [100.0])
+    assert point.expression.shape == (30, 79)  # expanded back to the NeRF's expression, not the 8-d code
+    exact = receiver.to_expression(sender.to_code(clip.features))  # what a lossless channel would give
+    assert np.abs(point.expression - exact).max() < 0.1 * np.abs(exact).max()
+    assert render_sequence(receiver, point.expression[:2], point.pose[:2], 16).shape == (2, 16, 16, 3)
