@@ -45,17 +45,18 @@ def _pieces(model: str | None, clip: str, clip_data: tuple | None, workers: int 
     """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
     if model:
         from nerfvc.live import adapters
-
-        source = adapters.TrackedSource(model, video=clip, keep_images=True)
-        encoder = adapters.make_encoder(model, source.fps)
         from nerfvc.live.workers import ProcessRenderer, RendererPool
+        from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 
+        sender = SenderPipeline.from_model_dir(model)
+        source = adapters.TrackedSource(sender, video=clip, keep_images=True)
+        encoder = sender.stream_encoder(source.fps)
         if workers > 1:  # as `nerfvc receive` does by default on 2+ cores
             renderer = RendererPool(workers, adapters.make_renderer, model, 1)
         else:
             renderer = ProcessRenderer(adapters.make_renderer, model)
         label = f"model, {workers} render worker(s)"
-        return source, encoder, adapters.decoder_factory(model), renderer, label
+        return source, encoder, ReceiverPipeline.from_model_dir(model).packet_decoder, renderer, label
     frames, code, pose, fps = clip_data  # type: ignore[misc]
     source = ArraySource(code, pose, fps, frames)
     return source, StandInEncoder(code.shape[1]), StandInDecoder, DebugDiscRenderer(), "stand-ins"

@@ -73,6 +73,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from nerfvc.live import adapters
     from nerfvc.live.receiver import Receiver
     from nerfvc.live.transport import use_loopback_only
+    from nerfvc.pipeline import ReceiverPipeline
 
     host, port = _listen(args.listen)
     if not MIN_SIZE <= args.size <= MAX_SIZE:
@@ -81,7 +82,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         raise InputError("--token (sender) and --view-token (viewers) must differ")
     if host in LOOPBACK_HOSTS:
         use_loopback_only()
-    factory = adapters.decoder_factory(args.model)
+    pipeline = ReceiverPipeline.from_model_dir(args.model)
     workers = 1
     if args.render_in == "process":
         from nerfvc.live.workers import ProcessRenderer, RendererPool
@@ -92,9 +93,14 @@ def cmd_receive(args: argparse.Namespace) -> int:
         else:
             renderer = RendererPool(workers, adapters.make_renderer, args.model, 1)
     else:
-        renderer = adapters.make_renderer(args.model)
+        renderer = pipeline.renderer()
     receiver = Receiver(
-        factory, renderer, args.size, args.token, render_threads=workers, view_token=args.view_token
+        pipeline.packet_decoder,
+        renderer,
+        args.size,
+        args.token,
+        render_threads=workers,
+        view_token=args.view_token,
     )
 
     async def serve() -> None:
@@ -119,6 +125,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from nerfvc.live.classic import ClassicEncoder
     from nerfvc.live.sender import Sender, SenderConfig, check_url
     from nerfvc.live.transport import use_loopback_only
+    from nerfvc.pipeline import SenderPipeline
 
     url = check_url(args.to)
     if urlparse(url).hostname in LOOPBACK_HOSTS:
@@ -129,8 +136,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise InputError(f"--pack must be in 1..{MAX_PACK}")
     if not 0 <= args.drop < 1:
         raise InputError("--drop must be in [0, 1)")
-    source = adapters.TrackedSource(args.model, args.video, args.camera, keep_images=bool(args.classic))
-    encoder = adapters.make_encoder(args.model, source.fps, args.kbps)
+    pipeline = SenderPipeline.from_model_dir(args.model)
+    source = adapters.TrackedSource(pipeline, args.video, args.camera, keep_images=bool(args.classic))
+    encoder = pipeline.stream_encoder(source.fps, kbps=args.kbps)
     classic = (
         ClassicEncoder(args.classic, args.classic_kbps, source.fps, args.classic_size)
         if args.classic

@@ -1,9 +1,12 @@
 """The small interfaces the live call is built from, so transport, signaling, viewer and stats do not depend
 on the tracker, codec or renderer implementations.
 
-The real pieces (``nerfvc.face`` tracker, ``nerfvc.codec`` stream coder, ``nerfvc.render`` NeRF) are wired
-in by :mod:`nerfvc.live.adapters`; tests use trivial stand-ins. ``DebugDiscRenderer`` is a *debug* renderer
-(draws the decoded pose as a coloured disc) for exercising the pipeline without a trained model.
+The live call speaks the NeRF's features (expression, pose) at both ends; what crosses the channel in
+between (the embedding's code, when the model has one) is the pipeline's business. The real pieces come from
+the MODEL's :class:`~nerfvc.pipeline.SenderPipeline` and :class:`~nerfvc.pipeline.ReceiverPipeline` (wired
+in by :mod:`nerfvc.live.adapters` and :mod:`nerfvc.live.commands`); tests use trivial stand-ins.
+``DebugDiscRenderer`` is a *debug* renderer (draws the decoded pose as a coloured disc) for exercising the
+call without a trained model.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ class SourceFrame:
     """One captured frame's features at the sender."""
 
     timestamp: float  # s from the source's start (media time; paces the sender)
-    code: np.ndarray  # (D,) float32: expression (or embedding code)
+    expression: np.ndarray  # (D,) float32: the model's features (expression, then the torso shift if any)
     pose: np.ndarray  # (12,) float32: [R row-major | t]
     image: np.ndarray | None = None  # uint8 RGB (H, W, 3), only needed by the classic-codec fallback
     capture_time: float | None = None  # time.time() when the frame was captured; None: the sender paces
@@ -42,24 +45,24 @@ class FeatureSource(Protocol):
 
 @runtime_checkable
 class PacketEncoder(Protocol):
-    """Sender half of the codec (``nerfvc.codec.StreamEncoder`` fits as is).
+    """Sender half of the codec (``SenderPipeline.stream_encoder`` → ``nerfvc.pipeline.FeatureEncoder``).
 
-    Optional extras used when present: ``last_reconstruction -> (code, pose)`` (what the decoder will output
-    for the last packet) and ``adapt(packet_bits)`` (live rate control).
+    Optional extras used when present: ``last_reconstruction -> (expression, pose)`` (what the decoder will
+    output for the last packet) and ``adapt(packet_bits)`` (live rate control).
     """
 
     def header(self) -> bytes: ...
 
-    def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes: ...
+    def encode(self, expression: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes: ...
 
     def request_keyframe(self) -> None: ...
 
 
 class DecodedFrameLike(Protocol):
-    """What :meth:`PacketDecoder.decode` returns (``nerfvc.codec.DecodedFrame`` fits)."""
+    """What :meth:`PacketDecoder.decode` returns (``nerfvc.pipeline.DecodedFeatures`` fits)."""
 
     index: int
-    code: np.ndarray
+    expression: np.ndarray  # (D,) the NeRF's input (the embedding's code already expanded)
     pose: np.ndarray
     is_key: bool
     concealed: bool
@@ -67,7 +70,7 @@ class DecodedFrameLike(Protocol):
 
 @runtime_checkable
 class PacketDecoder(Protocol):
-    """Receiver half of the codec (``nerfvc.codec.StreamDecoder`` fits as is).
+    """Receiver half of the codec (``ReceiverPipeline.packet_decoder`` → ``nerfvc.pipeline.FeatureDecoder``).
 
     ``decode`` raises an exception (``BitstreamError``) on a damaged packet; the receiver counts it as lost.
     """
@@ -79,14 +82,15 @@ class PacketDecoder(Protocol):
 
 @runtime_checkable
 class FrameRenderer(Protocol):
-    """Features → pixels at any size (``nerfvc.render.Renderer`` fits as is). Called from a worker thread."""
+    """Features → pixels at any size (``ReceiverPipeline.renderer()``, a ``nerfvc.render.Renderer``). Called
+    from a worker thread."""
 
     def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray: ...
 
 
 class DebugDiscRenderer:
     """DEBUG renderer, not the product: draws the decoded pose as a disc whose position follows the head's
-    rotation and whose colour follows the first code dimensions, over a gradient background.
+    rotation and whose colour follows the first expression dimensions, over a gradient background.
 
     It lets the transport, viewer and stats be tested and benchmarked without a trained NeRF. ``delay``
     (s) simulates a slower renderer.

@@ -185,7 +185,8 @@ class Receiver:
         self.pcs: set[Any] = set()
         self.call: CallState | None = None
         self.calls: list[CallState] = []
-        self.features: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}  # index → (code, pose, concealed)
+        # index → (expression, pose, concealed): the decoded features the renderer is given (record=True)
+        self.features: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}
         self.viewers: set[web.WebSocketResponse] = set()
         self._sending: dict[web.WebSocketResponse, bool] = {}
         self.payload = RateMeter()
@@ -437,7 +438,7 @@ class Receiver:
             if gap and not frame.is_key:
                 self._want_keyframe(call)
         if self.record:
-            self.features[idx] = (np.array(frame.code), np.array(frame.pose), bool(frame.concealed))
+            self.features[idx] = (np.array(frame.expression), np.array(frame.pose), bool(frame.concealed))
         if not late:
             with self._cond:
                 self._slot = (frame, call)
@@ -467,7 +468,7 @@ class Receiver:
             size = self.size
             t = time.perf_counter()
             try:
-                rgb = self.renderer.render(frame.code, frame.pose, size, size)
+                rgb = self.renderer.render(frame.expression, frame.pose, size, size)
             except Exception:
                 log.exception("render failed")
                 with self._cond:

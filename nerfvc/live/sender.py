@@ -49,7 +49,7 @@ class SenderConfig:
     connect_timeout: float = 20.0
     linger: float = 0.5  # s to wait after the last frame so queued messages leave before closing
     mark_every: int = 1  # send the capture time of every k-th frame on the control channel (latency)
-    record: bool = False  # keep each frame's quantized features (tests)
+    record: bool = False  # keep each frame's quantized features, as the receiver will decode them (tests)
 
 
 @dataclass
@@ -203,7 +203,7 @@ class Sender:
                     if wait > 0:
                         await asyncio.sleep(wait)
                 n = self.report.frames
-                packet = self.encoder.encode(frame.code, frame.pose)
+                packet = self.encoder.encode(frame.expression, frame.pose)
                 adapt = getattr(self.encoder, "adapt", None)
                 if adapt is not None:
                     adapt(8 * len(packet))

@@ -1,8 +1,8 @@
-"""Test stand-ins for the pieces being built on other branches (codec, tracker). Not product code.
+"""Test stand-ins for the real pieces (codec, tracker), so that a call runs without a model. Not product code.
 
 - :class:`StandInEncoder` / :class:`StandInDecoder`: a tiny keyframe/delta packet codec with the same
-  interface and loss semantics as ``nerfvc.codec.StreamEncoder`` / ``StreamDecoder`` (a delta packet needs
-  the previous frame; after a gap the decoder conceals — holds the last output — until a keyframe).
+  interface and loss semantics as ``nerfvc.pipeline.FeatureEncoder`` / ``FeatureDecoder`` (a delta packet
+  needs the previous frame; after a gap the decoder conceals — holds the last output — until a keyframe).
 - :func:`clip_features`: per-frame "features" from a clip's pixels (block means + intensity centroid), so a
   call runs from a real video without the face tracker.
 """
@@ -26,7 +26,7 @@ STEP = 0.01
 @dataclass
 class Decoded:
     index: int
-    code: np.ndarray
+    expression: np.ndarray
     pose: np.ndarray
     is_key: bool
     concealed: bool
@@ -48,8 +48,10 @@ class StandInEncoder:
     def request_keyframe(self) -> None:
         self._force = True
 
-    def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
-        vec = np.concatenate([np.asarray(code, np.float64).ravel(), np.asarray(pose, np.float64).ravel()])
+    def encode(self, expression: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
+        vec = np.concatenate(
+            [np.asarray(expression, np.float64).ravel(), np.asarray(pose, np.float64).ravel()]
+        )
         q = np.round(vec / STEP).astype(np.int64)
         key = force_key or self._force or self._prev is None or self._since_key >= self.keyframe_interval
         if key:
@@ -92,10 +94,10 @@ class StandInDecoder:
             q = self._prev + np.frombuffer(body, ">i2").astype(np.int64)
         else:  # reference lost: hold the last output until a keyframe
             self._prev = None
-            code, pose = (
+            expression, pose = (
                 self._last if self._last else (np.zeros(self.dim or 0, np.float32), np.zeros(12, np.float32))
             )
-            return Decoded(index, code, pose, False, True)
+            return Decoded(index, expression, pose, False, True)
         self._prev, self._prev_index = q, index
         rec = (q * STEP).astype(np.float32)
         self._last = (rec[: self.dim], rec[self.dim :])
@@ -126,11 +128,11 @@ class ArraySource:
     """A FeatureSource over precomputed arrays (paced by the sender)."""
 
     def __init__(
-        self, code: np.ndarray, pose: np.ndarray, fps: float, images: list[np.ndarray] | None = None
+        self, expression: np.ndarray, pose: np.ndarray, fps: float, images: list[np.ndarray] | None = None
     ):
-        self.code, self.pose, self.fps, self.images = code, pose, fps, images
+        self.expression, self.pose, self.fps, self.images = expression, pose, fps, images
 
     def __iter__(self) -> Iterator[SourceFrame]:
-        for i in range(len(self.code)):
+        for i in range(len(self.expression)):
             image = self.images[i] if self.images is not None else None
-            yield SourceFrame(i / self.fps, self.code[i], self.pose[i], image)
+            yield SourceFrame(i / self.fps, self.expression[i], self.pose[i], image)

@@ -1,7 +1,8 @@
-"""The same loopback call with the real ``nerfvc.codec`` stream coder (skipped until the codec branch lands).
+"""Loopback calls with the real codec, through the MODEL's sender and receiver pipelines.
 
-Checked before the merge by overlaying the ``codec`` branch: 100/100 frames exact without loss; with 5% loss
-every decoded frame exact, 5 keyframe requests, recovery at keyframes.
+Without loss every delivered frame's features equal the sender's quantized features; with 5% loss every
+decoded frame is still exact and decoding recovers at keyframes. With an expression embedding the
+embedding's code crosses the channel and the receiver renders the expression expanded from it.
 """
 
 from __future__ import annotations
@@ -11,38 +12,57 @@ import asyncio
 import numpy as np
 import pytest
 
-from nerfvc.live.interfaces import DebugDiscRenderer
+from nerfvc.codec import fit_codec
+from nerfvc.codec.synthetic import synthetic_features
+from nerfvc.codec.tables import CODEC_FILE
+from nerfvc.embed.train import expansion_matrix
+from nerfvc.live.interfaces import DebugDiscRenderer, FrameRenderer
 from nerfvc.live.receiver import Receiver
-from nerfvc.live.sender import Sender, SenderConfig
+from nerfvc.live.sender import Sender, SenderConfig, SenderReport
+from nerfvc.modeldir import finalize_model_dir
+from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 from tests.live.standins import ArraySource
 
-try:
-    from nerfvc.codec import StreamDecoder, StreamEncoder, fit_codec
-    from nerfvc.codec.synthetic import synthetic_features
-except ImportError:
-    pytest.skip("nerfvc.codec (branch codec) is not merged yet", allow_module_level=True)
 
-FP = "0123456789abcdef"
-
-
-@pytest.mark.parametrize("drop", [0.0, 0.05])
-def test_call_with_the_real_codec(drop):
-    code, pose = synthetic_features(425, dim=30, seed=1)
-    tables = fit_codec(code[:300], pose[:300])
+def _call(
+    sender: SenderPipeline,
+    receiver: ReceiverPipeline,
+    features: np.ndarray,
+    pose: np.ndarray,
+    renderer: FrameRenderer,
+    size: int = 64,
+    **config,
+) -> tuple[SenderReport, Receiver]:
+    """One loopback call of ``features (N, D)``, ``pose (N, 12)`` at 25 fps; both ends record features."""
 
     async def go():
-        rx = Receiver(lambda: StreamDecoder(tables, FP), DebugDiscRenderer(), size=64, record=True)
+        rx = Receiver(receiver.packet_decoder, renderer, size=size, record=True)
         port = await rx.start()
         try:
-            enc = StreamEncoder(tables, FP, fps=25.0)
-            cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, record=True, drop=drop, seed=3)
-            report = await Sender(ArraySource(code[300:], pose[300:], 25.0), enc, cfg).run()
+            enc = sender.stream_encoder(25.0)
+            cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, record=True, **config)
+            report = await Sender(ArraySource(features, pose, 25.0), enc, cfg).run()
             await asyncio.sleep(0.3)
+            deadline = asyncio.get_running_loop().time() + 30
+            while rx.busy and asyncio.get_running_loop().time() < deadline:  # a frame still rendering
+                await asyncio.sleep(0.05)
         finally:
             await rx.stop()
         return report, rx
 
-    report, rx = asyncio.run(go())
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.05])
+def test_call_with_the_real_codec(drop, tmp_path):
+    code, pose = synthetic_features(425, dim=30, seed=1)
+    model = tmp_path / "model"
+    model.mkdir()
+    fit_codec(code[:300], pose[:300]).save(model / CODEC_FILE)
+    (model / "nerf.safetensors").write_bytes(b"stand-in")
+    finalize_model_dir(model)
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    report, rx = _call(sender, receiver, code[300:], pose[300:], DebugDiscRenderer(), drop=drop, seed=3)
     delivered = 0
     for i, (c, p, concealed) in rx.features.items():
         if not concealed:
@@ -56,3 +76,26 @@ def test_call_with_the_real_codec(drop):
         assert report.dropped_messages > 0 and s["keyframe_requests"] > 0
         assert delivered >= 0.75 * 125
         assert max(i for i, v in rx.features.items() if not v[2]) >= 120  # decoding resumed to the end
+
+
+def test_call_with_an_embedding_model_renders_the_expanded_expression(tiny_embed_model):
+    ds, model = tiny_embed_model
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    clip = sender.read_features(ds / "features.npz")
+    report, rx = _call(sender, receiver, clip.features, clip.pose, receiver.renderer(), size=32)
+    assert report.frames == 30
+    # a lossless channel's result: each frame's code (from its causal window) expanded to the expression
+    exact = receiver.to_expression(sender.to_code(clip.features))  # (N, E)
+    half_step = receiver.codec.tables.steps(0)[6:] / 2  # (C,) the live encoder's step index
+    bound = np.abs(expansion_matrix(receiver.codec.embedding)) @ (half_step + 1e-5) + 1e-5  # (E,)
+    delivered = 0
+    for i, (expression, pose, concealed) in rx.features.items():
+        if concealed:
+            continue
+        assert expression.shape == (79,)  # the receiver got the expression, not the 8-d code
+        np.testing.assert_array_equal(expression, report.quantized[i][0])  # what the sender expected
+        np.testing.assert_array_equal(pose, report.quantized[i][1])
+        assert np.all(np.abs(expression - exact[i]) <= bound), i  # within the quantization error
+        delivered += 1
+    assert delivered >= 0.9 * 30
+    assert rx.frames_rendered > 0  # the NeRF took the expanded expressions (an 8-d code fails every render)

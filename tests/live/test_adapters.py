@@ -1,0 +1,51 @@
+"""``nerfvc.live.adapters``: the tracked source (a video paced at its frame rate, through the sender
+pipeline's tracker) and the render-worker factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nerfvc.errors import InputError
+from nerfvc.features import load_features, model_input
+from nerfvc.io.video import write_video
+from nerfvc.live.adapters import TrackedSource, make_renderer
+from nerfvc.pipeline import SenderPipeline
+from tests.pipeline.fakes import fake_tracker
+
+
+def test_tracked_source_yields_the_model_features_of_a_video(tiny_model, tmp_path, monkeypatch):
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    n = 6
+    video = tmp_path / "clip.mp4"
+    write_video(video, [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(n)], 25.0)
+    calls = fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
+    source = TrackedSource(SenderPipeline.from_model_dir(model), video=str(video), keep_images=True)
+    assert source.fps == 25.0
+    assert calls == [{"path": str(model), "max_num_faces": 1}]
+    frames = list(source)
+    assert len(frames) + source.skipped == n  # a frame more than 2 intervals late is skipped, not tracked
+    expected = model_input(feats["expression"], feats["torso"], 2)  # (N, 81): what the NeRF takes
+    times = [f.timestamp for f in frames]
+    assert times == sorted(times) and all(f.capture_time is not None for f in frames)
+    for i, f in enumerate(frames):  # the fake tracker hands out frame i's features at its i-th call
+        np.testing.assert_array_equal(f.expression, expected[i])
+        np.testing.assert_array_equal(f.pose, feats["pose"][i])
+        assert f.image is not None and f.image.shape == (32, 48, 3)  # uncropped, for the classic codec
+
+
+def test_tracked_source_needs_exactly_one_source(tiny_model):
+    sender = SenderPipeline.from_model_dir(tiny_model[1])
+    for kwargs in ({}, {"video": "x.mp4", "camera": 0}):
+        with pytest.raises(InputError, match="either --video"):
+            TrackedSource(sender, **kwargs)
+
+
+def test_make_renderer_builds_the_models_renderer(tiny_model):
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    renderer = make_renderer(model)
+    x = model_input(feats["expression"][0], feats["torso"][0], 2)
+    img = renderer.render(x, feats["pose"][0], 24, 16)
+    assert img.shape == (16, 24, 3) and img.dtype == np.uint8
