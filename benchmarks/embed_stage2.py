@@ -25,22 +25,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bitrate import errors, timed_roundtrip
 
-from nerfvc.codec import CodecTables, fit_codec
+from nerfvc.codec import fit_codec
 from nerfvc.embed.encoder import EmbedConfig
 from nerfvc.embed.finetune import FinetuneConfig, finetune_through_renderer, render_metrics
 from nerfvc.embed.train import (
     TrainConfig,
-    decode_codes,
     encode_expressions,
     expansion_matrix,
     fit_code_tables,
     landmark_tau,
     load_dataset_geometry,
-    load_embedding,
     save_embedding,
     train_embedding,
 )
 from nerfvc.modeldir import finalize_model_dir
+from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 from nerfvc.record import machine_record
 
 
@@ -89,6 +88,12 @@ def main() -> None:
         res["variants"][name] = r
         print(name, r, flush=True)
 
+    def code_and_score_model(name: str) -> None:
+        """``code_and_score`` through the MODEL's own sender and receiver (its tables and embedding)."""
+        sender, receiver = SenderPipeline.from_model_dir(m), ReceiverPipeline.from_model_dir(m)
+        code = sender.to_code(ds.expression)  # whole clip: the test frames see their history
+        code_and_score(name, sender.codec.tables, code, receiver.to_expression)
+
     res["variants"]["uncoded_raw79"] = render_metrics(
         m, args.dataset, {"u": ds.expression}, ds.pose, frames, args.size
     )["u"]
@@ -104,15 +109,11 @@ def main() -> None:
     tables.save(m / "codec.json")
     save_embedding(emb, m, {"stage": 1, "lambda": args.lam})
     finalize_model_dir(m)
-    code_and_score(f"stage1_lambda{args.lam:g}", tables, code, lambda z, e=emb: decode_codes(e, z))
+    code_and_score_model(f"stage1_lambda{args.lam:g}")
     info = finetune_through_renderer(
         m, args.dataset, FinetuneConfig(lam=args.lam, minutes=args.stage2_minutes), size=args.size
     )
-    emb2 = load_embedding(m)
-    code2 = encode_expressions(emb2, ds.expression)
-    code_and_score(
-        f"stage2_lambda{args.lam:g}", CodecTables.load(m), code2, lambda z, e=emb2: decode_codes(e, z)
-    )
+    code_and_score_model(f"stage2_lambda{args.lam:g}")
     res["stage2"] = info
     res["machine"] = machine_record()
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
