@@ -71,6 +71,7 @@ def _listen(value: str) -> tuple[str, int]:
 def cmd_receive(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     from nerfvc.live import adapters
+    from nerfvc.live.interfaces import FrameRenderer
     from nerfvc.live.receiver import Receiver
     from nerfvc.live.transport import use_loopback_only
     from nerfvc.pipeline import ReceiverPipeline
@@ -84,6 +85,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         use_loopback_only()
     pipeline = ReceiverPipeline.from_model_dir(args.model)
     workers = 1
+    renderer: FrameRenderer
     if args.render_in == "process":
         from nerfvc.live.workers import ProcessRenderer, RendererPool
 

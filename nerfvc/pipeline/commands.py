@@ -155,7 +155,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(receiver.write_video(args.output, dec.expression, dec.pose, args.size, dec.fps))
     else:
         extra = {"code": dec.code} if receiver.codec.embedding is not None else {}
-        save_features(args.output, expression=dec.expression, pose=dec.pose, valid=rep.valid, **extra)
+        save_features(args.output, expression=dec.expression, pose=dec.pose, valid=dec.valid, **extra)
         print(f"wrote {len(dec.pose)} frames of features to {args.output}")
     if rep.concealed:  # written, but not every frame is what was sent: partial success
         print(f"nerfvc decode: {rep.concealed} of {len(dec.pose)} frames concealed (exit {EXIT_PARTIAL})")

@@ -60,6 +60,12 @@ class DecodedStream:
     report: StreamReport  # decoded / concealed frames, damage, the header
 
     @property
+    def valid(self) -> np.ndarray:
+        """``(N,)`` bool: False for the frames that are concealment, not what was sent."""
+        valid = self.report.valid
+        return valid if valid is not None else np.ones(len(self.pose), bool)
+
+    @property
     def fps(self) -> float:
         """The stream's frame rate (from its header, which :func:`~nerfvc.codec.decode_stream` reads)."""
         header = self.report.header
