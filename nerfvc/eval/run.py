@@ -271,15 +271,15 @@ def _score_nerfvc(run, receiver, points, face, dists_frames, nerfvc_info, say, k
         )
         s = res["summary"]
         say(f"[{run.size}] nerfvc {p.label}: kbps={p.kbps:.3g}, psnr={s['psnr']:.4g}, {ms:.0f} ms/frame")
-        _score_guarded(run, renderer, p, frames, face, dists_frames, nerfvc_info, say)
+        _score_guarded(run, receiver, p, frames, face, dists_frames, nerfvc_info, say)
 
 
-def _score_guarded(run, renderer, p, frames, face, dists_frames, nerfvc_info, say) -> None:
+def _score_guarded(run, receiver, p, frames, face, dists_frames, nerfvc_info, say) -> None:
     """The same rate point with the sender's quality guard and fallback pictures (docs/guard.md) as
     ``nerfvc+guard``: its rate includes every fallback bit; ``fallback_share`` = frames in fallback."""
     from nerfvc.guard.eval import guarded_frames
 
-    shown, g = guarded_frames(renderer, run.gt, p.expression, p.pose, frames, nerfvc_info["fps"])
+    shown, g = guarded_frames(receiver, run.gt, p.expression, p.pose, frames, nerfvc_info["fps"])
     kbps = p.kbps + g["fallback_kbps"]
     res = evaluate(run.ref, shown, bitrate_kbps=kbps, face=face, dists_frames=dists_frames)
     res["summary"]["fallback_share"] = g["fallback_share"]

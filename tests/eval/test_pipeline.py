@@ -46,3 +46,26 @@ def test_rate_points_of_an_embedding_model_are_expressions(tiny_embed_model):
     exact = receiver.to_expression(sender.to_code(clip.features))  # what a lossless channel would give
     assert np.abs(point.expression - exact).max() < 0.1 * np.abs(exact).max()
     assert render_sequence(receiver, point.expression[:2], point.pose[:2], 16).shape == (2, 16, 16, 3)
+
+
+def test_nerfvc_eval_with_a_model_writes_its_rate_points(tiny_model, tmp_path, monkeypatch):
+    """``nerfvc eval MODEL VIDEO`` (``run_eval``) end to end on a tiny clip: nerfvc and nerfvc+guard are
+    scored beside the classic codec (the tracker is a stand-in: mediapipe finds no face in these frames)."""
+    import json
+
+    from nerfvc.eval.options import EvalOptions
+    from nerfvc.eval.run import run_eval
+    from nerfvc.io.video import write_video
+
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
+    video = tmp_path / "clip.mp4"
+    write_video(video, [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(20)], 25.0)
+    opts = EvalOptions(
+        str(video), str(tmp_path / "rep"), model=str(model), sizes="32", codecs="x265", points=1,
+        no_face=True, dists_frames=0, kbps="2",
+    )  # fmt: skip
+    res = json.loads(run_eval(opts)["results"].read_text())
+    assert [p["label"] for p in res["systems"]["nerfvc"]] == ["target 2 kbps"]
+    assert len(res["systems"]["nerfvc+guard"]) == 1 and "x265" in res["systems"]
