@@ -24,8 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamEncoder, encode_stream
-from nerfvc.codec.tables import load_model_tables
+from nerfvc.codec.bitstream import HEADER_SIZE
 from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
 from nerfvc.eval import baselines as B
 from nerfvc.eval.lpips import lpips_batch
@@ -36,6 +35,7 @@ from nerfvc.guard.fallback import Compositor, GuardConfig, SenderGuard
 from nerfvc.guard.modelfiles import fit_from_dataset
 from nerfvc.guard.picture import decode_picture, encode_picture, upsample
 from nerfvc.metrics import psnr
+from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 from nerfvc.record import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +84,6 @@ def _best_threshold(score: np.ndarray, worse: np.ndarray, higher_fires: bool) ->
 
 def load_clip(clip: Path, model_name: str, cache: Path | None) -> dict:
     """Test frames (256² GT), renders at 256² and check sizes, features, guard components."""
-    from nerfvc.render.renderer import Renderer
-
     ds, md = clip / "dataset", clip / model_name
     manifest = read_manifest(ds)
     feats = read_features(ds, manifest)
@@ -105,7 +103,7 @@ def load_clip(clip: Path, model_name: str, cache: Path | None) -> dict:
     else:
         gt = np.stack([np.asarray(Image.open(frame_path(ds, i)).convert("RGB")) for i in idx])
         z = {"gt256": resize_frames(gt, SIZE), **{f"gt{s}": resize_frames(gt, s) for s in CHECKS}}
-        r = Renderer.from_model_dir(md)
+        r = ReceiverPipeline.from_model_dir(md)
         ms = {}
         for s in (SIZE, *CHECKS):
             t = time.perf_counter()
@@ -128,16 +126,14 @@ def load_clip(clip: Path, model_name: str, cache: Path | None) -> dict:
 
 def feature_kbps(md: Path, x: np.ndarray, pose: np.ndarray, fps: float) -> float:
     """nerfvc's own rate on these frames: Q = 1, one frame per packet (live), header included."""
-    tables, fp = load_model_tables(md)
-    data = encode_stream(tables, fp, x, pose, fps=fps, step_index=0)
+    data = SenderPipeline.from_model_dir(md).encode_stream(x, pose, fps, step_index=0)
     return len(data) * 8 / (len(x) / fps) / 1000
 
 
 def simulate(d: dict, cfg: GuardConfig) -> dict:
     """The guard frame by frame on the cached renders → packets (real bytes) → compositor → scores."""
     z, fps = d["z"], d["fps"]
-    tables, fp = load_model_tables(d["model"])
-    enc = StreamEncoder(tables, fp, fps)
+    enc = SenderPipeline.from_model_dir(d["model"]).stream_encoder(fps)
     guard, comp = SenderGuard(cfg, fps), Compositor()
     out, alphas, pictures, nbytes = [], [], 0, 0
     for i in range(len(z["gt256"])):

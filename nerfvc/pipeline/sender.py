@@ -209,6 +209,10 @@ class FeatureEncoder:
         """Code one frame: features ``(D,)``, pose ``(12,)`` → one packet."""
         return self.encoder.encode(self._code(features), pose, force_key)
 
+    def fallback(self, index: int, alpha: int, picture: bytes = b"") -> bytes:
+        """A fallback-picture packet of the quality guard (:meth:`nerfvc.codec.StreamEncoder.fallback`)."""
+        return self.encoder.fallback(index, alpha, picture)
+
     def request_keyframe(self) -> None:
         """Make the next packet a keyframe."""
         self.encoder.request_keyframe()
