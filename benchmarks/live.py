@@ -41,7 +41,9 @@ from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder, cli
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
-def _pieces(model: str | None, clip: str, clip_data: tuple | None, workers: int = 1):
+def _pieces(
+    model: str | None, clip: str, clip_data: tuple | None, workers: int = 1, kbps: float | None = None
+):
     """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
     if model:
         from nerfvc.live import adapters
@@ -50,7 +52,8 @@ def _pieces(model: str | None, clip: str, clip_data: tuple | None, workers: int 
 
         sender = SenderPipeline.from_model_dir(model)
         source = adapters.TrackedSource(sender, video=clip, keep_images=True)
-        encoder = sender.stream_encoder(source.fps)
+        encoder = sender.stream_encoder(source.fps, kbps=kbps)
+        source.frame_step = encoder.frame_step  # as `nerfvc send` does
         if workers > 1:  # as `nerfvc receive` does by default on 2+ cores
             renderer = RendererPool(workers, adapters.make_renderer, model, 1)
         else:
@@ -74,7 +77,9 @@ async def run_size(
 ) -> dict:
     """One call at render size ``size``; ``delay`` (s) emulates a slow renderer (stand-ins only)."""
     workers = args.render_workers if args.model else 1
-    source, encoder, factory, renderer, pieces = _pieces(args.model, str(args.clip), clip_data, workers)
+    source, encoder, factory, renderer, pieces = _pieces(
+        args.model, str(args.clip), clip_data, workers, args.kbps if args.model else None
+    )
     if delay and isinstance(renderer, DebugDiscRenderer):
         renderer.delay = delay
         pieces += f" (render delayed {1000 * delay:.0f} ms per frame)"
@@ -108,7 +113,7 @@ async def run_size(
         if close is not None:
             close()
     sent = report.summary()
-    media_s = report.frames / report.fps  # the rates below are per second of sent media
+    media_s = max(report.camera_frames, report.frames) / report.fps  # rates per second of the media covered
     out = {
         "size": size,
         "pieces": pieces,
@@ -117,6 +122,9 @@ async def run_size(
         "frames_delivered": s.get("delivered"),
         "frames_rendered": s["frames_rendered"],
         "frames_skipped_by_sender": getattr(source, "skipped", 0),
+        "camera_frames": getattr(source, "camera_frames", report.frames),
+        "frame_step": getattr(encoder, "frame_step", 1),
+        "target_kbps": args.kbps if args.model else None,
         "render_fps": _fps(rx.render_stamps),
         "source_fps": report.fps,
         "call_s": round(elapsed, 2),
@@ -181,6 +189,7 @@ def main() -> None:
     p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--render-workers", type=int, default=2, help="render processes (with --model)")
     p.add_argument("--sizes", default="128,256")
+    p.add_argument("--kbps", type=float, help="target feature rate of the model's sender (live rate control)")
     p.add_argument("--no-browser", action="store_true")
     p.add_argument(
         "--slow-render-ms", type=float, default=120, help="extra stand-in run, renderer this slow (0: off)"

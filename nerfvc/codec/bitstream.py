@@ -17,6 +17,7 @@ import numpy as np
 import zstandard
 
 from nerfvc.codec.coder import decode_frames, encode_frames, model_pair, push_history, rdo_quantize
+from nerfvc.codec.entropy import expected_bin_bits
 from nerfvc.codec.tables import (
     POSE_DIM,
     STEP_INDEX_MAX,
@@ -938,6 +939,39 @@ def clip_kbps(
         frames_per_packet=frames_per_packet,
     )
     return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
+
+
+def expected_kbps(
+    tables: CodecTables,
+    step_index: int,
+    fps: float = 25.0,
+    frame_step: int = 1,
+    keyframe_interval: int | None = None,
+) -> float:
+    """The rate a stream of single-frame packets is expected to take at a step index, from the entropy
+    model alone (no frames needed): per coded frame the expected residual bits of every dim, the packet
+    framing (3 bytes for a delta packet, 11 for a keyframe, + 4 bits of byte rounding), a keyframe every
+    ``keyframe_interval`` coded frames (default 2 s), at ``fps / frame_step`` coded frames per second.
+    With a frame step m the delta residuals are taken √m times wider (the motion of m frames, as a random
+    walk would have it)."""
+    key, delta = model_pair(tables, step_index)
+    coded_fps = fps / frame_step
+    keyint = keyframe_interval or max(1, round(2 * coded_fps))
+    key_bits = float(expected_bin_bits(key.b).sum()) + 8 * 11 + 4
+    delta_bits = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum()) + 8 * 3 + 4
+    per_frame = (key_bits + (keyint - 1) * delta_bits) / keyint
+    return per_frame * coded_fps / 1000
+
+
+def live_frame_step(tables: CodecTables, kbps: float, fps: float) -> int:
+    """Frame step for a live call at ``kbps``, chosen like :func:`choose_rate` but from the entropy model's
+    expected rate (a live sender has no clip to try): the smallest m whose expected rate at the quality
+    multiplier :data:`FRAME_STEP_ABOVE_Q` fits, else the largest."""
+    k = index_from_step(FRAME_STEP_ABOVE_Q)
+    for m in AUTO_FRAME_STEPS:
+        if expected_kbps(tables, k, fps, m) <= kbps:
+            return m
+    return AUTO_FRAME_STEPS[-1]
 
 
 def choose_rate(

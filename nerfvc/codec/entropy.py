@@ -67,6 +67,15 @@ def estimate_bits(
     return laplace_bin_bits(y, b).sum(-1)
 
 
+def expected_bin_bits(b: np.ndarray, limit: int = 255) -> np.ndarray:
+    """Expected code length (bits) of one residual per dim under the model itself: the entropy of the
+    unit-bin Laplace of scale ``b (K,)`` (step units) over bins ``-limit…limit`` → ``(K,)``. The rate a
+    stream is predicted to take before any frame is seen (e.g. a live call choosing its frame step)."""
+    k = np.arange(-limit, limit + 1, dtype=np.float64)[:, None]  # (2L+1, 1)
+    bits = laplace_bin_bits(k, np.asarray(b, np.float64)[None, :])  # (2L+1, K)
+    return (np.exp2(-bits) * bits).sum(0)
+
+
 def step_scales(sigma: np.ndarray, gamma: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Laplace scales ``b (K,)`` in step units that the range coder codes each residual with:
     ``sqrt((sigma / s)**2 + gamma) / sqrt(2)`` (innovation scale ``sigma`` and the quantization noise

@@ -41,6 +41,8 @@ class TrackedSource:
     into the model's features (``SenderPipeline.tracker``: crop to the camera's aspect, torso shift).
 
     Falls behind gracefully: a file frame more than two frame intervals late is skipped (not tracked).
+    ``frame_step`` m: only every m-th camera frame is tracked and sent (set it to the encoder's; the others
+    are not tracked at all). ``camera_frames`` counts every frame read, the media the call covers.
     ``keep_images`` keeps the RGB frames for the classic-codec fallback. A frame without a single face
     repeats the last tracked frame's features.
     """
@@ -56,6 +58,8 @@ class TrackedSource:
             raise InputError("give either --video FILE or --camera N")
         self.video, self.camera, self.keep_images = video, camera, keep_images
         self.skipped = 0
+        self.camera_frames = 0
+        self.frame_step = 1
         if video is not None:
             from nerfvc.io.video import probe
 
@@ -76,6 +80,9 @@ class TrackedSource:
 
             t0 = None
             for rgb, t in read_frames(self.video):
+                self.camera_frames += 1
+                if (self.camera_frames - 1) % self.frame_step:
+                    continue
                 if t0 is None:
                     t0 = time.time() - t
                 due = t0 + t
@@ -95,6 +102,9 @@ class TrackedSource:
                 now = time.time()
                 if not ok:
                     return
+                self.camera_frames += 1
+                if (self.camera_frames - 1) % self.frame_step:
+                    continue
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), now - start, now
 
     def __iter__(self) -> Iterator[SourceFrame]:

@@ -62,6 +62,7 @@ class SenderReport:
     dropped_messages: int = 0  # by loss injection
     keyframe_requests: int = 0
     skipped_frames: int = 0  # the sender fell behind real time and skipped frames
+    camera_frames: int = 0  # camera frames the call covered (sent, skipped, or between coded frames)
     fps: float = 0.0
     classic_bytes: int = 0
     classic_messages: int = 0
@@ -70,8 +71,9 @@ class SenderReport:
     quantized: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able numbers: payload and wire rates separately (wire = payload + ~67 B DTLS/SCTP/message)."""
-        media_s = self.frames / self.fps if self.fps else 0.0
+        """JSON-able numbers: payload and wire rates separately (wire = payload + ~67 B DTLS/SCTP/message),
+        over the media the call covered (every camera frame read, also those skipped or not coded)."""
+        media_s = max(self.camera_frames, self.frames) / self.fps if self.fps else 0.0
         d = {k: v for k, v in asdict(self).items() if k != "quantized"}
         if media_s > 0:
             d["payload_kbps"] = round(8 * self.payload_bytes / media_s / 1000, 3)
@@ -230,6 +232,8 @@ class Sender:
             await asyncio.sleep(self.config.linger)
         finally:
             self.report.duration_s = round(time.time() - start, 3)
+            self.report.skipped_frames = getattr(self.source, "skipped", 0)
+            self.report.camera_frames = getattr(self.source, "camera_frames", 0)
             self.report.dropped_messages = lossy.dropped
             self.report.link_bytes_sent = _dtls_bytes(self.pc, "bytesSent")
             pool.shutdown(wait=False, cancel_futures=True)

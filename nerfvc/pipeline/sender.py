@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nerfvc.codec.bitstream import StreamEncoder, encode_stream
+from nerfvc.codec.bitstream import StreamEncoder, encode_stream, live_frame_step
 from nerfvc.errors import FaceError, InputError
 from nerfvc.features import load_features, model_input, model_inputs
 from nerfvc.modeldir import model_torso_dims
@@ -185,11 +185,18 @@ class SenderPipeline:
         c = self.codec
         return encode_stream(c.tables, c.fingerprint, self.to_code(features), pose, fps=fps, **options)
 
-    def stream_encoder(self, fps: float, **options: Any) -> FeatureEncoder:
-        """A per-frame encoder for a live call; ``options`` are :class:`~nerfvc.codec.StreamEncoder`'s
-        (``kbps`` for live rate control, ``keyframe_interval``, ...)."""
+    def stream_encoder(self, fps: float, frame_step: int | None = None, **options: Any) -> FeatureEncoder:
+        """A per-frame encoder for a live call at camera rate ``fps``; ``options`` are
+        :class:`~nerfvc.codec.StreamEncoder`'s (``kbps`` for live rate control, ``keyframe_interval``, ...).
+        ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which); None:
+        chosen from ``kbps`` by the entropy model's expected rate
+        (:func:`~nerfvc.codec.bitstream.live_frame_step`), 1 without it."""
         c = self.codec
-        return FeatureEncoder(StreamEncoder(c.tables, c.fingerprint, fps=fps, **options), c)
+        kbps = options.get("kbps")
+        if frame_step is None:
+            frame_step = live_frame_step(c.tables, kbps, fps) if kbps else 1
+        encoder = StreamEncoder(c.tables, c.fingerprint, fps=fps, frame_step=frame_step, **options)
+        return FeatureEncoder(encoder, c)
 
 
 class FeatureEncoder:
@@ -204,6 +211,11 @@ class FeatureEncoder:
     def header(self) -> bytes:
         """The stream header (sent at call start)."""
         return self.encoder.header()
+
+    @property
+    def frame_step(self) -> int:
+        """Send every ``frame_step``-th camera frame (the source skips the others before tracking)."""
+        return self.encoder.frame_step
 
     def encode(self, features: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
         """Code one frame: features ``(D,)``, pose ``(12,)`` → one packet."""

@@ -35,6 +35,30 @@ def test_tracked_source_yields_the_model_features_of_a_video(tiny_model, tmp_pat
         assert f.image is not None and f.image.shape == (32, 48, 3)  # uncropped, for the classic codec
 
 
+def test_tracked_source_with_a_frame_step_tracks_only_every_mth_frame(tiny_model, tmp_path, monkeypatch):
+    """A live sender at a low rate sends every m-th camera frame; the others are not even tracked, and the
+    media covered (``camera_frames``, what the rates are per second of) still counts every frame."""
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    n = 9
+    video = tmp_path / "clip.mp4"
+    write_video(video, [np.full((32, 48, 3), 25 * i, np.uint8) for i in range(n)], 25.0)
+    fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
+    source = TrackedSource(SenderPipeline.from_model_dir(model), video=str(video))
+    source.frame_step = 3
+    frames = list(source)
+    assert source.camera_frames == n and len(frames) + source.skipped == 3
+    assert all(round(f.timestamp * 25) % 3 == 0 for f in frames)  # camera frames 0, 3, 6
+
+
+def test_live_encoder_frame_step_follows_the_target_rate(tiny_model):
+    sender = SenderPipeline.from_model_dir(tiny_model[1])
+    assert sender.stream_encoder(25.0).frame_step == 1
+    assert sender.stream_encoder(25.0, kbps=1000.0).frame_step == 1  # plenty of rate: every frame
+    assert sender.stream_encoder(25.0, kbps=0.01).frame_step == 4  # none fits: the coarsest
+    assert sender.stream_encoder(25.0, frame_step=2, kbps=0.01).frame_step == 2  # given: kept
+
+
 def test_tracked_source_needs_exactly_one_source(tiny_model):
     sender = SenderPipeline.from_model_dir(tiny_model[1])
     for kwargs in ({}, {"video": "x.mp4", "camera": 0}):

@@ -163,3 +163,14 @@ def test_stream_for_another_model_is_refused_and_reported_to_the_sender(clip):
             await rx.stop()
 
     asyncio.run(go())
+
+
+def test_rates_are_per_second_of_the_media_covered_not_of_the_frames_sent():
+    """A sender that skipped frames (late) or sends every m-th one covers more media than it sent frames:
+    the rate is bytes over the camera frames' duration (before, 60% skipped frames overstated it 2.5×)."""
+    from nerfvc.live.sender import SenderReport
+
+    report = SenderReport(frames=10, payload_bytes=100, fps=25.0, camera_frames=30)
+    assert report.summary()["payload_kbps"] == pytest.approx(8 * 100 / (30 / 25.0) / 1000, abs=1e-3)
+    assert report.summary()["bits_per_frame"] == 80.0  # per frame sent
+    assert SenderReport(frames=10, payload_bytes=100, fps=25.0).summary()["payload_kbps"] == 2.0
