@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream, encode_stream, fit_codec
-from nerfvc.codec.bitstream import HEADER_SIZE, choose_step_index
+from nerfvc.codec.encoder import choose_step_index
+from nerfvc.codec.framing import HEADER_SIZE
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model

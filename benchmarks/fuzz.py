@@ -34,15 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nerfvc.codec import decode_stream, encode_stream, fit_codec  # noqa: E402
-from nerfvc.codec.bitstream import (  # noqa: E402
+from nerfvc.codec.framing import (  # noqa: E402
     _HEADER,
     HEADER_SIZE,
     TRUNCATED_SLACK,
     TYPE_DELTA,
     TYPE_KEY,
     TYPE_PAPER,
-    _fp_bytes,
     build_packet,
+    fp_bytes,
     frame_capacity,
     parse_packet,
 )
@@ -74,7 +74,7 @@ def features(dataset: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, str]:
 
 def packets(data: bytes) -> list[tuple[int, int, int, int]]:
     """(offset, size, kind, payload offset) of every packet of an undamaged stream."""
-    fp, out, pos, nxt = _fp_bytes(FP), [], HEADER_SIZE, 0
+    fp, out, pos, nxt = fp_bytes(FP), [], HEADER_SIZE, 0
     while pos < len(data):
         p = parse_packet(fp, data, pos, next_index=nxt)
         check = 2 if p.kind == TYPE_DELTA else 4
@@ -129,7 +129,7 @@ def mutate(data: bytes, kind: str, rng: random.Random, pkts: list) -> bytes:
         count = 1 if k == TYPE_PAPER else rng.randint(1, 8)
         index = rng.choice([rng.randrange(0, 2 * FRAMES), rng.getrandbits(32), 10**7, 2**32 - 1])
         payload = rng.randbytes(rng.randint(0, 24))
-        pkt = build_packet(_fp_bytes(FP), k, index, payload, rng.randint(-128, 127), count)
+        pkt = build_packet(fp_bytes(FP), k, index, payload, rng.randint(-128, 127), count)
         i = rng.choice([t[0] for t in pkts] + [n])
         b[i:i] = pkt
         if rng.random() < 0.3:
@@ -180,7 +180,7 @@ def campaign(streams: dict, tables, seconds: float, slow: float, rng: random.Ran
 
 def crc_escape(data: bytes, pkts: list, tries: int, rng: random.Random) -> dict:
     """How often a random delta payload passes the packet check, and what CRC-32 would cost."""
-    fp = _fp_bytes(FP)
+    fp = fp_bytes(FP)
     deltas = [t for t in pkts if t[2] == TYPE_DELTA and t[0] + t[1] - 2 > t[3]]
     o, s, _, p = deltas[len(deltas) // 2]
     expected = parse_packet(fp, data, o, next_index=0).index  # index of the packet in its stream

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
-from nerfvc.codec.bitstream import HEADER_SIZE
+from nerfvc.codec.framing import HEADER_SIZE
 from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
 from nerfvc.eval import baselines as B
 from nerfvc.eval.lpips import lpips_batch

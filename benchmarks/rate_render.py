@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nerfvc.codec import decode_stream, encode_stream, fit_codec
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest

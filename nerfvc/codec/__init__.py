@@ -3,19 +3,11 @@
 See docs/bitstream.md for the format.
 """
 
-from nerfvc.codec.bitstream import (
-    DecodedFrame,
-    LossStats,
-    StreamDecoder,
-    StreamEncoder,
-    StreamHeader,
-    StreamReport,
-    choose_step_index,
-    decode_stream,
-    encode_stream,
-)
+from nerfvc.codec.decoder import DecodedFrame, LossStats, StreamDecoder, StreamReport, decode_stream
+from nerfvc.codec.encoder import StreamEncoder, choose_step_index, encode_stream
 from nerfvc.codec.entropy import code_rate_params, estimate_bits, step_scales
 from nerfvc.codec.fit import fit_codec, write_codec_tables
+from nerfvc.codec.framing import StreamHeader
 from nerfvc.codec.tables import CODEC_FILE, CodecTables
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nerfvc.codec.bitstream import TYPE_FALLBACK, build_packet
+from nerfvc.codec.framing import TYPE_FALLBACK, build_packet
 from nerfvc.guard.fallback import Compositor, GuardConfig, SenderGuard
 
 _ANY_FP = bytes(8)  # packet sizes do not depend on the fingerprint

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nerfvc.codec.bitstream import FallbackPacket
+from nerfvc.codec.decoder import FallbackPacket
 from nerfvc.errors import BitstreamError, InputError
 from nerfvc.guard.picture import decode_picture, encode_picture, shrink, upsample
 

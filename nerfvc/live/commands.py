@@ -10,7 +10,7 @@ import sys
 from urllib.parse import urlparse
 
 from nerfvc.argtypes import int_in, positive
-from nerfvc.codec.bitstream import MAX_FRAME_STEP
+from nerfvc.codec.framing import MAX_FRAME_STEP
 from nerfvc.errors import InputError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from nerfvc.codec.bitstream import read_uvarint, uvarint
+from nerfvc.codec.framing import read_uvarint, uvarint
 from nerfvc.errors import BitstreamError
 
 # Measured here on loopback: a data-channel message costs ~67 bytes of DTLS record + SCTP DATA chunk

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from nerfvc.argtypes import int_in, non_negative, number_in, positive
-from nerfvc.codec.bitstream import HEADER_SIZE, MAX_FPS, MAX_FRAME_STEP, MAX_KEYINT, MIN_FPS, StreamHeader
 from nerfvc.codec.fit import fit_codec
+from nerfvc.codec.framing import HEADER_SIZE, MAX_FPS, MAX_FRAME_STEP, MAX_KEYINT, MIN_FPS, StreamHeader
 from nerfvc.codec.tables import CODEC_FILE, index_from_step, step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import EXIT_PARTIAL, BitstreamError, InputError

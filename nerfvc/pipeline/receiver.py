@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nerfvc.codec.bitstream import StreamDecoder, StreamHeader, StreamReport, decode_stream
+from nerfvc.codec.decoder import StreamDecoder, StreamReport, decode_stream
+from nerfvc.codec.framing import StreamHeader
 from nerfvc.pipeline.model import ModelCodec
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nerfvc.codec.bitstream import StreamEncoder, encode_stream, live_frame_step
+from nerfvc.codec.encoder import StreamEncoder, encode_stream, live_frame_step
 from nerfvc.errors import FaceError, InputError
 from nerfvc.features import load_features, model_input, model_inputs
 from nerfvc.modeldir import model_torso_dims
@@ -190,7 +190,7 @@ class SenderPipeline:
         :class:`~nerfvc.codec.StreamEncoder`'s (``kbps`` for live rate control, ``keyframe_interval``, ...).
         ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which); None:
         chosen from ``kbps`` by the entropy model's expected rate
-        (:func:`~nerfvc.codec.bitstream.live_frame_step`), 1 without it."""
+        (:func:`~nerfvc.codec.encoder.live_frame_step`), 1 without it."""
         c = self.codec
         kbps = options.get("kbps")
         if frame_step is None:

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from nerfvc.codec.bitstream import HEADER_SIZE
+from nerfvc.codec.framing import HEADER_SIZE
 from nerfvc.codec.tables import CodecTables
 from nerfvc.errors import EXIT_PARTIAL
 from nerfvc.features import FaceFeatures, load_features, save_features

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream, encode_stream
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.errors import BitstreamError, ModelMismatchError
 
 from .conftest import FP
@@ -125,7 +125,7 @@ def test_five_percent_loss_recovers_at_keyframes(feats, tables):
     assert dec.stats.lost == drop.sum()
     # Same through the file decoder: drop packets from the byte stream.
     data = encode_stream(tables, FP, code, pose, keyframe_interval=keyint)
-    from nerfvc.codec.bitstream import parse_packet
+    from nerfvc.codec.framing import parse_packet
 
     pos, parts = HEADER_SIZE, [data[:HEADER_SIZE]]
     for i in range(n):
@@ -142,7 +142,7 @@ def test_five_percent_loss_recovers_at_keyframes(feats, tables):
 
 def test_packet_framing_sizes():
     """Framing bytes per packet: delta 3 (1 + CRC-16), delta group 4, key 11 (index, step, CRC32)."""
-    from nerfvc.codec.bitstream import TYPE_DELTA, TYPE_KEY, build_packet, parse_packet
+    from nerfvc.codec.framing import TYPE_DELTA, TYPE_KEY, build_packet, parse_packet
 
     fp = bytes.fromhex(FP)
     for n in (0, 5, 14):

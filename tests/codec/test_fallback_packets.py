@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream
-from nerfvc.codec.bitstream import HEADER_SIZE, TYPE_FALLBACK, parse_packet
+from nerfvc.codec.framing import HEADER_SIZE, TYPE_FALLBACK, parse_packet
 from nerfvc.errors import BitstreamError, ModelMismatchError
 
 from .conftest import FP

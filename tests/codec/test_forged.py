@@ -12,15 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nerfvc.codec import StreamDecoder, decode_stream, encode_stream
-from nerfvc.codec.bitstream import (
+from nerfvc.codec.framing import (
     _HEADER,
     HEADER_SIZE,
     MAX_GROUP,
     TRUNCATED_SLACK,
     TYPE_DELTA,
     TYPE_KEY,
-    _fp_bytes,
     build_packet,
+    fp_bytes,
     frame_capacity,
 )
 from nerfvc.errors import BitstreamError, NerfvcError
@@ -61,7 +61,7 @@ def test_huge_header_frame_count_is_a_clean_error(stream, tables):
 
 
 def test_far_keyframe_index_is_not_allocated(stream, tables):
-    fp = _fp_bytes(FP)
+    fp = fp_bytes(FP)
     for index in (10**7, 2**32 - 1, 2**32 - 8):
         forged = _with_header(stream, nframes=0) + build_packet(fp, TYPE_KEY, index, b"", 0)
         code, _, rep = decode_stream(forged, tables, FP)
@@ -116,7 +116,7 @@ def test_any_header_decodes_bounded_or_errors(
     at=st.integers(0, 64),
 )
 def test_forged_packet_indices_decode_bounded_or_error(stream, tables, nframes, packets, at):
-    fp = _fp_bytes(FP)
+    fp = fp_bytes(FP)
     forged = b"".join(build_packet(fp, k, i, p, s, count=c) for k, i, c, s, p in packets)
     pos = min(HEADER_SIZE + at, len(stream))
     data = _with_header(stream, nframes=nframes)

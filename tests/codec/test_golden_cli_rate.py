@@ -18,8 +18,8 @@ from nerfvc.codec import (
     estimate_bits,
     fit_codec,
 )
-from nerfvc.codec.bitstream import HEADER_SIZE
 from nerfvc.codec.coder import encode_frame, model_pair
+from nerfvc.codec.framing import HEADER_SIZE
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.features import load_features, save_features
 
@@ -224,6 +224,6 @@ def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, mon
     dec = load_features(tmp_path / "d.npz")
     tables = CodecTables.load(model)
     np.testing.assert_array_equal(dec["expression"], tables.reference(code, pose, 0)[0])
-    from nerfvc.codec.bitstream import StreamHeader
+    from nerfvc.codec.framing import StreamHeader
 
     assert StreamHeader.from_bytes(out.read_bytes()).fps == 30.0

@@ -15,7 +15,8 @@ from nerfvc.codec import (
     encode_stream,
     fit_codec,
 )
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, choose_rate, clip_kbps, expected_kbps
+from nerfvc.codec.encoder import choose_rate, clip_kbps, expected_kbps
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import index_from_step, step_from_index
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerfvc.codec.bitstream import HEADER_SIZE, StreamHeader, encode_stream
+from nerfvc.codec.encoder import encode_stream
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.tables import load_model_tables
 from nerfvc.errors import FaceError, InputError
 from nerfvc.features import load_features, model_input

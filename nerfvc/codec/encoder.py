@@ -1,0 +1,418 @@
+"""The feature encoder: :class:`StreamEncoder` (one packet per frame, for the live call),
+:func:`encode_stream`
+(a whole clip) and rate control — :func:`choose_rate` / :func:`choose_step_index` (the finest step, and the
+frame step, whose real coded size fits a target), :func:`expected_kbps` / :func:`live_frame_step` (the rate
+the entropy model predicts before any frame is seen)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nerfvc.codec.coder import encode_frames, model_pair, push_history, rdo_quantize
+from nerfvc.codec.entropy import expected_bin_bits
+from nerfvc.codec.framing import (
+    HEADER_SIZE,
+    MAX_FPS,
+    MAX_FRAME_STEP,
+    MAX_GROUP,
+    MAX_KEYINT,
+    MIN_FPS,
+    MODE_NERFVC,
+    MODE_PAPER,
+    TYPE_DELTA,
+    TYPE_FALLBACK,
+    TYPE_KEY,
+    TYPE_PAPER,
+    StreamHeader,
+    build_packet,
+    fp_bytes,
+    paper_payload,
+)
+from nerfvc.codec.tables import (
+    STEP_INDEX_MAX,
+    STEP_INDEX_MIN,
+    CodecTables,
+    index_from_step,
+    step_from_index,
+)
+from nerfvc.errors import InputError
+
+AUTO_FRAME_STEPS = (1, 2, 3, 4)  # frame steps the rate control tries (benchmarks/rate_render.py)
+# The rate control codes every frame while that fits the target at a quality multiplier Q at most this; past
+# it, coding every m-th frame at a finer Q renders better (benchmarks/results/rate_render.json)
+FRAME_STEP_ABOVE_Q = 2.0
+
+
+# -- encoder ---------------------------------------------------------------------------------------------
+class StreamEncoder:
+    """Per-packet encoder: ``header()`` once, then ``encode(code, pose)`` → one packet per frame.
+
+    ``step`` fixes the quality multiplier (rounded to the 2**(k/16) grid); ``kbps`` starts at step 1 and
+    adapts live (:meth:`adapt`, applied at keyframes). ``mode="paper"`` sends fp16 + zstd packets instead.
+    ``rdoq > 0`` enables rate-distortion optimized quantization (encoder-only; error < 1 step instead of
+    1/2 step; ``last_reconstruction`` is then what the decoder outputs).
+    ``frames_per_packet`` G > 1 packs G consecutive frames per packet (one range-coded payload, one CRC:
+    less framing, G-1 frames more latency): ``encode`` then returns ``b""`` until a packet is complete;
+    call :meth:`flush` at the end. Keyframes then start at packet boundaries.
+    ``frame_step`` m > 1 declares that the caller codes every m-th camera frame (``fps`` stays the camera
+    rate; ``tail``: camera frames after the last coded one, for a file); rates and the default keyframe
+    interval (2 s) then count coded frames at ``fps / m``.
+    """
+
+    def __init__(
+        self,
+        tables: CodecTables,
+        fingerprint: str,
+        fps: float = 25.0,
+        step: float | None = None,
+        kbps: float | None = None,
+        keyframe_interval: int | None = None,
+        mode: str = "nerfvc",
+        num_frames: int = 0,
+        step_index: int | None = None,
+        rdoq: float = 0.0,
+        frames_per_packet: int = 1,
+        frame_step: int = 1,
+        tail: int = 0,
+    ) -> None:
+        if not MIN_FPS <= fps <= MAX_FPS:
+            raise InputError(f"fps must be in {MIN_FPS:g}..{MAX_FPS:g}, got {fps}")
+        if not 1 <= frame_step <= MAX_FRAME_STEP or not 0 <= tail < frame_step:
+            raise InputError(f"frame step must be in 1..{MAX_FRAME_STEP} (tail below it), got {frame_step}")
+        if frame_step > 1 and mode == "paper":
+            raise InputError("paper mode codes every frame (frame step 1)")
+        self.frame_step, self.tail = int(frame_step), int(tail)
+        self.tables = tables
+        self.fingerprint = fingerprint
+        self._fp = fp_bytes(fingerprint)
+        self.fps = float(fps)
+        self.mode = MODE_PAPER if mode == "paper" else MODE_NERFVC
+        if mode not in ("nerfvc", "paper"):
+            raise InputError(f"unknown codec mode {mode!r}")
+        if step_index is None:
+            step_index = index_from_step(step) if step is not None else 0
+        self.step_index = int(np.clip(step_index, STEP_INDEX_MIN, STEP_INDEX_MAX))
+        self.target_kbps = kbps
+        keyint = keyframe_interval if keyframe_interval is not None else max(1, round(2 * fps / frame_step))
+        if not 1 <= keyint <= MAX_KEYINT:
+            raise InputError(f"keyframe interval must be in [1, {MAX_KEYINT}], got {keyint}")
+        self.keyframe_interval = int(keyint)
+        self.num_frames = int(num_frames)
+        self.rdoq = float(rdoq)
+        if not 1 <= frames_per_packet <= MAX_GROUP or (frames_per_packet > 1 and mode == "paper"):
+            raise InputError(f"frames per packet must be in [1, {MAX_GROUP}] (1 in paper mode)")
+        self.frames_per_packet = int(frames_per_packet)
+        self._group: list[np.ndarray] = []  # (K,) indices of the frames buffered for the next packet
+        self._group_key = False
+        self._group_ref: list[np.ndarray] | None = None
+        self.index = 0  # next frame index
+        self._since_key = 0
+        self._force_key = True
+        self._q_prev: list[np.ndarray] | None = None  # previous decoded indices, newest first
+        self._models = model_pair(tables, self.step_index)
+        self._pending_step: int | None = None
+        self._ema_bits: float | None = None
+        self.last_reconstruction: tuple[np.ndarray, np.ndarray] | None = None  # what the decoder will output
+
+    def header(self) -> bytes:
+        """The stream header (send first; the live transport sends it at call start)."""
+        return StreamHeader(
+            self.fingerprint,
+            self.fps,
+            self.tables.code_dim,
+            self.step_index,
+            self.keyframe_interval,
+            self.num_frames,
+            self.mode,
+            frame_step=self.frame_step,
+            tail=self.tail,
+        ).to_bytes()
+
+    def fallback(self, index: int, alpha: int, picture: bytes = b"") -> bytes:
+        """A fallback packet (docs/guard.md): from frame ``index`` on, the receiver shows its held picture —
+        ``picture`` (a :func:`nerfvc.guard.picture.encode_picture` payload) if given — blended over the
+        render with weight ``alpha``/255 (0: the render alone). Carries no features; send it before the
+        frame's feature packet. Its bits count in the stream's rate like any other packet."""
+        return build_packet(self._fp, TYPE_FALLBACK, index, bytes(picture), int(alpha))
+
+    def request_keyframe(self) -> None:
+        """Make the next packet a keyframe (e.g. the receiver reported loss)."""
+        self._force_key = True
+
+    def set_step_index(self, k: int) -> None:
+        """Change the quality; takes effect at the next keyframe (delta frames keep their chain's step)."""
+        self._pending_step = int(np.clip(k, STEP_INDEX_MIN, STEP_INDEX_MAX))
+
+    def adapt(self, packet_bits: float) -> None:
+        """Live rate-control hook, fed each packet's bits per frame (``encode`` does it when ``kbps`` is set).
+
+        Keeps an EMA of the rate and, outside a ±5% band around the target, schedules a step change
+        proportional to the log ratio (at most ±4/16 octave), applied at the next keyframe.
+        """
+        if not self.target_kbps:
+            return
+        self._ema_bits = packet_bits if self._ema_bits is None else 0.9 * self._ema_bits + 0.1 * packet_bits
+        target = self.target_kbps * 1000 * self.frame_step / self.fps  # bits per coded frame
+        ratio = self._ema_bits / max(target, 1e-9)
+        if 0.95 <= ratio <= 1.05:
+            self._pending_step = None
+            return
+        delta = int(np.clip(round(32 * math.log2(ratio)), -4, 4)) or (1 if ratio > 1 else -1)
+        self.set_step_index(self.step_index + delta)
+
+    def flush(self) -> bytes:
+        """Emit the frames buffered for an incomplete packet (``frames_per_packet`` > 1), else ``b""``."""
+        if not self._group:
+            return b""
+        n = len(self._group)
+        key_m, delta_m = self._models
+        models = [key_m if self._group_key else delta_m] + [delta_m] * (n - 1)
+        payload = encode_frames(models, self._group, None if self._group_key else self._group_ref)
+        kind = TYPE_KEY if self._group_key else TYPE_DELTA
+        pkt = build_packet(self._fp, kind, self.index - n, payload, self.step_index, count=n)
+        self._group = []
+        if self.target_kbps:
+            self.adapt(8 * len(pkt) / n)
+        return pkt
+
+    def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
+        """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet (or ``b""`` while a
+        multi-frame packet is being filled)."""
+        code = np.asarray(code, dtype=np.float64).reshape(-1)
+        pose = np.asarray(pose, dtype=np.float64).reshape(-1)
+        vec = self.tables.features_to_vec(code, pose)  # checks dims and finiteness
+        index = self.index
+        if self.mode == MODE_PAPER:
+            pkt = build_packet(self._fp, TYPE_PAPER, index, paper_payload(code, pose))
+            c16 = code.astype(np.float16).astype(np.float32)
+            self.last_reconstruction = (c16, pose.astype(np.float16).astype(np.float32))
+        else:
+            if force_key:
+                self._force_key = True
+            key = (self._force_key or self._since_key >= self.keyframe_interval) and not self._group
+            if key and self._pending_step is not None:
+                if self._pending_step != self.step_index:
+                    self.step_index = self._pending_step
+                    self._models = model_pair(self.tables, self.step_index)
+                self._pending_step = None
+            if self.rdoq > 0:
+                m = self._models[0] if key else self._models[1]
+                xs = (vec - self.tables.mean) / self.tables.steps(self.step_index)
+                q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
+            else:
+                q = self.tables.quantize(vec, self.step_index)
+            if self.frames_per_packet > 1:
+                if not self._group:
+                    self._group_key, self._group_ref = key, self._q_prev
+                self._group.append(q)
+                if key:
+                    self._since_key = 0
+                    self._force_key = False
+                self._since_key += 1
+                self._q_prev = push_history(None if key else self._q_prev, q)
+                self.last_reconstruction = self.tables.vec_to_features(
+                    self.tables.dequantize(q, self.step_index)
+                )
+                self.index += 1
+                return self.flush() if len(self._group) == self.frames_per_packet else b""
+            if key:
+                payload = encode_frames([self._models[0]], [q], None)
+                pkt = build_packet(self._fp, TYPE_KEY, index, payload, self.step_index)
+                self._since_key = 0
+                self._force_key = False
+            else:
+                payload = encode_frames([self._models[1]], [q], self._q_prev)
+                pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
+            self._since_key += 1
+            self._q_prev = push_history(None if key else self._q_prev, q)
+            self.last_reconstruction = self.tables.vec_to_features(self.tables.dequantize(q, self.step_index))
+        self.index += 1
+        if self.target_kbps:
+            self.adapt(8 * len(pkt))
+        return pkt
+
+
+def encode_stream(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    fps: float = 25.0,
+    step: float | None = None,
+    kbps: float | None = None,
+    keyframe_interval: int | None = None,
+    mode: str = "nerfvc",
+    step_index: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+    frame_step: int | None = None,
+) -> bytes:
+    """Code a clip ``code (N,D)``, ``pose (N,12)`` at camera rate ``fps`` → stream bytes.
+
+    ``kbps`` picks the step by bisection and, unless ``frame_step`` is given, the frame step too
+    (:func:`choose_rate`); ``frame_step`` m codes camera frames ``0, m, 2m, …`` (default 1 without ``kbps``).
+    ``keyframe_interval`` counts coded frames.
+    """
+    code = np.asarray(code)
+    pose = np.asarray(pose)
+    if code.ndim != 2 or pose.shape != (len(code), 12):
+        raise InputError(f"expected code (N,D) and pose (N,12), got {code.shape} and {pose.shape}")
+    if kbps is not None and mode == "nerfvc" and step_index is None:
+        steps = AUTO_FRAME_STEPS if frame_step is None else (frame_step,)
+        frame_step, step_index = choose_rate(
+            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet, steps
+        )
+    m = frame_step or 1
+    enc = StreamEncoder(
+        tables,
+        fingerprint,
+        fps,
+        step=step,
+        keyframe_interval=keyframe_interval,
+        mode=mode,
+        num_frames=len(code[::m]),
+        step_index=step_index,
+        rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
+        frame_step=m,
+        tail=(len(code) - 1) % m if len(code) else 0,
+    )
+    parts = [enc.header()]
+    parts += [enc.encode(c, p) for c, p in zip(code[::m], pose[::m])]
+    parts.append(enc.flush())
+    return b"".join(parts)
+
+
+# -- rate control: the finest step whose real coded size fits a target rate ------------------------------
+def clip_kbps(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    step_index: int,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+) -> float:
+    """Actual kbps (packets incl. framing, header excluded) of the clip at a step index."""
+    data = encode_stream(
+        tables,
+        fingerprint,
+        code,
+        pose,
+        fps,
+        keyframe_interval=keyframe_interval,
+        step_index=step_index,
+        rdoq=rdoq,
+        frames_per_packet=frames_per_packet,
+    )
+    return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
+
+
+def expected_kbps(
+    tables: CodecTables,
+    step_index: int,
+    fps: float = 25.0,
+    frame_step: int = 1,
+    keyframe_interval: int | None = None,
+) -> float:
+    """The rate a stream of single-frame packets is expected to take at a step index, from the entropy
+    model alone (no frames needed): per coded frame the expected residual bits of every dim, the packet
+    framing (3 bytes for a delta packet, 11 for a keyframe, + 4 bits of byte rounding), a keyframe every
+    ``keyframe_interval`` coded frames (default 2 s), at ``fps / frame_step`` coded frames per second.
+    With a frame step m the delta residuals are taken √m times wider (the motion of m frames, as a random
+    walk would have it)."""
+    key, delta = model_pair(tables, step_index)
+    coded_fps = fps / frame_step
+    keyint = keyframe_interval or max(1, round(2 * coded_fps))
+    key_bits = float(expected_bin_bits(key.b).sum()) + 8 * 11 + 4
+    delta_bits = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum()) + 8 * 3 + 4
+    per_frame = (key_bits + (keyint - 1) * delta_bits) / keyint
+    return per_frame * coded_fps / 1000
+
+
+def live_frame_step(tables: CodecTables, kbps: float, fps: float) -> int:
+    """Frame step for a live call at ``kbps``, chosen like :func:`choose_rate` but from the entropy model's
+    expected rate (a live sender has no clip to try): the smallest m whose expected rate at the quality
+    multiplier :data:`FRAME_STEP_ABOVE_Q` fits, else the largest."""
+    k = index_from_step(FRAME_STEP_ABOVE_Q)
+    for m in AUTO_FRAME_STEPS:
+        if expected_kbps(tables, k, fps, m) <= kbps:
+            return m
+    return AUTO_FRAME_STEPS[-1]
+
+
+def choose_rate(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    kbps: float,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+    frame_steps: tuple[int, ...] = AUTO_FRAME_STEPS,
+) -> tuple[int, int]:
+    """``(frame step, step index)`` for a clip at camera rate ``fps`` and a target ``kbps``: the smallest
+    frame step whose finest fitting quality multiplier is at most :data:`FRAME_STEP_ABOVE_Q`; else the
+    finest quality over the frame steps (a coarser frame step halves the framing and the frames to code,
+    which at a low rate beats flattening every frame's expression).
+    """
+    best: tuple[float, int, int] | None = None
+    for m in frame_steps:
+        coded = len(code[::m])
+        # the coded frames stand for len(code) camera frames, not coded · m: scale the target to match
+        target = kbps * len(code) / max(coded * m, 1)
+        k = choose_step_index(
+            tables,
+            fingerprint,
+            code[::m],
+            pose[::m],
+            target,
+            fps / m,
+            keyframe_interval,
+            rdoq,
+            frames_per_packet,
+        )
+        q = step_from_index(k)
+        if q <= FRAME_STEP_ABOVE_Q:
+            return m, k
+        if best is None or q < best[0]:
+            best = (q, m, k)
+    assert best is not None, "no frame step to try"
+    return best[1], best[2]
+
+
+def choose_step_index(
+    tables: CodecTables,
+    fingerprint: str,
+    code: np.ndarray,
+    pose: np.ndarray,
+    kbps: float,
+    fps: float = 25.0,
+    keyframe_interval: int | None = None,
+    rdoq: float = 0.0,
+    frames_per_packet: int = 1,
+) -> int:
+    """Smallest step index (finest quality) whose coded clip fits ``kbps`` (bisection on real coded sizes).
+
+    Returns the coarsest index if even that does not fit.
+    """
+    lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX
+    if clip_kbps(tables, fingerprint, code, pose, hi, fps, keyframe_interval, rdoq, frames_per_packet) > kbps:
+        return hi
+    # Invariant: rate(hi) <= kbps; rate decreases (almost) monotonically with the index.
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (
+            clip_kbps(tables, fingerprint, code, pose, mid, fps, keyframe_interval, rdoq, frames_per_packet)
+            <= kbps
+        ):
+            hi = mid
+        else:
+            lo = mid
+    return hi
