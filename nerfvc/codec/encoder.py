@@ -1,7 +1,7 @@
 """The feature encoder: :class:`StreamEncoder` (one packet per frame, for the live call),
 :func:`encode_stream`
 (a whole clip) and rate control — :func:`choose_rate` / :func:`choose_step_index` (the finest step, and the
-frame step, whose real coded size fits a target), :func:`expected_kbps` / :func:`live_frame_step` (the rate
+frame step, whose real coded size fits a target), :func:`expected_kbps` / :func:`live_rate` (the rate
 the entropy model predicts before any frame is seen)."""
 
 from __future__ import annotations
@@ -334,15 +334,23 @@ def expected_kbps(
     return per_frame * coded_fps / 1000
 
 
-def live_frame_step(tables: CodecTables, kbps: float, fps: float) -> int:
-    """Frame step for a live call at ``kbps``, chosen like :func:`choose_rate` but from the entropy model's
-    expected rate (a live sender has no clip to try): the smallest m whose expected rate at the quality
-    multiplier :data:`FRAME_STEP_ABOVE_Q` fits, else the largest."""
-    k = index_from_step(FRAME_STEP_ABOVE_Q)
-    for m in AUTO_FRAME_STEPS:
-        if expected_kbps(tables, k, fps, m) <= kbps:
-            return m
-    return AUTO_FRAME_STEPS[-1]
+def live_rate(tables: CodecTables, kbps: float, fps: float, frame_step: int | None = None) -> tuple[int, int]:
+    """``(frame step, starting step index)`` for a live call at ``kbps``, chosen like :func:`choose_rate` but
+    from the entropy model's expected rate (a live sender has no clip to try): the smallest m whose expected
+    rate at the quality multiplier :data:`FRAME_STEP_ABOVE_Q` fits (else the largest, or ``frame_step``
+    when given), then the finest step index expected to fit at that m (live rate control adapts from
+    there)."""
+    if frame_step is None:
+        k2 = index_from_step(FRAME_STEP_ABOVE_Q)
+        fits = [m for m in AUTO_FRAME_STEPS if expected_kbps(tables, k2, fps, m) <= kbps]
+        frame_step = fits[0] if fits else AUTO_FRAME_STEPS[-1]
+    lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX  # expected rate falls with the index: bisect for the finest fit
+    if expected_kbps(tables, hi, fps, frame_step) > kbps:
+        return frame_step, hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if expected_kbps(tables, mid, fps, frame_step) <= kbps else (mid, hi)
+    return frame_step, hi
 
 
 def choose_rate(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nerfvc.codec.encoder import StreamEncoder, encode_stream, live_frame_step
+from nerfvc.codec.encoder import StreamEncoder, encode_stream, live_rate
 from nerfvc.errors import FaceError, InputError
 from nerfvc.features import load_features, model_input, model_inputs
 from nerfvc.modeldir import model_torso_dims
@@ -188,14 +188,14 @@ class SenderPipeline:
     def stream_encoder(self, fps: float, frame_step: int | None = None, **options: Any) -> FeatureEncoder:
         """A per-frame encoder for a live call at camera rate ``fps``; ``options`` are
         :class:`~nerfvc.codec.StreamEncoder`'s (``kbps`` for live rate control, ``keyframe_interval``, ...).
-        ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which); None:
-        chosen from ``kbps`` by the entropy model's expected rate
-        (:func:`~nerfvc.codec.encoder.live_frame_step`), 1 without it."""
+        ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which). With
+        ``kbps``, m (unless given) and the starting step come from the entropy model's expected rate
+        (:func:`~nerfvc.codec.encoder.live_rate`); without it m = 1."""
         c = self.codec
         kbps = options.get("kbps")
-        if frame_step is None:
-            frame_step = live_frame_step(c.tables, kbps, fps) if kbps else 1
-        encoder = StreamEncoder(c.tables, c.fingerprint, fps=fps, frame_step=frame_step, **options)
+        if kbps and "step_index" not in options and "step" not in options:
+            frame_step, options["step_index"] = live_rate(c.tables, kbps, fps, frame_step)
+        encoder = StreamEncoder(c.tables, c.fingerprint, fps=fps, frame_step=frame_step or 1, **options)
         return FeatureEncoder(encoder, c)
 
 
