@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nerfvc.argtypes import int_in, positive
+from nerfvc.argtypes import int_in, non_negative, positive
 from nerfvc.configargs import ConfigArgs, Opt
 from nerfvc.render.model import ModelConfig
 from nerfvc.train.trainer import TrainConfig, train
@@ -26,6 +26,7 @@ TRAIN_OPTIONS = ConfigArgs(
         help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
     ),
     Opt("seed", metavar="N"),
+    Opt("perceptual_weight", type=non_negative, metavar="W"),
 )
 MODEL_OPTIONS = ConfigArgs(
     ModelConfig,

@@ -63,6 +63,9 @@ class TrainConfig:
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
     score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
     torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
+    perceptual_weight: float = 0.0  # LPIPS (AlexNet) on square head patches, late in training (0 = off)
+    perceptual_from: float = 0.5  # share of the schedule after which every 2nd step is a patch step
+    patch_size: int = 64  # side (px, at the training size) of a perceptual patch: patch_size² rays
     seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
@@ -170,6 +173,27 @@ class RaySampler:
             )
         self.boxes = torch.tensor(boxes, dtype=torch.float32)  # (n_train,4) y0,y1,x0,x1
         self.train_idx = torch.from_numpy(ds.train_idx)
+        head = []
+        for i, f in enumerate(ds.train_idx):  # the head's box per frame (label 2), else the person's
+            y, x = torch.nonzero(ds.masks[f] == 2, as_tuple=True)
+            head.append(
+                [int(y.min()), int(y.max()) + 1, int(x.min()), int(x.max()) + 1] if len(y) else boxes[i]
+            )
+        self.head_boxes = torch.tensor(head, dtype=torch.long)  # (n_train,4) y0,y1,x0,x1
+
+    def patch(self, size: int) -> dict[str, torch.Tensor]:
+        """The ``size``×``size`` rays of one square block of a random training frame, its centre inside the
+        frame's head box (row-major: ``rgb`` reshapes to (size, size, 3))."""
+        h, w = self.ds.masks.shape[1:]
+        size = min(size, h, w)
+        k = int(torch.randint(0, len(self.train_idx), ()))
+        y0, y1, x0, x1 = (int(v) for v in self.head_boxes[k])
+        cy = y0 + int(torch.randint(0, max(y1 - y0, 1), ()))
+        cx = x0 + int(torch.randint(0, max(x1 - x0, 1), ()))
+        top, left = min(max(cy - size // 2, 0), h - size), min(max(cx - size // 2, 0), w - size)
+        yy, xx = torch.meshgrid(torch.arange(top, top + size), torch.arange(left, left + size), indexing="ij")
+        f = self.train_idx[k].repeat(size * size)
+        return ray_batch(self.ds, f, yy.reshape(-1), xx.reshape(-1))
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         ds = self.ds
@@ -185,6 +209,16 @@ class RaySampler:
         y = (y0 + torch.rand(n) * (y1 - y0)).long().clamp(0, h - 1)
         x = (x0 + torch.rand(n) * (x1 - x0)).long().clamp(0, w - 1)
         return ray_batch(ds, f, y, x)
+
+
+def perceptual_loss(rgb: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
+    """LPIPS (AlexNet, the judge eval uses) between a rendered patch and its ground truth, ``rgb`` and
+    ``target`` (size², 3) in [0, 1] → scalar."""
+    from nerfvc.eval.lpips import get_model
+
+    a = rgb.reshape(1, size, size, 3).permute(0, 3, 1, 2) * 2 - 1
+    b = target.reshape(1, size, size, 3).permute(0, 3, 1, 2) * 2 - 1
+    return get_model()(a, b).mean()
 
 
 def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple:
@@ -318,7 +352,8 @@ def train(
                     g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
                 if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
                     model.update_occupancy(train_expr)
-                batch = sampler.sample(cfg.batch_rays)
+                patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
+                batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
                 out_r = model.render_rays(
                     batch["dirs"],
                     batch["uv"],
@@ -328,6 +363,9 @@ def train(
                     train=True,
                 )
                 loss, mse = compute_loss(out_r, batch, cfg)
+                if patch:
+                    side = math.isqrt(len(batch["rgb"]))
+                    loss = loss + cfg.perceptual_weight * perceptual_loss(out_r["rgb"], batch["rgb"], side)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()

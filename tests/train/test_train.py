@@ -340,3 +340,47 @@ def test_sigterm_checkpoints_instead_of_dying(dataset, tmp_path):
     code = proc.wait(timeout=120)
     assert code not in (0, -signal.SIGTERM), code  # handled (KeyboardInterrupt), not killed outright
     assert json.loads(ckpt.read_text())["step"] >= first > 0
+
+
+def test_patch_sampler_returns_one_square_block_over_the_head(dataset):
+    """A perceptual step's rays are one contiguous size×size block of a training frame, centred in its
+    head box, in row-major order (what the LPIPS term reshapes them to)."""
+    from nerfvc.train.trainer import RaySampler
+
+    ds = load_dataset(dataset)
+    sampler = RaySampler(ds, 0.7)
+    torch.manual_seed(0)
+    for _ in range(5):
+        b = sampler.patch(16)
+        rgb = (b["rgb"] * 255).round().to(torch.uint8).reshape(16, 16, 3)
+        hits = [
+            (int(f), y, x)
+            for f in ds.train_idx
+            for y in range(SIZE - 15)
+            for x in range(SIZE - 15)
+            if torch.equal(ds.frames[f, y : y + 16, x : x + 16], rgb)
+        ]
+        assert hits, "the patch is not a block of any training frame"
+        f, y, x = hits[0]
+        assert (ds.masks[f, y : y + 16, x : x + 16] == 2).any()  # over the head
+
+
+def test_perceptual_loss_is_zero_for_the_truth_and_pulls_a_blurred_patch_towards_it():
+    from nerfvc.train.trainer import perceptual_loss
+
+    rng = np.random.default_rng(0)
+    truth = torch.from_numpy(rng.random((32, 32, 3), dtype=np.float32))
+    blur = torch.nn.functional.avg_pool2d(truth.permute(2, 0, 1)[None], 5, 1, 2)[0].permute(1, 2, 0)
+    blur = blur.reshape(-1, 3).clone().requires_grad_(True)
+    assert perceptual_loss(truth.reshape(-1, 3), truth.reshape(-1, 3), 32).item() < 1e-6
+    loss = perceptual_loss(blur, truth.reshape(-1, 3), 32)
+    loss.backward()
+    assert loss.item() > 0.05 and blur.grad is not None
+    stepped = (blur - 0.5 * blur.grad / blur.grad.abs().max()).detach()
+    assert perceptual_loss(stepped, truth.reshape(-1, 3), 32).item() < loss.item()
+
+
+def test_training_with_the_perceptual_term_runs(dataset, tmp_path):
+    cfg = replace(tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16)
+    result = train(dataset, tmp_path / "m", cfg, tiny_model())
+    assert result.steps == 6 and np.isfinite(result.metrics["psnr"])
