@@ -211,6 +211,9 @@ class RaySampler:
         return ray_batch(ds, f, y, x)
 
 
+MIN_LPIPS_SIZE = 32
+
+
 def perceptual_loss(rgb: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
     """LPIPS (AlexNet, the judge eval uses) between a rendered patch and its ground truth, ``rgb`` and
     ``target`` (size², 3) in [0, 1] → scalar."""
@@ -218,6 +221,8 @@ def perceptual_loss(rgb: torch.Tensor, target: torch.Tensor, size: int) -> torch
 
     a = rgb.reshape(1, size, size, 3).permute(0, 3, 1, 2) * 2 - 1
     b = target.reshape(1, size, size, 3).permute(0, 3, 1, 2) * 2 - 1
+    if size < MIN_LPIPS_SIZE:  # AlexNet's strided trunk needs at least this many pixels
+        a, b = (torch.nn.functional.interpolate(x, size=MIN_LPIPS_SIZE, mode="bilinear") for x in (a, b))
     return get_model()(a, b).mean()
 
 
