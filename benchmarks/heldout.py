@@ -1,0 +1,82 @@
+"""Held-out quality of trained models at one size: the dataset's test frames rendered from their tracked
+(unquantized) features → PSNR, LPIPS and CSIM (every 5th frame) per model, for comparing training recipes.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/heldout.py --dataset /work/data/datasets/german --size 512 \\
+        --label perceptual work/perc/german_base work/perc/german_perc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
+from nerfvc.eval.lpips import lpips_batch
+from nerfvc.eval.metrics import csim
+from nerfvc.features import model_inputs
+from nerfvc.fsutil import read_json, write_json_atomic
+from nerfvc.metrics import psnr
+from nerfvc.record import machine_record
+from nerfvc.render.renderer import Renderer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score(model: Path, dataset: Path, size: int) -> dict:
+    """Mean PSNR / LPIPS / CSIM of ``model`` on ``dataset``'s test frames at size²."""
+    manifest = read_manifest(dataset)
+    _, (c, d) = dataset_split(manifest)
+    feats = read_features(dataset, manifest)
+    gt = np.stack(
+        [
+            np.asarray(Image.open(frame_path(dataset, i)).convert("RGB").resize((size, size), Image.BOX))
+            for i in range(c, d)
+        ]
+    )
+    renderer = Renderer.from_model_dir(model)
+    code, pose = model_inputs(feats, model)[c:d], feats["pose"][c:d]
+    out = np.stack([renderer.render(x, p, size, size) for x, p in zip(code, pose)])
+    trained = read_json(model / "nerf.json").get("trained", {})
+    return {
+        "model": str(model),
+        "steps": trained.get("steps"),
+        "psnr": float(np.mean([psnr(o, g) for o, g in zip(out, gt)])),
+        "lpips": float(np.mean(lpips_batch(out, gt))),
+        "csim": float(np.mean([csim(o, g) for o, g in zip(out[::5], gt[::5])])),
+        "frames": int(d - c),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--label", required=True, help="entry name in the output JSON")
+    ap.add_argument("--note", default="", help="what the models differ in")
+    ap.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "heldout.json")
+    args = ap.parse_args()
+    results = read_json(args.output) if args.output.exists() else {}
+    results[args.label] = {
+        "machine": machine_record(),
+        "dataset": str(args.dataset),
+        "size": args.size,
+        "note": args.note,
+        "models": [score(m, args.dataset, args.size) for m in args.models],
+    }
+    for m in results[args.label]["models"]:
+        print(json.dumps(m))
+    write_json_atomic(args.output, results)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
