@@ -44,8 +44,17 @@ def test_help_shows_the_dataclass_defaults_once(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     d = TrainConfig()
-    for value in (d.iters, d.batch_rays, d.eval_frames, d.seed, 8):
-        assert text.count(f"default {value})") == 1, value
+    segments = [seg for seg in text.split(" --")[1:] if seg.split()]  # "--name ARG help ..."
+    for name, value in [
+        ("iters", d.iters),
+        ("batch-rays", d.batch_rays),
+        ("eval-frames", d.eval_frames),
+        ("seed", d.seed),
+        ("perceptual-weight", d.perceptual_weight),
+        ("consistency-dim", 8),
+    ]:
+        helps = [seg for seg in segments if seg.split()[0] == name and "default" in seg]
+        assert len(helps) == 1 and helps[0].count(f"default {value:g})") == 1, (name, helps)
     assert "100000" not in text.replace("default 100000", "")  # written nowhere else
 
 
