@@ -190,8 +190,13 @@ class SenderPipeline:
         :class:`~nerfvc.codec.StreamEncoder`'s (``kbps`` for live rate control, ``keyframe_interval``, ...).
         ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which). With
         ``kbps``, m (unless given) and the starting step come from the entropy model's expected rate
-        (:func:`~nerfvc.codec.encoder.live_rate`); without it m = 1."""
+        (:func:`~nerfvc.codec.encoder.live_rate`); without it m = 1. A model with an expression embedding
+        sends every frame: its causal window was trained on consecutive camera frames."""
         c = self.codec
+        if c.embedding is not None:
+            if frame_step not in (None, 1):
+                raise InputError("a model with an expression embedding sends every frame (frame step 1)")
+            frame_step = 1
         kbps = options.get("kbps")
         if kbps and "step_index" not in options and "step" not in options:
             frame_step, options["step_index"] = live_rate(c.tables, kbps, fps, frame_step)

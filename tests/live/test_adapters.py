@@ -59,6 +59,14 @@ def test_live_encoder_frame_step_follows_the_target_rate(tiny_model):
     assert sender.stream_encoder(25.0, frame_step=2, kbps=0.01).frame_step == 2  # given: kept
 
 
+def test_live_encoder_of_an_embedding_model_sends_every_frame(tiny_embed_model):
+    """The embedding's causal window was trained on consecutive frames: no frame step, even at a low rate."""
+    sender = SenderPipeline.from_model_dir(tiny_embed_model[1])
+    assert sender.stream_encoder(25.0, kbps=0.01).frame_step == 1
+    with pytest.raises(InputError, match="frame step 1"):
+        sender.stream_encoder(25.0, frame_step=2)
+
+
 def test_tracked_source_needs_exactly_one_source(tiny_model):
     sender = SenderPipeline.from_model_dir(tiny_model[1])
     for kwargs in ({}, {"video": "x.mp4", "camera": 0}):
