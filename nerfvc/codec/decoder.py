@@ -250,7 +250,7 @@ class StreamReport:
     def summary(self) -> str:
         s = f"{self.num_frames} frames, {self.decoded} decoded, {self.concealed} concealed"
         if self.header is not None and self.header.frame_step > 1 and self.valid is not None:
-            s += f" (every {self.header.frame_step}th of {len(self.valid)} camera frames)"
+            s += f" (1 in {self.header.frame_step} of {len(self.valid)} camera frames coded)"
         if self.lost_indices:
             s += f", {len(self.lost_indices)} lost"
         if self.corrupt_packets or self.corrupt_bytes:

@@ -132,7 +132,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     )
     how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
     frame_step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
-    how += f", every {frame_step}th frame coded" if frame_step > 1 else ""
+    how += f", 1 frame in {frame_step} coded" if frame_step > 1 else ""
     print(
         f"{args.output}: {n} frames, {len(data)} bytes, {bits:.1f} bits/frame, {bits * fps / 1000:.3f} kbps "
         f"at {fps:g} fps ({how}, {dt / max(n, 1) * 1e6:.0f} us/frame)"
