@@ -7,6 +7,7 @@ the entropy model predicts before any frame is seen)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from nerfvc.codec.tables import (
     step_from_index,
 )
 from nerfvc.errors import InputError
+
+# Framing bytes of an empty single-frame delta and key packet (the layout is framing's)
+_EMPTY_DELTA_BYTES = len(build_packet(bytes(8), TYPE_DELTA, 0, b""))
+_EMPTY_KEY_BYTES = len(build_packet(bytes(8), TYPE_KEY, 0, b""))
 
 AUTO_FRAME_STEPS = (1, 2, 3, 4)  # frame steps the rate control tries (benchmarks/rate_render.py)
 # The rate control codes every frame while that fits the target at a quality multiplier Q at most this; past
@@ -321,15 +326,15 @@ def expected_kbps(
 ) -> float:
     """The rate a stream of single-frame packets is expected to take at a step index, from the entropy
     model alone (no frames needed): per coded frame the expected residual bits of every dim, the packet
-    framing (3 bytes for a delta packet, 11 for a keyframe, + 4 bits of byte rounding), a keyframe every
+    framing (an empty delta or key packet's bytes, + 4 bits of byte rounding), a keyframe every
     ``keyframe_interval`` coded frames (default 2 s), at ``fps / frame_step`` coded frames per second.
     With a frame step m the delta residuals are taken √m times wider (the motion of m frames, as a random
     walk would have it)."""
     key, delta = model_pair(tables, step_index)
     coded_fps = fps / frame_step
     keyint = keyframe_interval or max(1, round(2 * coded_fps))
-    key_bits = float(expected_bin_bits(key.b).sum()) + 8 * 11 + 4
-    delta_bits = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum()) + 8 * 3 + 4
+    key_bits = float(expected_bin_bits(key.b).sum()) + 8 * _EMPTY_KEY_BYTES + 4
+    delta_bits = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum()) + 8 * _EMPTY_DELTA_BYTES + 4
     per_frame = (key_bits + (keyint - 1) * delta_bits) / keyint
     return per_frame * coded_fps / 1000
 
@@ -344,13 +349,8 @@ def live_rate(tables: CodecTables, kbps: float, fps: float, frame_step: int | No
         k2 = index_from_step(FRAME_STEP_ABOVE_Q)
         fits = [m for m in AUTO_FRAME_STEPS if expected_kbps(tables, k2, fps, m) <= kbps]
         frame_step = fits[0] if fits else AUTO_FRAME_STEPS[-1]
-    lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX  # expected rate falls with the index: bisect for the finest fit
-    if expected_kbps(tables, hi, fps, frame_step) > kbps:
-        return frame_step, hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if expected_kbps(tables, mid, fps, frame_step) <= kbps else (mid, hi)
-    return frame_step, hi
+    m = frame_step
+    return m, _finest_fitting_index(lambda k: expected_kbps(tables, k, fps, m), kbps)
 
 
 def choose_rate(
@@ -410,17 +410,21 @@ def choose_step_index(
 
     Returns the coarsest index if even that does not fit.
     """
+    return _finest_fitting_index(
+        lambda k: clip_kbps(
+            tables, fingerprint, code, pose, k, fps, keyframe_interval, rdoq, frames_per_packet
+        ),
+        kbps,
+    )
+
+
+def _finest_fitting_index(rate: Callable[[int], float], kbps: float) -> int:
+    """Smallest step index whose ``rate(index)`` (kbps) is at most ``kbps``, by bisection over the index range
+    (the rate falls, almost monotonically, with the index); the coarsest index if even that does not fit."""
     lo, hi = STEP_INDEX_MIN, STEP_INDEX_MAX
-    if clip_kbps(tables, fingerprint, code, pose, hi, fps, keyframe_interval, rdoq, frames_per_packet) > kbps:
+    if rate(hi) > kbps:
         return hi
-    # Invariant: rate(hi) <= kbps; rate decreases (almost) monotonically with the index.
-    while hi - lo > 1:
+    while hi - lo > 1:  # invariant: rate(hi) <= kbps
         mid = (lo + hi) // 2
-        if (
-            clip_kbps(tables, fingerprint, code, pose, mid, fps, keyframe_interval, rdoq, frames_per_packet)
-            <= kbps
-        ):
-            hi = mid
-        else:
-            lo = mid
+        lo, hi = (lo, mid) if rate(mid) <= kbps else (mid, hi)
     return hi
