@@ -30,6 +30,7 @@ from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
 from nerfvc.errors import InputError
+from nerfvc.features import rotation_angle_deg
 from nerfvc.record import machine_record
 
 FP = "0123456789abcdef"
@@ -70,12 +71,9 @@ def project_origin(pose: np.ndarray, cam: dict) -> np.ndarray:
 
 def errors(expr, pose, dexpr, dpose, face, cam) -> dict:
     """Codec error of decoded vs original features."""
-    r0 = pose[:, :9].reshape(-1, 3, 3).astype(np.float64)
-    r1 = dpose[:, :9].reshape(-1, 3, 3).astype(np.float64)
-    cosang = np.clip((np.einsum("nij,nij->n", r0, r1) - 1) / 2, -1, 1)
     out = {
         "expr_l2_rms": float(np.sqrt(((dexpr - expr) ** 2).sum(1).mean())),
-        "rot_deg_rms": float(np.sqrt((np.degrees(np.arccos(cosang)) ** 2).mean())),
+        "rot_deg_rms": float(np.sqrt((rotation_angle_deg(pose, dpose) ** 2).mean())),
         "trans_mm_rms": float(1000 * np.sqrt(((dpose[:, 9:] - pose[:, 9:]) ** 2).sum(1).mean())),
     }
     if cam is not None:

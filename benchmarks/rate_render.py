@@ -35,20 +35,12 @@ from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
 from nerfvc.eval.lpips import lpips_batch
-from nerfvc.features import model_inputs, pose_to_rt
+from nerfvc.features import model_inputs, rotation_angle_deg
 from nerfvc.metrics import psnr
 from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rotation_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame angle (deg) between the rotations of poses ``a``, ``b`` (N,12)."""
-    ra, _ = pose_to_rt(a)
-    rb, _ = pose_to_rt(b)
-    cos = (np.einsum("nij,nij->n", ra, rb) - 1) / 2
-    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
 def score(renderer: Renderer, code: np.ndarray, pose: np.ndarray, gt: np.ndarray, size: int) -> dict:
@@ -112,7 +104,7 @@ def run_pair(
             )
             code_hat, pose_hat, _ = decode_stream(data, tables, "0" * 16)  # interpolated to every frame
             k = int.from_bytes(data[HEADER_SIZE + 5 : HEADER_SIZE + 6], "big", signed=True)
-            rot = rotation_error_deg(test_pose, pose_hat)
+            rot = rotation_angle_deg(test_pose, pose_hat)
             point = {
                 "cap": cap,
                 "frame_step": StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step,

@@ -57,6 +57,14 @@ def rt_to_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     return np.concatenate([rotation.reshape(*rotation.shape[:-2], 9), np.asarray(translation)], axis=-1)
 
 
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between the rotations of poses ``a`` and ``b`` ``(..., 12)`` → ``(...)``."""
+    ra, _ = pose_to_rt(np.asarray(a, np.float64))
+    rb, _ = pose_to_rt(np.asarray(b, np.float64))
+    cos = (np.einsum("...ij,...ij->...", ra, rb) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
 def upsample_features(
     code: np.ndarray, pose: np.ndarray, factor: int, num_frames: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,14 @@ import pytest
 from nerfvc.camera import Camera
 from nerfvc.cli import main
 from nerfvc.errors import InputError, ModelMismatchError
-from nerfvc.features import load_features, pose_to_rt, rt_to_pose, save_features, upsample_features
+from nerfvc.features import (
+    load_features,
+    pose_to_rt,
+    rotation_angle_deg,
+    rt_to_pose,
+    save_features,
+    upsample_features,
+)
 from nerfvc.fsutil import atomic_path
 from nerfvc.modeldir import finalize_model_dir, read_model_manifest
 
@@ -29,6 +36,15 @@ def test_pose_roundtrip():
     r2, t2 = pose_to_rt(rt_to_pose(q, t))
     np.testing.assert_array_equal(r2, q)
     np.testing.assert_array_equal(t2, t)
+
+
+def test_rotation_angle_between_poses():
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.from_rotvec([[0, 0, 0], [0, np.radians(30), 0], [np.radians(-5), 0, 0]]).as_matrix()
+    poses = rt_to_pose(r, np.zeros((3, 3)))
+    np.testing.assert_allclose(rotation_angle_deg(poses[0], poses), [0, 30, 5], atol=1e-5)
+    assert rotation_angle_deg(poses, poses).shape == (3,)
 
 
 def test_upsample_features_interpolates_between_sent_frames():
