@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,8 +24,28 @@ from nerfvc.fsutil import read_json, write_json_atomic
 from nerfvc.metrics import psnr
 from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
+from nerfvc.train.dataset import load_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def heldout_ground_truth(dataset: Path, size: int) -> np.ndarray:
+    """The dataset's test-split frames, area-resized to size² → (N, size, size, 3) uint8."""
+    _, (c, d) = dataset_split(read_manifest(dataset))
+    return np.stack([load_rgb(frame_path(dataset, i), (size, size)) for i in range(c, d)])
+
+
+def render_frames(renderer: Renderer, code: np.ndarray, pose: np.ndarray, size: int) -> np.ndarray:
+    """Model inputs (N,E) and poses (N,12) rendered at size² → (N, size, size, 3) uint8."""
+    return np.stack([renderer.render(x, p, size, size) for x, p in zip(code, pose)])
+
+
+def pixel_scores(frames: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Mean PSNR and LPIPS of ``frames`` against ``gt`` (both (N,H,W,3) uint8)."""
+    return {
+        "psnr": float(np.mean([psnr(o, g) for o, g in zip(frames, gt)])),
+        "lpips": float(np.mean(lpips_batch(np.ascontiguousarray(frames), gt))),
+    }
 
 
 def score(model: Path, dataset: Path, size: int) -> dict:
@@ -34,21 +53,15 @@ def score(model: Path, dataset: Path, size: int) -> dict:
     manifest = read_manifest(dataset)
     _, (c, d) = dataset_split(manifest)
     feats = read_features(dataset, manifest)
-    gt = np.stack(
-        [
-            np.asarray(Image.open(frame_path(dataset, i)).convert("RGB").resize((size, size), Image.BOX))
-            for i in range(c, d)
-        ]
+    gt = heldout_ground_truth(dataset, size)
+    out = render_frames(
+        Renderer.from_model_dir(model), model_inputs(feats, model)[c:d], feats["pose"][c:d], size
     )
-    renderer = Renderer.from_model_dir(model)
-    code, pose = model_inputs(feats, model)[c:d], feats["pose"][c:d]
-    out = np.stack([renderer.render(x, p, size, size) for x, p in zip(code, pose)])
     trained = read_json(model / "nerf.json").get("trained", {})
     return {
         "model": str(model),
         "steps": trained.get("steps"),
-        "psnr": float(np.mean([psnr(o, g) for o, g in zip(out, gt)])),
-        "lpips": float(np.mean(lpips_batch(out, gt))),
+        **pixel_scores(out, gt),
         "csim": float(np.mean([csim(o, g) for o, g in zip(out[::5], gt[::5])])),
         "frames": int(d - c),
     }

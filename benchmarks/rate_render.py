@@ -25,31 +25,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from heldout import heldout_ground_truth, pixel_scores, render_frames
 
 from nerfvc.codec import decode_stream, encode_stream, fit_codec
 from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.tables import step_from_index
 from nerfvc.codec.weights import load_face_model
-from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
-from nerfvc.eval.lpips import lpips_batch
+from nerfvc.datasetdir import dataset_split, read_features, read_manifest
 from nerfvc.features import model_inputs, rotation_angle_deg
-from nerfvc.metrics import psnr
 from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def score(renderer: Renderer, code: np.ndarray, pose: np.ndarray, gt: np.ndarray, size: int) -> dict:
-    """Render (N,E)/(N,12) at size² → mean PSNR, LPIPS against ``gt`` (N,size,size,3) uint8."""
-    out = np.stack([renderer.render(c, p, size, size) for c, p in zip(code, pose)])
-    return {
-        "psnr": float(np.mean([psnr(o, g) for o, g in zip(out, gt)])),
-        "lpips": float(np.mean(lpips_batch(out, gt))),
-    }
 
 
 def run_pair(
@@ -67,12 +57,7 @@ def run_pair(
     code, pose = model_inputs(feats, model), feats["pose"]
     valid = feats.get("valid")
     face = load_face_model(model)
-    gt = np.stack(
-        [
-            np.asarray(Image.open(frame_path(dataset, i)).convert("RGB").resize((size, size), Image.BOX))
-            for i in range(c, d)
-        ]
-    )
+    gt = heldout_ground_truth(dataset, size)
     renderer = Renderer.from_model_dir(model)
     test_code, test_pose = code[c:d], pose[c:d]
     frozen = np.broadcast_to(gt[0], gt[1:].shape)  # the first test frame, held over the others
@@ -80,11 +65,8 @@ def run_pair(
         "model": str(model),
         "dataset": str(dataset),
         "test_frames": int(d - c),
-        "unquantized": score(renderer, test_code, test_pose, gt, size),
-        "frozen_first_frame": {
-            "psnr": float(np.mean([psnr(f, g) for f, g in zip(frozen, gt[1:])])),
-            "lpips": float(np.mean(lpips_batch(np.ascontiguousarray(frozen), gt[1:]))),
-        },
+        "unquantized": pixel_scores(render_frames(renderer, test_code, test_pose, size), gt),
+        "frozen_first_frame": pixel_scores(frozen, gt[1:]),
         "points": [],
     }
     for cap in caps:
@@ -113,7 +95,7 @@ def run_pair(
                 "kbps": len(data) * 8 / len(test_code) * fps / 1000,
                 "step": step_from_index(k),
                 "rotation_rms_deg": float(np.sqrt(np.mean(rot**2))),
-                **score(renderer, code_hat, pose_hat, gt, size),
+                **pixel_scores(render_frames(renderer, code_hat, pose_hat, size), gt),
             }
             result["points"].append(point)
             print(json.dumps(point), flush=True)
