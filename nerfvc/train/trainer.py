@@ -13,6 +13,7 @@ torso alpha against the torso mask (outside the head). Rays are drawn from rando
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -149,6 +150,14 @@ def head_hull(
     return ((seen > 0) & (outside <= tolerance * seen)).view(res, res, res)
 
 
+def _mask_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(y0, y1, x0, x1)`` (end exclusive) of a boolean mask (H,W); None when it is empty."""
+    y, x = torch.nonzero(mask, as_tuple=True)
+    if y.numel() == 0:
+        return None
+    return int(y.min()), int(y.max()) + 1, int(x.min()), int(x.max()) + 1
+
+
 class RaySampler:
     """Random training rays, biased toward each frame's person box."""
 
@@ -156,30 +165,27 @@ class RaySampler:
         self.ds = ds
         self.person_frac = person_frac
         h, w = ds.masks.shape[1:]
+        my, mx = int(0.05 * h), int(0.05 * w)
         boxes = []
         for f in ds.train_idx:
-            y, x = torch.nonzero(ds.masks[f] > 0, as_tuple=True)
-            if y.numel() == 0:
+            box = _mask_box(ds.masks[f] > 0)
+            if box is None:
                 boxes.append([0, h, 0, w])
                 continue
-            my, mx = int(0.05 * h), int(0.05 * w)
-            boxes.append(
-                [
-                    max(int(y.min()) - my, 0),
-                    min(int(y.max()) + my + 1, h),
-                    max(int(x.min()) - mx, 0),
-                    min(int(x.max()) + mx + 1, w),
-                ]
-            )
+            y0, y1, x0, x1 = box
+            boxes.append([max(y0 - my, 0), min(y1 + my, h), max(x0 - mx, 0), min(x1 + mx, w)])
         self.boxes = torch.tensor(boxes, dtype=torch.float32)  # (n_train,4) y0,y1,x0,x1
         self.train_idx = torch.from_numpy(ds.train_idx)
-        head = []
-        for i, f in enumerate(ds.train_idx):  # the head's box per frame (label 2), else the person's
-            y, x = torch.nonzero(ds.masks[f] == 2, as_tuple=True)
-            head.append(
-                [int(y.min()), int(y.max()) + 1, int(x.min()), int(x.max()) + 1] if len(y) else boxes[i]
-            )
-        self.head_boxes = torch.tensor(head, dtype=torch.long)  # (n_train,4) y0,y1,x0,x1
+
+    @functools.cached_property
+    def head_boxes(self) -> torch.Tensor:
+        """(n_train,4) y0,y1,x0,x1 of each training frame's head (label 2), else its person box; computed on
+        the first :meth:`patch` (only perceptual training draws patches)."""
+        head = [_mask_box(self.ds.masks[f] == 2) for f in self.ds.train_idx]
+        return torch.tensor(
+            [list(b) if b is not None else self.boxes[i].long().tolist() for i, b in enumerate(head)],
+            dtype=torch.long,
+        )
 
     def patch(self, size: int) -> dict[str, torch.Tensor]:
         """The ``size``×``size`` rays of one square block of a random training frame, its centre inside the
