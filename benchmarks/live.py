@@ -113,7 +113,7 @@ async def run_size(
         if close is not None:
             close()
     sent = report.summary()
-    media_s = max(report.camera_frames, report.frames) / report.fps  # rates per second of the media covered
+    media_s = report.media_seconds  # rates per second of the media covered
     out = {
         "size": size,
         "pieces": pieces,

@@ -70,10 +70,15 @@ class SenderReport:
     duration_s: float = 0.0
     quantized: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
+    @property
+    def media_seconds(self) -> float:
+        """Seconds of media the call covered: every camera frame read (also those skipped or not coded)."""
+        return max(self.camera_frames, self.frames) / self.fps if self.fps else 0.0
+
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers: payload and wire rates separately (wire = payload + ~67 B DTLS/SCTP/message),
-        over the media the call covered (every camera frame read, also those skipped or not coded)."""
-        media_s = max(self.camera_frames, self.frames) / self.fps if self.fps else 0.0
+        over :attr:`media_seconds`."""
+        media_s = self.media_seconds
         d = {k: v for k, v in asdict(self).items() if k != "quantized"}
         if media_s > 0:
             d["payload_kbps"] = round(8 * self.payload_bytes / media_s / 1000, 3)
