@@ -499,7 +499,8 @@ std::vector<torch::Tensor> fused_backward(torch::Tensor grad_out, torch::Tensor 
 // MLP) in tiles gathered over a block of rays, then each ray composites its chunk in order and stops once its
 // transmittance is <= stop. No per-sample tensor is ever materialised.
 
-constexpr int RB = 64;  // rays per block (one thread marches a block at a time)
+constexpr int RB = 256;  // rays per block (one thread marches a block at a time); 256 keeps the tiles full as rays
+                         // finish (german 256², AVX2: fine march 15-20% faster than 64, 89% of tile slots used)
 
 struct MarchColor {
   int64_t geo, view, Kc, Hc, Hcp;  // geo features, view dims (0 or 3), padded colour input, hidden (raw, padded)
