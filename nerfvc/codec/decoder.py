@@ -307,12 +307,14 @@ def decode_stream(
             continue
         skipping = False
         pos += pkt.size
-        if pkt.index + pkt.count > limit:
-            continue  # cannot belong to this stream
-        if pkt.kind == TYPE_FALLBACK:
+        if pkt.kind == TYPE_FALLBACK:  # indexed by camera frame
+            if h.num_frames and pkt.index >= h.display_frames:
+                continue  # cannot belong to this stream
             rep.fallback.append(FallbackPacket(pkt.index, pkt.step_index, pkt.payload, pkt.size))
             rep.fallback_bytes += pkt.size
             continue
+        if pkt.index + pkt.count > limit:
+            continue  # cannot belong to this stream
         try:
             got = dec._decode_parsed(pkt)
         except BitstreamError:

@@ -7,7 +7,8 @@ the entropy model predicts before any frame is seen)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from nerfvc.codec.framing import (
     build_packet,
     fp_bytes,
     paper_payload,
+    parse_packet,
 )
 from nerfvc.codec.tables import (
     STEP_INDEX_MAX,
@@ -39,6 +41,9 @@ from nerfvc.codec.tables import (
     step_from_index,
 )
 from nerfvc.errors import InputError
+
+if TYPE_CHECKING:
+    from nerfvc.codec.decoder import FallbackPacket
 
 # Framing bytes of an empty single-frame delta and key packet (the layout is framing's)
 _EMPTY_DELTA_BYTES = len(build_packet(bytes(8), TYPE_DELTA, 0, b""))
@@ -291,6 +296,28 @@ def encode_stream(
 
 
 # -- rate control: the finest step whose real coded size fits a target rate ------------------------------
+def insert_fallback(data: bytes, fingerprint: str, packets: Iterable[FallbackPacket]) -> bytes:
+    """A whole stream ``data`` with the quality guard's fallback ``packets`` (camera-frame indices) framed
+    and inserted, each before the feature packet carrying the coded frame at or before its camera frame (so
+    a reader meets the picture before the frames it applies to); the header is unchanged."""
+    fp = fp_bytes(fingerprint)
+    header = StreamHeader.from_bytes(data[:HEADER_SIZE])
+    pending = sorted(packets, key=lambda p: p.index)
+    out, pos, next_index = [data[:HEADER_SIZE]], HEADER_SIZE, 0
+    while pos < len(data):
+        pkt = parse_packet(fp, data, pos, next_index=next_index)
+        if pkt.kind != TYPE_FALLBACK:
+            last = pkt.index + pkt.count - 1  # the packet's last coded frame
+            while pending and pending[0].index // header.frame_step <= last:
+                p = pending.pop(0)
+                out.append(build_packet(fp, TYPE_FALLBACK, p.index, p.picture, p.alpha))
+            next_index = last + 1
+        out.append(data[pos : pos + pkt.size])
+        pos += pkt.size
+    out += [build_packet(fp, TYPE_FALLBACK, p.index, p.picture, p.alpha) for p in pending]
+    return b"".join(out)
+
+
 def clip_kbps(
     tables: CodecTables,
     fingerprint: str,

@@ -277,7 +277,7 @@ def _score_nerfvc(run, receiver, points, face, dists_frames, nerfvc_info, say, k
 def _score_guarded(run, receiver, p, frames, face, dists_frames, nerfvc_info, say) -> None:
     """The same rate point with the sender's quality guard and fallback pictures (docs/guard.md) as
     ``nerfvc+guard``: its rate includes every fallback bit; ``fallback_share`` = frames in fallback."""
-    from nerfvc.guard.eval import guarded_frames
+    from nerfvc.guard.sequence import guarded_frames
 
     shown, g = guarded_frames(receiver, run.gt, p.expression, p.pose, frames, nerfvc_info["fps"])
     kbps = p.kbps + g["fallback_kbps"]

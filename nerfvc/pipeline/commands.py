@@ -16,6 +16,7 @@ from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import EXIT_PARTIAL, BitstreamError, InputError
 from nerfvc.features import load_features, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
+from nerfvc.guard.fallback import GuardConfig
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
 from nerfvc.pipeline.receiver import ReceiverPipeline
 from nerfvc.pipeline.sender import SenderPipeline
@@ -45,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fps",
         type=number_in(MIN_FPS, MAX_FPS),
         help="frame rate (default: from the features' timestamps, else 25)",
+    )
+    p.add_argument(
+        "--guard",
+        action="store_true",
+        help="run the quality guard (docs/guard.md): render each decoded frame small, compare it with the "
+        "video frame, and add fallback pictures where the render would be worse (their bits count)",
     )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
     p.add_argument(
@@ -91,11 +98,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_encode(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.features is None):
         raise InputError("give either a VIDEO or --features F.npz")
+    if args.guard and args.video is None:
+        raise InputError("--guard compares renders with the video's frames: give a VIDEO, not --features")
+    if args.guard and args.mode == "paper":
+        raise InputError("--guard needs --mode nerfvc (paper streams have no fallback packets)")
+    guard = GuardConfig() if args.guard else None
     sender = SenderPipeline.from_model_dir(args.model)
     if args.features:
         clip = sender.read_features(args.features)
     else:
-        clip = sender.track_video(args.video)
+        clip = sender.track_video(args.video, keep_size=guard.picture_size if guard else None)
         if warning := clip.warning():
             print(f"warning: {warning}", file=sys.stderr)
     fps = round(args.fps or clip.fps or 25.0, 3)
@@ -115,7 +127,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
         frames_per_packet=args.frames_per_packet or (1 if args.mode == "paper" else FILE_FRAMES_PER_PACKET),
         frame_step=args.frame_step,
     )
-    dt = time.perf_counter() - t0
     n = len(clip.pose)
     bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
     if args.kbps is not None and bits * fps / 1000 > args.kbps:
@@ -123,7 +134,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
             f"--kbps {args.kbps:g} is out of reach: this clip codes at {bits * fps / 1000:.3f} kbps at the "
             "coarsest setting (nothing written)"
         )
-    write_bytes_atomic(args.output, data)
     # step index of the first keyframe (byte 5 of the first packet, signed)
     k = (
         int.from_bytes(data[HEADER_SIZE + 5 : HEADER_SIZE + 6], "big", signed=True)
@@ -133,6 +143,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
     frame_step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
     how += f", 1 frame in {frame_step} coded" if frame_step > 1 else ""
+    if guard is not None:  # --kbps is the features' rate; the fallback pictures come on top
+        assert clip.frames is not None
+        data, g = sender.guard_stream(data, clip.frames, guard)
+        how += f"; guard: {g['pictures']} fallback pictures, {g['fallback_kbps']:.3f} kbps of the total"
+        bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)
+    dt = time.perf_counter() - t0
+    write_bytes_atomic(args.output, data)
     print(
         f"{args.output}: {n} frames, {len(data)} bytes, {bits:.1f} bits/frame, {bits * fps / 1000:.3f} kbps "
         f"at {fps:g} fps ({how}, {dt / max(n, 1) * 1e6:.0f} us/frame)"
@@ -152,11 +169,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise BitstreamError(f"{args.stream}: nothing decodable ({rep.summary()}); nothing written")
     print(f"{args.stream}: {rep.summary()}")
     if str(args.output).lower().endswith(".mp4"):
-        print(receiver.write_video(args.output, dec.expression, dec.pose, args.size, dec.fps))
+        print(receiver.write_video(args.output, dec.expression, dec.pose, args.size, dec.fps, rep.fallback))
     else:
         extra = {"code": dec.code} if receiver.codec.embedding is not None else {}
         save_features(args.output, expression=dec.expression, pose=dec.pose, valid=dec.valid, **extra)
         print(f"wrote {len(dec.pose)} frames of features to {args.output}")
+        if rep.fallback:
+            print(f"note: the stream's {len(rep.fallback)} fallback packets are shown only in a decoded .mp4")
     if rep.concealed:  # written, but not every frame is what was sent: partial success
         print(f"nerfvc decode: {rep.concealed} of {len(dec.pose)} frames concealed (exit {EXIT_PARTIAL})")
         return EXIT_PARTIAL

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nerfvc.codec.decoder import StreamDecoder, StreamReport, decode_stream
+from nerfvc.codec.decoder import FallbackPacket, StreamDecoder, StreamReport, decode_stream
 from nerfvc.codec.framing import StreamHeader
+from nerfvc.guard.fallback import Compositor
 from nerfvc.pipeline.model import ModelCodec
 
 if TYPE_CHECKING:
@@ -125,8 +126,19 @@ class ReceiverPipeline:
         return parse_size(size, camera.width, camera.height)
 
     def write_video(
-        self, output: str | Path, expression: np.ndarray, pose: np.ndarray, size: str | int | None, fps: float
+        self,
+        output: str | Path,
+        expression: np.ndarray,
+        pose: np.ndarray,
+        size: str | int | None,
+        fps: float,
+        fallback: list[FallbackPacket] | None = None,
     ) -> str:
-        """Render features ``(N, D)`` and poses ``(N, 12)`` at ``size`` into an mp4 → a one-line summary."""
+        """Render features ``(N, D)`` and poses ``(N, 12)`` at ``size`` into an mp4, the quality guard's
+        ``fallback`` packets (a decoded stream's ``report.fallback``) composed over the renders → a one-line
+        summary."""
         width, height = self.frame_size(size)
-        return self.renderer().write_video(output, expression, pose, width, height, fps)
+        comp = Compositor()
+        comp.add(fallback or [])
+        msg = self.renderer().write_video(output, expression, pose, width, height, fps, comp.compose)
+        return msg + (f", {comp.frames_in_fallback} frames with a fallback picture" if fallback else "")

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nerfvc.codec.encoder import StreamEncoder, encode_stream, live_rate
+from nerfvc.codec.encoder import StreamEncoder, encode_stream, insert_fallback, live_rate
 from nerfvc.errors import FaceError, InputError
 from nerfvc.features import load_features, model_input, model_inputs
+from nerfvc.guard.fallback import GuardConfig
+from nerfvc.guard.picture import shrink
+from nerfvc.guard.sequence import guard_packets
 from nerfvc.modeldir import model_torso_dims
 from nerfvc.pipeline.model import ModelCodec
 
@@ -119,14 +122,19 @@ class SenderPipeline:
         return FrameTracker(tracker, self.torso_dims)
 
     def track_clip(
-        self, frames: Iterable[tuple[np.ndarray, float]], source: str, keep_frames: bool = False
+        self,
+        frames: Iterable[tuple[np.ndarray, float]],
+        source: str,
+        keep_frames: bool = False,
+        keep_size: int | None = None,
     ) -> FeatureClip:
         """Track a whole clip of ``(rgb (H, W, 3) uint8, t)`` frames → features, with the lost-frame policy.
 
         :class:`FaceError` unless a single face is tracked in most frames (none, or two, fail a frame);
         failed frames hold the nearest earlier tracked frame's features (the first tracked frame's before
         it): :meth:`FeatureClip.warning` names them. ``keep_frames`` keeps the frames cropped to the
-        camera's aspect (the reference an evaluation scores against).
+        camera's aspect (the reference an evaluation scores against), shrunk to ``keep_size`` px on the
+        longer side when given (what the quality guard needs of them).
         """
         features, pose, ok, times, kept = [], [], [], [], []
         with self.tracker(max_num_faces=CLIP_MAX_FACES) as tracker:
@@ -137,7 +145,8 @@ class SenderPipeline:
                 ok.append(f.ok)
                 times.append(float(t))
                 if keep_frames:
-                    kept.append(tracker.crop(rgb))
+                    crop = tracker.crop(rgb)
+                    kept.append(crop if keep_size is None else shrink(crop, keep_size))
         if not features:
             raise InputError(f"{source}: no frames")
         n, good = len(ok), np.flatnonzero(ok)
@@ -159,11 +168,12 @@ class SenderPipeline:
             np.stack(kept) if keep_frames else None,
         )
 
-    def track_video(self, path: str | Path) -> FeatureClip:
-        """Track every frame of a video file (:meth:`track_clip`)."""
+    def track_video(self, path: str | Path, keep_size: int | None = None) -> FeatureClip:
+        """Track every frame of a video file (:meth:`track_clip`); with ``keep_size``, keep the frames
+        (cropped, shrunk to that longer side)."""
         from nerfvc.io.video import read_frames
 
-        return self.track_clip(read_frames(path), str(path))
+        return self.track_clip(read_frames(path), str(path), keep_size is not None, keep_size)
 
     def read_features(self, path: str | Path) -> FeatureClip:
         """A features ``.npz`` (expression (N,E), pose (N,12), optional torso, valid, timestamps) → the
@@ -184,6 +194,21 @@ class SenderPipeline:
         are :func:`nerfvc.codec.encode_stream`'s (``kbps``, ``step_index``, ``frames_per_packet``, ...)."""
         c = self.codec
         return encode_stream(c.tables, c.fingerprint, self.to_code(features), pose, fps=fps, **options)
+
+    def guard_stream(
+        self, data: bytes, camera: np.ndarray, config: GuardConfig | None = None
+    ) -> tuple[bytes, dict]:
+        """The quality guard over a coded clip (docs/guard.md), as a classic encoder runs its own decoder:
+        decode ``data`` as the receiver will, render each camera frame's decoded features at the guard's
+        check size, compare with ``camera`` (N,H,W,3) uint8 (the frames cropped to the model camera, at
+        least the picture size) → the stream with the fallback packets inserted, and the guard's summary
+        (:func:`nerfvc.guard.sequence.guard_packets`)."""
+        from nerfvc.pipeline.receiver import ReceiverPipeline
+
+        receiver = ReceiverPipeline(self.model_dir, self.codec)
+        decoded = receiver.decode_stream(data)
+        packets, info = guard_packets(receiver, camera, decoded.expression, decoded.pose, decoded.fps, config)
+        return insert_fallback(data, self.codec.fingerprint, packets), info
 
     def stream_encoder(self, fps: float, frame_step: int | None = None, **options: Any) -> FeatureEncoder:
         """A per-frame encoder for a live call at camera rate ``fps``; ``options`` are

@@ -10,7 +10,7 @@ points); ``reference=True`` renders every ray with ``PortraitNeRF.render_rays`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +149,11 @@ class Renderer:
         width: int,
         height: int,
         fps: float,
+        compose: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ) -> str:
         """Render expressions ``(N, E)`` and poses ``(N, 12)`` at ``width``×``height`` into an H.264 mp4 →
-        a one-line summary (frames, size, median render time)."""
+        a one-line summary (frames, size, median render time). ``compose(i, frame)``, when given, makes
+        frame i's shown picture from its render (the quality guard's fallback)."""
         times: list[float] = []
 
         def frames() -> Iterator[np.ndarray]:
@@ -159,7 +161,7 @@ class Renderer:
                 t = time.perf_counter()
                 img = self.render(expression[i], pose[i], width, height)
                 times.append(time.perf_counter() - t)
-                yield img
+                yield compose(i, img) if compose else img
 
         count = write_video(output, frames(), fps)
         ms = 1000 * float(np.median(times)) if times else 0.0

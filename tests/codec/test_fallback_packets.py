@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream
+from nerfvc.codec import StreamDecoder, StreamEncoder, decode_stream, encode_stream
+from nerfvc.codec.decoder import FallbackPacket
+from nerfvc.codec.encoder import insert_fallback
 from nerfvc.codec.framing import HEADER_SIZE, TYPE_FALLBACK, parse_packet
 from nerfvc.errors import BitstreamError
 
@@ -96,3 +98,40 @@ def test_damaged_streams_with_fallback_packets(with_fallback, tables):
     for n in range(0, len(data), 5):
         rep = _check_decode(data[:n], tables, ref)
         assert (rep is None) == (n < HEADER_SIZE)
+
+
+@pytest.mark.parametrize("frame_step", [1, 3])
+def test_insert_fallback_places_packets_before_their_frames(feats, tables, frame_step):
+    """A whole stream gets the guard's packets (camera-frame indices) in front of the feature packet that
+    carries their frame; features decode as before and every packet is kept, also past the last coded frame
+    when the frame step is > 1."""
+    code, pose = feats[0][:13], feats[1][:13]
+    plain = encode_stream(tables, FP, code, pose, frames_per_packet=2, frame_step=frame_step)
+    last = 12  # the last camera frame: past the last coded frame index (4) when the frame step is 3
+    sent = [FallbackPacket(7, 255, PICTURE), FallbackPacket(0, 0, b""), FallbackPacket(last, 128, b"")]
+    data = insert_fallback(plain, FP, sent)
+    code0, pose0, _ = decode_stream(plain, tables, FP)
+    code1, pose1, rep = decode_stream(data, tables, FP)
+    np.testing.assert_array_equal(code1, code0)
+    np.testing.assert_array_equal(pose1, pose0)
+    assert [(f.index, f.alpha, f.picture) for f in rep.fallback] == [
+        (0, 0, b""),
+        (7, 255, PICTURE),
+        (last, 128, b""),
+    ]
+    assert rep.fallback_bytes == len(data) - len(plain) and rep.corrupt_packets == 0
+    # the packet order: (True, last coded frame) for feature packets, (False, camera frame) for fallback ones
+    order, pos, next_index = [], HEADER_SIZE, 0
+    while pos < len(data):
+        p = parse_packet(bytes.fromhex(FP), data, pos, next_index=next_index)
+        if p.kind == TYPE_FALLBACK:
+            order.append((False, p.index))
+        else:
+            order.append((True, p.index + p.count - 1))
+            next_index = p.index + p.count
+        pos += p.size
+    for k, (is_features, idx) in enumerate(order):
+        if not is_features:  # after every feature packet of earlier coded frames, before the one of its own
+            coded = idx // frame_step
+            assert all(j < coded for f, j in order[:k] if f)
+            assert all(j >= coded for f, j in order[k + 1 :] if f)

@@ -131,7 +131,7 @@ def test_fallback_policy_and_compositor():
 
 def test_guarded_frames_for_eval():
     """nerfvc eval's guard path: a render that goes bad gets fallback frames, bits and a share."""
-    from nerfvc.guard.eval import guarded_frames
+    from nerfvc.guard.sequence import guarded_frames
 
     class FakeRenderer:  # renders the camera frame, or noise for "out of range" frames
         def __init__(self, cam):
