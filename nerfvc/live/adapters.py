@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nerfvc.errors import InputError
+from nerfvc.guard.picture import shrink
 from nerfvc.live.interfaces import SourceFrame
 from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 
@@ -43,8 +44,9 @@ class TrackedSource:
     Falls behind gracefully: a file frame more than two frame intervals late is skipped (not tracked).
     ``frame_step`` m: only every m-th camera frame is tracked and sent (set it to the encoder's; the others
     are not tracked at all). ``camera_frames`` counts every frame read, the media the call covers.
-    ``keep_images`` keeps the RGB frames for the classic-codec fallback. A frame without a single face
-    repeats the last tracked frame's features.
+    ``keep_images`` keeps the RGB frames for the classic-codec fallback; ``crop_size`` keeps each frame
+    cropped to the model camera and shrunk to that longer side (``SourceFrame.crop``, for the quality
+    guard). A frame without a single face repeats the last tracked frame's features.
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class TrackedSource:
         video: str | None = None,
         camera: int | None = None,
         keep_images: bool = False,
+        crop_size: int | None = None,
     ) -> None:
         if (video is None) == (camera is None):
             raise InputError("give either --video FILE or --camera N")
         self.video, self.camera, self.keep_images = video, camera, keep_images
+        self.crop_size = crop_size
         self.skipped = 0
         self.camera_frames = 0
         self.frame_step = 1
@@ -111,4 +115,5 @@ class TrackedSource:
         for rgb, t, captured in self._raw():
             f = self.tracker.track(rgb, t)
             image = rgb if self.keep_images else None
-            yield SourceFrame(t, f.features, f.pose, image, captured)
+            crop = shrink(self.tracker.crop(rgb), self.crop_size) if self.crop_size else None
+            yield SourceFrame(t, f.features, f.pose, image, captured, crop)

@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classic-kbps", type=positive, default=100.0, help="classic codec bitrate (default 100)")
     p.add_argument("--classic-size", type=int, default=256, help="classic codec frame size (default 256)")
     p.add_argument("--drop", type=float, default=0.0, help="inject this fraction of message loss (testing)")
+    p.add_argument(
+        "--guard",
+        action="store_true",
+        help="run the quality guard (docs/guard.md): render each coded frame small here, compare it with the "
+        "camera frame and send fallback pictures where the render would be worse (their bits count)",
+    )
     p.set_defaults(func=cmd_send)
 
 
@@ -129,6 +135,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Run one call to its end; print the sender's numbers as JSON."""
+    from nerfvc.guard.fallback import GuardConfig
     from nerfvc.live import adapters
     from nerfvc.live.classic import ClassicEncoder
     from nerfvc.live.sender import Sender, SenderConfig, check_url
@@ -145,15 +152,28 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not 0 <= args.drop < 1:
         raise InputError("--drop must be in [0, 1)")
     pipeline = SenderPipeline.from_model_dir(args.model)
-    source = adapters.TrackedSource(pipeline, args.video, args.camera, keep_images=bool(args.classic))
+    guard_config = GuardConfig() if args.guard else None
+    source = adapters.TrackedSource(
+        pipeline,
+        args.video,
+        args.camera,
+        keep_images=bool(args.classic),
+        crop_size=guard_config.picture_size if guard_config else None,
+    )
     encoder = pipeline.stream_encoder(source.fps, frame_step=args.frame_step, kbps=args.kbps)
     source.frame_step = encoder.frame_step  # the frames between coded ones are not even tracked
+    guard = None
+    if guard_config is not None:
+        from nerfvc.live.guard import LiveGuard
+
+        renderer = adapters.make_renderer(args.model)
+        guard = LiveGuard(encoder, renderer, source.fps, guard_config)
     classic = (
         ClassicEncoder(args.classic, args.classic_kbps, source.fps, args.classic_size)
         if args.classic
         else None
     )
     config = SenderConfig(url, args.token, pack=args.pack, drop=args.drop, mark_every=5)
-    report = asyncio.run(Sender(source, encoder, config, classic).run())
+    report = asyncio.run(Sender(source, encoder, config, classic, guard).run())
     print(json.dumps(report.summary(), indent=2), file=sys.stdout)
     return 0

@@ -28,6 +28,7 @@ class SourceFrame:
     image: np.ndarray | None = None  # uint8 RGB (H, W, 3), only needed by the classic-codec fallback
     capture_time: float | None = None  # time.time() when the frame was captured; None: the sender paces
     # the source by ``timestamp`` and takes the scheduled time as the capture time
+    crop: np.ndarray | None = None  # uint8 RGB cropped to the model camera (shrunk), for the quality guard
 
 
 @runtime_checkable
@@ -73,11 +74,13 @@ class PacketDecoder(Protocol):
     """Receiver half of the codec (``ReceiverPipeline.packet_decoder`` → ``nerfvc.pipeline.FeatureDecoder``).
 
     ``decode`` raises an exception (``BitstreamError``) on a damaged packet; the receiver counts it as lost.
+    It returns None for a packet without a frame (a fallback packet of the quality guard); a decoder that
+    has them lists the fallback packets received so far in ``fallback``.
     """
 
     def read_header(self, data: bytes) -> Any: ...
 
-    def decode(self, packet: bytes) -> DecodedFrameLike: ...
+    def decode(self, packet: bytes) -> DecodedFrameLike | None: ...
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from nerfvc.guard.fallback import Compositor
 from nerfvc.live.classic import CLASSIC_CODECS, ClassicDecoder
 from nerfvc.live.interfaces import DecodedFrameLike, FrameRenderer, PacketDecoder
 from nerfvc.live.stats import LatencyMeter, RateMeter, percentile_ms
@@ -149,6 +150,11 @@ class CallState:
     classic_decoder: ClassicDecoder | None = None
     classic_bytes: int = 0
     link_bytes0: int = 0
+    frame_step: int = 1  # coded frame i is camera frame i · frame_step (the stream header's)
+    # the quality guard's fallback pictures, composed over the renders (docs/guard.md)
+    compositor: Compositor = field(default_factory=Compositor)
+    fallback_packets: int = 0
+    compose_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def lost(self) -> int:
@@ -356,12 +362,13 @@ class Receiver:
         kind = msg["type"]
         if kind == "hello":
             try:
-                call.decoder.read_header(base64.b64decode(msg["header"], validate=True))
+                header = call.decoder.read_header(base64.b64decode(msg["header"], validate=True))
             except Exception as e:
                 log.error("stream header refused: %s", e)
                 self._send_control(call, {"type": "error", "message": str(e)})
                 return
             call.has_header = True
+            call.frame_step = int(getattr(header, "frame_step", 1) or 1)
             call.fps = float(msg.get("fps") or 25.0)
             call.pack = int(msg.get("pack") or 1)
             codec = msg.get("classic")
@@ -407,6 +414,12 @@ class Receiver:
                 log.debug("bad packet: %s", e)
                 call.corrupt += 1
                 self._want_keyframe(call)
+                continue
+            if frame is None:  # a fallback packet of the sender's quality guard: no frame
+                fallback = getattr(call.decoder, "fallback", [])
+                with call.compose_lock:
+                    call.compositor.add(fallback[call.fallback_packets :])
+                call.fallback_packets = len(fallback)
                 continue
             self._on_frame(call, frame)
 
@@ -469,6 +482,8 @@ class Receiver:
             t = time.perf_counter()
             try:
                 rgb = self.renderer.render(frame.expression, frame.pose, size, size)
+                with call.compose_lock:
+                    rgb = call.compositor.compose(int(frame.index) * call.frame_step, rgb)
             except Exception:
                 log.exception("render failed")
                 with self._cond:
@@ -651,6 +666,8 @@ class Receiver:
                 bad_control=call.bad_control,
                 keyframes=call.keyframes,
                 keyframe_requests=call.keyframe_requests,
+                fallback_packets=call.fallback_packets,
+                frames_in_fallback=call.compositor.frames_in_fallback,
                 highest_index=call.highest,
                 rtt_ms=None if call.rtt is None else round(1000 * call.rtt, 2),
             )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
@@ -28,6 +28,9 @@ from nerfvc.live.transport import (
     pack_packets,
     rtc_configuration,
 )
+
+if TYPE_CHECKING:
+    from nerfvc.live.guard import LiveGuard
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class SenderReport:
     fps: float = 0.0
     classic_bytes: int = 0
     classic_messages: int = 0
+    fallback_packets: int = 0  # the quality guard's (their bytes are also in payload_bytes)
+    fallback_bytes: int = 0
     link_bytes_sent: int = 0  # measured DTLS bytes (all channels)
     duration_s: float = 0.0
     quantized: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
@@ -99,11 +104,13 @@ class Sender:
         encoder: PacketEncoder,
         config: SenderConfig,
         classic: ClassicEncoder | None = None,
+        guard: LiveGuard | None = None,
     ) -> None:
         self.source = source
         self.encoder = encoder
         self.config = config
         self.classic = classic
+        self.guard = guard  # the quality guard: fallback pictures where the render would be worse
         self.report = SenderReport(fps=float(source.fps))
         self.pc: Any = None
         self._control: Any = None
@@ -186,6 +193,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(1, thread_name_prefix="nerfvc-source")
         classic_pool = ThreadPoolExecutor(1, thread_name_prefix="nerfvc-classic")
+        guard_pool = ThreadPoolExecutor(1, thread_name_prefix="nerfvc-guard")
         it: Iterator[SourceFrame] = iter(self.source)
         pending: list[bytes] = []
         marks_i: list[int] = []
@@ -218,6 +226,14 @@ class Sender:
                     rec = getattr(self.encoder, "last_reconstruction", None)
                     if rec is not None:
                         self.report.quantized[n] = (np.array(rec[0]), np.array(rec[1]))
+                if self.guard is not None and frame.crop is not None:
+                    for fallback in await loop.run_in_executor(guard_pool, self.guard.packets, n, frame.crop):
+                        self._flush(lossy, control, pending, marks_i, marks_t)  # earlier frames go first
+                        pending.append(fallback)
+                        self._flush(lossy, control, pending, marks_i, marks_t)
+                        self.report.payload_bytes += len(fallback)
+                        self.report.fallback_bytes += len(fallback)
+                        self.report.fallback_packets += 1
                 self.report.frames += 1
                 self.report.payload_bytes += len(packet)
                 pending.append(packet)
@@ -243,6 +259,7 @@ class Sender:
             self.report.link_bytes_sent = _dtls_bytes(self.pc, "bytesSent")
             pool.shutdown(wait=False, cancel_futures=True)
             classic_pool.shutdown(wait=False, cancel_futures=True)
+            guard_pool.shutdown(wait=False, cancel_futures=True)
             if self.classic is not None:
                 self.classic.close()
             await self.pc.close()

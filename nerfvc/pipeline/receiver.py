@@ -45,11 +45,21 @@ class FeatureDecoder:
         """Check the stream header against the model (:meth:`nerfvc.codec.StreamDecoder.read_header`)."""
         return self.decoder.read_header(data)
 
-    def decode(self, packet: bytes) -> DecodedFeatures:
-        """Decode one packet → its frame; raises :class:`~nerfvc.errors.BitstreamError` if it is damaged."""
-        f = self.decoder.decode(packet)
+    def decode(self, packet: bytes) -> DecodedFeatures | None:
+        """Decode one packet → its (last) frame, or None for a packet without one (the quality guard's
+        fallback packets, kept in :attr:`fallback`); raises :class:`~nerfvc.errors.BitstreamError` if it is
+        damaged."""
+        frames = self.decoder.decode_frames(packet)
+        if not frames:
+            return None
+        f = frames[-1]
         expression = self.codec.to_expression(f.code[None])[0]
         return DecodedFeatures(f.index, f.code, expression, f.pose, f.is_key, f.concealed)
+
+    @property
+    def fallback(self) -> list[FallbackPacket]:
+        """The fallback packets received so far, in arrival order (docs/guard.md)."""
+        return self.decoder.fallback
 
 
 @dataclass

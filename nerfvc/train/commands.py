@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nerfvc.argtypes import int_in, non_negative, positive
+from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.configargs import ConfigArgs, Opt
 from nerfvc.render.model import ModelConfig
 from nerfvc.train.trainer import TrainConfig, train
@@ -27,6 +27,7 @@ TRAIN_OPTIONS = ConfigArgs(
     ),
     Opt("seed", metavar="N"),
     Opt("perceptual_weight", type=non_negative, metavar="W"),
+    Opt("error_frac", type=number_in(0, 1), metavar="F"),
 )
 MODEL_OPTIONS = ConfigArgs(
     ModelConfig,

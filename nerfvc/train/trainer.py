@@ -55,6 +55,7 @@ class TrainConfig:
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
     person_frac: float = 0.7
+    error_frac: float = 0.0  # share of each batch drawn from the error map (RaySampler; 0 = off)
     mask_weight: float = 0.1
     coarse_weight: float = 1.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
@@ -159,11 +160,20 @@ def _mask_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
 
 
 class RaySampler:
-    """Random training rays, biased toward each frame's person box."""
+    """Random training rays, biased toward each frame's person box and, with ``error_frac`` > 0, toward where
+    the model is still wrong: an error map (``error_cells``² cells per training frame, the running mean of
+    the fine squared error of every ray that fell in the cell, :meth:`record`) from which that share of each
+    batch is drawn, cells in proportion to their error (instant-ngp's error-map sampling)."""
 
-    def __init__(self, ds: PortraitDataset, person_frac: float):
+    def __init__(
+        self, ds: PortraitDataset, person_frac: float, error_frac: float = 0.0, error_cells: int = 32
+    ):
         self.ds = ds
         self.person_frac = person_frac
+        self.error_frac = error_frac
+        self.error_cells = error_cells
+        # (n_train·c·c,) running mean error per cell; starts equal, so the first draws are uniform
+        self.error = torch.ones(len(ds.train_idx) * error_cells**2) if error_frac > 0 else None
         h, w = ds.masks.shape[1:]
         my, mx = int(0.05 * h), int(0.05 * w)
         boxes = []
@@ -202,10 +212,13 @@ class RaySampler:
         return ray_batch(self.ds, f, yy.reshape(-1), xx.reshape(-1))
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` training rays (:func:`ray_batch`), plus ``cell`` (R,): each ray's error-map cell."""
         ds = self.ds
         h, w = ds.masks.shape[1:]
+        c = self.error_cells
+        n_err = round(n * self.error_frac) if self.error is not None else 0
+        n -= n_err
         k = torch.randint(0, len(self.train_idx), (n,))
-        f = self.train_idx[k]
         b = self.boxes[k]
         person = torch.rand(n) < self.person_frac
         y0 = torch.where(person, b[:, 0], torch.zeros(n))
@@ -214,7 +227,28 @@ class RaySampler:
         x1 = torch.where(person, b[:, 3], torch.full((n,), float(w)))
         y = (y0 + torch.rand(n) * (y1 - y0)).long().clamp(0, h - 1)
         x = (x0 + torch.rand(n) * (x1 - x0)).long().clamp(0, w - 1)
-        return ray_batch(ds, f, y, x)
+        if (
+            self.error is not None and n_err
+        ):  # cells in proportion to their error, a uniform pixel inside each
+            cell = torch.multinomial(self.error, n_err, replacement=True)  # (n_err,) flat indices
+            cy, cx = (cell // c) % c, cell % c
+            k = torch.cat([k, cell // (c * c)])
+            y = torch.cat([y, ((cy + torch.rand(n_err)) * h / c).long().clamp(0, h - 1)])
+            x = torch.cat([x, ((cx + torch.rand(n_err)) * w / c).long().clamp(0, w - 1)])
+        batch = ray_batch(ds, self.train_idx[k], y, x)
+        batch["cell"] = (k * c + y * c // h) * c + x * c // w
+        return batch
+
+    def record(self, cell: torch.Tensor, error: torch.Tensor, momentum: float = 0.9) -> None:
+        """Blend the per-ray squared errors ``error`` (R,) of rays in error-map cells ``cell`` (R,) into the
+        map: a cell's value moves toward the mean error of its rays in this batch (no-op without a map)."""
+        if self.error is None:
+            return
+        total = torch.zeros_like(self.error).index_add_(0, cell, error.detach().float())
+        count = torch.zeros_like(self.error).index_add_(0, cell, torch.ones(len(cell)))
+        hit = count > 0
+        self.error[hit] = momentum * self.error[hit] + (1 - momentum) * total[hit] / count[hit]
+        self.error.clamp_(min=1e-6)  # every cell keeps a chance
 
 
 MIN_LPIPS_SIZE = 32
@@ -321,7 +355,7 @@ def train(
         state = load_checkpoint(ckpt_dir, model, optim, dataset_fingerprint=ds.fingerprint)
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log.info("resuming at step %d (%.0f s trained)", step, elapsed)
-    sampler = RaySampler(ds, cfg.person_frac)
+    sampler = RaySampler(ds, cfg.person_frac, cfg.error_frac)
     total = cfg.minutes * 60 if cfg.minutes else math.inf
     budget = max(total * (1 - cfg.score_share) - (time.perf_counter() - t_call), 1e-3)  # loop, all runs
     train_expr = ds.expression[train_t]
@@ -374,6 +408,8 @@ def train(
                     train=True,
                 )
                 loss, mse = compute_loss(out_r, batch, cfg)
+                if sampler.error is not None and not patch:
+                    sampler.record(batch["cell"], ((out_r["rgb"] - batch["rgb"]) ** 2).mean(-1))
                 if patch:
                     side = math.isqrt(len(batch["rgb"]))
                     loss = loss + cfg.perceptual_weight * perceptual_loss(out_r["rgb"], batch["rgb"], side)

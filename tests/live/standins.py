@@ -128,11 +128,17 @@ class ArraySource:
     """A FeatureSource over precomputed arrays (paced by the sender)."""
 
     def __init__(
-        self, expression: np.ndarray, pose: np.ndarray, fps: float, images: list[np.ndarray] | None = None
+        self,
+        expression: np.ndarray,
+        pose: np.ndarray,
+        fps: float,
+        images: list[np.ndarray] | None = None,
+        crops: list[np.ndarray] | None = None,
     ):
-        self.expression, self.pose, self.fps, self.images = expression, pose, fps, images
+        self.expression, self.pose, self.fps, self.images, self.crops = expression, pose, fps, images, crops
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for i in range(len(self.expression)):
             image = self.images[i] if self.images is not None else None
-            yield SourceFrame(i / self.fps, self.expression[i], self.pose[i], image)
+            crop = self.crops[i] if self.crops is not None else None
+            yield SourceFrame(i / self.fps, self.expression[i], self.pose[i], image, crop=crop)

@@ -16,11 +16,15 @@ from nerfvc.codec import fit_codec
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import CODEC_FILE
 from nerfvc.embed.train import expansion_matrix
+from nerfvc.datasetdir import frame_path
+from nerfvc.guard.fallback import GuardConfig
+from nerfvc.live.guard import LiveGuard
 from nerfvc.live.interfaces import DebugDiscRenderer, FrameRenderer
 from nerfvc.live.receiver import Receiver
 from nerfvc.live.sender import Sender, SenderConfig, SenderReport
 from nerfvc.modeldir import finalize_model_dir
 from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
+from nerfvc.train.dataset import load_rgb
 from tests.live.standins import ArraySource
 
 
@@ -31,9 +35,12 @@ def _call(
     pose: np.ndarray,
     renderer: FrameRenderer,
     size: int = 64,
+    crops: list[np.ndarray] | None = None,
+    guard: GuardConfig | None = None,
     **config,
 ) -> tuple[SenderReport, Receiver]:
-    """One loopback call of ``features (N, D)``, ``pose (N, 12)`` at 25 fps; both ends record features."""
+    """One loopback call of ``features (N, D)``, ``pose (N, 12)`` at 25 fps; both ends record features.
+    With ``guard``, the sender runs the quality guard on ``crops`` with the model's own renderer."""
 
     async def go():
         rx = Receiver(receiver.packet_decoder, renderer, size=size, record=True)
@@ -41,7 +48,9 @@ def _call(
         try:
             enc = sender.stream_encoder(25.0)
             cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, record=True, **config)
-            report = await Sender(ArraySource(features, pose, 25.0), enc, cfg).run()
+            live_guard = LiveGuard(enc, receiver.renderer(), 25.0, guard) if guard else None
+            source = ArraySource(features, pose, 25.0, crops=crops)
+            report = await Sender(source, enc, cfg, guard=live_guard).run()
             await asyncio.sleep(0.3)
             deadline = asyncio.get_running_loop().time() + 30
             while rx.busy and asyncio.get_running_loop().time() < deadline:  # a frame still rendering
@@ -99,3 +108,22 @@ def test_call_with_an_embedding_model_renders_the_expanded_expression(tiny_embed
         delivered += 1
     assert delivered >= 0.9 * 30
     assert rx.frames_rendered > 0  # the NeRF took the expanded expressions (an 8-d code fails every render)
+
+
+def test_call_with_the_quality_guard_sends_pictures_the_receiver_composes(tiny_model):
+    """The sender's guard renders each coded frame with the (2-step, so poor) model, sends fallback packets
+    on the media channel before their frames, and the receiver composes them; features stay exact."""
+    ds, model = tiny_model
+    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    clip = sender.read_features(ds / "features.npz")
+    crops = [load_rgb(frame_path(ds, i)) for i in range(len(clip.pose))]
+    cfg = GuardConfig(check_size=32, picture_size=64, min_interval=4)
+    report, rx = _call(sender, receiver, clip.features, clip.pose, DebugDiscRenderer(), 32, crops, cfg)
+    stats = rx.summary()
+    assert report.frames == 24 and report.fallback_packets >= 1 and report.fallback_bytes > 0
+    assert stats["fallback_packets"] == report.fallback_packets  # a lossless channel delivers them all
+    assert stats["frames_in_fallback"] > 0 and stats["corrupt"] == 0  # composed, not taken for damage
+    for i, (expression, pose, concealed) in rx.features.items():
+        assert not concealed
+        np.testing.assert_array_equal(expression, report.quantized[i][0])
+        np.testing.assert_array_equal(pose, report.quantized[i][1])

@@ -384,3 +384,33 @@ def test_training_with_the_perceptual_term_runs(dataset, tmp_path):
     cfg = replace(tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16)
     result = train(dataset, tmp_path / "m", cfg, tiny_model())
     assert result.steps == 6 and np.isfinite(result.metrics["psnr"])
+
+
+def test_error_map_sampling_follows_the_recorded_error(dataset):
+    """With an error map, the error-driven share of a batch goes where the recorded errors are large, and
+    every ray's ``cell`` is the map cell of its frame and pixel."""
+    from nerfvc.train.trainer import RaySampler
+
+    ds = load_dataset(dataset)
+    c = 4
+    sampler = RaySampler(ds, 0.7, error_frac=0.5, error_cells=c)
+    torch.manual_seed(0)
+    b = sampler.sample(512)
+    k = torch.searchsorted(torch.from_numpy(ds.train_idx), (b["cell"] // (c * c)))  # train position
+    y, x = (b["cell"] // c) % c, b["cell"] % c
+    for i in range(0, 512, 37):  # the cell holds the ray's pixel: its colour is that frame's at a pixel there
+        f = int(ds.train_idx[int(b["cell"][i]) // (c * c)])
+        block = ds.frames[
+            f, y[i] * SIZE // c : (y[i] + 1) * SIZE // c, x[i] * SIZE // c : (x[i] + 1) * SIZE // c
+        ]
+        rgb = (b["rgb"][i] * 255).round().to(torch.uint8)
+        assert (block == rgb).all(-1).any(), "the ray's colour is not in its cell"
+    assert (k < len(ds.train_idx)).all()
+    hot = int(b["cell"][0])
+    cells = torch.arange(len(ds.train_idx) * c * c)
+    err = torch.where(cells == hot, 1.0, 1e-4)
+    for _ in range(100):  # the running mean converges to the recorded errors (0.9**100 of the start left)
+        sampler.record(cells, err)
+    share = (sampler.sample(2000)["cell"] == hot).float().mean()
+    assert share > 0.4  # about the error-driven half; a uniform draw puts 1 in n_train·c² there
+    assert RaySampler(ds, 0.7).error is None and "cell" in RaySampler(ds, 0.7).sample(8)
