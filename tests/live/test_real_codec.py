@@ -15,8 +15,8 @@ import pytest
 from nerfvc.codec import fit_codec
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import CODEC_FILE
-from nerfvc.embed.train import expansion_matrix
 from nerfvc.datasetdir import frame_path
+from nerfvc.embed.train import expansion_matrix
 from nerfvc.guard.fallback import GuardConfig
 from nerfvc.live.guard import LiveGuard
 from nerfvc.live.interfaces import DebugDiscRenderer, FrameRenderer
