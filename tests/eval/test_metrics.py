@@ -53,9 +53,9 @@ def test_reference_values(name):
 
 
 def test_dists_reference_values():
-    names = ["I03", "I06", "I08"]  # high, middle and low distortion (the other two of DISTS_REF: same check)
+    names = ["I03", "I08"]  # high and low distortion (the other three of DISTS_REF: the same check, slower)
     pairs = [_pair(n) for n in names]
-    got = ds.dists_batch(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]), batch=3)
+    got = ds.dists_batch(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]), batch=2)
     np.testing.assert_allclose(got, [DISTS_REF[n] for n in names], atol=1e-3)
     # single-pair API, reference first: DISTS is not symmetric in general, but the value must match the batch
     assert dists(*pairs[1]) == pytest.approx(got[1], abs=1e-6)
