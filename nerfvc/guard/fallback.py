@@ -10,11 +10,12 @@ receiver holds (the last fallback picture, decoded) and:
 - **blends**: when the held picture is closer to the camera frame than the render by more than
   ``margin_db``, the receiver is told (a fallback packet, only when the weight changes) to blend the picture
   over the render with the least-squares weight (quantized to eighths), else to show the render;
-- **refreshes**: a new picture is sent when the guard fires (render worse than the held picture would be if
+- **refreshes**: a new picture is coded when the guard fires (render worse than the held picture would be if
   it were fresh: ``render_db < fresh_db - margin_db``; before the first picture ``fresh_db = first_db``,
   30 dB, what a 128 px x265 QP 42 picture measured at 64 px) and the held picture has gone stale by
-  ``refresh_db``,
-  at most one per ``min_interval`` frames and within ``max_picture_kbps`` on average (a token bucket).
+  ``refresh_db``, at most one try per ``min_interval`` frames and within ``max_picture_kbps`` on average
+  (a token bucket); it is sent only if it beats the render by ``picture_gain_db`` (2 dB at 64 px: a
+  picture costs about 3.4 kbit, a marginal gain on one frame does not pay for it).
 
 Receiver (:class:`Compositor`): applies fallback packets from their frame index on; composes each rendered
 frame with the held picture (bicubic upsampled) at the packet's weight.
@@ -42,6 +43,7 @@ class GuardConfig:
     picture_codec: str = "hevc"
     picture_quality: int = 42  # x265 QP (webp/jpeg: 0-100 quality)
     margin_db: float = 0.5  # the picture must beat the render by this much to be shown
+    picture_gain_db: float = 2.0  # ... and a new picture must beat it by this much to be sent (~3.4 kbit)
     first_db: float = 30.0  # before any picture: what a fresh one is assumed to reach (check size, dB)
     refresh_db: float = 2.0  # a held picture this much worse than when it was sent is stale
     min_interval: int = 12  # frames between two pictures, at least
@@ -120,14 +122,17 @@ class SenderGuard:
         stale = self.held is None or h_db < self.fresh_db - cfg.refresh_db
         can = index - self.last_picture >= cfg.min_interval and self._tokens >= 0
         if fired and stale and can:
+            self.last_picture = index  # a try, sent or not: the next one waits ``min_interval``
             payload = encode_picture(camera_frame, cfg.picture_size, cfg.picture_codec, cfg.picture_quality)
-            self.held_full = decode_picture(payload)
-            self.held = self._small(upsample(self.held_full, *camera_frame.shape[1::-1]))
-            h_db = self.fresh_db = _db(_mse(self.held, cam))
-            self.last_picture = index
-            pic_bits = 8 * len(payload) + framing_bits
-            self._tokens -= pic_bits
-            packets.append(FallbackPacket(index, 0, payload))  # weight set below
+            full = decode_picture(payload)
+            small = self._small(upsample(full, *camera_frame.shape[1::-1]))
+            fresh_db = _db(_mse(small, cam))
+            if fresh_db > r_db + cfg.picture_gain_db:  # worth its bits: the receiver will show it
+                self.held_full, self.held, self.fresh_db = full, small, fresh_db
+                h_db = fresh_db
+                pic_bits = 8 * len(payload) + framing_bits
+                self._tokens -= pic_bits
+                packets.append(FallbackPacket(index, 0, payload))  # weight set below
         alpha = 0
         if self.held is not None and h_db > r_db + cfg.margin_db:
             d = self.held.astype(np.float32) - ren

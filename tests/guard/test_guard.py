@@ -155,3 +155,15 @@ def test_guarded_frames_for_eval():
     assert np.array_equal(shown[:5], rendered[:5])
     err_shown = np.abs(shown[5:].astype(int) - cam[5:]).mean()
     assert err_shown < np.abs(rendered[5:].astype(int) - cam[5:]).mean() / 3
+
+
+def test_a_picture_the_receiver_would_not_show_is_not_sent():
+    """The guard fires (an unreachable first_db) on a render as good as any picture: it codes a picture, finds
+    it no better than the render and sends nothing, trying again only after ``min_interval`` frames."""
+    y, x = np.mgrid[0:128, 0:128]
+    cam = np.stack([x * 2, y * 2, 255 - x], -1).astype(np.uint8)
+    guard = SenderGuard(GuardConfig(check_size=32, picture_size=64, first_db=90.0, min_interval=3))
+    decisions = [guard.step(i, cam, cam)[1] for i in range(6)]  # the render is the camera frame itself
+    assert all(d.fired for d in decisions)
+    assert all(d.picture_bits == 0 and d.packet_bits == 0 and d.alpha == 0 for d in decisions)
+    assert guard.held is None and guard.last_picture == 3  # tried at frames 0 and 3
