@@ -414,3 +414,22 @@ def test_error_map_sampling_follows_the_recorded_error(dataset):
     share = (sampler.sample(2000)["cell"] == hot).float().mean()
     assert share > 0.4  # about the error-driven half; a uniform draw puts 1 in n_train·c² there
     assert RaySampler(ds, 0.7).error is None and "cell" in RaySampler(ds, 0.7).sample(8)
+
+
+def test_skipping_the_background_leaves_the_frame_unchanged(trained, monkeypatch):
+    """The frame renderer evaluates the torso only where its coarse grid saw it: fewer torso rows, the same
+    frame (to within rounding) as evaluating it at every pixel the head lets through."""
+    from nerfvc.field.frame import FrameTorso
+
+    out, _ = trained
+    r = Renderer.from_model_dir(out)
+    x, pose, _ = frame_inputs(30)
+    rows: list[int] = []
+    call = FrameTorso.__call__
+    monkeypatch.setattr(FrameTorso, "__call__", lambda self, uv: (rows.append(len(uv)), call(self, uv))[1])
+    skipped = r.render(x[26], pose[26], SIZE, SIZE)
+    n_skipped, rows[:] = sum(rows), []
+    r.fast.skip_background = False
+    full = r.render(x[26], pose[26], SIZE, SIZE)
+    assert psnr(skipped, full) > 50.0
+    assert n_skipped < 0.9 * sum(rows), (n_skipped, sum(rows))
