@@ -295,7 +295,6 @@ def encode_stream(
     return b"".join(parts)
 
 
-# -- rate control: the finest step whose real coded size fits a target rate ------------------------------
 def insert_fallback(data: bytes, fingerprint: str, packets: Iterable[FallbackPacket]) -> bytes:
     """A whole stream ``data`` with the quality guard's fallback ``packets`` (camera-frame indices) framed
     and inserted, each before the feature packet carrying the coded frame at or before its camera frame (so
@@ -318,6 +317,7 @@ def insert_fallback(data: bytes, fingerprint: str, packets: Iterable[FallbackPac
     return b"".join(out)
 
 
+# -- rate control: the finest step whose real coded size fits a target rate ------------------------------
 def clip_kbps(
     tables: CodecTables,
     fingerprint: str,
