@@ -26,7 +26,9 @@ def test_send_and_receive_are_registered():
             "3",
         ]
     )
-    assert args.command == "send" and args.kbps == 3 and args.pack == 1
+    assert args.command == "send" and args.kbps == 3 and args.pack == 1 and not args.guard
+    send = ["send", "--model", "M", "--video", "v.mp4", "--to", "http://x", "--token", "T"]
+    assert parser.parse_args([*send, "--guard"]).guard
     with pytest.raises(SystemExit):
         parser.parse_args(["send", "--model", "M", "--to", "http://x", "--token", "T"])  # no source
 
