@@ -5,10 +5,15 @@ feature packet. Files run the same guard through :mod:`nerfvc.guard.sequence`.""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from nerfvc.guard.fallback import GuardConfig, SenderGuard
 from nerfvc.live.interfaces import FrameRenderer
+
+if TYPE_CHECKING:
+    from nerfvc.pipeline.sender import FeatureEncoder
 
 
 class LiveGuard:
@@ -20,11 +25,13 @@ class LiveGuard:
     frame (coded frame n is camera frame n · frame step), as in files.
     """
 
-    def __init__(self, encoder, renderer: FrameRenderer, fps: float, config: GuardConfig | None = None):
+    def __init__(
+        self, encoder: FeatureEncoder, renderer: FrameRenderer, fps: float, config: GuardConfig | None = None
+    ) -> None:
         self.encoder = encoder
         self.renderer = renderer
         self.config = config or GuardConfig()
-        self.frame_step = int(getattr(encoder, "frame_step", 1))
+        self.frame_step = encoder.frame_step
         self.guard = SenderGuard(self.config, fps / self.frame_step)  # one step per coded frame
         self.pictures = 0
 
