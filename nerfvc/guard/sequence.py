@@ -1,11 +1,10 @@
-"""The guard over a whole sequence: the sender's fallback packets for a clip's decoded features, and the
-receiver's frames composed with them. ``nerfvc encode --guard`` (through
-:meth:`nerfvc.pipeline.SenderPipeline.guard_stream`), ``nerfvc decode`` and ``nerfvc eval``'s
-``nerfvc+guard`` all run the guard through here."""
+"""The guard over a whole sequence: the sender's fallback packets for a clip's decoded features
+(:func:`guard_packets`, behind ``nerfvc encode --guard`` through
+:meth:`nerfvc.pipeline.SenderPipeline.guard_stream` and ``nerfvc eval``'s ``nerfvc+guard``); the receiver
+composes them with :class:`~nerfvc.guard.fallback.Compositor`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -55,17 +54,6 @@ def guard_packets(
     }
 
 
-def composed(
-    frames: Iterable[np.ndarray], packets: list[FallbackPacket], counter: Compositor | None = None
-) -> Iterator[np.ndarray]:
-    """The receiver's frames (rendered, in camera-frame order) with the fallback ``packets`` applied; pass a
-    ``counter`` :class:`Compositor` to read ``frames_in_fallback`` afterwards."""
-    comp = counter if counter is not None else Compositor()
-    comp.add(packets)
-    for i, frame in enumerate(frames):
-        yield comp.compose(i, frame)
-
-
 def guarded_frames(
     renderer: FrameRenderer,
     camera: np.ndarray,
@@ -80,6 +68,7 @@ def guarded_frames(
     them → the frames shown with the guard, and :func:`guard_packets`' summary plus ``fallback_share``."""
     packets, info = guard_packets(renderer, camera, expression, pose, fps, config)
     comp = Compositor()
-    shown = np.stack(list(composed(rendered, packets, comp)))
+    comp.add(packets)
+    shown = np.stack([comp.compose(i, frame) for i, frame in enumerate(rendered)])
     info["fallback_share"] = comp.frames_in_fallback / max(len(rendered), 1)
     return shown, info
