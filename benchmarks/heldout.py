@@ -3,6 +3,9 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/heldout.py --dataset /work/data/datasets/german --size 512 \\
         --label perceptual work/perc/german_base work/perc/german_perc
+
+``--render-sizes 256,224,192`` renders at each of those sizes and upscales to ``--size`` as the live
+receiver does when it falls behind (``nerfvc.live.adapt``), one model entry per render size.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from nerfvc.eval.lpips import lpips_batch
 from nerfvc.eval.metrics import csim
 from nerfvc.features import model_inputs
 from nerfvc.fsutil import read_json, write_json_atomic
+from nerfvc.live.adapt import upscale
 from nerfvc.metrics import psnr
 from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer
@@ -35,9 +39,13 @@ def heldout_ground_truth(dataset: Path, size: int) -> np.ndarray:
     return np.stack([load_rgb(frame_path(dataset, i), (size, size)) for i in range(c, d)])
 
 
-def render_frames(renderer: Renderer, code: np.ndarray, pose: np.ndarray, size: int) -> np.ndarray:
-    """Model inputs (N,E) and poses (N,12) rendered at size² → (N, size, size, 3) uint8."""
-    return np.stack([renderer.render(x, p, size, size) for x, p in zip(code, pose)])
+def render_frames(
+    renderer: Renderer, code: np.ndarray, pose: np.ndarray, size: int, render_size: int | None = None
+) -> np.ndarray:
+    """Model inputs (N,E) and poses (N,12) rendered at render_size² (default size) and upscaled to size² →
+    (N, size, size, 3) uint8."""
+    r = render_size or size
+    return np.stack([upscale(renderer.render(x, p, r, r), size) for x, p in zip(code, pose)])
 
 
 def pixel_scores(frames: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -48,19 +56,21 @@ def pixel_scores(frames: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     }
 
 
-def score(model: Path, dataset: Path, size: int) -> dict:
-    """Mean PSNR / LPIPS / CSIM of ``model`` on ``dataset``'s test frames at size²."""
+def score(model: Path, dataset: Path, size: int, render_size: int | None = None) -> dict:
+    """Mean PSNR / LPIPS / CSIM of ``model`` on ``dataset``'s test frames at size² (rendered at
+    render_size² and upscaled when given)."""
     manifest = read_manifest(dataset)
     _, (c, d) = dataset_split(manifest)
     feats = read_features(dataset, manifest)
     gt = heldout_ground_truth(dataset, size)
     out = render_frames(
-        Renderer.from_model_dir(model), model_inputs(feats, model)[c:d], feats["pose"][c:d], size
+        Renderer.from_model_dir(model), model_inputs(feats, model)[c:d], feats["pose"][c:d], size, render_size
     )
     trained = read_json(model / "nerf.json").get("trained", {})
     return {
         "model": str(model),
         "steps": trained.get("steps"),
+        "render_size": render_size or size,
         **pixel_scores(out, gt),
         "csim": float(np.mean([csim(o, g) for o, g in zip(out[::5], gt[::5])])),
         "frames": int(d - c),
@@ -72,6 +82,7 @@ def main() -> int:
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--render-sizes", default="", help="render at these sizes and upscale to --size")
     ap.add_argument("--label", required=True, help="entry name in the output JSON")
     ap.add_argument("--note", default="", help="what the models differ in")
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "heldout.json")
@@ -82,7 +93,11 @@ def main() -> int:
         "dataset": str(args.dataset),
         "size": args.size,
         "note": args.note,
-        "models": [score(m, args.dataset, args.size) for m in args.models],
+        "models": [
+            score(m, args.dataset, args.size, r)
+            for m in args.models
+            for r in ([int(v) for v in args.render_sizes.split(",")] if args.render_sizes else [None])
+        ],
     }
     for m in results[args.label]["models"]:
         print(json.dumps(m))

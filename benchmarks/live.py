@@ -1,6 +1,7 @@
 """Live-call benchmark on loopback: end-to-end latency and achieved fps at several render sizes → JSON.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/live.py [--model MODEL] [--sizes 128,256] [--no-browser]
+    PYTHONPATH=. .venv/bin/python benchmarks/live.py [--model MODEL] [--sizes 128,256] [--no-browser] \
+        [--fixed-size] [--pretracked] [--no-stand-ins] [-o benchmarks/results/live.json]
 
 Each size runs one real-time call of the clip over aiortc data channels (sender and receiver in one process,
 one event loop, rendering in the receiver's worker thread) with a headless-Chromium viewer attached when
@@ -9,9 +10,14 @@ Chromium is installed, plus the classic x265 fallback at 100 kbps on the same pe
 Latency: *capture → rendered* is sender capture time (clock-offset corrected) to the end of the render;
 *capture → displayed* adds half the round trip receiver → page → display acknowledgement.
 
-The stand-in runs always happen: the pipeline with the test stand-ins (a toy keyframe/delta codec, block-mean
-features from the clip, and the DEBUG disc renderer): those numbers measure the transport, worker and viewer
-overhead, not NeRF rendering. With ``--model`` runs with the real tracker, codec and NeRF renderer follow.
+The receiver renders below the display size when it falls behind (``nerfvc.live.adapt``; ``--fixed-size``:
+never). ``--pretracked`` tracks the clip before the call and replays it, as from a sender on another machine;
+without it the sender's tracking shares the 2 cores with the receiver.
+
+The stand-in runs (``--no-stand-ins``: skipped) use the pipeline with the test stand-ins (a toy
+keyframe/delta codec, block-mean features from the clip, and the DEBUG disc renderer): those numbers measure
+the transport, worker and viewer overhead, not NeRF rendering. With ``--model``, runs with the real
+tracker, codec and NeRF renderer follow.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from nerfvc.fsutil import write_json_atomic  # noqa: E402
 from nerfvc.live.classic import ClassicEncoder  # noqa: E402
-from nerfvc.live.interfaces import DebugDiscRenderer  # noqa: E402
+from nerfvc.live.interfaces import DebugDiscRenderer, SourceFrame  # noqa: E402
 from nerfvc.live.receiver import Receiver  # noqa: E402
 from nerfvc.live.sender import Sender, SenderConfig  # noqa: E402
 from nerfvc.live.transport import use_loopback_only  # noqa: E402
@@ -41,8 +47,33 @@ from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder, cli
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
+class PretrackedSource:
+    """The clip's frames tracked before the call, replayed at their media times: the call of a sender on
+    another machine (its tracking does not share the receiver's cores)."""
+
+    def __init__(self, sender, clip: str) -> None:
+        from nerfvc.io.video import probe, read_frames
+
+        tracker = sender.tracker()
+        self.fps = float(probe(clip).fps) or 25.0
+        self.frames = []
+        for rgb, t in read_frames(clip):
+            f = tracker.track(rgb, t)
+            self.frames.append(SourceFrame(t, f.features, f.pose, rgb))
+        self.frame_step = 1
+        self.camera_frames = len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames[:: self.frame_step])
+
+
 def _pieces(
-    model: str | None, clip: str, clip_data: tuple | None, workers: int = 1, kbps: float | None = None
+    model: str | None,
+    clip: str,
+    clip_data: tuple | None,
+    workers: int = 1,
+    kbps: float | None = None,
+    pretracked: bool = False,
 ):
     """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
     if model:
@@ -51,14 +82,17 @@ def _pieces(
         from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 
         sender = SenderPipeline.from_model_dir(model)
-        source = adapters.TrackedSource(sender, video=clip, keep_images=True)
+        if pretracked:
+            source = PretrackedSource(sender, clip)
+        else:
+            source = adapters.TrackedSource(sender, video=clip, keep_images=True)
         encoder = sender.stream_encoder(source.fps, kbps=kbps)
         source.frame_step = encoder.frame_step  # as `nerfvc send` does
         if workers > 1:  # as `nerfvc receive` does by default on 2+ cores
             renderer = RendererPool(workers, adapters.make_renderer, model, 1)
         else:
             renderer = ProcessRenderer(adapters.make_renderer, model)
-        label = f"model, {workers} render worker(s)"
+        label = f"model, {workers} render worker(s)" + (", tracked before the call" if pretracked else "")
         return source, encoder, ReceiverPipeline.from_model_dir(model).packet_decoder, renderer, label
     frames, code, pose, fps = clip_data  # type: ignore[misc]
     source = ArraySource(code, pose, fps, frames)
@@ -78,12 +112,12 @@ async def run_size(
     """One call at render size ``size``; ``delay`` (s) emulates a slow renderer (stand-ins only)."""
     workers = args.render_workers if args.model else 1
     source, encoder, factory, renderer, pieces = _pieces(
-        args.model, str(args.clip), clip_data, workers, args.kbps if args.model else None
+        args.model, str(args.clip), clip_data, workers, args.kbps if args.model else None, args.pretracked
     )
     if delay and isinstance(renderer, DebugDiscRenderer):
         renderer.delay = delay
         pieces += f" (render delayed {1000 * delay:.0f} ms per frame)"
-    rx = Receiver(factory, renderer, size=size, render_threads=workers)
+    rx = Receiver(factory, renderer, size=size, render_threads=workers, adapt_size=not args.fixed_size)
     port = await rx.start()
     classic = ClassicEncoder("x265", 100, source.fps, 256)
     cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, mark_every=1)
@@ -129,6 +163,9 @@ async def run_size(
         "source_fps": report.fps,
         "call_s": round(elapsed, 2),
         "render_ms_p50": s["render_ms_p50"],
+        "render_size_adapts": not args.fixed_size,
+        "render_size_mean": s["render_size_mean"],
+        "frames_below_display": s["frames_below_display"],
         "latency_capture_to_rendered_ms_p50": s["latency_p50_ms"],
         "latency_capture_to_rendered_ms_p95": s["latency_p95_ms"],
         "viewer_round_trip_ms_p50": s["view_rtt_p50_ms"],
@@ -155,10 +192,10 @@ async def main_async(args: argparse.Namespace) -> dict:
     chromium = None if args.no_browser else find_chromium()
     runs = []
     stand_ins = argparse.Namespace(**{**vars(args), "model": None})
-    for size in args.sizes:
+    for size in args.sizes if args.stand_ins else []:
         runs.append(await run_size(size, stand_ins, clip_data, chromium))
         print(json.dumps(runs[-1]), flush=True)
-    if args.slow_render_ms > 0:  # latest-wins rendering when the renderer is slower than the frame rate
+    if args.slow_render_ms > 0 and args.stand_ins:  # latest-wins: a renderer slower than the frame rate
         runs.append(await run_size(256, stand_ins, clip_data, chromium, args.slow_render_ms / 1000))
         print(json.dumps(runs[-1]), flush=True)
     if args.model:
@@ -191,6 +228,13 @@ def main() -> None:
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--kbps", type=float, help="target feature rate of the model's sender (live rate control)")
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--fixed-size", action="store_true", help="receiver always renders at the display size")
+    p.add_argument(
+        "--pretracked",
+        action="store_true",
+        help="model runs: track the clip before the call and replay it (a sender on another machine)",
+    )
+    p.add_argument("--stand-ins", action=argparse.BooleanOptionalAction, default=True, help="stand-in runs")
     p.add_argument(
         "--slow-render-ms", type=float, default=120, help="extra stand-in run, renderer this slow (0: off)"
     )

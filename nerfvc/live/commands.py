@@ -25,7 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)"
     )
     p.add_argument(
-        "--size", type=int, default=256, help="initial render size, 16..2048 (the viewer can change it)"
+        "--size", type=int, default=256, help="initial display size, 16..2048 (the viewer can change it)"
+    )
+    p.add_argument(
+        "--fixed-size",
+        action="store_true",
+        help="always render at the display size (default: render down to 3/4 of it and upscale when the "
+        "renderers cannot keep up with the call's frame rate)",
     )
     p.add_argument("--token", help="the sender's token: may start a call (default: random, printed)")
     p.add_argument(
@@ -115,6 +121,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         args.token,
         render_threads=workers,
         view_token=args.view_token,
+        adapt_size=not args.fixed_size,
     )
 
     async def serve() -> None:

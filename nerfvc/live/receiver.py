@@ -32,6 +32,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from nerfvc.guard.fallback import Compositor
+from nerfvc.live.adapt import RenderSizeController, upscale
 from nerfvc.live.classic import CLASSIC_CODECS, ClassicDecoder
 from nerfvc.live.interfaces import DecodedFrameLike, FrameRenderer, PacketDecoder
 from nerfvc.live.stats import LatencyMeter, RateMeter, percentile_ms
@@ -177,11 +178,17 @@ class Receiver:
         jpeg_quality: int = 85,
         render_threads: int = 1,
         view_token: str | None = None,
+        adapt_size: bool = True,
     ) -> None:
         self.decoder_factory = decoder_factory
         self.renderer = renderer  # with render_threads > 1 it must accept that many concurrent calls
         self.render_threads = max(1, int(render_threads))
-        self.size = int(size)
+        self.size = int(size)  # the display size; frames may render smaller (adapt_size)
+        # below the display size when the renderers cannot keep up with the call's frame rate (docs/live.md)
+        self.sizer = RenderSizeController(self.size, 25.0, self.render_threads) if adapt_size else None
+        self._sizer_lock = threading.Lock()
+        self.frames_below_display = 0  # frames rendered smaller than the display size and upscaled
+        self._render_size_sum = 0
         self.token = token or new_token()  # the sender's: offers (and viewing)
         self.view_token = view_token or new_token()  # the viewers': page, /ws, /stats only
         if hmac.compare_digest(self.token.encode(), self.view_token.encode()):
@@ -370,6 +377,9 @@ class Receiver:
             call.has_header = True
             call.frame_step = int(getattr(header, "frame_step", 1) or 1)
             call.fps = float(msg.get("fps") or 25.0)
+            if self.sizer is not None:
+                with self._sizer_lock:
+                    self.sizer.set_fps(call.fps / call.frame_step)
             call.pack = int(msg.get("pack") or 1)
             codec = msg.get("classic")
             call.classic_decoder = ClassicDecoder(codec) if codec else None
@@ -479,9 +489,14 @@ class Receiver:
                 self._slot = None
                 self._rendering += 1
             size = self.size
+            render_size = size if self.sizer is None else min(size, self.sizer.size)
             t = time.perf_counter()
             try:
-                rgb = self.renderer.render(frame.expression, frame.pose, size, size)
+                rgb = self.renderer.render(frame.expression, frame.pose, render_size, render_size)
+                if self.sizer is not None:
+                    with self._sizer_lock:
+                        self.sizer.observe(render_size, time.perf_counter() - t)
+                rgb = upscale(rgb, size)
                 with call.compose_lock:
                     rgb = call.compositor.compose(int(frame.index) * call.frame_step, rgb)
             except Exception:
@@ -494,14 +509,24 @@ class Receiver:
                 newest = self._published.get(id(call), -1)
                 if int(frame.index) > newest:
                     self._published[id(call)] = int(frame.index)
-                    self._show(frame, call, jpeg, size, t)
+                    self._show(frame, call, jpeg, size, render_size, t)
             with self._cond:
                 self._rendering -= 1
 
-    def _show(self, frame: DecodedFrameLike, call: CallState, jpeg: bytes, size: int, started: float) -> None:
+    def _show(
+        self,
+        frame: DecodedFrameLike,
+        call: CallState,
+        jpeg: bytes,
+        size: int,
+        render_size: int,
+        started: float,
+    ) -> None:
         """Count a rendered frame and send it to the viewers."""
         self.render_time.add(time.perf_counter() - started)
         self.frames_rendered += 1
+        self.frames_below_display += render_size < size
+        self._render_size_sum += render_size
         if len(self.render_stamps) < 1_000_000:
             self.render_stamps.append(time.monotonic())
         self.rendered.add()
@@ -511,6 +536,7 @@ class Receiver:
         meta = {
             "i": int(frame.index),
             "size": size,
+            "render_size": render_size,
             "latency": latency,
             "concealed": bool(frame.concealed),
         }
@@ -609,6 +635,9 @@ class Receiver:
         """Change the render size (takes effect at the next frame)."""
         if size in SIZES or 16 <= size <= 1024:
             self.size = int(size)
+            if self.sizer is not None:
+                with self._sizer_lock:
+                    self.sizer.set_display_size(self.size)
 
     async def _periodic(self) -> None:
         while True:
@@ -640,6 +669,8 @@ class Receiver:
         out: dict[str, Any] = {
             "renderer": getattr(self.renderer, "label", type(self.renderer).__name__),
             "size": self.size,
+            "render_size": self.size if self.sizer is None else min(self.size, self.sizer.size),
+            "frames_below_display": self.frames_below_display,
             "payload_kbps": round(payload_bps / 1000, 3),
             "wire_kbps": round(wire_bps / 1000, 3),
             "messages_per_s": round(msg_rate, 2),
@@ -686,4 +717,7 @@ class Receiver:
         s["classic_latency_p50_ms"] = percentile_ms(self.classic_latency.all, 50)
         s["view_rtt_p50_ms"] = percentile_ms(self.view_rtt.all, 50)
         s["render_ms_p50"] = percentile_ms(self.render_time.all, 50)
+        s["render_size_mean"] = (
+            round(self._render_size_sum / self.frames_rendered, 1) if self.frames_rendered else None
+        )
         return s
