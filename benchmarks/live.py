@@ -1,7 +1,7 @@
 """Live-call benchmark on loopback: end-to-end latency and achieved fps at several render sizes → JSON.
 
     PYTHONPATH=. .venv/bin/python benchmarks/live.py [--model MODEL] [--sizes 128,256] [--no-browser] \
-        [--fixed-size] [--pretracked] [--no-stand-ins] [-o benchmarks/results/live.json]
+        [--modes adapt,fixed] [--pretracked] [--no-stand-ins] [-o benchmarks/results/live.json]
 
 Each size runs one real-time call of the clip over aiortc data channels (sender and receiver in one process,
 one event loop, rendering in the receiver's worker thread) with a headless-Chromium viewer attached when
@@ -10,9 +10,10 @@ Chromium is installed, plus the classic x265 fallback at 100 kbps on the same pe
 Latency: *capture → rendered* is sender capture time (clock-offset corrected) to the end of the render;
 *capture → displayed* adds half the round trip receiver → page → display acknowledgement.
 
-The receiver renders below the display size when it falls behind (``nerfvc.live.adapt``; ``--fixed-size``:
-never). ``--pretracked`` tracks the clip before the call and replays it, as from a sender on another machine;
-without it the sender's tracking shares the 2 cores with the receiver.
+The receiver renders below the display size when it falls behind (``nerfvc.live.adapt``; ``--modes fixed``:
+never; ``adapt,fixed``: both, one run each). ``--pretracked`` tracks the clip before the call and replays
+it, as from a sender on another machine; without it the sender's tracking shares the 2 cores with the
+receiver.
 
 The stand-in runs (``--no-stand-ins``: skipped) use the pipeline with the test stand-ins (a toy
 keyframe/delta codec, block-mean features from the clip, and the DEBUG disc renderer): those numbers measure
@@ -117,7 +118,8 @@ async def run_size(
     if delay and isinstance(renderer, DebugDiscRenderer):
         renderer.delay = delay
         pieces += f" (render delayed {1000 * delay:.0f} ms per frame)"
-    rx = Receiver(factory, renderer, size=size, render_threads=workers, adapt_size=not args.fixed_size)
+    adapt = getattr(args, "adapt", True)
+    rx = Receiver(factory, renderer, size=size, render_threads=workers, adapt_size=adapt)
     port = await rx.start()
     classic = ClassicEncoder("x265", 100, source.fps, 256)
     cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, mark_every=1)
@@ -163,7 +165,7 @@ async def run_size(
         "source_fps": report.fps,
         "call_s": round(elapsed, 2),
         "render_ms_p50": s["render_ms_p50"],
-        "render_size_adapts": not args.fixed_size,
+        "render_size_adapts": adapt,
         "render_size_mean": s["render_size_mean"],
         "frames_below_display": s["frames_below_display"],
         "latency_capture_to_rendered_ms_p50": s["latency_p50_ms"],
@@ -198,9 +200,10 @@ async def main_async(args: argparse.Namespace) -> dict:
     if args.slow_render_ms > 0 and args.stand_ins:  # latest-wins: a renderer slower than the frame rate
         runs.append(await run_size(256, stand_ins, clip_data, chromium, args.slow_render_ms / 1000))
         print(json.dumps(runs[-1]), flush=True)
-    if args.model:
+    for mode in args.modes.split(",") if args.model else []:
+        model_args = argparse.Namespace(**{**vars(args), "adapt": mode == "adapt"})
         for size in args.sizes:
-            runs.append(await run_size(size, args, None, chromium))
+            runs.append(await run_size(size, model_args, None, chromium))
             print(json.dumps(runs[-1]), flush=True)
     return {
         "benchmark": "live",
@@ -228,7 +231,11 @@ def main() -> None:
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--kbps", type=float, help="target feature rate of the model's sender (live rate control)")
     p.add_argument("--no-browser", action="store_true")
-    p.add_argument("--fixed-size", action="store_true", help="receiver always renders at the display size")
+    p.add_argument(
+        "--modes",
+        default="adapt",
+        help="model runs per size: 'adapt' (render below the display size when behind), 'fixed', or both",
+    )
     p.add_argument(
         "--pretracked",
         action="store_true",
@@ -241,6 +248,8 @@ def main() -> None:
     p.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "live.json")
     args = p.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    if not set(args.modes.split(",")) <= {"adapt", "fixed"}:
+        p.error(f"--modes: 'adapt', 'fixed' or both, got {args.modes!r}")
     result = asyncio.run(main_async(args))
     write_json_atomic(args.output, result)
     print(f"wrote {args.output}")
