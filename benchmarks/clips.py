@@ -3,7 +3,7 @@ and freeze, with a one-row-per-clip summary. Resumable: rerun the same command a
 
     PYTHONPATH=. .venv/bin/python benchmarks/clips.py [--clips german,d9] [--minutes 20] [--work work/bench] \
         [--size 256] [--kbps 1.5] [--codecs x265,x264,vvenc,svtav1] [--max-frames 0] \
-        [--ray auto|ADDRESS] [--cpus-per-task 1] [-o benchmarks/results/clips]
+        [--ray auto|ADDRESS] [--cpus-per-task 1] [--train "RECIPE OPTIONS"] [-o benchmarks/results/clips]
 
 ``--clips`` takes clip names or unique substrings of them (default: every mp4 in ../shared/data/clips).
 This is ``nerfvc batch`` (``nerfvc.batch``) over the shared clips: datasets, models and reports are cached
@@ -20,7 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
-from nerfvc.batch import BatchConfig, run_batch
+from nerfvc.batch import BatchConfig, parse_train_options, run_batch
 from nerfvc.batch_commands import report
 from nerfvc.errors import NerfvcError
 
@@ -61,6 +61,7 @@ def main() -> int:
         default=120.0,
         help="minutes before a step is stopped (train: on top of --minutes)",
     )
+    ap.add_argument("--train", default="", help="`nerfvc train` recipe options for every clip, quoted")
     ap.add_argument("--retry-failed", action="store_true", help="rerun clips that failed before")
     ap.add_argument("--ray", default=None, help="'auto' (a local Ray) or a cluster ADDRESS (default: no Ray)")
     ap.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per Ray task (default 1)")
@@ -78,10 +79,15 @@ def main() -> int:
         max_frames=args.max_frames,
         dists_frames=args.dists_frames,
         step_timeout_minutes=args.step_timeout,
+        train=args.train,
         retry_failed=args.retry_failed,
         cpus_per_task=args.cpus_per_task,
     )
     command = "python benchmarks/clips.py " + shlex.join(sys.argv[1:])
+    try:
+        parse_train_options(cfg.train)  # a bad recipe is an error before anything runs
+    except NerfvcError as e:
+        sys.exit(f"clips.py: error: {e}")
     # `kill PID` stops the running step like Ctrl-C: training checkpoints on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

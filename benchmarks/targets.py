@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nerfvc.batch import run_tag
 from nerfvc.eval.metrics import METRICS
 from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
 
@@ -53,10 +54,12 @@ def train_steps(model: Path) -> int | None:
     return read_json(nerf).get("trained", {}).get("steps") if nerf.is_file() else None
 
 
-def clip_rows(work: Path, minutes: float, size: int) -> tuple[list[dict], list[str], dict | None]:
-    """(rows, clips without a report at ``size``, the first report's machine record)."""
+def clip_rows(
+    work: Path, minutes: float, size: int, train: str = ""
+) -> tuple[list[dict], list[str], dict | None]:
+    """(rows, clips without a report at ``size``, the first report's machine record) of one recipe."""
     rows, missing, machine = [], [], None
-    tag = f"{minutes:g}min"
+    tag = run_tag(minutes, train)
     for clip_dir in sorted(p for p in work.iterdir() if p.is_dir()):
         results = clip_dir / f"report_{tag}_{size}" / "results.json"
         if not results.is_file():
@@ -140,7 +143,8 @@ def markdown(summary: dict) -> str:
         "# nerfvc against the issue 16 / 17 quality targets",
         "",
         f"Command: `{summary['command']}`. Reports from `benchmarks/clips.py --minutes "
-        f"{summary['minutes']:g}` under `{summary['work']}`; eval machine: {m.get('cpu_model', '?')}, "
+        f"{summary['minutes']:g}" + (f" --train '{summary['train']}'" if summary["train"] else "") + "` "
+        f"under `{summary['work']}`; eval machine: {m.get('cpu_model', '?')}, "
         f"{m.get('cores', '?')} cores, {flags or 'no ISA flags recorded'}.",
         "",
         "Each cell: **nerfvc / frozen first frame**. *loses on*: the metrics where nerfvc is not better than "
@@ -205,6 +209,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("work/bench10"))
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--train", default="", help="the recipe's `nerfvc train` options, as given to clips.py")
     ap.add_argument("-o", "--out", type=Path, default=Path("benchmarks/results/targets_10min"))
     args = ap.parse_args()
     if not args.work.is_dir():
@@ -212,7 +217,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows, missing, machine = [], {}, None
     for size in sizes:
-        r, miss, mach = clip_rows(args.work, args.minutes, size)
+        r, miss, mach = clip_rows(args.work, args.minutes, size, args.train)
         rows += r
         missing[str(size)] = miss
         machine = machine or mach
@@ -220,6 +225,7 @@ def main() -> int:
         "command": "python benchmarks/targets.py " + " ".join(sys.argv[1:]),
         "work": str(args.work),
         "minutes": args.minutes,
+        "train": args.train,
         "sizes": sizes,
         "machine": machine,
         "rows": rows,

@@ -8,9 +8,10 @@ the same path (docs/batch.md). Each step caches its output there:
 
 * ``dataset/`` — done when its ``manifest.json`` says ``"complete": true`` (prepare resumes a partial one);
 * ``model_<M>min/`` — done when ``model.json`` verifies (``read_model_manifest``); a partial one holds a
-  training checkpoint and training resumes it with the budget it has left;
-* ``report_<M>min_<size>/`` — done when ``results.json`` exists *and* ``bench.json`` records the same eval
-  options (``build_report`` writes ``results.json`` last, atomically; ``bench.json`` is written after it).
+  training checkpoint and training resumes it with the budget it has left. A recipe (``train``, `nerfvc
+  train` options such as ``--fine-hidden 32``) names its own: ``model_<M>min_fine-hidden-32/``;
+* ``report_<M>min[_<recipe>]_<size>/`` — done when ``results.json`` exists *and* ``bench.json`` records the
+  same eval options (``build_report`` writes ``results.json`` last, atomically; ``bench.json`` after it).
 
 So a killed run, rerun with the same options, continues where it stopped, and a finished one recomputes
 nothing. A failing task (an exception, a worker that died, a step timeout) is retried once; if it fails again
@@ -27,6 +28,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -70,6 +72,9 @@ class BatchConfig:
     dists_frames: int = DISTS_FRAMES
     # minutes before a step is stopped and counted as failed (train: on top of its budget)
     step_timeout_minutes: float = 120.0
+    # `nerfvc train` recipe options for every clip (`--train`, e.g. "--fine-hidden 32"); they name the model
+    # and report directories, so recipes share the datasets of one --work and never each other's models
+    train: str = ""
     retry_failed: bool = False  # rerun clips that failed in an earlier run
     retries: int = 1  # extra attempts of a failing task
     cpus_per_task: int = 1  # CPUs (and torch threads) per Ray task (Ray only)
@@ -127,7 +132,7 @@ class ClipPaths:
     @classmethod
     def of(cls, cfg: BatchConfig, clip: str) -> ClipPaths:
         root = Path(cfg.work) / clip
-        m = f"{cfg.minutes:g}min"
+        m = run_tag(cfg.minutes, cfg.train)
         return cls(root, root / "dataset", root / f"model_{m}", root / f"report_{m}_{cfg.size}")
 
     def output(self, step: str) -> Path:
@@ -144,6 +149,32 @@ class ClipPaths:
     @property
     def cpu_times(self) -> Path:
         return self.root / "cpu_times.json"
+
+
+def run_tag(minutes: float, train: str = "") -> str:
+    """``10min`` for the default recipe, ``10min_fine-hidden-32`` for ``--train "--fine-hidden 32"``."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", train).strip("-")
+    return f"{minutes:g}min" + (f"_{slug}" if slug else "")
+
+
+BUDGET_OPTIONS = ("--minutes", "--iters", "--eval-frames")  # the batch's, not a recipe's
+
+
+def parse_train_options(text: str) -> tuple[Any, Any]:
+    """The ``--train`` string as (TrainConfig, ModelConfig); InputError when bad or when it sets the
+    budget (``--minutes`` is the batch's)."""
+    import shlex
+
+    from nerfvc.train.commands import parse_recipe
+
+    try:
+        tokens = shlex.split(text)
+    except ValueError as e:
+        raise InputError(f"--train: {e}") from None
+    budget = [t for t in tokens if t.split("=")[0] in BUDGET_OPTIONS]
+    if budget:
+        raise InputError(f"--train: {', '.join(budget)} is set by the batch (--minutes), not per recipe")
+    return parse_recipe(text)
 
 
 def clip_name(video: str | Path) -> str:
@@ -213,11 +244,12 @@ def prepare_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
 
 
 def train_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
-    """``nerfvc train DATASET -o MODEL --minutes M --eval-frames 0``."""
-    from nerfvc.render.model import ModelConfig
-    from nerfvc.train.trainer import TrainConfig, train
+    """``nerfvc train DATASET -o MODEL --minutes M --eval-frames 0`` with the batch's ``--train`` options."""
+    from nerfvc.train.trainer import train
 
-    train(p.dataset, p.model, TrainConfig(minutes=cfg.minutes, eval_frames=0, progress=False), ModelConfig())
+    tcfg, mcfg = parse_train_options(cfg.train)
+    tcfg = dataclasses.replace(tcfg, minutes=cfg.minutes, eval_frames=0, progress=False)
+    train(p.dataset, p.model, tcfg, mcfg)
 
 
 def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
@@ -615,7 +647,9 @@ def markdown(summary: dict) -> str:
     lines = [
         f"# {summary['title']}",
         "",
-        f"Per clip: `nerfvc prepare`, `nerfvc train --minutes {cfg['minutes']:g}`, `nerfvc eval` at "
+        f"Per clip: `nerfvc prepare`, `nerfvc train --minutes {cfg['minutes']:g}"
+        + (f" {cfg['train']}" if cfg.get("train") else "")
+        + "`, `nerfvc eval` at "
         f"{cfg['size']}² (nerfvc targets {cfg['kbps']} kbps; codecs {cfg['codecs']}; "
         f"{'all' if not cfg['max_frames'] else cfg['max_frames']} test frames of the last 20%). "
         "Each metric cell is **nerfvc / x265 at its lowest rate / freeze**; nerfvc is its lowest-rate point.",
@@ -639,7 +673,8 @@ def markdown(summary: dict) -> str:
             continue
         cells = [" / ".join(_fmt((r.get(s) or {}).get(k)) for s in ROW_SYSTEMS) for k in ROW_METRICS]
         lines.append(f"| {r['clip']} | ok | " + " | ".join(cells) + f" | {t} |")
-    lines += ["", "Reports: `" + str(Path(cfg["work"])) + "/<clip>/report_<M>min_<size>/report.html`.", ""]
+    tag = run_tag(cfg["minutes"], cfg.get("train", ""))
+    lines += ["", f"Reports: `{Path(cfg['work'])}/<clip>/report_{tag}_{cfg['size']}/report.html`.", ""]
     return "\n".join(lines)
 
 

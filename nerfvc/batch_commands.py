@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nerfvc.argtypes import int_in, positive
-from nerfvc.batch import BatchConfig, failed_clips, parse_eval_options, run_batch
+from nerfvc.batch import BatchConfig, failed_clips, parse_eval_options, parse_train_options, run_batch
 from nerfvc.configargs import ConfigArgs, Opt
 
 OPTIONS = ConfigArgs(
@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{d.max_frames} --dists-frames {d.dists_frames})",
     )
     p.add_argument(
+        "--train",
+        default="",
+        metavar="OPTIONS",
+        help="`nerfvc train` recipe options for every clip, quoted, e.g. '--fine-hidden 32' (they name the "
+        "model and report directories; the datasets are shared)",
+    )
+    p.add_argument(
         "--ray",
         default=None,
         metavar="auto|ADDRESS",
@@ -54,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the batch; exit code 1 when any clip failed (the summary is written either way)."""
     cfg = OPTIONS.build(args)
-    cfg = dataclasses.replace(cfg, **parse_eval_options(args.eval))
+    cfg = dataclasses.replace(cfg, train=args.train, **parse_eval_options(args.eval))
+    parse_train_options(cfg.train)  # a bad recipe is an error before anything runs
     out = Path(args.out) if args.out else cfg.work / "summary"
     command = "nerfvc batch " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["batch"] else sys.argv[1:])
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`: like Ctrl-C, training checkpoints

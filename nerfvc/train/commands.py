@@ -11,6 +11,7 @@ import json
 
 from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.configargs import ConfigArgs, Opt
+from nerfvc.errors import InputError
 from nerfvc.render.model import ModelConfig
 from nerfvc.train.trainer import TrainConfig, train
 
@@ -36,6 +37,51 @@ MODEL_OPTIONS = ConfigArgs(
 )
 
 
+def add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The training-recipe options (`nerfvc train`, and `nerfvc batch --train` for every clip)."""
+    TRAIN_OPTIONS.add_to(p)
+    MODEL_OPTIONS.add_to(p)
+    d = ModelConfig()
+    p.add_argument(
+        "--fine-hidden",
+        type=int_in(8, 1024),
+        metavar="N",
+        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden})",
+    )
+    p.add_argument(
+        "--torso-hidden",
+        type=int_in(8, 1024),
+        metavar="N",
+        help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
+    )
+
+
+def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
+    """The (training, model) configs of parsed recipe options."""
+    mcfg = MODEL_OPTIONS.build(args)
+    if args.fine_hidden is not None:
+        mcfg.fine.hidden = args.fine_hidden
+    if args.torso_hidden is not None:
+        mcfg.torso.hidden = args.torso_hidden
+    return TRAIN_OPTIONS.build(args), mcfg
+
+
+def parse_recipe(text: str) -> tuple[TrainConfig, ModelConfig]:
+    """`nerfvc train` recipe options in one string (e.g. ``"--fine-hidden 32 --error-frac 0.5"``) →
+    (training, model) configs; InputError naming the problem when they do not parse."""
+    import shlex
+
+    p = argparse.ArgumentParser(prog="--train", add_help=False, exit_on_error=False)
+    add_recipe_options(p)
+    try:
+        args, rest = p.parse_known_args(shlex.split(text))
+    except (argparse.ArgumentError, ValueError) as e:
+        raise InputError(f"--train: {e}") from None
+    if rest:
+        raise InputError(f"--train: not a `nerfvc train` recipe option: {' '.join(rest)}")
+    return recipe(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the receiver NeRF on a prepared dataset")
     p.add_argument("dataset", help="DATASET directory written by `nerfvc prepare`")
@@ -45,14 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--size", default=None, help="train at this size: S (longer side) or WxH (default: the dataset's)"
     )
-    TRAIN_OPTIONS.add_to(p)
-    MODEL_OPTIONS.add_to(p)
+    add_recipe_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TRAIN_OPTIONS.build(args)
-    mcfg = MODEL_OPTIONS.build(args)
+    cfg, mcfg = recipe(args)
     result = train(args.dataset, args.output, cfg, mcfg, size=args.size)
     print(
         json.dumps(

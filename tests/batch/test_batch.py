@@ -262,3 +262,26 @@ def test_eval_step_runs_the_library_eval_with_the_batch_options(tmp_path, monkey
     assert seen == [
         eval_run.EvalOptions(str(tmp_path / "alice.mp4"), str(p.report), model=str(p.model), **want)
     ]
+
+
+def test_a_training_recipe_names_its_own_model_and_report_and_reaches_train(tmp_path, monkeypatch):
+    """``--train "--fine-hidden 32"``: the clip's dataset is shared, the model and report are the recipe's,
+    and ``nerfvc train`` gets the recipe with the batch's budget."""
+    from nerfvc.train import trainer
+
+    base = B.ClipPaths.of(B.BatchConfig(work=tmp_path, minutes=10), "alice")
+    cfg = B.BatchConfig(work=tmp_path, minutes=10, train="--fine-hidden 32 --error-frac 0.5")
+    p = B.ClipPaths.of(cfg, "alice")
+    assert p.dataset == base.dataset
+    assert p.model.name == "model_10min_fine-hidden-32-error-frac-0.5" and p.model != base.model
+    assert p.report.name == "report_10min_fine-hidden-32-error-frac-0.5_256"
+    seen = {}
+    monkeypatch.setattr(
+        trainer, "train", lambda d, m, tcfg, mcfg: seen.update(m=m, t=tcfg, h=mcfg.fine.hidden)
+    )
+    B.train_step(cfg, tmp_path / "alice.mp4", p)
+    assert seen["m"] == p.model and seen["h"] == 32
+    assert (seen["t"].minutes, seen["t"].error_frac, seen["t"].eval_frames) == (10, 0.5, 0)
+    for bad in ("--minutes 3", "--bogus", "--fine-hidden x"):
+        with pytest.raises(B.InputError):
+            B.parse_train_options(bad)
