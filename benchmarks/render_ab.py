@@ -7,8 +7,9 @@ turn; the best round per setting is reported.
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NERFVC_CPP_MARCH=haswell PYTHONPATH=. \\
         .venv/bin/python benchmarks/render_ab.py ... --label avx2-emulated
 
-Settings are :class:`nerfvc.render.fast.FastRenderConfig` overrides (``SETTINGS``). Writes
-``benchmarks/results/render_ab.json``, one entry per ``--label``, with its machine record.
+Settings are :class:`nerfvc.render.fast.FastRenderConfig` overrides (``SETTINGS``). With ``--models A B ...``
+instead of ``--model``, the models (e.g. two training recipes) are compared with the default settings.
+Writes ``benchmarks/results/render_ab.json``, one entry per ``--label``, with its machine record.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ SETTINGS: dict[str, dict] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True)
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="compare the SETTINGS on this model")
+    which.add_argument("--models", type=Path, nargs="+", help="compare these models, default settings")
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--threads", type=int, default=2)
@@ -48,14 +51,18 @@ def main() -> None:
     ds = load_dataset(args.dataset)
     step = max(1, len(ds.test_idx) // args.frames)
     frames = [int(i) for i in ds.test_idx[::step][: args.frames]]
-    r = Renderer.from_model_dir(args.model)
-    default = dict(vars(r.fast))
+    if args.models:  # name → (renderer, FastRenderConfig overrides)
+        candidates = {str(m): (Renderer.from_model_dir(m), {}) for m in args.models}
+    else:
+        r = Renderer.from_model_dir(args.model)
+        candidates = {name: (r, overrides) for name, overrides in SETTINGS.items()}
+    defaults = {name: dict(vars(r.fast)) for name, (r, _) in candidates.items()}
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        ms: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        ms: dict[str, list[float]] = {name: [] for name in candidates}
         for _ in range(args.rounds):
-            for name, overrides in SETTINGS.items():
-                for k, v in {**default, **overrides}.items():
+            for name, (r, overrides) in candidates.items():
+                for k, v in {**defaults[name], **overrides}.items():
                     setattr(r.fast, k, v)
                 r.render(ds.expression[frames[0]], ds.pose[frames[0]], size, size)  # warm-up
                 t = time.perf_counter()
@@ -74,7 +81,7 @@ def main() -> None:
     out = json.loads(args.output.read_text()) if args.output.exists() else {}
     out[args.label] = {
         "benchmark": "frame renderer settings, interleaved",
-        "model": str(args.model),
+        "model": str(args.model) if args.model else [str(m) for m in args.models],
         "frames": frames,
         "machine": machine_record(args.threads),
         "results": rows,
