@@ -49,8 +49,9 @@ CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
 class PretrackedSource:
-    """The clip's frames tracked before the call, replayed at their media times: the call of a sender on
-    another machine (its tracking does not share the receiver's cores)."""
+    """The clip's frames tracked before the call, replayed like a camera: each frame is captured when it is
+    due and dropped when the sender is more than two frames late (as ``TrackedSource`` does). The call of a
+    sender on another machine: its tracking does not share the receiver's cores."""
 
     def __init__(self, sender, clip: str) -> None:
         from nerfvc.io.video import probe, read_frames
@@ -63,9 +64,20 @@ class PretrackedSource:
             self.frames.append(SourceFrame(t, f.features, f.pose, rgb))
         self.frame_step = 1
         self.camera_frames = len(self.frames)
+        self.skipped = 0
 
     def __iter__(self):
-        return iter(self.frames[:: self.frame_step])
+        t0 = None
+        for f in self.frames[:: self.frame_step]:
+            t0 = time.time() - f.timestamp if t0 is None else t0
+            due = t0 + f.timestamp
+            wait = due - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -2 / self.fps:
+                self.skipped += 1
+                continue
+            yield SourceFrame(f.timestamp, f.expression, f.pose, f.image, capture_time=due)
 
 
 def _pieces(
