@@ -1,11 +1,12 @@
 """Live-call benchmark on loopback: end-to-end latency and achieved fps at several render sizes → JSON.
 
     PYTHONPATH=. .venv/bin/python benchmarks/live.py [--model MODEL] [--sizes 128,256] [--no-browser] \
-        [--modes adapt,fixed] [--pretracked] [--no-stand-ins] [-o benchmarks/results/live.json]
+        [--modes adapt,fixed] [--pretracked] [--no-classic] [--no-stand-ins] [-o benchmarks/results/live.json]
 
 Each size runs one real-time call of the clip over aiortc data channels (sender and receiver in one process,
 one event loop, rendering in the receiver's worker thread) with a headless-Chromium viewer attached when
-Chromium is installed, plus the classic x265 fallback at 100 kbps on the same peer connection.
+Chromium is installed, plus the classic x265 fallback at 100 kbps on the same peer connection
+(``--no-classic``: a plain nerfvc call).
 
 Latency: *capture → rendered* is sender capture time (clock-offset corrected) to the end of the render;
 *capture → displayed* adds half the round trip receiver → page → display acknowledgement.
@@ -133,7 +134,7 @@ async def run_size(
     adapt = getattr(args, "adapt", True)
     rx = Receiver(factory, renderer, size=size, render_threads=workers, adapt_size=adapt)
     port = await rx.start()
-    classic = ClassicEncoder("x265", 100, source.fps, 256)
+    classic = None if args.no_classic else ClassicEncoder("x265", 100, source.fps, 256)
     cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, mark_every=1)
     browser = None
     shown0 = 0
@@ -178,6 +179,7 @@ async def run_size(
         "call_s": round(elapsed, 2),
         "render_ms_p50": s["render_ms_p50"],
         "render_size_adapts": adapt,
+        "classic_panel": not args.no_classic,
         "render_size_mean": s["render_size_mean"],
         "frames_below_display": s["frames_below_display"],
         "latency_capture_to_rendered_ms_p50": s["latency_p50_ms"],
@@ -243,6 +245,7 @@ def main() -> None:
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--kbps", type=float, help="target feature rate of the model's sender (live rate control)")
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--no-classic", action="store_true", help="no classic x265 panel beside nerfvc")
     p.add_argument(
         "--modes",
         default="adapt",
