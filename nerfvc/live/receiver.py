@@ -632,7 +632,7 @@ class Receiver:
         return self._slot is not None or self._rendering > 0
 
     def set_size(self, size: int) -> None:
-        """Change the render size (takes effect at the next frame)."""
+        """Change the display size (takes effect at the next frame; the render size restarts from it)."""
         if size in SIZES or 16 <= size <= 1024:
             self.size = int(size)
             if self.sizer is not None:
