@@ -165,7 +165,7 @@ def parse_train_options(text: str) -> tuple[Any, Any]:
     budget (``--minutes`` is the batch's)."""
     import shlex
 
-    from nerfvc.train.commands import parse_recipe
+    from nerfvc.train.recipe import parse_recipe
 
     try:
         tokens = shlex.split(text)

@@ -9,6 +9,7 @@ import pytest
 from nerfvc.cli import build_parser
 from nerfvc.render.model import ModelConfig
 from nerfvc.train import commands as train_cmd
+from nerfvc.train import recipe
 from nerfvc.train.trainer import TrainConfig
 
 
@@ -62,19 +63,19 @@ def test_size_is_passed_to_train(monkeypatch, capsys):
 
 def test_recipe_options_set_nested_model_fields():
     args = build_parser().parse_args(["train", "D", "-o", "M", "--fine-hidden", "32", "--torso-hidden", "16"])
-    cfg, mcfg = train_cmd.recipe(args)
+    cfg, mcfg = recipe.recipe(args)
     assert cfg == TrainConfig()
     assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16
     assert mcfg.coarse == ModelConfig().coarse  # only the named fields change
 
 
 def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
-    cfg, mcfg = train_cmd.parse_recipe("--fine-hidden 32 --error-frac 0.5")
+    cfg, mcfg = recipe.parse_recipe("--fine-hidden 32 --error-frac 0.5")
     assert cfg == dataclasses.replace(TrainConfig(), error_frac=0.5) and mcfg.fine.hidden == 32
-    assert train_cmd.parse_recipe("") == (TrainConfig(), ModelConfig())
+    assert recipe.parse_recipe("") == (TrainConfig(), ModelConfig())
     from nerfvc.errors import InputError
 
     with pytest.raises(InputError, match="--bogus"):
-        train_cmd.parse_recipe("--bogus 1")
+        recipe.parse_recipe("--bogus 1")
     with pytest.raises(InputError, match="fine-hidden"):
-        train_cmd.parse_recipe("--fine-hidden lots")
+        recipe.parse_recipe("--fine-hidden lots")

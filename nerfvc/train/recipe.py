@@ -1,0 +1,79 @@
+"""A training recipe as command-line options: the `nerfvc train` options (defaults from :class:`TrainConfig`
+and :class:`ModelConfig`, :mod:`nerfvc.configargs`) and the same options in one string for ``nerfvc batch
+--train`` (a library module, so the batch runner does not import a command module)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nerfvc.argtypes import int_in, non_negative, number_in, positive
+from nerfvc.configargs import ConfigArgs, Opt
+from nerfvc.errors import InputError
+from nerfvc.render.model import ModelConfig
+from nerfvc.train.trainer import TrainConfig
+
+TRAIN_OPTIONS = ConfigArgs(
+    TrainConfig,
+    Opt("minutes", type=positive, metavar="M"),
+    Opt("iters", type=int_in(1), metavar="N"),
+    Opt("batch_rays", type=int_in(1), metavar="N"),
+    Opt("eval_frames", type=int_in(-1), metavar="N"),
+    Opt(
+        "torso_motion",
+        "--no-torso",
+        help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
+    ),
+    Opt("seed", metavar="N"),
+    Opt("perceptual_weight", type=non_negative, metavar="W"),
+    Opt("error_frac", type=number_in(0, 1), metavar="F"),
+)
+MODEL_OPTIONS = ConfigArgs(
+    ModelConfig,
+    Opt("consistency_dim", type=int_in(0, 4096), metavar="N"),
+    Opt("consistency_dim", "--no-consistency", const=0, help="ablation: --consistency-dim 0"),
+)
+
+
+def add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The training-recipe options (`nerfvc train`, and `nerfvc batch --train` for every clip)."""
+    TRAIN_OPTIONS.add_to(p)
+    MODEL_OPTIONS.add_to(p)
+    d = ModelConfig()
+    p.add_argument(
+        "--fine-hidden",
+        type=int_in(8, 1024),
+        metavar="N",
+        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden})",
+    )
+    p.add_argument(
+        "--torso-hidden",
+        type=int_in(8, 1024),
+        metavar="N",
+        help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
+    )
+
+
+def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
+    """The (training, model) configs of parsed recipe options."""
+    mcfg = MODEL_OPTIONS.build(args)
+    if args.fine_hidden is not None:
+        mcfg.fine.hidden = args.fine_hidden
+    if args.torso_hidden is not None:
+        mcfg.torso.hidden = args.torso_hidden
+    return TRAIN_OPTIONS.build(args), mcfg
+
+
+def parse_recipe(text: str) -> tuple[TrainConfig, ModelConfig]:
+    """`nerfvc train` recipe options in one string (e.g. ``"--fine-hidden 32 --error-frac 0.5"``) →
+    (training, model) configs; InputError naming the problem when they do not parse."""
+    import shlex
+
+    p = argparse.ArgumentParser(prog="--train", add_help=False, exit_on_error=False)
+    add_recipe_options(p)
+    try:
+        args, rest = p.parse_known_args(shlex.split(text))
+    except (argparse.ArgumentError, ValueError) as e:
+        raise InputError(f"--train: {e}") from None
+    if rest:
+        raise InputError(f"--train: not a `nerfvc train` recipe option: {' '.join(rest)}")
+    return recipe(args)
