@@ -50,9 +50,9 @@ CLIP = ROOT.parent / "shared" / "data" / "clips" / "mimictalk_may_5s.mp4"
 
 
 class PretrackedSource:
-    """The clip's frames tracked before the call, replayed like a camera: each frame is captured when it is
-    due and dropped when the sender is more than two frames late (as ``TrackedSource`` does). The call of a
-    sender on another machine: its tracking does not share the receiver's cores."""
+    """The clip's frames tracked before the call, replayed like a camera (``CameraPacer``, as
+    ``TrackedSource``): each frame is captured when it is due and dropped when the sender is more than two
+    frames late. The call of a sender on another machine: its tracking does not share the receiver's cores."""
 
     def __init__(self, sender, clip: str) -> None:
         from nerfvc.io.video import probe, read_frames
@@ -68,14 +68,12 @@ class PretrackedSource:
         self.skipped = 0
 
     def __iter__(self):
-        t0 = None
+        from nerfvc.live.adapters import CameraPacer
+
+        pacer = CameraPacer(self.fps)
         for f in self.frames[:: self.frame_step]:
-            t0 = time.time() - f.timestamp if t0 is None else t0
-            due = t0 + f.timestamp
-            wait = due - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            elif wait < -2 / self.fps:
+            due = pacer.due(f.timestamp)
+            if due is None:
                 self.skipped += 1
                 continue
             yield SourceFrame(f.timestamp, f.expression, f.pose, f.image, capture_time=due)

@@ -37,6 +37,28 @@ def make_renderer(model: str | Path, threads: int | None = None) -> Renderer:
     return r
 
 
+class CameraPacer:
+    """Media times played out in real time, like a camera: :meth:`due` waits until media time ``t`` is due
+    and returns its wall-clock capture time, or None when the frame is more than two frame intervals late
+    (the caller drops it). The first frame sets the clock."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t0: float | None = None  # wall-clock time of media time 0
+
+    def due(self, t: float) -> float | None:
+        """Wait for media time ``t``; its capture time, or None when too late to show."""
+        if self.t0 is None:
+            self.t0 = time.time() - t
+        due = self.t0 + t
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        elif wait < -2 / self.fps:
+            return None
+        return due
+
+
 class TrackedSource:
     """Frames from a video file (paced at its frame rate) or a camera, tracked with the person's face model
     into the model's features (``SenderPipeline.tracker``: crop to the camera's aspect, torso shift).
@@ -82,18 +104,13 @@ class TrackedSource:
         if self.video is not None:
             from nerfvc.io.video import read_frames
 
-            t0 = None
+            pacer = CameraPacer(self.fps)
             for rgb, t in read_frames(self.video):
                 self.camera_frames += 1
                 if (self.camera_frames - 1) % self.frame_step:
                     continue
-                if t0 is None:
-                    t0 = time.time() - t
-                due = t0 + t
-                wait = due - time.time()
-                if wait > 0:
-                    time.sleep(wait)
-                elif wait < -2 / self.fps:
+                due = pacer.due(t)
+                if due is None:
                     self.skipped += 1
                     continue
                 yield rgb, t, due

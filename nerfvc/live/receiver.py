@@ -489,7 +489,7 @@ class Receiver:
                 self._slot = None
                 self._rendering += 1
             size = self.size
-            render_size = size if self.sizer is None else min(size, self.sizer.size)
+            render_size = self.render_size
             t = time.perf_counter()
             try:
                 rgb = self.renderer.render(frame.expression, frame.pose, render_size, render_size)
@@ -627,6 +627,11 @@ class Receiver:
         return ws
 
     @property
+    def render_size(self) -> int:
+        """The size the next frame renders at: the display size, or less while the renderers fall behind."""
+        return self.size if self.sizer is None else min(self.size, self.sizer.size)
+
+    @property
     def busy(self) -> bool:
         """True while a decoded frame waits for the renderer or is being rendered."""
         return self._slot is not None or self._rendering > 0
@@ -669,7 +674,7 @@ class Receiver:
         out: dict[str, Any] = {
             "renderer": getattr(self.renderer, "label", type(self.renderer).__name__),
             "size": self.size,
-            "render_size": self.size if self.sizer is None else min(self.size, self.sizer.size),
+            "render_size": self.render_size,
             "frames_below_display": self.frames_below_display,
             "payload_kbps": round(payload_bps / 1000, 3),
             "wire_kbps": round(wire_bps / 1000, 3),
