@@ -115,11 +115,16 @@ class HashGrid(nn.Module):
         return ext is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lookup(x, self.table, self.res)
+
+    def lookup(self, x: torch.Tensor, table: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
+        """Another ``table`` (L',T',F) at resolutions ``res`` (L',) read by this grid's implementation:
+        ``x`` (N,3) → (N, L'·F). A level is dense (no hashing) where (res+1)³ ≤ T'."""
         x = x.contiguous().float()
         if self.uses_cpp(x):
-            out = _HashGridFn.apply(x, self.table, self.res)
+            out = _HashGridFn.apply(x, table, res)
         else:
-            out = hashgrid_torch(x, self.table, self.res)
+            out = hashgrid_torch(x, table, res)
         return out.reshape(x.shape[0], -1)
 
 

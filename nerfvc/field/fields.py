@@ -1,8 +1,10 @@
 """Composed fields: the expression-conditioned head radiance field and the pose-conditioned 2D torso field.
 
 - :class:`HeadField` lives in canonical head space (the renderer moves samples by the inverse head pose).
-  Position → hash grid; density and a geometry feature from (grid features, expression code); colour from
-  (geometry feature, view direction, expression code, consistency code).
+  Position → hash grid; density and a geometry feature from (grid features, expression blend shapes,
+  expression code); colour from (geometry feature, view direction, expression code, consistency code).
+  The blend shapes (``blend_res``) give the expression an effect that depends on position, as in
+  NeRFBlendShape (Gao et al. 2022): dense grids B_k, one per code channel c_k, read as Σ_k c_k·B_k(x).
 - :class:`TorsoField` is ER-NeRF-style 2D: a pose-conditioned deformation of image coordinates, then 2D
   feature planes and an MLP → RGB and alpha, composited behind the head.
 Both take the shared head-torso consistency code (a learnable vector; dimension 0 switches it off).
@@ -78,6 +80,9 @@ class HeadFieldConfig:
     sigma_layers: int = 1
     color_layers: int = 1
     use_view_dir: bool = True
+    # expression blend shapes: one dense grid of grid.features channels per code channel at this resolution,
+    # weighted by the code (0: none; (blend_res+1)³ must fit one level of the hash table)
+    blend_res: int = 0
 
 
 @torch.inference_mode(False)
@@ -192,13 +197,38 @@ class HeadField(nn.Module):
         self.cfg = cfg
         self.grid = HashGrid(cfg.grid)
         self.expr_proj = nn.Linear(cfg.expression_dim, cfg.code_dim)
-        self.sigma_net = mlp(cfg.grid.out_dim + cfg.code_dim, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
+        self.blend_dim = cfg.grid.features if cfg.blend_res else 0
+        if cfg.blend_res:
+            side = cfg.blend_res + 1
+            if side**3 > 2**cfg.grid.log2_table:
+                raise ValueError(f"head field: blend_res {cfg.blend_res} needs (res+1)³ ≤ the hash table size")
+            # (C, side³, F): zero at first, so a new model starts as one without blend shapes
+            self.blend = nn.Parameter(torch.zeros(cfg.code_dim, side**3, cfg.grid.features))
+        n_sigma = cfg.grid.out_dim + self.blend_dim + cfg.code_dim
+        self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
         n_color = cfg.geo_dim + cfg.code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
         self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
 
     def expression_code(self, expression: torch.Tensor) -> torch.Tensor:
         """Normalised expressions (R,E) → codes (R,code_dim)."""
         return self.expr_proj(expression)
+
+    def blend_table(self, code: torch.Tensor) -> torch.Tensor:
+        """One frame's code (1,C) → its blend shapes Σ_k c_k·B_k as one dense level (side³,F)."""
+        return torch.einsum("k,ktf->tf", code[0], self.blend)
+
+    def blend_features(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """Points (N,3) and codes (N,C) or (1,C) → blend-shape features Σ_k c_k·B_k(x) (N,blend_dim)
+        ((N,0) without blend shapes)."""
+        if not self.blend_dim:
+            return x.new_zeros(x.shape[0], 0)
+        r = self.cfg.blend_res
+        if code.shape[0] == 1:  # one frame: collapse the blend shapes first, then read one level
+            level = self.blend_table(code)[None]  # (1,side³,F)
+            return self.grid.lookup(x, level, torch.tensor([r]))
+        n_codes = code.shape[1]
+        b = self.grid.lookup(x, self.blend, torch.full((n_codes,), r)).view(x.shape[0], n_codes, -1)  # (N,C,F)
+        return torch.einsum("ncf,nc->nf", b, code)
 
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N,3), ``code`` (N,C) or (1,C) → sigma (N,), geometry feature (N,geo_dim)."""
@@ -211,9 +241,12 @@ class HeadField(nn.Module):
         (grid, then the MLP under autocast to ``dtype``, default :func:`mlp_dtype`)."""
         layers = linears(self.sigma_net)
         first, second = layers[0], layers[-1]
+        blend = self.blend_features(x, code)  # (N,blend_dim)
         if kernel == "fused":
-            g = self.cfg.grid.out_dim
-            b1 = torch.addmm(first.bias.view(1, -1), code, first.weight[:, g:].t())  # (1,H) or (N,H)
+            g, nb = self.cfg.grid.out_dim, self.blend_dim
+            b1 = torch.addmm(first.bias.view(1, -1), code, first.weight[:, g + nb :].t())  # (1,H) or (N,H)
+            if nb:
+                b1 = torch.addmm(b1, blend, first.weight[:, g : g + nb].t())  # (N,H)
             w1, w2 = first.weight[:, :g].t().contiguous(), second.weight.t().contiguous()
             x = x.contiguous().float()
             h = FusedDensityFn.apply(x, self.grid.table, self.grid.res, w1, b1.contiguous(), w2, second.bias)
@@ -221,7 +254,7 @@ class HeadField(nn.Module):
             feats = self.grid(x)
             dtype = dtype or mlp_dtype(x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                h = self.sigma_net[1:](split_linear(first, [feats, code])).float()
+                h = self.sigma_net[1:](split_linear(first, [feats, blend, code])).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def forward(

@@ -58,7 +58,8 @@ def _time_march(half: bool, repeat: int = 3) -> float:
 
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
-    folded into the first-layer biases, so evaluating a point costs only its grid features. The density runs
+    folded into the first-layer biases, and the expression blend shapes collapse into one more dense level of
+    the hash table (:meth:`HeadField.blend_table`), so evaluating a point costs only its grid features. The density runs
     as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
     run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
     training). ``half_table``: the fused march reads the grid features as float16 pairs (half the gathers
@@ -73,8 +74,15 @@ class FrameHead:
         half_table: bool = False,
     ):
         cfg = head.cfg
-        g, c, k, geo = cfg.grid.out_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
+        g, c, k, geo = cfg.grid.out_dim + head.blend_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
         self.grid = head.grid
+        self.table, self.res = head.grid.table, head.grid.res  # (L,T,F), (L,)
+        if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
+            level = head.blend_table(code)  # (side³,F)
+            extra = level.new_zeros(1, self.table.shape[1], level.shape[1])
+            extra[0, : level.shape[0]] = level
+            self.table = torch.cat([self.table, extra])
+            self.res = torch.cat([self.res, self.res.new_tensor([cfg.blend_res])])
         self.dtype = dtype = dtype or mlp_dtype(code.device)
         sigma, color = linears(head.sigma_net), linears(head.color_net)
         if len(sigma) != 2 or len(color) != 2:
@@ -94,11 +102,11 @@ class FrameHead:
         self.fused_color: tuple[torch.Tensor, ...] = ()
         self.half_table: torch.Tensor | None = None
         if density_kernel(code.device) == "fused":
-            self.fused = (self.grid.table, self.grid.res, w1, b1.contiguous(), w2, b2)
+            self.fused = (self.table, self.res, w1, b1.contiguous(), w2, b2)
             wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
             self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
             if half_table and cfg.grid.features == 2:
-                self.half_table = pack_half_pairs(self.grid.table)  # (L,T) int32
+                self.half_table = pack_half_pairs(self.table)  # (L,T) int32
             return
         self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         self.b_color = b.to(dtype)  # (1,H)
@@ -108,7 +116,7 @@ class FrameHead:
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N,3) in [0,1]³ → sigma (N,) float32, geometry feature (N,geo) in ``dtype``."""
-        h = torch.addmm(self.b1, self.grid(x).to(self.dtype), self.w1).relu_()
+        h = torch.addmm(self.b1, self.grid.lookup(x, self.table, self.res).to(self.dtype), self.w1).relu_()
         h = torch.addmm(self.b2, h, self.w2)
         return trunc_exp(h[:, 0].float() - 1.0), h[:, 1:]
 

@@ -51,6 +51,14 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
     )
+    top = round(2 ** (d.fine.grid.log2_table / 3)) - 1  # (res+1)³ fits one level of the fine hash table
+    p.add_argument(
+        "--blend-res",
+        type=int_in(0, top),
+        metavar="R",
+        help="expression blend shapes in the fine head field: one dense R³ grid per expression-code channel, "
+        f"so expressions act differently on each part of the face (0: none, the default; at most {top})",
+    )
 
 
 def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -60,6 +68,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.hidden = args.fine_hidden
     if args.torso_hidden is not None:
         mcfg.torso.hidden = args.torso_hidden
+    if args.blend_res is not None:
+        mcfg.fine.blend_res = args.blend_res
     return TRAIN_OPTIONS.build(args), mcfg
 
 

@@ -100,14 +100,18 @@ def test_bad_shapes_are_refused():
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row):
-    """HeadField.density through the fused pass equals the C++ grid + float32 torch MLP, values and grads."""
+@pytest.mark.parametrize("blend_res", [0, 15])
+def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row, blend_res):
+    """HeadField.density through the fused pass equals the C++ grid + float32 torch MLP, values and grads
+    (with expression blend shapes too)."""
     from nerfvc.field.fields import HeadField, HeadFieldConfig
 
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
     torch.manual_seed(0)
-    head = HeadField(HeadFieldConfig(), consistency_dim=8)
+    head = HeadField(HeadFieldConfig(blend_res=blend_res), consistency_dim=8)
     head.grid.table.data.uniform_(-0.5, 0.5)
+    if blend_res:
+        head.blend.data.uniform_(-0.5, 0.5)
     x = torch.rand(300, 3)
     code = torch.randn(300 if per_row else 1, head.cfg.code_dim, requires_grad=True)
     out = {}
@@ -117,7 +121,8 @@ def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row):
         code.grad = None
         sigma, geo = head.density(x, code)
         (sigma.sum() + geo.square().sum()).backward()
-        grads = [p.grad.clone() for p in (head.grid.table, *head.sigma_net.parameters())]
+        grads = [p.grad.clone() for p in head.parameters() if p.grad is not None]
+        assert len(grads) == 2 + len(list(head.sigma_net.parameters())) - (not blend_res)
         out[kernel] = (sigma.detach(), geo.detach(), code.grad.clone(), grads)
     for a, b in zip(out["fused"][:3], out["torch"][:3]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -62,10 +62,10 @@ def test_size_is_passed_to_train(monkeypatch, capsys):
 
 
 def test_recipe_options_set_nested_model_fields():
-    args = build_parser().parse_args(["train", "D", "-o", "M", "--fine-hidden", "32", "--torso-hidden", "16"])
-    cfg, mcfg = recipe.recipe(args)
+    argv = ["train", "D", "-o", "M", "--fine-hidden", "32", "--torso-hidden", "16", "--blend-res", "15"]
+    cfg, mcfg = recipe.recipe(build_parser().parse_args(argv))
     assert cfg == TrainConfig()
-    assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16
+    assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16 and mcfg.fine.blend_res == 15
     assert mcfg.coarse == ModelConfig().coarse  # only the named fields change
 
 
@@ -79,3 +79,5 @@ def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
         recipe.parse_recipe("--bogus 1")
     with pytest.raises(InputError, match="fine-hidden"):
         recipe.parse_recipe("--fine-hidden lots")
+    with pytest.raises(InputError, match="blend-res"):  # 33³ grid points do not fit a 2¹⁵ hash level
+        recipe.parse_recipe("--blend-res 32")

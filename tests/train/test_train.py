@@ -251,9 +251,11 @@ def test_cli_train_then_render_an_mp4_at_another_size(dataset, tmp_path):
     train_cmd.register(sub)
     render_cmd.register(sub)
     model = tmp_path / "model"
-    args = parser.parse_args(["train", str(dataset), "-o", str(model), "--iters", "3", "--eval-frames", "1"])
+    argv = ["train", str(dataset), "-o", str(model), "--iters", "3", "--eval-frames", "1", "--blend-res", "7"]
+    args = parser.parse_args(argv)
     assert args.func(args) == 0
     assert (model / "model.json").exists() and (model / "face_model.json").exists()
+    assert json.loads((model / "nerf.json").read_text())["model"]["fine"]["blend_res"] == 7
     expr, pose = frame_features(4)
     save_features(tmp_path / "f.npz", expression=expr, pose=pose, torso=torso_shifts(4))
     video = tmp_path / "out.mp4"

@@ -1,0 +1,96 @@
+"""Expression blend shapes of the head field (``HeadFieldConfig.blend_res``): a new model starts as a plain
+one, one frame's collapsed level equals the per-point sum, and the frame renderer's extra hash level is the
+field's own blend-shape term."""
+
+import pytest
+import torch
+
+from nerfvc.field.encodings import HashGridConfig
+from nerfvc.field.fields import HeadField, HeadFieldConfig, field_settings, linears, trunc_exp
+from nerfvc.field.frame import FrameHead
+from nerfvc.field.fused import fused_density, fused_density_available
+
+SMALL_GRID = HashGridConfig(levels=4, features=2, log2_table=12, base_res=4, max_res=32)
+
+
+def _head(blend_res: int, implementation: str = "auto", seed: int = 0) -> HeadField:
+    torch.manual_seed(seed)
+    grid = HashGridConfig(**{**SMALL_GRID.__dict__, "implementation": implementation})
+    head = HeadField(HeadFieldConfig(grid=grid, blend_res=blend_res), consistency_dim=4)
+    with torch.no_grad():
+        head.grid.table.uniform_(-0.5, 0.5)
+        if blend_res:
+            head.blend.uniform_(-0.5, 0.5)
+    return head
+
+
+def test_zero_blend_shapes_start_as_the_plain_head():
+    plain, blended = _head(0), _head(7)
+    with torch.no_grad():
+        blended.blend.zero_()
+        blended.grid.table.copy_(plain.grid.table)
+        for a, b in zip(linears(plain.sigma_net), linears(blended.sigma_net)):
+            g = plain.cfg.grid.out_dim
+            w = a.weight if a.weight.shape == b.weight.shape else torch.cat(
+                [a.weight[:, :g], b.weight[:, g : g + 2], a.weight[:, g:]], 1
+            )
+            b.weight.copy_(w)
+            b.bias.copy_(a.bias)
+    x, code = torch.rand(200, 3), torch.randn(200, plain.cfg.code_dim)
+    with field_settings(torch.float32, "torch"):
+        for p, q in zip(plain.density(x, code), blended.density(x, code)):
+            torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("implementation", ["torch", "auto"])
+def test_one_frame_code_collapses_to_the_per_point_sum(implementation):
+    head = _head(7, implementation)
+    x, code = torch.rand(300, 3), torch.randn(1, head.cfg.code_dim)
+    one = head.blend_features(x, code)
+    per_point = head.blend_features(x, code.expand(300, -1))
+    assert one.shape == (300, 2) and one.abs().mean() > 0.05
+    torch.testing.assert_close(one, per_point, rtol=1e-4, atol=1e-5)
+    # the effect of the expression depends on position: two codes differ by different amounts at two points
+    other = head.blend_features(x, -code)
+    assert (one - other)[:, 0].std() > 0.1
+
+
+def test_blend_shapes_learn_from_the_density():
+    head = _head(7)
+    x, code = torch.rand(100, 3), torch.randn(100, head.cfg.code_dim)
+    with field_settings(torch.float32, "torch"):
+        sigma, geo = head.density(x, code)
+        (sigma.sum() + geo.sum()).backward()
+    assert head.blend.grad is not None and head.blend.grad.abs().sum() > 0
+
+
+def test_frame_head_reads_the_blend_shapes_as_one_more_hash_level():
+    head = _head(7)
+    code, cons = torch.randn(1, head.cfg.code_dim), torch.randn(1, 4)
+    x = torch.rand(500, 3)
+    with torch.no_grad(), field_settings(torch.float32, "torch"):
+        sigma, geo = head.density(x, code)
+        frame = FrameHead(head, code, cons)
+        assert frame.table.shape[0] == head.cfg.grid.levels + 1
+        f_sigma, f_geo = frame.density(x)
+    torch.testing.assert_close(f_sigma, sigma, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(f_geo, geo, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the fused kernel")
+def test_the_fused_frame_head_includes_the_blend_level():
+    head = _head(7)
+    code, cons = torch.randn(1, head.cfg.code_dim), torch.randn(1, 4)
+    x = torch.rand(500, 3)
+    with torch.no_grad(), field_settings(torch.float32, "fused"):
+        sigma, _ = head.density(x, code)
+        frame = FrameHead(head, code, cons, half_table=True)
+        assert frame.fused is not None and frame.half_table is not None
+        assert frame.half_table.shape == (head.cfg.grid.levels + 1, 2**SMALL_GRID.log2_table)
+        h = fused_density(x, *frame.fused)
+    torch.testing.assert_close(trunc_exp(h[:, 0] - 1.0), sigma, rtol=1e-4, atol=1e-5)
+
+
+def test_a_blend_grid_larger_than_a_hash_level_is_refused():
+    with pytest.raises(ValueError, match="blend_res 16"):
+        HeadField(HeadFieldConfig(grid=SMALL_GRID, blend_res=16), consistency_dim=0)  # 17³ > 2¹²
