@@ -201,7 +201,7 @@ class HeadField(nn.Module):
         if cfg.blend_res:
             side = cfg.blend_res + 1
             if side**3 > 2**cfg.grid.log2_table:
-                raise ValueError(f"head field: blend_res {cfg.blend_res} needs (res+1)³ ≤ the hash table size")
+                raise ValueError(f"head field: blend_res {cfg.blend_res} needs (res+1)³ ≤ one hash level")
             # (C, side³, F): zero at first, so a new model starts as one without blend shapes
             self.blend = nn.Parameter(torch.zeros(cfg.code_dim, side**3, cfg.grid.features))
         n_sigma = cfg.grid.out_dim + self.blend_dim + cfg.code_dim
@@ -227,7 +227,8 @@ class HeadField(nn.Module):
             level = self.blend_table(code)[None]  # (1,side³,F)
             return self.grid.lookup(x, level, torch.tensor([r]))
         n_codes = code.shape[1]
-        b = self.grid.lookup(x, self.blend, torch.full((n_codes,), r)).view(x.shape[0], n_codes, -1)  # (N,C,F)
+        b = self.grid.lookup(x, self.blend, torch.full((n_codes,), r))  # (N,C·F)
+        b = b.view(x.shape[0], n_codes, -1)  # (N,C,F)
         return torch.einsum("ncf,nc->nf", b, code)
 
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

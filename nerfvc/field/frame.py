@@ -59,9 +59,9 @@ def _time_march(half: bool, repeat: int = 3) -> float:
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
     folded into the first-layer biases, and the expression blend shapes collapse into one more dense level of
-    the hash table (:meth:`HeadField.blend_table`), so evaluating a point costs only its grid features. The density runs
-    as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the MLPs otherwise
-    run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
+    the hash table (:meth:`HeadField.blend_table`), so evaluating a point costs only its grid features. The
+    density runs as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the
+    MLPs otherwise run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
     training). ``half_table``: the fused march reads the grid features as float16 pairs (half the gathers
     and cache; ``benchmarks/render.py`` measures the cost in PSNR)."""
 

@@ -31,8 +31,10 @@ def test_zero_blend_shapes_start_as_the_plain_head():
         blended.grid.table.copy_(plain.grid.table)
         for a, b in zip(linears(plain.sigma_net), linears(blended.sigma_net)):
             g = plain.cfg.grid.out_dim
-            w = a.weight if a.weight.shape == b.weight.shape else torch.cat(
-                [a.weight[:, :g], b.weight[:, g : g + 2], a.weight[:, g:]], 1
+            w = (
+                a.weight
+                if a.weight.shape == b.weight.shape
+                else torch.cat([a.weight[:, :g], b.weight[:, g : g + 2], a.weight[:, g:]], 1)
             )
             b.weight.copy_(w)
             b.bias.copy_(a.bias)
