@@ -76,7 +76,8 @@ class FrameHead:
         cfg = head.cfg
         g, c, k, geo = cfg.grid.out_dim + head.blend_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
         self.grid = head.grid
-        self.table, self.res = head.grid.table, head.grid.res  # (L,T,F), (L,)
+        self.table: torch.Tensor = head.grid.table  # (L,T,F)
+        self.res: torch.Tensor = head.grid.res  # (L,)
         if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
             level = head.blend_table(code)  # (side³,F)
             extra = level.new_zeros(1, self.table.shape[1], level.shape[1])
