@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerfvc.field.blend import blend_lookup
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
 from nerfvc.field.fused import FusedDensityFn, fused_density_available
 from nerfvc.machine import PRECISIONS, choose, median_seconds
@@ -222,14 +223,7 @@ class HeadField(nn.Module):
         ((N,0) without blend shapes)."""
         if not self.blend_dim:
             return x.new_zeros(x.shape[0], 0)
-        r = self.cfg.blend_res
-        if code.shape[0] == 1:  # one frame: collapse the blend shapes first, then read one level
-            level = self.blend_table(code)[None]  # (1,side³,F)
-            return self.grid.lookup(x, level, torch.tensor([r]))
-        n_codes = code.shape[1]
-        b = self.grid.lookup(x, self.blend, torch.full((n_codes,), r))  # (N,C·F)
-        b = b.view(x.shape[0], n_codes, -1)  # (N,C,F)
-        return torch.einsum("ncf,nc->nf", b, code)
+        return blend_lookup(x, self.blend, code, self.cfg.blend_res, cpp=self.grid.uses_cpp(x))
 
     def density(self, x: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N,3), ``code`` (N,C) or (1,C) → sigma (N,), geometry feature (N,geo_dim)."""

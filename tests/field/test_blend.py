@@ -5,6 +5,7 @@ field's own blend-shape term."""
 import pytest
 import torch
 
+from nerfvc.field.blend import blend_lookup, blend_lookup_torch, load_blend_extension
 from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadField, HeadFieldConfig, field_settings, linears, trunc_exp
 from nerfvc.field.frame import FrameHead
@@ -45,16 +46,46 @@ def test_zero_blend_shapes_start_as_the_plain_head():
 
 
 @pytest.mark.parametrize("implementation", ["torch", "auto"])
-def test_one_frame_code_collapses_to_the_per_point_sum(implementation):
+def test_one_frame_collapsed_level_is_the_per_point_sum(implementation):
     head = _head(7, implementation)
     x, code = torch.rand(300, 3), torch.randn(1, head.cfg.code_dim)
-    one = head.blend_features(x, code)
+    collapsed = head.grid.lookup(x, head.blend_table(code)[None], torch.tensor([7]))
     per_point = head.blend_features(x, code.expand(300, -1))
-    assert one.shape == (300, 2) and one.abs().mean() > 0.05
-    torch.testing.assert_close(one, per_point, rtol=1e-4, atol=1e-5)
+    assert collapsed.shape == (300, 2) and collapsed.abs().mean() > 0.05
+    torch.testing.assert_close(collapsed, per_point, rtol=1e-4, atol=1e-5)
     # the effect of the expression depends on position: two codes differ by different amounts at two points
     other = head.blend_features(x, -code)
-    assert (one - other)[:, 0].std() > 0.1
+    assert (head.blend_features(x, code) - other)[:, 0].std() > 0.1
+
+
+@pytest.mark.skipif(load_blend_extension() is None, reason="no C++ compiler for the blend kernel")
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_feat", [1, 2, 4])
+def test_blend_kernel_matches_the_reference(per_row, threads, n_feat):
+    """Values and gradients (table and codes) of the C++ kernel against the hash-grid reference, with points
+    on the faces of the cube and outside it (clamped)."""
+    g = torch.Generator().manual_seed(threads + 3 * n_feat)
+    n, c, r = 2500, 5, 6
+    x = torch.rand(n, 3, generator=g) * 1.2 - 0.1
+    x[:6] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0, 1, 1], [0.5, 0.5, 1], [1 / 6, 2 / 6, 1.0]])
+    blend = torch.randn(c, (r + 1) ** 3, n_feat, generator=g, requires_grad=True)
+    code = torch.randn(n if per_row else 1, c, generator=g, requires_grad=True)
+    grad = torch.randn(n, n_feat, generator=g)
+    results = []
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for lookup in (blend_lookup, blend_lookup_torch):
+            blend.grad = code.grad = None
+            out = lookup(x, blend, code, r)
+            out.backward(grad)
+            results.append((out.detach(), blend.grad.clone(), code.grad.clone()))
+    finally:
+        torch.set_num_threads(prev)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert results[0][1].abs().sum() > 0 and results[0][2].abs().sum() > 0
 
 
 def test_blend_shapes_learn_from_the_density():

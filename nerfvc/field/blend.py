@@ -1,0 +1,62 @@
+"""Expression blend shapes read at points: ``Σ_k code_k · B_k(x)`` for dense grids ``B`` (C, V, F), where
+V = (r+1)³ vertices of a grid of resolution ``r`` over the unit cube (the vertex indexing and trilinear
+interpolation of a dense hash-grid level). :func:`blend_lookup` runs the C++ kernel (``blend.cpp``: one
+contiguous row of C·F values per corner, forward and backward; ~2× the hash-grid path here) on CPU float32
+where it builds, else :func:`blend_lookup_torch`, the plain reference through
+:func:`nerfvc.field.encodings.hashgrid_torch`."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+
+from nerfvc.field.cpp import load_kernel
+from nerfvc.field.encodings import hashgrid_torch
+
+
+def load_blend_extension() -> ModuleType | None:
+    """The blend-shape C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
+    return load_kernel("blend", ["blend_forward", "blend_backward"])
+
+
+class _BlendFn(torch.autograd.Function):
+    """The C++ kernel on a vertex-major table (V, C·F), with gradients for the table and the codes."""
+
+    @staticmethod
+    def forward(ctx, x, table, code, r, n_feat):
+        ctx.save_for_backward(x, table, code)
+        ctx.r, ctx.n_feat = r, n_feat
+        ext = load_blend_extension()
+        assert ext is not None
+        return ext.blend_forward(x, table, code, r, n_feat, torch.get_num_threads())
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, table, code = ctx.saved_tensors
+        ext = load_blend_extension()
+        assert ext is not None
+        g_table, g_code = ext.blend_backward(
+            grad.contiguous(), x, table, code, ctx.r, ctx.n_feat, torch.get_num_threads()
+        )
+        return None, g_table, g_code, None, None
+
+
+def blend_lookup_torch(x: torch.Tensor, blend: torch.Tensor, code: torch.Tensor, r: int) -> torch.Tensor:
+    """Points (N,3) in [0,1]³, blend shapes (C,V,F), codes (N,C) or (1,C), resolution r → (N,F)."""
+    n_codes = blend.shape[0]
+    b = hashgrid_torch(x, blend, torch.full((n_codes,), r, device=x.device))  # (N,C,F)
+    return torch.einsum("ncf,nc->nf", b, code.expand(x.shape[0], -1))
+
+
+def blend_lookup(
+    x: torch.Tensor, blend: torch.Tensor, code: torch.Tensor, r: int, cpp: bool = True
+) -> torch.Tensor:
+    """:func:`blend_lookup_torch` by the C++ kernel where ``cpp`` and the inputs allow it (CPU float32, kernel
+    built), differentiable either way."""
+    ext = load_blend_extension() if cpp and x.device.type == "cpu" and blend.dtype == torch.float32 else None
+    if ext is None:
+        return blend_lookup_torch(x, blend, code, r)
+    n_codes, n_vert, n_feat = blend.shape
+    table = blend.permute(1, 0, 2).reshape(n_vert, n_codes * n_feat)  # (V, C·F): a corner's values in one row
+    return _BlendFn.apply(x.contiguous().float(), table.contiguous(), code.contiguous().float(), r, n_feat)
