@@ -6,6 +6,8 @@ only its own features. :class:`FrameHead` and :class:`FrameTorso` run as fused C
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -56,6 +58,20 @@ def _time_march(half: bool, repeat: int = 3) -> float:
         return median_seconds(lambda: fused_march(*args, frame.half_table), repeat)
 
 
+_Packed = tuple[torch.Tensor, int, torch.Tensor]  # a head's table, its version when packed, the packed table
+_PACKED: weakref.WeakKeyDictionary[HeadField, _Packed] = weakref.WeakKeyDictionary()
+
+
+def _packed_grid(head: HeadField) -> torch.Tensor:
+    """:func:`pack_half_pairs` of ``head``'s hash table, packed once and again only when the table changes
+    (a training step, a loaded checkpoint), not for every frame."""
+    table = head.grid.table
+    cached = _PACKED.get(head)
+    if cached is None or cached[0] is not table or cached[1] != table._version:
+        cached = _PACKED[head] = (table, table._version, pack_half_pairs(table))
+    return cached[2]
+
+
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
     folded into the first-layer biases, and the expression blend shapes collapse into one more dense level of
@@ -78,6 +94,7 @@ class FrameHead:
         self.grid = head.grid
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
+        extra: torch.Tensor | None = None
         if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
             level = head.blend_table(code)  # (side³,F)
             extra = level.new_zeros(1, self.table.shape[1], level.shape[1])
@@ -107,7 +124,10 @@ class FrameHead:
             wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
             self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
             if half_table and cfg.grid.features == 2:
-                self.half_table = pack_half_pairs(self.table)  # (L,T) int32
+                packed = _packed_grid(head)  # (L,T) int32
+                if extra is not None:
+                    packed = torch.cat([packed, pack_half_pairs(extra)])
+                self.half_table = packed
             return
         self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         self.b_color = b.to(dtype)  # (1,H)

@@ -5,7 +5,7 @@ import torch
 
 from nerfvc.field.fields import field_settings
 from nerfvc.field.frame import FrameHead, FrameTorso
-from nerfvc.field.fused import fused_density_available
+from nerfvc.field.fused import fused_density_available, pack_half_pairs
 from nerfvc.render.fast import FastRenderConfig, _march, _unit_fine_edges, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
@@ -136,3 +136,19 @@ def test_fused_fine_edges_match_the_torch_sampler(n):
     if n > 2:  # the inner edges: concentrated at the opaque bin, uniform when the coarse rays saw nothing
         spread = edges[:, -2] - edges[:, 1]
         assert spread[5:10].max() < 0.2 < 0.5 < spread[:5].min()
+
+
+def test_packed_half_table_is_reused_until_the_grid_changes():
+    """The float16 pairs of the hash table are packed once, not per frame, and again after a training step."""
+    model = _model(0, True)
+    code, cons = torch.randn(1, model.fine.cfg.code_dim), torch.zeros(1, model.cfg.consistency_dim)
+    with field_settings(torch.float32, "fused"):
+        with torch.inference_mode():
+            first = FrameHead(model.fine, code, cons, half_table=True).half_table
+            again = FrameHead(model.fine, code, cons, half_table=True).half_table
+        assert again is first and torch.equal(first, pack_half_pairs(model.fine.grid.table))
+        with torch.no_grad():
+            model.fine.grid.table.add_(0.5)  # as an optimiser step does
+        with torch.inference_mode():
+            after = FrameHead(model.fine, code, cons, half_table=True).half_table
+        assert torch.equal(after, pack_half_pairs(model.fine.grid.table)) and not torch.equal(after, first)
