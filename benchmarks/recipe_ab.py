@@ -1,0 +1,134 @@
+"""Two training recipes on the shared clips, side by side, from the reports `benchmarks/clips.py` left under
+``--work`` (the same budget, datasets and eval; ``--a`` and ``--b`` are the recipes' ``--train`` options,
+"" = the default recipe) → ``-o``.json and ``-o``.md.
+
+    python benchmarks/recipe_ab.py --work work/bench10 --minutes 10 --size 256 --b "--blend-res 31" \\
+        -o benchmarks/results/ab_10min_blend-res-31_256
+
+Per clip and rate point: each metric under A and B, which of them beat the frozen first frame, and the
+training steps each recipe took in the budget; then per metric the mean change and on how many clips B is
+better. Only clips with both reports are compared; the others are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from targets import ISSUE16, clip_rows
+
+from nerfvc.eval.metrics import METRICS
+from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
+
+
+def pair_rows(a: list[dict], b: list[dict]) -> list[dict]:
+    """Rows of recipes A and B matched by (clip, point label)."""
+    by_key = {(r["clip"], r["label"]): r for r in b}
+    out = []
+    for ra in a:
+        rb = by_key.get((ra["clip"], ra["label"]))
+        if rb is not None:
+            out.append({"clip": ra["clip"], "label": ra["label"], "a": ra, "b": rb})
+    return out
+
+
+def summary_of(pairs: list[dict]) -> dict:
+    """Per metric: mean of B − A and the number of pairs where B is better; per recipe: pairs that beat the
+    freeze on all seven metrics."""
+    per_metric = {}
+    for m in ISSUE16:
+        diffs = [
+            (p["b"]["nerfvc"][m], p["a"]["nerfvc"][m])
+            for p in pairs
+            if p["a"]["nerfvc"].get(m) is not None and p["b"]["nerfvc"].get(m) is not None
+        ]
+        higher = METRICS[m][1]
+        better = sum((b > a) if higher else (b < a) for b, a in diffs)
+        mean = sum(b - a for b, a in diffs) / len(diffs) if diffs else None
+        per_metric[m] = {"mean_b_minus_a": mean, "b_better": better, "pairs": len(diffs)}
+    return {
+        "metrics": per_metric,
+        "a_beats_freeze_everywhere": sum(not p["a"]["loses_to_freeze"] for p in pairs),
+        "b_beats_freeze_everywhere": sum(not p["b"]["loses_to_freeze"] for p in pairs),
+        "pairs": len(pairs),
+    }
+
+
+def _f(v: float | None, nd: int = 3) -> str:
+    return "–" if v is None else f"{v:.{nd}g}"
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"] or {}
+    flags = ", ".join(k for k, v in (m.get("isa") or {}).items() if v)
+    name_a, name_b = doc["a"] or "default", doc["b"] or "default"
+    lines = [
+        f"# Recipe A/B at {doc['size']}²: A = `{name_a}`, B = `{name_b}`",
+        "",
+        f"Command: `{doc['command']}`. {doc['minutes']:g} minutes of training per clip; eval machine: "
+        f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {flags or 'no ISA flags recorded'}.",
+        "",
+        "Each cell: **A → B**. *loses on*: the metrics where that recipe is not better than the frozen first "
+        "frame. *steps*: training steps in the budget.",
+        "",
+        "| clip | point | " + " | ".join(ISSUE16) + " | A loses on | B loses on | steps |",
+        "|---" * (len(ISSUE16) + 5) + "|",
+    ]
+    for p in doc["pairs"]:
+        a, b = p["a"], p["b"]
+        cells = [f"{_f(a['nerfvc'][k])} → {_f(b['nerfvc'][k])}" for k in ISSUE16]
+        lines.append(
+            f"| {p['clip']} | {p['label']} | "
+            + " | ".join(cells)
+            + f" | {', '.join(a['loses_to_freeze']) or 'none'} | {', '.join(b['loses_to_freeze']) or 'none'}"
+            + f" | {a['train_steps'] or '–'} → {b['train_steps'] or '–'} |"
+        )
+    s = doc["summary"]
+    lines += ["", "| metric | mean B − A | B better on |", "|---|---|---|"]
+    for k, v in s["metrics"].items():
+        lines.append(f"| {k} | {_f(v['mean_b_minus_a'])} | {v['b_better']} of {v['pairs']} |")
+    lines += [
+        "",
+        f"Points better than the freeze on all seven metrics: A {s['a_beats_freeze_everywhere']}, "
+        f"B {s['b_beats_freeze_everywhere']} of {s['pairs']}.",
+    ]
+    if doc["unpaired"]:
+        lines += ["", f"Not compared (a report missing): {', '.join(doc['unpaired'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("work/bench10"))
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--a", default="", help="recipe A's `nerfvc train` options, as given to clips.py")
+    ap.add_argument("--b", required=True, help="recipe B's options")
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    args = ap.parse_args()
+    if not args.work.is_dir():
+        sys.exit(f"recipe_ab.py: error: --work {args.work} is not a directory")
+    rows_a, miss_a, machine = clip_rows(args.work, args.minutes, args.size, args.a)
+    rows_b, miss_b, _ = clip_rows(args.work, args.minutes, args.size, args.b)
+    pairs = pair_rows(rows_a, rows_b)
+    doc = {
+        "command": "python benchmarks/recipe_ab.py " + " ".join(sys.argv[1:]),
+        "work": str(args.work),
+        "minutes": args.minutes,
+        "size": args.size,
+        "a": args.a,
+        "b": args.b,
+        "machine": machine,
+        "pairs": pairs,
+        "unpaired": sorted(set(miss_a) | set(miss_b)),
+        "summary": summary_of(pairs),
+    }
+    write_json_atomic(args.out.with_suffix(".json"), doc)
+    write_bytes_atomic(args.out.with_suffix(".md"), markdown(doc).encode())
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
