@@ -72,6 +72,50 @@ def _packed_grid(head: HeadField) -> torch.Tensor:
     return cached[2]
 
 
+class _BlendTables:
+    """A copy of a head's hash table with one more level for a frame's blend shapes: (L+1,T,F) float32 and,
+    when asked, its float16 pairs (L+1,T). The L levels are copied when the head's table changed since; a
+    frame then writes only its own level."""
+
+    def __init__(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.table = torch.empty(0)
+        self.packed: torch.Tensor | None = None
+
+    @torch.inference_mode()
+    def fill(self, head: HeadField, level: torch.Tensor, half: bool) -> None:
+        """Levels 0..L-1 from ``head`` (if stale), level L from ``level`` (V,F), V ≤ T."""
+        table = head.grid.table
+        n_levels, size, n_feat = table.shape
+        if self.source is not table or self.version != table._version:
+            self.table = torch.zeros(n_levels + 1, size, n_feat)
+            self.table[:n_levels] = table
+            self.packed = None
+            self.source, self.version = table, table._version
+        self.table[n_levels, : level.shape[0]] = level
+        if half:
+            if self.packed is None:
+                self.packed = torch.zeros(n_levels + 1, size, dtype=torch.int32)
+                self.packed[:n_levels] = _packed_grid(head)
+            self.packed[n_levels, : level.shape[0]] = pack_half_pairs(level[None])[0]
+
+
+_FREE_TABLES: weakref.WeakKeyDictionary[HeadField, list[_BlendTables]] = weakref.WeakKeyDictionary()
+
+
+def _lend_blend_tables(owner: object, head: HeadField) -> _BlendTables:
+    """Blend tables of ``head`` that ``owner`` alone uses until it is freed (then they are lent again), so
+    frames rendered at the same time never share one."""
+    free = _FREE_TABLES.setdefault(head, [])
+    try:
+        tables = free.pop()
+    except IndexError:
+        tables = _BlendTables()
+    weakref.finalize(owner, free.append, tables)
+    return tables
+
+
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
     folded into the first-layer biases, and the expression blend shapes collapse into one more dense level of
@@ -94,12 +138,12 @@ class FrameHead:
         self.grid = head.grid
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
-        extra: torch.Tensor | None = None
+        blend: _BlendTables | None = None
+        use_half = half_table and cfg.grid.features == 2 and density_kernel(code.device) == "fused"
         if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
-            level = head.blend_table(code)  # (side³,F)
-            extra = level.new_zeros(1, self.table.shape[1], level.shape[1])
-            extra[0, : level.shape[0]] = level
-            self.table = torch.cat([self.table, extra])
+            blend = _lend_blend_tables(self, head)
+            blend.fill(head, head.blend_table(code), use_half)  # (side³,F) into level L
+            self.table = blend.table
             self.res = torch.cat([self.res, self.res.new_tensor([cfg.blend_res])])
         self.dtype = dtype = dtype or mlp_dtype(code.device)
         sigma, color = linears(head.sigma_net), linears(head.color_net)
@@ -123,11 +167,8 @@ class FrameHead:
             self.fused = (self.table, self.res, w1, b1.contiguous(), w2, b2)
             wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
             self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
-            if half_table and cfg.grid.features == 2:
-                packed = _packed_grid(head)  # (L,T) int32
-                if extra is not None:
-                    packed = torch.cat([packed, pack_half_pairs(extra)])
-                self.half_table = packed
+            if use_half:
+                self.half_table = _packed_grid(head) if blend is None else blend.packed  # (L[+1],T) int32
             return
         self.w1, self.b1, self.w2, self.b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
         self.b_color = b.to(dtype)  # (1,H)

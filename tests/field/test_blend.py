@@ -127,3 +127,34 @@ def test_the_fused_frame_head_includes_the_blend_level():
 def test_a_blend_grid_larger_than_a_hash_level_is_refused():
     with pytest.raises(ValueError, match="blend_res 16"):
         HeadField(HeadFieldConfig(grid=SMALL_GRID, blend_res=16), consistency_dim=0)  # 17³ > 2¹²
+
+
+def test_frames_alive_at_once_keep_their_own_blend_level():
+    """The extended tables are reused across frames, but never shared by two live frame heads."""
+    head = _head(7)
+    cons = torch.zeros(1, 4)
+    x = torch.rand(300, 3)
+    with torch.no_grad(), field_settings(torch.float32, "torch"):
+        codes = [torch.randn(1, head.cfg.code_dim) for _ in range(3)]
+        want = [head.density(x, c)[0] for c in codes]
+        a, b = FrameHead(head, codes[0], cons), FrameHead(head, codes[1], cons)
+        assert a.table is not b.table
+        torch.testing.assert_close(a.density(x)[0], want[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.density(x)[0], want[1], rtol=1e-4, atol=1e-5)
+        kept = a.table
+        del a
+        c = FrameHead(head, codes[2], cons)
+        assert c.table is kept  # a freed frame's tables are lent again
+        torch.testing.assert_close(c.density(x)[0], want[2], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.density(x)[0], want[1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_changed_hash_table_reaches_the_next_frame_head():
+    head = _head(7)
+    code, cons, x = torch.randn(1, head.cfg.code_dim), torch.zeros(1, 4), torch.rand(300, 3)
+    with torch.no_grad(), field_settings(torch.float32, "torch"):
+        FrameHead(head, code, cons)  # lends, fills and returns a copy of the table
+        head.grid.table.add_(0.25)  # a training step
+        torch.testing.assert_close(
+            FrameHead(head, code, cons).density(x)[0], head.density(x, code)[0], rtol=1e-4, atol=1e-5
+        )
