@@ -10,9 +10,6 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 // corner rows idx[8] and trilinear weights w[8] of point p at resolution r (p clamped to [0,1])
 static inline void corners(const float* p, int64_t r, int64_t* idx, float* w) {
@@ -39,16 +36,21 @@ static inline void prefetch_row(const float* row, int64_t n) {
   for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(row + j);
 }
 
-// s[j] = sum_c w[c] * table[idx[c], j] for j < CF
-static inline void interpolate(const float* __restrict__ table, const int64_t* idx, const float* w, int64_t CF,
+// s[j] = sum_c w[c] * table[idx[c], j] for j < CF. CFT: CF known at compile time (0: runtime ``cf``), which
+// lets the compiler unroll and vectorise the row loops.
+template <int CFT>
+static inline void interpolate(const float* __restrict__ table, const int64_t* idx, const float* w, int64_t cf,
                                float* __restrict__ s) {
+  const int64_t CF = CFT ? CFT : cf;
   for (int64_t j = 0; j < CF; ++j) s[j] = 0.f;
   for (int c = 0; c < 8; ++c) {
-    const float* row = table + idx[c] * CF;
+    const float* __restrict__ row = table + idx[c] * CF;
     const float wc = w[c];
     for (int64_t j = 0; j < CF; ++j) s[j] += wc * row[j];
   }
 }
+
+constexpr int64_t MAX_CF = 512, MAX_F = 8;  // a blend table: C*F <= 512 columns, F <= 8 features
 
 static void check(const torch::Tensor& x, const torch::Tensor& table, const torch::Tensor& code, int64_t r,
                   int64_t F) {
@@ -58,8 +60,37 @@ static void check(const torch::Tensor& x, const torch::Tensor& table, const torc
                   table.scalar_type() == torch::kFloat32 && table.is_contiguous(),
               "blend: table must be ((r+1)^3, C*F) contiguous float32");
   TORCH_CHECK(code.dim() == 2 && code.scalar_type() == torch::kFloat32 && code.is_contiguous() &&
-                  (code.size(0) == 1 || code.size(0) == x.size(0)) && F >= 1 && code.size(1) * F == table.size(1),
-              "blend: code must be (1,C) or (N,C) contiguous float32 with C*F table columns");
+                  (code.size(0) == 1 || code.size(0) == x.size(0)) && F >= 1 && code.size(1) * F == table.size(1) &&
+                  table.size(1) <= MAX_CF && F <= MAX_F,
+              "blend: code must be (1,C) or (N,C) contiguous float32 with C*F <= 512 table columns, F <= 8");
+}
+
+// CT, FT: C and F known at compile time (0: the runtime c, f).
+template <int CT, int FT>
+static void forward_impl(const float* __restrict__ xp, const float* __restrict__ tp, const float* __restrict__ cp,
+                         float* __restrict__ op, int64_t N, int64_t c, int64_t f_, bool per_row, int64_t r,
+                         int64_t threads) {
+  const int64_t C = CT ? CT : c, F = FT ? FT : f_, CF = C * F;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n0 = 0; n0 < N; n0 += PB) {
+    const int64_t nb = std::min<int64_t>(PB, N - n0);
+    int64_t idx[PB][8];
+    float w[PB][8];
+    alignas(64) float s[MAX_CF];
+    for (int64_t i = 0; i < nb; ++i) {  // every corner row of the block requested before any is read
+      corners(xp + 3 * (n0 + i), r, idx[i], w[i]);
+      for (int c = 0; c < 8; ++c) prefetch_row(tp + idx[i][c] * CF, CF);
+    }
+    for (int64_t i = 0; i < nb; ++i) {
+      const int64_t n = n0 + i;
+      interpolate<CT * FT>(tp, idx[i], w[i], CF, s);
+      const float* cn = cp + (per_row ? n * C : 0);
+      float acc[MAX_F] = {};
+      for (int64_t k = 0; k < C; ++k)
+        for (int64_t f = 0; f < F; ++f) acc[f] += cn[k] * s[k * F + f];
+      for (int64_t f = 0; f < F; ++f) op[n * F + f] = acc[f];
+    }
+  }
 }
 
 torch::Tensor blend_forward(torch::Tensor x, torch::Tensor table, torch::Tensor code, int64_t r, int64_t F,
@@ -70,28 +101,54 @@ torch::Tensor blend_forward(torch::Tensor x, torch::Tensor table, torch::Tensor 
   auto out = torch::zeros({N, F}, x.options());
   const float *xp = x.data_ptr<float>(), *tp = table.data_ptr<float>(), *cp = code.data_ptr<float>();
   float* op = out.data_ptr<float>();
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> s(CF);
-#pragma omp for schedule(static)
-    for (int64_t n0 = 0; n0 < N; n0 += PB) {
-      const int64_t nb = std::min<int64_t>(PB, N - n0);
-      int64_t idx[PB][8];
-      float w[PB][8];
-      for (int64_t i = 0; i < nb; ++i) {  // every corner row of the block requested before any is read
-        corners(xp + 3 * (n0 + i), r, idx[i], w[i]);
-        for (int c = 0; c < 8; ++c) prefetch_row(tp + idx[i][c] * CF, CF);
+  if (C == 16 && F == 2) forward_impl<16, 2>(xp, tp, cp, op, N, C, F, per_row, r, threads);
+  else if (C == 8 && F == 2) forward_impl<8, 2>(xp, tp, cp, op, N, C, F, per_row, r, threads);
+  else forward_impl<0, 0>(xp, tp, cp, op, N, C, F, per_row, r, threads);
+  return out;
+}
+
+// One thread's share of the backward: code gradients (per row into gcp, or summed into gc_shared) and table
+// gradients into gt (this thread's table).
+template <int CT, int FT>
+static void backward_rows(const float* __restrict__ gp, const float* __restrict__ xp, const float* __restrict__ tp,
+                          const float* __restrict__ cp, float* __restrict__ gt, float* __restrict__ gcp,
+                          float* __restrict__ gc_shared, int64_t c, int64_t f_, bool per_row, int64_t r,
+                          int64_t n_begin, int64_t n_end) {
+  const int64_t C = CT ? CT : c, F = FT ? FT : f_, CF = C * F;
+  alignas(64) float s[MAX_CF];
+  alignas(64) float u[MAX_CF];
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += PB) {
+    const int64_t nb = std::min<int64_t>(PB, n_end - n0);
+    int64_t idx[PB][8];
+    float w[PB][8];
+    for (int64_t i = 0; i < nb; ++i) {
+      corners(xp + 3 * (n0 + i), r, idx[i], w[i]);
+      for (int c = 0; c < 8; ++c) {
+        prefetch_row(tp + idx[i][c] * CF, CF);
+        prefetch_row(gt + idx[i][c] * CF, CF);
       }
-      for (int64_t i = 0; i < nb; ++i) {
-        const int64_t n = n0 + i;
-        interpolate(tp, idx[i], w[i], CF, s.data());
-        const float* cn = cp + (per_row ? n * C : 0);
-        for (int64_t k = 0; k < C; ++k)
-          for (int64_t f = 0; f < F; ++f) op[n * F + f] += cn[k] * s[k * F + f];
+    }
+    for (int64_t i = 0; i < nb; ++i) {
+      const int64_t n = n0 + i;
+      interpolate<CT * FT>(tp, idx[i], w[i], CF, s);
+      const float* g = gp + n * F;
+      const float* cn = cp + (per_row ? n * C : 0);
+      float* gc = per_row ? gcp + n * C : gc_shared;
+      for (int64_t k = 0; k < C; ++k) {
+        float a = 0.f;
+        for (int64_t f = 0; f < F; ++f) {
+          a += g[f] * s[k * F + f];
+          u[k * F + f] = cn[k] * g[f];
+        }
+        gc[k] += a;
+      }
+      for (int c = 0; c < 8; ++c) {
+        float* __restrict__ row = gt + idx[i][c] * CF;
+        const float wc = w[i][c];
+        for (int64_t j = 0; j < CF; ++j) row[j] += wc * u[j];
       }
     }
   }
-  return out;
 }
 
 std::vector<torch::Tensor> blend_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor table,
@@ -107,57 +164,25 @@ std::vector<torch::Tensor> blend_backward(torch::Tensor grad, torch::Tensor x, t
   const float *gp = grad.data_ptr<float>(), *xp = x.data_ptr<float>(), *tp = table.data_ptr<float>(),
               *cp = code.data_ptr<float>();
   const int nt = (int)std::max<int64_t>(1, std::min<int64_t>(threads, N / 1024 + 1));
-  std::vector<std::vector<float>> tables(nt - 1, std::vector<float>());
-  std::vector<std::vector<float>> codes(nt, std::vector<float>(per_row ? 0 : C, 0.f));
-#pragma omp parallel num_threads(nt)
-  {
-    int t = 0;
-#ifdef _OPENMP
-    t = omp_get_thread_num();
-#endif
+  std::vector<std::vector<float>> tables(nt - 1);
+  std::vector<std::vector<float>> codes(nt, std::vector<float>(C, 0.f));
+  const int64_t per = (N + nt - 1) / nt;
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+  for (int t = 0; t < nt; ++t) {  // thread t takes rows [t*per, (t+1)*per) and table t (0: the result)
     float* gt = g_table.data_ptr<float>();
     if (t > 0) {
       tables[t - 1].assign(V * CF, 0.f);
       gt = tables[t - 1].data();
     }
-    std::vector<float> s(CF), u(CF);
-#pragma omp for schedule(static)
-    for (int64_t n0 = 0; n0 < N; n0 += PB) {
-      const int64_t nb = std::min<int64_t>(PB, N - n0);
-      int64_t idx[PB][8];
-      float w[PB][8];
-      for (int64_t i = 0; i < nb; ++i) {
-        corners(xp + 3 * (n0 + i), r, idx[i], w[i]);
-        for (int c = 0; c < 8; ++c) {
-          prefetch_row(tp + idx[i][c] * CF, CF);
-          prefetch_row(gt + idx[i][c] * CF, CF);
-        }
-      }
-      for (int64_t i = 0; i < nb; ++i) {
-        const int64_t n = n0 + i;
-        interpolate(tp, idx[i], w[i], CF, s.data());
-        const float* g = gp + n * F;
-        const float* cn = cp + (per_row ? n * C : 0);
-        float* gc = per_row ? g_code.data_ptr<float>() + n * C : codes[t].data();
-        for (int64_t k = 0; k < C; ++k) {
-          float a = 0.f;
-          for (int64_t f = 0; f < F; ++f) {
-            a += g[f] * s[k * F + f];
-            u[k * F + f] = cn[k] * g[f];
-          }
-          gc[k] += a;
-        }
-        for (int c = 0; c < 8; ++c) {
-          float* row = gt + idx[i][c] * CF;
-          const float wc = w[i][c];
-          for (int64_t j = 0; j < CF; ++j) row[j] += wc * u[j];
-        }
-      }
-    }
+    const int64_t b = std::min<int64_t>(N, t * per), e = std::min<int64_t>(N, b + per);
+    float* gcp = g_code.data_ptr<float>();
+    float* gcs = codes[t].data();
+    if (C == 16 && F == 2) backward_rows<16, 2>(gp, xp, tp, cp, gt, gcp, gcs, C, F, per_row, r, b, e);
+    else if (C == 8 && F == 2) backward_rows<8, 2>(gp, xp, tp, cp, gt, gcp, gcs, C, F, per_row, r, b, e);
+    else backward_rows<0, 0>(gp, xp, tp, cp, gt, gcp, gcs, C, F, per_row, r, b, e);
   }
   float* gt = g_table.data_ptr<float>();
-  for (int t = 1; t < nt; ++t) {  // a thread the runtime did not start left its table empty
-    if (tables[t - 1].empty()) continue;
+  for (int t = 1; t < nt; ++t) {
     const float* src = tables[t - 1].data();
     for (int64_t i = 0; i < V * CF; ++i) gt[i] += src[i];
   }
