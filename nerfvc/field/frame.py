@@ -62,13 +62,22 @@ _Packed = tuple[torch.Tensor, int, torch.Tensor]  # a head's table, its version 
 _PACKED: weakref.WeakKeyDictionary[HeadField, _Packed] = weakref.WeakKeyDictionary()
 
 
+def _version(table: torch.Tensor) -> int | None:
+    """``table``'s version counter (bumped by every in-place change), or None for an inference tensor (a model
+    built under ``torch.inference_mode``), whose changes cannot be seen: copies of it are never reused."""
+    return None if table.is_inference() else table._version
+
+
 def _packed_grid(head: HeadField) -> torch.Tensor:
     """:func:`pack_half_pairs` of ``head``'s hash table, packed once and again only when the table changes
     (a training step, a loaded checkpoint), not for every frame."""
     table = head.grid.table
+    version = _version(table)
     cached = _PACKED.get(head)
-    if cached is None or cached[0] is not table or cached[1] != table._version:
-        cached = _PACKED[head] = (table, table._version, pack_half_pairs(table))
+    if version is None or cached is None or cached[0] is not table or cached[1] != version:
+        cached = (table, -1 if version is None else version, pack_half_pairs(table))
+        if version is not None:
+            _PACKED[head] = cached
     return cached[2]
 
 
@@ -79,7 +88,7 @@ class _BlendTables:
 
     def __init__(self) -> None:
         self.source: torch.Tensor | None = None
-        self.version = -1
+        self.version = -1  # of the source when copied (-1: an inference tensor, copied again every time)
         self.table = torch.empty(0)
         self.packed: torch.Tensor | None = None
 
@@ -88,11 +97,12 @@ class _BlendTables:
         """Levels 0..L-1 from ``head`` (if stale), level L from ``level`` (V,F), V ≤ T."""
         table = head.grid.table
         n_levels, size, n_feat = table.shape
-        if self.source is not table or self.version != table._version:
+        version = _version(table)
+        if version is None or self.source is not table or self.version != version:
             self.table = torch.zeros(n_levels + 1, size, n_feat)
             self.table[:n_levels] = table
             self.packed = None
-            self.source, self.version = table, table._version
+            self.source, self.version = table, -1 if version is None else version
         self.table[n_levels, : level.shape[0]] = level
         if half:
             if self.packed is None:

@@ -158,3 +158,16 @@ def test_a_changed_hash_table_reaches_the_next_frame_head():
         torch.testing.assert_close(
             FrameHead(head, code, cons).density(x)[0], head.density(x, code)[0], rtol=1e-4, atol=1e-5
         )
+
+
+def test_a_head_built_under_inference_mode_is_copied_every_frame():
+    """Inference tensors keep no version counter: their copies are never reused, so a change still shows."""
+    with torch.inference_mode():
+        head = _head(7)
+        code, cons, x = torch.randn(1, head.cfg.code_dim), torch.zeros(1, 4), torch.rand(300, 3)
+        with field_settings(torch.float32, "torch"):
+            FrameHead(head, code, cons)
+            head.grid.table.add_(0.25)
+            torch.testing.assert_close(
+                FrameHead(head, code, cons).density(x)[0], head.density(x, code)[0], rtol=1e-4, atol=1e-5
+            )

@@ -13,16 +13,20 @@ from nerfvc.render.rays import intersect_box
 pytestmark = pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the fused kernel")
 
 
-def _model(seed: int, view_dir: bool) -> PortraitNeRF:
-    """A random model whose heads are dense enough that rays terminate early, with a random occupancy mask."""
+def _model(seed: int, view_dir: bool, blend_res: int = 31) -> PortraitNeRF:
+    """A random model whose heads are dense enough that rays terminate early, with a random occupancy mask
+    (and random expression blend shapes in the fine head, unless ``blend_res`` is 0)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(head_lo=[-0.2, -0.25, -0.1], head_hi=[0.2, 0.2, 0.3])
     cfg.fine.use_view_dir = view_dir
+    cfg.fine.blend_res = blend_res
     model = PortraitNeRF(cfg).eval()
     with torch.no_grad():
         for head in (model.coarse, model.fine):
             head.grid.table.normal_(0, 1.0)
             head.sigma_net[2].bias[0] += 3.0  # raw density ~ exp(2 + noise): opaque within a few samples
+        if blend_res:
+            model.fine.blend.normal_(0, 0.5)
         model.occupancy.mask.copy_(torch.rand(64, 64, 64) > 0.3)
     return model
 
@@ -140,7 +144,7 @@ def test_fused_fine_edges_match_the_torch_sampler(n):
 
 def test_packed_half_table_is_reused_until_the_grid_changes():
     """The float16 pairs of the hash table are packed once, not per frame, and again after a training step."""
-    model = _model(0, True)
+    model = _model(0, True, blend_res=0)
     code, cons = torch.randn(1, model.fine.cfg.code_dim), torch.zeros(1, model.cfg.consistency_dim)
     with field_settings(torch.float32, "fused"):
         with torch.inference_mode():

@@ -85,11 +85,18 @@ def test_tiny_scene_trains_to_a_psnr_threshold(trained, dataset):
 
 
 def _count_points(model: PortraitNeRF) -> list[int]:
-    """Hooks that add the number of points every hash-grid call encodes to the returned counter (the grid
-    module runs on its own only without the fused density kernel: callers set ``NERFVC_KERNEL=torch``)."""
+    """Wrap every hash-grid read (``HashGrid.lookup``, which its forward and the frame renderer's torch path
+    call) to add its number of points to the returned counter (the grid is read on its own only without the
+    fused density kernel: callers set ``NERFVC_KERNEL=torch``)."""
     count = [0]
     for head in (model.coarse, model.fine):
-        head.grid.register_forward_hook(lambda mod, inp, out: count.__setitem__(0, count[0] + len(inp[0])))
+        lookup = head.grid.lookup
+
+        def counted(x, table, res, lookup=lookup):
+            count[0] += len(x)
+            return lookup(x, table, res)
+
+        head.grid.lookup = counted  # type: ignore[method-assign]
     return count
 
 
