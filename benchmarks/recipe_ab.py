@@ -18,8 +18,16 @@ from pathlib import Path
 
 from targets import ISSUE16, clip_rows
 
+from nerfvc.batch import run_tag
 from nerfvc.eval.metrics import METRICS
-from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
+from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
+
+
+def train_cpu_seconds(work: Path, clip: str, minutes: float, train: str) -> float | None:
+    """CPU seconds the recipe's training took on ``clip`` (the batch's ``cpu_times.json``): with the wall
+    budget fixed, this shows how many cores it had (other jobs, threads)."""
+    path = work / clip / "cpu_times.json"
+    return read_json(path).get(f"model_{run_tag(minutes, train)}") if path.is_file() else None
 
 
 def pair_rows(a: list[dict], b: list[dict]) -> list[dict]:
@@ -70,10 +78,11 @@ def markdown(doc: dict) -> str:
         f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {flags or 'no ISA flags recorded'}.",
         "",
         "Each cell: **A → B**. *loses on*: the metrics where that recipe is not better than the frozen first "
-        "frame. *steps*: training steps in the budget.",
+        "frame. *steps*: training steps in the budget; *CPU s*: the CPU seconds they took (the same wall "
+        "budget: ~1 core = the budget's seconds, 2 cores = twice that, less = other jobs took the cores).",
         "",
-        "| clip | point | " + " | ".join(ISSUE16) + " | A loses on | B loses on | steps |",
-        "|---" * (len(ISSUE16) + 5) + "|",
+        "| clip | point | " + " | ".join(ISSUE16) + " | A loses on | B loses on | steps | CPU s |",
+        "|---" * (len(ISSUE16) + 6) + "|",
     ]
     for p in doc["pairs"]:
         a, b = p["a"], p["b"]
@@ -82,7 +91,8 @@ def markdown(doc: dict) -> str:
             f"| {p['clip']} | {p['label']} | "
             + " | ".join(cells)
             + f" | {', '.join(a['loses_to_freeze']) or 'none'} | {', '.join(b['loses_to_freeze']) or 'none'}"
-            + f" | {a['train_steps'] or '–'} → {b['train_steps'] or '–'} |"
+            + f" | {a['train_steps'] or '–'} → {b['train_steps'] or '–'}"
+            + f" | {_f(p['cpu_a'], 4)} → {_f(p['cpu_b'], 4)} |"
         )
     s = doc["summary"]
     lines += ["", "| metric | mean B − A | B better on |", "|---|---|---|"]
@@ -112,6 +122,9 @@ def main() -> int:
     rows_a, miss_a, machine = clip_rows(args.work, args.minutes, args.size, args.a)
     rows_b, miss_b, _ = clip_rows(args.work, args.minutes, args.size, args.b)
     pairs = pair_rows(rows_a, rows_b)
+    for p in pairs:
+        p["cpu_a"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.a)
+        p["cpu_b"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.b)
     doc = {
         "command": "python benchmarks/recipe_ab.py " + " ".join(sys.argv[1:]),
         "work": str(args.work),
