@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from targets import ISSUE16, clip_rows
+from targets import ISSUE16, clip_rows, write_results
 
 from nerfvc.batch import run_tag
 from nerfvc.eval.metrics import METRICS
-from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
+from nerfvc.fsutil import read_json
 
 
 def train_cpu_seconds(work: Path, clip: str, minutes: float, train: str) -> float | None:
@@ -137,9 +137,7 @@ def main() -> int:
         "unpaired": sorted(set(miss_a) | set(miss_b)),
         "summary": summary_of(pairs),
     }
-    write_json_atomic(args.out.with_suffix(".json"), doc)
-    write_bytes_atomic(args.out.with_suffix(".md"), markdown(doc).encode())
-    print(markdown(doc))
+    write_results(args.out, doc, markdown(doc))
     return 0
 
 

@@ -130,6 +130,13 @@ def checks(rows: list[dict], complete: bool) -> dict:
     }
 
 
+def write_results(out: Path, doc: dict, text: str) -> None:
+    """``doc`` as ``out``.json and ``text`` as ``out``.md, and ``text`` on stdout."""
+    write_json_atomic(out.with_suffix(".json"), doc)
+    write_bytes_atomic(out.with_suffix(".md"), text.encode())
+    print(text)
+
+
 def _f(v: float | None, nd: int = 3) -> str:
     return "–" if v is None else f"{v:.{nd}g}"
 
@@ -231,9 +238,7 @@ def main() -> int:
         "missing": missing,
         "checks": checks(rows, complete=not any(missing.values())),
     }
-    write_json_atomic(args.out.with_suffix(".json"), summary)
-    write_bytes_atomic(args.out.with_suffix(".md"), markdown(summary).encode())
-    print(markdown(summary))
+    write_results(args.out, summary, markdown(summary))
     return 0
 
 
