@@ -1,6 +1,6 @@
 """Expression blend shapes read at points: ``Σ_k code_k · B_k(x)`` for dense grids ``B`` (C, V, F), where
 V = (r+1)³ vertices of a grid of resolution ``r`` over the unit cube (the vertex indexing and trilinear
-interpolation of a dense hash-grid level). :func:`blend_lookup` runs the C++ kernel (``blend.cpp``: one
+interpolation of a dense hash-grid level). :func:`blend_lookup` runs the C++ kernel (in ``fused.cpp``: one
 contiguous row of C·F values per corner, forward and backward; ~2× the hash-grid path here) on CPU float32
 where it builds, else :func:`blend_lookup_torch`, the plain reference through
 :func:`nerfvc.field.encodings.hashgrid_torch`."""
@@ -11,13 +11,14 @@ from types import ModuleType
 
 import torch
 
-from nerfvc.field.cpp import load_kernel
 from nerfvc.field.encodings import hashgrid_torch
+from nerfvc.field.fused import load_fused_extension
 
 
 def load_blend_extension() -> ModuleType | None:
-    """The blend-shape C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("blend", ["blend_forward", "blend_backward"])
+    """The C++ kernels holding the blend-shape functions (``fused.cpp``, one build with the fused field
+    kernels: a separate extension would cost its own ~30 s build), or None."""
+    return load_fused_extension()
 
 
 class _BlendFn(torch.autograd.Function):
