@@ -51,7 +51,9 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
     )
-    top = round(2 ** (d.fine.grid.log2_table / 3)) - 1  # (res+1)³ fits one level of the fine hash table
+    top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
+    while (top + 1) ** 3 > 2**d.fine.grid.log2_table:
+        top -= 1
     p.add_argument(
         "--blend-res",
         type=int_in(0, top),
