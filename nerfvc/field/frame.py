@@ -73,11 +73,11 @@ def _packed_grid(head: HeadField) -> torch.Tensor:
     (a training step, a loaded checkpoint), not for every frame."""
     table = head.grid.table
     version = _version(table)
+    if version is None:
+        return pack_half_pairs(table)
     cached = _PACKED.get(head)
-    if version is None or cached is None or cached[0] is not table or cached[1] != version:
-        cached = (table, -1 if version is None else version, pack_half_pairs(table))
-        if version is not None:
-            _PACKED[head] = cached
+    if cached is None or cached[0] is not table or cached[1] != version:
+        cached = _PACKED[head] = (table, version, pack_half_pairs(table))
     return cached[2]
 
 
@@ -149,7 +149,8 @@ class FrameHead:
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
         blend: _BlendTables | None = None
-        use_half = half_table and cfg.grid.features == 2 and density_kernel(code.device) == "fused"
+        fused = density_kernel(code.device) == "fused"
+        use_half = half_table and cfg.grid.features == 2 and fused
         if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
             blend = _lend_blend_tables(self, head)
             blend.fill(head, head.blend_table(code), use_half)  # (side³,F) into level L
@@ -173,7 +174,7 @@ class FrameHead:
         self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
         self.fused_color: tuple[torch.Tensor, ...] = ()
         self.half_table: torch.Tensor | None = None
-        if density_kernel(code.device) == "fused":
+        if fused:
             self.fused = (self.table, self.res, w1, b1.contiguous(), w2, b2)
             wc1 = w_geo if w_view is None else torch.cat([w_geo, w_view])  # (geo[+3],H)
             self.fused_color = (wc1.contiguous(), b.view(1, -1).contiguous(), w3, b3)
