@@ -1,7 +1,7 @@
-"""Expression blend shapes read at points: ``Σ_k code_k · B_k(x)`` for dense grids ``B`` (C, V, F), where
-V = (r+1)³ vertices of a grid of resolution ``r`` over the unit cube (the vertex indexing and trilinear
-interpolation of a dense hash-grid level). :func:`blend_lookup` runs the C++ kernel (in ``fused.cpp``: one
-contiguous row of C·F values per corner, forward and backward; ~2× the hash-grid path here) on CPU float32
+"""Expression blend shapes read at points: ``Σ_k code_k · B_k(x)`` for dense grids ``B`` stored
+vertex-major (V, C, F), where V = (r+1)³ vertices of a grid of resolution ``r`` over the unit cube (the
+vertex indexing and trilinear interpolation of a dense hash-grid level). :func:`blend_lookup` runs the C++
+kernel (in ``fused.cpp``: one contiguous row of C·F values per corner, forward and backward) on CPU float32
 where it builds, else :func:`blend_lookup_torch`, the plain reference through
 :func:`nerfvc.field.encodings.hashgrid_torch`."""
 
@@ -44,9 +44,10 @@ class _BlendFn(torch.autograd.Function):
 
 
 def blend_lookup_torch(x: torch.Tensor, blend: torch.Tensor, code: torch.Tensor, r: int) -> torch.Tensor:
-    """Points (N,3) in [0,1]³, blend shapes (C,V,F), codes (N,C) or (1,C), resolution r → (N,F)."""
-    n_codes = blend.shape[0]
-    b = hashgrid_torch(x, blend, torch.full((n_codes,), r, device=x.device))  # (N,C,F)
+    """Points (N,3) in [0,1]³, blend shapes (V,C,F), codes (N,C) or (1,C), resolution r → (N,F)."""
+    n_codes = blend.shape[1]
+    per_code = blend.permute(1, 0, 2)  # (C,V,F): one dense hash level per code channel
+    b = hashgrid_torch(x, per_code, torch.full((n_codes,), r, device=x.device))  # (N,C,F)
     return torch.einsum("ncf,nc->nf", b, code.expand(x.shape[0], -1))
 
 
@@ -58,6 +59,6 @@ def blend_lookup(
     ext = load_blend_extension() if cpp and x.device.type == "cpu" and blend.dtype == torch.float32 else None
     if ext is None:
         return blend_lookup_torch(x, blend, code, r)
-    n_codes, n_vert, n_feat = blend.shape
-    table = blend.permute(1, 0, 2).reshape(n_vert, n_codes * n_feat)  # (V, C·F): a corner's values in one row
-    return _BlendFn.apply(x.contiguous().float(), table.contiguous(), code.contiguous().float(), r, n_feat)
+    n_vert, n_codes, n_feat = blend.shape
+    table = blend.contiguous().view(n_vert, n_codes * n_feat)  # (V, C·F): a corner's row; no copy
+    return _BlendFn.apply(x.contiguous().float(), table, code.contiguous().float(), r, n_feat)

@@ -203,8 +203,9 @@ class HeadField(nn.Module):
             side = cfg.blend_res + 1
             if side**3 > 2**cfg.grid.log2_table:
                 raise ValueError(f"head field: blend_res {cfg.blend_res} needs (res+1)³ ≤ one hash level")
-            # (C, side³, F): zero at first, so a new model starts as one without blend shapes
-            self.blend = nn.Parameter(torch.zeros(cfg.code_dim, side**3, cfg.grid.features))
+            # (side³, C, F), vertex-major as the kernel reads it (a corner's C·F values in one row): zero at
+            # first, so a new model starts as one without blend shapes
+            self.blend = nn.Parameter(torch.zeros(side**3, cfg.code_dim, cfg.grid.features))
         n_sigma = cfg.grid.out_dim + self.blend_dim + cfg.code_dim
         self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
         n_color = cfg.geo_dim + cfg.code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
@@ -216,7 +217,7 @@ class HeadField(nn.Module):
 
     def blend_table(self, code: torch.Tensor) -> torch.Tensor:
         """One frame's code (1,C) → its blend shapes Σ_k c_k·B_k as one dense level (side³,F)."""
-        return torch.einsum("k,ktf->tf", code[0], self.blend)
+        return torch.einsum("k,tkf->tf", code[0], self.blend)
 
     def blend_features(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """Points (N,3) and codes (N,C) or (1,C) → blend-shape features Σ_k c_k·B_k(x) (N,blend_dim)

@@ -69,7 +69,7 @@ def test_blend_kernel_matches_the_reference(per_row, threads, c, n_feat):
     n, r = 2500, 6
     x = torch.rand(n, 3, generator=g) * 1.2 - 0.1
     x[:6] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0, 1, 1], [0.5, 0.5, 1], [1 / 6, 2 / 6, 1.0]])
-    blend = torch.randn(c, (r + 1) ** 3, n_feat, generator=g, requires_grad=True)
+    blend = torch.randn((r + 1) ** 3, c, n_feat, generator=g, requires_grad=True)
     code = torch.randn(n if per_row else 1, c, generator=g, requires_grad=True)
     grad = torch.randn(n, n_feat, generator=g)
     results = []
