@@ -10,6 +10,8 @@ it is compiled for, each value under its own extension name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import torch
@@ -30,8 +32,31 @@ def load_fused_extension() -> ModuleType | None:
             "unit_fine_edges",
             "blend_forward",
             "blend_backward",
+            "flush_denormals",
         ],
     )
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[bool]:
+    """Inside the block float32 denormals are flushed to zero (FTZ + DAZ) on the calling thread, the kernels'
+    OpenMP threads and torch's intra-op threads (``fused.cpp``'s ``flush_denormals``; without the extension,
+    ``torch.set_flush_denormal`` on the calling thread only); after it, kept again. Yields whether every
+    thread took the mode. Training makes denormals (Adam's second moments of tiny gradients), and on x86 each
+    costs ~100 normal operations."""
+    ext = load_fused_extension()
+    threads = torch.get_num_threads()
+    if ext is not None:
+        ok = bool(ext.flush_denormals(True, threads))
+    else:
+        ok = bool(torch.set_flush_denormal(True))
+    try:
+        yield ok
+    finally:
+        if ext is not None:
+            ext.flush_denormals(False, max(threads, torch.get_num_threads()))
+        else:
+            torch.set_flush_denormal(False)
 
 
 def fused_density_available() -> bool:

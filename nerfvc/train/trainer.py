@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
-from nerfvc.field.fused import fused_density_available
+from nerfvc.field.fused import denormals_flushed, fused_density_available
 from nerfvc.machine import PRECISIONS, choose
 from nerfvc.metrics import psnr, psnr_from_mse, ssim
 from nerfvc.render.model import ModelConfig, PortraitNeRF
@@ -390,7 +390,7 @@ def train(
     if in_main:  # SIGTERM (a scheduler, `kill`) checkpoints like Ctrl-C
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with field_settings(*settings):
+        with field_settings(*settings), denormals_flushed():  # as the settings were timed
             while progress() < 1.0 and step < stop_at:
                 torch.manual_seed(cfg.seed * 1_000_003 + step)  # per step: resumed runs continue identically
                 for g in optim.param_groups:
@@ -490,7 +490,7 @@ def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig
         torch.manual_seed(cfg.seed)  # every candidate on the same batch (drawn only when measuring)
         batch = sampler.sample(cfg.batch_rays)
         times = []
-        with field_settings(*setting):
+        with field_settings(*setting), denormals_flushed():
             for _ in range(3):
                 t = time.perf_counter()
                 b = batch

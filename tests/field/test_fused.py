@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
+from nerfvc.field.blend import blend_lookup
 from nerfvc.field.fused import (
     FusedDensityFn,
+    denormals_flushed,
     fused_density,
     fused_density_available,
     fused_density_reference,
@@ -145,3 +147,23 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
         _clear_stale_lock(name)
     assert not (tmp_path / "stale_ext" / "lock").exists()  # left by a killed build: torch would wait forever
     assert (tmp_path / "busy_ext" / "lock").exists()  # another process may be compiling right now
+
+
+def test_denormals_are_flushed_on_every_thread_inside_the_block_and_kept_after():
+    """torch's intra-op threads (a 2-thread product) and the kernels' OpenMP threads (a 2-thread blend
+    lookup) read denormal inputs as zero inside the block, and as themselves after it."""
+    tiny = 1e-39  # a float32 denormal
+    x = torch.full((1 << 17,), tiny)
+    points = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0))
+    blend, code = torch.full((8**3, 1, 1), tiny), torch.ones(1, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with denormals_flushed() as ok:
+            assert ok
+            assert (x * 1.0 == 0).all()
+            assert (blend_lookup(points, blend, code, 7) == 0).all()
+        assert (x * 1.0 == tiny).all()
+        assert (blend_lookup(points, blend, code, 7) != 0).all()
+    finally:
+        torch.set_num_threads(before)
