@@ -41,9 +41,9 @@ def load_fused_extension() -> ModuleType | None:
 def denormals_flushed() -> Iterator[bool]:
     """Inside the block float32 denormals are flushed to zero (FTZ + DAZ) on the calling thread, the kernels'
     OpenMP threads and torch's intra-op threads (``fused.cpp``'s ``flush_denormals``; without the extension,
-    ``torch.set_flush_denormal`` on the calling thread only); after it, kept again. Yields whether every
-    thread took the mode. Training makes denormals (Adam's second moments of tiny gradients), and on x86 each
-    costs ~100 normal operations."""
+    ``torch.set_flush_denormal`` on the calling thread only); after the block they are kept again (the
+    default). Yields whether every thread took the mode. Training makes denormals (Adam's second moments of
+    tiny gradients), and on x86 each costs ~100 normal operations."""
     ext = load_fused_extension()
     threads = torch.get_num_threads()
     if ext is not None:
