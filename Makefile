@@ -39,8 +39,10 @@ format: setup
 	$(BIN)/ruff format nerfvc tests benchmarks
 	$(BIN)/ruff check --fix nerfvc tests benchmarks
 
+# two pytest workers (one thread each) for everything but the real-time calls, which then run alone
 test: setup lint
-	$(BIN)/python -m pytest -q
+	NERFVC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not realtime"
+	$(BIN)/python -m pytest -q -m realtime
 
 demo: setup
 	$(BIN)/nerfvc prepare $(VIDEO) -o $(WORK)/dataset

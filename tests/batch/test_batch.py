@@ -22,6 +22,9 @@ from nerfvc.render.model import ModelConfig
 from nerfvc.train.synthetic import make_synthetic_dataset
 from nerfvc.train.trainer import TrainConfig
 
+# a local Ray cluster and worker processes: `make test` runs these alone, after the rest
+pytestmark = pytest.mark.realtime
+
 SIZE = 48
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 

@@ -16,6 +16,8 @@ from nerfvc.live.transport import WIRE_OVERHEAD_BYTES
 from tests.live.helpers import run_call
 from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder
 
+pytestmark = pytest.mark.realtime  # real-time calls: `make test` runs these alone, after the rest
+
 
 def _equal_features(report, rx) -> int:
     """Number of delivered (not concealed) frames; asserts each equals the sender's quantized features."""

@@ -14,6 +14,8 @@ from nerfvc.live.sender import CallError, Sender, SenderConfig
 from tests.live.helpers import run_call
 from tests.live.standins import ArraySource, StandInDecoder, StandInEncoder
 
+pytestmark = pytest.mark.realtime  # real-time calls: `make test` runs these alone, after the rest
+
 # The malformed messages that used to escape into aiortc's DTLS loop (and some more).
 MALFORMED = [
     "[1, 2]",

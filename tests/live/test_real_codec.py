@@ -27,6 +27,8 @@ from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 from nerfvc.train.dataset import load_rgb
 from tests.live.standins import ArraySource
 
+pytestmark = pytest.mark.realtime  # real-time calls: `make test` runs these alone, after the rest
+
 
 def _call(
     sender: SenderPipeline,

@@ -18,9 +18,12 @@ from tests.live.helpers import run_call
 from tests.live.standins import StandInDecoder
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium) — viewer test skipped"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium) — viewer test skipped"
+    ),
+    pytest.mark.realtime,  # a real-time call: `make test` runs these alone, after the rest
+]
 
 
 def _crop_variance(png: Path, rect: dict) -> float:

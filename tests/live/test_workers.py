@@ -12,6 +12,8 @@ from nerfvc.live.interfaces import DebugDiscRenderer
 from nerfvc.live.workers import ProcessRenderer, RendererPool, RenderWorkerError
 from tests.live.helpers import StampingRenderer
 
+pytestmark = pytest.mark.realtime  # render worker processes: `make test` runs these alone, after the rest
+
 
 def _failing_factory() -> DebugDiscRenderer:
     raise InputError("no such model")
