@@ -22,9 +22,6 @@ from nerfvc.render.model import ModelConfig
 from nerfvc.train.synthetic import make_synthetic_dataset
 from nerfvc.train.trainer import TrainConfig
 
-# a local Ray cluster and worker processes: `make test` runs these alone, after the rest
-pytestmark = pytest.mark.realtime
-
 SIZE = 48
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
@@ -237,6 +234,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.realtime  # a local Ray cluster and its workers: `make test` runs it alone, after the rest
 def test_ray_matches_sequential_and_retries_a_killed_worker(tmp_path, local_ray, capsys):
     seq_cfg, videos = _setup(tmp_path / "seq", ["alice", "bob"])
     seq = B.run_batch(seq_cfg, videos, tmp_path / "seq" / "summary", steps=TINY)
