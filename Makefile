@@ -39,7 +39,7 @@ format: setup
 	$(BIN)/ruff format nerfvc tests benchmarks
 	$(BIN)/ruff check --fix nerfvc tests benchmarks
 
-# two pytest workers (one thread each) for everything but the real-time calls, which then run alone
+# two pytest workers (one thread each) for all but the tests marked realtime, which then run alone
 test: setup lint
 	NERFVC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not realtime"
 	$(BIN)/python -m pytest -q -m realtime
