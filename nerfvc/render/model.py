@@ -29,6 +29,13 @@ def _coarse_head() -> HeadFieldConfig:
     )
 
 
+def _fine_head() -> HeadFieldConfig:
+    # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush
+    # (benchmarks/results/ab_10min_blend-res-31_ftz_256.md, 5 clips) better on every metric on d6, d9 and
+    # may and on the mean of each metric; german loses 0.6 dB (LPIPS, CSIM level)
+    return HeadFieldConfig(blend_res=31)
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a :class:`PortraitNeRF` (saved as ``nerf.json``)."""
@@ -38,7 +45,7 @@ class ModelConfig:
     expression_dim: int = 79
     torso_dims: int = 0  # 2: the input vector ends with the sender's torso shift (nerfvc.face.torso)
     coarse: HeadFieldConfig = field(default_factory=_coarse_head)
-    fine: HeadFieldConfig = field(default_factory=HeadFieldConfig)
+    fine: HeadFieldConfig = field(default_factory=_fine_head)
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
     consistency_dim: int = 8  # size of the head-torso consistency code (0: none)
     n_coarse: int = 24

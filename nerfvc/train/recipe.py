@@ -59,7 +59,8 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         type=int_in(0, top),
         metavar="R",
         help="expression blend shapes in the fine head field: one dense R³ grid per expression-code channel, "
-        f"so expressions act differently on each part of the face (0: none, the default; at most {top})",
+        f"so expressions act differently on each part of the face (default {d.fine.blend_res}; 0: none, the "
+        f"recipe before 2026-12-01; at most {top})",
     )
 
 
