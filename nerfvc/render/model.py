@@ -31,8 +31,8 @@ def _coarse_head() -> HeadFieldConfig:
 
 def _fine_head() -> HeadFieldConfig:
     # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush
-    # (benchmarks/results/ab_10min_blend-res-31_ftz_256.md, 5 clips) better on every metric on d6, d9 and
-    # may and on the mean of each metric; german loses 0.6 dB (LPIPS, CSIM level)
+    # (benchmarks/results/ab_10min_blend-res-31_ftz_256.md, 5 clips) better on every metric on d9 and may
+    # (d6: all but PRMSE) and on the mean of each metric; german loses 0.6 dB (LPIPS, CSIM level)
     return HeadFieldConfig(blend_res=31)
 
 
