@@ -7,18 +7,10 @@ where it builds, else :func:`blend_lookup_torch`, the plain reference through
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import torch
 
 from nerfvc.field.encodings import hashgrid_torch
 from nerfvc.field.fused import load_fused_extension
-
-
-def load_blend_extension() -> ModuleType | None:
-    """The C++ kernels holding the blend-shape functions (``fused.cpp``, one build with the fused field
-    kernels: a separate extension would cost its own ~30 s build), or None."""
-    return load_fused_extension()
 
 
 class _BlendFn(torch.autograd.Function):
@@ -28,14 +20,14 @@ class _BlendFn(torch.autograd.Function):
     def forward(ctx, x, table, code, r, n_feat):
         ctx.save_for_backward(x, table, code)
         ctx.r, ctx.n_feat = r, n_feat
-        ext = load_blend_extension()
+        ext = load_fused_extension()
         assert ext is not None
         return ext.blend_forward(x, table, code, r, n_feat, torch.get_num_threads())
 
     @staticmethod
     def backward(ctx, grad):
         x, table, code = ctx.saved_tensors
-        ext = load_blend_extension()
+        ext = load_fused_extension()
         assert ext is not None
         g_table, g_code = ext.blend_backward(
             grad.contiguous(), x, table, code, ctx.r, ctx.n_feat, torch.get_num_threads()
@@ -56,7 +48,7 @@ def blend_lookup(
 ) -> torch.Tensor:
     """:func:`blend_lookup_torch` by the C++ kernel where ``cpp`` and the inputs allow it (CPU float32, kernel
     built), differentiable either way."""
-    ext = load_blend_extension() if cpp and x.device.type == "cpu" and blend.dtype == torch.float32 else None
+    ext = load_fused_extension() if cpp and x.device.type == "cpu" and blend.dtype == torch.float32 else None
     if ext is None:
         return blend_lookup_torch(x, blend, code, r)
     n_vert, n_codes, n_feat = blend.shape

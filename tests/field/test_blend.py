@@ -5,7 +5,7 @@ field's own blend-shape term."""
 import pytest
 import torch
 
-from nerfvc.field.blend import blend_lookup, blend_lookup_torch, load_blend_extension
+from nerfvc.field.blend import blend_lookup, blend_lookup_torch
 from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadField, HeadFieldConfig, field_settings, linears, trunc_exp
 from nerfvc.field.frame import FrameHead
@@ -58,7 +58,7 @@ def test_one_frame_collapsed_level_is_the_per_point_sum(implementation):
     assert (head.blend_features(x, code) - other)[:, 0].std() > 0.1
 
 
-@pytest.mark.skipif(load_blend_extension() is None, reason="no C++ compiler for the blend kernel")
+@pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the blend kernel")
 @pytest.mark.parametrize("per_row", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("c,n_feat", [(5, 1), (5, 2), (5, 4), (8, 2), (16, 2)])  # C·F 16 and 32: unrolled
