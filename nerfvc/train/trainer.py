@@ -68,6 +68,10 @@ class TrainConfig:
     perceptual_weight: float = 0.0  # LPIPS (AlexNet) on square head patches, late in training (0 = off)
     perceptual_from: float = 0.5  # share of the schedule after which every 2nd step is a patch step
     patch_size: int = 64  # side (px, at the training size) of a perceptual patch: patch_size² rays
+    # Gaussian noise added to each training ray's normalised expression (in units of the training split's
+    # per-dimension std; 0 = off): the fields learn to respond smoothly to expressions between and beyond
+    # the training ones instead of memorising each frame's code
+    expression_noise: float = 0.0
     seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
@@ -402,7 +406,7 @@ def train(
                 out_r = model.render_rays(
                     batch["dirs"],
                     batch["uv"],
-                    batch["expression"],
+                    noisy_expression(model, batch["expression"], cfg.expression_noise),
                     batch["pose"],
                     batch["background"],
                     train=True,
@@ -464,6 +468,16 @@ def train(
         metrics["train_psnr"] = train_scores["psnr"]
         metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def noisy_expression(model: PortraitNeRF, inputs: torch.Tensor, noise: float) -> torch.Tensor:
+    """Per-ray inputs (R,E+T) with N(0, noise²) added to the normalised expression part (the torso shift
+    unchanged); ``inputs`` itself when ``noise`` is 0."""
+    if noise <= 0:
+        return inputs
+    e = model.cfg.expression_dim
+    jitter = torch.randn_like(inputs[:, :e]) * (noise * model.expr_std)  # (R,E) raw units
+    return torch.cat([inputs[:, :e] + jitter, inputs[:, e:]], 1)
 
 
 def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig) -> tuple[torch.dtype, str]:

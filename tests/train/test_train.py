@@ -27,7 +27,7 @@ from nerfvc.train.synthetic import (
     rotation,
     torso_shifts,
 )
-from nerfvc.train.trainer import TrainConfig, evaluate, head_hull, train
+from nerfvc.train.trainer import TrainConfig, evaluate, head_hull, noisy_expression, train
 
 SIZE = 48
 
@@ -392,8 +392,8 @@ def test_perceptual_loss_is_zero_for_the_truth_and_pulls_a_blurred_patch_towards
     assert perceptual_loss(stepped, truth.reshape(-1, 3), 32).item() < loss.item()
 
 
-def test_training_with_the_perceptual_term_runs(dataset, tmp_path):
-    cfg = replace(tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16)
+def test_training_with_the_perceptual_term_and_expression_noise_runs(dataset, tmp_path):
+    cfg = replace(tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16, expression_noise=0.3)
     result = train(dataset, tmp_path / "m", cfg, tiny_model())
     assert result.steps == 6 and np.isfinite(result.metrics["psnr"])
 
@@ -445,3 +445,18 @@ def test_skipping_the_background_leaves_the_frame_unchanged(trained, monkeypatch
     full = r.render(x[26], pose[26], SIZE, SIZE)
     assert psnr(skipped, full) > 50.0
     assert n_skipped < 0.9 * sum(rows), (n_skipped, sum(rows))
+
+
+def test_expression_noise_jitters_the_expression_by_its_std_and_leaves_the_torso_shift():
+    model = PortraitNeRF(ModelConfig(expression_dim=4, torso_dims=2))
+    model.expr_std.copy_(torch.tensor([1.0, 2.0, 0.5, 4.0]))
+    inputs = torch.arange(6, dtype=torch.float32).repeat(20000, 1)  # (R,4+2)
+    assert noisy_expression(model, inputs, 0.0) is inputs
+    out = noisy_expression(model, inputs, 0.3)
+    assert torch.equal(out[:, 4:], inputs[:, 4:])
+    jitter = out[:, :4] - inputs[:, :4]
+    assert torch.allclose(jitter.mean(0), torch.zeros(4), atol=0.03 * 4)
+    assert torch.allclose(jitter.std(0), 0.3 * model.expr_std, rtol=0.05)
+    # normalised, the jitter has the same spread in every dimension
+    expr_n, _ = model.split_input(out)
+    assert torch.allclose(expr_n.std(0), torch.full((4,), 0.3), rtol=0.05)
