@@ -113,11 +113,21 @@ class PortraitNeRF(nn.Module):
         """Length of the box's longest side: distances are measured in these units."""
         return (self.head_hi - self.head_lo).max()
 
-    def set_normalisation(self, expression: torch.Tensor, pose: torch.Tensor) -> None:
-        """Per-dimension mean/std of the training inputs (N,E+T) (expression part) and poses (N,12)."""
+    def set_normalisation(
+        self, expression: torch.Tensor, pose: torch.Tensor, expression_scale: str = "dim"
+    ) -> None:
+        """Mean/std of the training inputs (N,E+T) (expression part) and poses (N,12), per dimension; with
+        ``expression_scale="global"`` every expression dimension is divided by the largest per-dimension std
+        instead, so the PCA's minor components (tracker noise, unique to each frame) stay as small as they
+        are rather than being blown up to the major ones' spread."""
         expression = expression[:, : self.cfg.expression_dim]
         self.expr_mean.copy_(expression.mean(0))
-        self.expr_std.copy_(expression.std(0).clamp(min=1e-3))
+        std = expression.std(0)
+        if expression_scale == "global":
+            std = std.max().expand_as(std)
+        elif expression_scale != "dim":
+            raise ValueError(f"expression_scale must be 'dim' or 'global', not {expression_scale!r}")
+        self.expr_std.copy_(std.clamp(min=1e-3))
         self.pose_mean.copy_(pose.mean(0))
         self.pose_std.copy_(pose.std(0).clamp(min=1e-3))
 

@@ -72,6 +72,9 @@ class TrainConfig:
     # per-dimension std; 0 = off): the fields learn to respond smoothly to expressions between and beyond
     # the training ones instead of memorising each frame's code
     expression_noise: float = 0.0
+    # how the expression inputs are normalised: "dim" (each dimension to unit spread) or "global" (all by
+    # the largest dimension's std, so the minor PCA components stay small)
+    expression_scale: str = "dim"
     seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
@@ -351,7 +354,7 @@ def train(
         model.occupancy.set_prior(hull)
         log.info("occupancy: the head masks' hull keeps %.1f%% of the box", 100 * float(hull.float().mean()))
     train_t = torch.from_numpy(ds.train_idx)
-    model.set_normalisation(ds.expression[train_t], ds.pose[train_t])
+    model.set_normalisation(ds.expression[train_t], ds.pose[train_t], cfg.expression_scale)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     ckpt_dir = Path(out) / ".train"
     step, elapsed = 0, 0.0

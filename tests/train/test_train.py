@@ -393,7 +393,9 @@ def test_perceptual_loss_is_zero_for_the_truth_and_pulls_a_blurred_patch_towards
 
 
 def test_training_with_the_perceptual_term_and_expression_noise_runs(dataset, tmp_path):
-    cfg = replace(tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16, expression_noise=0.3)
+    cfg = replace(
+        tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16, expression_noise=0.3
+    )
     result = train(dataset, tmp_path / "m", cfg, tiny_model())
     assert result.steps == 6 and np.isfinite(result.metrics["psnr"])
 
@@ -460,3 +462,19 @@ def test_expression_noise_jitters_the_expression_by_its_std_and_leaves_the_torso
     # normalised, the jitter has the same spread in every dimension
     expr_n, _ = model.split_input(out)
     assert torch.allclose(expr_n.std(0), torch.full((4,), 0.3), rtol=0.05)
+
+
+def test_global_expression_scale_keeps_the_minor_components_small():
+    model = PortraitNeRF(ModelConfig(expression_dim=3))
+    expr = torch.randn(500, 3) * torch.tensor([0.02, 0.005, 0.0004]) + torch.tensor([1.0, 2.0, 3.0])
+    pose = torch.randn(500, 12)
+    model.set_normalisation(expr, pose)
+    per_dim = model.split_input(expr)[0].std(0)
+    floored = expr[:, 2].std() / 1e-3  # ~0.4: the smallest spread is divided by the 1e-3 floor
+    assert torch.allclose(per_dim, torch.stack([torch.tensor(1.0), torch.tensor(1.0), floored]), rtol=1e-3)
+    model.set_normalisation(expr, pose, "global")
+    expr_n = model.split_input(expr)[0]
+    assert torch.allclose(expr_n.mean(0), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(expr_n.std(0), torch.tensor([1.0, 0.25, 0.02]), rtol=0.15)
+    with pytest.raises(ValueError, match="expression_scale"):
+        model.set_normalisation(expr, pose, "pca")
