@@ -30,9 +30,9 @@ def _coarse_head() -> HeadFieldConfig:
 
 
 def _fine_head() -> HeadFieldConfig:
-    # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush
-    # (benchmarks/results/ab_10min_blend-res-31_ftz_256.md, 5 clips) better on every metric on d9 and may
-    # (d6: all but PRMSE) and on the mean of each metric; german loses 0.6 dB (LPIPS, CSIM level)
+    # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush on the
+    # 8 shared clips (benchmarks/results/ab_10min_blend-res-31_ftz_8clips_256.md) better on PSNR on 12 of 16
+    # points, LPIPS on 14, DISTS on 15, CSIM on 12; german loses 0.6 dB (LPIPS, CSIM level)
     return HeadFieldConfig(blend_res=31)
 
 
