@@ -72,6 +72,7 @@ class TrainConfig:
     # per-dimension std; 0 = off): the fields learn to respond smoothly to expressions between and beyond
     # the training ones instead of memorising each frame's code
     expression_noise: float = 0.0
+    expression_noise_decay: bool = False  # the noise falls linearly to 0 over the schedule (sharp at the end)
     # how the expression inputs are normalised: "dim" (each dimension to unit spread) or "global" (all by
     # the largest dimension's std, so the minor PCA components stay small)
     expression_scale: str = "dim"
@@ -409,7 +410,7 @@ def train(
                 out_r = model.render_rays(
                     batch["dirs"],
                     batch["uv"],
-                    noisy_expression(model, batch["expression"], cfg.expression_noise),
+                    noisy_expression(model, batch["expression"], noise_at(cfg, progress())),
                     batch["pose"],
                     batch["background"],
                     train=True,
@@ -471,6 +472,11 @@ def train(
         metrics["train_psnr"] = train_scores["psnr"]
         metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def noise_at(cfg: TrainConfig, progress: float) -> float:
+    """The expression noise at ``progress`` (0…1) of the schedule."""
+    return cfg.expression_noise * (1.0 - progress if cfg.expression_noise_decay else 1.0)
 
 
 def noisy_expression(model: PortraitNeRF, inputs: torch.Tensor, noise: float) -> torch.Tensor:

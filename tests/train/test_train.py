@@ -27,7 +27,7 @@ from nerfvc.train.synthetic import (
     rotation,
     torso_shifts,
 )
-from nerfvc.train.trainer import TrainConfig, evaluate, head_hull, noisy_expression, train
+from nerfvc.train.trainer import TrainConfig, evaluate, head_hull, noise_at, noisy_expression, train
 
 SIZE = 48
 
@@ -478,3 +478,10 @@ def test_global_expression_scale_keeps_the_minor_components_small():
     assert torch.allclose(expr_n.std(0), torch.tensor([1.0, 0.25, 0.02]), rtol=0.15)
     with pytest.raises(ValueError, match="expression_scale"):
         model.set_normalisation(expr, pose, "pca")
+
+
+def test_decayed_expression_noise_falls_linearly_to_zero():
+    flat = TrainConfig(expression_noise=0.3)
+    decayed = TrainConfig(expression_noise=0.3, expression_noise_decay=True)
+    assert [noise_at(flat, p) for p in (0.0, 0.5, 1.0)] == [0.3, 0.3, 0.3]
+    assert [noise_at(decayed, p) for p in (0.0, 0.5, 1.0)] == pytest.approx([0.3, 0.15, 0.0])
