@@ -1043,9 +1043,9 @@ std::vector<torch::Tensor> blend_backward(torch::Tensor grad, torch::Tensor x, t
 
 // Denormal floats (below ~1.2e-38) cost ~100x a normal operation on x86, and training makes them (Adam's
 // second moments of the blend shapes' tiny gradients: a 1-thread step on a Xeon with AVX512_BF16 grew from
-// ~0.33 to ~0.41 s as they appeared). flush_denormals sets flush-to-zero and denormals-are-zero (MXCSR, which is per thread) on the
-// calling thread, this extension's OpenMP threads and torch's intra-op threads; it returns whether every
-// one of them now has the mode asked for.
+// ~0.33 to ~0.41 s as they appeared). flush_denormals sets flush-to-zero and denormals-are-zero (MXCSR,
+// which is per thread) on the calling thread, this extension's OpenMP threads and torch's intra-op
+// threads; it returns whether every one of them now has the mode asked for.
 static bool set_flush_bits(bool on) {
   constexpr unsigned bits = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
   const unsigned csr = _mm_getcsr();
