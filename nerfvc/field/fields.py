@@ -256,8 +256,8 @@ class HeadField(nn.Module):
     def forward(
         self, x: torch.Tensor, code: torch.Tensor, view_dir: torch.Tensor, consistency: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (N,3), ``code`` (N,C) or (1,C), ``view_dir`` (N,3), ``consistency`` (1,K) → sigma (N,),
-        rgb (N,3)."""
+        """``x`` (N,3), ``code`` (N,C) or (1,C), ``view_dir`` (N,3), ``consistency`` (N,K) or (1,K) →
+        sigma (N,), rgb (N,3)."""
         sigma, geo = self.density(x, code)
         return sigma, self._color(geo, code, view_dir, consistency, mlp_dtype(x.device))
 
@@ -269,8 +269,8 @@ class HeadField(nn.Module):
         consistency: torch.Tensor,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """Geometry features (N,geo), codes, view directions (N,3), consistency (1,K) → rgb (N,3), the MLP
-        under autocast to ``dtype``."""
+        """Geometry features (N,geo), codes, view directions (N,3), consistency (N,K) or (1,K) → rgb (N,3),
+        the MLP under autocast to ``dtype``."""
         parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
         with torch.autocast(geo.device.type, dtype=dtype, enabled=dtype != torch.float32):
             return torch.sigmoid(self.color_net[1:](split_linear(linears(self.color_net)[0], parts)).float())
@@ -308,8 +308,8 @@ class TorsoField(nn.Module):
         consistency: torch.Tensor,
         shift: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``uv`` (N,2), normalised pose (N,12) or (1,12), consistency (1,K), torso ``shift`` (N,2) or (1,2)
-        (the body's image motion: the canonical torso is looked up at ``uv - shift``) → rgb (N,3),
+        """``uv`` (N,2), normalised pose (N,12) or (1,12), consistency (N,K) or (1,K), torso ``shift`` (N,2)
+        or (1,2) (the body's image motion: the canonical torso is looked up at ``uv - shift``) → rgb (N,3),
         alpha (N,)."""
         if shift is not None:
             uv = uv - shift

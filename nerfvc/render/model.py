@@ -141,7 +141,7 @@ class PortraitNeRF(nn.Module):
         cons: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Evaluate ``head`` in bins ``edges`` (R,S+1) along canonical rays (R,3) with codes (R,C) or (1,C)
-        and the consistency code (1,K) → weights (R,S), rgb (R,3), alpha (R,)."""
+        and consistency codes (R,K) or (1,K) → weights (R,S), rgb (R,3), alpha (R,)."""
         n_rays, n_s = edges.shape[0], edges.shape[1] - 1
         t_mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # (R,S)
         delta = (edges[:, 1:] - edges[:, :-1]) / self.scale  # (R,S)
@@ -154,7 +154,8 @@ class PortraitNeRF(nn.Module):
         if ray_idx.numel():
             view = torch.nn.functional.normalize(direction, dim=-1)
             code_pts = code if code.shape[0] == 1 else code[ray_idx]  # (1,C) = one code for every ray
-            s, c = head(x[ray_idx, s_idx], code_pts, view[ray_idx], cons)
+            cons_pts = cons if cons.shape[0] == 1 else cons[ray_idx]
+            s, c = head(x[ray_idx, s_idx], code_pts, view[ray_idx], cons_pts)
             sigma = sigma.index_put((ray_idx, s_idx), s)
             rgb = rgb.index_put((ray_idx, s_idx), c)
         weights = render_weights(sigma, delta)
@@ -170,12 +171,15 @@ class PortraitNeRF(nn.Module):
         background: torch.Tensor,
         train: bool = False,
         samples: tuple[int, int] | None = None,
+        frame_code: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render rays: camera directions (R,3), image coords uv (R,2), raw inputs (R,E+T) (expression, then
         the torso shift if ``cfg.torso_dims``) and pose (R,12) (or (1,E+T), (1,12) shared by all rays: one
         frame), background colour (R,3) → ``rgb`` (R,3) fine
         composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
         ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
+        ``frame_code`` (R,K): per-ray offsets of the consistency code, the training frames' own latent codes
+        (training only: the receiver has none, i.e. zero).
         """
         n_coarse, n_fine = samples or (self.cfg.n_coarse, self.cfg.n_fine)
         n = dirs.shape[0]
@@ -183,6 +187,8 @@ class PortraitNeRF(nn.Module):
         expr_n, shift = self.split_input(expression)
         pose_n = (pose - self.pose_mean) / self.pose_std
         cons = self.consistency.view(1, -1)  # (1,K), shared by every ray
+        if frame_code is not None:
+            cons = cons + frame_code  # (R,K)
         torso_rgb, torso_alpha = self.torso(uv, pose_n, cons, shift)
 
         origin, direction = to_canonical(dirs, pose)
@@ -195,7 +201,8 @@ class PortraitNeRF(nn.Module):
         }
         idx = hit.nonzero(as_tuple=True)[0]
         if idx.numel():
-            o, d, c = origin[idx], direction[idx], cons
+            o, d = origin[idx], direction[idx]
+            c = cons if cons.shape[0] == 1 else cons[idx]  # (1,K) or (R',K)
             e = expr_n if expr_n.shape[0] == 1 else expr_n[idx]  # (1,E) or (R',E)
             code_c, code_f = self.coarse.expression_code(e), self.fine.expression_code(e)
             edges = stratified(t_near[idx], t_far[idx], n_coarse, jitter=train)
@@ -207,7 +214,8 @@ class PortraitNeRF(nn.Module):
             if sel.numel():
                 edges_f = importance(edges[sel], w_c[sel], n_fine, jitter=train)
                 code_sel = code_f if code_f.shape[0] == 1 else code_f[sel]
-                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, c)
+                cons_sel = c if c.shape[0] == 1 else c[sel]
+                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
         out["rgb"] = composite(out["head_rgb"], out["head_alpha"], torso_rgb, torso_alpha, background)

@@ -21,12 +21,19 @@ CKPT_VERSION = 1
 
 
 def save_checkpoint(
-    directory: str | Path, model: PortraitNeRF, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    directory: str | Path,
+    model: PortraitNeRF,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    frame_codes: torch.Tensor | None = None,
 ) -> None:
-    """Write model weights, optimizer moments and ``state`` (step, elapsed, dataset, ...) to ``directory``."""
+    """Write model weights, optimizer moments, the training-only ``frame_codes`` (F,K) if any and ``state``
+    (step, elapsed, dataset, ...) to ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    if frame_codes is not None:
+        tensors["frame_codes"] = frame_codes.detach().contiguous()
     for i, p in enumerate(optimizer.param_groups[0]["params"]):
         for k, v in optimizer.state.get(p, {}).items():
             tensors[f"optim/{i}/{k}"] = v.detach().reshape(v.shape).contiguous()
@@ -47,8 +54,10 @@ def load_checkpoint(
     model: PortraitNeRF,
     optimizer: torch.optim.Optimizer | None = None,
     dataset_fingerprint: str | None = None,
+    frame_codes: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Restore ``model`` (and ``optimizer``) in place from ``directory``; returns the saved state dict.
+    """Restore ``model`` (and ``optimizer``, and ``frame_codes`` (F,K) when training with them) in place from
+    ``directory``; returns the saved state dict.
 
     Raises :class:`ModelMismatchError` if the checkpoint is corrupt or was made for another model or dataset.
     """
@@ -81,6 +90,14 @@ def load_checkpoint(
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ModelMismatchError(f"{d}: checkpoint does not fit the model ({first}); remove {d}") from e
+    saved_codes = tensors.get("frame_codes")
+    if (saved_codes is None) != (frame_codes is None) or (
+        saved_codes is not None and frame_codes is not None and saved_codes.shape != frame_codes.shape
+    ):
+        raise ModelMismatchError(f"{d}: checkpoint was made with other frame codes; use a new output dir")
+    if saved_codes is not None and frame_codes is not None:
+        with torch.no_grad():
+            frame_codes.copy_(saved_codes)
     if optimizer is not None:
         params = optimizer.param_groups[0]["params"]
         for i, p in enumerate(params):

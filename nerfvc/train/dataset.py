@@ -137,7 +137,7 @@ def ray_batch(
     ds: PortraitDataset, f: torch.Tensor, y: torch.Tensor, x: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """The rays through pixels ``(y, x)`` of frames ``f`` (all (R,) int64): directions, uv, target colour,
-    mask label, background colour, and the frames' inputs and poses."""
+    mask label, background colour, the frames' inputs and poses, and ``frame``: ``f`` itself."""
     dirs, uv = pixel_dirs(ds.camera, x.float() + 0.5, y.float() + 0.5)
     return {
         "dirs": dirs,
@@ -147,6 +147,7 @@ def ray_batch(
         "background": ds.background[y, x].float() / 255,
         "expression": ds.expression[f],
         "pose": ds.pose[f],
+        "frame": f,
     }
 
 

@@ -29,6 +29,8 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("expression_noise", type=non_negative, metavar="S"),
     Opt("expression_noise_decay"),
     Opt("expression_scale", choices=("dim", "global")),
+    Opt("frame_codes"),
+    Opt("frame_code_weight", type=non_negative, metavar="W"),
 )
 MODEL_OPTIONS = ConfigArgs(
     ModelConfig,

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
+from nerfvc.errors import InputError
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import denormals_flushed, fused_density_available
 from nerfvc.machine import PRECISIONS, choose
@@ -76,6 +78,13 @@ class TrainConfig:
     # how the expression inputs are normalised: "dim" (each dimension to unit spread) or "global" (all by
     # the largest dimension's std, so the minor PCA components stay small)
     expression_scale: str = "dim"
+    # per-frame latent codes, training only (NeRF-W's appearance embeddings): each training frame's own
+    # offset of the consistency code (which conditions head colour and the torso), zero-mean over the
+    # training frames and pulled toward zero by ``frame_code_weight``; the receiver draws every frame with
+    # offset zero, the average training frame. Lighting and other per-frame nuisance go there instead of
+    # being memorised per expression code.
+    frame_codes: bool = False
+    frame_code_weight: float = 1e-3  # weight of the offsets' mean squared norm in the loss
     seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
@@ -331,6 +340,8 @@ def train(
 ) -> TrainResult:
     """Train a model on ``dataset`` and write the MODEL directory ``out`` (resuming from ``out/.train``)."""
     cfg = cfg or TrainConfig()
+    if cfg.frame_codes and not (model_cfg or ModelConfig()).consistency_dim:
+        raise InputError("frame codes offset the consistency code: they need --consistency-dim > 0")
     t_call = time.perf_counter()
     threads = configure_threads()
     torch.manual_seed(cfg.seed)
@@ -356,11 +367,14 @@ def train(
         log.info("occupancy: the head masks' hull keeps %.1f%% of the box", 100 * float(hull.float().mean()))
     train_t = torch.from_numpy(ds.train_idx)
     model.set_normalisation(ds.expression[train_t], ds.pose[train_t], cfg.expression_scale)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    # (num_frames, K): one code per dataset frame; only the training frames' rows are drawn and trained
+    codes = nn.Parameter(torch.zeros(ds.num_frames, mcfg.consistency_dim)) if cfg.frame_codes else None
+    params = [*model.parameters(), *([codes] if codes is not None else [])]
+    optim = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     ckpt_dir = Path(out) / ".train"
     step, elapsed = 0, 0.0
     if (ckpt_dir / "checkpoint.json").exists():
-        state = load_checkpoint(ckpt_dir, model, optim, dataset_fingerprint=ds.fingerprint)
+        state = load_checkpoint(ckpt_dir, model, optim, ds.fingerprint, frame_codes=codes)
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log.info("resuming at step %d (%.0f s trained)", step, elapsed)
     sampler = RaySampler(ds, cfg.person_frac, cfg.error_frac)
@@ -383,6 +397,7 @@ def train(
                 "train": asdict(cfg),
                 "box_pad": pad,
             },
+            frame_codes=codes,
         )
 
     bar = tqdm(total=cfg.iters, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
@@ -407,6 +422,7 @@ def train(
                     model.update_occupancy(train_expr)
                 patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
                 batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
+                offsets = None if codes is None else frame_offsets(codes, batch["frame"], train_t)
                 out_r = model.render_rays(
                     batch["dirs"],
                     batch["uv"],
@@ -414,8 +430,11 @@ def train(
                     batch["pose"],
                     batch["background"],
                     train=True,
+                    frame_code=offsets,
                 )
                 loss, mse = compute_loss(out_r, batch, cfg)
+                if offsets is not None:
+                    loss = loss + cfg.frame_code_weight * offsets.square().sum(-1).mean()
                 if sampler.error is not None and not patch:
                     sampler.record(batch["cell"], ((out_r["rgb"] - batch["rgb"]) ** 2).mean(-1))
                 if patch:
@@ -472,6 +491,12 @@ def train(
         metrics["train_psnr"] = train_scores["psnr"]
         metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def frame_offsets(codes: torch.Tensor, frames: torch.Tensor, train_frames: torch.Tensor) -> torch.Tensor:
+    """Per-ray consistency-code offsets (R,K): the codes (F,K) of the rays' frames (R,), less the mean code
+    of the training frames (T,), so that zero, what every frame gets at the receiver, is the average one."""
+    return codes[frames] - codes[train_frames].mean(0)
 
 
 def noise_at(cfg: TrainConfig, progress: float) -> float:

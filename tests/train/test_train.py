@@ -14,7 +14,7 @@ from nerfvc.camera import Camera
 from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.features import model_input, save_features
 from nerfvc.field.encodings import HashGridConfig
-from nerfvc.field.fields import HeadFieldConfig
+from nerfvc.field.fields import HeadFieldConfig, field_settings
 from nerfvc.metrics import psnr
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.renderer import Renderer
@@ -27,7 +27,15 @@ from nerfvc.train.synthetic import (
     rotation,
     torso_shifts,
 )
-from nerfvc.train.trainer import TrainConfig, evaluate, head_hull, noise_at, noisy_expression, train
+from nerfvc.train.trainer import (
+    TrainConfig,
+    evaluate,
+    frame_offsets,
+    head_hull,
+    noise_at,
+    noisy_expression,
+    train,
+)
 
 SIZE = 48
 
@@ -230,6 +238,63 @@ def test_resumed_training_equals_uninterrupted_training(dataset, tmp_path):
     train(dataset, b, replace(tiny_train(12), eval_frames=0), tiny_model())  # resumes at step 6
     wa = (a / "nerf.safetensors").read_bytes()
     assert wa == (b / "nerf.safetensors").read_bytes()
+
+
+def test_frame_codes_train_the_training_rows_only_and_resume_exactly(dataset, tmp_path):
+    cfg = replace(tiny_train(8), frame_codes=True, eval_frames=0)
+    a = tmp_path / "a"
+    train(dataset, a, cfg, tiny_model())
+    b = tmp_path / "b"
+    train(dataset, b, replace(cfg, stop_at=4), tiny_model())  # "interrupted"
+    train(dataset, b, cfg, tiny_model())  # resumes at step 4, frame codes and their Adam state included
+    assert (a / "nerf.safetensors").read_bytes() == (b / "nerf.safetensors").read_bytes()
+    from safetensors.torch import load_file
+
+    codes = load_file(str(a / ".train" / "checkpoint.safetensors"))["frame_codes"]  # (F,K)
+    assert torch.equal(codes, load_file(str(b / ".train" / "checkpoint.safetensors"))["frame_codes"])
+    ds = load_dataset(dataset)
+    assert codes.shape == (ds.num_frames, tiny_model().consistency_dim)
+    assert (codes[ds.train_idx].abs().sum(1) > 0).all()  # every training frame's code was trained
+    assert not codes[ds.test_idx].any()  # held-out frames have none: the model is drawn with zero
+    with pytest.raises(ModelMismatchError, match="other frame codes"):  # resumed without them
+        train(dataset, b, replace(cfg, frame_codes=False, iters=12), tiny_model())
+    with pytest.raises(InputError, match="consistency"):
+        train(dataset, tmp_path / "c", cfg, replace(tiny_model(), consistency_dim=0))
+    assert not (tmp_path / "c").exists()
+
+
+def test_frame_offsets_are_zero_mean_over_the_training_frames():
+    codes = torch.randn(10, 4)
+    train_frames = torch.arange(8)
+    offsets = frame_offsets(codes, train_frames, train_frames)  # (8,4)
+    assert torch.allclose(offsets.mean(0), torch.zeros(4), atol=1e-6)
+    assert torch.allclose(offsets[1] - offsets[0], codes[1] - codes[0])
+    assert torch.allclose(
+        frame_offsets(codes, torch.tensor([9]), train_frames)[0], codes[9] - codes[:8].mean(0)
+    )
+
+
+def test_a_frame_code_changes_colour_not_the_head_density():
+    torch.manual_seed(0)
+    model = PortraitNeRF(tiny_model()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # a model whose codes all matter
+    n = 64
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.1 + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    uv = torch.rand(n, 2)
+    inputs = torch.randn(1, model.input_dim) * 0.01
+    pose = torch.from_numpy(frame_features(1)[1]).float()  # (1,12): the synthetic head in view
+    bg = torch.rand(n, 3)
+    with torch.no_grad(), field_settings(torch.float32, "torch"):  # the same arithmetic on every machine
+        plain = model.render_rays(dirs, uv, inputs, pose, bg, samples=(8, 8))
+        zero = model.render_rays(dirs, uv, inputs, pose, bg, samples=(8, 8), frame_code=torch.zeros(n, 8))
+        moved = model.render_rays(dirs, uv, inputs, pose, bg, samples=(8, 8), frame_code=torch.randn(n, 8))
+    assert plain["head_alpha"].max() > 0.1  # the rays see the head
+    for k in ("rgb", "head_alpha", "torso_alpha"):
+        assert torch.allclose(plain[k], zero[k], atol=1e-5), k
+    assert torch.equal(plain["head_alpha"], moved["head_alpha"])  # the code enters colour only
+    assert (plain["head_rgb"] - moved["head_rgb"]).abs().max() > 1e-2
 
 
 def test_corrupt_model_dir_and_bad_inputs_give_clear_errors(trained, tmp_path):
