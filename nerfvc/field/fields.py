@@ -81,6 +81,8 @@ class HeadFieldConfig:
     sigma_layers: int = 1
     color_layers: int = 1
     use_view_dir: bool = True
+    # the expression code enters the colour MLP (False: colour sees it only through the geometry feature)
+    color_code: bool = True
     # expression blend shapes: one dense grid of grid.features channels per code channel at this resolution,
     # weighted by the code (0: none; (blend_res+1)³ must fit one level of the hash table)
     blend_res: int = 0
@@ -208,8 +210,13 @@ class HeadField(nn.Module):
             self.blend = nn.Parameter(torch.zeros(side**3, cfg.code_dim, cfg.grid.features))
         n_sigma = cfg.grid.out_dim + self.blend_dim + cfg.code_dim
         self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
-        n_color = cfg.geo_dim + cfg.code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
+        n_color = cfg.geo_dim + self.color_code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
         self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
+
+    @property
+    def color_code_dim(self) -> int:
+        """How many colour-MLP inputs the expression code takes (0 without ``cfg.color_code``)."""
+        return self.cfg.code_dim if self.cfg.color_code else 0
 
     def expression_code(self, expression: torch.Tensor) -> torch.Tensor:
         """Normalised expressions (R,E) → codes (R,code_dim)."""
@@ -271,7 +278,9 @@ class HeadField(nn.Module):
     ) -> torch.Tensor:
         """Geometry features (N,geo), codes, view directions (N,3), consistency (N,K) or (1,K) → rgb (N,3),
         the MLP under autocast to ``dtype``."""
-        parts = [geo, code, consistency] + ([view_dir] if self.cfg.use_view_dir else [])
+        parts = [geo, code[:, : self.color_code_dim], consistency] + (
+            [view_dir] if self.cfg.use_view_dir else []
+        )
         with torch.autocast(geo.device.type, dtype=dtype, enabled=dtype != torch.float32):
             return torch.sigmoid(self.color_net[1:](split_linear(linears(self.color_net)[0], parts)).float())
 

@@ -165,11 +165,12 @@ class FrameHead:
         w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
         b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
         w2, b2 = s1.weight.t().contiguous(), s1.bias  # (H,1+geo), (1+geo,)
-        b = c0.bias + code @ c0.weight[:, geo : geo + c].t()
+        cc = head.color_code_dim  # colour-MLP inputs: geo, code (cc of them), consistency (k), view (3)
+        b = c0.bias + code[:, :cc] @ c0.weight[:, geo : geo + cc].t()
         if k:
-            b = b + consistency @ c0.weight[:, geo + c : geo + c + k].t()
+            b = b + consistency @ c0.weight[:, geo + cc : geo + cc + k].t()
         w_geo = c0.weight[:, :geo].t()  # (geo,H)
-        w_view = c0.weight[:, geo + c + k :].t() if cfg.use_view_dir else None  # (3,H)
+        w_view = c0.weight[:, geo + cc + k :].t() if cfg.use_view_dir else None  # (3,H)
         w3, b3 = c1.weight.t().contiguous(), c1.bias  # (H,3), (3,)
         self.fused: tuple[torch.Tensor, ...] | None = None  # float32 density weights of the C++ kernels
         self.fused_color: tuple[torch.Tensor, ...] = ()

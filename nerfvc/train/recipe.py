@@ -67,6 +67,12 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         f"so expressions act differently on each part of the face (default {d.fine.blend_res}; 0: none, the "
         f"recipe before 2026-12-01; at most {top})",
     )
+    p.add_argument(
+        "--no-color-code",
+        action="store_true",
+        help="keep the expression code out of the head fields' colour MLPs: colour follows the expression "
+        "only through the geometry feature (default: it enters both MLPs)",
+    )
 
 
 def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -78,6 +84,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.torso.hidden = args.torso_hidden
     if args.blend_res is not None:
         mcfg.fine.blend_res = args.blend_res
+    if args.no_color_code:
+        mcfg.coarse.color_code = mcfg.fine.color_code = False
     return TRAIN_OPTIONS.build(args), mcfg
 
 

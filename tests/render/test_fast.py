@@ -13,12 +13,13 @@ from nerfvc.render.rays import intersect_box
 pytestmark = pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the fused kernel")
 
 
-def _model(seed: int, view_dir: bool, blend_res: int = 31) -> PortraitNeRF:
+def _model(seed: int, view_dir: bool, blend_res: int = 31, color_code: bool = True) -> PortraitNeRF:
     """A random model whose heads are dense enough that rays terminate early, with a random occupancy mask
     (and random expression blend shapes in the fine head, unless ``blend_res`` is 0)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(head_lo=[-0.2, -0.25, -0.1], head_hi=[0.2, 0.2, 0.3])
     cfg.fine.use_view_dir = view_dir
+    cfg.coarse.color_code = cfg.fine.color_code = color_code
     cfg.fine.blend_res = blend_res
     model = PortraitNeRF(cfg).eval()
     with torch.no_grad():
@@ -43,11 +44,14 @@ def _rays(model: PortraitNeRF, n: int, samples: int) -> tuple[torch.Tensor, torc
     return origin, direction, t_near[:, None] + (t_far - t_near)[:, None] * u
 
 
-@pytest.mark.parametrize("view_dir,half", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize(
+    "view_dir,half,color_code",
+    [(True, False, True), (False, False, True), (True, True, True), (True, False, False)],
+)
 @pytest.mark.parametrize("chunk,stop", [(4, 1e-2), (3, 0.3), (16, 0.0)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_march_matches_the_torch_march(view_dir, half, chunk, stop, threads):
-    model = _model(0, view_dir)
+def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, stop, threads):
+    model = _model(0, view_dir, color_code=color_code)
     if half:  # the reference reads the same float16-rounded features the packed table holds
         with torch.no_grad():
             for head in (model.coarse, model.fine):

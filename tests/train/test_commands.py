@@ -67,6 +67,9 @@ def test_recipe_options_set_nested_model_fields():
     assert cfg == TrainConfig()
     assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16 and mcfg.fine.blend_res == 15
     assert mcfg.coarse == ModelConfig().coarse  # only the named fields change
+    cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
+    assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
+    assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
 
 
 def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
