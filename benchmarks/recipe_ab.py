@@ -7,7 +7,10 @@
 
 Per clip and rate point: each metric under A and B, which of them beat the frozen first frame, and the
 training steps each recipe took in the budget; then per metric the mean change and on how many clips B is
-better. Only clips with both reports are compared; the others are listed.
+better. Only clips with both reports are compared; the others are listed. Per clip, both models' PSNR on
+25 training and 25 held-out frames rendered from their tracked features at ``--size``
+(:func:`nerfvc.train.trainer.generalisation_scores`, cached in the clip's work directory): the
+generalisation gap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from targets import ISSUE16, clip_rows, write_results
 
 from nerfvc.batch import run_tag
 from nerfvc.eval.metrics import METRICS
-from nerfvc.fsutil import read_json
+from nerfvc.fsutil import read_json, write_json_atomic
 
 
 def train_cpu_seconds(work: Path, clip: str, minutes: float, train: str) -> float | None:
@@ -28,6 +31,27 @@ def train_cpu_seconds(work: Path, clip: str, minutes: float, train: str) -> floa
     budget fixed, this shows how many cores it had (other jobs, threads)."""
     path = work / clip / "cpu_times.json"
     return read_json(path).get(f"model_{run_tag(minutes, train)}") if path.is_file() else None
+
+
+def generalisation(work: Path, clip: str, minutes: float, train: str, size: int) -> dict | None:
+    """Train and held-out PSNR of the recipe's model on ``clip`` (25 frames each at ``size`` px, tracked
+    features), computed once and kept in ``work/clip/generalisation_<tag>_<size>.json``; None without the
+    model."""
+    from nerfvc.render.renderer import Renderer
+    from nerfvc.train.dataset import load_dataset
+    from nerfvc.train.trainer import generalisation_scores
+
+    tag = run_tag(minutes, train)
+    model, cache = work / clip / f"model_{tag}", work / clip / f"generalisation_{tag}_{size}.json"
+    if cache.is_file():
+        return read_json(cache)
+    if not (model / "model.json").is_file():
+        return None
+    scores = generalisation_scores(
+        Renderer.from_model_dir(model).model, load_dataset(work / clip / "dataset"), 25, size
+    )
+    write_json_atomic(cache, scores)
+    return scores
 
 
 def pair_rows(a: list[dict], b: list[dict]) -> list[dict]:
@@ -41,7 +65,7 @@ def pair_rows(a: list[dict], b: list[dict]) -> list[dict]:
     return out
 
 
-def summary_of(pairs: list[dict]) -> dict:
+def summary_of(pairs: list[dict], clips: list[dict]) -> dict:
     """Per metric: mean of B − A and the number of pairs where B is better; per recipe: pairs that beat the
     freeze on all seven metrics."""
     per_metric = {}
@@ -55,8 +79,10 @@ def summary_of(pairs: list[dict]) -> dict:
         better = sum((b > a) if higher else (b < a) for b, a in diffs)
         mean = sum(b - a for b, a in diffs) / len(diffs) if diffs else None
         per_metric[m] = {"mean_b_minus_a": mean, "b_better": better, "pairs": len(diffs)}
+    gaps = [(c["a"]["generalisation_gap_db"], c["b"]["generalisation_gap_db"]) for c in clips]
     return {
         "metrics": per_metric,
+        "mean_gap_db": [sum(g) / len(g) for g in zip(*gaps)] if gaps else None,
         "a_beats_freeze_everywhere": sum(not p["a"]["loses_to_freeze"] for p in pairs),
         "b_beats_freeze_everywhere": sum(not p["b"]["loses_to_freeze"] for p in pairs),
         "pairs": len(pairs),
@@ -103,6 +129,22 @@ def markdown(doc: dict) -> str:
         f"Points better than the freeze on all seven metrics: A {s['a_beats_freeze_everywhere']}, "
         f"B {s['b_beats_freeze_everywhere']} of {s['pairs']}.",
     ]
+    lines += [
+        "",
+        f"Generalisation ({doc['size']}², tracked features, 25 frames each): PSNR on training frames and "
+        "held-out frames, and the gap (train − held-out).",
+        "",
+        "| clip | A train | A held-out | A gap | B train | B held-out | B gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in doc["generalisation"]:
+        a, b = c["a"], c["b"]
+        lines.append(
+            f"| {c['clip']} | {a['train_psnr']:.2f} | {a['psnr']:.2f} | {a['generalisation_gap_db']:.2f} | "
+            f"{b['train_psnr']:.2f} | {b['psnr']:.2f} | {b['generalisation_gap_db']:.2f} |"
+        )
+    if s["mean_gap_db"]:
+        lines += ["", f"Mean gap: A {s['mean_gap_db'][0]:.2f} dB, B {s['mean_gap_db'][1]:.2f} dB."]
     if doc["unpaired"]:
         lines += ["", f"Not compared (a report missing): {', '.join(doc['unpaired'])}."]
     return "\n".join(lines) + "\n"
@@ -125,6 +167,11 @@ def main() -> int:
     for p in pairs:
         p["cpu_a"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.a)
         p["cpu_b"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.b)
+    clips = []
+    for clip in sorted({p["clip"] for p in pairs}):
+        ga, gb = (generalisation(args.work, clip, args.minutes, t, args.size) for t in (args.a, args.b))
+        if ga and gb:
+            clips.append({"clip": clip, "a": ga, "b": gb})
     doc = {
         "command": "python benchmarks/recipe_ab.py " + " ".join(sys.argv[1:]),
         "work": str(args.work),
@@ -135,7 +182,8 @@ def main() -> int:
         "machine": machine,
         "pairs": pairs,
         "unpaired": sorted(set(miss_a) | set(miss_b)),
-        "summary": summary_of(pairs),
+        "generalisation": clips,
+        "summary": summary_of(pairs, clips),
     }
     write_results(args.out, doc, markdown(doc))
     return 0

@@ -477,20 +477,30 @@ def train(
     fp = write_model_dir(out, model, ds.root, info)
     metrics: dict[str, Any] = {}
     if cfg.eval_frames and len(ds.test_idx):
-        k = len(ds.test_idx) if cfg.eval_frames < 0 else min(cfg.eval_frames, len(ds.test_idx))
-        frames = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
-        longer = max(ds.camera.width, ds.camera.height)
-        s = min(1.0, cfg.score_size / longer)
-        score_wh = (max(8, round(ds.camera.width * s)), max(8, round(ds.camera.height * s)))
-        scores = evaluate(model, ds, frames, score_wh, deadline=t_call + total)
-        metrics = {**scores, "size": list(score_wh)}
-        # the same number of training frames, so the gap to the held-out frames says how well it generalises
-        n_seen = min(int(scores["frames"]), len(ds.train_idx))
-        seen = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, n_seen).astype(int)]
-        train_scores = evaluate(model, ds, seen, score_wh, deadline=t_call + total)
-        metrics["train_psnr"] = train_scores["psnr"]
-        metrics["generalisation_gap_db"] = train_scores["psnr"] - scores["psnr"]
+        metrics = generalisation_scores(model, ds, cfg.eval_frames, cfg.score_size, deadline=t_call + total)
     return TrainResult(fp, step, elapsed, time.perf_counter() - t_call, cpu_seconds, metrics)
+
+
+def generalisation_scores(
+    model: PortraitNeRF, ds: PortraitDataset, frames: int, size: int, deadline: float | None = None
+) -> dict[str, Any]:
+    """:func:`evaluate` on ``frames`` evenly spaced held-out frames (-1: all) at ≤ ``size`` px (longer side),
+    then on as many training frames: the held-out scores plus ``train_psnr`` and ``generalisation_gap_db``
+    (train − held-out PSNR, how well the model carries to expressions and poses it did not see)."""
+    k = len(ds.test_idx) if frames < 0 else min(frames, len(ds.test_idx))
+    picks = ds.test_idx[np.linspace(0, len(ds.test_idx) - 1, k).astype(int)]
+    s = min(1.0, size / max(ds.camera.width, ds.camera.height))
+    score_wh = (max(8, round(ds.camera.width * s)), max(8, round(ds.camera.height * s)))
+    scores = evaluate(model, ds, picks, score_wh, deadline=deadline)
+    n_seen = min(int(scores["frames"]), len(ds.train_idx))
+    seen = ds.train_idx[np.linspace(0, len(ds.train_idx) - 1, n_seen).astype(int)]
+    train_psnr = evaluate(model, ds, seen, score_wh, deadline=deadline)["psnr"]
+    return {
+        **scores,
+        "size": list(score_wh),
+        "train_psnr": train_psnr,
+        "generalisation_gap_db": train_psnr - scores["psnr"],
+    }
 
 
 def frame_offsets(codes: torch.Tensor, frames: torch.Tensor, train_frames: torch.Tensor) -> torch.Tensor:
