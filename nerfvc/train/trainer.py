@@ -53,7 +53,10 @@ class TrainConfig:
         None  # end this run at this step (the schedule still targets ``iters``); rerun resumes
     )
     minutes: float | None = None  # wall-clock budget of the whole call (loading, training, writing, scoring)
-    batch_rays: int = 4096  # rays per training step
+    # rays per training step: 2048 makes ~1.7× the steps of 4096 in a time budget; 10 minutes on one core, 6
+    # of the 8 shared clips (benchmarks/results/ab_10min_batch-rays-2048_256.md): PSNR +0.2 dB (better on
+    # 10 of 12 points), CSIM +0.011 (10), LPIPS 8, DISTS 8, PRMSE 9, AUCON worse on all 12 (−0.013)
+    batch_rays: int = 2048
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
     person_frac: float = 0.7
