@@ -70,6 +70,11 @@ class ModelConfig:
         return cls(**d)
 
 
+def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Per-ray inputs (R,D) at rows ``idx``; (1,D), one input shared by every ray, as it is."""
+    return t if t.shape[0] == 1 else t[idx]
+
+
 class PortraitNeRF(nn.Module):
     """Expression- and pose-driven portrait: head NeRF (coarse + fine) over a 2D torso over a background."""
 
@@ -153,9 +158,7 @@ class PortraitNeRF(nn.Module):
         rgb = torch.zeros(n_rays, n_s, 3, device=x.device, dtype=x.dtype)
         if ray_idx.numel():
             view = torch.nn.functional.normalize(direction, dim=-1)
-            code_pts = code if code.shape[0] == 1 else code[ray_idx]  # (1,C) = one code for every ray
-            cons_pts = cons if cons.shape[0] == 1 else cons[ray_idx]
-            s, c = head(x[ray_idx, s_idx], code_pts, view[ray_idx], cons_pts)
+            s, c = head(x[ray_idx, s_idx], rows(code, ray_idx), view[ray_idx], rows(cons, ray_idx))
             sigma = sigma.index_put((ray_idx, s_idx), s)
             rgb = rgb.index_put((ray_idx, s_idx), c)
         weights = render_weights(sigma, delta)
@@ -202,8 +205,7 @@ class PortraitNeRF(nn.Module):
         idx = hit.nonzero(as_tuple=True)[0]
         if idx.numel():
             o, d = origin[idx], direction[idx]
-            c = cons if cons.shape[0] == 1 else cons[idx]  # (1,K) or (R',K)
-            e = expr_n if expr_n.shape[0] == 1 else expr_n[idx]  # (1,E) or (R',E)
+            c, e = rows(cons, idx), rows(expr_n, idx)  # (1,K) or (R',K), (1,E) or (R',E)
             code_c, code_f = self.coarse.expression_code(e), self.fine.expression_code(e)
             edges = stratified(t_near[idx], t_far[idx], n_coarse, jitter=train)
             w_c, rgb_c, a_c = self._head_pass(self.coarse, edges, o, d, code_c, c)
@@ -213,8 +215,7 @@ class PortraitNeRF(nn.Module):
             sel = torch.arange(idx.numel(), device=dev) if train else (a_c > 1e-3).nonzero(as_tuple=True)[0]
             if sel.numel():
                 edges_f = importance(edges[sel], w_c[sel], n_fine, jitter=train)
-                code_sel = code_f if code_f.shape[0] == 1 else code_f[sel]
-                cons_sel = c if c.shape[0] == 1 else c[sel]
+                code_sel, cons_sel = rows(code_f, sel), rows(c, sel)
                 _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)

@@ -91,13 +91,12 @@ def load_checkpoint(
         first = str(e).strip().splitlines()[0]
         raise ModelMismatchError(f"{d}: checkpoint does not fit the model ({first}); remove {d}") from e
     saved_codes = tensors.get("frame_codes")
-    if (saved_codes is None) != (frame_codes is None) or (
-        saved_codes is not None and frame_codes is not None and saved_codes.shape != frame_codes.shape
-    ):
+    shapes = [None if t is None else tuple(t.shape) for t in (saved_codes, frame_codes)]
+    if shapes[0] != shapes[1]:  # one side has none, or both have them for another number of frames
         raise ModelMismatchError(f"{d}: checkpoint was made with other frame codes; use a new output dir")
-    if saved_codes is not None and frame_codes is not None:
+    if frame_codes is not None:
         with torch.no_grad():
-            frame_codes.copy_(saved_codes)
+            frame_codes.copy_(tensors["frame_codes"])
     if optimizer is not None:
         params = optimizer.param_groups[0]["params"]
         for i, p in enumerate(params):

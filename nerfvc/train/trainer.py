@@ -55,7 +55,8 @@ class TrainConfig:
     minutes: float | None = None  # wall-clock budget of the whole call (loading, training, writing, scoring)
     # rays per training step: 2048 makes ~1.7× the steps of 4096 in a time budget; 10 minutes on one core, 6
     # of the 8 shared clips (benchmarks/results/ab_10min_batch-rays-2048_256.md): PSNR +0.2 dB (better on
-    # 10 of 12 points), CSIM +0.011 (10), LPIPS 8, DISTS 8, PRMSE 9, AUCON worse on all 12 (−0.013)
+    # 10 of 12 points), CSIM +0.011 (10), LPIPS 8, DISTS 8, PRMSE 9, AUCON worse on all 12 (−0.013); german
+    # alone, side by side: PSNR +0.25 dB, LPIPS +0.004 and CSIM −0.012 (docs/nerf.md)
     batch_rays: int = 2048
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
@@ -343,7 +344,8 @@ def train(
 ) -> TrainResult:
     """Train a model on ``dataset`` and write the MODEL directory ``out`` (resuming from ``out/.train``)."""
     cfg = cfg or TrainConfig()
-    if cfg.frame_codes and not (model_cfg or ModelConfig()).consistency_dim:
+    mcfg = model_cfg or ModelConfig()
+    if cfg.frame_codes and not mcfg.consistency_dim:
         raise InputError("frame codes offset the consistency code: they need --consistency-dim > 0")
     t_call = time.perf_counter()
     threads = configure_threads()
@@ -359,7 +361,6 @@ def train(
         threads,
     )
     lo, hi, pad = fit_head_box(ds, ds.head_lo, ds.head_hi)
-    mcfg = model_cfg or ModelConfig()
     mcfg.head_lo, mcfg.head_hi = lo, hi
     mcfg.torso_dims = ds.torso_dims
     mcfg.expression_dim = int(ds.expression.shape[1]) - ds.torso_dims
