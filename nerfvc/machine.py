@@ -94,19 +94,26 @@ def median_seconds(run: Callable[[], object], repeat: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(options: Mapping[str, Callable[[], float]]) -> dict:
+def measure(options: Mapping[str, Callable[[], float]], rounds: int = 2) -> dict:
     """Time every option → ``{"choice": name, "seconds": {name: s}}`` (fastest wins; an option that fails to
-    run is skipped)."""
+    run is skipped). The options run ``rounds`` times, in reversed order every other round, and each keeps its
+    best time, so load from other processes that comes and goes biases no option."""
     seconds: dict[str, float] = {}
-    errors: list[str] = []
-    for name, timer in options.items():
-        try:
-            seconds[name] = timer()
-        except RuntimeError as e:  # e.g. no bf16 kernels on this device, a kernel that did not build
-            log.info("%s unavailable: %s", name, e)
-            errors.append(f"{name}: {e}")
+    errors: dict[str, str] = {}
+    names = list(options)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if name in errors:
+                continue
+            try:
+                t = options[name]()
+            except RuntimeError as e:  # e.g. no bf16 kernels on this device, a kernel that did not build
+                log.info("%s unavailable: %s", name, e)
+                errors[name] = str(e)
+                continue
+            seconds[name] = min(t, seconds.get(name, t))
     if not seconds:
-        raise RuntimeError(f"no option could run ({'; '.join(errors)})")
+        raise RuntimeError(f"no option could run ({'; '.join(f'{k}: {v}' for k, v in errors.items())})")
     return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
 
 

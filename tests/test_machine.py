@@ -36,14 +36,14 @@ def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
     slow = "bf16" if fast == "fp32" else "fp32"
     calls: list = []
     dtype = fields.mlp_dtype("cpu", fake_timer({fast: 0.01, slow: 0.11}, calls))
-    assert dtype == machine.PRECISIONS[fast] and len(calls) == 2
+    assert dtype == machine.PRECISIONS[fast] and len(calls) == 4  # two interleaved rounds
     cached = json.loads((fresh / "choices.json").read_text())
     (key,) = cached
     assert machine.cpu_model() in key and torch.__version__ in key and cached[key]["choice"] == fast
     # a new process (no in-memory choice) reads the cache instead of measuring again
     machine._CHOSEN.clear()
     assert fields.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == dtype
-    assert len(calls) == 2
+    assert len(calls) == 4
     # another CPU model is measured anew
     machine._CHOSEN.clear()
     cached = {k.replace(machine.cpu_model(), "Other CPU"): v for k, v in cached.items()}
@@ -68,7 +68,24 @@ def test_a_corrupt_cache_is_measured_again(fresh):
     (fresh / "choices.json").write_text("{not json")
     calls: list = []
     assert fields.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
-    assert len(calls) == 2
+    assert len(calls) == 4
+
+
+def test_options_are_timed_in_interleaved_rounds_and_keep_their_best_time():
+    # "a" is timed first while another process loads the machine: its first time alone would lose
+    order: list[str] = []
+    times = {"a": [0.5, 0.1], "b": [0.2, 0.2]}
+
+    def timer(name: str):
+        def run() -> float:
+            order.append(name)
+            return times[name].pop(0)
+
+        return run
+
+    entry = machine.measure({"a": timer("a"), "b": timer("b")})
+    assert order == ["a", "b", "b", "a"]
+    assert entry == {"choice": "a", "seconds": {"a": 0.1, "b": 0.2}}
 
 
 def test_the_real_timers_measure_every_option(fresh):

@@ -88,6 +88,25 @@ class HeadFieldConfig:
     blend_res: int = 0
 
 
+def coarse_head_config() -> HeadFieldConfig:
+    """The default coarse head of a portrait model (density only, small)."""
+    return HeadFieldConfig(
+        grid=HashGridConfig(levels=8, features=2, log2_table=13, base_res=8, max_res=96),
+        code_dim=8,
+        geo_dim=7,
+        hidden=32,
+        use_view_dir=False,
+    )
+
+
+def fine_head_config() -> HeadFieldConfig:
+    """The default fine head of a portrait model."""
+    # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush on the
+    # 8 shared clips (benchmarks/results/ab_10min_blend-res-31_ftz_8clips_256.md) better on PSNR on 12 of 16
+    # points, LPIPS on 14, DISTS on 15, CSIM on 12; german loses 0.6 dB (LPIPS, CSIM level)
+    return HeadFieldConfig(blend_res=31)
+
+
 @torch.inference_mode(False)
 @torch.enable_grad()
 def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
@@ -224,7 +243,10 @@ class HeadField(nn.Module):
 
     def blend_table(self, code: torch.Tensor) -> torch.Tensor:
         """One frame's code (1,C) → its blend shapes Σ_k c_k·B_k as one dense level (side³,F)."""
-        return torch.einsum("k,tkf->tf", code[0], self.blend)
+        n_vert, n_codes, n_feat = self.blend.shape
+        # one (V, C·F) x (C·F, F) product on the table as stored (einsum copied the whole table first)
+        mix = torch.kron(code.reshape(n_codes, 1), torch.eye(n_feat, device=code.device, dtype=code.dtype))
+        return self.blend.view(n_vert, n_codes * n_feat) @ mix
 
     def blend_features(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """Points (N,3) and codes (N,C) or (1,C) → blend-shape features Σ_k c_k·B_k(x) (N,blend_dim)

@@ -145,29 +145,28 @@ static inline vi gather_i(const int32_t* base, vi j) {
   return v;
 #endif
 }
-static inline float half_to_float(uint32_t h) {  // exact for every finite float16, subnormals included
-  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  float f;
-  if (e == 0) f = std::ldexp((float)m, -24);
-  else if (e == 31) f = m ? NAN : INFINITY;
-  else f = std::ldexp((float)(m | 0x400), (int)e - 25);
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
+// The float16 in the low / high half of each lane, widened by bit arithmetic (no conversion unit needed): the
+// exponent and mantissa bits move into float position and one multiplication by 2^112 rebiases the exponent.
+// Exact for every finite float16, subnormals included (read as 0 while denormals-are-zero is on: |error| <
+// 6.1e-5); infinities and NaNs are not kept (packed grid tables are finite). Measured faster than the F16C
+// conversion, which needs a pack and a lane extract per 8 values on AVX2.
+static inline vf half_bits(vu magnitude, vu sign) {
+  vf f;
+  std::memcpy(&f, &magnitude, sizeof f);
+  f *= 0x1p112f;
+  vu b;
+  std::memcpy(&b, &f, sizeof b);
   b |= sign;
-  std::memcpy(&f, &b, 4);
+  std::memcpy(&f, &b, sizeof f);
   return f;
 }
-static inline vf halves_to_float(vi h) {  // the low 16 bits of each lane
-#if defined(__AVX512F__)
-  return (vf)_mm512_cvtph_ps(_mm512_cvtepi32_epi16((__m512i)h));
-#elif defined(__AVX2__) && defined(__F16C__)
-  const __m256i x = (__m256i)h & _mm256_set1_epi32(0xffff);
-  return (vf)_mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
-#else
-  vf v;
-  for (int i = 0; i < VW; ++i) v[i] = half_to_float((uint32_t)h[i] & 0xffffu);
-  return v;
-#endif
+static inline vf half_lo(vi h) {
+  const vu u = (vu)h;
+  return half_bits((u << 13) & 0x0fffe000u, (u << 16) & 0x80000000u);
+}
+static inline vf half_hi(vi h) {
+  const vu u = (vu)h;
+  return half_bits((u >> 3) & 0x0fffe000u, u & 0x80000000u);
 }
 
 // featT rows 2l, 2l+1 of a tile at level l from a packed half-pair table (L,T).
@@ -184,8 +183,8 @@ static void grid_level_h2(const float* xs, const int32_t* __restrict__ table, co
     for (int c = 0; c < 8; ++c) {
       const vi h = gather_i(tl, ldi(idx + c * TP + v * VW));
       const vf w = ld(wc + c * TP + v * VW);
-      a0 += w * halves_to_float(h);
-      a1 += w * halves_to_float((vi)((vu)h >> 16));
+      a0 += w * half_lo(h);
+      a1 += w * half_hi(h);
     }
     st(out + v * VW, a0);
     st(out + TP + v * VW, a1);

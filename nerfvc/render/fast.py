@@ -31,6 +31,7 @@ render, field points, time); ``tests/train/test_train.py`` asserts ≥ 38 dB bet
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -162,6 +163,26 @@ def _unit_fine_edges(
     return importance(base.expand(w.shape[0], -1), w, n, jitter=False)
 
 
+@functools.lru_cache(maxsize=8)
+def _coarse_grid(
+    height: int, width: int, stride: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """The coarse pass's pixel grid of a ``height`` × ``width`` frame (the same for every frame of a size):
+    its pixels (Pc,) row-major, the (up to 2x2) corner rays of each coarse cell (4,Pc), each pixel's cell
+    (H·W,) and the grid's rows and columns. Callers must not change the tensors."""
+    ys = _strided(height, stride, device)
+    xs = _strided(width, stride, device)
+    cpix = (ys[:, None] * width + xs[None, :]).reshape(-1)  # (Pc,)
+    ny, nx = ys.numel(), xs.numel()
+    cy, cx = torch.arange(ny, device=device), torch.arange(nx, device=device)
+    cy1, cx1 = (cy + 1).clamp(max=ny - 1), (cx + 1).clamp(max=nx - 1)
+    corners = torch.stack([(r[:, None] * nx + c[None, :]).reshape(-1) for r in (cy, cy1) for c in (cx, cx1)])
+    iy = torch.searchsorted(ys, torch.arange(height, device=device), right=True) - 1  # coarse row at/above
+    ix = torch.searchsorted(xs, torch.arange(width, device=device), right=True) - 1
+    cell = (iy[:, None] * nx + ix[None, :]).reshape(-1)  # (P,) each pixel's coarse cell
+    return cpix, corners, cell, ny, nx
+
+
 def _strided(n: int, stride: int, device: torch.device) -> torch.Tensor:
     """Every ``stride``-th index of ``range(n)``, always including the last one."""
     idx = torch.arange(0, n, stride, device=device)
@@ -196,10 +217,7 @@ def render_frame(
     t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
 
     # coarse pass (density only) on the strided pixel grid
-    st = cfg.coarse_stride(height, width)
-    ys = _strided(height, st, dev)
-    xs = _strided(width, st, dev)
-    cpix = (ys[:, None] * width + xs[None, :]).reshape(-1)  # (Pc,)
+    cpix, corners, cell, ny, nx = _coarse_grid(height, width, cfg.coarse_stride(height, width), dev)
     coarse_w = torch.zeros(cpix.numel(), cfg.n_coarse, device=dev)  # (Pc,S)
     ch = hit[cpix].nonzero(as_tuple=True)[0]
     base = torch.linspace(0, 1, cfg.n_coarse + 1, device=dev)
@@ -209,14 +227,7 @@ def render_frame(
         coarse_w[ch], _, _ = _march(model, coarse, origin[rays], direction[rays], edges, cfg, False)
 
     # every pixel takes the bin-wise max of the weights of its coarse cell's (up to 2x2) corner rays
-    ny, nx = ys.numel(), xs.numel()
-    cy, cx = torch.arange(ny, device=dev), torch.arange(nx, device=dev)
-    cy1, cx1 = (cy + 1).clamp(max=ny - 1), (cx + 1).clamp(max=nx - 1)
-    corners = torch.stack([(r[:, None] * nx + c[None, :]).reshape(-1) for r in (cy, cy1) for c in (cx, cx1)])
     cell_seen = (coarse_w.sum(1) > cfg.tail)[corners].any(0)  # (Pc,) a corner ray saw the head
-    iy = torch.searchsorted(ys, torch.arange(height, device=dev), right=True) - 1  # coarse row at/above
-    ix = torch.searchsorted(xs, torch.arange(width, device=dev), right=True) - 1
-    cell = (iy[:, None] * nx + ix[None, :]).reshape(-1)  # (P,) each pixel's coarse cell
     fine_pix = (hit & cell_seen[cell]).nonzero(as_tuple=True)[0]
 
     head_rgb = torch.zeros(dirs.shape[0], 3, device=dev)

@@ -13,27 +13,17 @@ import torch
 from torch import nn
 
 from nerfvc.field.encodings import HashGridConfig, PlaneGridConfig
-from nerfvc.field.fields import HeadField, HeadFieldConfig, TorsoField, TorsoFieldConfig
+from nerfvc.field.fields import (
+    HeadField,
+    HeadFieldConfig,
+    TorsoField,
+    TorsoFieldConfig,
+    coarse_head_config,
+    fine_head_config,
+)
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import OccupancyGrid, importance, stratified
 from nerfvc.render.volume import accumulate, composite, render_weights
-
-
-def _coarse_head() -> HeadFieldConfig:
-    return HeadFieldConfig(
-        grid=HashGridConfig(levels=8, features=2, log2_table=13, base_res=8, max_res=96),
-        code_dim=8,
-        geo_dim=7,
-        hidden=32,
-        use_view_dir=False,
-    )
-
-
-def _fine_head() -> HeadFieldConfig:
-    # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush on the
-    # 8 shared clips (benchmarks/results/ab_10min_blend-res-31_ftz_8clips_256.md) better on PSNR on 12 of 16
-    # points, LPIPS on 14, DISTS on 15, CSIM on 12; german loses 0.6 dB (LPIPS, CSIM level)
-    return HeadFieldConfig(blend_res=31)
 
 
 @dataclass
@@ -44,8 +34,8 @@ class ModelConfig:
     head_hi: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     expression_dim: int = 79
     torso_dims: int = 0  # 2: the input vector ends with the sender's torso shift (nerfvc.face.torso)
-    coarse: HeadFieldConfig = field(default_factory=_coarse_head)
-    fine: HeadFieldConfig = field(default_factory=_fine_head)
+    coarse: HeadFieldConfig = field(default_factory=coarse_head_config)
+    fine: HeadFieldConfig = field(default_factory=fine_head_config)
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
     consistency_dim: int = 8  # size of the head-torso consistency code (0: none)
     n_coarse: int = 24

@@ -5,7 +5,7 @@ import torch
 
 from nerfvc.field.fields import field_settings
 from nerfvc.field.frame import FrameHead, FrameTorso
-from nerfvc.field.fused import fused_density_available, pack_half_pairs
+from nerfvc.field.fused import fused_density_available, half_rounded, pack_half_pairs
 from nerfvc.render.fast import FastRenderConfig, _march, _unit_fine_edges, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
@@ -55,7 +55,7 @@ def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, 
     if half:  # the reference reads the same float16-rounded features the packed table holds
         with torch.no_grad():
             for head in (model.coarse, model.fine):
-                head.grid.table.copy_(head.grid.table.half().float())
+                head.grid.table.copy_(half_rounded(head.grid.table))
     cfg = FastRenderConfig(chunk=chunk, stop_transmittance=stop)
     code = torch.randn(1, model.fine.cfg.code_dim)
     cons = torch.randn(1, model.cfg.consistency_dim)
@@ -160,3 +160,17 @@ def test_packed_half_table_is_reused_until_the_grid_changes():
         with torch.inference_mode():
             after = FrameHead(model.fine, code, cons, half_table=True).half_table
         assert torch.equal(after, pack_half_pairs(model.fine.grid.table)) and not torch.equal(after, first)
+
+
+def test_half_tables_hold_float16_values_with_subnormals_flushed():
+    """What the fused march reads from a packed table: each feature rounded to float16, magnitudes below the
+    smallest normal float16 as zero (the march widens halves by bit arithmetic, where subnormals are slow)."""
+    values = torch.tensor([0.0, -0.0, 1.0, -2.5, 1e-3, -7e-5, 6.2e-5, 6.0e-5, -3e-6, 1e-8, 1234.5, 0.1])
+    table = values.view(1, -1, 2)
+    held = half_rounded(table)
+    tiny = values.abs() < 2.0**-14
+    assert torch.equal(held.view(-1)[tiny], torch.zeros(int(tiny.sum())))
+    assert torch.equal(held.view(-1)[~tiny], values[~tiny].half().float())
+    words = pack_half_pairs(table)  # (1,6): feature 0 in the low half of each word
+    halves = words.view(torch.int16).view(1, 6, 2).view(torch.float16).float()
+    assert torch.equal(halves, held)
