@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from nerfvc.errors import InputError
+from nerfvc.field.cpp import kernels_signature
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,14 @@ def precision_name(dtype: torch.dtype) -> str:
 
 
 def _cache_key(device: torch.device) -> str:
-    """CPU model (or GPU name), the kernel ISA torch and oneDNN may use, and the torch version."""
+    """CPU model (or GPU name), the kernel ISA torch and oneDNN may use, the torch version and, on CPU, the
+    signature of our C++ kernels (their sources and ``-march``)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         isa_cap = torch.backends.cpu.get_cpu_capability()
-        name = f"{cpu_model()}|{isa_cap}|onednn {os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}"
+        onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "all")
+        name = f"{cpu_model()}|{isa_cap}|onednn {onednn}|kernels {kernels_signature()}"
     return f"{device.type}|{name}|torch {torch.__version__}"
 
 

@@ -158,3 +158,12 @@ def test_without_the_cpp_kernels_the_density_is_torch_whatever_was_cached(fresh,
     with torch.inference_mode():
         sigma, _ = head.density(torch.rand(10, 3), torch.zeros(1, 16))
     assert sigma.shape == (10,)
+
+
+def test_choices_are_remembered_per_kernel_build(monkeypatch):
+    """Another -march (or changed kernel sources) is another key: its choices are measured anew."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("NERFVC_CPP_MARCH", "native")
+    native = machine._cache_key(cpu)
+    monkeypatch.setenv("NERFVC_CPP_MARCH", "haswell")
+    assert machine._cache_key(cpu) != native and "kernels " in native

@@ -26,6 +26,15 @@ def cpp_march() -> str:
     return os.environ.get("NERFVC_CPP_MARCH", "native")
 
 
+def kernels_signature() -> str:
+    """A short hash of every kernel source and the ``-march`` they build for: choices measured on the kernels
+    (``nerfvc.machine``) are remembered under it, so changed kernels are measured again."""
+    digest = hashlib.sha1(cpp_march().encode())
+    for path in sorted(Path(__file__).parent.glob("*.cpp")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def load_kernel(stem: str, functions: list[str]) -> ModuleType | None:
     """The compiled ``<stem>.cpp`` beside this file exposing ``functions``, or None (``NERFVC_NO_CPP`` set, no
     compiler, build error — logged once)."""
