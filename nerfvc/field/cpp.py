@@ -8,6 +8,7 @@ each other's. ``NERFVC_NO_CPP`` switches every kernel off (callers then use thei
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,7 +30,12 @@ def cpp_march() -> str:
 def kernels_signature() -> str:
     """A short hash of every kernel source and the ``-march`` they build for: choices measured on the kernels
     (``nerfvc.machine``) are remembered under it, so changed kernels are measured again."""
-    digest = hashlib.sha1(cpp_march().encode())
+    return _signature(cpp_march())
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(march: str) -> str:  # read once per process and -march: it is asked for every frame
+    digest = hashlib.sha1(march.encode())
     for path in sorted(Path(__file__).parent.glob("*.cpp")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
