@@ -86,15 +86,16 @@ def _cache_key(device: torch.device) -> str:
     return f"{device.type}|{name}|torch {torch.__version__}"
 
 
-def median_seconds(run: Callable[[], object], repeat: int = 3) -> float:
-    """Median wall seconds of ``repeat`` calls of ``run`` after one untimed warm-up call."""
+def best_seconds(run: Callable[[], object], repeat: int = 5) -> float:
+    """Best wall seconds of ``repeat`` calls of ``run`` after one untimed warm-up call (other processes' load
+    only ever adds time, so the minimum is the least disturbed estimate)."""
     run()
-    times = []
+    best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
         run()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def measure(options: Mapping[str, Callable[[], float]], rounds: int = 2) -> dict:

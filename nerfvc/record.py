@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from nerfvc.field.fields import density_kernel, mlp_dtype
-from nerfvc.field.frame import grid_storage
+from nerfvc.field.frame import grid_storage, render_kernel
 from nerfvc.machine import cpu_model, isa, precision_name
 
 
@@ -36,6 +36,7 @@ def machine_record(threads: int | None = None) -> dict:
         "mlp_precision": precision_name(mlp_dtype()),
         "precision_forced": os.environ.get("NERFVC_PRECISION", "auto"),
         "density_kernel": {"rendering": density_kernel(), "training": density_kernel(backward=True)},
+        "frame_renderer_kernel": render_kernel(),
         "grid_storage_rendering": grid_storage(),
         "kernel_forced": os.environ.get("NERFVC_KERNEL", "auto"),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

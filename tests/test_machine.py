@@ -7,7 +7,7 @@ import torch
 
 from nerfvc import machine
 from nerfvc.errors import InputError
-from nerfvc.field import fields
+from nerfvc.field import fields, frame
 from nerfvc.field.fields import HeadField, HeadFieldConfig
 from nerfvc.field.fused import fused_density_available
 from nerfvc.record import machine_record
@@ -100,6 +100,10 @@ def test_the_real_timers_measure_every_option(fresh):
         assert kernel in ("fused", "torch")
         if not fused_density_available():
             assert kernel == "torch"
+    # the frame renderer's choice is timed on whole marches of a frame-like ray grid, one per kernel
+    entry = machine.measure({k: (lambda k=k: frame._time_march(False, kernel=k)) for k in frame.KERNELS})
+    assert set(entry["seconds"]) == ({"fused", "torch"} if fused_density_available() else {"torch"})
+    assert frame.render_kernel(cpu) in frame.KERNELS
 
 
 def test_the_head_field_runs_its_mlps_in_the_chosen_precision(fresh, monkeypatch):
@@ -127,13 +131,16 @@ def test_the_machine_record_names_the_cpu_and_its_isa(fresh, monkeypatch):
     assert set(rec["isa"]) == set(machine.ISA_FLAGS) and rec["mlp_precision"] == "fp32"
     assert rec["torch"] == torch.__version__ and rec["cores"] >= 1
     monkeypatch.setenv("NERFVC_KERNEL", "torch")
-    assert machine_record()["density_kernel"] == {"rendering": "torch", "training": "torch"}
+    rec = machine_record()
+    assert rec["density_kernel"] == {"rendering": "torch", "training": "torch"}
+    assert rec["frame_renderer_kernel"] == "torch" and rec["grid_storage_rendering"] == "fp32"
 
 
 def test_the_first_ask_may_come_from_inside_a_render(fresh):
     with torch.inference_mode():  # the timers run forward + backward: they must not inherit the mode
         assert fields.mlp_dtype("cpu") in (torch.float32, torch.bfloat16)
         assert fields.density_kernel("cpu", backward=True) in ("fused", "torch")
+        assert frame.render_kernel("cpu") in frame.KERNELS
 
 
 def test_a_measurement_where_nothing_runs_is_a_clear_error():
@@ -149,11 +156,13 @@ def test_without_the_cpp_kernels_the_density_is_torch_whatever_was_cached(fresh,
 
     key = machine._cache_key(torch.device("cpu"))
     uses = ("rendering", "training")
-    monkeypatch.setattr(machine, "_CHOSEN", {f"head density kernel for {u}|{key}": "fused" for u in uses})
+    cached = {f"head density kernel for {u}|{key}": "fused" for u in uses}
+    monkeypatch.setattr(machine, "_CHOSEN", cached | {f"frame renderer kernels|{key}": "fused"})
     monkeypatch.setenv("NERFVC_NO_CPP", "1")
     monkeypatch.setattr(cpp, "_LOADED", {})
     for backward in (False, True):
         assert fields.density_kernel("cpu", backward) == "torch"
+    assert frame.render_kernel("cpu") == "torch"
     head = HeadField(HeadFieldConfig(), consistency_dim=8)
     with torch.inference_mode():
         sigma, _ = head.density(torch.rand(10, 3), torch.zeros(1, 16))

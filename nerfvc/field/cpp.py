@@ -33,7 +33,7 @@ def kernels_signature() -> str:
     return _signature(cpp_march())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(march: str) -> str:  # read once per process and -march: it is asked for every frame
     digest = hashlib.sha1(march.encode())
     for path in sorted(Path(__file__).parent.glob("*.cpp")):

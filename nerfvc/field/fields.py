@@ -23,7 +23,7 @@ from torch import nn
 from nerfvc.field.blend import blend_lookup
 from nerfvc.field.encodings import HashGrid, HashGridConfig, PlaneGrid, PlaneGridConfig
 from nerfvc.field.fused import FusedDensityFn, fused_density_available
-from nerfvc.machine import PRECISIONS, choose, median_seconds
+from nerfvc.machine import PRECISIONS, best_seconds, choose
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -109,8 +109,8 @@ def fine_head_config() -> HeadFieldConfig:
 
 @torch.inference_mode(False)
 @torch.enable_grad()
-def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 3) -> float:
-    """Median seconds of a fine head field's forward + backward (density by the torch kernel, then colour) on
+def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repeat: int = 5) -> float:
+    """Best seconds of a fine head field's forward + backward (density by the torch kernel, then colour) on
     ``rows`` points with per-row codes, its MLPs under autocast to ``dtype`` — a training step's field work,
     casts included."""
     g = torch.Generator().manual_seed(0)
@@ -125,7 +125,7 @@ def _time_head(dtype: torch.dtype, device: torch.device, rows: int = 16384, repe
         rgb = head._color(geo, code, view, cons, dtype)
         (sigma.mean() + rgb.square().mean()).backward()
 
-    return median_seconds(step, repeat)
+    return best_seconds(step, repeat)
 
 
 def mlp_dtype(
@@ -156,6 +156,11 @@ def field_settings(dtype: torch.dtype, kernel: str) -> Iterator[None]:
         _SETTINGS.pop()
 
 
+def forced_kernel() -> str | None:
+    """The kernel an enclosing :func:`field_settings` forces, or None."""
+    return _SETTINGS[-1][1] if _SETTINGS else None
+
+
 def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
     """Whether ``head``'s density can take the fused kernel for points ``x`` (CPU float32, C++ grid, one
     hidden layer) and the machine chose it for this use (with or without a backward pass)."""
@@ -169,8 +174,8 @@ def _fused_ready(head: HeadField, x: torch.Tensor) -> bool:
 
 
 @torch.inference_mode(False)  # the first ask may come from a render: its timers make their own tensors
-def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int = 3) -> float:
-    """Median seconds of a fine head's density by ``kernel`` as training runs it (forward + backward, 32k
+def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int = 5) -> float:
+    """Best seconds of a fine head's density by ``kernel`` as training runs it (forward + backward, 32k
     points with per-row codes) or as rendering does (forward, 64k points, one code); raises RuntimeError if
     that kernel is unavailable."""
     if kernel == "fused" and not fused_density_available():
@@ -187,7 +192,7 @@ def _time_density(kernel: str, device: torch.device, backward: bool, repeat: int
             if backward:
                 (sigma.mean() + geo.square().mean()).backward()
 
-    return median_seconds(density, repeat)
+    return best_seconds(density, repeat)
 
 
 def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -> str:

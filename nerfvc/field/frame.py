@@ -14,16 +14,33 @@ from torch import nn
 from nerfvc.field.fields import (
     HeadField,
     TorsoField,
-    density_kernel,
     fine_head_config,
+    forced_kernel,
     linears,
     mlp_dtype,
     trunc_exp,
 )
-from nerfvc.field.fused import fused_march, fused_torso, pack_half_pairs
-from nerfvc.machine import choose, median_seconds
+from nerfvc.field.fused import fused_density_available, fused_march, fused_torso, pack_half_pairs
+from nerfvc.machine import best_seconds, choose
 
 GRID_STORAGES = ("fp16", "fp32")
+KERNELS = ("fused", "torch")
+
+
+def render_kernel(device: torch.device | str = "cpu") -> str:
+    """How the frame renderer runs on ``device``: ``"fused"`` (the C++ passes of :mod:`nerfvc.field.fused`)
+    or ``"torch"`` (their pure-torch twins), whichever marched a synthetic frame faster here
+    (``NERFVC_KERNEL`` or an enclosing ``field_settings`` overrides; ``"torch"`` off the CPU or where the
+    C++ kernels did not build). Timed on whole marches, not on the density alone: the density kernels can
+    tie while the fused march renders a frame 2-3x faster than the torch one."""
+    device = torch.device(device)
+    if device.type != "cpu" or not fused_density_available():
+        return "torch"
+    forced = forced_kernel()
+    if forced is not None:
+        return forced
+    options = {k: (lambda k=k: _time_march(False, kernel=k)) for k in KERNELS}
+    return choose("frame renderer kernels", device, "NERFVC_KERNEL", options)
 
 
 def grid_storage(device: torch.device | str = "cpu") -> str:
@@ -32,26 +49,28 @@ def grid_storage(device: torch.device | str = "cpu") -> str:
     here (AVX-512: fp16; AVX2, where widening the halves costs more than the gathers saved: fp32);
     ``NERFVC_GRID_STORAGE`` overrides; ``"fp32"`` wherever the fused kernels do not run."""
     device = torch.device(device)
-    if density_kernel(device) != "fused":
+    if render_kernel(device) != "fused":
         return "fp32"
     options = {k: (lambda k=k: _time_march(k == "fp16")) for k in GRID_STORAGES}
     return choose("hash grid storage for rendering", device, "NERFVC_GRID_STORAGE", options)
 
 
 @torch.inference_mode(False)  # the first ask may come from a render: the timer makes its own tensors
-def _time_march(half: bool, repeat: int = 3) -> float:
-    """Median seconds of a fused march of 8281 rays × 12 samples through a random fine head: a 91 × 91 pixel
+def _time_march(half: bool, repeat: int = 5, kernel: str = "fused") -> float:
+    """Best seconds of a fused march of 8281 rays × 12 samples through a random fine head: a 91 × 91 pixel
     grid of rays from one camera, sampled close together around a surface, as in a frame (random rays through
     the whole box miss the caches far more often than a frame's points, and favoured the half tables on an
-    AVX2 build where a real frame was 4% slower with them)."""
+    AVX2 build where a real frame was 4% slower with them). ``kernel`` ``"torch"``: the same points through
+    the torch twins (density and colour, without compositing)."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         head = HeadField(fine_head_config(), consistency_dim=8)
         head.grid.table.normal_(0, 1, generator=g)
         head.blend.normal_(0, 1, generator=g)
         code = torch.randn(1, head.cfg.code_dim, generator=g)
-        frame = FrameHead(head, code, torch.zeros(1, 8), torch.float32, half)
-        if frame.fused is None:
+        dtype = torch.float32 if kernel == "fused" else None  # the torch MLPs as they would run here
+        frame = FrameHead(head, code, torch.zeros(1, 8), dtype, half, kernel=kernel)
+        if kernel == "fused" and frame.fused is None:
             raise RuntimeError("the fused C++ kernel did not build")
         side = 91
         u = torch.linspace(0.2, 0.8, side)  # neighbours ~3 cells apart on the finest level, as at 256²
@@ -62,8 +81,18 @@ def _time_march(half: bool, repeat: int = 3) -> float:
         edges = (torch.linspace(1.45, 1.55, 13) / direction[:, 2:]).contiguous()  # (n,13): z = 0.45 ... 0.55
         box = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
         occupancy = torch.ones(16, 16, 16, dtype=torch.bool)
+        if kernel == "torch":
+            mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # (n,12)
+            x = (origin[:, None] + direction[:, None] * mid[..., None]).view(-1, 3).clamp(0, 1)
+            view = frame.view_bias(direction).repeat_interleave(mid.shape[1], 0)  # (n·12,H)
+
+            def torch_march() -> None:
+                _, geo = frame.density(x)
+                frame.color(geo, view)
+
+            return best_seconds(torch_march, repeat)
         args = (origin, direction, edges, box, occupancy, frame.fused, frame.fused_color, 2, 0.0)
-        return median_seconds(lambda: fused_march(*args, frame.half_table), repeat)
+        return best_seconds(lambda: fused_march(*args, frame.half_table), repeat)
 
 
 _Packed = tuple[torch.Tensor, int, torch.Tensor]  # a head's table, its version when packed, the packed table
@@ -137,11 +166,11 @@ def _lend_blend_tables(owner: object, head: HeadField) -> _BlendTables:
 class FrameHead:
     """A :class:`HeadField` specialised to one frame: expression code (1,C) and consistency code (1,K) are
     folded into the first-layer biases, and the expression blend shapes collapse into one more dense level of
-    the hash table (:meth:`HeadField.blend_table`), so evaluating a point costs only its grid features. The
-    density runs as one fused C++ pass where this machine measured it faster (:func:`density_kernel`); the
-    MLPs otherwise run in ``dtype`` (default: the precision measured fastest here, :func:`mlp_dtype`, as in
-    training). ``half_table``: the fused march reads the grid features as float16 pairs (half the gathers
-    and cache; ``benchmarks/render.py`` measures the cost in PSNR)."""
+    the hash table (:meth:`HeadField.blend_table`), so evaluating a point costs only its grid features. It
+    runs the fused C++ passes where this machine measured them faster (``kernel``, default
+    :func:`render_kernel`); the torch MLPs run in ``dtype`` (default: the precision measured fastest here,
+    :func:`mlp_dtype`, as in training). ``half_table``: the fused march reads the grid features as float16
+    pairs (half the gathers and cache; ``benchmarks/render.py`` measures the cost in PSNR)."""
 
     def __init__(
         self,
@@ -150,6 +179,7 @@ class FrameHead:
         consistency: torch.Tensor,
         dtype: torch.dtype | None = None,
         half_table: bool = False,
+        kernel: str | None = None,
     ):
         cfg = head.cfg
         g, c, k, geo = cfg.grid.out_dim + head.blend_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
@@ -157,7 +187,7 @@ class FrameHead:
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
         blend: _BlendTables | None = None
-        fused = density_kernel(code.device) == "fused"
+        fused = (kernel or render_kernel(code.device)) == "fused"
         use_half = half_table and cfg.grid.features == 2 and fused
         if head.blend_dim:  # the frame's blend shapes as level L (dense: (res+1)³ ≤ T)
             blend = _lend_blend_tables(self, head)
@@ -224,7 +254,7 @@ class FrameTorso:
     ):
         self.field, self.pose, self.consistency, self.shift = torso, pose, consistency, shift
         self.fused: tuple | None = None
-        if density_kernel(pose.device) != "fused" or pose.device.type != "cpu":
+        if render_kernel(pose.device) != "fused":
             return
         code = torso.code.view(1, -1)
         deform = [m for m in torso.deform if isinstance(m, nn.Linear)]

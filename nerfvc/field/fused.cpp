@@ -219,8 +219,9 @@ static void grid_scatter(const float* xs, const int64_t* res, int64_t L, int64_t
 
 enum Epilogue { kNone, kRelu, kMask };
 
-// outT[m][p] = epi(bias[m] + bT[m][p] + sum_i W[i*M + m] * inT[i][p]) for a tile; W is (K, M) row-major,
-// K and M multiples of 8. bias / bT may be null. kMask zeroes where maskT[m][p] <= 0 (the ReLU derivative).
+// outT[m][p] = epi(bias[m] + bT[m][p] + sum_i W[i*M + m] * inT[i][p]) for a tile; W has M columns (row-major), M a
+// multiple of 8; K is the number of real inputs: the zero rows of a padded input are skipped (the head's 34 grid
+// and blend features are 40 padded rows, its 18 colour inputs 24). bias / bT may be null. kMask zeroes where maskT[m][p] <= 0 (the ReLU derivative).
 template <Epilogue E>
 static void matmul_tile(const float* __restrict__ W, int64_t K, int64_t M, const float* __restrict__ inT,
                         const float* __restrict__ bias, const float* __restrict__ bT, const float* __restrict__ maskT,
@@ -399,9 +400,9 @@ torch::Tensor fused_forward(torch::Tensor x, torch::Tensor table, torch::Tensor 
       const int64_t n0 = (t0 + i) * TP;
       const int n = (int)std::min<int64_t>(TP, s.N - n0);
       if (s.b1_rows) load_rows_T(b1r, n0, n, s.H, s.Hp, b1T);
-      matmul_tile<kRelu>(w1p.data(), s.Gp, s.Hp, feat + s.Gp * TP * i, s.b1_rows ? nullptr : b1p.data(),
+      matmul_tile<kRelu>(w1p.data(), s.G, s.Hp, feat + s.Gp * TP * i, s.b1_rows ? nullptr : b1p.data(),
                          s.b1_rows ? b1T : nullptr, nullptr, hT);
-      matmul_tile<kNone>(w2p.data(), s.Hp, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
+      matmul_tile<kNone>(w2p.data(), s.H, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
       store_rows(outT, n0, n, s.O, op);
     }
   });
@@ -451,11 +452,11 @@ std::vector<torch::Tensor> fused_backward(torch::Tensor grad_out, torch::Tensor 
     load_x(xp, n0, n, xs);
     DISPATCH_F(s.F, grid_block<FF>(xs, 1, tp, rp, s.L, s.T, s.Gp, featT));
     if (s.b1_rows) load_rows_T(b1r, n0, n, s.H, s.Hp, b1T);
-    matmul_tile<kNone>(w1p.data(), s.Gp, s.Hp, featT, s.b1_rows ? nullptr : b1p.data(),
+    matmul_tile<kNone>(w1p.data(), s.G, s.Hp, featT, s.b1_rows ? nullptr : b1p.data(),
                        s.b1_rows ? b1T : nullptr, nullptr, preT);
     load_rows_T(gp, n0, n, s.O, s.Op, gT);  // zero for padding points: they add nothing below
-    matmul_tile<kMask>(w2t.data(), s.Op, s.Hp, gT, nullptr, nullptr, preT, dpreT);
-    matmul_tile<kNone>(w1t.data(), s.Hp, s.Gp, dpreT, nullptr, nullptr, nullptr, dfeatT);
+    matmul_tile<kMask>(w2t.data(), s.O, s.Hp, gT, nullptr, nullptr, preT, dpreT);
+    matmul_tile<kNone>(w1t.data(), s.H, s.Gp, dpreT, nullptr, nullptr, nullptr, dfeatT);
     outer_acc<false>(featT, s.Gp, dpreT, s.Hp, acc_w1);
     outer_acc<true>(preT, s.Hp, gT, s.Op, acc_w2);
     for (int64_t o = 0; o < s.Op; ++o)
@@ -618,8 +619,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
         else DISPATCH_F(s.F, grid_block<FF>(xs, nt, tp, rp, s.L, s.T, s.Gp, feat));
         for (int64_t t = 0; t < nt; ++t) {
           const int m = (int)std::min<int64_t>(TP, n - t * TP);
-          matmul_tile<kRelu>(w1p.data(), s.Gp, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);
-          matmul_tile<kNone>(w2p.data(), s.Hp, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
+          matmul_tile<kRelu>(w1p.data(), s.G, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);
+          matmul_tile<kNone>(w2p.data(), s.H, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
           for (int p = 0; p < m; ++p) raw[t * TP + p] = outT[p];
           if (!with_color) continue;
           std::memset(cinT, 0, sizeof(float) * mc.Kc * TP);
@@ -627,8 +628,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
           if (mc.view)  // the view direction of each point's ray
             for (int p = 0; p < m; ++p)
               for (int k = 0; k < 3; ++k) cinT[(mc.geo + k) * TP + p] = view[pt_ray[t * TP + p]][k];
-          matmul_tile<kRelu>(mc.w1.data(), mc.Kc, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
-          matmul_tile<kNone>(mc.w2.data(), mc.Hcp, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
+          matmul_tile<kRelu>(mc.w1.data(), mc.geo + mc.view, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
+          matmul_tile<kNone>(mc.w2.data(), mc.Hc, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
           for (int p = 0; p < m; ++p)
             for (int k = 0; k < 3; ++k) col[(t * TP + p) * 3 + k] = 1.f / (1.f + std::exp(-colT[k * TP + p]));
         }
@@ -686,7 +687,7 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
 // An MLP of ReLU hidden layers on tiles: weights (in, out) padded to multiples of 8.
 struct TileMLP {
   std::vector<std::vector<float>> w, b;
-  std::vector<int64_t> k, m;
+  std::vector<int64_t> k, m, kin;  // padded rows and columns; real inputs
   int64_t widest = 0;
 };
 
@@ -702,7 +703,7 @@ static TileMLP tile_mlp(const std::vector<torch::Tensor>& ws, const std::vector<
     const int64_t k = pad8(w.size(0)), m = pad8(w.size(1));
     mlp.w.push_back(padded(w, k, m, false));
     mlp.b.push_back(padded(bs[i].view({1, -1}), 1, m, false));
-    mlp.k.push_back(k), mlp.m.push_back(m);
+    mlp.k.push_back(k), mlp.m.push_back(m), mlp.kin.push_back(w.size(0));
     mlp.widest = std::max(mlp.widest, std::max(k, m));
   }
   return mlp;
@@ -714,9 +715,9 @@ static const float* run_mlp(const TileMLP& mlp, const float* inT, float* a, floa
   for (size_t i = 0; i < mlp.w.size(); ++i) {
     float* y = (i % 2 == 0) ? a : b;
     if (i + 1 < mlp.w.size())
-      matmul_tile<kRelu>(mlp.w[i].data(), mlp.k[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
+      matmul_tile<kRelu>(mlp.w[i].data(), mlp.kin[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
     else
-      matmul_tile<kNone>(mlp.w[i].data(), mlp.k[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
+      matmul_tile<kNone>(mlp.w[i].data(), mlp.kin[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
     x = y;
   }
   return x;
