@@ -495,9 +495,10 @@ std::vector<torch::Tensor> fused_backward(torch::Tensor grad_out, torch::Tensor 
 // ---------------------------------------------------------------------------------------------------------------
 // Fused volume rendering of a frame's head rays (the receiver's hot loop, nerfvc/render/fast.py `_march`).
 // Every ray marches through its bins `edges` in chunks of `chunk` samples, like the torch reference: the
-// occupied samples of a chunk (occupancy grid lookup) go through the density MLP (and, with colour, the colour
-// MLP) in tiles gathered over a block of rays, then each ray composites its chunk in order and stops once its
-// transmittance is <= stop. No per-sample tensor is ever materialised.
+// occupied samples of a chunk (occupancy grid lookup) go through the density MLP in tiles gathered over a block
+// of rays, each ray composites its chunk's weights in order, and (with colour) the samples whose weight is above
+// min_weight go through the colour MLP, again in full tiles; a ray stops once its transmittance is <= stop. No
+// per-sample tensor is ever materialised.
 
 constexpr int RB = 256;  // rays per block (one thread marches a block at a time); 256 keeps the tiles full as rays
                          // finish (german 256², AVX2: fine march 15-20% faster than 64, 89% of tile slots used)
@@ -515,7 +516,7 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
                                        torch::Tensor res, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
                                        torch::Tensor b2, torch::Tensor wc1, torch::Tensor bc1, torch::Tensor wc2,
                                        torch::Tensor bc2, torch::Tensor half_table, int64_t chunk, double stop,
-                                       int64_t threads) {
+                                       double min_weight, int64_t threads) {
   const int64_t R = edges.size(0), S = edges.size(1) - 1;
   for (const auto* t : {&origin, &direction, &edges, &box, &wc1, &bc1, &wc2, &bc2})
     TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->device().is_cpu(),
@@ -563,18 +564,21 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
   const float fstop = (float)stop;
 
-  // per thread, allocated once: tile inputs and activations; per-point raw density and colour (4 floats);
-  // per-point sample and ray index
+  // per thread, allocated once: tile inputs and activations; per-point raw density, weight and geometry
+  // features (tile-major like xs); per-point sample and ray index, and the points that get a colour
+  const int64_t geo = with_color ? mc.geo : 0;
   std::vector<std::vector<vf>> scratch(nthreads);
-  for (auto& v : scratch) v.assign((size_t)(maxtiles * (3 + s.Gp) + s.Hp + s.Op + mc.Kc + mc.Hcp + KB) * NV, vf{});
-  std::vector<std::vector<float>> results(nthreads, std::vector<float>((size_t)(4 * maxpts)));
-  std::vector<std::vector<int>> points(nthreads, std::vector<int>((size_t)(2 * maxpts)));
+  for (auto& v : scratch)
+    v.assign((size_t)(maxtiles * (3 + s.Gp + geo) + s.Hp + s.Op + mc.Kc + mc.Hcp + KB) * NV, vf{});
+  std::vector<std::vector<float>> results(nthreads, std::vector<float>((size_t)(2 * maxpts)));
+  std::vector<std::vector<int>> points(nthreads, std::vector<int>((size_t)(3 * maxpts)));
+  const float wmin = (float)min_weight;
   auto march_block = [&](int64_t blk, int tid) {
     float* xs = (float*)scratch[tid].data();
-    float *feat = xs + 3 * TP * maxtiles, *hT = feat + s.Gp * TP * maxtiles, *outT = hT + s.Hp * TP;
-    float *cinT = outT + s.Op * TP, *hcT = cinT + mc.Kc * TP, *colT = hcT + mc.Hcp * TP;
-    float *raw = results[tid].data(), *col = raw + maxpts;
-    int *pt_sample = points[tid].data(), *pt_ray = pt_sample + maxpts;
+    float *feat = xs + 3 * TP * maxtiles, *geoT = feat + s.Gp * TP * maxtiles, *hT = geoT + geo * TP * maxtiles;
+    float *outT = hT + s.Hp * TP, *cinT = outT + s.Op * TP, *hcT = cinT + mc.Kc * TP, *colT = hcT + mc.Hcp * TP;
+    float *raw = results[tid].data(), *wpt = raw + maxpts;
+    int *pt_sample = points[tid].data(), *pt_ray = pt_sample + maxpts, *shaded = pt_ray + maxpts;
     const int64_t r0 = blk * RB, nr = std::min<int64_t>(RB, R - r0);
     float trans[RB], acc[RB][3] = {}, view[RB][3];
     int64_t next[RB];
@@ -622,20 +626,11 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
           matmul_tile<kRelu>(w1p.data(), s.G, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);
           matmul_tile<kNone>(w2p.data(), s.H, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
           for (int p = 0; p < m; ++p) raw[t * TP + p] = outT[p];
-          if (!with_color) continue;
-          std::memset(cinT, 0, sizeof(float) * mc.Kc * TP);
-          std::memcpy(cinT, outT + TP, sizeof(float) * mc.geo * TP);  // geometry features: rows 1..geo
-          if (mc.view)  // the view direction of each point's ray
-            for (int p = 0; p < m; ++p)
-              for (int k = 0; k < 3; ++k) cinT[(mc.geo + k) * TP + p] = view[pt_ray[t * TP + p]][k];
-          matmul_tile<kRelu>(mc.w1.data(), mc.geo + mc.view, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
-          matmul_tile<kNone>(mc.w2.data(), mc.Hc, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
-          for (int p = 0; p < m; ++p)
-            for (int k = 0; k < 3; ++k) col[(t * TP + p) * 3 + k] = 1.f / (1.f + std::exp(-colT[k * TP + p]));
+          if (with_color) std::memcpy(geoT + geo * TP * t, outT + TP, sizeof(float) * geo * TP);  // rows 1..geo
         }
       }
-      // 3. each ray composites its chunk in order
-      int q = 0;
+      // 3. each ray composites its chunk's weights in order
+      int q = 0, n_shaded = 0;
       for (int j = 0; j < nr; ++j) {
         if (!active[j]) continue;
         const float* e = ep + (r0 + j) * (S + 1);
@@ -648,14 +643,33 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
           const float alpha = 1.f - std::exp(-sigma * ((e[si + 1] - e[si]) * bx[6]));
           const float w = tr * alpha;
           wrow[si] = w;
-          if (with_color)
-            for (int k = 0; k < 3; ++k) acc[j][k] += w * col[q * 3 + k];
+          wpt[q] = w;
+          if (with_color && w > wmin) shaded[n_shaded++] = q;
           tr *= 1.f - alpha;
           ++q;
         }
         trans[j] = tr;
         next[j] = std::min<int64_t>(next[j] + chunk, S);
         if (!(tr > fstop) || next[j] >= S) active[j] = false, --n_active;
+      }
+      // 4. the colour of the samples that weigh, in full tiles: geometry features (and view direction) in,
+      // weight x sigmoid(rgb) onto their rays
+      for (int t0 = 0; t0 < n_shaded; t0 += TP) {
+        const int m = std::min(TP, n_shaded - t0);
+        std::memset(cinT, 0, sizeof(float) * mc.Kc * TP);
+        for (int p = 0; p < m; ++p) {
+          const int pt = shaded[t0 + p];
+          const float* g = geoT + geo * TP * (pt / TP) + pt % TP;
+          for (int k = 0; k < geo; ++k) cinT[k * TP + p] = g[k * TP];
+          if (mc.view)
+            for (int k = 0; k < 3; ++k) cinT[(geo + k) * TP + p] = view[pt_ray[pt]][k];
+        }
+        matmul_tile<kRelu>(mc.w1.data(), geo + mc.view, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
+        matmul_tile<kNone>(mc.w2.data(), mc.Hc, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
+        for (int p = 0; p < m; ++p) {
+          const int pt = shaded[t0 + p];
+          for (int k = 0; k < 3; ++k) acc[pt_ray[pt]][k] += wpt[pt] / (1.f + std::exp(-colT[k * TP + p]));
+        }
       }
     }
     for (int j = 0; j < nr; ++j) {

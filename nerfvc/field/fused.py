@@ -92,13 +92,15 @@ def fused_march(
     chunk: int,
     stop: float,
     half_table: torch.Tensor | None = None,
+    min_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Volume-render rays ``origin``, ``direction`` (R,3) through bins ``edges`` (R,S+1) in one C++ pass:
     ``box`` (7,) = head box low corner (3), its size (3) and 1 / the distance unit; ``occupancy`` (r,r,r)
     bool; ``density`` = (table, res, w1, b1 (1,H), w2, b2) as :func:`fused_density`; ``color`` = (wc1
     (geo[+3],Hc), bc1 (1,Hc), wc2 (Hc,3), bc2 (3,)) acting on the geometry features (and the unit view
     direction), or None for density only. Samples are marched ``chunk`` at a time and a ray stops once its
-    transmittance is ≤ ``stop``. ``half_table`` (:func:`pack_half_pairs` of the table) makes the grid read
+    transmittance is ≤ ``stop``; only samples whose weight is above ``min_weight`` are coloured (the others
+    add nothing to the rgb). ``half_table`` (:func:`pack_half_pairs` of the table) makes the grid read
     float16 features instead. → weights (R,S), premultiplied rgb (R,3) (zeros without colour), opacity
     (R,). Same result as ``nerfvc.render.fast.march_torch``."""
     ext = load_fused_extension()
@@ -120,6 +122,7 @@ def fused_march(
         none if half_table is None else half_table,
         chunk,
         stop,
+        min_weight,
         torch.get_num_threads(),
     )
     return w, rgb, opacity

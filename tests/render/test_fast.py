@@ -1,5 +1,7 @@
 """Frame renderer ops: the fused C++ march and torso equal their pure-torch references, op by op."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -48,15 +50,15 @@ def _rays(model: PortraitNeRF, n: int, samples: int) -> tuple[torch.Tensor, torc
     "view_dir,half,color_code",
     [(True, False, True), (False, False, True), (True, True, True), (True, False, False)],
 )
-@pytest.mark.parametrize("chunk,stop", [(4, 1e-2), (3, 0.3), (16, 0.0)])
+@pytest.mark.parametrize("chunk,stop,min_weight", [(4, 1e-2, 1e-4), (3, 0.3, 0.0), (16, 0.0, 0.05)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, stop, threads):
+def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, stop, min_weight, threads):
     model = _model(0, view_dir, color_code=color_code)
     if half:  # the reference reads the same float16-rounded features the packed table holds
         with torch.no_grad():
             for head in (model.coarse, model.fine):
                 head.grid.table.copy_(half_rounded(head.grid.table))
-    cfg = FastRenderConfig(chunk=chunk, stop_transmittance=stop)
+    cfg = FastRenderConfig(chunk=chunk, stop_transmittance=stop, color_min_weight=min_weight)
     code = torch.randn(1, model.fine.cfg.code_dim)
     cons = torch.randn(1, model.cfg.consistency_dim)
     origin, direction, edges = _rays(model, 300, 12)  # 300 rays: 5 blocks of 64, the last one partial
@@ -81,6 +83,14 @@ def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, 
                 if stop > 0:
                     assert (weights[:, -1] == 0).any()  # early termination left samples unevaluated
                 assert rgb.abs().sum() > 0 if with_color else rgb.abs().sum() == 0
+                if with_color and min_weight > 0:  # each skipped sample would have added at most its weight
+                    every = dataclasses.replace(cfg, color_min_weight=0.0)
+                    with field_settings(torch.float32, "torch"):
+                        full = march_torch(
+                            model, FrameHead(head_field, c, cons), origin, direction, edges, every, True
+                        )[1]
+                    gap = (full - rgb).abs().max()
+                    assert gap <= 12 * min_weight and (gap > 0 or min_weight < 0.01)
     finally:
         torch.set_num_threads(prev)
 
