@@ -48,9 +48,9 @@ def intersect_box(
     origin: torch.Tensor, direction: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, near: float = 1e-3
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Slab test against the box [lo, hi]: t_near (R,), t_far (R,), hit (R,) bool."""
-    inv = 1.0 / torch.where(direction.abs() < 1e-9, torch.full_like(direction, 1e-9), direction)
-    t0 = (lo - origin) * inv
-    t1 = (hi - origin) * inv
-    t_near = torch.minimum(t0, t1).amax(-1).clamp(min=near)
+    inv = torch.where(direction.abs() < 1e-9, 1e-9, direction).reciprocal_()
+    t0 = (lo - origin).mul_(inv)  # (R,3)
+    t1 = (hi - origin).mul_(inv)
+    t_near = torch.minimum(t0, t1).amax(-1).clamp_(min=near)
     t_far = torch.maximum(t0, t1).amin(-1)
     return t_near, t_far, t_far > t_near

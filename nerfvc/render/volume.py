@@ -25,5 +25,5 @@ def composite(
     background: torch.Tensor,
 ) -> torch.Tensor:
     """Head (premultiplied) over torso over background: all (R,3) colours and (R,) alphas → (R,3)."""
-    behind = torso_alpha[:, None] * torso_rgb + (1 - torso_alpha[:, None]) * background
-    return head_rgb + (1 - head_alpha[:, None]) * behind
+    behind = torch.lerp(background, torso_rgb, torso_alpha[:, None])  # (R,3)
+    return torch.addcmul(head_rgb, 1 - head_alpha[:, None], behind)
