@@ -136,8 +136,12 @@ def half_rounded(table: torch.Tensor) -> torch.Tensor:
     smallest normal float16 (6.1e-5) flushed to zero — :func:`fused_march` widens halves by bit arithmetic,
     where a subnormal would cost a slow microcode assist per lane (a trained table holds many: the untouched
     entries keep their ~1e-4 initial scale)."""
+    return _flushed_half(table).float()
+
+
+def _flushed_half(table: torch.Tensor) -> torch.Tensor:
     t = table.detach()
-    return torch.where(t.abs() < HALF_MIN_NORMAL, torch.zeros_like(t), t).to(torch.float16).float()
+    return torch.where(t.abs() < HALF_MIN_NORMAL, 0.0, t).to(torch.float16)
 
 
 def pack_half_pairs(table: torch.Tensor) -> torch.Tensor:
@@ -145,7 +149,7 @@ def pack_half_pairs(table: torch.Tensor) -> torch.Tensor:
     half, as :func:`fused_march` reads them), rounded as :func:`half_rounded`."""
     if table.dim() != 3 or table.shape[2] != 2:
         raise ValueError("pack_half_pairs: the table must be (L,T,2)")
-    return half_rounded(table).to(torch.float16).contiguous().view(torch.int32).view(table.shape[:2])
+    return _flushed_half(table).contiguous().view(torch.int32).view(table.shape[:2])
 
 
 def fused_torso(
