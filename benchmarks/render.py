@@ -57,17 +57,22 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _points(r: Renderer, e: np.ndarray, p: np.ndarray, size: int) -> int:
-    """Points every hash-grid call encodes while ``r`` renders one frame on the torch kernels (the grid module
-    runs on its own only there)."""
+    """Points the hash grids encode while ``r`` renders one frame on the torch kernels (every grid read, the
+    training renderer's and the frame renderer's, goes through ``HashGrid.lookup``)."""
     count = [0]
-    hooks = [
-        head.grid.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
-        for head in (r.model.coarse, r.model.fine)
-    ]
-    with field_settings(mlp_dtype(), "torch"):
-        r.render_float(e, p, size, size)
-    for h in hooks:
-        h.remove()
+    grid_cls = type(r.model.fine.grid)
+    lookup = grid_cls.lookup
+
+    def counted(self, x, table, res):
+        count[0] += len(x)
+        return lookup(self, x, table, res)
+
+    grid_cls.lookup = counted
+    try:
+        with field_settings(mlp_dtype(), "torch"):
+            r.render_float(e, p, size, size)
+    finally:
+        grid_cls.lookup = lookup
     return count[0]
 
 
