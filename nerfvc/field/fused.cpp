@@ -807,6 +807,47 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Slab test of a frame's rays against the head box in one pass (nerfvc/render/rays.py `intersect_box`, the same
+// float operations in the same order, so the results are identical). origin (R,3), or (1,3) shared by every ray;
+// direction (R,3); lo, hi (3,) -> [t_near (R,) clamped to >= near, t_far (R,), hit (R,) bool]
+std::vector<torch::Tensor> ray_box(torch::Tensor origin, torch::Tensor direction, torch::Tensor lo, torch::Tensor hi,
+                                   double near, int64_t threads) {
+  for (const auto* t : {&origin, &direction, &lo, &hi})
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->device().is_cpu(),
+                "ray box: float32 contiguous CPU tensors expected");
+  const int64_t R = direction.size(0);
+  TORCH_CHECK(direction.dim() == 2 && direction.size(1) == 3, "ray box: direction must be (R,3)");
+  TORCH_CHECK(origin.dim() == 2 && origin.size(1) == 3 && (origin.size(0) == R || origin.size(0) == 1),
+              "ray box: origin must be (R,3) or (1,3)");
+  TORCH_CHECK(lo.numel() == 3 && hi.numel() == 3, "ray box: lo and hi must have 3 values");
+  auto t_near = torch::empty({R}, direction.options()), t_far = torch::empty({R}, direction.options());
+  auto hit = torch::empty({R}, direction.options().dtype(torch::kBool));
+  const float *op = origin.data_ptr<float>(), *dp = direction.data_ptr<float>();
+  const float *lp = lo.data_ptr<float>(), *hp = hi.data_ptr<float>();
+  float *np = t_near.data_ptr<float>(), *fp = t_far.data_ptr<float>();
+  bool* hitp = hit.data_ptr<bool>();
+  const int64_t ostride = origin.size(0) == 1 ? 0 : 3, blocks = (R + 4095) / 4096;
+  const float fnear = (float)near;
+  const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
+  for_tiles(blocks, nthreads, [&](int64_t blk, int) {
+    for (int64_t r = blk * 4096; r < std::min<int64_t>(R, (blk + 1) * 4096); ++r) {
+      float tn = -INFINITY, tf = INFINITY;
+      for (int k = 0; k < 3; ++k) {
+        float d = dp[r * 3 + k];
+        d = std::fabs(d) < 1e-9f ? 1e-9f : d;
+        const float inv = 1.f / d, o = op[r * ostride + k];
+        const float a = (lp[k] - o) * inv, b = (hp[k] - o) * inv;
+        tn = std::max(tn, std::min(a, b));
+        tf = std::min(tf, std::max(a, b));
+      }
+      tn = tn < fnear ? fnear : tn;
+      np[r] = tn, fp[r] = tf, hitp[r] = tf > tn;
+    }
+  });
+  return {t_near, t_far, hit};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Fine bins of a frame's head rays from the coarse pass (nerfvc/render/fast.py), as fractions of a ray's span:
 // each coarse cell takes the bin-wise maximum of its corner rays' weights over B uniform bins of [0,1], then
 // inverse-CDF samples n bins from them exactly as nerfvc/render/samplers.py `importance` (dilated by one bin,

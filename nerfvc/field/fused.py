@@ -30,6 +30,7 @@ def load_fused_extension() -> ModuleType | None:
             "fused_march",
             "fused_torso",
             "unit_fine_edges",
+            "ray_box",
             "blend_forward",
             "blend_backward",
             "flush_denormals",
@@ -179,6 +180,26 @@ def unit_fine_edges(coarse: torch.Tensor, neighbours: torch.Tensor, n: int, thre
     if ext is None:
         raise RuntimeError("fine edges: the C++ kernel is unavailable")
     return ext.unit_fine_edges(coarse, neighbours, n, threads)
+
+
+def ray_box(
+    origin: torch.Tensor, direction: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, near: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``nerfvc.render.rays.intersect_box`` in one C++ pass (identical results): t_near (R,), t_far (R,), hit
+    (R,) bool. An ``origin`` expanded from one row is read as that row."""
+    ext = load_fused_extension()
+    if ext is None:
+        raise RuntimeError("ray box: the C++ kernel is unavailable")
+    o = origin[:1] if origin.shape[0] > 1 and origin.stride(0) == 0 else origin
+    t_near, t_far, hit = ext.ray_box(
+        o.contiguous(),
+        direction.contiguous(),
+        lo.contiguous(),
+        hi.contiguous(),
+        near,
+        torch.get_num_threads(),
+    )
+    return t_near, t_far, hit
 
 
 class FusedDensityFn(torch.autograd.Function):

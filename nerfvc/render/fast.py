@@ -24,8 +24,8 @@ allows savings that do not change the model:
 5. **Fused C++ passes** (:mod:`nerfvc.field.fused`) where this machine chose the fused kernels: each head
    march (occupancy lookup, hash grid — read as float16 pairs where that measured faster, density and colour
    MLPs, compositing, early termination), the fine bins, and the torso run as one pass each with no
-   per-sample tensor;
-   :func:`march_torch` and the fields themselves are the tested pure-torch twins.
+   per-sample tensor, and the ray/box test of every pixel is one pass too;
+   :func:`march_torch`, ``intersect_box`` and the fields themselves are the tested pure-torch twins.
 
 ``benchmarks/render.py`` measures it against ``render_rays`` (PSNR to the ground truth and to the reference
 render, field points, time); ``tests/train/test_train.py`` asserts ≥ 38 dB between the two on a tiny scene.
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfvc.field.frame import FrameHead, FrameTorso, grid_storage
-from nerfvc.field.fused import fused_march, unit_fine_edges
+from nerfvc.field.fused import fused_march, ray_box, unit_fine_edges
 from nerfvc.render.model import PortraitNeRF
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import importance
@@ -222,7 +222,8 @@ def render_frame(
     fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=half)
 
     origin, direction = to_canonical(dirs, pose)  # (P,3) each
-    t_near, t_far, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
+    box = (origin, direction, model.head_lo, model.head_hi)
+    t_near, t_far, hit = ray_box(*box) if coarse.fused is not None else intersect_box(*box)  # (P,) each
 
     # coarse pass (density only) on the strided pixel grid
     cpix, corners, cell, ny, nx = _coarse_grid(height, width, cfg.coarse_stride(height, width), dev)

@@ -7,7 +7,7 @@ import torch
 
 from nerfvc.field.fields import field_settings
 from nerfvc.field.frame import FrameHead, FrameTorso
-from nerfvc.field.fused import fused_density_available, half_rounded, pack_half_pairs
+from nerfvc.field.fused import fused_density_available, half_rounded, pack_half_pairs, ray_box
 from nerfvc.render.fast import FastRenderConfig, _march, _unit_fine_edges, march_torch
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box
@@ -184,3 +184,29 @@ def test_half_tables_hold_float16_values_with_subnormals_flushed():
     words = pack_half_pairs(table)  # (1,6): feature 0 in the low half of each word
     halves = words.view(torch.int16).view(1, 6, 2).view(torch.float16).float()
     assert torch.equal(halves, held)
+
+
+@pytest.mark.parametrize("shared_origin", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ray_box_equals_the_slab_test(shared_origin, threads):
+    """The fused ray/box pass gives exactly ``intersect_box``'s values, axis-parallel rays included."""
+    if not fused_density_available():
+        pytest.skip("no C++ compiler for the fused kernels")
+    g = torch.Generator().manual_seed(3)
+    n = 10000  # several blocks of 4096
+    direction = torch.randn(n, 3, generator=g) * 0.2 + torch.tensor([0.0, 0.0, 1.0])  # towards the box
+    direction[::7, 0] = 0.0  # parallel to a slab: the 1e-9 stand-in
+    direction[::11, 1] = 1e-12
+    camera = torch.tensor([[0.1, -0.2, -3.0]])
+    origin = camera.expand(n, 3) if shared_origin else camera + 0.3 * torch.randn(n, 3, generator=g)
+    lo, hi = torch.tensor([-0.5, -0.6, -0.4]), torch.tensor([0.5, 0.4, 0.7])
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused = ray_box(origin, direction, lo, hi)
+    finally:
+        torch.set_num_threads(prev)
+    ref = intersect_box(origin, direction, lo, hi)
+    for a, b in zip(fused, ref):
+        assert torch.equal(a, b)
+    assert 0.05 < ref[2].float().mean() < 0.95  # some rays hit the box, some miss it
