@@ -70,8 +70,6 @@ def _time_march(half: bool, repeat: int = 5, kernel: str = "fused") -> float:
         code = torch.randn(1, head.cfg.code_dim, generator=g)
         dtype = torch.float32 if kernel == "fused" else None  # the torch MLPs as they would run here
         frame = FrameHead(head, code, torch.zeros(1, 8), dtype, half, kernel=kernel)
-        if kernel == "fused" and frame.fused is None:
-            raise RuntimeError("the fused C++ kernel did not build")
         side = 91
         u = torch.linspace(0.2, 0.8, side)  # neighbours ~3 cells apart on the finest level, as at 256²
         target = torch.stack([*torch.meshgrid(u, u, indexing="xy"), torch.ones(side, side)], -1).view(-1, 3)
@@ -91,6 +89,8 @@ def _time_march(half: bool, repeat: int = 5, kernel: str = "fused") -> float:
                 frame.color(geo, view)
 
             return best_seconds(torch_march, repeat)
+        if frame.fused is None:
+            raise RuntimeError("the fused C++ kernel did not build")
         args = (origin, direction, edges, box, occupancy, frame.fused, frame.fused_color, 2, 0.0)
         return best_seconds(lambda: fused_march(*args, frame.half_table), repeat)
 

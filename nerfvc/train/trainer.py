@@ -56,7 +56,8 @@ class TrainConfig:
     # rays per training step: 2048 makes ~1.7× the steps of 4096 in a time budget; 10 minutes on one core, 6
     # of the 8 shared clips (benchmarks/results/ab_10min_batch-rays-2048_256.md): PSNR +0.2 dB (better on
     # 10 of 12 points), CSIM +0.011 (10), LPIPS 8, DISTS 8, PRMSE 9, AUCON worse on all 12 (−0.013); german
-    # alone, side by side: PSNR +0.25 dB, LPIPS +0.004 and CSIM −0.012 (docs/nerf.md)
+    # alone, side by side: PSNR +0.25 dB, LPIPS +0.004 and CSIM −0.012 (docs/nerf.md); german and obama again
+    # (ab_10min_batch-rays-2048_german-obama_256.md): PSNR +0.3 dB, CSIM +0.012, better on 4 of 4 points
     batch_rays: int = 2048
     lr: float = 1e-2
     lr_final: float = 1e-3  # exponential decay to this by the end (iterations or minutes, whichever first)
