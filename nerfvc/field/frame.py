@@ -45,8 +45,9 @@ def render_kernel(device: torch.device | str = "cpu") -> str:
 
 def grid_storage(device: torch.device | str = "cpu") -> str:
     """How the fused frame renderer reads the hash grids on ``device``: ``"fp16"`` (feature pairs packed as
-    float16: one gather per corner, half the cache) or ``"fp32"``, whichever marched a synthetic frame faster
-    here (AVX-512: fp16; AVX2, where widening the halves costs more than the gathers saved: fp32);
+    float16: one gather per corner, half the cache, widened by integer arithmetic) or ``"fp32"``, whichever
+    marched a synthetic frame faster here (measured on this Xeon: fp16 ~20% faster with AVX-512, within a few
+    per cent either way with AVX2);
     ``NERFVC_GRID_STORAGE`` overrides; ``"fp32"`` wherever the fused kernels do not run."""
     device = torch.device(device)
     if render_kernel(device) != "fused":
