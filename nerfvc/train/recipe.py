@@ -56,6 +56,13 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
     )
+    p.add_argument(
+        "--code-dim",
+        type=int_in(1, 256),
+        metavar="N",
+        help="size of the fine head field's learned expression code, which also sets its number of blend "
+        f"shapes (default {d.fine.code_dim}; smaller: less room to memorise each training expression)",
+    )
     top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
     while (top + 1) ** 3 > 2**d.fine.grid.log2_table:
         top -= 1
@@ -82,6 +89,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.hidden = args.fine_hidden
     if args.torso_hidden is not None:
         mcfg.torso.hidden = args.torso_hidden
+    if args.code_dim is not None:
+        mcfg.fine.code_dim = args.code_dim
     if args.blend_res is not None:
         mcfg.fine.blend_res = args.blend_res
     if args.no_color_code:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from nerfvc.cli import build_parser
-from nerfvc.render.model import ModelConfig
+from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.train import commands as train_cmd
 from nerfvc.train import recipe
 from nerfvc.train.trainer import TrainConfig
@@ -67,6 +67,10 @@ def test_recipe_options_set_nested_model_fields():
     assert cfg == TrainConfig()
     assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16 and mcfg.fine.blend_res == 15
     assert mcfg.coarse == ModelConfig().coarse  # only the named fields change
+    _, mcfg = recipe.parse_recipe("--code-dim 8")
+    assert mcfg.fine.code_dim == 8 and mcfg.coarse == ModelConfig().coarse
+    fine = PortraitNeRF(mcfg).fine  # one blend shape per code channel
+    assert fine.blend.shape[1] == 8 and ModelConfig().fine.code_dim == 16
     cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
     assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
     assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
