@@ -203,8 +203,9 @@ def density_kernel(device: torch.device | str = "cpu", backward: bool = False) -
     device = torch.device(device)
     if device.type != "cpu":
         return "torch"
-    if _SETTINGS:
-        return _SETTINGS[-1][1]
+    forced = forced_kernel()
+    if forced is not None:
+        return forced
     if not fused_density_available():  # NERFVC_NO_CPP or no compiler: whatever was cached, only torch runs
         return "torch"
     options = {k: (lambda k=k: _time_density(k, device, backward)) for k in ("fused", "torch")}

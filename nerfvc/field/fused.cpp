@@ -221,7 +221,8 @@ enum Epilogue { kNone, kRelu, kMask };
 
 // outT[m][p] = epi(bias[m] + bT[m][p] + sum_i W[i*M + m] * inT[i][p]) for a tile; W has M columns (row-major), M a
 // multiple of 8; K is the number of real inputs: the zero rows of a padded input are skipped (the head's 34 grid
-// and blend features are 40 padded rows, its 18 colour inputs 24). bias / bT may be null. kMask zeroes where maskT[m][p] <= 0 (the ReLU derivative).
+// and blend features are 40 padded rows, its 18 colour inputs 24). bias / bT may be null. kMask zeroes where
+// maskT[m][p] <= 0 (the ReLU derivative).
 template <Epilogue E>
 static void matmul_tile(const float* __restrict__ W, int64_t K, int64_t M, const float* __restrict__ inT,
                         const float* __restrict__ bias, const float* __restrict__ bT, const float* __restrict__ maskT,
