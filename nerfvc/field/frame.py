@@ -274,12 +274,17 @@ class FrameTorso:
 
     def __call__(self, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image coordinates ``uv`` (N,2) → rgb (N,3), alpha (N,)."""
+        rgba = self.rgba(uv)
+        return rgba[:, :3], rgba[:, 3]
+
+    def rgba(self, uv: torch.Tensor) -> torch.Tensor:
+        """Image coordinates ``uv`` (N,2) → rgb and alpha as one (N,4) tensor."""
         if self.fused is None:
-            return self.field(uv, self.pose, self.consistency, self.shift)
+            rgb, alpha = self.field(uv, self.pose, self.consistency, self.shift)
+            return torch.cat([rgb, alpha[:, None]], 1)
         if self.shift is not None:
             uv = uv - self.shift
-        rgba = fused_torso(uv.contiguous(), *self.fused)  # (N,4)
-        return rgba[:, :3], rgba[:, 3]
+        return fused_torso(uv.contiguous(), *self.fused)  # (N,4)
 
 
 def split_bias(layer: nn.Linear, n_rows: int, shared: list[torch.Tensor]) -> torch.Tensor:

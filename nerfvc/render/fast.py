@@ -227,25 +227,33 @@ def render_frame(
 
     # coarse pass (density only) on the strided pixel grid
     cpix, corners, cell, ny, nx = _coarse_grid(height, width, cfg.coarse_stride(height, width), dev)
+    # (index_select / index_copy_ below: 2-3x faster than advanced indexing on these shapes)
     coarse_w = torch.zeros(cpix.numel(), cfg.n_coarse, device=dev)  # (Pc,S)
-    ch = hit[cpix].nonzero(as_tuple=True)[0]
+    ch = hit.index_select(0, cpix).nonzero(as_tuple=True)[0]
     base = torch.linspace(0, 1, cfg.n_coarse + 1, device=dev)
+    near_span = torch.stack([t_near, t_far - t_near], 1)  # (P,2)
     if ch.numel():
-        rays = cpix[ch]
-        edges = t_near[rays, None] + (t_far - t_near)[rays, None] * base  # (Rc,S+1)
-        coarse_w[ch], _, _ = _march(model, coarse, origin[rays], direction[rays], edges, cfg, False)
+        rays = cpix.index_select(0, ch)
+        ns = near_span.index_select(0, rays)  # (Rc,2)
+        edges = torch.addcmul(ns[:, :1], ns[:, 1:], base)  # (Rc,S+1)
+        o, d = origin.index_select(0, rays), direction.index_select(0, rays)  # (Rc,3) each
+        coarse_w.index_copy_(0, ch, _march(model, coarse, o, d, edges, cfg, False)[0])
 
     # every pixel takes the bin-wise max of the weights of its coarse cell's (up to 2x2) corner rays
     cell_seen = (coarse_w.sum(1) > cfg.tail)[corners].any(0)  # (Pc,) a corner ray saw the head
-    fine_pix = (hit & cell_seen[cell]).nonzero(as_tuple=True)[0]
+    fine_pix = (hit & cell_seen.index_select(0, cell)).nonzero(as_tuple=True)[0]
 
     head_rgb = torch.zeros(dirs.shape[0], 3, device=dev)
     head_alpha = torch.zeros(dirs.shape[0], device=dev)
     if fine_pix.numel():
         unit = _unit_fine_edges(coarse_w, corners, cfg.n_fine, fine)  # (Pc,n+1)
-        edges = torch.addcmul(t_near[fine_pix, None], (t_far - t_near)[fine_pix, None], unit[cell[fine_pix]])
-        _, rgb_f, a_f = _march(model, fine, origin[fine_pix], direction[fine_pix], edges, cfg, True)
-        head_rgb[fine_pix], head_alpha[fine_pix] = rgb_f, a_f
+        unit = unit.index_select(0, cell.index_select(0, fine_pix))  # (F,n+1)
+        ns = near_span.index_select(0, fine_pix)  # (F,2)
+        edges = torch.addcmul(ns[:, :1], ns[:, 1:], unit)
+        o, d = origin.index_select(0, fine_pix), direction.index_select(0, fine_pix)  # (F,3) each
+        _, rgb_f, a_f = _march(model, fine, o, d, edges, cfg, True)
+        head_rgb.index_copy_(0, fine_pix, rgb_f)
+        head_alpha.index_copy_(0, fine_pix, a_f)
 
     # torso and background only where the head lets them through, and the torso only where the coarse grid
     # (dilated by one sample) saw it: the rest is background
@@ -255,16 +263,18 @@ def render_frame(
     if behind.numel():
         torso = FrameTorso(model.torso, pose_n, cons, shift)
         if max(height, width) > cfg.torso_size:
-            rgba = _torso_upsampled(torso, uv, height, width, cfg.torso_size)  # (P,4)
-            torso_rgb[behind], torso_alpha[behind] = rgba[behind, :3], rgba[behind, 3]
+            rgba = _torso_upsampled(torso, uv, height, width, cfg.torso_size).index_select(0, behind)  # (B,4)
         else:
             if cfg.skip_background:
-                _, coarse_alpha = torso(uv[cpix])  # (Pc,)
+                _, coarse_alpha = torso(uv.index_select(0, cpix))  # (Pc,)
                 seen = (coarse_alpha > cfg.tail).float().view(1, 1, ny, nx)
                 seen = F.max_pool2d(seen, 3, 1, 1).view(-1) > 0  # (Pc,) dilated by one coarse sample
-                torso_alpha[behind] = 0.0
-                behind = behind[seen[corners].any(0)[cell[behind]]]
-            torso_rgb[behind], torso_alpha[behind] = torso(uv[behind])
+                torso_alpha.index_fill_(0, behind, 0.0)
+                cell_torso = seen[corners].any(0)  # (Pc,) a corner's dilated cell saw the torso
+                behind = behind[cell_torso.index_select(0, cell.index_select(0, behind))]
+            rgba = torso.rgba(uv.index_select(0, behind))  # (B,4)
+        torso_rgb.index_copy_(0, behind, rgba[:, :3])
+        torso_alpha.index_copy_(0, behind, rgba[:, 3])
     return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
 
 
@@ -276,8 +286,7 @@ def _torso_upsampled(torso: FrameTorso, uv: torch.Tensor, height: int, width: in
     ys = (torch.arange(h, device=uv.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=uv.device, dtype=torch.float32) + 0.5) / w
     grid_uv = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (h·w,2) as (u,v)
-    rgb, alpha = torso(grid_uv)
-    small = torch.cat([rgb, alpha[:, None]], 1).t().reshape(1, 4, h, w)
+    small = torso.rgba(grid_uv).t().reshape(1, 4, h, w)
     g = (uv * 2 - 1).view(1, -1, 1, 2)  # (1,P,1,2) sample positions in the small grid's [-1,1] frame
     return F.grid_sample(small, g, mode="bilinear", padding_mode="border", align_corners=False)[
         0, :, :, 0

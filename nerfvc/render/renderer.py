@@ -134,12 +134,13 @@ class Renderer:
             out.append(o["rgb"])
         return torch.cat(out).clamp(0, 1).reshape(height, width, 3)
 
+    @torch.inference_mode()
     def render(
         self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
     ) -> np.ndarray:
         """Expression (E,) and pose (12,) → uint8 RGB frame (H,W,3)."""
-        img = self.render_float(expression, pose, width, height)
-        return (img * 255 + 0.5).byte().cpu().numpy()
+        img = self.render_float(expression, pose, width, height)  # a new tensor: scaled in place
+        return img.mul_(255).add_(0.5).byte().cpu().numpy()
 
     def write_video(
         self,

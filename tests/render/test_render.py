@@ -53,6 +53,24 @@ def test_volume_rendering_of_an_opaque_wall_and_a_void():
     torch.testing.assert_close(out, torch.tensor([[0.0, 0, 1], [0.5, 0.5, 0.5]]))
 
 
+def test_composite_without_autograd_matches_the_differentiable_one_and_leaves_inputs_alone():
+    g = torch.Generator().manual_seed(0)
+    head_rgb, torso_rgb, bg = (torch.rand(64, 3, generator=g) for _ in range(3))
+    head_alpha, torso_alpha = torch.rand(64, generator=g), torch.rand(64, generator=g)
+    head_rgb = head_rgb * head_alpha[:, None]  # premultiplied
+    inputs = [head_rgb, head_alpha, torso_rgb, torso_alpha, bg]
+    copies = [t.clone() for t in inputs]
+    trained = composite(*[t.clone().requires_grad_() for t in inputs])
+    with torch.no_grad():
+        rendered = composite(*inputs)
+    torch.testing.assert_close(rendered, trained.detach())
+    behind = torso_alpha[:, None] * torso_rgb + (1 - torso_alpha[:, None]) * bg
+    expected = head_rgb + (1 - head_alpha[:, None]) * behind
+    torch.testing.assert_close(rendered, expected)
+    for t, c in zip(inputs, copies, strict=True):
+        assert torch.equal(t, c)
+
+
 def test_importance_sampling_concentrates_where_the_weight_is():
     edges = stratified(torch.zeros(1), torch.ones(1), 10, jitter=False)
     weights = torch.zeros(1, 10)

@@ -504,8 +504,8 @@ def test_skipping_the_background_leaves_the_frame_unchanged(trained, monkeypatch
     r = Renderer.from_model_dir(out)
     x, pose, _ = frame_inputs(30)
     rows: list[int] = []
-    call = FrameTorso.__call__
-    monkeypatch.setattr(FrameTorso, "__call__", lambda self, uv: (rows.append(len(uv)), call(self, uv))[1])
+    call = FrameTorso.rgba
+    monkeypatch.setattr(FrameTorso, "rgba", lambda self, uv: (rows.append(len(uv)), call(self, uv))[1])
     skipped = r.render(x[26], pose[26], SIZE, SIZE)
     n_skipped, rows[:] = sum(rows), []
     r.fast.skip_background = False
