@@ -8,14 +8,19 @@ the PSNR of the full-size render on the held-out frames of the 8 shared clips). 
 receiver holds (the last fallback picture, decoded) and:
 
 - **blends**: when the held picture is closer to the camera frame than the render by more than
-  ``margin_db``, the receiver is told (a fallback packet, only when the weight changes) to blend the picture
+  ``margin_db`` (3 dB), the receiver is told (a fallback packet, only when the weight changes) to blend the picture
   over the render with the least-squares weight (quantized to eighths), else to show the render;
 - **refreshes**: a new picture is coded when the guard fires (render worse than the held picture would be if
   it were fresh: ``render_db < fresh_db - margin_db``; before the first picture ``fresh_db = first_db``,
   30 dB, what a 128 px x265 QP 42 picture measured at 64 px) and the held picture has gone stale by
-  ``refresh_db``, at most one try per ``min_interval`` frames and within ``max_picture_kbps`` on average
-  (a token bucket); it is sent only if it beats the render by ``picture_gain_db`` (2 dB at 64 px: a
-  picture costs about 3.4 kbit, a marginal gain on one frame does not pay for it).
+  ``refresh_db``, at most one try per ``min_interval`` frames, and sent only if it beats the render by
+  ``picture_gain_db`` and its bits are in the budget (a token bucket: ``max_picture_kbps`` on average,
+  ``burst_bits`` at most, never overdrawn).
+
+The thresholds make the guard act on failures, not on modest PSNR gains: a 128 px picture costs about
+3.4 kbit and, upsampled, scores LPIPS 0.22 at 256² — blurrier than every 10-minute render of the shared
+clips — so blending it over a render that is merely a few dB off trades sharpness and identity for PSNR
+(measured: docs/guard.md, "Thresholds").
 
 Receiver (:class:`Compositor`): applies fallback packets from their frame index on; composes each rendered
 frame with the held picture (bicubic upsampled) at the packet's weight.
@@ -42,8 +47,8 @@ class GuardConfig:
     picture_size: int = 128  # px, longer side of a fallback picture
     picture_codec: str = "hevc"
     picture_quality: int = 42  # x265 QP (webp/jpeg: 0-100 quality)
-    margin_db: float = 0.5  # the picture must beat the render by this much to be shown
-    picture_gain_db: float = 2.0  # ... and a new picture must beat it by this much to be sent (~3.4 kbit)
+    margin_db: float = 3.0  # the picture must beat the render by this much to be shown
+    picture_gain_db: float = 6.0  # ... and a new picture must beat it by this much to be sent (~3.4 kbit)
     first_db: float = 30.0  # before any picture: what a fresh one is assumed to reach (check size, dB)
     refresh_db: float = 2.0  # a held picture this much worse than when it was sent is stale
     min_interval: int = 12  # frames between two pictures, at least
@@ -96,6 +101,7 @@ class SenderGuard:
         self.alpha = 0
         self.last_picture = -(10**9)
         self._tokens = self._cap = float(self.config.burst_bits)
+        self._last_bits = 0  # bits of the last picture sent
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
         s = self.config.check_size
@@ -120,17 +126,20 @@ class SenderGuard:
         packets: list[FallbackPacket] = []
         pic_bits = 0
         stale = self.held is None or h_db < self.fresh_db - cfg.refresh_db
-        can = index - self.last_picture >= cfg.min_interval and self._tokens >= 0
+        # a try only once the budget holds as many bits as the last picture took (no wasted encodes)
+        can = index - self.last_picture >= cfg.min_interval and self._tokens >= self._last_bits
         if fired and stale and can:
             self.last_picture = index  # a try, sent or not: the next one waits ``min_interval``
             payload = encode_picture(camera_frame, cfg.picture_size, cfg.picture_codec, cfg.picture_quality)
             full = decode_picture(payload)
             small = self._small(upsample(full, *camera_frame.shape[1::-1]))
             fresh_db = _db(_mse(small, cam))
-            if fresh_db > r_db + cfg.picture_gain_db:  # worth its bits: the receiver will show it
+            bits = 8 * len(payload) + framing_bits
+            # worth its bits (the receiver will show it) and within the budget
+            if fresh_db > r_db + cfg.picture_gain_db and bits <= self._tokens:
                 self.held_full, self.held, self.fresh_db = full, small, fresh_db
                 h_db = fresh_db
-                pic_bits = 8 * len(payload) + framing_bits
+                pic_bits = self._last_bits = bits
                 self._tokens -= pic_bits
                 packets.append(FallbackPacket(index, 0, payload))  # weight set below
         alpha = 0

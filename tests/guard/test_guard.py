@@ -129,6 +129,24 @@ def test_fallback_policy_and_compositor():
         SenderGuard(GuardConfig(check_size=2))
 
 
+def test_pictures_stay_within_the_budget():
+    """A render that stays bad asks for pictures on every try; the bits sent never exceed the bucket
+    (``burst_bits`` + ``max_picture_kbps`` over the frames so far), and the budget still buys pictures."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:128, 0:128]
+    frames = [np.stack([x * 2, y * 2, (255 - x + 9 * i) % 256], -1).astype(np.uint8) for i in range(40)]
+    one = 8 * len(encode_picture(frames[0], 64, "hevc", 42)) + 88  # about one picture with its framing
+    cfg = GuardConfig(
+        check_size=32, picture_size=64, min_interval=1, refresh_db=0.0, max_picture_kbps=0.5, burst_bits=one
+    )
+    guard, fps, sent = SenderGuard(cfg, fps=25.0), 25.0, 0
+    for i, cam in enumerate(frames):
+        _, dec = guard.step(i, cam, rng.integers(0, 256, cam.shape, dtype=np.uint8))
+        sent += dec.picture_bits
+        assert sent <= cfg.burst_bits + cfg.max_picture_kbps * 1000 * (i + 1) / fps
+    assert 0 < sent and guard.held is not None
+
+
 def test_guarded_frames_for_eval():
     """nerfvc eval's guard path: a render that goes bad gets fallback frames, bits and a share."""
     from nerfvc.guard.sequence import guarded_frames
