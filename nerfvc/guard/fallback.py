@@ -8,8 +8,8 @@ the PSNR of the full-size render on the held-out frames of the 8 shared clips). 
 receiver holds (the last fallback picture, decoded) and:
 
 - **blends**: when the held picture is closer to the camera frame than the render by more than
-  ``margin_db`` (3 dB), the receiver is told (a fallback packet, only when the weight changes) to blend the picture
-  over the render with the least-squares weight (quantized to eighths), else to show the render;
+  ``margin_db`` (3 dB), the receiver is told (a fallback packet, only when the weight changes) to blend the
+  picture over the render with the least-squares weight (quantized to eighths), else to show the render;
 - **refreshes**: a new picture is coded when the guard fires (render worse than the held picture would be if
   it were fresh: ``render_db < fresh_db - margin_db``; before the first picture ``fresh_db = first_db``,
   30 dB, what a 128 px x265 QP 42 picture measured at 64 px) and the held picture has gone stale by

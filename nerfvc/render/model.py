@@ -39,6 +39,7 @@ class ModelConfig:
     torso: TorsoFieldConfig = field(default_factory=TorsoFieldConfig)
     consistency_dim: int = 8  # size of the head-torso consistency code (0: none)
     n_coarse: int = 24
+    # fine samples per ray in training and in the training renderer (the frame renderer takes at most 12)
     n_fine: int = 24
     occupancy_res: int = 64
     occupancy_alpha: float = 0.01  # a cell is occupied if one coarse step through it is at least this opaque

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from nerfvc.cli import build_parser
+from nerfvc.errors import InputError
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.train import commands as train_cmd
 from nerfvc.train import recipe
@@ -74,14 +75,16 @@ def test_recipe_options_set_nested_model_fields():
     cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
     assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
     assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
+    _, mcfg = recipe.parse_recipe("--fine-samples 12")
+    assert mcfg.n_fine == 12 and ModelConfig().n_fine == 24 and mcfg.n_coarse == ModelConfig().n_coarse
+    with pytest.raises(InputError, match="fine-samples"):
+        recipe.parse_recipe("--fine-samples 1")
 
 
 def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
     cfg, mcfg = recipe.parse_recipe("--fine-hidden 32 --error-frac 0.5")
     assert cfg == dataclasses.replace(TrainConfig(), error_frac=0.5) and mcfg.fine.hidden == 32
     assert recipe.parse_recipe("") == (TrainConfig(), ModelConfig())
-    from nerfvc.errors import InputError
-
     with pytest.raises(InputError, match="--bogus"):
         recipe.parse_recipe("--bogus 1")
     with pytest.raises(InputError, match="fine-hidden"):
