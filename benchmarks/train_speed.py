@@ -5,7 +5,9 @@
 
 1. **Step speed** (one process, same batches): steps/s of the default training step (C++ hash grid, MLP
    precision and density kernel chosen per machine, occupancy from the head masks' hull) and of a plain
-   step (pure-torch hash grid, float32, no occupancy prior), at 1 and 2 threads; the ratio.
+   step (pure-torch hash grid, float32, no occupancy prior), at 1 and 2 threads; the ratio. The default's
+   precision and kernel are those a training run on this machine chose by timing its own steps
+   (``trainer.settings_trial``), or float32 with torch kernels before any run has chosen.
 2. **Time to quality**: ``nerfvc train --minutes M`` for each of ``--minutes`` (fresh runs), held-out PSNR
    of the trainer's own scoring (25 test frames at 256²), steps and the whole call's wall clock (which
    ``--minutes`` bounds). Resumable: a budget already in the output JSON under this ``--label`` is skipped.
@@ -35,8 +37,8 @@ from nerfvc.train.trainer import (
     compute_loss,
     fit_head_box,
     head_hull,
+    settings_trial,
     train,
-    training_settings,
 )
 
 ROOT = Path(__file__).resolve().parent
@@ -61,7 +63,8 @@ def step_speed(dataset: Path, plain: bool, threads: int, steps: int, size: int |
     optim = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
     sampler = RaySampler(ds, 0.7)
     tcfg = TrainConfig()
-    settings = (torch.float32, "torch") if plain else training_settings(model, sampler, tcfg)
+    trial, candidates = settings_trial(model, tcfg)  # the default: as remembered by a real run, else fp32
+    settings = (torch.float32, "torch") if plain else candidates[trial.chosen or trial.provisional]
     times = []
     with field_settings(*settings):
         for i in range(steps + 3):

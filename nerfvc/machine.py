@@ -3,11 +3,11 @@
 bfloat16 matmuls are ~2x faster than float32 on CPUs with bf16 units (AVX512_BF16, AMX) and ~11x slower on
 CPUs without them (AVX2-only laptops and servers: oneDNN emulates bf16). No fixed default is right on both,
 so :func:`choose` times the candidates at the field's real shapes once per machine and keeps the fastest,
-caches the choice in ``$NERFVC_CACHE/choices.json`` keyed by CPU model, ATen/oneDNN ISA and torch version,
-and logs it once; an environment variable overrides each choice. The field module makes two such choices:
-the precision of the head MLPs (``fields.mlp_dtype``, ``NERFVC_PRECISION=auto|fp32|bf16``) and the head's
-density kernel (``fields.density_kernel``, ``NERFVC_KERNEL=auto|fused|torch``), in :mod:`nerfvc.field.fields`.
-Training, the frame renderer, eval and the live receiver all ask these functions.
+caches the choice in ``$NERFVC_CACHE/choices.json`` keyed by CPU model, ATen/oneDNN ISA, torch version and
+thread count, and logs it once; an environment variable overrides each choice. The field module makes two
+such choices: the precision of the head MLPs (``fields.mlp_dtype``, ``NERFVC_PRECISION=auto|fp32|bf16``)
+and the head's density kernel (``fields.density_kernel``, ``NERFVC_KERNEL=auto|fused|torch``), in
+:mod:`nerfvc.field.fields`. Training, the frame renderer, eval and the live receiver all ask these functions.
 
 :func:`nerfvc.record.machine_record` is the description every benchmark result carries.
 """
@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -76,13 +76,15 @@ def precision_name(dtype: torch.dtype) -> str:
 
 def _cache_key(device: torch.device) -> str:
     """CPU model (or GPU name), the kernel ISA torch and oneDNN may use, the torch version and, on CPU, the
-    signature of our C++ kernels (their sources and ``-march``)."""
+    signature of our C++ kernels (their sources and ``-march``) and the thread count (which kernel wins can
+    change with it)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         isa_cap = torch.backends.cpu.get_cpu_capability()
         onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "all")
-        name = f"{cpu_model()}|{isa_cap}|onednn {onednn}|kernels {kernels_signature()}"
+        threads = torch.get_num_threads()
+        name = f"{cpu_model()}|{isa_cap}|onednn {onednn}|kernels {kernels_signature()}|{threads} threads"
     return f"{device.type}|{name}|torch {torch.__version__}"
 
 
@@ -121,37 +123,106 @@ def measure(options: Mapping[str, Callable[[], float]], rounds: int = 2) -> dict
     return {"choice": min(seconds, key=seconds.__getitem__), "seconds": seconds}
 
 
-def choose(
-    what: str, device: torch.device | str, env: str, options: Mapping[str, Callable[[], float]]
-) -> str:
-    """The option for ``what`` on ``device``: ``$env`` if it names one, else the fastest by :func:`measure`,
-    remembered in ``$NERFVC_CACHE/choices.json`` per CPU model, kernel ISA and torch version and logged once.
-    ``$env`` = ``auto`` (or unset) measures; anything else is a clear error."""
-    device = torch.device(device)
-    forced = os.environ.get(env, "auto").strip().lower() or "auto"
-    if forced in options:
-        return forced
-    if forced != "auto":
-        raise InputError(f"{env}={forced!r}: use auto, {', '.join(options)}")
-    key = f"{what}|{_cache_key(device)}"
-    if key in _CHOSEN:
-        return _CHOSEN[key]
-    path = cache_dir() / "choices.json"
+def _cached(path: Path) -> dict:
+    """``choices.json`` as a dict (empty when missing or corrupt: everything is measured again)."""
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = {}
-    cached = cached if isinstance(cached, dict) else {}
-    entry = cached.get(key)
-    if not (isinstance(entry, dict) and entry.get("choice") in options):
-        entry = cached[key] = measure(options)
-        try:
-            from nerfvc.fsutil import write_json_atomic
+    return cached if isinstance(cached, dict) else {}
 
-            write_json_atomic(path, cached)
-        except OSError as e:  # a read-only home: measure again next time
-            log.warning("%s: cannot cache the choice in %s (%s)", what, path, e)
-        times = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in entry["seconds"].items())
-        log.warning("%s: %s on %s (measured %s)", what, entry["choice"], key, times)
+
+def remembered(what: str, device: torch.device | str, env: str, names: Iterable[str]) -> str | None:
+    """The choice for ``what`` among ``names`` that needs no measuring: ``$env`` if it names one, else the one
+    this process or ``$NERFVC_CACHE/choices.json`` holds; None when it must be measured. A ``$env`` other
+    than ``auto`` that names no option is a clear error."""
+    names = list(names)
+    forced = os.environ.get(env, "auto").strip().lower() or "auto"
+    if forced in names:
+        return forced
+    if forced != "auto":
+        raise InputError(f"{env}={forced!r}: use auto, {', '.join(names)}")
+    key = f"{what}|{_cache_key(torch.device(device))}"
+    if key not in _CHOSEN:
+        entry = _cached(cache_dir() / "choices.json").get(key)
+        if not (isinstance(entry, dict) and entry.get("choice") in names):
+            return None
+        _CHOSEN[key] = entry["choice"]
+    return _CHOSEN[key]
+
+
+def choose(
+    what: str, device: torch.device | str, env: str, options: Mapping[str, Callable[[], float]]
+) -> str:
+    """The option for ``what`` on ``device``: :func:`remembered` if it knows one, else the fastest by
+    :func:`measure`, remembered in ``$NERFVC_CACHE/choices.json`` per CPU model, kernel ISA, torch version and
+    thread count and logged once. ``$env`` = ``auto`` (or unset) measures; anything else is a clear error."""
+    known = remembered(what, device, env, options)
+    if known is not None:
+        return known
+    key = f"{what}|{_cache_key(torch.device(device))}"
+    path = cache_dir() / "choices.json"
+    entry = measure(options)
+    cached = _cached(path)  # read again after measuring: another process may have added its own choices
+    cached[key] = entry
+    try:
+        from nerfvc.fsutil import write_json_atomic
+
+        write_json_atomic(path, cached)
+    except OSError as e:  # a read-only home: measure again next time
+        log.warning("%s: cannot cache the choice in %s (%s)", what, path, e)
+    times = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in entry["seconds"].items())
+    log.warning("%s: %s on %s (measured %s)", what, entry["choice"], key, times)
     _CHOSEN[key] = entry["choice"]
     return _CHOSEN[key]
+
+
+class LoopTrial:
+    """Chooses among ``names`` by timing a loop's own iterations, for work whose speed changes as the loop
+    runs (training steps get cheaper as the occupancy grid prunes, so a candidate timed on the first steps
+    can win there and lose later). Iterations before ``start`` run ``provisional``; from ``start`` on, the
+    candidates take turns in blocks of ``block`` iterations (``rounds`` rounds, reversed every other round;
+    the first iteration of each block is not timed), then the fastest mean wins and is remembered as
+    :func:`choose` remembers. A remembered or forced choice (:func:`remembered`) skips the trial."""
+
+    def __init__(
+        self,
+        what: str,
+        device: torch.device | str,
+        env: str,
+        names: Iterable[str],
+        provisional: str,
+        start: int,
+        block: int = 4,
+        rounds: int = 2,
+    ) -> None:
+        self.what, self.device, self.env = what, torch.device(device), env
+        self.names = list(names)
+        self.provisional, self.start, self.block, self.rounds = provisional, start, block, rounds
+        self.chosen = self.names[0] if len(self.names) == 1 else remembered(what, device, env, self.names)
+        self._plan: dict[int, tuple[str, bool]] = {}  # iteration → (candidate, timed)
+        self._times: dict[str, list[float]] = {n: [] for n in self.names}
+
+    def name(self, i: int) -> str:
+        """The candidate iteration ``i`` runs."""
+        if self.chosen is not None:
+            return self.chosen
+        if i >= self.start and not self._plan:
+            order = [n for r in range(self.rounds) for n in (self.names if r % 2 == 0 else self.names[::-1])]
+            self._plan = {
+                i + k * self.block + j: (n, j > 0) for k, n in enumerate(order) for j in range(self.block)
+            }
+        return self._plan.get(i, (self.provisional, False))[0]
+
+    def record(self, i: int, seconds: float) -> None:
+        """Iteration ``i`` took ``seconds``; after the trial's last iteration the choice is made."""
+        if self.chosen is not None or i not in self._plan:
+            return
+        name, timed = self._plan[i]
+        if timed:
+            self._times[name].append(seconds)
+        if i == max(self._plan):
+            means = {n: sum(t) / len(t) for n, t in self._times.items() if t}
+            self.chosen = choose(
+                self.what, self.device, self.env, {n: (lambda m=m: m) for n, m in means.items()}
+            )

@@ -51,6 +51,32 @@ def test_auto_keeps_the_faster_precision_and_caches_it_per_cpu(fresh, fast):
     assert fields.mlp_dtype("cpu", fake_timer({fast: 9.0, slow: 0.0}, calls)) == machine.PRECISIONS[slow]
 
 
+def test_another_thread_count_is_measured_anew(fresh):
+    calls: list = []
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert fields.mlp_dtype("cpu", fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)) == torch.float32
+        torch.set_num_threads(2)
+        assert fields.mlp_dtype("cpu", fake_timer({"fp32": 1.0, "bf16": 0.0}, calls)) == torch.bfloat16
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 8 and len(json.loads((fresh / "choices.json").read_text())) == 2
+
+
+def test_the_training_step_choice_is_keyed_by_the_architecture_not_the_head_box():
+    from nerfvc.render.model import ModelConfig
+    from nerfvc.train.trainer import architecture_digest
+
+    base = architecture_digest(ModelConfig())
+    moved = ModelConfig()
+    moved.head_lo, moved.head_hi = [-1.0, -2.0, -3.0], [1.0, 2.0, 3.0]
+    tiny = ModelConfig()
+    tiny.n_fine = 4
+    assert architecture_digest(moved) == base
+    assert architecture_digest(tiny) != base
+
+
 def test_the_environment_overrides_and_a_bad_value_is_a_clear_error(fresh, monkeypatch):
     calls: list = []
     timer = fake_timer({"fp32": 0.0, "bf16": 1.0}, calls)
@@ -176,3 +202,25 @@ def test_choices_are_remembered_per_kernel_build(monkeypatch):
     native = machine._cache_key(cpu)
     monkeypatch.setenv("NERFVC_CPP_MARCH", "haswell")
     assert machine._cache_key(cpu) != native and "kernels " in native
+
+
+def test_a_loop_trial_times_its_own_iterations_in_turns_and_remembers_the_winner(fresh):
+    names = ["a", "b", "c"]
+    cost = {"a": 0.3, "b": 0.1, "c": 0.2}
+    trial = machine.LoopTrial("toy loop", "cpu", "NERFVC_TOY", names, provisional="a", start=5, block=3)
+    ran = []
+    for i in range(40):
+        name = trial.name(i)
+        ran.append(name)
+        # the first iteration of a block pays the switch (ignored); "b" is slow before the trial starts
+        trial.record(i, cost[name] + (5.0 if i < 5 or ran[i - 1 : i] != [name] else 0.0))
+    assert ran[:5] == ["a"] * 5  # provisional until the trial starts
+    assert ran[5:23] == [n for n in names + names[::-1] for _ in range(3)]  # two rounds, blocks of 3
+    assert trial.chosen == "b" and set(ran[23:]) == {"b"}
+    cached = json.loads((fresh / "choices.json").read_text())
+    (entry,) = cached.values()
+    assert entry["choice"] == "b" and entry["seconds"]["a"] == pytest.approx(0.3)
+    # the next run starts with the remembered winner and times nothing
+    machine._CHOSEN.clear()
+    again = machine.LoopTrial("toy loop", "cpu", "NERFVC_TOY", names, provisional="a", start=0)
+    assert again.chosen == "b" and again.name(0) == "b"

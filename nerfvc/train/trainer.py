@@ -14,6 +14,8 @@ torso alpha against the torso mask (outside the head). Rays are drawn from rando
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from nerfvc.errors import InputError
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import denormals_flushed, fused_density_available
-from nerfvc.machine import PRECISIONS, choose
+from nerfvc.machine import PRECISIONS, LoopTrial
 from nerfvc.metrics import psnr, psnr_from_mse, ssim
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
@@ -67,6 +69,7 @@ class TrainConfig:
     coarse_weight: float = 1.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
+    settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
     checkpoint_seconds: float = 60.0
     eval_frames: int = 25  # held-out frames scored at the end (evenly spaced; 0 = none, -1 = all)
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
@@ -375,7 +378,8 @@ def train(
     # (num_frames, K): one code per dataset frame; only the training frames' rows are drawn and trained
     codes = nn.Parameter(torch.zeros(ds.num_frames, mcfg.consistency_dim)) if cfg.frame_codes else None
     params = [*model.parameters(), *([codes] if codes is not None else [])]
-    optim = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel for all of Adam: ~5% of a step
+    optim = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15, fused=fused)
     ckpt_dir = Path(out) / ".train"
     step, elapsed = 0, 0.0
     if (ckpt_dir / "checkpoint.json").exists():
@@ -411,43 +415,49 @@ def train(
     t0 = time.perf_counter() - elapsed
     cpu0 = time.process_time()
     stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.iters
-    settings = training_settings(model, sampler, cfg)
-    log.info("training with head MLPs in %s, density by the %s kernel", settings[0], settings[1])
+    trial, candidates = settings_trial(model, cfg)
+    if trial.chosen is not None:
+        log.info("training step: %s", trial.chosen)
     on_term = signal.getsignal(signal.SIGTERM)
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:  # SIGTERM (a scheduler, `kill`) checkpoints like Ctrl-C
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with field_settings(*settings), denormals_flushed():  # as the settings were timed
+        with denormals_flushed():
             while progress() < 1.0 and step < stop_at:
                 torch.manual_seed(cfg.seed * 1_000_003 + step)  # per step: resumed runs continue identically
                 for g in optim.param_groups:
                     g["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** progress()
-                if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
-                    model.update_occupancy(train_expr)
-                patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
-                batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
-                offsets = None if codes is None else frame_offsets(codes, batch["frame"], train_t)
-                out_r = model.render_rays(
-                    batch["dirs"],
-                    batch["uv"],
-                    noisy_expression(model, batch["expression"], noise_at(cfg, progress())),
-                    batch["pose"],
-                    batch["background"],
-                    train=True,
-                    frame_code=offsets,
-                )
-                loss, mse = compute_loss(out_r, batch, cfg)
-                if offsets is not None:
-                    loss = loss + cfg.frame_code_weight * offsets.square().sum(-1).mean()
-                if sampler.error is not None and not patch:
-                    sampler.record(batch["cell"], ((out_r["rgb"] - batch["rgb"]) ** 2).mean(-1))
-                if patch:
-                    side = math.isqrt(len(batch["rgb"]))
-                    loss = loss + cfg.perceptual_weight * perceptual_loss(out_r["rgb"], batch["rgb"], side)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
+                with field_settings(*candidates[trial.name(step)]):
+                    if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+                        model.update_occupancy(train_expr)
+                    t_step = time.perf_counter()  # the trial times the step without the update
+                    patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
+                    batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
+                    offsets = None if codes is None else frame_offsets(codes, batch["frame"], train_t)
+                    out_r = model.render_rays(
+                        batch["dirs"],
+                        batch["uv"],
+                        noisy_expression(model, batch["expression"], noise_at(cfg, progress())),
+                        batch["pose"],
+                        batch["background"],
+                        train=True,
+                        frame_code=offsets,
+                    )
+                    loss, mse = compute_loss(out_r, batch, cfg)
+                    if offsets is not None:
+                        loss = loss + cfg.frame_code_weight * offsets.square().sum(-1).mean()
+                    if sampler.error is not None and not patch:
+                        sampler.record(batch["cell"], ((out_r["rgb"] - batch["rgb"]) ** 2).mean(-1))
+                    if patch:
+                        side = math.isqrt(len(batch["rgb"]))
+                        loss = loss + cfg.perceptual_weight * perceptual_loss(
+                            out_r["rgb"], batch["rgb"], side
+                        )
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optim.step()
+                trial.record(step, time.perf_counter() - t_step)
                 step += 1
                 elapsed = time.perf_counter() - t0
                 bar.update(1)
@@ -477,6 +487,7 @@ def train(
             "dataset": ds.fingerprint,
             "box_pad": pad,
             "size": [ds.camera.width, ds.camera.height],
+            "step_settings": trial.chosen or trial.provisional,
         }
     }
     fp = write_model_dir(out, model, ds.root, info)
@@ -529,13 +540,16 @@ def noisy_expression(model: PortraitNeRF, inputs: torch.Tensor, noise: float) ->
     return torch.cat([inputs[:, :e] + jitter, inputs[:, e:]], 1)
 
 
-def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig) -> tuple[torch.dtype, str]:
-    """The (head MLP precision, density kernel) whose whole training steps ran fastest on this machine: each
-    candidate times 3 forward + backward passes of ``model`` on one real batch (the first discarded), once
-    per machine (cached, see :func:`nerfvc.machine.choose`). ``NERFVC_PRECISION`` / ``NERFVC_KERNEL``
-    narrow the candidates; ``NERFVC_TRAIN_SETTINGS=fp32-torch|fp32-fused|bf16-torch`` picks one.
-    Microbenchmarks of the field alone mislead here: on a Xeon with AMX, bf16 won them and lost the whole
-    step (0.21 vs 0.18 s at 1 thread)."""
+def settings_trial(
+    model: PortraitNeRF, cfg: TrainConfig
+) -> tuple[LoopTrial, dict[str, tuple[torch.dtype, str]]]:
+    """The trial that picks the training step's (head MLP precision, density kernel) by timing this run's own
+    steps (:class:`nerfvc.machine.LoopTrial`, from step ``cfg.settings_trial_at``; fp32 with torch kernels
+    until then), and the candidates by name. ``NERFVC_PRECISION`` / ``NERFVC_KERNEL`` narrow the candidates;
+    ``NERFVC_TRAIN_SETTINGS=fp32-torch|fp32-fused|bf16-torch`` picks one. Remembered per machine, thread
+    count, batch size and architecture (:func:`architecture_digest`). Why in the loop: on a Xeon with AMX
+    bf16 won the first steps (155 vs 163 ms at 1 thread) and lost once the occupancy grid had pruned
+    (272 vs 186 ms per step), and a tiny test model's choice must not decide a real model's."""
     device = model.head_lo.device
     forced_p = os.environ.get("NERFVC_PRECISION", "auto").strip().lower()
     forced_k = os.environ.get("NERFVC_KERNEL", "auto").strip().lower()
@@ -547,25 +561,21 @@ def training_settings(model: PortraitNeRF, sampler: RaySampler, cfg: TrainConfig
         if forced_p in ("auto", "", p) and forced_k in ("auto", "", k) and not (p == "bf16" and k == "fused")
     }
     if not candidates:  # a forced value that fits nothing: let the field's own checks say why
-        return mlp_dtype(device), density_kernel(device, backward=True)
+        candidates = {"forced": (mlp_dtype(device), density_kernel(device, backward=True))}
+    what = (
+        f"training step ({', '.join(candidates)}) of {cfg.batch_rays} rays, {architecture_digest(model.cfg)}"
+    )
+    provisional = "fp32-torch" if "fp32-torch" in candidates else next(iter(candidates))
+    trial = LoopTrial(what, device, "NERFVC_TRAIN_SETTINGS", candidates, provisional, cfg.settings_trial_at)
+    return trial, candidates
 
-    def timer(setting: tuple[torch.dtype, str]) -> float:
-        torch.manual_seed(cfg.seed)  # every candidate on the same batch (drawn only when measuring)
-        batch = sampler.sample(cfg.batch_rays)
-        times = []
-        with field_settings(*setting), denormals_flushed():
-            for _ in range(3):
-                t = time.perf_counter()
-                b = batch
-                out = model.render_rays(b["dirs"], b["uv"], b["expression"], b["pose"], b["background"], True)
-                compute_loss(out, batch, cfg)[0].backward()
-                times.append(time.perf_counter() - t)
-        model.zero_grad(set_to_none=True)
-        return min(times[1:])
 
-    options = {name: (lambda s=setting: timer(s)) for name, setting in candidates.items()}
-    name = choose(f"training step ({', '.join(candidates)})", device, "NERFVC_TRAIN_SETTINGS", options)
-    return candidates[name]
+def architecture_digest(mcfg: ModelConfig) -> str:
+    """A short digest of the model's architecture (everything in ``mcfg`` but the per-dataset head box): a
+    training-step timing holds only for the shapes it was measured on — a tiny test model once cached
+    bf16 for real models, whose steps it made ~30% slower on a Xeon with AMX."""
+    arch = {k: v for k, v in asdict(mcfg).items() if k not in ("head_lo", "head_hi")}
+    return "model " + hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
