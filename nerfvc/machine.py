@@ -223,6 +223,7 @@ class LoopTrial:
             self._times[name].append(seconds)
         if i == max(self._plan):
             means = {n: sum(t) / len(t) for n, t in self._times.items() if t}
-            self.chosen = choose(
-                self.what, self.device, self.env, {n: (lambda m=m: m) for n, m in means.items()}
-            )
+            options: dict[str, Callable[[], float]] = {
+                n: functools.partial(float, m) for n, m in means.items()
+            }
+            self.chosen = choose(self.what, self.device, self.env, options)
