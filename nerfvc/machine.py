@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -182,8 +183,9 @@ class LoopTrial:
     runs (training steps get cheaper as the occupancy grid prunes, so a candidate timed on the first steps
     can win there and lose later). Iterations before ``start`` run ``provisional``; from ``start`` on, the
     candidates take turns in blocks of ``block`` iterations (``rounds`` rounds, reversed every other round;
-    the first iteration of each block is not timed), then the fastest mean wins and is remembered as
-    :func:`choose` remembers. A remembered or forced choice (:func:`remembered`) skips the trial."""
+    the first iteration of each block is not timed; after the first round only candidates within ``keep``×
+    the fastest mean go on, so a 10× slower one costs a single block), then the fastest mean wins and is
+    remembered as :func:`choose` remembers. A remembered or forced choice (:func:`remembered`) skips it."""
 
     def __init__(
         self,
@@ -195,23 +197,43 @@ class LoopTrial:
         start: int,
         block: int = 4,
         rounds: int = 2,
+        keep: float = 2.0,
     ) -> None:
         self.what, self.device, self.env = what, torch.device(device), env
         self.names = list(names)
-        self.provisional, self.start, self.block, self.rounds = provisional, start, block, rounds
+        self.provisional, self.start, self.block, self.rounds, self.keep = (
+            provisional,
+            start,
+            block,
+            rounds,
+            keep,
+        )
         self.chosen = self.names[0] if len(self.names) == 1 else remembered(what, device, env, self.names)
-        self._plan: dict[int, tuple[str, bool]] = {}  # iteration → (candidate, timed)
+        self._round = 0
+        self._plan: dict[int, tuple[str, bool]] = {}  # iteration → (candidate, timed) of the current round
         self._times: dict[str, list[float]] = {n: [] for n in self.names}
+
+    def _means(self) -> dict[str, float]:
+        return {n: sum(t) / len(t) for n, t in self._times.items() if t}
+
+    def _plan_round(self, first: int) -> None:
+        """Blocks of the next round from iteration ``first`` on."""
+        means = self._means()
+        alive = [
+            n for n in self.names if not means or means.get(n, math.inf) <= self.keep * min(means.values())
+        ]
+        order = alive if self._round % 2 == 0 else alive[::-1]
+        self._plan = {
+            first + k * self.block + j: (n, j > 0) for k, n in enumerate(order) for j in range(self.block)
+        }
+        self._round += 1
 
     def name(self, i: int) -> str:
         """The candidate iteration ``i`` runs."""
         if self.chosen is not None:
             return self.chosen
-        if i >= self.start and not self._plan:
-            order = [n for r in range(self.rounds) for n in (self.names if r % 2 == 0 else self.names[::-1])]
-            self._plan = {
-                i + k * self.block + j: (n, j > 0) for k, n in enumerate(order) for j in range(self.block)
-            }
+        if i >= self.start and self._round == 0:
+            self._plan_round(i)
         return self._plan.get(i, (self.provisional, False))[0]
 
     def record(self, i: int, seconds: float) -> None:
@@ -221,9 +243,13 @@ class LoopTrial:
         name, timed = self._plan[i]
         if timed:
             self._times[name].append(seconds)
-        if i == max(self._plan):
-            means = {n: sum(t) / len(t) for n, t in self._times.items() if t}
-            options: dict[str, Callable[[], float]] = {
-                n: functools.partial(float, m) for n, m in means.items()
-            }
-            self.chosen = choose(self.what, self.device, self.env, options)
+        if i < max(self._plan):
+            return
+        if self._round < self.rounds:
+            self._plan_round(i + 1)
+            if len({n for n, _ in self._plan.values()}) > 1:
+                return
+        options: dict[str, Callable[[], float]] = {
+            n: functools.partial(float, m) for n, m in self._means().items()
+        }
+        self.chosen = choose(self.what, self.device, self.env, options)

@@ -206,7 +206,7 @@ def test_choices_are_remembered_per_kernel_build(monkeypatch):
 
 def test_a_loop_trial_times_its_own_iterations_in_turns_and_remembers_the_winner(fresh):
     names = ["a", "b", "c"]
-    cost = {"a": 0.3, "b": 0.1, "c": 0.2}
+    cost = {"a": 0.15, "b": 0.1, "c": 0.12}
     trial = machine.LoopTrial("toy loop", "cpu", "NERFVC_TOY", names, provisional="a", start=5, block=3)
     ran = []
     for i in range(40):
@@ -219,8 +219,19 @@ def test_a_loop_trial_times_its_own_iterations_in_turns_and_remembers_the_winner
     assert trial.chosen == "b" and set(ran[23:]) == {"b"}
     cached = json.loads((fresh / "choices.json").read_text())
     (entry,) = cached.values()
-    assert entry["choice"] == "b" and entry["seconds"]["a"] == pytest.approx(0.3)
+    assert entry["choice"] == "b" and entry["seconds"]["a"] == pytest.approx(0.15)
     # the next run starts with the remembered winner and times nothing
     machine._CHOSEN.clear()
     again = machine.LoopTrial("toy loop", "cpu", "NERFVC_TOY", names, provisional="a", start=0)
     assert again.chosen == "b" and again.name(0) == "b"
+
+
+def test_a_loop_trial_drops_a_far_slower_candidate_after_one_round(fresh):
+    cost = {"a": 0.1, "b": 0.12, "slow": 1.0}
+    trial = machine.LoopTrial("toy loop", "cpu", "NERFVC_TOY", list(cost), provisional="a", start=0, block=2)
+    ran = []
+    for i in range(20):
+        ran.append(trial.name(i))
+        trial.record(i, cost[ran[-1]])
+    assert ran[:6] == ["a", "a", "b", "b", "slow", "slow"]
+    assert ran[6:10] == ["b", "b", "a", "a"] and trial.chosen == "a" and ran.count("slow") == 2
