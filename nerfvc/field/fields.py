@@ -83,6 +83,9 @@ class HeadFieldConfig:
     use_view_dir: bool = True
     # the expression code enters the colour MLP (False: colour sees it only through the geometry feature)
     color_code: bool = True
+    # the expression code enters the density MLP (False: density follows the expression only through the
+    # blend shapes, which act locally; the code can no longer move the whole head's outline per frame)
+    density_code: bool = True
     # expression blend shapes: one dense grid of grid.features channels per code channel at this resolution,
     # weighted by the code (0: none; (blend_res+1)³ must fit one level of the hash table)
     blend_res: int = 0
@@ -233,10 +236,15 @@ class HeadField(nn.Module):
             # (side³, C, F), vertex-major as the kernel reads it (a corner's C·F values in one row): zero at
             # first, so a new model starts as one without blend shapes
             self.blend = nn.Parameter(torch.zeros(side**3, cfg.code_dim, cfg.grid.features))
-        n_sigma = cfg.grid.out_dim + self.blend_dim + cfg.code_dim
+        n_sigma = cfg.grid.out_dim + self.blend_dim + self.density_code_dim
         self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
         n_color = cfg.geo_dim + self.color_code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
         self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
+
+    @property
+    def density_code_dim(self) -> int:
+        """How many density-MLP inputs the expression code takes (0 without ``cfg.density_code``)."""
+        return self.cfg.code_dim if self.cfg.density_code else 0
 
     @property
     def color_code_dim(self) -> int:
@@ -275,7 +283,8 @@ class HeadField(nn.Module):
         blend = self.blend_features(x, code)  # (N,blend_dim)
         if kernel == "fused":
             g, nb = self.cfg.grid.out_dim, self.blend_dim
-            b1 = torch.addmm(first.bias.view(1, -1), code, first.weight[:, g + nb :].t())  # (1,H) or (N,H)
+            dc = self.density_code_dim
+            b1 = torch.addmm(first.bias.view(1, -1), code[:, :dc], first.weight[:, g + nb :].t())  # (1|N,H)
             if nb:
                 b1 = torch.addmm(b1, blend, first.weight[:, g : g + nb].t())  # (N,H)
             w1, w2 = first.weight[:, :g].t().contiguous(), second.weight.t().contiguous()
@@ -285,7 +294,8 @@ class HeadField(nn.Module):
             feats = self.grid(x)
             dtype = dtype or mlp_dtype(x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                h = self.sigma_net[1:](split_linear(first, [feats, blend, code])).float()
+                parts = [feats, blend, code[:, : self.density_code_dim]]
+                h = self.sigma_net[1:](split_linear(first, parts)).float()
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def forward(

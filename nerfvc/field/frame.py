@@ -183,7 +183,7 @@ class FrameHead:
         kernel: str | None = None,
     ):
         cfg = head.cfg
-        g, c, k, geo = cfg.grid.out_dim + head.blend_dim, cfg.code_dim, consistency.shape[-1], cfg.geo_dim
+        g, k, geo = cfg.grid.out_dim + head.blend_dim, consistency.shape[-1], cfg.geo_dim
         self.grid = head.grid
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
@@ -202,7 +202,8 @@ class FrameHead:
         s0, s1 = sigma
         c0, c1 = color
         w1 = s0.weight[:, :g].t().contiguous()  # (G,H)
-        b1 = s0.bias.view(1, -1) + code @ s0.weight[:, g : g + c].t()  # (1,H)
+        dc = head.density_code_dim
+        b1 = s0.bias.view(1, -1) + code[:, :dc] @ s0.weight[:, g : g + dc].t()  # (1,H)
         w2, b2 = s1.weight.t().contiguous(), s1.bias  # (H,1+geo), (1+geo,)
         cc = head.color_code_dim  # colour-MLP inputs: geo, code (cc of them), consistency (k), view (3)
         b = c0.bias + code[:, :cc] @ c0.weight[:, geo : geo + cc].t()

@@ -81,6 +81,12 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         help="keep the expression code out of the head fields' colour MLPs: colour follows the expression "
         "only through the geometry feature (default: it enters both MLPs)",
     )
+    p.add_argument(
+        "--no-density-code",
+        action="store_true",
+        help="keep the expression code out of the fine head field's density MLP: density follows the "
+        "expression only through the blend shapes, which act locally (default: it enters)",
+    )
 
 
 def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -96,6 +102,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.blend_res = args.blend_res
     if args.no_color_code:
         mcfg.coarse.color_code = mcfg.fine.color_code = False
+    if args.no_density_code:
+        mcfg.fine.density_code = False
     return TRAIN_OPTIONS.build(args), mcfg
 
 

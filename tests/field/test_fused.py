@@ -102,15 +102,15 @@ def test_bad_shapes_are_refused():
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-@pytest.mark.parametrize("blend_res", [0, 15])
-def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row, blend_res):
+@pytest.mark.parametrize("blend_res,density_code", [(0, True), (15, True), (15, False)])
+def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row, blend_res, density_code):
     """HeadField.density through the fused pass equals the C++ grid + float32 torch MLP, values and grads
-    (with expression blend shapes too)."""
+    (with expression blend shapes too, and with the code reaching density through them alone)."""
     from nerfvc.field.fields import HeadField, HeadFieldConfig
 
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
     torch.manual_seed(0)
-    head = HeadField(HeadFieldConfig(blend_res=blend_res), consistency_dim=8)
+    head = HeadField(HeadFieldConfig(blend_res=blend_res, density_code=density_code), consistency_dim=8)
     head.grid.table.data.uniform_(-0.5, 0.5)
     if blend_res:
         head.blend.data.uniform_(-0.5, 0.5)
