@@ -64,7 +64,7 @@ def step_speed(dataset: Path, plain: bool, threads: int, steps: int, size: int |
     sampler = RaySampler(ds, 0.7)
     tcfg = TrainConfig()
     trial, candidates = settings_trial(model, tcfg)  # the default: as remembered by a real run, else fp32
-    settings = (torch.float32, "torch") if plain else candidates[trial.chosen or trial.provisional]
+    settings = (torch.float32, "torch") if plain else candidates[trial.current]
     times = []
     with field_settings(*settings):
         for i in range(steps + 3):

@@ -133,6 +133,11 @@ def _cached(path: Path) -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
+def _choice_key(what: str, device: torch.device | str) -> str:
+    """The ``choices.json`` key of ``what`` on ``device`` (see :func:`_cache_key`)."""
+    return f"{what}|{_cache_key(torch.device(device))}"
+
+
 def remembered(what: str, device: torch.device | str, env: str, names: Iterable[str]) -> str | None:
     """The choice for ``what`` among ``names`` that needs no measuring: ``$env`` if it names one, else the one
     this process or ``$NERFVC_CACHE/choices.json`` holds; None when it must be measured. A ``$env`` other
@@ -143,7 +148,7 @@ def remembered(what: str, device: torch.device | str, env: str, names: Iterable[
         return forced
     if forced != "auto":
         raise InputError(f"{env}={forced!r}: use auto, {', '.join(names)}")
-    key = f"{what}|{_cache_key(torch.device(device))}"
+    key = _choice_key(what, device)
     if key not in _CHOSEN:
         entry = _cached(cache_dir() / "choices.json").get(key)
         if not (isinstance(entry, dict) and entry.get("choice") in names):
@@ -161,7 +166,7 @@ def choose(
     known = remembered(what, device, env, options)
     if known is not None:
         return known
-    key = f"{what}|{_cache_key(torch.device(device))}"
+    key = _choice_key(what, device)
     path = cache_dir() / "choices.json"
     entry = measure(options)
     cached = _cached(path)  # read again after measuring: another process may have added its own choices
@@ -201,17 +206,17 @@ class LoopTrial:
     ) -> None:
         self.what, self.device, self.env = what, torch.device(device), env
         self.names = list(names)
-        self.provisional, self.start, self.block, self.rounds, self.keep = (
-            provisional,
-            start,
-            block,
-            rounds,
-            keep,
-        )
+        self.provisional, self.start = provisional, start
+        self.block, self.rounds, self.keep = block, rounds, keep
         self.chosen = self.names[0] if len(self.names) == 1 else remembered(what, device, env, self.names)
         self._round = 0
         self._plan: dict[int, tuple[str, bool]] = {}  # iteration → (candidate, timed) of the current round
         self._times: dict[str, list[float]] = {n: [] for n in self.names}
+
+    @property
+    def current(self) -> str:
+        """The chosen candidate, or ``provisional`` while none is."""
+        return self.chosen or self.provisional
 
     def _means(self) -> dict[str, float]:
         return {n: sum(t) / len(t) for n, t in self._times.items() if t}

@@ -487,7 +487,7 @@ def train(
             "dataset": ds.fingerprint,
             "box_pad": pad,
             "size": [ds.camera.width, ds.camera.height],
-            "step_settings": trial.chosen or trial.provisional,
+            "step_settings": trial.current,
         }
     }
     fp = write_model_dir(out, model, ds.root, info)
