@@ -1,6 +1,8 @@
 """Two training recipes on the shared clips, side by side, from the reports `benchmarks/clips.py` left under
 ``--work`` (the same budget, datasets and eval; ``--a`` and ``--b`` are the recipes' ``--train`` options,
-"" = the default recipe) → ``-o``.json and ``-o``.md.
+"" = the default recipe) → ``-o``.json and ``-o``.md. With ``--work-b``, B's reports come from that work
+directory instead (e.g. the same recipe on datasets prepared another way, or the same models evaluated by
+another sender).
 
     python benchmarks/recipe_ab.py --work work/bench10 --minutes 10 --size 256 --b "--blend-res 31" \\
         -o benchmarks/results/ab_10min_blend-res-31_256
@@ -16,6 +18,7 @@ generalisation gap.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -97,6 +100,8 @@ def markdown(doc: dict) -> str:
     m = doc["machine"] or {}
     flags = ", ".join(k for k, v in (m.get("isa") or {}).items() if v)
     name_a, name_b = doc["a"] or "default", doc["b"] or "default"
+    if doc["work_b"] != doc["work"]:
+        name_a, name_b = f"{name_a}` in `{doc['work']}", f"{name_b}` in `{doc['work_b']}"
     lines = [
         f"# Recipe A/B at {doc['size']}²: A = `{name_a}`, B = `{name_b}`",
         "",
@@ -157,24 +162,32 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--a", default="", help="recipe A's `nerfvc train` options, as given to clips.py")
     ap.add_argument("--b", required=True, help="recipe B's options")
+    ap.add_argument("--work-b", type=Path, help="B's work directory (default --work)")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
     if not args.work.is_dir():
         sys.exit(f"recipe_ab.py: error: --work {args.work} is not a directory")
+    work_b = args.work_b or args.work
+    if not work_b.is_dir():
+        sys.exit(f"recipe_ab.py: error: --work-b {work_b} is not a directory")
     rows_a, miss_a, machine = clip_rows(args.work, args.minutes, args.size, args.a)
-    rows_b, miss_b, _ = clip_rows(args.work, args.minutes, args.size, args.b)
+    rows_b, miss_b, _ = clip_rows(work_b, args.minutes, args.size, args.b)
     pairs = pair_rows(rows_a, rows_b)
     for p in pairs:
         p["cpu_a"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.a)
-        p["cpu_b"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.b)
+        p["cpu_b"] = train_cpu_seconds(work_b, p["clip"], args.minutes, args.b)
     clips = []
     for clip in sorted({p["clip"] for p in pairs}):
-        ga, gb = (generalisation(args.work, clip, args.minutes, t, args.size) for t in (args.a, args.b))
+        ga, gb = (
+            generalisation(w, clip, args.minutes, t, args.size)
+            for w, t in ((args.work, args.a), (work_b, args.b))
+        )
         if ga and gb:
             clips.append({"clip": clip, "a": ga, "b": gb})
     doc = {
-        "command": "python benchmarks/recipe_ab.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/recipe_ab.py " + shlex.join(sys.argv[1:]),
         "work": str(args.work),
+        "work_b": str(work_b),
         "minutes": args.minutes,
         "size": args.size,
         "a": args.a,

@@ -17,6 +17,7 @@ PREPARE_OPTIONS = ConfigArgs(
     Opt("crop", choices=("auto", "none")),
     Opt("expr_dims", metavar="N"),
     Opt("fov_deg", "--fov", metavar="DEG"),
+    Opt("smoothing"),
 )
 
 
@@ -31,6 +32,7 @@ def _prepare(args: argparse.Namespace) -> int:
         crop=p.crop,
         expr_dims=p.expr_dims,
         fov_deg=p.fov_deg,
+        smoothing=p.smoothing,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )

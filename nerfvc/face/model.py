@@ -18,7 +18,7 @@ image right, y down, z away from the camera into the head), so a frontal face ha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from nerfvc.camera import Camera
 from nerfvc.datasetdir import FACE_MODEL_FILE, FACE_MODEL_JSON
 from nerfvc.errors import InputError
 from nerfvc.face.mesh import CHIN, EYE_OUTER, FOREHEAD, NUM_LANDMARKS, STABLE
+from nerfvc.face.smoothing import SmoothingParams
 from nerfvc.features import rt_to_pose
 from nerfvc.fsutil import atomic_path, read_json, write_json_atomic
 
@@ -129,6 +130,9 @@ class FaceModel:
     total_variance: float  # total aligned-residual variance (sum over all 1434 dims)
     head_bounds: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))  # (2, 3) [min, max] canonical
     info: dict = field(default_factory=dict)
+    # the one-euro filter the training features went through (None: raw per-frame fits); the sender's tracker
+    # filters with the same, so that what it sends is distributed as what the NeRF was trained on
+    smoothing: SmoothingParams | None = None
 
     @property
     def expr_dims(self) -> int:
@@ -232,6 +236,7 @@ class FaceModel:
             "total_variance": self.total_variance,
             "expression_std": [float(v) for v in np.sqrt(self.explained_variance)],
             "head_bounds": self.head_bounds.tolist(),
+            "feature_smoothing": None if self.smoothing is None else asdict(self.smoothing),
             **self.info,
         }
 
@@ -267,6 +272,11 @@ class FaceModel:
         keys = ("format", "version", "expr_dims", "explained_variance_ratio", "total_variance", "radius_m")
         info = {k: v for k, v in meta.items() if k not in (*keys, "explained_variance", "head_bounds")}
         info.pop("expression_std", None)
+        smoothing = meta.get("feature_smoothing")  # absent in models made before it was recorded: raw fits
+        try:
+            params = None if smoothing is None else SmoothingParams(**smoothing)
+        except TypeError as e:
+            raise InputError(f"{d / FACE_MODEL_JSON}: bad feature_smoothing ({e})") from None
         return cls(
             mean=t["mean"].astype(np.float64),
             basis=t["basis"].astype(np.float64),
@@ -276,6 +286,7 @@ class FaceModel:
             total_variance=float(meta["total_variance"]),
             head_bounds=t["head_bounds"].astype(np.float64),
             info={k: v for k, v in info.items() if k in ("head_bounds_coverage", "fov_deg", "num_frames")},
+            smoothing=params,
         )
 
 

@@ -41,6 +41,7 @@ from nerfvc.face.coverage import summary_lines
 from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
+from nerfvc.face.smoothing import SmoothingParams, smooth_sequence
 from nerfvc.face.torso import CHIN, TORSO_DIMS, TORSO_FILE, build_torso_tracker, save_no_torso
 from nerfvc.features import save_features
 from nerfvc.fsutil import atomic_path, read_json, sha256_file, write_bytes_atomic, write_json_atomic
@@ -64,6 +65,8 @@ class PrepareParams:
     crop: str = "auto"  # auto: a square crop around the face; none: the whole frame
     expr_dims: int = 79  # expression PCA dimensions
     fov_deg: float = DEFAULT_FOV_DEG  # nominal camera FOV in degrees
+    # one-euro filter the features (nerfvc.face.smoothing defaults) as the sender's tracker will then do too
+    smoothing: bool = False
 
 
 def write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
@@ -152,6 +155,7 @@ def prepare(
     crop: str = PrepareParams.crop,
     expr_dims: int = PrepareParams.expr_dims,
     fov_deg: float = PrepareParams.fov_deg,
+    smoothing: bool = PrepareParams.smoothing,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -163,7 +167,7 @@ def prepare(
         raise InputError("need --size >= 16, --expr-dims >= 1 and --max-frames >= 2")
     info = probe(video)
     params = PrepareParams(
-        str(Path(video).resolve()), float(start), max_frames, int(size), crop, expr_dims, fov_deg
+        str(Path(video).resolve()), float(start), max_frames, int(size), crop, expr_dims, fov_deg, smoothing
     )
     source_id = {"size": Path(video).stat().st_size, "sha256": sha256_file(video)}
     manifest_path = out / MANIFEST
@@ -171,7 +175,9 @@ def prepare(
         shutil.rmtree(out)
     if manifest_path.exists():
         old = read_json(manifest_path)
-        if old.get("params") != asdict(params) or old.get("format") != DATASET_FORMAT:
+        # parameters added later take their defaults in datasets made before them
+        recorded_params = {**asdict(PrepareParams(params.source)), **old.get("params", {})}
+        if recorded_params != asdict(params) or old.get("format") != DATASET_FORMAT:
             raise InputError(
                 f"{out}: holds a dataset made with other parameters (use --overwrite or a new -o)"
             )
@@ -213,7 +219,7 @@ def prepare(
     }
     write_json_atomic(manifest_path, manifest)
     try:
-        _build(video, out, manifest, rect, camera, info, start, max_frames, expr_dims, fov_deg, progress)
+        _build(video, out, manifest, rect, camera, info, params, progress)
     except NerfvcError:
         # bad input (no face, two faces, a truncated video): a rerun cannot succeed, so leave nothing behind
         # (an interruption, in contrast, keeps the frames done for a resume)
@@ -229,13 +235,11 @@ def _build(
     rect: tuple,
     camera: Camera,
     info: VideoInfo,
-    start: float,
-    max_frames: int | None,
-    expr_dims: int,
-    fov_deg: float,
+    params: PrepareParams,
     progress: bool,
 ) -> None:
     """Passes 1 and 2 of :func:`prepare` into ``out``, whose (incomplete) ``manifest`` is written."""
+    start, max_frames = params.start, params.max_frames
     work = out / ".work"
     manifest_path = out / MANIFEST
     (out / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
@@ -315,8 +319,12 @@ def _build(
     split = split_ranges(n)
     n_train = split["train"][1]
     train_valid = np.flatnonzero(valid[:n_train])
-    model = FaceModel.build(landmarks[train_valid if len(train_valid) >= 2 else valid], camera, expr_dims)
+    build_frames = train_valid if len(train_valid) >= 2 else valid
+    model = FaceModel.build(landmarks[build_frames], camera, params.expr_dims)
     expression, pose = model.fit(landmarks, camera)
+    if params.smoothing:
+        model.smoothing = SmoothingParams()
+        expression, pose = smooth_sequence(expression, pose, times, model.smoothing)
 
     sample = set(np.linspace(0, n - 1, min(n, 120)).round().astype(int).tolist())
     bg_frames, bg_masks, cover = [], [], []
@@ -338,7 +346,7 @@ def _build(
         model.head_bounds = c + (model.head_bounds - c) * np.array([1.1, 1.1, 1.0])
         coverage = head_box_coverage(model, model.head_bounds, expression, pose, camera, cover)
         grow += 1
-    model.info = {"head_bounds_coverage": coverage, "fov_deg": fov_deg, "num_frames": len(train_valid)}
+    model.info = {"head_bounds_coverage": coverage, "fov_deg": params.fov_deg, "num_frames": len(train_valid)}
     background, _ = estimate_background(bg_frames, bg_masks)
     write_png(out / BACKGROUND_FILE, background)
     model.save(out)

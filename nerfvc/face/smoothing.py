@@ -86,3 +86,13 @@ class FeatureSmoother:
         tr = self._trans(np.asarray(pose[9:12]) * 100.0, t) / 100.0
         e = self._expr(np.asarray(expression) / self.scale, t) * self.scale
         return e.astype(np.float32), np.concatenate([r.reshape(9), tr]).astype(np.float32)
+
+
+def smooth_sequence(
+    expression: np.ndarray, pose: np.ndarray, times: np.ndarray, params: SmoothingParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole clip's features through one :class:`FeatureSmoother`, frame by frame in time order, exactly
+    as the sender's tracker filters them live: expression ``(N, E)``, pose ``(N, 12)``, times ``(N,)`` (s)."""
+    smoother = FeatureSmoother(params)
+    pairs = [smoother(e, p, float(t)) for e, p, t in zip(expression, pose, times, strict=True)]
+    return np.stack([e for e, _ in pairs]), np.stack([p for _, p in pairs])

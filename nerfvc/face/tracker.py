@@ -25,16 +25,18 @@ class FaceTracker:
     (e.g. the raw 512×480 clip of a dataset prepared with a square crop) is first cropped with ``crop``
     ``(x0, y0, w, h)`` — the dataset's crop, read by :meth:`from_dir` — if it fits, else centre-cropped to
     the camera's aspect; the returned landmarks are then in pixels of that crop. ``smoothing`` switches the
-    one-euro filter on pose and expression. ``track`` returns ``ok=False`` (and the last good values) when
-    no single face is found. ``torso`` (read by :meth:`from_dir` when the directory has one) adds the torso
-    shift to every frame.
+    one-euro filter on pose and expression (``params``, default the face model's); by default (None) it
+    follows the face model: on exactly when the training features were smoothed, with the same parameters
+    (for models trained on raw fits, raw fits at the sender scored +0.4 dB at 256², docs/face.md).
+    ``track`` returns ``ok=False`` (and the last good values) when no single face is found. ``torso`` (read
+    by :meth:`from_dir` when the directory has one) adds the torso shift to every frame.
     """
 
     def __init__(
         self,
         face_model: FaceModel,
         camera: Camera,
-        smoothing: bool = True,
+        smoothing: bool | None = None,
         params: SmoothingParams | None = None,
         max_num_faces: int = 1,
         crop: tuple[int, int, int, int] | None = None,
@@ -44,9 +46,9 @@ class FaceTracker:
         self.torso = torso
         self.camera = camera
         self.crop = tuple(int(v) for v in crop) if crop is not None else None
-        self.smoothing = smoothing
+        self.smoothing = face_model.smoothing is not None if smoothing is None else smoothing
         self._mesh = FaceMesh(max_num_faces=max_num_faces)
-        self._smoother = FeatureSmoother(params)
+        self._smoother = FeatureSmoother(params or face_model.smoothing)
         self._frame = 0
         e = np.zeros(face_model.expr_dims, np.float32)
         pose = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, camera.fx * 0.15 / camera.width], np.float32)

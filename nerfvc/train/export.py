@@ -12,6 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nerfvc.camera import Camera
+from nerfvc.codec import CODEC_FILE, CodecTables, fit_codec
+from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import (
     BACKGROUND_FILE,
     FACE_MODEL_FILE,
@@ -71,14 +73,17 @@ def write_model_dir(
     return finalize_model_dir(path)
 
 
-def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
-    """Fit the feature codec on the dataset's training frames (expression, then the torso shift if
-    ``torso_dims``) and write ``codec.json`` into ``path``."""
-    from nerfvc.codec.fit import write_codec_tables
-
+def dataset_codec_tables(root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> CodecTables:
+    """The feature codec fitted on the dataset's training frames (expression, then the torso shift if
+    ``torso_dims``), as the MODEL directory's ``codec.json`` holds it."""
     n = dataset_split(manifest)[0][1]
     f = read_features(root)
     torso = f["torso"][:n] if torso_dims else None
     expression, pose = model_input(f["expression"][:n], torso, torso_dims), f["pose"][:n]
     valid = f["valid"][:n] if "valid" in f else None
-    write_codec_tables(path, expression, pose, valid=valid)
+    return fit_codec(expression, pose, valid=valid, face_model=load_face_model(root))
+
+
+def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
+    """Fit the feature codec on the dataset's training frames and write ``codec.json`` into ``path``."""
+    dataset_codec_tables(root, manifest, torso_dims).save(path / CODEC_FILE)

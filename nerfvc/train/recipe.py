@@ -31,6 +31,8 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("expression_scale", choices=("dim", "global")),
     Opt("frame_codes"),
     Opt("frame_code_weight", type=non_negative, metavar="W"),
+    Opt("coded_share", type=number_in(0, 1), metavar="F"),
+    Opt("coded_kbps", metavar="K,.."),
 )
 MODEL_OPTIONS = ConfigArgs(
     ModelConfig,

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from nerfvc.codec.roundtrip import coded_features
+from nerfvc.datasetdir import dataset_split, read_manifest
 from nerfvc.errors import InputError
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import denormals_flushed, fused_density_available
@@ -43,7 +45,7 @@ from nerfvc.render.renderer import Renderer
 from nerfvc.render.threads import configure_threads
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
 from nerfvc.train.dataset import PortraitDataset, load_dataset, ray_batch
-from nerfvc.train.export import write_model_dir
+from nerfvc.train.export import dataset_codec_tables, write_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,11 @@ class TrainConfig:
     # being memorised per expression code.
     frame_codes: bool = False
     frame_code_weight: float = 1e-3  # weight of the offsets' mean squared norm in the loss
+    # share of each batch's rays whose expression input (and torso shift) is what the receiver decodes for
+    # their frame: the training clip through the real feature codec at one of the --coded-kbps rates (0 =
+    # off), so the fields learn the inputs they will be sent, not only the tracker's raw fits
+    coded_share: float = 0.0
+    coded_kbps: str = "0.8,1.5,3"  # comma-separated target rates of those reconstructions
     seed: int = 0  # seeds the initialisation and every step's ray sample
     progress: bool = True
 
@@ -351,6 +358,9 @@ def train(
     mcfg = model_cfg or ModelConfig()
     if cfg.frame_codes and not mcfg.consistency_dim:
         raise InputError("frame codes offset the consistency code: they need --consistency-dim > 0")
+    if not 0 <= cfg.coded_share <= 1:
+        raise InputError(f"--coded-share must be in [0, 1], got {cfg.coded_share}")
+    coded_kbps = parse_kbps(cfg.coded_kbps)
     t_call = time.perf_counter()
     threads = configure_threads()
     torch.manual_seed(cfg.seed)
@@ -390,6 +400,7 @@ def train(
     total = cfg.minutes * 60 if cfg.minutes else math.inf
     budget = max(total * (1 - cfg.score_share) - (time.perf_counter() - t_call), 1e-3)  # loop, all runs
     train_expr = ds.expression[train_t]
+    coded = coded_inputs(ds, coded_kbps) if cfg.coded_share > 0 else None  # (K,F,D)
 
     def progress() -> float:
         return min(1.0, max(step / cfg.iters, elapsed / budget))
@@ -435,10 +446,13 @@ def train(
                     patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
                     batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
                     offsets = None if codes is None else frame_offsets(codes, batch["frame"], train_t)
+                    inputs = batch["expression"]
+                    if coded is not None:
+                        inputs = mix_coded(inputs, coded, batch["frame"], cfg.coded_share)
                     out_r = model.render_rays(
                         batch["dirs"],
                         batch["uv"],
-                        noisy_expression(model, batch["expression"], noise_at(cfg, progress())),
+                        noisy_expression(model, inputs, noise_at(cfg, progress())),
                         batch["pose"],
                         batch["background"],
                         train=True,
@@ -523,6 +537,42 @@ def frame_offsets(codes: torch.Tensor, frames: torch.Tensor, train_frames: torch
     """Per-ray consistency-code offsets (R,K): the codes (F,K) of the rays' frames (R,), less the mean code
     of the training frames (T,), so that zero, what every frame gets at the receiver, is the average one."""
     return codes[frames] - codes[train_frames].mean(0)
+
+
+def parse_kbps(text: str) -> list[float]:
+    """``"0.8,1.5,3"`` → ``[0.8, 1.5, 3.0]`` (positive rates); a one-line InputError otherwise."""
+    try:
+        rates = [float(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        rates = []
+    if not rates or not all(0 < k < 1000 for k in rates):
+        raise InputError(f"--coded-kbps must be comma-separated positive rates, got {text!r}")
+    return rates
+
+
+def coded_inputs(ds: PortraitDataset, kbps: list[float]) -> torch.Tensor:
+    """Each frame's inputs (F,D) as the receiver decodes them when the training frames are coded at each
+    rate in ``kbps`` with the model's own codec (the tables ``codec.json`` will hold) → (K,F,D); frames past
+    the training split keep their raw inputs (no ray is drawn from them)."""
+    manifest = read_manifest(ds.root)
+    tables = dataset_codec_tables(ds.root, manifest, ds.torso_dims)
+    n = dataset_split(manifest)[0][1]
+    code, pose = ds.expression[:n].numpy(), ds.pose[:n].numpy()
+    fps = float(manifest.get("fps") or 25.0)
+    out = ds.expression.unsqueeze(0).repeat(len(kbps), 1, 1)  # (K,F,D)
+    for k, rate in enumerate(kbps):
+        decoded, _ = coded_features(tables, code, pose, rate, fps)
+        out[k, :n] = torch.from_numpy(decoded)
+    return out
+
+
+def mix_coded(inputs: torch.Tensor, coded: torch.Tensor, frames: torch.Tensor, share: float) -> torch.Tensor:
+    """Per-ray inputs (R,D): a random ``share`` of the rays take their frame's (R,) coded inputs (K,F,D) at a
+    random one of the K rates instead."""
+    n = inputs.shape[0]
+    pick = torch.rand(n) < share  # (R,)
+    rate = torch.randint(0, coded.shape[0], (n,))
+    return torch.where(pick[:, None], coded[rate, frames], inputs)
 
 
 def noise_at(cfg: TrainConfig, progress: float) -> float:

@@ -112,3 +112,25 @@ def test_save_load_roundtrip_and_head_bounds(german_track, camera512, tmp_path):
     np.testing.assert_allclose(e2, e1, atol=2e-6)
     np.testing.assert_allclose(p2, p1, atol=2e-6)
     np.testing.assert_allclose(back.head_bounds, model.head_bounds, atol=1e-6)
+    assert back.smoothing is None  # raw fits unless the dataset was smoothed
+
+
+def test_feature_smoothing_is_saved_with_the_model_and_checked(german_track, camera512, tmp_path):
+    import json
+
+    from nerfvc.errors import InputError
+    from nerfvc.face.smoothing import SmoothingParams
+
+    lms = np.array([f[0] for f in german_track[1][:20]])
+    model = FaceModel.build(lms, camera512, expr_dims=4)
+    model.smoothing = SmoothingParams(rot_beta=3.0)
+    model.save(tmp_path)
+    assert FaceModel.load(tmp_path).smoothing == SmoothingParams(rot_beta=3.0)
+    meta = json.loads((tmp_path / "face_model.json").read_text())
+    meta.pop("feature_smoothing")  # a model written before the smoothing was recorded: raw fits
+    (tmp_path / "face_model.json").write_text(json.dumps(meta))
+    assert FaceModel.load(tmp_path).smoothing is None
+    meta["feature_smoothing"] = {"rot_beta": 1.0, "wobble": 2.0}
+    (tmp_path / "face_model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="feature_smoothing"):
+        FaceModel.load(tmp_path)

@@ -154,3 +154,50 @@ def test_portrait_video_is_cropped_around_the_face(tmp_path):
     x0, y0, w, h = m["crop"]
     assert (x0, w, h) == (0, 512, 512) and 300 <= y0 <= 388  # the square follows the face, not the centre
     assert m["valid_frames"] == 10 and (m["width"], m["height"]) == (512, 512)
+
+
+def test_smoothed_dataset_and_the_sender_make_the_same_features(tmp_path):
+    from dataclasses import asdict
+
+    from nerfvc.face.smoothing import SmoothingParams, smooth_sequence
+    from nerfvc.face.tracker import FaceTracker
+
+    out = prep.prepare(GERMAN, tmp_path / "ds", max_frames=12, expr_dims=8, smoothing=True, progress=False)
+    meta = json.loads((out / "face_model.json").read_text())
+    assert meta["feature_smoothing"] == asdict(SmoothingParams())
+    feats = load_features(out / "features.npz")
+    model = FaceModel.load(out)
+    cam = Camera.from_dict(json.loads((out / "manifest.json").read_text())["camera"])
+    raw_e, raw_p = model.fit(feats["landmarks"], cam)
+    e, p = smooth_sequence(raw_e, raw_p, feats["timestamps"], model.smoothing)
+    np.testing.assert_allclose(feats["expression"], e, atol=1e-6)
+    np.testing.assert_allclose(feats["pose"], p, atol=1e-6)
+    assert np.abs(feats["pose"] - raw_p).max() > 1e-5  # the filter did something
+    # the sender's tracker filters the same way (it follows the face model), so it reproduces them
+    frames = [_read(out / f"frames/{i:06d}.png") for i in range(12)]
+    with FaceTracker.from_dir(out) as tr:
+        assert tr.smoothing is True
+        sent = [tr.track(f, t) for f, t in zip(frames, feats["timestamps"])]
+    np.testing.assert_allclose(np.array([s.pose for s in sent]), feats["pose"], atol=2e-3)
+    # a dataset written before the option existed resumes as an unsmoothed one
+    m = json.loads((out / "manifest.json").read_text())
+    del m["params"]["smoothing"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert main(["prepare", str(GERMAN), "-o", str(out), "--max-frames", "12", "--expr-dims", "8", "-q"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(GERMAN),
+                "-o",
+                str(out),
+                "--max-frames",
+                "12",
+                "--expr-dims",
+                "8",
+                "--smoothing",
+                "-q",
+            ]
+        )
+        == 2
+    )

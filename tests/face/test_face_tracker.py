@@ -13,7 +13,8 @@ from nerfvc.features import load_features
 def test_tracker_reproduces_dataset_features(small_dataset):
     feats = load_features(small_dataset / "features.npz")
     frames = [read_png(small_dataset / f"frames/{i:06d}.png") for i in range(12)]
-    with FaceTracker.from_dir(small_dataset, smoothing=False) as tr:
+    with FaceTracker.from_dir(small_dataset) as tr:  # follows the dataset: raw fits, no smoothing
+        assert tr.smoothing is False
         out = [tr.track(f, t) for f, t in zip(frames, feats["timestamps"])]
     assert all(o.ok for o in out)
     assert (

@@ -29,9 +29,11 @@ from nerfvc.train.synthetic import (
 )
 from nerfvc.train.trainer import (
     TrainConfig,
+    coded_inputs,
     evaluate,
     frame_offsets,
     head_hull,
+    mix_coded,
     noise_at,
     noisy_expression,
     train,
@@ -457,12 +459,60 @@ def test_perceptual_loss_is_zero_for_the_truth_and_pulls_a_blurred_patch_towards
     assert perceptual_loss(stepped, truth.reshape(-1, 3), 32).item() < loss.item()
 
 
-def test_training_with_the_perceptual_term_and_expression_noise_runs(dataset, tmp_path):
+def test_training_with_the_perceptual_term_expression_noise_and_coded_inputs_runs(dataset, tmp_path):
     cfg = replace(
-        tiny_train(6), perceptual_weight=0.1, perceptual_from=0.0, patch_size=16, expression_noise=0.3
+        tiny_train(6),
+        perceptual_weight=0.1,
+        perceptual_from=0.0,
+        patch_size=16,
+        expression_noise=0.3,
+        coded_share=0.5,
     )
     result = train(dataset, tmp_path / "m", cfg, tiny_model())
     assert result.steps == 6 and np.isfinite(result.metrics["psnr"])
+    for bad in (dict(coded_kbps="fast"), dict(coded_kbps="1,-2"), dict(coded_share=1.5)):
+        with pytest.raises(InputError, match="coded"):
+            train(dataset, tmp_path / "bad", replace(cfg, **bad), tiny_model())
+    assert not (tmp_path / "bad").exists()
+
+
+def test_coded_inputs_are_what_the_shipped_codec_decodes(trained, dataset):
+    from nerfvc.codec import CODEC_FILE, CodecTables
+    from nerfvc.codec.roundtrip import coded_features
+    from nerfvc.datasetdir import dataset_split, read_manifest
+
+    ds = load_dataset(dataset, frames=False)
+    rates = [0.8, 3.0]
+    coded = coded_inputs(ds, rates)  # (2,F,D)
+    manifest = read_manifest(ds.root)
+    n = dataset_split(manifest)[0][1]
+    tables = CodecTables.load(trained[0] / CODEC_FILE)  # what the receiver of the trained model decodes with
+    for k, rate in enumerate(rates):
+        sent, _ = coded_features(
+            tables, ds.expression[:n].numpy(), ds.pose[:n].numpy(), rate, manifest["fps"]
+        )
+        np.testing.assert_allclose(coded[k, :n].numpy(), sent, atol=1e-6)
+    assert torch.equal(coded[:, n:], ds.expression[n:].expand(2, -1, -1))  # held-out frames: raw, never drawn
+    err = (coded[:, :n] - ds.expression[:n]).abs().mean((1, 2))
+    assert err[0] > err[1] > 0  # the coarser rate is further from the raw fits; neither is exact
+
+
+def test_mix_coded_gives_a_share_of_the_rays_their_frames_coded_inputs():
+    inputs = torch.zeros(4000, 3)
+    coded = torch.arange(1, 2 * 5 * 3 + 1, dtype=torch.float32).reshape(2, 5, 3)  # (K,F,D), all non-zero
+    frames = torch.randint(0, 5, (4000,))
+    assert torch.equal(mix_coded(inputs, coded, frames, 0.0), inputs)
+    every = mix_coded(inputs, coded, frames, 1.0)
+    from_rate = [(every == coded[k, frames]).all(1) for k in range(2)]
+    assert (from_rate[0] | from_rate[1]).all() and from_rate[0].float().mean().item() == pytest.approx(
+        0.5, abs=0.05
+    )
+    half = mix_coded(inputs, coded, frames, 0.3)
+    taken = half.abs().sum(1) > 0
+    assert taken.float().mean().item() == pytest.approx(0.3, abs=0.04)
+    assert (
+        (half[taken] == coded[0, frames[taken]]).all(1) | (half[taken] == coded[1, frames[taken]]).all(1)
+    ).all()
 
 
 def test_error_map_sampling_follows_the_recorded_error(dataset):
