@@ -570,9 +570,9 @@ def mix_coded(inputs: torch.Tensor, coded: torch.Tensor, frames: torch.Tensor, s
     """Per-ray inputs (R,D): a random ``share`` of the rays take their frame's (R,) coded inputs (K,F,D) at a
     random one of the K rates instead."""
     n = inputs.shape[0]
-    pick = torch.rand(n) < share  # (R,)
-    rate = torch.randint(0, coded.shape[0], (n,))
-    return torch.where(pick[:, None], coded[rate, frames], inputs)
+    pick = torch.rand(n, device=inputs.device) < share  # (R,)
+    rate = torch.randint(0, coded.shape[0], (n,), device=frames.device)
+    return torch.where(pick[:, None], coded[rate, frames].to(inputs.device), inputs)
 
 
 def noise_at(cfg: TrainConfig, progress: float) -> float:
