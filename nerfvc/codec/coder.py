@@ -16,15 +16,23 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from nerfvc.codec.entropy import laplace_bin_bits, step_scales
+from nerfvc.codec.entropy import laplace_bin_bits, laplace_bin_mean, step_scales
 from nerfvc.codec.tables import FRAC_BITS, Q_LIMIT, CodecTables, PredictorTables
-from nerfvc.errors import BitstreamError
+from nerfvc.errors import BitstreamError, InputError
 
 ESCAPE = 255
 _HALF = 1 << (FRAC_BITS - 1)
 _LAPLACE = constriction.stream.model.QuantizedLaplace(-ESCAPE, ESCAPE)
 _U16 = constriction.stream.model.Uniform(1 << 16)
 C_LIMIT = 1 << 50
+RECONSTRUCTIONS = ("mmse", "grid")  # decoded values: the bin's mean under the coded Laplace, or its centre
+
+
+def check_reconstruction(name: str) -> str:
+    """``name`` if it is one of :data:`RECONSTRUCTIONS`, else :class:`InputError`."""
+    if name not in RECONSTRUCTIONS:
+        raise InputError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {name!r}")
+    return name
 
 
 @dataclass
@@ -53,6 +61,14 @@ class FrameModel:
         for lag, w in enumerate(self.W):
             mu += w @ hist[min(lag, len(hist) - 1)]
         return mu
+
+
+def reconstruct_steps(model: FrameModel, q: np.ndarray, hist: list[np.ndarray] | None) -> np.ndarray:
+    """Minimum-MSE values ``(K,)`` in step units (from the training mean) of decoded indices ``q (K,)``:
+    each index moved within its bin towards the prediction the range coder used, by the mean of the
+    coded Laplace over the bin (:func:`laplace_bin_mean`). Output only: predictions use ``q``."""
+    mu = (model.base_mu(hist) + model.V @ q) / float(1 << FRAC_BITS)  # (K,) prediction in step units
+    return q + laplace_bin_mean(mu - q, model.b)
 
 
 def push_history(hist: list[np.ndarray] | None, q: np.ndarray, lags: int = 2) -> list[np.ndarray]:
@@ -209,11 +225,11 @@ def decode_frame(model: FrameModel, payload: bytes, hist: list[np.ndarray] | np.
     return decode_frames([model], payload, hist)[0]
 
 
-def estimate_stream_bits(
-    tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
-) -> float:
-    """Ideal payload bits (no packet framing) to code feature vectors ``vec (N,K)`` at a step index."""
-    q = tables.quantize(vec, step_index)
+def _stream_predictions(
+    tables: CodecTables, q: np.ndarray, step_index: int, keyframe_interval: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The range coder's predictions ``mu (N,K)`` int64 (``2**-F`` step units) and scales ``b (N,K)`` for
+    indices ``q (N,K)`` coded as one stream with a keyframe every ``keyframe_interval`` frames."""
     key, delta = model_pair(tables, step_index)
     t = np.arange(len(q))
     is_key = t % max(keyframe_interval, 1) == 0
@@ -222,9 +238,37 @@ def estimate_stream_bits(
     for lag, w in enumerate(delta.W):
         dmu = dmu + q[np.maximum(t - 1 - lag, start)] @ w.T
     mu = np.where(is_key[:, None], key.c[None] + q @ key.V.T, dmu)
-    r, frac = _split(mu)
     b = np.where(is_key[:, None], key.b[None], delta.b[None])
+    return mu, b
+
+
+def estimate_stream_bits(
+    tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
+) -> float:
+    """Ideal payload bits (no packet framing) to code feature vectors ``vec (N,K)`` at a step index."""
+    q = tables.quantize(vec, step_index)
+    mu, b = _stream_predictions(tables, q, step_index, keyframe_interval)
+    r, frac = _split(mu)
     return float(laplace_bin_bits((q - r).astype(np.float64) - frac, b).sum())
+
+
+def reference_stream(
+    tables: CodecTables,
+    code: np.ndarray,
+    pose: np.ndarray,
+    step_index: int,
+    keyframe_interval: int = 50,
+    frames_per_packet: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What an error-free decode of features ``code (N,D)``, ``pose (N,12)`` coded at one step index (no
+    RDOQ) must return, computed for the whole stream at once: the quantization indices moved to their
+    minimum-MSE values (:func:`reconstruct_steps`). Keyframes start packets, so with ``frames_per_packet``
+    G they come every ``ceil(keyframe_interval / G) · G`` frames."""
+    q = tables.quantize(tables.features_to_vec(code, pose), step_index)
+    period = -(-keyframe_interval // frames_per_packet) * frames_per_packet
+    mu, b = _stream_predictions(tables, q, step_index, period)
+    x = q + laplace_bin_mean(mu / float(1 << FRAC_BITS) - q, b)  # (N,K) step units
+    return tables.vec_to_features(x * tables.steps(step_index) + tables.mean)
 
 
 def rdo_quantize(

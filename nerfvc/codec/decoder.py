@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nerfvc.codec.coder import decode_frames, model_pair, push_history
+from nerfvc.codec.coder import (
+    check_reconstruction,
+    decode_frames,
+    model_pair,
+    push_history,
+    reconstruct_steps,
+)
 from nerfvc.codec.framing import (
     HEADER_SIZE,
     MODE_NERFVC,
@@ -71,9 +77,15 @@ class LossStats:
 
 
 class StreamDecoder:
-    """Per-packet decoder. Packets may arrive lost, damaged or out of order; decoding resumes at keyframes."""
+    """Per-packet decoder. Packets may arrive lost, damaged or out of order; decoding resumes at keyframes.
 
-    def __init__(self, tables: CodecTables, fingerprint: str) -> None:
+    ``reconstruction``: ``"mmse"`` (default) outputs each decoded value at the mean of the coded Laplace
+    over its quantization bin (:func:`~nerfvc.codec.coder.reconstruct_steps`); ``"grid"`` outputs the
+    bin centres ``q·s + mean`` (:meth:`CodecTables.reference`). Predictions use the indices either way.
+    """
+
+    def __init__(self, tables: CodecTables, fingerprint: str, reconstruction: str = "mmse") -> None:
+        self.reconstruction = check_reconstruction(reconstruction)
         self.tables = tables
         self.fingerprint = fingerprint
         self._fp = fp_bytes(fingerprint)
@@ -208,13 +220,17 @@ class StreamDecoder:
             self._q_prev = None
             raise BitstreamError(str(e)) from e
         out = []
+        hist = None if pkt.kind == TYPE_KEY else self._q_prev
+        models = self._models_for(self._step_index)
         for j, q in enumerate(qs):
-            vec = t.dequantize(q, self._step_index)
+            if self.reconstruction == "mmse":
+                m = models[0] if pkt.kind == TYPE_KEY and j == 0 else models[1]
+                vec = reconstruct_steps(m, q, hist) * t.steps(self._step_index) + t.mean
+            else:
+                vec = t.dequantize(q, self._step_index)
             code, pose = t.vec_to_features(vec)
             self._accept(index + j, vec)
             out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))
-        hist = None if pkt.kind == TYPE_KEY else self._q_prev
-        for q in qs:
             hist = push_history(hist, q)
         self._q_prev = hist
         self.stats.decoded += n
@@ -263,14 +279,14 @@ class StreamReport:
 
 
 def decode_stream(
-    data: bytes, tables: CodecTables, fingerprint: str
+    data: bytes, tables: CodecTables, fingerprint: str, reconstruction: str = "mmse"
 ) -> tuple[np.ndarray, np.ndarray, StreamReport]:
     """Decode stream bytes → ``code (N,D)`` f32, ``pose (N,12)`` f32 for every camera frame,
     :class:`StreamReport` (its counts are coded frames; ``valid`` is per camera frame).
 
     A stream with a frame step m > 1 is decoded at its coded rate, then interpolated to the camera rate
     (:func:`nerfvc.features.upsample_features`); an interpolated frame is valid when both coded frames it
-    comes from are.
+    comes from are. ``reconstruction``: see :class:`StreamDecoder`.
 
     Header problems raise :class:`BitstreamError` / :class:`ModelMismatchError`; packet damage is skipped
     (resynchronizing on the next packet whose CRC checks), reported, and concealed. Frame counts and
@@ -278,7 +294,7 @@ def decode_stream(
     or index can neither allocate nor conceal more than that.
     """
     data = bytes(data)
-    dec = StreamDecoder(tables, fingerprint)
+    dec = StreamDecoder(tables, fingerprint, reconstruction)
     h = dec.read_header(data)
     capacity = frame_capacity(len(data))
     if h.num_frames > capacity + TRUNCATED_SLACK:

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nerfvc.codec.coder import encode_frames, model_pair, push_history, rdo_quantize
+from nerfvc.codec.coder import (
+    check_reconstruction,
+    encode_frames,
+    model_pair,
+    push_history,
+    rdo_quantize,
+    reconstruct_steps,
+)
 from nerfvc.codec.entropy import expected_bin_bits
 from nerfvc.codec.framing import (
     HEADER_SIZE,
@@ -66,6 +73,8 @@ class StreamEncoder:
     ``frames_per_packet`` G > 1 packs G consecutive frames per packet (one range-coded payload, one CRC:
     less framing, G-1 frames more latency): ``encode`` then returns ``b""`` until a packet is complete;
     call :meth:`flush` at the end. Keyframes then start at packet boundaries.
+    ``reconstruction`` names the decoder's output rule that ``last_reconstruction`` follows
+    (:class:`~nerfvc.codec.decoder.StreamDecoder`).
     ``frame_step`` m > 1 declares that the caller codes every m-th camera frame (``fps`` stays the camera
     rate; ``tail``: camera frames after the last coded one, for a file); rates and the default keyframe
     interval (2 s) then count coded frames at ``fps / m``.
@@ -86,7 +95,9 @@ class StreamEncoder:
         frames_per_packet: int = 1,
         frame_step: int = 1,
         tail: int = 0,
+        reconstruction: str = "mmse",
     ) -> None:
+        self.reconstruction = check_reconstruction(reconstruction)
         if not MIN_FPS <= fps <= MAX_FPS:
             raise InputError(f"fps must be in {MIN_FPS:g}..{MAX_FPS:g}, got {fps}")
         if not 1 <= frame_step <= MAX_FRAME_STEP or not 0 <= tail < frame_step:
@@ -187,6 +198,14 @@ class StreamEncoder:
             self.adapt(8 * len(pkt) / n)
         return pkt
 
+    def _reconstruct(self, q: np.ndarray, key: bool) -> tuple[np.ndarray, np.ndarray]:
+        """What the decoder outputs for indices ``q (K,)`` (call before ``q`` enters the history)."""
+        t = self.tables
+        if self.reconstruction == "grid":
+            return t.vec_to_features(t.dequantize(q, self.step_index))
+        x = reconstruct_steps(self._models[0] if key else self._models[1], q, None if key else self._q_prev)
+        return t.vec_to_features(x * t.steps(self.step_index) + t.mean)
+
     def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
         """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet (or ``b""`` while a
         multi-frame packet is being filled)."""
@@ -221,10 +240,8 @@ class StreamEncoder:
                     self._since_key = 0
                     self._force_key = False
                 self._since_key += 1
+                self.last_reconstruction = self._reconstruct(q, key)
                 self._q_prev = push_history(None if key else self._q_prev, q)
-                self.last_reconstruction = self.tables.vec_to_features(
-                    self.tables.dequantize(q, self.step_index)
-                )
                 self.index += 1
                 return self.flush() if len(self._group) == self.frames_per_packet else b""
             if key:
@@ -236,8 +253,8 @@ class StreamEncoder:
                 payload = encode_frames([self._models[1]], [q], self._q_prev)
                 pkt = build_packet(self._fp, TYPE_DELTA, index, payload)
             self._since_key += 1
+            self.last_reconstruction = self._reconstruct(q, key)
             self._q_prev = push_history(None if key else self._q_prev, q)
-            self.last_reconstruction = self.tables.vec_to_features(self.tables.dequantize(q, self.step_index))
         self.index += 1
         if self.target_kbps:
             self.adapt(8 * len(pkt))

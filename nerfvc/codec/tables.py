@@ -209,7 +209,9 @@ class CodecTables:
         return np.asarray(q, dtype=np.float64) * self.steps(step_index) + self.mean
 
     def reference(self, code: np.ndarray, pose: np.ndarray, step_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """What an error-free decode must return for these features: ``code (N,D)``, ``pose (N,12)``."""
+        """The bin centres of these features' indices: what an error-free decode with
+        ``reconstruction="grid"`` returns, ``code (N,D)``, ``pose (N,12)`` (the default output moves each
+        value within its bin: :func:`nerfvc.codec.coder.reference_stream`)."""
         q = self.quantize(self.features_to_vec(code, pose), step_index)
         return self.vec_to_features(self.dequantize(q, step_index))
 

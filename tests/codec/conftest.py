@@ -14,6 +14,12 @@ from nerfvc.modeldir import finalize_model_dir
 FP = "0123456789abcdef"
 
 
+def assert_decoded(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Decoder output against :func:`~nerfvc.codec.coder.reference_stream` (computed for the whole stream at
+    once, so the last float bit may differ; a wrong decode is off by a share of a quantization step)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
 @pytest.fixture(scope="session")
 def feats() -> tuple[np.ndarray, np.ndarray]:
     """300 frames of 10-d AR(1) code + pose."""

@@ -18,12 +18,13 @@ from nerfvc.codec import (
     estimate_bits,
     fit_codec,
 )
-from nerfvc.codec.coder import encode_frame, model_pair
-from nerfvc.codec.framing import HEADER_SIZE
+from nerfvc.codec.coder import encode_frame, model_pair, reference_stream
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.features import load_features, save_features
+from nerfvc.pipeline.commands import FILE_FRAMES_PER_PACKET
 
-from .conftest import FP
+from .conftest import FP, assert_decoded
 
 EXPECTED = Path(__file__).parent / "expected"
 
@@ -43,6 +44,15 @@ def regenerate_golden() -> None:
     data, _, _ = _golden_stream()
     (EXPECTED / "golden.nvc").write_bytes(data)
     (EXPECTED / "golden.md5").write_text(hashlib.md5(data).hexdigest() + "\n")
+    write_golden_decoded()
+
+
+def write_golden_decoded() -> None:
+    """Store what the decoder outputs for golden.nvc (only when the reconstruction rule changes on
+    purpose)."""
+    tables = CodecTables.load(EXPECTED / "golden_tables.json")
+    code, pose, _ = decode_stream((EXPECTED / "golden.nvc").read_bytes(), tables, FP)
+    np.savez(EXPECTED / "golden_decoded.npz", code=code, pose=pose)
 
 
 def test_golden_bytes():
@@ -50,12 +60,21 @@ def test_golden_bytes():
         regenerate_golden()
     data, tables, inp = _golden_stream()
     assert hashlib.md5(data).hexdigest() == (EXPECTED / "golden.md5").read_text().strip()
-    # The stored stream, and the same stream of bitstream version 3, still decode to the quantized input.
+    # The stored stream, and the same stream of bitstream version 3, still decode to the quantized input
+    # (the bin centres), and by default to the stored minimum-MSE values within the bins.
     rc, rp = tables.reference(inp["code"], inp["pose"], 0)
+    with np.load(EXPECTED / "golden_decoded.npz") as z:
+        golden = {k: z[k] for k in z.files}
+    mc, mp = reference_stream(tables, inp["code"], inp["pose"], 0, keyframe_interval=8)
     for name in ("golden.nvc", "golden_v3.nvc"):
-        code, pose, _ = decode_stream((EXPECTED / name).read_bytes(), tables, FP)
+        code, pose, _ = decode_stream((EXPECTED / name).read_bytes(), tables, FP, reconstruction="grid")
         np.testing.assert_array_equal(code, rc)
         np.testing.assert_array_equal(pose, rp)
+        code, pose, _ = decode_stream((EXPECTED / name).read_bytes(), tables, FP)
+        for ref in ((mc, mp), (golden["code"], golden["pose"])):
+            assert_decoded(code, ref[0])
+            assert_decoded(pose, ref[1])
+    assert not np.allclose(golden["code"], rc, atol=1e-4)  # the rule moves values
     v3 = (EXPECTED / "golden_v3.nvc").read_bytes()
     assert v3[HEADER_SIZE:] == data[HEADER_SIZE:]  # version 4 changed the header only
 
@@ -78,9 +97,10 @@ def test_cli_fit_encode_decode(tmp_path, cli, feats, capsys):
     assert cli(["decode", str(out), "--model", str(model), "-o", str(tmp_path / "dec.npz")]) == 0
     dec = load_features(tmp_path / "dec.npz")
     tables = CodecTables.load(model)
-    rc, rp = tables.reference(code[240:], pose[240:], 0)
-    np.testing.assert_array_equal(dec["expression"], rc)
-    np.testing.assert_array_equal(dec["pose"], rp)
+    keyint = StreamHeader.from_bytes(out.read_bytes()).keyframe_interval
+    rc, rp = reference_stream(tables, code[240:], pose[240:], 0, keyint, FILE_FRAMES_PER_PACKET)
+    assert_decoded(dec["expression"], rc)
+    assert_decoded(dec["pose"], rp)
     assert dec["valid"].all()
     # Rate target and fixed step.
     assert cli(["encode", "--features", str(tmp_path / "test.npz"), "--model", str(model), "-o", str(out),
@@ -223,7 +243,8 @@ def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, mon
     assert cli(["decode", str(out), "--model", str(model), "-o", str(tmp_path / "d.npz")]) == 0
     dec = load_features(tmp_path / "d.npz")
     tables = CodecTables.load(model)
-    np.testing.assert_array_equal(dec["expression"], tables.reference(code, pose, 0)[0])
-    from nerfvc.codec.framing import StreamHeader
-
+    keyint = StreamHeader.from_bytes(out.read_bytes()).keyframe_interval
+    assert_decoded(
+        dec["expression"], reference_stream(tables, code, pose, 0, keyint, FILE_FRAMES_PER_PACKET)[0]
+    )
     assert StreamHeader.from_bytes(out.read_bytes()).fps == 30.0

@@ -15,13 +15,14 @@ from nerfvc.codec import (
     encode_stream,
     fit_codec,
 )
+from nerfvc.codec.coder import reference_stream
 from nerfvc.codec.encoder import choose_rate, clip_kbps, expected_kbps
 from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import index_from_step, step_from_index
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
 
-from .conftest import FP
+from .conftest import FP, assert_decoded
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,11 +47,17 @@ def test_decoded_equals_quantized(n, dim, step_index, keyint, seed, predictor, a
     data = encode_stream(
         tables, FP, code, pose, keyframe_interval=keyint, step_index=step_index, frames_per_packet=group
     )
-    out_code, out_pose, rep = decode_stream(data, tables, FP)
+    grid_code, grid_pose, rep = decode_stream(data, tables, FP, reconstruction="grid")
     ref_code, ref_pose = tables.reference(code, pose, step_index)
     assert rep.decoded == n and rep.concealed == 0 and not rep.lost_indices and not rep.truncated
-    np.testing.assert_array_equal(out_code, ref_code)
-    np.testing.assert_array_equal(out_pose, ref_pose)
+    np.testing.assert_array_equal(grid_code, ref_code)
+    np.testing.assert_array_equal(grid_pose, ref_pose)
+    # The default output moves each value within its bin; keyframes fall on packet boundaries.
+    out_code, out_pose, _ = decode_stream(data, tables, FP)
+    mmse_code, mmse_pose = reference_stream(tables, code, pose, step_index, keyint, group)
+    assert_decoded(out_code, mmse_code)
+    assert_decoded(out_pose, mmse_pose)
+    assert np.all(np.abs(out_code - grid_code) <= tables.steps(step_index)[6:] / 2 * (1 + 1e-6) + 1e-6)
     # The decoded rotation is proper.
     r = out_pose[:, :9].reshape(-1, 3, 3).astype(np.float64)
     np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-5)
@@ -85,7 +92,7 @@ def test_pose_steps_stop_at_their_cap_while_the_code_coarsens(feats):
     for t in (capped, free):
         data = encode_stream(t, FP, code[240:], pose[240:], step_index=k)
         _, pose_hat = decode_stream(data, t, FP)[:2]
-        ref_pose = t.reference(code[240:], pose[240:], k)[1]
+        ref_pose = reference_stream(t, code[240:], pose[240:], k)[1]
         assert np.allclose(pose_hat, ref_pose, atol=1e-6)
     err = {
         name: np.abs(
@@ -153,7 +160,7 @@ def test_version2_tables_still_code_the_same(feats):
     a = encode_stream(t3, FP, code[240:], pose[240:], keyframe_interval=10, frames_per_packet=2)
     b = encode_stream(t2, FP, code[240:], pose[240:], keyframe_interval=10, frames_per_packet=2)
     assert a == b
-    assert np.array_equal(decode_stream(a, t2, FP)[0], t3.reference(code[240:], pose[240:], 0)[0])
+    assert_decoded(decode_stream(a, t2, FP)[0], reference_stream(t3, code[240:], pose[240:], 0, 10, 2)[0])
 
 
 def test_ar2_predictor_codes_noisy_smooth_motion_in_fewer_bits():
@@ -194,18 +201,18 @@ def test_per_packet_api(feats, tables):
     h = dec.read_header(enc.header())
     assert h.keyframe_interval == 10 and h.fps == 25
     pkts = [enc.encode(c, p) for c, p in zip(code[:30], pose[:30])]
-    refs = tables.reference(code[:30], pose[:30], 0)
+    refs = reference_stream(tables, code[:30], pose[:30], 0, keyframe_interval=10)
     # A keyframe parses and decodes on its own, on a fresh decoder.
     fresh = StreamDecoder(tables, FP)
     f = fresh.decode(pkts[10])
     assert f.index == 10 and f.is_key and not f.concealed
-    np.testing.assert_array_equal(f.code, refs[0][10])
+    assert_decoded(f.code, refs[0][10])
     # In order: everything exact; the encoder's reconstruction is what the decoder outputs.
     for i, p in enumerate(pkts):
         f = dec.decode(p)
         assert f.index == i and not f.concealed and f.is_key == (i % 10 == 0)
-        np.testing.assert_array_equal(f.code, refs[0][i])
-    np.testing.assert_array_equal(enc.last_reconstruction[0], refs[0][29])
+        assert_decoded(f.code, refs[0][i])
+    assert_decoded(enc.last_reconstruction[0], refs[0][29])
     # Late packet: reported as late, not applied.
     f = dec.decode(pkts[5])
     assert f.late and f.concealed and dec.stats.late == 1
@@ -225,21 +232,28 @@ def test_paper_mode_roundtrip(feats, tables):
     assert (len(data) - HEADER_SIZE) * 8 / 20 > 16 * (tables.code_dim + 12) * 0.5  # ~16 bit/dim
 
 
-def test_rdoq_decodes_to_encoder_reconstruction(feats, tables):
+@pytest.mark.parametrize("reconstruction", ["grid", "mmse"])
+def test_rdoq_decodes_to_encoder_reconstruction(feats, tables, reconstruction):
+    """The encoder knows what the decoder outputs, with or without RDOQ. A value lies in its bin (half a
+    step from the bin centre; one step with RDOQ), and so does an MMSE output: grid error ≤ 1/2 (RDOQ 1)
+    step, MMSE error ≤ 1 (RDOQ 3/2)."""
     code, pose = feats[0][240:], feats[1][240:]
     sizes = {}
     for lam in (0.0, 0.3):
-        enc = StreamEncoder(tables, FP, step_index=-8, keyframe_interval=20, rdoq=lam)
-        dec = StreamDecoder(tables, FP)
+        enc = StreamEncoder(
+            tables, FP, step_index=-8, keyframe_interval=20, rdoq=lam, reconstruction=reconstruction
+        )
+        dec = StreamDecoder(tables, FP, reconstruction=reconstruction)
         dec.read_header(enc.header())
         total = 0
+        bound = (1.0 if lam else 0.5) + (0.5 if reconstruction == "mmse" else 0.0)
         for c, p in zip(code, pose):
             pkt = enc.encode(c, p)
             total += len(pkt)
             f = dec.decode(pkt)
             np.testing.assert_array_equal(f.code, enc.last_reconstruction[0])
             np.testing.assert_array_equal(f.pose, enc.last_reconstruction[1])
-            assert np.all(np.abs(f.code - c) <= tables.steps(-8)[6:] * (1.0 if lam else 0.5) + 1e-6)
+            assert np.all(np.abs(f.code - c) <= tables.steps(-8)[6:] * bound + 1e-6)
         sizes[lam] = total
     assert sizes[0.3] < sizes[0.0]
 
@@ -249,13 +263,13 @@ def test_multi_frame_packets(feats, tables):
     enc = StreamEncoder(tables, FP, keyframe_interval=10, frames_per_packet=3)
     dec = StreamDecoder(tables, FP)
     dec.read_header(enc.header())
-    ref = tables.reference(code, pose, 0)
+    ref = reference_stream(tables, code, pose, 0, keyframe_interval=10, frames_per_packet=3)
     pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
     pkts.append(enc.flush())
     assert sum(1 for p in pkts if p) == 14  # 13 full packets of 3 + 1 flushed frame
     got = [f for p in pkts if p for f in dec.decode_frames(p)]
     assert [f.index for f in got] == list(range(40))
-    np.testing.assert_array_equal(np.stack([f.code for f in got]), ref[0])
+    assert_decoded(np.stack([f.code for f in got]), ref[0])
     keys = [f.index for f in got if f.is_key]
     assert keys[0] == 0 and all(k % 3 == 0 for k in keys)  # keyframes at packet boundaries
     g1 = encode_stream(tables, FP, code, pose, keyframe_interval=10)
@@ -303,7 +317,7 @@ def test_decode_message_with_several_packets(feats, tables):
     pkts = [enc.encode(c, p) for c, p in zip(code, pose)]
     frames = dec.decode_message(b"".join(pkts[:4])) + dec.decode_message(b"".join(pkts[4:]))
     assert [f.index for f in frames] == list(range(10)) and not any(f.concealed for f in frames)
-    np.testing.assert_array_equal(np.stack([f.code for f in frames]), tables.reference(code, pose, 0)[0])
+    assert_decoded(np.stack([f.code for f in frames]), reference_stream(tables, code, pose, 0, 5)[0])
 
 
 def test_constant_dimension_keeps_its_value():
@@ -327,11 +341,11 @@ def test_frame_step_codes_every_mth_frame_and_interpolates_the_rest(feats, table
     assert (h.frame_step, h.num_frames, h.tail, h.display_frames) == (3, len(code[::3]), (n - 1) % 3, n)
     dec_code, dec_pose, rep = decode_stream(data, tables, FP)
     assert dec_code.shape == code.shape and rep.valid.shape == (n,) and rep.valid.all()
-    rc, rp = tables.reference(code[::3], pose[::3], 0)
-    np.testing.assert_array_equal(dec_code[::3], rc)
+    rc, rp = reference_stream(tables, code[::3], pose[::3], 0, keyframe_interval=round(2 * 25 / 3))
+    assert_decoded(dec_code[::3], rc)
     np.testing.assert_allclose(dec_pose[::3], rp, atol=1e-6)
     np.testing.assert_allclose(dec_code[1], (2 * rc[0] + rc[1]) / 3, atol=1e-6)
-    np.testing.assert_array_equal(dec_code[(len(rc) - 1) * 3 :], np.broadcast_to(rc[-1], (1 + h.tail, 6 + 4)))
+    assert_decoded(dec_code[(len(rc) - 1) * 3 :], np.broadcast_to(rc[-1], (1 + h.tail, 6 + 4)))
     assert len(data) < 0.6 * len(encode_stream(tables, FP, code, pose, step_index=0))
     # A truncated stream still decodes to every camera frame it claims, the missing ones not valid.
     dec_code, _, rep = decode_stream(data[: len(data) - 8], tables, FP)

@@ -97,8 +97,8 @@ def test_call_with_an_embedding_model_renders_the_expanded_expression(tiny_embed
     assert report.frames == 30
     # a lossless channel's result: each frame's code (from its causal window) expanded to the expression
     exact = receiver.to_expression(sender.to_code(clip.features))  # (N, E)
-    half_step = receiver.codec.tables.steps(0)[6:] / 2  # (C,) the live encoder's step index
-    bound = np.abs(expansion_matrix(receiver.codec.embedding)) @ (half_step + 1e-5) + 1e-5  # (E,)
+    step = receiver.codec.tables.steps(0)[6:]  # (C,) the live encoder's step index; value, output in one bin
+    bound = np.abs(expansion_matrix(receiver.codec.embedding)) @ (step + 1e-5) + 1e-5  # (E,)
     delivered = 0
     for i, (expression, pose, concealed) in rx.features.items():
         if concealed:

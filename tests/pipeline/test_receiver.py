@@ -33,10 +33,10 @@ def test_round_trip_of_an_embedding_model_expands_the_code(tiny_embed_model):
     dec = receiver.decode_stream(sender.encode_stream(clip.features, clip.pose, 25.0, step_index=STEP_INDEX))
     assert dec.code.shape == (30, 8) and dec.expression.shape == (30, 79)
     np.testing.assert_array_equal(dec.expression, receiver.to_expression(dec.code))
-    half_step = receiver.codec.tables.steps(STEP_INDEX)[6:] / 2  # (C,)
-    assert np.all(np.abs(dec.code - code) <= half_step + 1e-6)
+    step = receiver.codec.tables.steps(STEP_INDEX)[6:]  # (C,) value and output lie in one bin
+    assert np.all(np.abs(dec.code - code) <= step + 1e-6)
     # the expression is the expansion of the sent code, up to the expanded quantization error
-    bound = np.abs(expansion_matrix(receiver.codec.embedding)) @ (half_step + 1e-6) + 1e-5  # (E,)
+    bound = np.abs(expansion_matrix(receiver.codec.embedding)) @ (step + 1e-6) + 1e-5  # (E,)
     assert np.all(np.abs(dec.expression - receiver.to_expression(code)) <= bound)
 
 
