@@ -6,6 +6,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from nerfvc.errors import InputError
+
 
 def number_in(lo: float, hi: float = math.inf, lo_open: bool = False) -> Callable[[str], float]:
     """A type accepting a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
@@ -46,3 +48,15 @@ def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
         return v
 
     return parse
+
+
+def rate_list(text: str, option: str, allow_empty: bool = False) -> list[float]:
+    """``"0.8,1.5,3"`` → ``[0.8, 1.5, 3.0]``: comma-separated rates in kbps, each finite and in (0, 1000);
+    a one-line :class:`InputError` naming ``option`` otherwise (an empty list only with ``allow_empty``)."""
+    try:
+        rates = [float(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        rates = [math.nan]
+    if (not rates and not allow_empty) or not all(0 < k < 1000 for k in rates):
+        raise InputError(f"{option} must be comma-separated positive rates (kbps), got {text!r}")
+    return rates

@@ -128,3 +128,13 @@ def test_cli_error_is_one_line_even_for_a_multi_line_message(monkeypatch, capsys
     assert (
         err == "nerfvc boom: error: checkpoint was made with another config: width: 64 != 128 depth: 2 != 4"
     )
+
+
+def test_rate_lists_are_checked_in_one_place():
+    from nerfvc.argtypes import rate_list
+
+    assert rate_list("0.8, 1.5,3", "--kbps") == [0.8, 1.5, 3.0]
+    assert rate_list("", "--kbps", allow_empty=True) == []
+    for bad in ("", "fast", "1,-2", "0", "nan", "inf", "1,,x"):
+        with pytest.raises(InputError, match="--kbps must be comma-separated positive rates"):
+            rate_list(bad, "--kbps")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfvc.argtypes import rate_list
 from nerfvc.datasetdir import split_point
 from nerfvc.errors import InputError
 from nerfvc.eval import baselines as B
@@ -225,10 +226,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     from nerfvc.eval.pipeline import code_rate_points, track_frames
     from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
 
-    try:
-        targets = [float(k) for k in args.kbps.split(",") if k]
-    except ValueError as e:
-        raise InputError(f"bad --kbps list: {e}") from None
+    targets = rate_list(args.kbps, "--kbps", allow_empty=True)
     if args.max_frames:
         gt_src = gt_src[: args.max_frames]
     sender = SenderPipeline.from_model_dir(args.model)

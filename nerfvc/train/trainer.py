@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from nerfvc.argtypes import rate_list
 from nerfvc.codec.roundtrip import coded_features
 from nerfvc.datasetdir import dataset_split, read_manifest
 from nerfvc.errors import InputError
@@ -360,7 +361,7 @@ def train(
         raise InputError("frame codes offset the consistency code: they need --consistency-dim > 0")
     if not 0 <= cfg.coded_share <= 1:
         raise InputError(f"--coded-share must be in [0, 1], got {cfg.coded_share}")
-    coded_kbps = parse_kbps(cfg.coded_kbps)
+    coded_kbps = rate_list(cfg.coded_kbps, "--coded-kbps")
     t_call = time.perf_counter()
     threads = configure_threads()
     torch.manual_seed(cfg.seed)
@@ -537,17 +538,6 @@ def frame_offsets(codes: torch.Tensor, frames: torch.Tensor, train_frames: torch
     """Per-ray consistency-code offsets (R,K): the codes (F,K) of the rays' frames (R,), less the mean code
     of the training frames (T,), so that zero, what every frame gets at the receiver, is the average one."""
     return codes[frames] - codes[train_frames].mean(0)
-
-
-def parse_kbps(text: str) -> list[float]:
-    """``"0.8,1.5,3"`` → ``[0.8, 1.5, 3.0]`` (positive rates); a one-line InputError otherwise."""
-    try:
-        rates = [float(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        rates = []
-    if not rates or not all(0 < k < 1000 for k in rates):
-        raise InputError(f"--coded-kbps must be comma-separated positive rates, got {text!r}")
-    return rates
 
 
 def coded_inputs(ds: PortraitDataset, kbps: list[float]) -> torch.Tensor:
