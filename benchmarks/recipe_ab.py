@@ -105,6 +105,7 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# Recipe A/B at {doc['size']}²: A = `{name_a}`, B = `{name_b}`",
         "",
+        *([doc["note"], ""] if doc.get("note") else []),
         f"Command: `{doc['command']}`. {doc['minutes']:g} minutes of training per clip; eval machine: "
         f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {flags or 'no ISA flags recorded'}.",
         "",
@@ -163,6 +164,7 @@ def main() -> int:
     ap.add_argument("--a", default="", help="recipe A's `nerfvc train` options, as given to clips.py")
     ap.add_argument("--b", required=True, help="recipe B's options")
     ap.add_argument("--work-b", type=Path, help="B's work directory (default --work)")
+    ap.add_argument("--note", default="", help="one paragraph under the title: what differs between A and B")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
     if not args.work.is_dir():
@@ -192,6 +194,7 @@ def main() -> int:
         "size": args.size,
         "a": args.a,
         "b": args.b,
+        "note": args.note,
         "machine": machine,
         "pairs": pairs,
         "unpaired": sorted(set(miss_a) | set(miss_b)),
