@@ -106,8 +106,11 @@ def fine_head_config() -> HeadFieldConfig:
     """The default fine head of a portrait model."""
     # expression blend shapes on (R = 31, 32³ vertices): in the 10-minute A/B with the denormal flush on the
     # 8 shared clips (benchmarks/results/ab_10min_blend-res-31_ftz_8clips_256.md) better on PSNR on 12 of 16
-    # points, LPIPS on 14, DISTS on 15, CSIM on 12; german loses 0.6 dB (LPIPS, CSIM level)
-    return HeadFieldConfig(blend_res=31)
+    # points, LPIPS on 14, DISTS on 15, CSIM on 12; german loses 0.6 dB (LPIPS, CSIM level).
+    # no expression code in the density MLP (the blend shapes carry the expression into the geometry): A and B
+    # trained side by side on the 8 clips (benchmarks/results/ab_10min_no-density-code_8clips_256.md) better
+    # on PSNR on 12 of 16 points, SSIM 13, LPIPS 12, CSIM 11, DISTS 9; PRMSE 8, AUCON 7
+    return HeadFieldConfig(blend_res=31, density_code=False)
 
 
 @torch.inference_mode(False)

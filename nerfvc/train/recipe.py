@@ -84,10 +84,11 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "only through the geometry feature (default: it enters both MLPs)",
     )
     p.add_argument(
-        "--no-density-code",
-        action="store_true",
-        help="keep the expression code out of the fine head field's density MLP: density follows the "
-        "expression only through the blend shapes, which act locally (default: it enters)",
+        "--density-code",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let the expression code enter the fine head field's density MLP as well as the blend shapes "
+        "(default: no, density follows the expression only through the blend shapes, which act locally)",
     )
 
 
@@ -104,8 +105,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.blend_res = args.blend_res
     if args.no_color_code:
         mcfg.coarse.color_code = mcfg.fine.color_code = False
-    if args.no_density_code:
-        mcfg.fine.density_code = False
+    if args.density_code is not None:
+        mcfg.fine.density_code = args.density_code
     return TRAIN_OPTIONS.build(args), mcfg
 
 

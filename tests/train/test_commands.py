@@ -75,8 +75,10 @@ def test_recipe_options_set_nested_model_fields():
     cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
     assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
     assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
+    _, mcfg = recipe.parse_recipe("--density-code")
+    assert mcfg.fine.density_code and mcfg.coarse.density_code and not ModelConfig().fine.density_code
     _, mcfg = recipe.parse_recipe("--no-density-code")
-    assert not mcfg.fine.density_code and mcfg.coarse.density_code and ModelConfig().fine.density_code
+    assert mcfg == ModelConfig()
     _, mcfg = recipe.parse_recipe("--fine-samples 12")
     assert mcfg.n_fine == 12 and ModelConfig().n_fine == 24 and mcfg.n_coarse == ModelConfig().n_coarse
     with pytest.raises(InputError, match="fine-samples"):
