@@ -71,6 +71,19 @@ def reconstruct_steps(model: FrameModel, q: np.ndarray, hist: list[np.ndarray] |
     return q + laplace_bin_mean(mu - q, model.b)
 
 
+def reconstruct(
+    tables: CodecTables,
+    model: FrameModel,
+    q: np.ndarray,
+    hist: list[np.ndarray] | None,
+    step_index: int,
+    rule: str = "mmse",
+) -> np.ndarray:
+    """The decoder's output ``(K,)`` float64 feature vector for indices ``q (K,)`` decoded with ``model``
+    after ``hist``, by a rule of :data:`RECONSTRUCTIONS` (encoder and decoder both call this)."""
+    return tables.dequantize(reconstruct_steps(model, q, hist) if rule == "mmse" else q, step_index)
+
+
 def push_history(hist: list[np.ndarray] | None, q: np.ndarray, lags: int = 2) -> list[np.ndarray]:
     """History after decoding ``q``: newest first, at most ``lags`` frames."""
     return [q, *(hist or [])][:lags]
@@ -268,7 +281,7 @@ def reference_stream(
     period = -(-keyframe_interval // frames_per_packet) * frames_per_packet
     mu, b = _stream_predictions(tables, q, step_index, period)
     x = q + laplace_bin_mean(mu / float(1 << FRAC_BITS) - q, b)  # (N,K) step units
-    return tables.vec_to_features(x * tables.steps(step_index) + tables.mean)
+    return tables.vec_to_features(tables.dequantize(x, step_index))
 
 
 def rdo_quantize(

@@ -13,7 +13,7 @@ from nerfvc.codec.coder import (
     decode_frames,
     model_pair,
     push_history,
-    reconstruct_steps,
+    reconstruct,
 )
 from nerfvc.codec.framing import (
     HEADER_SIZE,
@@ -223,11 +223,8 @@ class StreamDecoder:
         hist = None if pkt.kind == TYPE_KEY else self._q_prev
         models = self._models_for(self._step_index)
         for j, q in enumerate(qs):
-            if self.reconstruction == "mmse":
-                m = models[0] if pkt.kind == TYPE_KEY and j == 0 else models[1]
-                vec = reconstruct_steps(m, q, hist) * t.steps(self._step_index) + t.mean
-            else:
-                vec = t.dequantize(q, self._step_index)
+            m = models[0] if pkt.kind == TYPE_KEY and j == 0 else models[1]
+            vec = reconstruct(t, m, q, hist, self._step_index, self.reconstruction)
             code, pose = t.vec_to_features(vec)
             self._accept(index + j, vec)
             out.append(DecodedFrame(index + j, code, pose, pkt.kind == TYPE_KEY and j == 0, False))

@@ -18,7 +18,7 @@ from nerfvc.codec.coder import (
     model_pair,
     push_history,
     rdo_quantize,
-    reconstruct_steps,
+    reconstruct,
 )
 from nerfvc.codec.entropy import expected_bin_bits
 from nerfvc.codec.framing import (
@@ -200,11 +200,10 @@ class StreamEncoder:
 
     def _reconstruct(self, q: np.ndarray, key: bool) -> tuple[np.ndarray, np.ndarray]:
         """What the decoder outputs for indices ``q (K,)`` (call before ``q`` enters the history)."""
-        t = self.tables
-        if self.reconstruction == "grid":
-            return t.vec_to_features(t.dequantize(q, self.step_index))
-        x = reconstruct_steps(self._models[0] if key else self._models[1], q, None if key else self._q_prev)
-        return t.vec_to_features(x * t.steps(self.step_index) + t.mean)
+        m, hist = (self._models[0], None) if key else (self._models[1], self._q_prev)
+        return self.tables.vec_to_features(
+            reconstruct(self.tables, m, q, hist, self.step_index, self.reconstruction)
+        )
 
     def encode(self, code: np.ndarray, pose: np.ndarray, force_key: bool = False) -> bytes:
         """Code one frame: ``code (D,)``, ``pose (12,)`` → one self-contained packet (or ``b""`` while a
