@@ -30,4 +30,7 @@ class EvalOptions:
     max_frames: int = 0  # score only the first N test frames (0: all)
     # frames sharing one packet's framing (1: as in a live call; `nerfvc encode` uses 4 for files)
     frames_per_packet: int = 1
+    # L-BFGS iterations of the sender's expression refinement per frame (0: the tracker's fits sent as they
+    # are; nerfvc.pipeline.refine)
+    refine: int = 0
     keep_videos: bool = False  # keep every scored sequence as a lossless video (REPORT/videos/)

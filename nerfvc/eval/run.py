@@ -236,6 +236,14 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     frames, clip = track_frames(sender, np.concatenate([prev_src[None], gt_src]), fps)
     if warning := clip.warning():
         say(f"warning: {warning}")
+    refine_s = 0.0
+    if args.refine:
+        from nerfvc.pipeline.refine import RefineConfig
+
+        t = time.perf_counter()
+        clip = sender.refine_clip(clip, RefineConfig(iterations=args.refine), receiver.renderer())
+        refine_s = (time.perf_counter() - t) / len(clip.pose)
+        say(f"refined the expressions ({args.refine} iterations, {refine_s:.2f} s/frame)")
     prev_src, gt_src, expr, pose = frames[0], frames[1:], clip.features[1:], clip.pose[1:]
     if not 1 <= args.frames_per_packet <= 8:
         raise InputError("--frames-per-packet must be 1..8")
@@ -247,6 +255,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
         "frames": len(gt_src),
         "rates": [{"label": p.label, "kbps": p.kbps, "bits_per_frame": p.bits_per_frame} for p in points],
         "render_ms": {},
+        "refine": {"iterations": args.refine, "s_per_frame": refine_s},
     }
     return gt_src, prev_src, points, receiver, nerfvc_info
 

@@ -53,6 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the quality guard (docs/guard.md): render each decoded frame small, compare it with the "
         "video frame, and add fallback pictures where the render would be worse (their bits count)",
     )
+    p.add_argument(
+        "--refine",
+        type=int_in(0),
+        default=0,
+        metavar="N",
+        help="refine each frame's expression against the video frame with N L-BFGS iterations through the "
+        "model's NeRF (analysis by synthesis, docs/face.md; ~1–2 s per frame on 2 cores; 0 = send the "
+        "tracker's fits, default)",
+    )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
     p.add_argument(
         "--rdoq",
@@ -102,14 +111,22 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise InputError("--guard compares renders with the video's frames: give a VIDEO, not --features")
     if args.guard and args.mode == "paper":
         raise InputError("--guard needs --mode nerfvc (paper streams have no fallback packets)")
+    if args.refine and args.video is None:
+        raise InputError("--refine compares renders with the video's frames: give a VIDEO, not --features")
+    from nerfvc.pipeline.refine import RefineConfig  # torch: only when encoding
+
     guard = GuardConfig() if args.guard else None
+    refine = RefineConfig(iterations=args.refine)
     sender = SenderPipeline.from_model_dir(args.model)
     if args.features:
         clip = sender.read_features(args.features)
     else:
-        clip = sender.track_video(args.video, keep_size=guard.picture_size if guard else None)
+        keep = max(guard.picture_size if guard else 0, refine.size if args.refine else 0)
+        clip = sender.track_video(args.video, keep_size=keep or None)
         if warning := clip.warning():
             print(f"warning: {warning}", file=sys.stderr)
+        if args.refine:
+            clip = sender.refine_clip(clip, refine)
     fps = round(args.fps or clip.fps or 25.0, 3)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")

@@ -7,8 +7,8 @@ frames into features and features into packets through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from nerfvc.pipeline.model import ModelCodec
 
 if TYPE_CHECKING:
     from nerfvc.face.tracker import FaceTracker
+    from nerfvc.pipeline.refine import RefineConfig
+    from nerfvc.render.renderer import Renderer
 
 MAX_LOST_FRACTION = 0.5  # a clip fails when no single face is tracked in more than this fraction of frames
 CLIP_MAX_FACES = 2  # whole clips track up to 2 faces, so that a frame showing a second face fails
@@ -183,6 +185,23 @@ class SenderPipeline:
         valid = np.asarray(feats.get("valid", np.ones(n, bool)), bool)
         fps = _fps(feats.get("timestamps"))
         return FeatureClip(str(path), model_inputs(feats, self.model_dir), feats["pose"], valid, fps)
+
+    def refine_clip(
+        self,
+        clip: FeatureClip,
+        config: RefineConfig,
+        renderer: Renderer | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FeatureClip:
+        """The clip with each frame's expression refined against its kept frame by analysis by synthesis
+        (:mod:`nerfvc.pipeline.refine`; ``renderer``: the model's, when the caller has it loaded)."""
+        if clip.frames is None:
+            raise InputError(f"{clip.source}: refining the features needs the frames (track a video)")
+        from nerfvc.pipeline.refine import FeatureRefiner
+        from nerfvc.render.renderer import Renderer
+
+        refiner = FeatureRefiner(renderer or Renderer.from_model_dir(self.model_dir), config)
+        return replace(clip, features=refiner.refine_clip(clip.frames, clip.features, clip.pose, progress))
 
     # -- features → code → packets -----------------------------------------------------------------------
     def to_code(self, features: np.ndarray) -> np.ndarray:

@@ -54,6 +54,21 @@ def load_nerf(path: str | Path, verify: bool = True) -> tuple[PortraitNeRF, Came
     return model, camera, bg
 
 
+def frame_rays(
+    camera: Camera, background: np.ndarray, width: int, height: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pixel of a ``width`` x ``height`` frame of ``camera``: directions (H·W,3), uv (H·W,2) and the
+    background (H,W,3) uint8 resized to it, as float colours (H·W,3) in [0,1]."""
+    dirs, uv = pixel_rays(camera.scaled(width, height), device)
+    im = Image.fromarray(background)
+    if im.size != (width, height):
+        im = im.resize(
+            (width, height), Image.Resampling.BOX if width < im.size[0] else Image.Resampling.BICUBIC
+        )
+    bg = torch.from_numpy(np.asarray(im).copy()).to(device).float().reshape(-1, 3) / 255
+    return dirs, uv, bg
+
+
 class Renderer:
     """Renders frames from a :class:`PortraitNeRF` at any size; caches rays and backgrounds per size."""
 
@@ -102,12 +117,8 @@ class Renderer:
     def _rays(self, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         key = (width, height)
         if key not in self._cache:
-            dirs, uv = pixel_rays(self.camera.scaled(width, height), self.device)
-            im = Image.fromarray(self.background)
-            if im.size != key:
-                im = im.resize(key, Image.Resampling.BOX if width < im.size[0] else Image.Resampling.BICUBIC)
-            bg = torch.from_numpy(np.asarray(im).copy()).to(self.device).float().reshape(-1, 3) / 255
-            self._cache = {key: (dirs, uv, bg)} | dict(list(self._cache.items())[-3:])
+            rays = frame_rays(self.camera, self.background, width, height, self.device)
+            self._cache = {key: rays} | dict(list(self._cache.items())[-3:])
         return self._cache[key]
 
     @torch.inference_mode()
