@@ -23,6 +23,7 @@ import torch
 from nerfvc.errors import InputError
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.renderer import Renderer, frame_rays
+from nerfvc.train.dataset import parse_size
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,11 @@ class FeatureRefiner:
 
     def __init__(self, renderer: Renderer, config: RefineConfig | None = None) -> None:
         self.config = config or RefineConfig()
-        if self.config.iterations < 0 or self.config.size < 8:
-            raise InputError(f"refine: need iterations >= 0 and size >= 8, got {self.config}")
+        if self.config.iterations < 0:
+            raise InputError(f"refine: need iterations >= 0, got {self.config.iterations}")
         self.model = renderer.model
         cam = renderer.camera
-        s = self.config.size / max(cam.width, cam.height)
-        self.width, self.height = max(1, round(cam.width * s)), max(1, round(cam.height * s))
+        self.width, self.height = parse_size(self.config.size, cam.width, cam.height)
         # (P,3), (P,2), (P,3) with P = width·height; made outside inference mode (autograd keeps them)
         self.dirs, self.uv, self.background = frame_rays(
             cam, renderer.background, self.width, self.height, renderer.device
