@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="refine each frame's expression against the video frame with N L-BFGS iterations through the "
-        "model's NeRF (analysis by synthesis, docs/face.md; ~1–2 s per frame on 2 cores; 0 = send the "
+        "model's NeRF (analysis by synthesis, docs/face.md; ~2–3 s per frame on one core; 0 = send the "
         "tracker's fits, default)",
     )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
