@@ -38,6 +38,8 @@ class RefineConfig:
     # refine the first ``dims`` expression coefficients only (0: all): the major PCA components, which the
     # codec quantizes finely enough to carry the change (docs/face.md)
     dims: int = 16
+    # the picture error: "l1" (Charbonnier, ε = 0.01) or "mse" (docs/face.md)
+    loss: str = "mse"
 
 
 class FeatureRefiner:
@@ -47,6 +49,8 @@ class FeatureRefiner:
         self.config = config or RefineConfig()
         if self.config.iterations < 0:
             raise InputError(f"refine: need iterations >= 0, got {self.config.iterations}")
+        if self.config.loss not in ("l1", "mse"):
+            raise InputError(f"refine: loss must be 'l1' or 'mse', got {self.config.loss!r}")
         self.model = renderer.model
         cam = renderer.camera
         self.width, self.height = parse_size(self.config.size, cam.width, cam.height)
@@ -87,7 +91,9 @@ class FeatureRefiner:
         if idx.numel() == 0:
             return features.copy()
         dirs, uv, bg, gt = self.dirs[idx], self.uv[idx], self.background[idx], target[idx]
-        scale = 100.0 / self.dirs.shape[0]  # 100 × the whole frame's MSE: the other rays' error is constant
+        # 100 × the whole frame's MSE, or 10 × its mean Charbonnier error (alike at ~0.05 per channel):
+        # the other rays' error is constant
+        scale = (10.0 if self.config.loss == "l1" else 100.0) / self.dirs.shape[0]
         k = min(self.config.dims or e_dim, e_dim)
         offset = torch.zeros(k, device=dev, requires_grad=True)  # in training stds
         tail = feats[:, k:]  # (1,D-k) the other coefficients and the torso shift, as tracked
@@ -97,7 +103,9 @@ class FeatureRefiner:
 
         def closure() -> torch.Tensor:
             rgb = model.render_rays(dirs, uv, inputs(), pose_t, bg)["rgb"]  # (R,3)
-            loss = (rgb - gt).square().sum() * scale + self.config.prior * offset.square().mean()
+            sq = (rgb - gt).square()  # (R,3)
+            err = (sq + 1e-4).sqrt().sum() if self.config.loss == "l1" else sq.sum()
+            loss = err * scale + self.config.prior * offset.square().mean()
             (offset.grad,) = torch.autograd.grad(loss, [offset])
             return loss.detach()
 
