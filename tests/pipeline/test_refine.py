@@ -62,14 +62,15 @@ def _error(renderer: Renderer, features: np.ndarray, frame: np.ndarray) -> float
     return float(np.abs(_frame(renderer, features).astype(float) - frame).mean())
 
 
-def test_refinement_finds_an_expression_that_draws_the_frame_better():
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_refinement_finds_an_expression_that_draws_the_frame_better(loss):
     renderer = _renderer()
     rng = np.random.default_rng(0)
     truth = np.concatenate([rng.normal(0, 1, 79), [0.01, -0.02]]).astype(np.float32)  # (81,) + torso shift
     frame = _frame(renderer, truth)
     start = truth.copy()
     start[:8] += rng.normal(0, 0.7, 8).astype(np.float32)
-    refiner = FeatureRefiner(renderer, RefineConfig(iterations=15, size=SIZE, dims=8))
+    refiner = FeatureRefiner(renderer, RefineConfig(iterations=15, size=SIZE, dims=8, loss=loss))
     refined = refiner.refine(frame, start, POSE)
     assert refined.dtype == np.float32 and refined.shape == start.shape
     np.testing.assert_array_equal(refined[8:], start[8:])  # the other coefficients and the torso shift
@@ -104,6 +105,11 @@ def test_bad_input_is_refused(frames, features, pose, message):
     refiner = FeatureRefiner(_renderer(), RefineConfig(iterations=1, size=SIZE))
     with pytest.raises(InputError, match=message):
         refiner.refine_clip(frames, features, pose)
+
+
+def test_an_unknown_loss_is_refused():
+    with pytest.raises(InputError, match="loss"):
+        FeatureRefiner(_renderer(), RefineConfig(loss="l2"))
 
 
 def test_encode_refines_the_tracked_features_against_the_videos_frames(tiny_model, tmp_path, monkeypatch):
