@@ -2,7 +2,7 @@
 and freeze, with a one-row-per-clip summary. Resumable: rerun the same command after a kill.
 
     PYTHONPATH=. .venv/bin/python benchmarks/clips.py [--clips german,d9] [--minutes 20] [--work work/bench] \
-        [--size 256] [--kbps 1.5] [--codecs x265,x264,vvenc,svtav1] [--max-frames 0] \
+        [--size 256] [--kbps 1.5] [--codecs x265,x264,vvenc,svtav1] [--max-frames 0] [--refine N] \
         [--ray auto|ADDRESS] [--cpus-per-task 1] [--train "RECIPE OPTIONS"] [-o benchmarks/results/clips]
 
 ``--clips`` takes clip names or unique substrings of them (default: every mp4 in ../shared/data/clips).
@@ -56,6 +56,12 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=0, help="score only the first N test frames (0: all)")
     ap.add_argument("--dists-frames", type=int, default=8)
     ap.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="the sender's expression refinement in eval, L-BFGS iterations per frame (0: off)",
+    )
+    ap.add_argument(
         "--step-timeout",
         type=float,
         default=120.0,
@@ -78,6 +84,7 @@ def main() -> int:
         codecs=args.codecs,
         max_frames=args.max_frames,
         dists_frames=args.dists_frames,
+        refine=args.refine,
         step_timeout_minutes=args.step_timeout,
         train=args.train,
         retry_failed=args.retry_failed,

@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--a", default="", help="recipe A's `nerfvc train` options, as given to clips.py")
     ap.add_argument("--b", required=True, help="recipe B's options")
     ap.add_argument("--work-b", type=Path, help="B's work directory (default --work)")
+    ap.add_argument("--refine-a", type=int, default=0, help="A's reports are clips.py --refine N's")
+    ap.add_argument("--refine-b", type=int, default=0, help="B's reports are clips.py --refine N's")
     ap.add_argument("--note", default="", help="one paragraph under the title: what differs between A and B")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
@@ -172,8 +174,8 @@ def main() -> int:
     work_b = args.work_b or args.work
     if not work_b.is_dir():
         sys.exit(f"recipe_ab.py: error: --work-b {work_b} is not a directory")
-    rows_a, miss_a, machine = clip_rows(args.work, args.minutes, args.size, args.a)
-    rows_b, miss_b, _ = clip_rows(work_b, args.minutes, args.size, args.b)
+    rows_a, miss_a, machine = clip_rows(args.work, args.minutes, args.size, args.a, args.refine_a)
+    rows_b, miss_b, _ = clip_rows(work_b, args.minutes, args.size, args.b, args.refine_b)
     pairs = pair_rows(rows_a, rows_b)
     for p in pairs:
         p["cpu_a"] = train_cpu_seconds(args.work, p["clip"], args.minutes, args.a)
@@ -194,6 +196,8 @@ def main() -> int:
         "size": args.size,
         "a": args.a,
         "b": args.b,
+        "refine_a": args.refine_a,
+        "refine_b": args.refine_b,
         "note": args.note,
         "machine": machine,
         "pairs": pairs,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nerfvc.batch import run_tag
+from nerfvc.batch import report_name, run_tag
 from nerfvc.eval.metrics import METRICS
 from nerfvc.fsutil import read_json, write_bytes_atomic, write_json_atomic
 
@@ -55,13 +55,14 @@ def train_steps(model: Path) -> int | None:
 
 
 def clip_rows(
-    work: Path, minutes: float, size: int, train: str = ""
+    work: Path, minutes: float, size: int, train: str = "", refine: int = 0
 ) -> tuple[list[dict], list[str], dict | None]:
-    """(rows, clips without a report at ``size``, the first report's machine record) of one recipe."""
+    """(rows, clips without a report at ``size``, the first report's machine record) of one recipe (its
+    reports with the sender's refinement of ``refine`` iterations: ``clips.py --refine``)."""
     rows, missing, machine = [], [], None
     tag = run_tag(minutes, train)
     for clip_dir in sorted(p for p in work.iterdir() if p.is_dir()):
-        results = clip_dir / f"report_{tag}_{size}" / "results.json"
+        results = clip_dir / report_name(tag, size, refine) / "results.json"
         if not results.is_file():
             missing.append(clip_dir.name)
             continue
@@ -216,6 +217,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--train", default="", help="the recipe's `nerfvc train` options, as given to clips.py")
+    ap.add_argument("--refine", type=int, default=0, help="the reports of clips.py --refine N")
     ap.add_argument("-o", "--out", type=Path, default=Path("benchmarks/results/targets_10min"))
     args = ap.parse_args()
     if not args.work.is_dir():
@@ -223,7 +225,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows, missing, machine = [], {}, None
     for size in sizes:
-        r, miss, mach = clip_rows(args.work, args.minutes, size, args.train)
+        r, miss, mach = clip_rows(args.work, args.minutes, size, args.train, args.refine)
         rows += r
         missing[str(size)] = miss
         machine = machine or mach
@@ -232,6 +234,7 @@ def main() -> int:
         "work": str(args.work),
         "minutes": args.minutes,
         "train": args.train,
+        "refine": args.refine,
         "sizes": sizes,
         "machine": machine,
         "rows": rows,

@@ -70,6 +70,7 @@ class BatchConfig:
     codecs: str = EvalOptions.codecs
     max_frames: int = 0
     dists_frames: int = DISTS_FRAMES
+    refine: int = 0  # the sender's expression refinement, L-BFGS iterations per frame (0: off)
     # minutes before a step is stopped and counted as failed (train: on top of its budget)
     step_timeout_minutes: float = 120.0
     # `nerfvc train` recipe options for every clip (`--train`, e.g. "--fine-hidden 32"); they name the model
@@ -87,6 +88,7 @@ class BatchConfig:
             "max_frames": self.max_frames,
             "dists_frames": self.dists_frames,
             "minutes": self.minutes,
+            **({"refine": self.refine} if self.refine else {}),  # reports from before the option stay valid
         }
 
     def timeout_s(self, step: str) -> float:
@@ -104,6 +106,7 @@ def parse_eval_options(text: str) -> dict[str, Any]:
     p.add_argument("--codecs")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--dists-frames", type=int)
+    p.add_argument("--refine", type=int)
     try:
         ns, rest = p.parse_known_args(shlex.split(text))
     except (argparse.ArgumentError, ValueError) as e:
@@ -111,9 +114,11 @@ def parse_eval_options(text: str) -> dict[str, Any]:
     if rest:
         raise InputError(
             f"--eval: unsupported option(s) {' '.join(rest)}; "
-            "use --sizes S --kbps K,.. --codecs C,.. --max-frames N --dists-frames N"
+            "use --sizes S --kbps K,.. --codecs C,.. --max-frames N --dists-frames N --refine N"
         )
     opts = {k: v for k, v in vars(ns).items() if v is not None}
+    if opts.get("refine", 0) < 0:
+        raise InputError(f"--eval: --refine needs N >= 0, got {opts['refine']}")
     from nerfvc.eval.baselines import CODECS
 
     bad = [c for c in opts.get("codecs", "").split(",") if c and c not in CODECS]
@@ -133,7 +138,7 @@ class ClipPaths:
     def of(cls, cfg: BatchConfig, clip: str) -> ClipPaths:
         root = Path(cfg.work) / clip
         m = run_tag(cfg.minutes, cfg.train)
-        return cls(root, root / "dataset", root / f"model_{m}", root / f"report_{m}_{cfg.size}")
+        return cls(root, root / "dataset", root / f"model_{m}", root / report_name(m, cfg.size, cfg.refine))
 
     def output(self, step: str) -> Path:
         return {"prepare": self.dataset, "train": self.model, "eval": self.report}[step]
@@ -155,6 +160,11 @@ def run_tag(minutes: float, train: str = "") -> str:
     """``10min`` for the default recipe, ``10min_fine-hidden-32`` for ``--train "--fine-hidden 32"``."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", train).strip("-")
     return f"{minutes:g}min" + (f"_{slug}" if slug else "")
+
+
+def report_name(tag: str, size: int, refine: int = 0) -> str:
+    """``report_10min_256``, or ``report_10min_256_refine10`` with the sender's refinement."""
+    return f"report_{tag}_{size}" + (f"_refine{refine}" if refine else "")
 
 
 BUDGET_OPTIONS = ("--minutes", "--iters", "--eval-frames")  # the batch's, not a recipe's
@@ -266,6 +276,7 @@ def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
             codecs=cfg.codecs,
             dists_frames=int(cfg.dists_frames),
             max_frames=int(cfg.max_frames),
+            refine=int(cfg.refine),
         )
     )
 
@@ -649,7 +660,9 @@ def markdown(summary: dict) -> str:
         "",
         f"Per clip: `nerfvc prepare`, `nerfvc train --minutes {cfg['minutes']:g}"
         + (f" {cfg['train']}" if cfg.get("train") else "")
-        + "`, `nerfvc eval` at "
+        + "`, `nerfvc eval"
+        + (f" --refine {cfg['refine']}" if cfg.get("refine") else "")
+        + "` at "
         f"{cfg['size']}² (nerfvc targets {cfg['kbps']} kbps; codecs {cfg['codecs']}; "
         f"{'all' if not cfg['max_frames'] else cfg['max_frames']} test frames of the last 20%). "
         "Each metric cell is **nerfvc / x265 at its lowest rate / freeze**; nerfvc is its lowest-rate point.",
@@ -674,7 +687,8 @@ def markdown(summary: dict) -> str:
         cells = [" / ".join(_fmt((r.get(s) or {}).get(k)) for s in ROW_SYSTEMS) for k in ROW_METRICS]
         lines.append(f"| {r['clip']} | ok | " + " | ".join(cells) + f" | {t} |")
     tag = run_tag(cfg["minutes"], cfg.get("train", ""))
-    lines += ["", f"Reports: `{Path(cfg['work'])}/<clip>/report_{tag}_{cfg['size']}/report.html`.", ""]
+    name = report_name(tag, cfg["size"], cfg.get("refine", 0))
+    lines += ["", f"Reports: `{Path(cfg['work'])}/<clip>/{name}/report.html`.", ""]
     return "\n".join(lines)
 
 

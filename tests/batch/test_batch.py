@@ -286,3 +286,41 @@ def test_a_training_recipe_names_its_own_model_and_report_and_reaches_train(tmp_
     for bad in ("--minutes 3", "--bogus", "--fine-hidden x"):
         with pytest.raises(B.InputError):
             B.parse_train_options(bad)
+
+
+def test_refine_reaches_eval_in_its_own_report_and_old_reports_stay_valid(tmp_path, monkeypatch):
+    """``--eval "--refine 10"``: the sender's refinement reaches ``nerfvc eval``, its report sits beside the
+    plain one (same model), a plain report is not taken for a refined one, and a plain batch's stamp is the
+    one it was before the option existed."""
+    from nerfvc.eval import run as eval_run
+
+    opts = B.parse_eval_options("--sizes 128 --refine 10")
+    assert opts == {"size": 128, "refine": 10}
+    with pytest.raises(B.InputError, match="--refine"):
+        B.parse_eval_options("--refine -1")
+    plain = B.BatchConfig(work=tmp_path, minutes=1, size=128)
+    refined = dataclasses.replace(plain, **opts)
+    p, q = B.ClipPaths.of(plain, "alice"), B.ClipPaths.of(refined, "alice")
+    assert (q.model, q.dataset) == (p.model, p.dataset)
+    assert (p.report.name, q.report.name) == ("report_1min_128", "report_1min_128_refine10")
+    assert "refine" not in plain.eval_params() and refined.eval_params()["refine"] == 10
+    seen = []
+    monkeypatch.setattr(eval_run, "run_eval", seen.append)
+    B.eval_step(refined, tmp_path / "alice.mp4", q)
+    assert seen[0].refine == 10 and seen[0].out == str(q.report)
+    # a finished plain report, stamped, counts for the plain batch only
+    write_json_atomic(p.report / "results.json", {"systems": {}})
+    write_json_atomic(p.report / "bench.json", {"params": plain.eval_params()})
+    assert B.report_done(p.report, plain.eval_params())
+    assert not B.report_done(p.report, refined.eval_params())
+    assert "report_1min_128_refine10" in B.markdown(
+        {
+            "title": "t",
+            "config": {**dataclasses.asdict(refined), "work": str(tmp_path)},
+            "command": "c",
+            "executor": "e",
+            "wall_minutes": 0.0,
+            "step_minutes": 0.0,
+            "clips": [],
+        }
+    )
