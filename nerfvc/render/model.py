@@ -33,6 +33,9 @@ class ModelConfig:
     head_lo: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0])  # canonical box corners
     head_hi: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     expression_dim: int = 79
+    # only the first K normalised expression coefficients reach the fields (0: all); the others read as their
+    # training mean, so the codec's coarse steps on the minor PCA components cannot move the picture
+    expression_used: int = 0
     torso_dims: int = 0  # 2: the input vector ends with the sender's torso shift (nerfvc.face.torso)
     coarse: HeadFieldConfig = field(default_factory=coarse_head_config)
     fine: HeadFieldConfig = field(default_factory=fine_head_config)
@@ -90,6 +93,8 @@ class PortraitNeRF(nn.Module):
         # normalisation of the conditioning inputs (set from the training split)
         self.register_buffer("expr_mean", torch.zeros(cfg.expression_dim))
         self.register_buffer("expr_std", torch.ones(cfg.expression_dim))
+        used = torch.arange(cfg.expression_dim) < (cfg.expression_used or cfg.expression_dim)
+        self.register_buffer("expr_used", used.float(), persistent=False)  # (E,) 1 = reaches the fields
         self.register_buffer("pose_mean", torch.zeros(12))
         self.register_buffer("pose_std", torch.ones(12))
 
@@ -101,7 +106,7 @@ class PortraitNeRF(nn.Module):
     def split_input(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-frame inputs (R, E+T) → normalised expression (R,E), torso shift (R,T) or None."""
         e = self.cfg.expression_dim
-        expr_n = (inputs[:, :e] - self.expr_mean) / self.expr_std
+        expr_n = (inputs[:, :e] - self.expr_mean) / self.expr_std * self.expr_used
         return expr_n, (inputs[:, e:] if self.cfg.torso_dims else None)
 
     @property

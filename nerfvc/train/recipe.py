@@ -39,6 +39,7 @@ MODEL_OPTIONS = ConfigArgs(
     Opt("consistency_dim", type=int_in(0, 4096), metavar="N"),
     Opt("consistency_dim", "--no-consistency", const=0, help="ablation: --consistency-dim 0"),
     Opt("n_fine", "--fine-samples", type=int_in(2, 256), metavar="N"),
+    Opt("expression_used", "--expression-dims", type=int_in(0, 4096), metavar="K"),
 )
 
 

@@ -90,3 +90,32 @@ def test_occupancy_grid_prunes_empty_cells_but_keeps_a_margin():
     grid.update(density, threshold=1.0)
     assert 0 < grid.occupied_fraction < 0.5
     assert grid.query(torch.tensor([[0.5, 0.5, 0.5], [0.01, 0.01, 0.01]])).tolist() == [True, False]
+
+
+def test_only_the_used_expression_coefficients_reach_the_picture():
+    """``ModelConfig.expression_used = K``: the training renderer and the frame renderer draw the same picture
+    whatever the coefficients from K on hold, and a different one when one below K moves."""
+    from nerfvc.render.model import ModelConfig, PortraitNeRF
+    from nerfvc.render.renderer import Renderer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(head_lo=[-0.2, -0.25, -0.2], head_hi=[0.2, 0.2, 0.2], expression_used=5)
+    cfg.fine.blend_res = 7
+    model = PortraitNeRF(cfg).eval()
+    with torch.no_grad():
+        for head in (model.coarse, model.fine):
+            head.grid.table.normal_(0, 1.0)
+            head.sigma_net[2].bias[0] += 2.0
+        model.fine.blend.normal_(0, 0.5)
+        model.occupancy.mask.fill_(True)
+    camera, background = Camera.from_fov(16, 16, 40.0), np.zeros((16, 16, 3), np.uint8)
+    pose = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1.0], np.float32)
+    base = np.random.default_rng(0).normal(0, 1, 79).astype(np.float32)
+    minor, major = base.copy(), base.copy()
+    minor[5:] += 3.0
+    major[2] += 3.0
+    for reference in (True, False):  # the training renderer, the frame renderer
+        renderer = Renderer(model, camera, background, reference=reference)
+        pictures = [renderer.render_float(e, pose, 16, 16).numpy() for e in (base, minor, major)]
+        np.testing.assert_array_equal(pictures[0], pictures[1])
+        assert np.abs(pictures[0] - pictures[2]).max() > 1e-3

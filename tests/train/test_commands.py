@@ -79,6 +79,8 @@ def test_recipe_options_set_nested_model_fields():
     assert mcfg.fine.density_code and mcfg.coarse.density_code and not ModelConfig().fine.density_code
     _, mcfg = recipe.parse_recipe("--no-density-code")
     assert mcfg == ModelConfig()
+    _, mcfg = recipe.parse_recipe("--expression-dims 24")
+    assert mcfg.expression_used == 24 and mcfg.expression_dim == 79
     _, mcfg = recipe.parse_recipe("--fine-samples 12")
     assert mcfg.n_fine == 12 and ModelConfig().n_fine == 24 and mcfg.n_coarse == ModelConfig().n_coarse
     with pytest.raises(InputError, match="fine-samples"):
