@@ -76,6 +76,7 @@ class PortraitNeRF(nn.Module):
     head_hi: torch.Tensor
     expr_mean: torch.Tensor
     expr_std: torch.Tensor
+    expr_used: torch.Tensor
     pose_mean: torch.Tensor
     pose_std: torch.Tensor
 
