@@ -32,8 +32,8 @@ class RefineConfig:
 
     iterations: int = 10  # L-BFGS iterations per frame (0 = send the tracker's fit)
     size: int = 96  # longer side of the picture the fit renders and compares, px
-    # weight of the mean squared offset (in training stds) against 100 × the frame's MSE: 0.1 beat 1e-3 on all
-    # 8 shared clips (PSNR 16 of 16 points, CSIM lost 2× less; docs/face.md)
+    # weight of the mean squared offset (in training stds) against the picture error (below): 0.1 beat 1e-3 on
+    # all 8 shared clips with the squared error (PSNR 16 of 16 points, CSIM lost 2× less; docs/face.md)
     prior: float = 0.1
     # refine the first ``dims`` expression coefficients only (0: all): the major PCA components, which the
     # codec quantizes finely enough to carry the change (docs/face.md)
