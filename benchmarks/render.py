@@ -47,6 +47,7 @@ SETTINGS: dict[str, tuple[dict, str] | None] = {
     "float16_tables": ({"half_tables": True}, "auto"),
     "fine16": ({"n_fine": 16}, "auto"),
     "fine8": ({"n_fine": 8}, "auto"),
+    "torso_tail_1e-3": ({"torso_tail": 1e-3}, "auto"),  # the torso's skip threshold before 2026-12-02
 }
 
 

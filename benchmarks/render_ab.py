@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent
 SETTINGS: dict[str, dict] = {
     "torso on a 256 grid, every pixel (before 2026-12-01)": {"torso_size": 256, "skip_background": False},
     "torso at full resolution, every pixel": {"torso_size": 512, "skip_background": False},
-    "default (full resolution, background skipped)": {},
+    "background skipped below torso alpha 1e-3 (before 2026-12-02, sixteenth session)": {"torso_tail": 1e-3},
+    "default (full resolution, background skipped below one 8-bit level)": {},
 }
 
 

@@ -61,6 +61,13 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         help=f"hidden units of the torso field's MLP (default {d.torso.hidden})",
     )
     p.add_argument(
+        "--torso-planes",
+        type=plane_resolutions,
+        metavar="R,..",
+        help="resolutions of the torso field's 2D feature planes, comma-separated (default "
+        f"{','.join(map(str, d.torso.planes.resolutions))}; a finer plane draws sharper clothing edges)",
+    )
+    p.add_argument(
         "--code-dim",
         type=int_in(1, 256),
         metavar="N",
@@ -93,6 +100,17 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def plane_resolutions(text: str) -> list[int]:
+    """``"32,64,128"`` → [32, 64, 128]: 1 to 8 resolutions, each 2 to 2048."""
+    try:
+        res = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not 1 <= len(res) <= 8 or not all(2 <= r <= 2048 for r in res):
+        raise argparse.ArgumentTypeError(f"expected 1 to 8 resolutions between 2 and 2048, got {text!r}")
+    return res
+
+
 def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
     """The (training, model) configs of parsed recipe options."""
     mcfg = MODEL_OPTIONS.build(args)
@@ -100,6 +118,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.hidden = args.fine_hidden
     if args.torso_hidden is not None:
         mcfg.torso.hidden = args.torso_hidden
+    if args.torso_planes is not None:
+        mcfg.torso.planes.resolutions = args.torso_planes
     if args.code_dim is not None:
         mcfg.fine.code_dim = args.code_dim
     if args.blend_res is not None:

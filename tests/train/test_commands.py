@@ -85,6 +85,14 @@ def test_recipe_options_set_nested_model_fields():
     assert mcfg.n_fine == 12 and ModelConfig().n_fine == 24 and mcfg.n_coarse == ModelConfig().n_coarse
     with pytest.raises(InputError, match="fine-samples"):
         recipe.parse_recipe("--fine-samples 1")
+    _, mcfg = recipe.parse_recipe("--torso-planes 32,64,128,256,512")
+    torso = PortraitNeRF(mcfg).torso  # one plane per resolution, the MLP's input widened to match
+    assert [p.shape[-1] for p in torso.planes.planes] == [32, 64, 128, 256, 512]
+    assert torso.net[0].in_features == ModelConfig().torso.planes.features * 5 + 12 + 8 + 8
+    assert ModelConfig().torso.planes.resolutions == [32, 64, 128, 256]  # the default is not touched
+    for bad in ("1,64", "32,x", ""):
+        with pytest.raises(InputError, match="torso-planes"):
+            recipe.parse_recipe(f"--torso-planes={bad}")
 
 
 def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
