@@ -17,10 +17,9 @@ allows savings that do not change the model:
    colour MLP.
 4. **The torso where it is.** The torso field runs first on the coarse pass's pixel grid; full-resolution
    pixels whose coarse cell (dilated by one sample) saw no torso alpha above ``torso_tail`` (one 8-bit level)
-   show the background
-   without evaluating it (about half of a portrait frame). Above ``torso_size`` pixels (512) it is evaluated
-   on a ``torso_size`` grid and bilinearly upsampled: its MLP is not band-limited by its feature planes, so a
-   coarser grid blurs (german 512², a 256 grid: LPIPS 0.081 instead of 0.068).
+   show the background without evaluating it (about half of a portrait frame). Above ``torso_size`` pixels
+   (512) it is evaluated on a ``torso_size`` grid and bilinearly upsampled: its MLP is not band-limited by its
+   feature planes, so a coarser grid blurs (german 512², a 256 grid: LPIPS 0.081 instead of 0.068).
 
 5. **Fused C++ passes** (:mod:`nerfvc.field.fused`) where this machine chose the fused kernels: each head
    march (occupancy lookup, hash grid — read as float16 pairs where that measured faster, density and colour

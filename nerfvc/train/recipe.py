@@ -65,7 +65,8 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         type=plane_resolutions,
         metavar="R,..",
         help="resolutions of the torso field's 2D feature planes, comma-separated (default "
-        f"{','.join(map(str, d.torso.planes.resolutions))}; a finer plane draws sharper clothing edges)",
+        f"{','.join(map(str, d.torso.planes.resolutions))}; adding 512 on german: the training frames' torso "
+        "+0.3 dB, the held-out frames' −0.1 dB, docs/nerf.md)",
     )
     p.add_argument(
         "--code-dim",
