@@ -23,7 +23,7 @@ from nerfvc.field.fields import (
 )
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.samplers import OccupancyGrid, importance, stratified
-from nerfvc.render.volume import accumulate, composite, render_weights
+from nerfvc.render.volume import accumulate, composite, distortion, render_weights
 
 
 @dataclass
@@ -213,9 +213,13 @@ class PortraitNeRF(nn.Module):
             if sel.numel():
                 edges_f = importance(edges[sel], w_c[sel], n_fine, jitter=train)
                 code_sel, cons_sel = rows(code_f, sel), rows(c, sel)
-                _, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
+                w_f, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
+                if train:  # both passes' distortion, distances in head-box units, mean over all rays
+                    unit = 1.0 / self.scale
+                    dist = distortion(w_c, edges * unit).sum() + distortion(w_f, edges_f * unit).sum()
+                    out["distortion"] = dist / n
         out["rgb"] = composite(out["head_rgb"], out["head_alpha"], torso_rgb, torso_alpha, background)
         out["rgb_coarse"] = composite(
             out["head_rgb_coarse"], out["head_alpha_coarse"], torso_rgb, torso_alpha, background

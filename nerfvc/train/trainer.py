@@ -70,6 +70,9 @@ class TrainConfig:
     error_frac: float = 0.0  # share of each batch drawn from the error map (RaySampler; 0 = off)
     mask_weight: float = 0.1
     coarse_weight: float = 1.0
+    # mip-NeRF 360's distortion loss on both head passes' weights (0 = off): concentrates each ray's weight
+    # on a sharp surface, so the frame renderer's rays turn opaque within fewer of their samples
+    distortion_weight: float = 0.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
     settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
@@ -308,7 +311,10 @@ def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], c
     torso_t = (batch["label"] == 1).float()
     mask = ((out["head_alpha"] - head_t) ** 2).mean() + ((out["head_alpha_coarse"] - head_t) ** 2).mean()
     mask = mask + (not_head * (out["torso_alpha"] - torso_t) ** 2).sum() / not_head.sum().clamp(min=1)
-    return mse_f + cfg.coarse_weight * mse_c + cfg.mask_weight * mask, mse_f
+    loss = mse_f + cfg.coarse_weight * mse_c + cfg.mask_weight * mask
+    if cfg.distortion_weight > 0 and "distortion" in out:
+        loss = loss + cfg.distortion_weight * out["distortion"]
+    return loss, mse_f
 
 
 def evaluate(

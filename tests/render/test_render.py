@@ -8,7 +8,7 @@ import torch
 from nerfvc.camera import Camera
 from nerfvc.render.rays import intersect_box, pixel_rays, to_canonical
 from nerfvc.render.samplers import OccupancyGrid, importance, stratified
-from nerfvc.render.volume import accumulate, composite, render_weights
+from nerfvc.render.volume import accumulate, composite, distortion, render_weights
 from nerfvc.train.synthetic import rotation
 
 
@@ -119,3 +119,25 @@ def test_only_the_used_expression_coefficients_reach_the_picture():
         pictures = [renderer.render_float(e, pose, 16, 16).numpy() for e in (base, minor, major)]
         np.testing.assert_array_equal(pictures[0], pictures[1])
         assert np.abs(pictures[0] - pictures[2]).max() > 1e-3
+
+
+def test_distortion_equals_its_pairwise_definition_and_prefers_one_sharp_surface():
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(6, 9, generator=g, requires_grad=True)
+    edges = torch.sort(torch.rand(6, 10, generator=g), 1)[0]
+    mid, width = 0.5 * (edges[:, 1:] + edges[:, :-1]), edges[:, 1:] - edges[:, :-1]
+    pairwise = (w[:, :, None] * w[:, None, :] * (mid[:, :, None] - mid[:, None, :]).abs()).sum((1, 2))
+    pairwise = pairwise + (w.square() * width).sum(1) / 3
+    fast = distortion(w, edges)
+    torch.testing.assert_close(fast, pairwise)
+    (ga,) = torch.autograd.grad(fast.sum(), w)
+    (gb,) = torch.autograd.grad(pairwise.sum(), w)
+    torch.testing.assert_close(ga, gb)
+    # the same opacity in one bin, in two far-apart bins, spread over all: sharp < split < spread
+    e = torch.linspace(0, 1, 9).expand(3, 9)
+    sharp, split, spread = torch.zeros(3, 8).unbind(0)
+    sharp[3] = 1.0
+    split[0] = split[7] = 0.5
+    spread[:] = 1 / 8
+    d = distortion(torch.stack([sharp, split, spread]), e)
+    assert d[0] < d[2] < d[1], d

@@ -17,7 +17,7 @@ from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadFieldConfig, field_settings
 from nerfvc.metrics import psnr
 from nerfvc.render.model import ModelConfig, PortraitNeRF
-from nerfvc.render.renderer import Renderer
+from nerfvc.render.renderer import Renderer, frame_rays
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
 from nerfvc.train.dataset import load_dataset
 from nerfvc.train.synthetic import (
@@ -600,3 +600,25 @@ def test_decayed_expression_noise_falls_linearly_to_zero():
     decayed = TrainConfig(expression_noise=0.3, expression_noise_decay=True)
     assert [noise_at(flat, p) for p in (0.0, 0.5, 1.0)] == [0.3, 0.3, 0.3]
     assert [noise_at(decayed, p) for p in (0.0, 0.5, 1.0)] == pytest.approx([0.3, 0.15, 0.0])
+
+
+def test_the_distortion_term_concentrates_each_rays_weight(dataset, tmp_path):
+    """Trained alike with and without mip-NeRF 360's distortion loss, the model trained with it spreads its
+    rays' weights less along the ray (its own distortion on training frames is lower)."""
+    ds = load_dataset(dataset)
+    measured = []
+    for weight in (0.0, 0.2):
+        out = tmp_path / f"m{weight}"
+        train(dataset, out, replace(tiny_train(60), distortion_weight=weight, eval_frames=0), tiny_model())
+        renderer = Renderer.from_model_dir(out)
+        model = renderer.model
+        torch.manual_seed(0)  # the training renderer jitters its samples
+        dirs, uv, bg = frame_rays(renderer.camera, renderer.background, SIZE, SIZE, "cpu")
+        with torch.no_grad():
+            outs = [
+                model.render_rays(dirs, uv, ds.expression[f][None], ds.pose[f][None], bg, train=True)
+                for f in ds.train_idx[:4]
+            ]
+        d = [o["distortion"] for o in outs]
+        measured.append(float(torch.stack(d).mean()))
+    assert measured[1] < 0.8 * measured[0], measured
