@@ -72,7 +72,8 @@ class TrainConfig:
     coarse_weight: float = 1.0
     # mip-NeRF 360's distortion loss on both head passes' weights (0 = off): concentrates each ray's weight
     # on a sharp surface, so the frame renderer's rays turn opaque within fewer of their samples. 0.01 on the
-    # 8 shared clips: 22% faster frames, CSIM -0.009 (glasses ghost); 0.002: 5% faster, quality level
+    # 8 shared clips: 22% faster frames, CSIM -0.009 (glasses ghost); 0.005: CSIM worse on 12 of 16 points;
+    # 0.002: 5% faster, quality level
     # (docs/nerf.md "Distortion loss")
     distortion_weight: float = 0.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
