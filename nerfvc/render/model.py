@@ -172,6 +172,7 @@ class PortraitNeRF(nn.Module):
         train: bool = False,
         samples: tuple[int, int] | None = None,
         frame_code: torch.Tensor | None = None,
+        distortion_loss: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Render rays: camera directions (R,3), image coords uv (R,2), raw inputs (R,E+T) (expression, then
         the torso shift if ``cfg.torso_dims``) and pose (R,12) (or (1,E+T), (1,12) shared by all rays: one
@@ -179,7 +180,8 @@ class PortraitNeRF(nn.Module):
         composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
         ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
         ``frame_code`` (R,K): per-ray offsets of the consistency code, the training frames' own latent codes
-        (training only: the receiver has none, i.e. zero).
+        (training only: the receiver has none, i.e. zero). ``distortion_loss`` (with ``train``) adds
+        ``distortion`` (), both head passes' mip-NeRF 360 distortion, mean over the rays.
         """
         n_coarse, n_fine = samples or (self.cfg.n_coarse, self.cfg.n_fine)
         n = dirs.shape[0]
@@ -216,7 +218,7 @@ class PortraitNeRF(nn.Module):
                 w_f, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
-                if train:  # both passes' distortion, distances in head-box units, mean over all rays
+                if train and distortion_loss:  # distances in head-box units
                     unit = 1.0 / self.scale
                     dist = distortion(w_c, edges * unit).sum() + distortion(w_f, edges_f * unit).sum()
                     out["distortion"] = dist / n

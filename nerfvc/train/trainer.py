@@ -467,6 +467,7 @@ def train(
                         batch["background"],
                         train=True,
                         frame_code=offsets,
+                        distortion_loss=cfg.distortion_weight > 0,
                     )
                     loss, mse = compute_loss(out_r, batch, cfg)
                     if offsets is not None:

@@ -616,7 +616,9 @@ def test_the_distortion_term_concentrates_each_rays_weight(dataset, tmp_path):
         dirs, uv, bg = frame_rays(renderer.camera, renderer.background, SIZE, SIZE, "cpu")
         with torch.no_grad():
             outs = [
-                model.render_rays(dirs, uv, ds.expression[f][None], ds.pose[f][None], bg, train=True)
+                model.render_rays(
+                    dirs, uv, ds.expression[f][None], ds.pose[f][None], bg, train=True, distortion_loss=True
+                )
                 for f in ds.train_idx[:4]
             ]
         d = [o["distortion"] for o in outs]
