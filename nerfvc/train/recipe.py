@@ -53,7 +53,8 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--fine-hidden",
         type=int_in(8, 1024),
         metavar="N",
-        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden})",
+        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden}; 32 on the 8 shared "
+        "clips: frames ~17%% faster, quality level on average but CSIM -0.023 on german, docs/nerf.md)",
     )
     p.add_argument(
         "--torso-hidden",
