@@ -110,6 +110,12 @@ class PortraitNeRF(nn.Module):
         expr_n = (inputs[:, :e] - self.expr_mean) / self.expr_std * self.expr_used
         return expr_n, (inputs[:, e:] if self.cfg.torso_dims else None)
 
+    def grid_decay(self) -> torch.Tensor:
+        """Zip-NeRF's normalised weight decay of both head fields' hash tables: the sum over levels of each
+        level's mean squared feature → scalar. It pulls entries that few training rays reach (and hash
+        collisions' noise) toward zero instead of leaving them at whatever fitted the training frames."""
+        return sum(f.grid.table.square().mean(dim=(1, 2)).sum() for f in (self.coarse, self.fine))
+
     @property
     def scale(self) -> torch.Tensor:
         """Length of the box's longest side: distances are measured in these units."""

@@ -76,6 +76,8 @@ class TrainConfig:
     # 0.002: 5% faster, quality level
     # (docs/nerf.md "Distortion loss")
     distortion_weight: float = 0.0
+    # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off)
+    grid_decay: float = 0.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
     settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
@@ -470,6 +472,8 @@ def train(
                         distortion_loss=cfg.distortion_weight > 0,
                     )
                     loss, mse = compute_loss(out_r, batch, cfg)
+                    if cfg.grid_decay > 0:
+                        loss = loss + cfg.grid_decay * model.grid_decay()
                     if offsets is not None:
                         loss = loss + cfg.frame_code_weight * offsets.square().sum(-1).mean()
                     if sampler.error is not None and not patch:

@@ -624,3 +624,21 @@ def test_the_distortion_term_concentrates_each_rays_weight(dataset, tmp_path):
         d = [o["distortion"] for o in outs]
         measured.append(float(torch.stack(d).mean()))
     assert measured[1] < 0.8 * measured[0], measured
+
+
+def test_grid_decay_is_the_per_level_mean_square_and_shrinks_the_tables(dataset, tmp_path):
+    """``PortraitNeRF.grid_decay`` is Σ over both head tables' levels of the level's mean squared entry; a
+    model trained alike with it (``--grid-decay``) ends with smaller head tables than one trained without."""
+    model = PortraitNeRF(tiny_model())
+    want = sum(
+        float((f.grid.table[level] ** 2).mean())
+        for f in (model.coarse, model.fine)
+        for level in range(f.grid.table.shape[0])
+    )
+    assert float(model.grid_decay()) == pytest.approx(want, rel=1e-5)
+    decays = []
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"m{weight}"
+        train(dataset, out, replace(tiny_train(40), grid_decay=weight, eval_frames=0), tiny_model())
+        decays.append(float(Renderer.from_model_dir(out).model.grid_decay()))
+    assert decays[1] < 0.5 * decays[0], decays
