@@ -114,7 +114,8 @@ class PortraitNeRF(nn.Module):
         """Zip-NeRF's normalised weight decay of both head fields' hash tables: the sum over levels of each
         level's mean squared feature → scalar. It pulls entries that few training rays reach (and hash
         collisions' noise) toward zero instead of leaving them at whatever fitted the training frames."""
-        return sum(f.grid.table.square().mean(dim=(1, 2)).sum() for f in (self.coarse, self.fine))
+        per_field = [f.grid.table.square().mean(dim=(1, 2)).sum() for f in (self.coarse, self.fine)]
+        return torch.stack(per_field).sum()
 
     @property
     def scale(self) -> torch.Tensor:

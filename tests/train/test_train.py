@@ -639,6 +639,6 @@ def test_grid_decay_is_the_per_level_mean_square_and_shrinks_the_tables(dataset,
     decays = []
     for weight in (0.0, 1.0):
         out = tmp_path / f"m{weight}"
-        train(dataset, out, replace(tiny_train(40), grid_decay=weight, eval_frames=0), tiny_model())
+        train(dataset, out, replace(tiny_train(12), grid_decay=weight, eval_frames=0), tiny_model())
         decays.append(float(Renderer.from_model_dir(out).model.grid_decay()))
     assert decays[1] < 0.5 * decays[0], decays
