@@ -277,6 +277,10 @@ class FaceModel:
             params = None if smoothing is None else SmoothingParams(**smoothing)
         except TypeError as e:
             raise InputError(f"{d / FACE_MODEL_JSON}: bad feature_smoothing ({e})") from None
+        missing = [k for k in ("mean", "basis", "weights", "explained_variance", "head_bounds") if k not in t]
+        missing += [k for k in ("radius_m", "total_variance") if k not in meta]
+        if missing:
+            raise InputError(f"{d}: the face model lacks {', '.join(missing)} (written by `nerfvc prepare`)")
         return cls(
             mean=t["mean"].astype(np.float64),
             basis=t["basis"].astype(np.float64),
