@@ -77,7 +77,8 @@ class TrainConfig:
     # 0.002: 5% faster, quality level
     # (docs/nerf.md "Distortion loss")
     distortion_weight: float = 0.0
-    # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off)
+    # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off).
+    # 0.1 on 3 clips: LPIPS worse on 6 of 6 points; 0.01 on 8: LPIPS worse on 14 of 16 (docs/nerf.md)
     grid_decay: float = 0.0
     # the expression blend shapes act only within this many blend-grid cells of the training frames' face
     # meshes (-1: everywhere), so an expression cannot move hair, ears or the back of the head
