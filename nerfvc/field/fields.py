@@ -265,20 +265,6 @@ class HeadField(nn.Module):
         mix = torch.kron(code.reshape(n_codes, 1), torch.eye(n_feat, device=code.device, dtype=code.dtype))
         return self.blend.view(n_vert, n_codes * n_feat) @ mix
 
-    def restrict_blend(self, region: torch.Tensor) -> None:
-        """Let the blend shapes act only at the grid vertices where ``region`` (side³,) bool is set: the
-        others are zeroed and their gradients masked, so the expression cannot move the field there (a
-        training-time constraint; the saved table simply holds zeros outside)."""
-        side = self.cfg.blend_res + 1
-        if not self.blend_dim or region.shape != (side**3,):
-            raise ValueError(
-                f"head field: a blend region must be ({side}³,) for blend_res {self.cfg.blend_res}"
-            )
-        keep = region.to(self.blend.device, self.blend.dtype).view(-1, 1, 1)  # (V,1,1)
-        with torch.no_grad():
-            self.blend.mul_(keep)
-        self.blend.register_hook(lambda grad: grad * keep)
-
     def blend_features(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """Points (N,3) and codes (N,C) or (1,C) → blend-shape features Σ_k c_k·B_k(x) (N,blend_dim)
         ((N,0) without blend shapes)."""

@@ -28,7 +28,6 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("error_frac", type=number_in(0, 1), metavar="F"),
     Opt("distortion_weight", type=non_negative, metavar="W"),
     Opt("grid_decay", type=non_negative, metavar="W"),
-    Opt("blend_margin", type=int_in(-1, 64), metavar="N"),
     Opt("expression_noise", type=non_negative, metavar="S"),
     Opt("expression_noise_decay"),
     Opt("expression_scale", choices=("dim", "global")),

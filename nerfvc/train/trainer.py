@@ -36,7 +36,6 @@ from nerfvc.argtypes import rate_list
 from nerfvc.codec.roundtrip import coded_features
 from nerfvc.datasetdir import dataset_split, read_manifest
 from nerfvc.errors import InputError
-from nerfvc.face.model import FaceModel
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import denormals_flushed, fused_density_available
 from nerfvc.machine import PRECISIONS, LoopTrial
@@ -80,9 +79,6 @@ class TrainConfig:
     # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off).
     # 0.1 on 3 clips: LPIPS worse on 6 of 6 points; 0.01 on 8: LPIPS worse on 14 of 16 (docs/nerf.md)
     grid_decay: float = 0.0
-    # the expression blend shapes act only within this many blend-grid cells of the training frames' face
-    # meshes (-1: everywhere), so an expression cannot move hair, ears or the back of the head
-    blend_margin: int = -1
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
     settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
@@ -195,28 +191,6 @@ def head_hull(
     if used == 0:
         return None
     return ((seen > 0) & (outside <= tolerance * seen)).view(res, res, res)
-
-
-def face_region(ds: PortraitDataset, lo: list[float], hi: list[float], res: int, margin: int) -> torch.Tensor:
-    """The vertices of a dense res³ grid over the box [lo, hi] within ``margin`` cells of the face: the
-    corners of every cell that holds a landmark of a training frame's face mesh (the dataset's face model at
-    that frame's expression, canonical space), dilated by ``margin`` → ((res+1)³,) bool, vertex-major as
-    :mod:`nerfvc.field.blend` indexes them (x fastest)."""
-    face = FaceModel.load(ds.root)
-    e = face.expr_dims
-    shapes = face.shape(ds.expression[torch.from_numpy(ds.train_idx), :e].double().numpy())  # (T,478,3)
-    lo_a, hi_a = np.asarray(lo), np.asarray(hi)
-    u = np.clip((shapes.reshape(-1, 3) - lo_a) / (hi_a - lo_a), 0.0, 1.0) * res  # (P,3) in cells
-    side = res + 1
-    occ = np.zeros((side, side, side), bool)  # [z, y, x]
-    base = np.minimum(np.floor(u).astype(int), res - 1)
-    for c in range(8):
-        v = base + np.array([c & 1, (c >> 1) & 1, (c >> 2) & 1])
-        occ[v[:, 2], v[:, 1], v[:, 0]] = True
-    grid = torch.from_numpy(occ).float()[None, None]
-    if margin > 0:
-        grid = F.max_pool3d(grid, 2 * margin + 1, 1, margin)
-    return grid.reshape(-1) > 0
 
 
 def _mask_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
@@ -422,14 +396,6 @@ def train(
     if hull is not None:
         model.occupancy.set_prior(hull)
         log.info("occupancy: the head masks' hull keeps %.1f%% of the box", 100 * float(hull.float().mean()))
-    if cfg.blend_margin >= 0 and model.fine.blend_dim:
-        region = face_region(ds, lo, hi, mcfg.fine.blend_res, cfg.blend_margin)
-        model.fine.restrict_blend(region)
-        log.info(
-            "blend shapes: %.1f%% of their grid is within %d cells of the face",
-            100 * float(region.float().mean()),
-            cfg.blend_margin,
-        )
     train_t = torch.from_numpy(ds.train_idx)
     model.set_normalisation(ds.expression[train_t], ds.pose[train_t], cfg.expression_scale)
     # (num_frames, K): one code per dataset frame; only the training frames' rows are drawn and trained

@@ -134,3 +134,14 @@ def test_feature_smoothing_is_saved_with_the_model_and_checked(german_track, cam
     (tmp_path / "face_model.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="feature_smoothing"):
         FaceModel.load(tmp_path)
+
+
+def test_a_face_model_without_its_arrays_is_refused_by_name(tmp_path):
+    """A face model that holds only the head box (as the synthetic datasets write) is refused with an
+    InputError naming what it lacks, not a KeyError."""
+    from nerfvc.errors import InputError
+    from nerfvc.train.synthetic import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds", num_frames=4, size=16)
+    with pytest.raises(InputError, match="lacks mean, basis, weights, explained_variance"):
+        FaceModel.load(root)

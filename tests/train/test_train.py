@@ -31,7 +31,6 @@ from nerfvc.train.trainer import (
     TrainConfig,
     coded_inputs,
     evaluate,
-    face_region,
     frame_offsets,
     head_hull,
     mix_coded,
@@ -643,93 +642,3 @@ def test_grid_decay_is_the_per_level_mean_square_and_shrinks_the_tables(dataset,
         train(dataset, out, replace(tiny_train(12), grid_decay=weight, eval_frames=0), tiny_model())
         decays.append(float(Renderer.from_model_dir(out).model.grid_decay()))
     assert decays[1] < 0.5 * decays[0], decays
-
-
-def face_dataset(dataset, tmp_path, landmarks: np.ndarray):
-    """A copy of the synthetic dataset with a face model whose mean mesh is ``landmarks`` (478,3) and whose
-    first expression coefficient moves every landmark down (y)."""
-    import shutil
-
-    from nerfvc.face.model import FaceModel
-    from nerfvc.train.synthetic import BOUNDS
-
-    root = tmp_path / "face_ds"
-    shutil.copytree(dataset, root)
-    e = 79
-    basis = np.zeros((478 * 3, e))
-    basis[1::3, 0] = 1 / np.sqrt(478)
-    FaceModel(
-        mean=landmarks,
-        basis=basis,
-        weights=np.ones(478),
-        radius_m=0.05,
-        explained_variance=np.ones(e),
-        total_variance=float(e),
-        head_bounds=np.asarray(BOUNDS),
-    ).save(root)
-    return root
-
-
-def test_face_region_holds_the_cells_of_the_face_mesh_in_the_blend_lookups_vertex_order(dataset, tmp_path):
-    """``face_region`` keeps the 8 corners of the cell that holds the (one-point) face mesh, dilated by the
-    margin; read through the blend-shape lookup, a table of ones on the region is 1 at that point (its
-    corners are the region's: same vertex order) and 0 two cells away."""
-    from nerfvc.field.blend import blend_lookup_torch
-    from nerfvc.train.synthetic import BOUNDS
-
-    lo, hi = np.asarray(BOUNDS[0]), np.asarray(BOUNDS[1])
-    u = np.array([0.23, 0.51, 0.77])  # in the box
-    root = face_dataset(dataset, tmp_path, np.tile(lo + u * (hi - lo), (478, 1)))
-    ds = load_dataset(root, frames=False)
-    ds.expression[:, 0] = 0.0  # the mesh stays at its mean
-    res = 15
-    for margin, count in ((0, 8), (1, 64)):
-        region = face_region(ds, lo.tolist(), hi.tolist(), res, margin)
-        assert region.shape == ((res + 1) ** 3,) and int(region.sum()) == count
-    region = face_region(ds, lo.tolist(), hi.tolist(), res, 0)
-    table = region.float().view(-1, 1, 1)  # (V,1,1): one code channel, one feature
-    one = torch.ones(1, 1)
-    at = blend_lookup_torch(torch.tensor(u[None], dtype=torch.float32), table, one, res)
-    away = blend_lookup_torch(
-        torch.tensor((u + np.array([2.5, 0, 0]) / res)[None], dtype=torch.float32), table, one, res
-    )
-    assert float(at) == pytest.approx(1.0) and float(away) == 0.0
-
-
-def test_blend_margin_keeps_the_blend_shapes_zero_away_from_the_face(dataset, tmp_path):
-    """Trained with ``blend_margin``, the fine head's blend shapes are exactly zero outside the face region
-    and not all zero inside it; trained without, they are not zero outside it; a dataset without a face
-    model is refused with a clear error."""
-    rng = np.random.default_rng(0)
-    front = rng.normal(size=(478, 3)) * [0.03, 0.03, 0.005] + [
-        0.0,
-        0.02,
-        -0.085,
-    ]  # a patch on the sphere's front
-    root = face_dataset(dataset, tmp_path, front)
-    with pytest.raises(InputError, match="face model lacks"):
-        train(
-            dataset,
-            tmp_path / "none",
-            replace(tiny_train(2), blend_margin=1, eval_frames=0),
-            tiny_model_blend(7),
-        )
-    outside = []
-    for margin in (-1, 1):
-        out = tmp_path / f"m{margin}"
-        train(root, out, replace(tiny_train(12), blend_margin=margin, eval_frames=0), tiny_model_blend(7))
-        model = Renderer.from_model_dir(out).model
-        lo, hi = model.head_lo.tolist(), model.head_hi.tolist()
-        region = face_region(load_dataset(root, frames=False), lo, hi, 7, 1)
-        blend = model.fine.blend.detach()  # (V,C,F)
-        assert 0 < int(region.sum()) < region.numel()
-        assert bool(blend[region].abs().amax() > 0)
-        outside.append(float(blend[~region].abs().amax()))
-    assert outside[0] > 0 and outside[1] == 0.0, outside
-
-
-def tiny_model_blend(res: int) -> ModelConfig:
-    """:func:`tiny_model` with blend shapes of resolution ``res`` in the fine head."""
-    mcfg = tiny_model()
-    mcfg.fine.blend_res = res
-    return mcfg
