@@ -78,6 +78,14 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         help="size of the fine head field's learned expression code, which also sets its number of blend "
         f"shapes (default {d.fine.code_dim}; smaller: less room to memorise each training expression)",
     )
+    p.add_argument(
+        "--fine-table",
+        type=int_in(12, 22),
+        metavar="K",
+        help=f"log2 of the entries per level of the fine head field's hash table (default "
+        f"{d.fine.grid.log2_table}; "
+        "more: fewer hash collisions on the fine levels, more memory per frame)",
+    )
     top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
     while (top + 1) ** 3 > 2**d.fine.grid.log2_table:
         top -= 1
@@ -124,6 +132,8 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.torso.hidden = args.torso_hidden
     if args.torso_planes is not None:
         mcfg.torso.planes.resolutions = args.torso_planes
+    if args.fine_table is not None:
+        mcfg.fine.grid.log2_table = args.fine_table
     if args.code_dim is not None:
         mcfg.fine.code_dim = args.code_dim
     if args.blend_res is not None:

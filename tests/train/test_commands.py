@@ -72,6 +72,8 @@ def test_recipe_options_set_nested_model_fields():
     assert mcfg.fine.code_dim == 8 and mcfg.coarse == ModelConfig().coarse
     fine = PortraitNeRF(mcfg).fine  # one blend shape per code channel
     assert fine.blend.shape[1] == 8 and ModelConfig().fine.code_dim == 16
+    _, mcfg = recipe.parse_recipe("--fine-table 16")
+    assert PortraitNeRF(mcfg).fine.grid.table.shape[1] == 2**16 and mcfg.coarse == ModelConfig().coarse
     cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
     assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
     assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
