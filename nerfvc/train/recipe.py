@@ -82,9 +82,10 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--fine-table",
         type=int_in(12, 22),
         metavar="K",
-        help="log2 of the entries per level of the fine head field's hash table: fewer hash collisions on "
-        f"the fine levels (default {d.fine.grid.log2_table}; 16 on the 8 shared clips, 5 min: CSIM better on "
-        "14 of 16 points, PSNR -0.1 dB, 256² frames 11%% slower on AVX2; docs/nerf.md)",
+        help="log2 of the entries per level of the fine head field's hash table: fewer hash collisions "
+        f"on the fine levels (default {d.fine.grid.log2_table}; 16 on german and bob trained side by side: "
+        "better on all 7 metrics at 1 and 2 kbps, PSNR +0.14-0.28 dB; 256² frames 11%% slower on AVX2; "
+        "docs/nerf.md)",
     )
     top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
     while (top + 1) ** 3 > 2**d.fine.grid.log2_table:
