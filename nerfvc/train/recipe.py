@@ -5,6 +5,7 @@ and :class:`ModelConfig`, :mod:`nerfvc.configargs`) and the same options in one 
 from __future__ import annotations
 
 import argparse
+import math
 
 from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.configargs import ConfigArgs, Opt
@@ -139,6 +140,12 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.code_dim = args.code_dim
     if args.blend_res is not None:
         mcfg.fine.blend_res = args.blend_res
+    side = mcfg.fine.blend_res + 1
+    if mcfg.fine.blend_res and side**3 > 2**mcfg.fine.grid.log2_table:
+        raise InputError(
+            f"--blend-res {mcfg.fine.blend_res} needs {side}³ vertices in one hash level: use --fine-table "
+            f"{math.ceil(3 * math.log2(side))} or more, or a smaller --blend-res"
+        )
     if args.no_color_code:
         mcfg.coarse.color_code = mcfg.fine.color_code = False
     if args.density_code is not None:

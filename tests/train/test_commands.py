@@ -74,6 +74,9 @@ def test_recipe_options_set_nested_model_fields():
     assert fine.blend.shape[1] == 8 and ModelConfig().fine.code_dim == 16
     _, mcfg = recipe.parse_recipe("--fine-table 16")
     assert PortraitNeRF(mcfg).fine.grid.table.shape[1] == 2**16 and mcfg.coarse == ModelConfig().coarse
+    with pytest.raises(InputError, match="--fine-table 15 or more"):
+        recipe.parse_recipe("--fine-table 14")  # the default blend shapes (32³) no longer fit one level
+    assert recipe.parse_recipe("--fine-table 14 --blend-res 24")[1].fine.grid.log2_table == 14
     cfg, mcfg = recipe.parse_recipe("--no-color-code --frame-codes")
     assert not mcfg.coarse.color_code and not mcfg.fine.color_code and cfg.frame_codes
     assert ModelConfig().fine.color_code and not TrainConfig().frame_codes
