@@ -91,6 +91,12 @@ class HeadFieldConfig:
     blend_res: int = 0
 
 
+def blend_table_log2(blend_res: int) -> int:
+    """The smallest log2 hash-table size one level of which holds blend shapes of resolution ``blend_res``
+    ((blend_res+1)³ vertices)."""
+    return ((blend_res + 1) ** 3 - 1).bit_length()
+
+
 def coarse_head_config() -> HeadFieldConfig:
     """The default coarse head of a portrait model (density only, small)."""
     return HeadFieldConfig(
@@ -234,7 +240,7 @@ class HeadField(nn.Module):
         self.blend_dim = cfg.grid.features if cfg.blend_res else 0
         if cfg.blend_res:
             side = cfg.blend_res + 1
-            if side**3 > 2**cfg.grid.log2_table:
+            if cfg.grid.log2_table < blend_table_log2(cfg.blend_res):
                 raise ValueError(f"head field: blend_res {cfg.blend_res} needs (res+1)³ ≤ one hash level")
             # (side³, C, F), vertex-major as the kernel reads it (a corner's C·F values in one row): zero at
             # first, so a new model starts as one without blend shapes

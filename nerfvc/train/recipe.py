@@ -5,11 +5,11 @@ and :class:`ModelConfig`, :mod:`nerfvc.configargs`) and the same options in one 
 from __future__ import annotations
 
 import argparse
-import math
 
 from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.configargs import ConfigArgs, Opt
 from nerfvc.errors import InputError
+from nerfvc.field.fields import blend_table_log2
 from nerfvc.render.model import ModelConfig
 from nerfvc.train.trainer import TrainConfig
 
@@ -89,7 +89,7 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "docs/nerf.md)",
     )
     top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
-    while (top + 1) ** 3 > 2**d.fine.grid.log2_table:
+    while blend_table_log2(top) > d.fine.grid.log2_table:
         top -= 1
     p.add_argument(
         "--blend-res",
@@ -140,11 +140,12 @@ def recipe(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         mcfg.fine.code_dim = args.code_dim
     if args.blend_res is not None:
         mcfg.fine.blend_res = args.blend_res
-    side = mcfg.fine.blend_res + 1
-    if mcfg.fine.blend_res and side**3 > 2**mcfg.fine.grid.log2_table:
+    need = blend_table_log2(mcfg.fine.blend_res)
+    if mcfg.fine.blend_res and mcfg.fine.grid.log2_table < need:
+        side = mcfg.fine.blend_res + 1
         raise InputError(
             f"--blend-res {mcfg.fine.blend_res} needs {side}³ vertices in one hash level: use --fine-table "
-            f"{math.ceil(3 * math.log2(side))} or more, or a smaller --blend-res"
+            f"{need} or more, or a smaller --blend-res"
         )
     if args.no_color_code:
         mcfg.coarse.color_code = mcfg.fine.color_code = False
