@@ -55,8 +55,9 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--fine-hidden",
         type=int_in(8, 1024),
         metavar="N",
-        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden}; 32 on the 8 shared "
-        "clips: frames ~17%% faster, quality level on average but CSIM -0.023 on german, docs/nerf.md)",
+        help=f"hidden units of the fine head field's MLPs (default {d.fine.hidden} since the twenty-third "
+        "session, with --fine-table 16: the 8 shared clips side by side against 64 units and 2^15 entries "
+        "level or better on 9-13 of 16 points per metric, frames 12%% faster; docs/nerf.md)",
     )
     p.add_argument(
         "--torso-hidden",
@@ -84,9 +85,8 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         type=int_in(12, 22),
         metavar="K",
         help="log2 of the entries per level of the fine head field's hash table: fewer hash collisions "
-        f"on the fine levels (default {d.fine.grid.log2_table}; 16 on the 8 shared clips trained side by "
-        "side: LPIPS better on 12 of 16 points, CSIM on 10, PSNR +0.06 dB; german at 10 minutes "
-        "−0.2 dB; frames ~2%% slower; docs/nerf.md)",
+        f"on the fine levels (default {d.fine.grid.log2_table} since the twenty-third session; 15 before, "
+        "docs/nerf.md)",
     )
     top = 2 ** (d.fine.grid.log2_table // 3 + 1)  # above the cube root; lowered to (R+1)³ ≤ one hash level
     while blend_table_log2(top) > d.fine.grid.log2_table:

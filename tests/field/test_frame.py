@@ -12,11 +12,17 @@ from nerfvc.field.frame import FrameHead
 
 @pytest.mark.parametrize("color_code,density_code", [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("view_dir", [True, False])
-def test_frame_head_equals_the_head_field(color_code, density_code, view_dir):
+@pytest.mark.parametrize("hidden", [32, 64])
+def test_frame_head_equals_the_head_field(color_code, density_code, view_dir, hidden):
     torch.manual_seed(0)
     grid = HashGridConfig(levels=4, features=2, log2_table=12, base_res=4, max_res=32)
     cfg = HeadFieldConfig(
-        grid=grid, color_code=color_code, density_code=density_code, use_view_dir=view_dir, blend_res=7
+        grid=grid,
+        color_code=color_code,
+        density_code=density_code,
+        use_view_dir=view_dir,
+        blend_res=7,
+        hidden=hidden,
     )
     head = HeadField(cfg, consistency_dim=4)
     with torch.no_grad():

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(not fused_density_available(), reason="no C++ co
 # name: (levels, features, log2 table, hidden, out); base resolution 4 so the 2^10 / 2^13 tables mix
 # dense coarse levels with hashed fine ones
 SHAPES = {
-    "fine": (16, 2, 15, 64, 16),
+    "fine": (16, 2, 16, 32, 16),
+    "fine_64": (16, 2, 15, 64, 16),  # the fine head before the twenty-third session
     "coarse": (8, 2, 13, 32, 8),
     "f1": (6, 1, 10, 32, 8),  # G = 6, H/O padded inside the kernel
     "f4": (5, 4, 10, 24, 5),
@@ -102,15 +103,18 @@ def test_bad_shapes_are_refused():
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-@pytest.mark.parametrize("blend_res,density_code", [(0, True), (15, True), (15, False)])
-def test_head_field_density_is_the_same_by_either_kernel(monkeypatch, per_row, blend_res, density_code):
+@pytest.mark.parametrize("blend_res,density_code,hidden", [(0, True, 64), (15, True, 64), (15, False, 32)])
+def test_head_field_density_is_the_same_by_either_kernel(
+    monkeypatch, per_row, blend_res, density_code, hidden
+):
     """HeadField.density through the fused pass equals the C++ grid + float32 torch MLP, values and grads
     (with expression blend shapes too, and with the code reaching density through them alone)."""
     from nerfvc.field.fields import HeadField, HeadFieldConfig
 
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
     torch.manual_seed(0)
-    head = HeadField(HeadFieldConfig(blend_res=blend_res, density_code=density_code), consistency_dim=8)
+    cfg = HeadFieldConfig(blend_res=blend_res, density_code=density_code, hidden=hidden)
+    head = HeadField(cfg, consistency_dim=8)
     head.grid.table.data.uniform_(-0.5, 0.5)
     if blend_res:
         head.blend.data.uniform_(-0.5, 0.5)

@@ -63,17 +63,17 @@ def test_size_is_passed_to_train(monkeypatch, capsys):
 
 
 def test_recipe_options_set_nested_model_fields():
-    argv = ["train", "D", "-o", "M", "--fine-hidden", "32", "--torso-hidden", "16", "--blend-res", "15"]
+    argv = ["train", "D", "-o", "M", "--fine-hidden", "48", "--torso-hidden", "16", "--blend-res", "15"]
     cfg, mcfg = recipe.recipe(build_parser().parse_args(argv))
     assert cfg == TrainConfig()
-    assert mcfg.fine.hidden == 32 and mcfg.torso.hidden == 16 and mcfg.fine.blend_res == 15
+    assert mcfg.fine.hidden == 48 and mcfg.torso.hidden == 16 and mcfg.fine.blend_res == 15
     assert mcfg.coarse == ModelConfig().coarse  # only the named fields change
     _, mcfg = recipe.parse_recipe("--code-dim 8")
     assert mcfg.fine.code_dim == 8 and mcfg.coarse == ModelConfig().coarse
     fine = PortraitNeRF(mcfg).fine  # one blend shape per code channel
     assert fine.blend.shape[1] == 8 and ModelConfig().fine.code_dim == 16
-    _, mcfg = recipe.parse_recipe("--fine-table 16")
-    assert PortraitNeRF(mcfg).fine.grid.table.shape[1] == 2**16 and mcfg.coarse == ModelConfig().coarse
+    _, mcfg = recipe.parse_recipe("--fine-table 17")
+    assert PortraitNeRF(mcfg).fine.grid.table.shape[1] == 2**17 and mcfg.coarse == ModelConfig().coarse
     with pytest.raises(InputError, match="--fine-table 15 or more"):
         recipe.parse_recipe("--fine-table 14")  # the default blend shapes (32³) no longer fit one level
     assert recipe.parse_recipe("--fine-table 14 --blend-res 24")[1].fine.grid.log2_table == 14
@@ -101,12 +101,13 @@ def test_recipe_options_set_nested_model_fields():
 
 
 def test_parse_recipe_reads_one_string_and_names_what_is_wrong():
-    cfg, mcfg = recipe.parse_recipe("--fine-hidden 32 --error-frac 0.5")
-    assert cfg == dataclasses.replace(TrainConfig(), error_frac=0.5) and mcfg.fine.hidden == 32
+    cfg, mcfg = recipe.parse_recipe("--fine-hidden 48 --error-frac 0.5")
+    assert cfg == dataclasses.replace(TrainConfig(), error_frac=0.5) and mcfg.fine.hidden == 48
     assert recipe.parse_recipe("") == (TrainConfig(), ModelConfig())
     with pytest.raises(InputError, match="--bogus"):
         recipe.parse_recipe("--bogus 1")
     with pytest.raises(InputError, match="fine-hidden"):
         recipe.parse_recipe("--fine-hidden lots")
-    with pytest.raises(InputError, match="blend-res"):  # 33³ grid points do not fit a 2¹⁵ hash level
-        recipe.parse_recipe("--blend-res 32")
+    with pytest.raises(InputError, match="blend-res"):  # 41³ grid points do not fit a 2¹⁶ hash level
+        recipe.parse_recipe("--blend-res 40")
+    assert recipe.parse_recipe("--blend-res 39")[1].fine.blend_res == 39  # 40³ do
