@@ -48,6 +48,7 @@ from nerfvc.codec.tables import (
     step_from_index,
 )
 from nerfvc.errors import InputError
+from nerfvc.features import rotation_angle_deg, upsample_features
 
 if TYPE_CHECKING:
     from nerfvc.codec.decoder import FallbackPacket
@@ -60,6 +61,15 @@ AUTO_FRAME_STEPS = (1, 2, 3, 4)  # frame steps the rate control tries (benchmark
 # The rate control codes every frame while that fits the target at a quality multiplier Q at most this; past
 # it, coding every m-th frame at a finer Q renders better (benchmarks/results/rate_render.json)
 FRAME_STEP_ABOVE_Q = 2.0
+# Pose before rate: a frame step whose interpolated head rotation strays from the tracked one by more than
+# this × the tracker's own rotation jitter gives way to a smaller one (a coarser expression), as long as that
+# one's quality multiplier stays at most FRAME_STEP_POSE_MAX_Q. Interpolating white tracker jitter alone
+# costs ≤ 1.1 × the jitter (m ≤ 4), so past 1.5 × real head motion is being lost (benchmarks/rate_render.py).
+POSE_JITTER_FACTOR = 1.5
+FRAME_STEP_POSE_MAX_Q = 4.0
+# When no smaller frame step is within the bound, the one with the least error replaces the chosen one only
+# if it cuts the error to this share or less (a coarser expression for a marginal gain is no trade)
+POSE_FALLBACK_GAIN = 0.75
 
 
 # -- encoder ---------------------------------------------------------------------------------------------
@@ -386,14 +396,36 @@ def live_rate(tables: CodecTables, kbps: float, fps: float, frame_step: int | No
     """``(frame step, starting step index)`` for a live call at ``kbps``, chosen like :func:`choose_rate` but
     from the entropy model's expected rate (a live sender has no clip to try): the smallest m whose expected
     rate at the quality multiplier :data:`FRAME_STEP_ABOVE_Q` fits (else the largest, or ``frame_step``
-    when given), then the finest step index expected to fit at that m (live rate control adapts from
-    there)."""
+    when given), kept or made smaller by :func:`pose_first` on :func:`expected_rotation_error` when the
+    tables know the training poses' error per frame step, then the finest step index expected to fit at
+    that m (live rate control adapts from there)."""
     if frame_step is None:
         k2 = index_from_step(FRAME_STEP_ABOVE_Q)
         fits = [m for m in AUTO_FRAME_STEPS if expected_kbps(tables, k2, fps, m) <= kbps]
         frame_step = fits[0] if fits else AUTO_FRAME_STEPS[-1]
-    m = frame_step
-    return m, _finest_fitting_index(lambda k: expected_kbps(tables, k, fps, m), kbps)
+        known = tables.frame_step_rotation_error
+        if frame_step <= len(known):  # the training poses say what each frame step costs the head pose
+            steps = {
+                m: _expected_finest_index(tables, kbps, fps, m) for m in AUTO_FRAME_STEPS if m <= frame_step
+            }
+            frame_step = pose_first(
+                tables, frame_step, steps, lambda m: expected_rotation_error(tables, m, steps[m])
+            )
+    return frame_step, _expected_finest_index(tables, kbps, fps, frame_step)
+
+
+def _expected_finest_index(tables: CodecTables, kbps: float, fps: float, frame_step: int) -> int:
+    """The finest step index whose :func:`expected_kbps` at ``frame_step`` is at most ``kbps``."""
+    return _finest_fitting_index(lambda k: expected_kbps(tables, k, fps, frame_step), kbps)
+
+
+def expected_rotation_error(tables: CodecTables, frame_step: int, step_index: int) -> float:
+    """The head rotation error (degrees RMS) a frame step is expected to cost, from the tables alone: the
+    training poses' interpolation error at that step (``tables.frame_step_rotation_error``) and the
+    rotation steps' uniform quantization noise (s²/12 per dim), added in quadrature."""
+    interp = float(tables.frame_step_rotation_error[frame_step - 1])
+    quant = np.degrees(tables.steps(step_index)[:3]) ** 2 / 12
+    return math.sqrt(interp**2 + float(quant.sum()))
 
 
 def choose_rate(
@@ -411,14 +443,17 @@ def choose_rate(
     """``(frame step, step index)`` for a clip at camera rate ``fps`` and a target ``kbps``: the smallest
     frame step whose finest fitting quality multiplier is at most :data:`FRAME_STEP_ABOVE_Q`; else the
     finest quality over the frame steps (a coarser frame step halves the framing and the frames to code,
-    which at a low rate beats flattening every frame's expression).
+    which at a low rate beats flattening every frame's expression). Pose before rate: when that frame step's
+    decoded head rotation strays further from ``pose`` than :func:`pose_error_bound`, it gives way to the
+    largest smaller frame step within the bound, else to the one with the smallest rotation error, among those
+    whose quality multiplier is at most :data:`FRAME_STEP_POSE_MAX_Q` (the expression pays, not the pose).
     """
-    best: tuple[float, int, int] | None = None
+    fits: dict[int, int] = {}  # frame step -> finest fitting step index
     for m in frame_steps:
         coded = len(code[::m])
         # the coded frames stand for len(code) camera frames, not coded · m: scale the target to match
         target = kbps * len(code) / max(coded * m, 1)
-        k = choose_step_index(
+        fits[m] = choose_step_index(
             tables,
             fingerprint,
             code[::m],
@@ -429,13 +464,51 @@ def choose_rate(
             rdoq,
             frames_per_packet,
         )
-        q = step_from_index(k)
-        if q <= FRAME_STEP_ABOVE_Q:
-            return m, k
-        if best is None or q < best[0]:
-            best = (q, m, k)
-    assert best is not None, "no frame step to try"
-    return best[1], best[2]
+    assert fits, "no frame step to try"
+    fine = [m for m in frame_steps if step_from_index(fits[m]) <= FRAME_STEP_ABOVE_Q]
+    chosen = fine[0] if fine else min(frame_steps, key=lambda m: step_from_index(fits[m]))
+    m = pose_first(tables, chosen, fits, lambda m: frame_step_pose_error(tables, code, pose, m, fits[m]))
+    return m, fits[m]
+
+
+def pose_first(
+    tables: CodecTables, chosen: int, fits: dict[int, int], rotation_error: Callable[[int], float]
+) -> int:
+    """Pose before rate: ``chosen`` when its ``rotation_error(m)`` (degrees RMS) is within
+    :func:`pose_error_bound`; else the largest smaller frame step within the bound, or failing that the one
+    with the smallest error if that cuts the error to :data:`POSE_FALLBACK_GAIN` × ``chosen``'s or less,
+    among those of ``fits`` (frame step → step index) whose quality multiplier is at most
+    :data:`FRAME_STEP_POSE_MAX_Q`."""
+    bound = pose_error_bound(tables)
+    if chosen == 1 or bound <= 0:
+        return chosen
+    error = {chosen: rotation_error(chosen)}
+    if error[chosen] <= bound:
+        return chosen
+    for m in fits:
+        if m < chosen and step_from_index(fits[m]) <= FRAME_STEP_POSE_MAX_Q:
+            error[m] = rotation_error(m)
+    within = [m for m in error if error[m] <= bound]
+    if within:
+        return max(within)
+    best = min(error, key=lambda m: error[m])
+    return best if error[best] <= POSE_FALLBACK_GAIN * error[chosen] else chosen
+
+
+def pose_error_bound(tables: CodecTables) -> float:
+    """The head rotation error (degrees RMS) a frame step may cost: :data:`POSE_JITTER_FACTOR` × the
+    tracker's rotation jitter the tables were fitted with (0: unknown, no bound)."""
+    return POSE_JITTER_FACTOR * math.degrees(math.sqrt(float(np.sum(tables.jitter[:3] ** 2))))
+
+
+def frame_step_pose_error(
+    tables: CodecTables, code: np.ndarray, pose: np.ndarray, frame_step: int, step_index: int
+) -> float:
+    """RMS angle (degrees) between ``pose (N,12)`` and what a receiver draws when every ``frame_step``-th
+    frame is coded at ``step_index`` (bin centres) and the others interpolated."""
+    c, p = tables.reference(code[::frame_step], pose[::frame_step], step_index)
+    _, p_hat = upsample_features(c, p, frame_step, len(pose))
+    return float(np.sqrt(np.mean(rotation_angle_deg(pose, p_hat) ** 2)))
 
 
 def choose_step_index(

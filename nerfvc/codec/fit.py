@@ -14,6 +14,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from nerfvc.codec.coder import estimate_stream_bits
+from nerfvc.codec.encoder import AUTO_FRAME_STEPS
 from nerfvc.codec.tables import (
     CODEC_FILE,
     COEF_LIMIT,
@@ -25,6 +26,7 @@ from nerfvc.codec.tables import (
 )
 from nerfvc.codec.weights import landmark_weights, load_face_model
 from nerfvc.errors import InputError
+from nerfvc.features import rotation_angle_deg, upsample_features
 
 # base step / tracker jitter, both in landmark space. 0.3: at Q = 1 the landmark error is 0.6-1.1× the
 # tracker's jitter on the three development datasets (see docs/bitstream.md).
@@ -170,7 +172,20 @@ def fit_codec(
     if pose_cap is not None:
         tables.pose_max_step = tables.base_step[:POSE_DIM] * pose_cap
         tables.info["pose_cap"] = pose_cap
+    tables.frame_step_rotation_error = frame_step_rotation_error(pose, valid, max(AUTO_FRAME_STEPS))
     return tables
+
+
+def frame_step_rotation_error(pose: np.ndarray, valid: np.ndarray, max_step: int) -> np.ndarray:
+    """``(max_step,)``: RMS angle (degrees, over the ``valid`` frames) between ``pose (N,12)`` and the poses
+    interpolated from every m-th frame as the decoder does, m = 1…max_step."""
+    out = np.zeros(max_step)
+    for m in range(2, min(max_step, len(pose) - 1) + 1):
+        _, p_hat = upsample_features(np.zeros((len(pose[::m]), 1)), pose[::m], m, len(pose))
+        out[m - 1] = np.sqrt(np.mean(rotation_angle_deg(pose, p_hat)[valid] ** 2))
+    if len(pose) - 1 < max_step:  # too short a clip to tell: the longest step measured stands for the rest
+        out[len(pose) - 1 :] = out[max(len(pose) - 2, 0)]
+    return out
 
 
 def _empty_tables(d: int, pose_ref: np.ndarray) -> CodecTables:

@@ -22,8 +22,10 @@ from nerfvc.fsutil import read_json, write_json_atomic
 from nerfvc.modeldir import read_model_manifest
 
 TABLES_FORMAT = "nerfvc-codec"
-TABLES_VERSION = 4  # 2: mean-centred indices (c0 = 0); 3: W per lag (AR(2) option); 4: pose step cap
-READABLE_TABLES_VERSIONS = (2, 3, 4)  # a version-2 file is read as one lag; before 4 the pose is uncapped
+# 2: mean-centred indices (c0 = 0); 3: W per lag (AR(2) option); 4: pose step cap; 5: the training poses'
+# rotation error per frame step (frame_step_rotation_error)
+TABLES_VERSION = 5
+READABLE_TABLES_VERSIONS = (2, 3, 4, 5)  # version 2 is read as one lag; before 4 the pose is uncapped
 MAX_LAGS = 2
 CODEC_FILE = "codec.json"
 POSE_DIM = 6  # rotation vector (3) + translation (3)
@@ -145,6 +147,10 @@ class CodecTables:
     # (6,) the coarsest step each pose dim may take at any Q (inf: uncapped, as before version 4), so the rate
     # control coarsens the expression, never the head's placement, beyond the tracker's jitter
     pose_max_step: np.ndarray = field(default_factory=lambda: np.full(POSE_DIM, np.inf))
+    # (M,) RMS head rotation error (degrees) of the training poses when only every m-th frame is kept and the
+    # others interpolated as the decoder does, m = 1…M (index m − 1; empty before version 5: unknown), so a
+    # live sender, which has no clip to look at, can keep the pose before the rate (encoder.live_rate)
+    frame_step_rotation_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def dims(self) -> int:
@@ -230,6 +236,7 @@ class CodecTables:
             "jitter": self.jitter.tolist(),
             "base_step": self.base_step.tolist(),
             "pose_max_step": [x if math.isfinite(x) else None for x in self.pose_max_step.tolist()],
+            "frame_step_rotation_error": self.frame_step_rotation_error.tolist(),
             "ar": self.ar.tolist(),
             "pose_ref": self.pose_ref.reshape(9).tolist(),
             "key": self.key.to_dict(),
@@ -266,6 +273,11 @@ class CodecTables:
             )
             if cap.shape != (POSE_DIM,) or np.any(np.isnan(cap)) or np.any(cap <= 0):
                 raise ValueError(f"pose_max_step must be {POSE_DIM} positive numbers or null")
+            step_error = np.asarray(
+                d.get("frame_step_rotation_error", []) if int(d["version"]) >= 5 else [], dtype=np.float64
+            )
+            if step_error.ndim != 1 or not np.all(np.isfinite(step_error)) or np.any(step_error < 0):
+                raise ValueError("frame_step_rotation_error must be non-negative numbers")
             t = cls(
                 code_dim=dcode,
                 mean=vec("mean"),
@@ -280,6 +292,7 @@ class CodecTables:
                 info=dict(d.get("info", {})),
                 version=TABLES_VERSION,
                 pose_max_step=cap,
+                frame_step_rotation_error=step_error,
             )
             if not np.all(t.base_step > 0):
                 raise ValueError("base_step must be positive")

@@ -12,6 +12,7 @@ Both take the shared head-torso consistency code (a learnable vector; dimension 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -253,6 +254,19 @@ class HeadField(nn.Module):
         self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
         n_color = cfg.geo_dim + self.color_code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
         self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
+        # (out_dim,) weight of each hash feature in the density MLP while training opens the levels coarse to
+        # fine (set_level_window); None: every level at full weight, as a trained field always is
+        self.level_weights: torch.Tensor | None = None
+
+    def set_level_window(self, alpha: float | None) -> None:
+        """Open the hash levels coarse to fine (Nerfies' windowed encoding, here on hash levels): level l
+        weighs (1 − cos(π·clamp(alpha − l, 0, 1))) / 2, so ``alpha`` = L opens all L levels; None = all."""
+        if alpha is None or alpha >= self.cfg.grid.levels:
+            self.level_weights = None
+            return
+        lvl = torch.arange(self.cfg.grid.levels, dtype=torch.float32)
+        w = (1 - torch.cos(math.pi * (alpha - lvl).clamp(0, 1))) / 2  # (L,)
+        self.level_weights = w.repeat_interleave(self.cfg.grid.features).to(self.expr_proj.weight.device)
 
     @property
     def density_code_dim(self) -> int:
@@ -300,11 +314,16 @@ class HeadField(nn.Module):
             b1 = torch.addmm(first.bias.view(1, -1), code[:, :dc], first.weight[:, g + nb :].t())  # (1|N,H)
             if nb:
                 b1 = torch.addmm(b1, blend, first.weight[:, g : g + nb].t())  # (N,H)
-            w1, w2 = first.weight[:, :g].t().contiguous(), second.weight.t().contiguous()
+            w1 = first.weight[:, :g].t()  # (g,H)
+            if self.level_weights is not None:  # a closed level's features reach nothing, nor get gradients
+                w1 = w1 * self.level_weights[:, None]
+            w1, w2 = w1.contiguous(), second.weight.t().contiguous()
             x = x.contiguous().float()
             h = FusedDensityFn.apply(x, self.grid.table, self.grid.res, w1, b1.contiguous(), w2, second.bias)
         else:
             feats = self.grid(x)
+            if self.level_weights is not None:
+                feats = feats * self.level_weights
             dtype = dtype or mlp_dtype(x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 parts = [feats, blend, code[:, : self.density_code_dim]]

@@ -79,6 +79,9 @@ class TrainConfig:
     # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off).
     # 0.1 on 3 clips: LPIPS worse on 6 of 6 points; 0.01 on 8: LPIPS worse on 14 of 16 (docs/nerf.md)
     grid_decay: float = 0.0
+    # share of the schedule over which the fine head's hash levels open coarse to fine, from the coarser
+    # half to all of them (0 = all from the start; HeadField.set_level_window)
+    level_anneal: float = 0.0
     occupancy_warmup: int = 64  # field-driven occupancy updates from here on (the mask hull prunes from 0)
     occupancy_every: int = 16
     settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
@@ -296,6 +299,14 @@ class RaySampler:
 MIN_LPIPS_SIZE = 32
 
 
+def level_window(model: PortraitNeRF, share: float) -> float:
+    """The fine head's level window after ``share`` of the annealing: the coarser half of the levels open
+    at 0, all of them from 1 on."""
+    levels = model.fine.cfg.grid.levels
+    start = levels // 2
+    return start + (levels - start) * min(1.0, max(0.0, share))
+
+
 def perceptual_loss(rgb: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
     """LPIPS (AlexNet, the judge eval uses) between a rendered patch and its ground truth, ``rgb`` and
     ``target`` (size², 3) in [0, 1] → scalar."""
@@ -456,6 +467,8 @@ def train(
                     if step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
                         model.update_occupancy(train_expr)
                     t_step = time.perf_counter()  # the trial times the step without the update
+                    if cfg.level_anneal > 0:
+                        model.fine.set_level_window(level_window(model, progress() / cfg.level_anneal))
                     patch = cfg.perceptual_weight > 0 and progress() >= cfg.perceptual_from and step % 2 == 0
                     batch = sampler.patch(cfg.patch_size) if patch else sampler.sample(cfg.batch_rays)
                     offsets = None if codes is None else frame_offsets(codes, batch["frame"], train_t)
@@ -507,6 +520,7 @@ def train(
         if in_main:
             signal.signal(signal.SIGTERM, on_term)
     bar.close()
+    model.fine.set_level_window(None)  # a trained field reads every level
     cpu_seconds = time.process_time() - cpu0
     checkpoint()
     model.eval()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import nerfvc.codec.encoder as encoder_module
 from nerfvc.codec import (
     CodecTables,
     StreamDecoder,
@@ -16,11 +19,20 @@ from nerfvc.codec import (
     fit_codec,
 )
 from nerfvc.codec.coder import reference_stream
-from nerfvc.codec.encoder import choose_rate, clip_kbps, expected_kbps
+from nerfvc.codec.encoder import (
+    FRAME_STEP_POSE_MAX_Q,
+    choose_rate,
+    clip_kbps,
+    expected_kbps,
+    frame_step_pose_error,
+    live_rate,
+    pose_error_bound,
+)
 from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import index_from_step, step_from_index
 from nerfvc.errors import BitstreamError, InputError, ModelMismatchError
+from nerfvc.features import rotation_angle_deg
 
 from .conftest import FP, assert_decoded
 
@@ -364,6 +376,91 @@ def test_rate_control_steps_frames_only_when_every_frame_would_be_flattened(feat
     assert (len(data) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 <= 0.4 * full
     one = encode_stream(tables, FP, code, pose, kbps=0.4 * full, frame_step=1)
     assert StreamHeader.from_bytes(one[:HEADER_SIZE]).frame_step == 1
+
+
+def nodding(pose: np.ndarray, degrees: float, period: int) -> np.ndarray:
+    """``pose (N,12)`` with a sinusoidal nod about the camera's x axis added → (N,12)."""
+    from scipy.spatial.transform import Rotation
+
+    n = len(pose)
+    nod = Rotation.from_rotvec(
+        np.outer(np.sin(np.arange(n) * 2 * np.pi / period), [np.radians(degrees), 0, 0])
+    )
+    out = pose.astype(np.float64).copy()
+    out[:, :9] = (nod * Rotation.from_matrix(out[:, :9].reshape(-1, 3, 3))).as_matrix().reshape(n, 9)
+    return out.astype(np.float32)
+
+
+def test_rate_control_keeps_the_head_pose_before_the_frame_step(feats, tables, monkeypatch):
+    """A quick nod that every 3rd frame would miss: the rate control takes a smaller frame step (a coarser
+    expression) whose decoded head rotation stays within the jitter bound, and still fits the rate."""
+    code, pose = feats
+    code, pose = code[200:], nodding(pose[200:], 3.0, 12)
+    kbps = 0.4 * clip_kbps(tables, FP, code, pose, 0)
+    bound = pose_error_bound(tables)
+    m, k = choose_rate(tables, FP, code, pose, kbps)
+    with monkeypatch.context() as mp:  # the same choice without the pose rule
+        mp.setattr(encoder_module, "POSE_JITTER_FACTOR", np.inf)
+        m_rate, k_rate = choose_rate(tables, FP, code, pose, kbps)
+    assert m < m_rate and frame_step_pose_error(tables, code, pose, m_rate, k_rate) > bound
+    assert frame_step_pose_error(tables, code, pose, m, k) <= bound
+    assert step_from_index(k_rate) < step_from_index(k) <= FRAME_STEP_POSE_MAX_Q  # the expression paid
+    data = encode_stream(tables, FP, code, pose, kbps=kbps)
+    assert StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step == m
+    assert (len(data) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 <= kbps
+    _, dec_pose, _ = decode_stream(data, tables, FP)
+    assert np.sqrt(np.mean(rotation_angle_deg(pose, dec_pose) ** 2)) <= bound
+    # A still head keeps the rate-only choice.
+    still = feats[1][200:]
+    kbps = 0.4 * clip_kbps(tables, FP, code, still, 0)
+    m_still, _ = choose_rate(tables, FP, code, still, kbps)
+    with monkeypatch.context() as mp:
+        mp.setattr(encoder_module, "POSE_JITTER_FACTOR", np.inf)
+        assert choose_rate(tables, FP, code, still, kbps)[0] == m_still > 1
+
+
+def test_tables_know_what_each_frame_step_costs_the_training_poses(feats, tables):
+    """``frame_step_rotation_error[m-1]`` is the training poses' RMS rotation error when interpolated from
+    every m-th frame (0 at m = 1, growing with m, larger for a quicker head); it survives the JSON round
+    trip; tables before version 5 load without it; negative values are refused."""
+    code, pose = feats
+    err = tables.frame_step_rotation_error
+    assert err.shape == (4,) and err[0] == 0 and np.all(np.diff(err) > 0)
+    for m in (2, 4):
+        _, p_hat = decode_stream(
+            encode_stream(tables, FP, code[:240], pose[:240], step_index=-40, frame_step=m), tables, FP
+        )[:2]
+        assert err[m - 1] == pytest.approx(
+            np.sqrt(np.mean(rotation_angle_deg(pose[:240], p_hat) ** 2)), rel=0.1
+        )
+    quick = fit_codec(code[:240], nodding(pose[:240], 3.0, 12))
+    assert np.all(quick.frame_step_rotation_error[1:] > err[1:])
+    d = tables.to_dict()
+    assert np.array_equal(CodecTables.from_dict(d).frame_step_rotation_error, err)
+    d["version"] = 4
+    assert CodecTables.from_dict(d).frame_step_rotation_error.shape == (0,)
+    d["version"], d["frame_step_rotation_error"] = 5, [0.0, -1.0]
+    with pytest.raises(InputError, match="frame_step_rotation_error"):
+        CodecTables.from_dict(d)
+
+
+def test_live_rate_keeps_the_head_pose_before_the_frame_step(tables):
+    """A live sender has no clip: when the training poses say the rate-only frame step loses the head's
+    motion (``frame_step_rotation_error`` past the jitter bound), ``live_rate`` takes a smaller one that the
+    expected rate still fits at Q ≤ FRAME_STEP_POSE_MAX_Q; with a calm head, or tables that do not know, it
+    does not."""
+    kbps = 0.5 * expected_kbps(tables, index_from_step(2.0), 25.0, 1)
+    calm = dataclasses.replace(tables, frame_step_rotation_error=np.array([0.0, 0.1, 0.2, 0.3]))
+    m_rate, _ = live_rate(calm, kbps, 25.0)
+    assert m_rate > 1
+    unknown = dataclasses.replace(tables, frame_step_rotation_error=np.zeros(0))
+    assert live_rate(unknown, kbps, 25.0)[0] == m_rate
+    bound = pose_error_bound(tables)
+    lively = dataclasses.replace(tables, frame_step_rotation_error=np.array([0.0, 0.2, 3, 4]) * bound)
+    m, k = live_rate(lively, kbps, 25.0)
+    assert m < m_rate and step_from_index(k) <= FRAME_STEP_POSE_MAX_Q
+    assert expected_kbps(lively, k, 25.0, m) <= kbps
+    assert live_rate(lively, kbps, 25.0, frame_step=m_rate)[0] == m_rate  # a fixed frame step stays
 
 
 def test_frame_step_header_checks():

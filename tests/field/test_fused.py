@@ -171,3 +171,36 @@ def test_denormals_are_flushed_on_every_thread_inside_the_block_and_kept_after()
         assert (blend_lookup(points, blend, code, 7) != 0).all()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_closed_hash_levels_neither_reach_the_density_nor_learn(monkeypatch, kernel):
+    """With the level window at 8.5 of 16 levels, levels 9+ do not change sigma and get no gradient, level 8
+    counts half, levels 0-7 fully; both kernels agree on it; the window removed, every level counts again."""
+    from nerfvc.field.fields import HeadField, HeadFieldConfig
+
+    monkeypatch.setenv("NERFVC_PRECISION", "fp32")
+    monkeypatch.setenv("NERFVC_KERNEL", kernel)
+    torch.manual_seed(0)
+    head = HeadField(HeadFieldConfig(blend_res=15, density_code=False, hidden=32), consistency_dim=8)
+    head.grid.table.data.uniform_(-0.5, 0.5)
+    x, code = torch.rand(300, 3), torch.randn(1, head.cfg.code_dim)
+    head.set_level_window(8.5)
+    w = head.level_weights.view(16, 2)[:, 0]
+    assert w[:8].eq(1).all() and w[9:].eq(0).all() and math.isclose(float(w[8]), 0.5, abs_tol=1e-6)
+    sigma, geo = head.density(x, code)
+    (sigma.sum() + geo.square().sum()).backward()
+    grad = head.grid.table.grad
+    assert grad[9:].abs().max() == 0 and grad[:8].abs().max() > 0 and grad[8].abs().max() > 0
+    with torch.no_grad():
+        head.grid.table[9:].uniform_(-0.5, 0.5)  # closed levels: nothing changes
+        torch.testing.assert_close(head.density(x, code)[0], sigma.detach())
+        head.set_level_window(None)
+        assert head.level_weights is None
+        assert not torch.allclose(head.density(x, code)[0], sigma.detach())
+    monkeypatch.setenv("NERFVC_KERNEL", "torch" if kernel == "fused" else "fused")
+    head.set_level_window(8.5)
+    with torch.no_grad():
+        other = head.density(x, code)[0]
+        monkeypatch.setenv("NERFVC_KERNEL", kernel)
+        torch.testing.assert_close(head.density(x, code)[0], other, rtol=1e-4, atol=1e-5)

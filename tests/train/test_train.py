@@ -642,3 +642,18 @@ def test_grid_decay_is_the_per_level_mean_square_and_shrinks_the_tables(dataset,
         train(dataset, out, replace(tiny_train(12), grid_decay=weight, eval_frames=0), tiny_model())
         decays.append(float(Renderer.from_model_dir(out).model.grid_decay()))
     assert decays[1] < 0.5 * decays[0], decays
+
+
+def test_level_anneal_holds_the_finest_hash_levels_back_and_ends_with_all_open(dataset, tmp_path):
+    """``--level-anneal 1``: the fine head's finest level moves less from its initial values than without it
+    (it opens only at the end), its coarsest alike; the exported model reads every level."""
+    init = PortraitNeRF(tiny_model()).fine.grid.table.detach().clone()  # the trainer's seed-0 init
+    moved = []
+    for share in (0.0, 1.0):
+        out = tmp_path / f"m{share}"
+        train(dataset, out, replace(tiny_train(12), level_anneal=share, eval_frames=0), tiny_model())
+        model = Renderer.from_model_dir(out).model
+        assert model.fine.level_weights is None
+        moved.append((model.fine.grid.table.detach() - init).abs().mean(dim=(1, 2)))  # (L,)
+    assert moved[1][-1] < 0.5 * moved[0][-1], moved
+    assert moved[1][0] > 0.5 * moved[0][0], moved
