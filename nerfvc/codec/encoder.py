@@ -444,9 +444,9 @@ def choose_rate(
     frame step whose finest fitting quality multiplier is at most :data:`FRAME_STEP_ABOVE_Q`; else the
     finest quality over the frame steps (a coarser frame step halves the framing and the frames to code,
     which at a low rate beats flattening every frame's expression). Pose before rate: when that frame step's
-    decoded head rotation strays further from ``pose`` than :func:`pose_error_bound`, it gives way to the
-    largest smaller frame step within the bound, else to the one with the smallest rotation error, among those
-    whose quality multiplier is at most :data:`FRAME_STEP_POSE_MAX_Q` (the expression pays, not the pose).
+    decoded head rotation (:func:`frame_step_pose_error`) strays further from ``pose`` than
+    :func:`pose_error_bound`, :func:`pose_first` gives way to a smaller frame step (the expression pays, not
+    the pose).
     """
     fits: dict[int, int] = {}  # frame step -> finest fitting step index
     for m in frame_steps:
