@@ -92,6 +92,16 @@ def upsample_features(
     return code_out.astype(np.float32), rt_to_pose(r_out, t_out).astype(np.float32)
 
 
+def interpolated_rotation_rms(
+    pose: np.ndarray, sent_pose: np.ndarray, factor: int, valid: np.ndarray | None = None
+) -> float:
+    """RMS angle (degrees) between ``pose (N,12)`` and the poses :func:`upsample_features` interpolates from
+    ``sent_pose`` (frames ``0, factor, 2·factor, …``), over the ``valid (N,)`` frames (default all)."""
+    _, p_hat = upsample_features(np.zeros((len(sent_pose), 1)), sent_pose, factor, len(pose))
+    err = rotation_angle_deg(pose, p_hat)
+    return float(np.sqrt(np.mean((err if valid is None else err[valid]) ** 2)))
+
+
 def save_features(path: str | Path, **arrays: np.ndarray) -> None:
     """Write per-frame arrays (``expression`` (N,E), ``pose`` (N,12), ...) to an ``.npz`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

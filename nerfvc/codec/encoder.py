@@ -48,7 +48,7 @@ from nerfvc.codec.tables import (
     step_from_index,
 )
 from nerfvc.errors import InputError
-from nerfvc.features import rotation_angle_deg, upsample_features
+from nerfvc.features import interpolated_rotation_rms
 
 if TYPE_CHECKING:
     from nerfvc.codec.decoder import FallbackPacket
@@ -506,9 +506,8 @@ def frame_step_pose_error(
 ) -> float:
     """RMS angle (degrees) between ``pose (N,12)`` and what a receiver draws when every ``frame_step``-th
     frame is coded at ``step_index`` (bin centres) and the others interpolated."""
-    c, p = tables.reference(code[::frame_step], pose[::frame_step], step_index)
-    _, p_hat = upsample_features(c, p, frame_step, len(pose))
-    return float(np.sqrt(np.mean(rotation_angle_deg(pose, p_hat) ** 2)))
+    _, sent = tables.reference(code[::frame_step], pose[::frame_step], step_index)
+    return interpolated_rotation_rms(pose, sent, frame_step)
 
 
 def choose_step_index(

@@ -26,7 +26,7 @@ from nerfvc.codec.tables import (
 )
 from nerfvc.codec.weights import landmark_weights, load_face_model
 from nerfvc.errors import InputError
-from nerfvc.features import rotation_angle_deg, upsample_features
+from nerfvc.features import interpolated_rotation_rms
 
 # base step / tracker jitter, both in landmark space. 0.3: at Q = 1 the landmark error is 0.6-1.1× the
 # tracker's jitter on the three development datasets (see docs/bitstream.md).
@@ -181,8 +181,7 @@ def frame_step_rotation_error(pose: np.ndarray, valid: np.ndarray, max_step: int
     interpolated from every m-th frame as the decoder does, m = 1…max_step."""
     out = np.zeros(max_step)
     for m in range(2, min(max_step, len(pose) - 1) + 1):
-        _, p_hat = upsample_features(np.zeros((len(pose[::m]), 1)), pose[::m], m, len(pose))
-        out[m - 1] = np.sqrt(np.mean(rotation_angle_deg(pose, p_hat)[valid] ** 2))
+        out[m - 1] = interpolated_rotation_rms(pose, pose[::m], m, valid)
     if len(pose) - 1 < max_step:  # too short a clip to tell: the longest step measured stands for the rest
         out[len(pose) - 1 :] = out[max(len(pose) - 2, 0)]
     return out
