@@ -255,14 +255,22 @@ def _stream_predictions(
     return mu, b
 
 
+def frame_bits(
+    tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
+) -> np.ndarray:
+    """Ideal payload bits (no packet framing) of each frame ``(N,)`` when feature vectors ``vec (N,K)`` are
+    coded as one stream at a step index, a keyframe every ``keyframe_interval`` frames."""
+    q = tables.quantize(vec, step_index)
+    mu, b = _stream_predictions(tables, q, step_index, keyframe_interval)
+    r, frac = _split(mu)
+    return laplace_bin_bits((q - r).astype(np.float64) - frac, b).sum(1)
+
+
 def estimate_stream_bits(
     tables: CodecTables, vec: np.ndarray, step_index: int, keyframe_interval: int = 50
 ) -> float:
     """Ideal payload bits (no packet framing) to code feature vectors ``vec (N,K)`` at a step index."""
-    q = tables.quantize(vec, step_index)
-    mu, b = _stream_predictions(tables, q, step_index, keyframe_interval)
-    r, frac = _split(mu)
-    return float(laplace_bin_bits((q - r).astype(np.float64) - frac, b).sum())
+    return float(frame_bits(tables, vec, step_index, keyframe_interval).sum())
 
 
 def reference_stream(

@@ -7,6 +7,7 @@ the entropy model predicts before any frame is seen)."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,9 @@ FRAME_STEP_POSE_MAX_Q = 4.0
 # When no smaller frame step is within the bound, the one with the least error replaces the chosen one only
 # if it cuts the error to this share or less (a coarser expression for a marginal gain is no trade)
 POSE_FALLBACK_GAIN = 0.75
+# Live rate control holds the rate's running mean within this share of the target: a live target is the
+# link's budget, a cap, so the band lies below it
+LIVE_RATE_BAND = (0.90, 1.00)
 
 
 # -- encoder ---------------------------------------------------------------------------------------------
@@ -144,7 +148,7 @@ class StreamEncoder:
         self._q_prev: list[np.ndarray] | None = None  # previous decoded indices, newest first
         self._models = model_pair(tables, self.step_index)
         self._pending_step: int | None = None
-        self._ema_bits: float | None = None
+        self._recent_bits: deque[float] = deque(maxlen=self.keyframe_interval)  # the last keyframe period
         self.last_reconstruction: tuple[np.ndarray, np.ndarray] | None = None  # what the decoder will output
 
     def header(self) -> bytes:
@@ -179,18 +183,22 @@ class StreamEncoder:
     def adapt(self, packet_bits: float) -> None:
         """Live rate-control hook, fed each packet's bits per frame (``encode`` does it when ``kbps`` is set).
 
-        Keeps an EMA of the rate and, outside a ±5% band around the target, schedules a step change
-        proportional to the log ratio (at most ±4/16 octave), applied at the next keyframe.
+        Keeps the mean rate of the last keyframe interval's packets (one keyframe among them, so its cost is
+        counted as often as it is paid) and, outside :data:`LIVE_RATE_BAND` of the target (the target is a
+        cap), schedules a step change proportional to the log ratio to the band's middle (at most ±4/16
+        octave), applied at the next keyframe.
         """
         if not self.target_kbps:
             return
-        self._ema_bits = packet_bits if self._ema_bits is None else 0.9 * self._ema_bits + 0.1 * packet_bits
+        self._recent_bits.append(packet_bits)
         target = self.target_kbps * 1000 * self.frame_step / self.fps  # bits per coded frame
-        ratio = self._ema_bits / max(target, 1e-9)
-        if 0.95 <= ratio <= 1.05:
+        ratio = float(np.mean(self._recent_bits)) / max(target, 1e-9)
+        low, high = LIVE_RATE_BAND
+        if low <= ratio <= high:
             self._pending_step = None
             return
-        delta = int(np.clip(round(32 * math.log2(ratio)), -4, 4)) or (1 if ratio > 1 else -1)
+        delta = int(np.clip(round(32 * math.log2(ratio / math.sqrt(low * high))), -4, 4))
+        delta = delta or (1 if ratio > high else -1)
         self.set_step_index(self.step_index + delta)
 
     def flush(self) -> bytes:
@@ -377,28 +385,35 @@ def expected_kbps(
     frame_step: int = 1,
     keyframe_interval: int | None = None,
 ) -> float:
-    """The rate a stream of single-frame packets is expected to take at a step index, from the entropy
-    model alone (no frames needed): per coded frame the expected residual bits of every dim, the packet
-    framing (an empty delta or key packet's bytes, + 4 bits of byte rounding), a keyframe every
-    ``keyframe_interval`` coded frames (default 2 s), at ``fps / frame_step`` coded frames per second.
-    With a frame step m the delta residuals are taken √m times wider (the motion of m frames, as a random
-    walk would have it)."""
-    key, delta = model_pair(tables, step_index)
+    """The rate a stream of single-frame packets is expected to take at a step index (no frames needed):
+    per coded frame the payload bits, the packet framing (an empty delta or key packet's bytes, + 4 bits of
+    byte rounding), a keyframe every ``keyframe_interval`` coded frames (default 2 s), at
+    ``fps / frame_step`` coded frames per second. The payload bits are what the training features took at
+    that frame step (``tables.rate_curve``, version 6); for older tables, or a frame step the curve does not
+    know, the entropy model's own expected bits, with the delta residuals taken √m times wider at frame step
+    m (the motion of m frames, as a random walk would have it; pessimistic at coarse steps)."""
+    curve = tables.rate_curve
+    if curve is not None and frame_step <= curve.max_frame_step:
+        key_payload, delta_payload = curve.bits(step_index, frame_step)
+    else:
+        key, delta = model_pair(tables, step_index)
+        key_payload = float(expected_bin_bits(key.b).sum())
+        delta_payload = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum())
     coded_fps = fps / frame_step
     keyint = keyframe_interval or max(1, round(2 * coded_fps))
-    key_bits = float(expected_bin_bits(key.b).sum()) + 8 * _EMPTY_KEY_BYTES + 4
-    delta_bits = float(expected_bin_bits(delta.b * math.sqrt(frame_step)).sum()) + 8 * _EMPTY_DELTA_BYTES + 4
+    key_bits = key_payload + 8 * _EMPTY_KEY_BYTES + 4
+    delta_bits = delta_payload + 8 * _EMPTY_DELTA_BYTES + 4
     per_frame = (key_bits + (keyint - 1) * delta_bits) / keyint
     return per_frame * coded_fps / 1000
 
 
 def live_rate(tables: CodecTables, kbps: float, fps: float, frame_step: int | None = None) -> tuple[int, int]:
     """``(frame step, starting step index)`` for a live call at ``kbps``, chosen like :func:`choose_rate` but
-    from the entropy model's expected rate (a live sender has no clip to try): the smallest m whose expected
-    rate at the quality multiplier :data:`FRAME_STEP_ABOVE_Q` fits (else the largest, or ``frame_step``
-    when given), kept or made smaller by :func:`pose_first` on :func:`expected_rotation_error` when the
-    tables know the training poses' error per frame step, then the finest step index expected to fit at
-    that m (live rate control adapts from there)."""
+    from the expected rate (:func:`expected_kbps`; a live sender has no clip to try): the smallest m whose
+    expected rate at the quality multiplier :data:`FRAME_STEP_ABOVE_Q` fits (else the largest, or
+    ``frame_step`` when given), kept or made smaller by :func:`pose_first` on
+    :func:`expected_rotation_error` when the tables know the training poses' error per frame step, then the
+    finest step index expected to fit at that m (live rate control adapts from there)."""
     if frame_step is None:
         k2 = index_from_step(FRAME_STEP_ABOVE_Q)
         fits = [m for m in AUTO_FRAME_STEPS if expected_kbps(tables, k2, fps, m) <= kbps]

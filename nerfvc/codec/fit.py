@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from nerfvc.codec.coder import estimate_stream_bits
+from nerfvc.codec.coder import estimate_stream_bits, frame_bits
 from nerfvc.codec.encoder import AUTO_FRAME_STEPS
 from nerfvc.codec.tables import (
     CODEC_FILE,
@@ -22,6 +22,7 @@ from nerfvc.codec.tables import (
     POSE_DIM,
     CodecTables,
     PredictorTables,
+    RateCurve,
     nearest_rotation,
 )
 from nerfvc.codec.weights import landmark_weights, load_face_model
@@ -32,6 +33,8 @@ from nerfvc.features import interpolated_rotation_rms
 # tracker's jitter on the three development datasets (see docs/bitstream.md).
 LANDMARK_STEP_FACTOR = 0.3
 POSE_CAP_Q = 4.0  # pose steps stop at 4x their Q = 1 size (measured: benchmarks/rate_render.py)
+# the step indices the rate curve is measured at: Q = 1/4 … 64 in steps of 2**(1/2)
+RATE_CURVE_INDICES = np.arange(-32, 97, 8)
 
 
 def _jitter(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -173,7 +176,23 @@ def fit_codec(
         tables.pose_max_step = tables.base_step[:POSE_DIM] * pose_cap
         tables.info["pose_cap"] = pose_cap
     tables.frame_step_rotation_error = frame_step_rotation_error(pose, valid, max(AUTO_FRAME_STEPS))
+    tables.rate_curve = rate_curve(tables, x[valid], max(AUTO_FRAME_STEPS))
     return tables
+
+
+def rate_curve(tables: CodecTables, x: np.ndarray, max_step: int) -> RateCurve:
+    """The training feature vectors ``x (N,K)`` coded with ``tables`` at each of :data:`RATE_CURVE_INDICES`:
+    the mean ideal bits of a keyframe (every frame coded as one) and of a delta frame in one keyframe-less
+    chain of every m-th frame, m = 1…``max_step`` (a clip too short for a step repeats the longest one)."""
+    g = RATE_CURVE_INDICES
+    key = np.array([frame_bits(tables, x, int(k), 1).mean() for k in g])
+    delta = np.zeros((max_step, len(g)))
+    for m in range(1, max_step + 1):
+        if len(x[::m]) < 2:
+            delta[m - 1] = delta[m - 2]
+            continue
+        delta[m - 1] = [frame_bits(tables, x[::m], int(k), len(x))[1:].mean() for k in g]
+    return RateCurve(g.copy(), key, delta)
 
 
 def frame_step_rotation_error(pose: np.ndarray, valid: np.ndarray, max_step: int) -> np.ndarray:

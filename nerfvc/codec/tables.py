@@ -23,9 +23,10 @@ from nerfvc.modeldir import read_model_manifest
 
 TABLES_FORMAT = "nerfvc-codec"
 # 2: mean-centred indices (c0 = 0); 3: W per lag (AR(2) option); 4: pose step cap; 5: the training poses'
-# rotation error per frame step (frame_step_rotation_error)
-TABLES_VERSION = 5
-READABLE_TABLES_VERSIONS = (2, 3, 4, 5)  # version 2 is read as one lag; before 4 the pose is uncapped
+# rotation error per frame step (frame_step_rotation_error); 6: the training features' coded bits per frame
+# step and step index (rate_curve)
+TABLES_VERSION = 6
+READABLE_TABLES_VERSIONS = (2, 3, 4, 5, 6)  # version 2 is read as one lag; before 4 the pose is uncapped
 MAX_LAGS = 2
 CODEC_FILE = "codec.json"
 POSE_DIM = 6  # rotation vector (3) + translation (3)
@@ -129,6 +130,65 @@ class PredictorTables:
 
 
 @dataclass
+class RateCurve:
+    """Ideal payload bits per coded frame (no packet framing) of the training features, at the step indices
+    ``step_indices (G,)``: ``key_bits (G,)`` for a keyframe, ``delta_bits (M, G)`` for a delta frame when
+    every m-th frame is coded (m = 1…M, row m − 1). What a live sender, which has no clip to try, expects a
+    step to cost (:func:`nerfvc.codec.encoder.expected_kbps`)."""
+
+    step_indices: np.ndarray  # (G,) int, increasing
+    key_bits: np.ndarray  # (G,)
+    delta_bits: np.ndarray  # (M, G)
+
+    @property
+    def max_frame_step(self) -> int:
+        """M: the largest frame step the curve knows."""
+        return len(self.delta_bits)
+
+    def bits(self, step_index: int, frame_step: int) -> tuple[float, float]:
+        """``(key bits, delta bits)`` per coded frame at a step index (linear in the index between the grid
+        points; past the finest one extended along its last segment, past the coarsest one flat)."""
+        g = self.step_indices
+
+        def at(y: np.ndarray) -> float:
+            if step_index < g[0]:
+                slope = (y[1] - y[0]) / (g[1] - g[0])
+                return float(y[0] + slope * (step_index - g[0]))
+            return float(np.interp(step_index, g, y))
+
+        return at(self.key_bits), at(self.delta_bits[frame_step - 1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step_indices": self.step_indices.tolist(),
+            "key_bits": self.key_bits.tolist(),
+            "delta_bits": self.delta_bits.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RateCurve:
+        c = cls(
+            np.asarray(d["step_indices"], dtype=np.int64),
+            np.asarray(d["key_bits"], dtype=np.float64),
+            np.asarray(d["delta_bits"], dtype=np.float64),
+        )
+        g = len(c.step_indices)
+        if (
+            g < 2
+            or np.any(np.diff(c.step_indices) <= 0)
+            or c.key_bits.shape != (g,)
+            or c.delta_bits.ndim != 2
+            or c.delta_bits.shape[1] != g
+            or len(c.delta_bits) < 1
+            or not (np.all(np.isfinite(c.key_bits)) and np.all(np.isfinite(c.delta_bits)))
+            or np.any(c.key_bits < 0)
+            or np.any(c.delta_bits < 0)
+        ):
+            raise ValueError("rate_curve must hold increasing step indices and non-negative bits for each")
+        return c
+
+
+@dataclass
 class CodecTables:
     """Everything the codec needs besides the step: fitted on the training features of one person."""
 
@@ -151,6 +211,9 @@ class CodecTables:
     # others interpolated as the decoder does, m = 1…M (index m − 1; empty before version 5: unknown), so a
     # live sender, which has no clip to look at, can keep the pose before the rate (encoder.live_rate)
     frame_step_rotation_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # the training features' coded bits per frame step and step index (None before version 6: the live rate
+    # is then expected from the entropy model alone)
+    rate_curve: RateCurve | None = None
 
     @property
     def dims(self) -> int:
@@ -237,6 +300,7 @@ class CodecTables:
             "base_step": self.base_step.tolist(),
             "pose_max_step": [x if math.isfinite(x) else None for x in self.pose_max_step.tolist()],
             "frame_step_rotation_error": self.frame_step_rotation_error.tolist(),
+            "rate_curve": None if self.rate_curve is None else self.rate_curve.to_dict(),
             "ar": self.ar.tolist(),
             "pose_ref": self.pose_ref.reshape(9).tolist(),
             "key": self.key.to_dict(),
@@ -278,6 +342,7 @@ class CodecTables:
             )
             if step_error.ndim != 1 or not np.all(np.isfinite(step_error)) or np.any(step_error < 0):
                 raise ValueError("frame_step_rotation_error must be non-negative numbers")
+            curve = d.get("rate_curve") if int(d["version"]) >= 6 else None
             t = cls(
                 code_dim=dcode,
                 mean=vec("mean"),
@@ -293,6 +358,7 @@ class CodecTables:
                 version=TABLES_VERSION,
                 pose_max_step=cap,
                 frame_step_rotation_error=step_error,
+                rate_curve=None if curve is None else RateCurve.from_dict(curve),
             )
             if not np.all(t.base_step > 0):
                 raise ValueError("base_step must be positive")

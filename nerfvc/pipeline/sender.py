@@ -233,7 +233,7 @@ class SenderPipeline:
         """A per-frame encoder for a live call at camera rate ``fps``; ``options`` are
         :class:`~nerfvc.codec.StreamEncoder`'s (``kbps`` for live rate control, ``keyframe_interval``, ...).
         ``frame_step`` m: the caller sends every m-th camera frame (its ``frame_step`` says which). With
-        ``kbps``, m (unless given) and the starting step come from the entropy model's expected rate
+        ``kbps``, m (unless given) and the starting step come from the tables' expected rate
         (:func:`~nerfvc.codec.encoder.live_rate`); without it m = 1. A model with an expression embedding
         sends every frame: its causal window was trained on consecutive camera frames."""
         c = self.codec

@@ -159,12 +159,12 @@ def test_rate_control(feats, tables):
         assert kbps <= target
         finer = encode_stream(tables, FP, code, pose, step_index=k - 1, keyframe_interval=50)
         assert (len(finer) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 > target
-    # Live adaptation: the rate converges to the target (step changes applied at keyframes).
+    # Live adaptation: the rate converges to just below the target, a cap (step changes applied at keyframes).
     lcode, lpose = synthetic_features(900, 10, seed=1)
     for target in (2.0, 3.0):
         enc = StreamEncoder(tables, FP, kbps=target, keyframe_interval=25)
         bits = [8 * len(enc.encode(c, p)) for c, p in zip(lcode, lpose)]
-        assert abs(np.mean(bits[-400:]) * 25 / 1000 - target) < 0.1 * target
+        assert 0.85 * target < np.mean(bits[-400:]) * 25 / 1000 <= target
 
 
 def test_estimate_bits_matches_coded_size():
