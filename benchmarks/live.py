@@ -130,7 +130,14 @@ async def run_size(
         renderer.delay = delay
         pieces += f" (render delayed {1000 * delay:.0f} ms per frame)"
     adapt = getattr(args, "adapt", True)
-    rx = Receiver(factory, renderer, size=size, render_threads=workers, adapt_size=adapt)
+    rx = Receiver(
+        factory,
+        renderer,
+        size=size,
+        render_threads=workers,
+        adapt_size=adapt,
+        interpolate=not args.no_interpolate,
+    )
     port = await rx.start()
     classic = None if args.no_classic else ClassicEncoder("x265", 100, source.fps, 256)
     cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, mark_every=1)
@@ -168,6 +175,7 @@ async def run_size(
         "frames_sent": report.frames,
         "frames_delivered": s.get("delivered"),
         "frames_rendered": s["frames_rendered"],
+        "frames_interpolated": s["frames_interpolated"],
         "frames_skipped_by_sender": getattr(source, "skipped", 0),
         "camera_frames": getattr(source, "camera_frames", report.frames),
         "frame_step": getattr(encoder, "frame_step", 1),
@@ -243,6 +251,9 @@ def main() -> None:
     p.add_argument("--sizes", default="128,256")
     p.add_argument("--kbps", type=float, help="target feature rate of the model's sender (live rate control)")
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument(
+        "--no-interpolate", action="store_true", help="receiver shows only the coded frames (frame step > 1)"
+    )
     p.add_argument("--no-classic", action="store_true", help="no classic x265 panel beside nerfvc")
     p.add_argument(
         "--modes",

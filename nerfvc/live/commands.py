@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size", type=int, default=256, help="initial display size, 16..2048 (the viewer can change it)"
     )
     p.add_argument(
+        "--no-interpolate",
+        action="store_true",
+        help="with a frame step m > 1 in the stream, show only the coded frames (default: also the m - 1 "
+        "camera frames between them, interpolated, which shows them up to (m - 1) / fps later)",
+    )
+    p.add_argument(
         "--fixed-size",
         action="store_true",
         help="always render at the display size (default: render down to 3/4 of it and upscale when the "
@@ -122,6 +128,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         render_threads=workers,
         view_token=args.view_token,
         adapt_size=not args.fixed_size,
+        interpolate=not args.no_interpolate,
     )
 
     async def serve() -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from nerfvc.features import upsample_features
 from nerfvc.guard.fallback import Compositor
 from nerfvc.live.adapt import RenderSizeController, upscale
 from nerfvc.live.classic import CLASSIC_CODECS, ClassicDecoder
@@ -152,6 +153,9 @@ class CallState:
     classic_bytes: int = 0
     link_bytes0: int = 0
     frame_step: int = 1  # coded frame i is camera frame i · frame_step (the stream header's)
+    # the newest coded frame handed to the renderer: (index, expression (D,), pose (12,)), which the frames
+    # between it and the next coded one are interpolated from
+    last_rendered: tuple[int, np.ndarray, np.ndarray] | None = None
     # the quality guard's fallback pictures, composed over the renders (docs/guard.md)
     compositor: Compositor = field(default_factory=Compositor)
     fallback_packets: int = 0
@@ -165,8 +169,37 @@ class CallState:
         return max(0, self.highest - self.first + 1 - len(self.seen))
 
 
+@dataclass
+class InBetweenFrame:
+    """A camera frame the sender stepped over (frame step m > 1), interpolated at the receiver between two
+    coded frames (a :class:`DecodedFrameLike`; ``index`` is the later coded frame's)."""
+
+    index: int
+    expression: np.ndarray  # (D,)
+    pose: np.ndarray  # (12,)
+    is_key: bool = False
+    concealed: bool = False
+
+
+@dataclass
+class RenderJob:
+    """One frame for the render threads: what to render, its camera frame index (the order frames are shown
+    in) and when it was captured (``after_s`` seconds after coded frame ``mark``'s capture)."""
+
+    frame: DecodedFrameLike
+    call: CallState
+    camera: int
+    mark: int
+    after_s: float = 0.0
+
+
 class Receiver:
-    """Decode + render + view server. ``decoder_factory`` makes one decoder per call."""
+    """Decode + render + view server. ``decoder_factory`` makes one decoder per call.
+
+    With a frame step m > 1 in the stream and ``interpolate`` (the default), each coded frame also brings the
+    m − 1 camera frames before it, interpolated from the previous coded frame as a file decoder does
+    (:func:`nerfvc.features.upsample_features`), so the call is shown at the camera's rate; those frames are
+    (m − 1 − k) / fps late by construction (docs/live.md)."""
 
     def __init__(
         self,
@@ -179,8 +212,10 @@ class Receiver:
         render_threads: int = 1,
         view_token: str | None = None,
         adapt_size: bool = True,
+        interpolate: bool = True,
     ) -> None:
         self.decoder_factory = decoder_factory
+        self.interpolate = interpolate
         self.renderer = renderer  # with render_threads > 1 it must accept that many concurrent calls
         self.render_threads = max(1, int(render_threads))
         self.size = int(size)  # the display size; frames may render smaller (adapt_size)
@@ -212,8 +247,9 @@ class Receiver:
         self.view_rtt = LatencyMeter()  # sent to the page → page's display acknowledgement back
         self.render_time = LatencyMeter()
         self.frames_rendered = 0
+        self.frames_interpolated = 0  # of them, camera frames the sender stepped over (interpolate)
         self.render_stamps: list[float] = []  # time.monotonic() at the end of each render
-        self._slot: tuple[DecodedFrameLike, CallState] | None = None
+        self._jobs: list[RenderJob] = []  # frames waiting for a render thread, oldest first
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._classic_q: list[tuple[int, bytes, CallState]] = []
@@ -224,7 +260,7 @@ class Receiver:
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
         self._rendering = 0  # frames being rendered now
-        self._published: dict[int, int] = {}  # id(call) → newest frame index shown (older ones are dropped)
+        self._published: dict[int, int] = {}  # id(call) → newest camera frame shown (older ones are dropped)
         self._publish_lock = threading.Lock()
         self._ws_tasks: set[asyncio.Future] = set()
         self._control_channels: dict[int, Any] = {}  # id(call) → control channel
@@ -378,8 +414,8 @@ class Receiver:
             call.frame_step = int(getattr(header, "frame_step", 1) or 1)
             call.fps = float(msg.get("fps") or 25.0)
             if self.sizer is not None:
-                with self._sizer_lock:
-                    self.sizer.set_fps(call.fps / call.frame_step)
+                with self._sizer_lock:  # the frames to render per second
+                    self.sizer.set_fps(call.fps / (1 if self.interpolate else call.frame_step))
             call.pack = int(msg.get("pack") or 1)
             codec = msg.get("classic")
             call.classic_decoder = ClassicDecoder(codec) if codec else None
@@ -463,9 +499,31 @@ class Receiver:
         if self.record:
             self.features[idx] = (np.array(frame.expression), np.array(frame.pose), bool(frame.concealed))
         if not late:
+            jobs = self._jobs_for(call, frame)
             with self._cond:
-                self._slot = (frame, call)
-                self._cond.notify()
+                if self._jobs:  # behind: no frames between this time, and of the coded frames still
+                    # waiting only the newest stays (latest wins: the wait stays under two renders)
+                    waiting = [j for j in self._jobs if not isinstance(j.frame, InBetweenFrame)]
+                    jobs = [*waiting[-1:], jobs[-1]]
+                self._jobs = jobs
+                self._cond.notify_all()
+
+    def _jobs_for(self, call: CallState, frame: DecodedFrameLike) -> list[RenderJob]:
+        """The coded ``frame`` to render, after the camera frames between it and the previous coded frame
+        when the stream steps over frames and ``interpolate`` is on (and that frame was rendered-for)."""
+        m, idx = call.frame_step, int(frame.index)
+        expression, pose = np.asarray(frame.expression), np.asarray(frame.pose)
+        prev, call.last_rendered = call.last_rendered, (idx, expression, pose)
+        jobs = []
+        if self.interpolate and m > 1 and prev is not None and prev[0] == idx - 1:
+            # (m + 1, D), (m + 1, 12): the two coded frames and the ones between
+            code, poses = upsample_features(
+                np.stack([prev[1], expression]), np.stack([prev[2], pose]), m, m + 1
+            )
+            for k in range(1, m):
+                between = InBetweenFrame(idx, code[k], poses[k], concealed=bool(frame.concealed))
+                jobs.append(RenderJob(between, call, (idx - 1) * m + k, idx - 1, k / call.fps))
+        return [*jobs, RenderJob(frame, call, idx * m, idx)]
 
     def _on_classic(self, call: CallState, message: bytes | str) -> None:
         if isinstance(message, str) or len(message) < 4 or call.classic_decoder is None:
@@ -481,13 +539,13 @@ class Receiver:
     def _render_loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while self._slot is None and not self._stop.is_set():
+                while not self._jobs and not self._stop.is_set():
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
-                frame, call = self._slot  # type: ignore[misc]
-                self._slot = None
+                job = self._jobs.pop(0)
                 self._rendering += 1
+            frame, call = job.frame, job.call
             size = self.size
             render_size = self.render_size
             t = time.perf_counter()
@@ -498,7 +556,7 @@ class Receiver:
                         self.sizer.observe(render_size, time.perf_counter() - t)
                 rgb = upscale(rgb, size)
                 with call.compose_lock:
-                    rgb = call.compositor.compose(int(frame.index) * call.frame_step, rgb)
+                    rgb = call.compositor.compose(job.camera, rgb)
             except Exception:
                 log.exception("render failed")
                 with self._cond:
@@ -506,39 +564,31 @@ class Receiver:
                 continue
             jpeg = _jpeg(rgb, self.jpeg_quality)
             with self._publish_lock:  # several render threads: never show a frame older than one shown
-                newest = self._published.get(id(call), -1)
-                if int(frame.index) > newest:
-                    self._published[id(call)] = int(frame.index)
-                    self._show(frame, call, jpeg, size, render_size, t)
+                if job.camera > self._published.get(id(call), -1):
+                    self._published[id(call)] = job.camera
+                    self._show(job, jpeg, size, render_size, t)
             with self._cond:
                 self._rendering -= 1
 
-    def _show(
-        self,
-        frame: DecodedFrameLike,
-        call: CallState,
-        jpeg: bytes,
-        size: int,
-        render_size: int,
-        started: float,
-    ) -> None:
+    def _show(self, job: RenderJob, jpeg: bytes, size: int, render_size: int, started: float) -> None:
         """Count a rendered frame and send it to the viewers."""
         self.render_time.add(time.perf_counter() - started)
         self.frames_rendered += 1
+        self.frames_interpolated += isinstance(job.frame, InBetweenFrame)
         self.frames_below_display += render_size < size
         self._render_size_sum += render_size
         if len(self.render_stamps) < 1_000_000:
             self.render_stamps.append(time.monotonic())
         self.rendered.add()
-        latency = self._latency(call, int(frame.index))
+        latency = self._latency(job.call, job.mark, job.after_s)
         if latency is not None:
             self.latency.add(latency)
         meta = {
-            "i": int(frame.index),
+            "i": job.camera,
             "size": size,
             "render_size": render_size,
             "latency": latency,
-            "concealed": bool(frame.concealed),
+            "concealed": bool(job.frame.concealed),
         }
         self._publish(PANEL_NERFVC, jpeg, meta)
 
@@ -565,12 +615,13 @@ class Receiver:
                     meta = {"i": idx, "size": size, "latency": latency}
                     self._publish(PANEL_CLASSIC, _jpeg(_resize(rgb, size), self.jpeg_quality), meta)
 
-    def _latency(self, call: CallState, idx: int) -> float | None:
-        """Capture → now (s) for frame ``idx``; unmarked frames extrapolate from a mark ≤ 30 frames back."""
+    def _latency(self, call: CallState, idx: int, after_s: float = 0.0) -> float | None:
+        """Capture → now (s) of what was captured ``after_s`` seconds after coded frame ``idx``; unmarked
+        frames extrapolate from a mark ≤ 30 coded frames back."""
         for back in range(31):
             t = call.capture.get(idx - back)
             if t is not None:
-                return time.time() - (t + back / call.fps - call.clock_offset)
+                return time.time() - (t + back * call.frame_step / call.fps + after_s - call.clock_offset)
         return None
 
     def _publish(self, panel: int, jpeg: bytes, meta: dict[str, Any]) -> None:
@@ -634,7 +685,7 @@ class Receiver:
     @property
     def busy(self) -> bool:
         """True while a decoded frame waits for the renderer or is being rendered."""
-        return self._slot is not None or self._rendering > 0
+        return bool(self._jobs) or self._rendering > 0
 
     def set_size(self, size: int) -> None:
         """Change the display size (takes effect at the next frame; the render size restarts from it)."""
@@ -687,6 +738,7 @@ class Receiver:
             "classic_fps": round(classic_fps, 2),
             "classic_latency_ms": self.classic_latency.median_ms(),
             "frames_rendered": self.frames_rendered,
+            "frames_interpolated": self.frames_interpolated,
             "viewers": len(self.viewers),
         }
         if call is not None:

@@ -134,11 +134,13 @@ class ArraySource:
         fps: float,
         images: list[np.ndarray] | None = None,
         crops: list[np.ndarray] | None = None,
+        frame_step: int = 1,
     ):
         self.expression, self.pose, self.fps, self.images, self.crops = expression, pose, fps, images, crops
+        self.frame_step = frame_step  # every m-th camera frame is sent, at its camera time (as TrackedSource)
 
     def __iter__(self) -> Iterator[SourceFrame]:
-        for i in range(len(self.expression)):
+        for i in range(0, len(self.expression), self.frame_step):
             image = self.images[i] if self.images is not None else None
             crop = self.crops[i] if self.crops is not None else None
             yield SourceFrame(i / self.fps, self.expression[i], self.pose[i], image, crop=crop)

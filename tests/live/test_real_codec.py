@@ -17,6 +17,7 @@ from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import CODEC_FILE
 from nerfvc.datasetdir import frame_path
 from nerfvc.embed.train import expansion_matrix
+from nerfvc.features import upsample_features
 from nerfvc.guard.fallback import GuardConfig
 from nerfvc.live.guard import LiveGuard
 from nerfvc.live.interfaces import DebugDiscRenderer, FrameRenderer
@@ -39,19 +40,30 @@ def _call(
     size: int = 64,
     crops: list[np.ndarray] | None = None,
     guard: GuardConfig | None = None,
+    frame_step: int = 1,
+    shown: list[int] | None = None,
     **config,
 ) -> tuple[SenderReport, Receiver]:
-    """One loopback call of ``features (N, D)``, ``pose (N, 12)`` at 25 fps; both ends record features.
+    """One loopback call of ``features (N, D)``, ``pose (N, 12)`` at 25 fps (every ``frame_step``-th frame
+    sent); both ends record features, ``shown`` collects the camera frame index of each frame shown.
     With ``guard``, the sender runs the quality guard on ``crops`` with the model's own renderer."""
 
     async def go():
         rx = Receiver(receiver.packet_decoder, renderer, size=size, record=True)
+        if shown is not None:
+            publish = rx._publish
+
+            def record(panel, jpeg, meta):
+                shown.append(meta["i"])
+                publish(panel, jpeg, meta)
+
+            rx._publish = record
         port = await rx.start()
         try:
-            enc = sender.stream_encoder(25.0)
+            enc = sender.stream_encoder(25.0, frame_step=frame_step)
             cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token, record=True, **config)
             live_guard = LiveGuard(enc, receiver.renderer(), 25.0, guard) if guard else None
-            source = ArraySource(features, pose, 25.0, crops=crops)
+            source = ArraySource(features, pose, 25.0, crops=crops, frame_step=frame_step)
             report = await Sender(source, enc, cfg, guard=live_guard).run()
             await asyncio.sleep(0.3)
             deadline = asyncio.get_running_loop().time() + 30
@@ -64,15 +76,32 @@ def _call(
     return asyncio.run(go())
 
 
+def _codec_model(tmp_path, code: np.ndarray, pose: np.ndarray) -> tuple[SenderPipeline, ReceiverPipeline]:
+    """Both pipelines of a MODEL with codec tables fitted on ``code``, ``pose`` and a stand-in NeRF file."""
+    model = tmp_path / "model"
+    model.mkdir()
+    fit_codec(code, pose).save(model / CODEC_FILE)
+    (model / "nerf.safetensors").write_bytes(b"stand-in")
+    finalize_model_dir(model)
+    return SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+
+
+class RecordingRenderer(DebugDiscRenderer):
+    """A debug renderer that keeps the features of every frame it renders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rendered: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:
+        self.rendered.append((np.array(expression), np.array(pose)))
+        return super().render(expression, pose, width, height)
+
+
 @pytest.mark.parametrize("drop", [0.0, 0.05])
 def test_call_with_the_real_codec(drop, tmp_path):
     code, pose = synthetic_features(425, dim=30, seed=1)
-    model = tmp_path / "model"
-    model.mkdir()
-    fit_codec(code[:300], pose[:300]).save(model / CODEC_FILE)
-    (model / "nerf.safetensors").write_bytes(b"stand-in")
-    finalize_model_dir(model)
-    sender, receiver = SenderPipeline.from_model_dir(model), ReceiverPipeline.from_model_dir(model)
+    sender, receiver = _codec_model(tmp_path, code[:300], pose[:300])
     report, rx = _call(sender, receiver, code[300:], pose[300:], DebugDiscRenderer(), drop=drop, seed=3)
     delivered = 0
     for i, (c, p, concealed) in rx.features.items():
@@ -87,6 +116,45 @@ def test_call_with_the_real_codec(drop, tmp_path):
         assert report.dropped_messages > 0 and s["keyframe_requests"] > 0
         assert delivered >= 0.75 * 125
         assert max(i for i, v in rx.features.items() if not v[2]) >= 120  # decoding resumed to the end
+
+
+def test_frames_the_sender_steps_over_are_interpolated_and_shown_in_order(tmp_path):
+    """With every 3rd camera frame coded, the receiver also renders the two frames between each pair of
+    coded ones, from the features a file decoder would interpolate (``upsample_features``), and shows camera
+    frames in increasing order; with ``interpolate`` off it shows the coded frames alone."""
+    code, pose = synthetic_features(400, dim=30, seed=2)
+    sender, receiver = _codec_model(tmp_path, code[:300], pose[:300])
+    renderer, shown = RecordingRenderer(), []
+    report, rx = _call(sender, receiver, code[300:390], pose[300:390], renderer, frame_step=3, shown=shown)
+    assert report.frames == 30 and rx.summary()["lost"] == 0
+    sent = [report.quantized[i] for i in range(30)]  # coded frame i is camera frame 3i
+    expected = []  # the frames between coded i - 1 and i, as a file decoder interpolates them
+    for i in range(1, 30):
+        c, p = upsample_features(
+            np.stack([sent[i - 1][0], sent[i][0]]), np.stack([sent[i - 1][1], sent[i][1]]), 3, 4
+        )
+        expected += [(c[1], p[1]), (c[2], p[2])]
+    between = [f for f in renderer.rendered if not any(np.array_equal(f[0], s[0]) for s in sent)]
+    assert len(between) == rx.frames_interpolated >= 0.8 * len(expected)  # a late batch may be dropped
+    for c, p in between:
+        assert any(np.allclose(c, e[0], atol=1e-6) and np.allclose(p, e[1], atol=1e-6) for e in expected)
+    assert shown == sorted(set(shown)) and len(shown) > 1.8 * 30
+    assert {i for i in shown if i % 3} and all(i <= 87 for i in shown)  # camera indices, the last coded 87
+
+    async def coded_only():
+        rx = Receiver(receiver.packet_decoder, DebugDiscRenderer(), size=64, interpolate=False)
+        port = await rx.start()
+        try:
+            enc = sender.stream_encoder(25.0, frame_step=3)
+            cfg = SenderConfig(f"http://127.0.0.1:{port}", rx.token)
+            await Sender(ArraySource(code[300:345], pose[300:345], 25.0, frame_step=3), enc, cfg).run()
+            await asyncio.sleep(0.3)
+        finally:
+            await rx.stop()
+        return rx
+
+    plain = asyncio.run(coded_only())
+    assert plain.frames_interpolated == 0 and 0 < plain.frames_rendered <= 15
 
 
 def test_call_with_an_embedding_model_renders_the_expanded_expression(tiny_embed_model):
