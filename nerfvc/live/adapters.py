@@ -27,13 +27,18 @@ if TYPE_CHECKING:
 
 
 def make_renderer(model: str | Path, threads: int | None = None) -> Renderer:
-    """The person's NeRF renderer (``threads``: torch threads for it; default as configured). Top-level, so
-    that a render worker process can build it (``ProcessRenderer(make_renderer, MODEL)``)."""
+    """The person's NeRF renderer (``threads``: torch threads for it; default as configured), warmed up by
+    one small frame, so that building a kernel or the first call's set-up happens before a call, not in its
+    first frames. Top-level, so that a render worker process can build it (``ProcessRenderer(make_renderer,
+    MODEL)``)."""
     r = ReceiverPipeline.from_model_dir(model).renderer()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    m = r.model
+    tail = np.zeros(m.cfg.torso_dims, np.float32)
+    r.render(np.concatenate([m.expr_mean.cpu().numpy(), tail]), m.pose_mean.cpu().numpy(), 32, 32)
     return r
 
 
