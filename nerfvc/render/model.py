@@ -64,6 +64,12 @@ class ModelConfig:
         return cls(**d)
 
 
+# The expression range a model renders: each expression dimension is clamped, at render time only, to the
+# EXPRESSION_RANGE_QUANTILE … 1 − EXPRESSION_RANGE_QUANTILE quantiles of the training frames' (held-out
+# expressions past them drew out-of-range colour as blocky mosaics; docs/nerf.md "Expression range").
+EXPRESSION_RANGE_QUANTILE = 0.01
+
+
 def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Per-ray inputs (R,D) at rows ``idx``; (1,D), one input shared by every ray, as it is."""
     return t if t.shape[0] == 1 else t[idx]
@@ -77,8 +83,12 @@ class PortraitNeRF(nn.Module):
     expr_mean: torch.Tensor
     expr_std: torch.Tensor
     expr_used: torch.Tensor
+    expr_lo: torch.Tensor
+    expr_hi: torch.Tensor
     pose_mean: torch.Tensor
     pose_std: torch.Tensor
+    # buffers a model saved before they existed may lack (loaded as their defaults: no expression range)
+    OPTIONAL_BUFFERS = frozenset({"expr_lo", "expr_hi"})
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -96,6 +106,9 @@ class PortraitNeRF(nn.Module):
         self.register_buffer("expr_std", torch.ones(cfg.expression_dim))
         used = torch.arange(cfg.expression_dim) < (cfg.expression_used or cfg.expression_dim)
         self.register_buffer("expr_used", used.float(), persistent=False)  # (E,) 1 = reaches the fields
+        # (E,) the expression range rendered (within_training_range); unbounded until set_normalisation
+        self.register_buffer("expr_lo", torch.full((cfg.expression_dim,), -torch.inf))
+        self.register_buffer("expr_hi", torch.full((cfg.expression_dim,), torch.inf))
         self.register_buffer("pose_mean", torch.zeros(12))
         self.register_buffer("pose_std", torch.ones(12))
 
@@ -110,6 +123,13 @@ class PortraitNeRF(nn.Module):
         expr_n = (inputs[:, :e] - self.expr_mean) / self.expr_std * self.expr_used
         return expr_n, (inputs[:, e:] if self.cfg.torso_dims else None)
 
+    def within_training_range(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-frame inputs (R, E+T) with each expression dimension clamped into the training range
+        (``expr_lo``, ``expr_hi``), the torso shift as it is: what a receiver renders."""
+        e = self.cfg.expression_dim
+        expr = torch.maximum(torch.minimum(inputs[:, :e], self.expr_hi), self.expr_lo)
+        return torch.cat([expr, inputs[:, e:]], 1)
+
     def grid_decay(self) -> torch.Tensor:
         """Zip-NeRF's normalised weight decay of both head fields' hash tables: the sum over levels of each
         level's mean squared feature → scalar. It pulls entries that few training rays reach (and hash
@@ -123,14 +143,25 @@ class PortraitNeRF(nn.Module):
         return (self.head_hi - self.head_lo).max()
 
     def set_normalisation(
-        self, expression: torch.Tensor, pose: torch.Tensor, expression_scale: str = "dim"
+        self,
+        expression: torch.Tensor,
+        pose: torch.Tensor,
+        expression_scale: str = "dim",
+        range_quantile: float = EXPRESSION_RANGE_QUANTILE,
     ) -> None:
         """Mean/std of the training inputs (N,E+T) (expression part) and poses (N,12), per dimension; with
         ``expression_scale="global"`` every expression dimension is divided by the largest per-dimension std
         instead, so the PCA's minor components (std below 5e-4 on the shared clips, the major ones 1e-2 to
-        5e-2) stay as small as they are rather than being blown up to the major ones' spread."""
+        5e-2) stay as small as they are rather than being blown up to the major ones' spread. The rendered
+        expression range is the ``range_quantile`` … 1 − ``range_quantile`` quantiles per dimension."""
         expression = expression[:, : self.cfg.expression_dim]
         self.expr_mean.copy_(expression.mean(0))
+        q = torch.tensor(
+            [range_quantile, 1 - range_quantile], dtype=expression.dtype, device=expression.device
+        )
+        lo, hi = torch.quantile(expression, q, dim=0)  # (E,), (E,)
+        self.expr_lo.copy_(lo)
+        self.expr_hi.copy_(hi)
         std = expression.std(0)
         if expression_scale == "global":
             std = std.max().expand_as(std)

@@ -42,9 +42,12 @@ def load_nerf(path: str | Path, verify: bool = True) -> tuple[PortraitNeRF, Came
         raise ModelMismatchError(f"{path}: nerf.json is not a version {NERF_VERSION} nerfvc NeRF")
     model = PortraitNeRF(ModelConfig.from_dict(meta["model"]))
     try:
-        model.load_state_dict(load_file(str(path / "nerf.safetensors")), strict=True)
+        missing, unexpected = model.load_state_dict(load_file(str(path / "nerf.safetensors")), strict=False)
     except Exception as e:
         raise ModelMismatchError(f"{path}: nerf.safetensors does not fit nerf.json ({e})") from e
+    if unexpected or set(missing) - model.OPTIONAL_BUFFERS:
+        wrong = ", ".join([*(f"missing {k}" for k in missing), *(f"unexpected {k}" for k in unexpected)])
+        raise ModelMismatchError(f"{path}: nerf.safetensors does not fit nerf.json ({wrong})")
     model.eval()
     camera = Camera.from_dict(read_json(path / "camera.json"))
     try:
@@ -81,8 +84,11 @@ class Renderer:
         chunk: int = 1 << 16,
         samples: tuple[int, int] | None = None,
         reference: bool = False,
+        expression_range: bool = True,
     ):
         self.model = model.to(device).eval()
+        # clamp each frame's expression into the model's training range (PortraitNeRF.within_training_range)
+        self.expression_range = expression_range
         self.camera = camera
         self.background = background  # (H,W,3) uint8 at the camera's size
         self.device = torch.device(device)
@@ -132,6 +138,8 @@ class Renderer:
             raise InputError(
                 f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
             )
+        if self.expression_range:
+            expr = self.model.within_training_range(expr)
         dirs, uv, bg = self._rays(width, height)
         if not self.reference:
             img = render_frame(self.model, dirs, uv, bg, height, width, expr, pos, self.fast)
