@@ -198,8 +198,8 @@ class Receiver:
 
     With a frame step m > 1 in the stream and ``interpolate`` (the default), each coded frame also brings the
     m − 1 camera frames before it, interpolated from the previous coded frame as a file decoder does
-    (:func:`nerfvc.features.upsample_features`), so the call is shown at the camera's rate; those frames are
-    (m − 1 − k) / fps late by construction (docs/live.md)."""
+    (:func:`nerfvc.features.upsample_features`), so the call is shown at the camera's rate; the k-th of them
+    is shown (m − k) / fps after its capture at the earliest (docs/live.md)."""
 
     def __init__(
         self,
@@ -510,7 +510,7 @@ class Receiver:
 
     def _jobs_for(self, call: CallState, frame: DecodedFrameLike) -> list[RenderJob]:
         """The coded ``frame`` to render, after the camera frames between it and the previous coded frame
-        when the stream steps over frames and ``interpolate`` is on (and that frame was rendered-for)."""
+        when the stream steps over frames, ``interpolate`` is on and that frame went to the renderer."""
         m, idx = call.frame_step, int(frame.index)
         expression, pose = np.asarray(frame.expression), np.asarray(frame.pose)
         prev, call.last_rendered = call.last_rendered, (idx, expression, pose)

@@ -103,10 +103,8 @@ class FeatureRefiner:
             return torch.cat([feats[:, :k] + offset * model.expr_std[:k], tail], 1)  # (1,D)
 
         def closure() -> torch.Tensor:
-            # as the receiver renders it: within the model's expression range
-            rgb = model.render_rays(dirs, uv, model.within_training_range(inputs()), pose_t, bg)[
-                "rgb"
-            ]  # (R,3)
+            held = model.within_training_range(inputs())  # (1,D) as the receiver renders it
+            rgb = model.render_rays(dirs, uv, held, pose_t, bg)["rgb"]  # (R,3)
             sq = (rgb - gt).square()  # (R,3)
             err = (sq + 1e-4).sqrt().sum() if self.config.loss == "l1" else sq.sum()
             loss = err * scale + self.config.prior * offset.square().mean()
