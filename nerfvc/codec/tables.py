@@ -147,7 +147,7 @@ class RateCurve:
 
     def bits(self, step_index: int, frame_step: int) -> tuple[float, float]:
         """``(key bits, delta bits)`` per coded frame at a step index (linear in the index between the grid
-        points; past the finest one extended along its last segment, past the coarsest one flat)."""
+        points; below the finest one extended along the first segment, past the coarsest one flat)."""
         g = self.step_indices
 
         def at(y: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nerfvc.errors import InputError
+from nerfvc.features import model_input
 from nerfvc.guard.picture import shrink
 from nerfvc.live.interfaces import SourceFrame
 from nerfvc.pipeline import ReceiverPipeline, SenderPipeline
@@ -37,8 +38,9 @@ def make_renderer(model: str | Path, threads: int | None = None) -> Renderer:
 
         torch.set_num_threads(threads)
     m = r.model
-    tail = np.zeros(m.cfg.torso_dims, np.float32)
-    r.render(np.concatenate([m.expr_mean.cpu().numpy(), tail]), m.pose_mean.cpu().numpy(), 32, 32)
+    r.render(
+        model_input(m.expr_mean.cpu().numpy(), None, m.cfg.torso_dims), m.pose_mean.cpu().numpy(), 32, 32
+    )
     return r
 
 
