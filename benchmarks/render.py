@@ -38,10 +38,12 @@ from nerfvc.train.dataset import load_dataset
 ROOT = Path(__file__).resolve().parent
 
 # name: (FastRenderConfig fields, kernel: "auto" = as this machine chose, "torch" = pure torch); None = the
-# training renderer (PortraitNeRF.render_rays on every ray)
+# training renderer (PortraitNeRF.render_rays on every ray). "references": False renders without the model's
+# reference texture (nerfvc.render.references).
 SETTINGS: dict[str, tuple[dict, str] | None] = {
     "reference": None,
     "default": ({}, "auto"),
+    "no_references": ({"references": False}, "auto"),
     "torch_kernels": ({}, "torch"),
     "float32_tables": ({"half_tables": False}, "auto"),
     "float16_tables": ({"half_tables": True}, "auto"),
@@ -90,9 +92,10 @@ def _timed(r: Renderer, e: np.ndarray, p: np.ndarray, size: int, repeat: int) ->
 
 
 def _renderer(model: str | Path, kw: dict) -> Renderer:
-    r = Renderer.from_model_dir(model)
+    r = Renderer.from_model_dir(model, references=kw.get("references", True))
     for k, v in kw.items():
-        setattr(r.fast, k, v)
+        if k != "references":
+            setattr(r.fast, k, v)
     return r
 
 
@@ -180,6 +183,7 @@ def main() -> None:
                 "setting": name,
                 "kernel": None if setting is None else kernel,
                 "config": None if setting is None else asdict(r.fast),
+                "references": r.references is not None,
                 "size": size,
                 "psnr_gt": float(np.mean([psnr(a, b) for a, b in zip(imgs, gts)])),
                 "psnr_vs_reference": float(np.mean([psnr(a, b) for a, b in zip(imgs, refs)]))

@@ -34,3 +34,5 @@ class EvalOptions:
     # are; nerfvc.pipeline.refine)
     refine: int = 0
     keep_videos: bool = False  # keep every scored sequence as a lossless video (REPORT/videos/)
+    # render the NeRF alone, without the model's reference frames' texture (the ablation)
+    no_references: bool = False

@@ -230,7 +230,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     if args.max_frames:
         gt_src = gt_src[: args.max_frames]
     sender = SenderPipeline.from_model_dir(args.model)
-    receiver = ReceiverPipeline.from_model_dir(args.model)
+    receiver = ReceiverPipeline.from_model_dir(args.model, references=not args.no_references)
     receiver.renderer()  # loaded now, so that a broken model fails before tracking
     fps = float(info.get("fps") or 25.0)
     frames, clip = track_frames(sender, np.concatenate([prev_src[None], gt_src]), fps)

@@ -91,6 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output: .npz features (expression, pose, valid; + code with an embedding) or .mp4 video",
     )
     p.add_argument("--size", default="512", help=".mp4 only: S (longer side) or WxH; default 512")
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help=".mp4 only: render the NeRF alone, without the model's reference frames' texture",
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("codec-fit", help="fit codec tables on training features into a MODEL directory")
@@ -175,7 +180,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    receiver = ReceiverPipeline.from_model_dir(args.model)
+    receiver = ReceiverPipeline.from_model_dir(args.model, references=not args.no_references)
     try:
         data = Path(args.stream).read_bytes()
     except FileNotFoundError as e:

@@ -87,17 +87,22 @@ class DecodedStream:
 class ReceiverPipeline:
     """A MODEL's receiver: packets or whole streams → the NeRF's features → frames at any size."""
 
-    def __init__(self, model_dir: str | Path, codec: ModelCodec, device: str = "cpu") -> None:
+    def __init__(
+        self, model_dir: str | Path, codec: ModelCodec, device: str = "cpu", references: bool = True
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.codec = codec
         self.device = device
+        self.references = references  # blend the model's reference frames into the head (if it has them)
         self._renderer: Renderer | None = None
 
     @classmethod
-    def from_model_dir(cls, model: str | Path, device: str = "cpu") -> ReceiverPipeline:
+    def from_model_dir(
+        cls, model: str | Path, device: str = "cpu", references: bool = True
+    ) -> ReceiverPipeline:
         """The receiver of a MODEL directory (files verified against ``model.json``); the renderer is
-        loaded on first use."""
-        return cls(model, ModelCodec.from_model_dir(model), device)
+        loaded on first use (``references``: with the model's reference texture, when it has one)."""
+        return cls(model, ModelCodec.from_model_dir(model), device, references)
 
     # -- packets → features ------------------------------------------------------------------------------
     def to_expression(self, code: np.ndarray) -> np.ndarray:
@@ -120,7 +125,7 @@ class ReceiverPipeline:
         if self._renderer is None:
             from nerfvc.render.renderer import Renderer  # torch + the NeRF: only when frames are rendered
 
-            self._renderer = Renderer.from_model_dir(self.model_dir, self.device)
+            self._renderer = Renderer.from_model_dir(self.model_dir, self.device, references=self.references)
         return self._renderer
 
     def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="coarse,fine samples per ray (default: as trained, 24,24; 16,16 is faster)",
     )
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="render the NeRF alone, without the model's reference frames' texture",
+    )
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.set_defaults(func=run)
 
@@ -29,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     feats = load_features(args.features)
     n = len(feats["pose"]) if args.frames is None else min(args.frames, len(feats["pose"]))
     expression = model_inputs(feats, args.model)[:n]
-    renderer = Renderer.from_model_dir(args.model)
+    renderer = Renderer.from_model_dir(args.model, references=not args.no_references)
     w, h = parse_size(args.size, renderer.camera.width, renderer.camera.height)
     print(renderer.write_video(args.output, expression, feats["pose"][:n], w, h, args.fps))
     return 0

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,15 @@ class FastRenderConfig:
     def coarse_stride(self, height: int, width: int) -> int:
         """Pixel stride of the coarse pass for a ``height`` × ``width`` frame."""
         return max(2, round(max(height, width) / self.coarse_size))
+
+
+class FrameRender(NamedTuple):
+    """A rendered frame, row-major: colour (H·W,3) in [0,1], the head's opacity (H·W,) and its expected depth
+    along each pixel's ray (H·W,) (camera z: ray directions have z = 1; 0 where no fine sample weighs)."""
+
+    rgb: torch.Tensor
+    head_alpha: torch.Tensor
+    head_depth: torch.Tensor
 
 
 def supports(model: PortraitNeRF) -> bool:
@@ -212,10 +222,10 @@ def render_frame(
     expression: torch.Tensor,
     pose: torch.Tensor,
     cfg: FastRenderConfig | None = None,
-) -> torch.Tensor:
+) -> FrameRender:
     """One frame: pixel directions (H·W,3) and uv (H·W,2) row-major, background (H·W,3) in [0,1], raw
-    inputs (1,E+T) (expression, then the torso shift if the model has one) and pose (1,12) → image (H·W,3)
-    in [0,1]."""
+    inputs (1,E+T) (expression, then the torso shift if the model has one) and pose (1,12) → the image
+    (H·W,3) in [0,1] with its head's opacity and depth."""
     cfg = cfg or FastRenderConfig()
     dev = dirs.device
     expr_n, shift = model.split_input(expression)
@@ -249,15 +259,18 @@ def render_frame(
 
     head_rgb = torch.zeros(dirs.shape[0], 3, device=dev)
     head_alpha = torch.zeros(dirs.shape[0], device=dev)
+    head_depth = torch.zeros(dirs.shape[0], device=dev)
     if fine_pix.numel():
         unit = _unit_fine_edges(coarse_w, corners, cfg.n_fine, fine)  # (Pc,n+1)
         unit = unit.index_select(0, cell.index_select(0, fine_pix))  # (F,n+1)
         ns = near_span.index_select(0, fine_pix)  # (F,2)
         edges = torch.addcmul(ns[:, :1], ns[:, 1:], unit)
         o, d = origin.index_select(0, fine_pix), direction.index_select(0, fine_pix)  # (F,3) each
-        _, rgb_f, a_f = _march(model, fine, o, d, edges, cfg, True)
+        w_f, rgb_f, a_f = _march(model, fine, o, d, edges, cfg, True)
         head_rgb.index_copy_(0, fine_pix, rgb_f)
         head_alpha.index_copy_(0, fine_pix, a_f)
+        mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # (F,n)
+        head_depth.index_copy_(0, fine_pix, (w_f * mid).sum(1) / w_f.sum(1).clamp(min=1e-8))
 
     # torso and background only where the head lets them through, and the torso only where the coarse grid
     # (dilated by one sample) saw it: the rest is background
@@ -279,7 +292,8 @@ def render_frame(
             rgba = torso.rgba(uv.index_select(0, behind))  # (B,4)
         torso_rgb.index_copy_(0, behind, rgba[:, :3])
         torso_alpha.index_copy_(0, behind, rgba[:, 3])
-    return composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
+    rgb = composite(head_rgb, head_alpha, torso_rgb, torso_alpha, background)
+    return FrameRender(rgb, head_alpha, head_depth)
 
 
 def _torso_upsampled(torso: FrameTorso, uv: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:

@@ -215,7 +215,8 @@ class PortraitNeRF(nn.Module):
         """Render rays: camera directions (R,3), image coords uv (R,2), raw inputs (R,E+T) (expression, then
         the torso shift if ``cfg.torso_dims``) and pose (R,12) (or (1,E+T), (1,12) shared by all rays: one
         frame), background colour (R,3) → ``rgb`` (R,3) fine
-        composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``).
+        composite, ``rgb_coarse``, ``head_alpha``, ``torso_alpha`` (R,) (and ``head_alpha_coarse``), and
+        outside training ``head_depth`` (R,): the fine pass's expected depth (camera z; 0 without head).
         ``samples`` = (coarse, fine) per ray overrides the config (fewer = faster renders).
         ``frame_code`` (R,K): per-ray offsets of the consistency code, the training frames' own latent codes
         (training only: the receiver has none, i.e. zero). ``distortion_loss`` (with ``train``) adds
@@ -236,6 +237,7 @@ class PortraitNeRF(nn.Module):
         out = {
             "head_rgb": torch.zeros(n, 3, device=dev),
             "head_alpha": torch.zeros(n, device=dev),
+            "head_depth": torch.zeros(n, device=dev),
             "head_rgb_coarse": torch.zeros(n, 3, device=dev),
             "head_alpha_coarse": torch.zeros(n, device=dev),
         }
@@ -256,6 +258,10 @@ class PortraitNeRF(nn.Module):
                 w_f, rgb_f, a_f = self._head_pass(self.fine, edges_f, o[sel], d[sel], code_sel, cons_sel)
                 out["head_rgb"] = out["head_rgb"].index_put((idx[sel],), rgb_f)
                 out["head_alpha"] = out["head_alpha"].index_put((idx[sel],), a_f)
+                if not train:  # expected depth along the ray (camera z: directions have z = 1)
+                    mid = 0.5 * (edges_f[:, 1:] + edges_f[:, :-1])  # (R'',S)
+                    depth = (w_f * mid).sum(1) / w_f.sum(1).clamp(min=1e-8)
+                    out["head_depth"] = out["head_depth"].index_put((idx[sel],), depth)
                 if train and distortion_loss:  # distances in head-box units
                     unit = 1.0 / self.scale
                     dist = distortion(w_c, edges * unit).sum() + distortion(w_f, edges_f * unit).sum()

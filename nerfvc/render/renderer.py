@@ -24,9 +24,17 @@ from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json
 from nerfvc.io.video import write_video
 from nerfvc.modeldir import read_model_manifest
-from nerfvc.render.fast import FastRenderConfig, render_frame, supports
+from nerfvc.render.fast import FastRenderConfig, FrameRender, render_frame, supports
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import pixel_rays
+from nerfvc.render.references import (
+    NEAREST_REFERENCES,
+    PreparedReference,
+    ReferenceFrames,
+    blend_references,
+    prepare_reference,
+    reference_key,
+)
 from nerfvc.render.threads import configure_threads
 
 NERF_FORMAT = "nerfvc-nerf"
@@ -63,13 +71,20 @@ def frame_rays(
     """Every pixel of a ``width`` x ``height`` frame of ``camera``: directions (H·W,3), uv (H·W,2) and the
     background (H,W,3) uint8 resized to it, as float colours (H·W,3) in [0,1]."""
     dirs, uv = pixel_rays(camera.scaled(width, height), device)
-    im = Image.fromarray(background)
+    return dirs, uv, float_image(background, width, height, device).reshape(-1, 3)
+
+
+def float_image(
+    image: np.ndarray, width: int, height: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """An uint8 image (H,W,3) resized to ``width`` x ``height`` (area average down, bicubic up) → float
+    (height,width,3) in [0,1]."""
+    im = Image.fromarray(image)
     if im.size != (width, height):
         im = im.resize(
             (width, height), Image.Resampling.BOX if width < im.size[0] else Image.Resampling.BICUBIC
         )
-    bg = torch.from_numpy(np.asarray(im).copy()).to(device).float().reshape(-1, 3) / 255
-    return dirs, uv, bg
+    return torch.from_numpy(np.asarray(im).copy()).to(device).float() / 255
 
 
 class Renderer:
@@ -85,6 +100,7 @@ class Renderer:
         samples: tuple[int, int] | None = None,
         reference: bool = False,
         expression_range: bool = True,
+        references: ReferenceFrames | None = None,
     ):
         self.model = model.to(device).eval()
         # clamp each frame's expression into the model's training range (PortraitNeRF.within_training_range)
@@ -100,6 +116,15 @@ class Renderer:
         n_coarse, n_fine = samples or (model.cfg.n_coarse, min(model.cfg.n_fine, FastRenderConfig.n_fine))
         self.fast = FastRenderConfig(n_coarse=n_coarse, n_fine=n_fine)
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # real enrollment frames blended into the head (nerfvc.render.references); None: the render alone
+        self.references = references
+        self._reference_keys = torch.zeros(0)  # (K,D) reference_key of each reference
+        if references is not None:
+            inputs = model.within_training_range(references.inputs.to(self.device))
+            with torch.no_grad():
+                self._reference_keys = reference_key(model, inputs, references.poses.to(self.device))
+        # per output size: each reference used so far, prepared (prepare_reference) at that size
+        self._prepared: dict[tuple[int, int], dict[int, PreparedReference]] = {}
 
     @classmethod
     def from_model_dir(
@@ -109,11 +134,14 @@ class Renderer:
         verify: bool = True,
         samples: tuple[int, int] | None = None,
         reference: bool = False,
+        references: bool = True,
     ) -> Renderer:
-        """Load a MODEL directory (checking its fingerprint when ``verify``)."""
+        """Load a MODEL directory (checking its fingerprint when ``verify``); ``references``: blend its
+        reference frames into the head when it has them."""
         configure_threads()
         model, camera, bg = load_nerf(path, verify=verify)
-        return cls(model, camera, bg, device, samples=samples, reference=reference)
+        refs = ReferenceFrames.load(path) if references else None
+        return cls(model, camera, bg, device, samples=samples, reference=reference, references=refs)
 
     @property
     def expression_dim(self) -> int:
@@ -140,18 +168,63 @@ class Renderer:
             )
         if self.expression_range:
             expr = self.model.within_training_range(expr)
+        frame = self._render_layers(expr, pos, width, height)
+        img = frame.rgb.clamp(0, 1).reshape(height, width, 3)
+        if self.references is None:
+            return img
+        return self._with_references(img, frame, expr, pos, width, height)
+
+    def _render_layers(self, expr: torch.Tensor, pos: torch.Tensor, width: int, height: int) -> FrameRender:
+        """Inputs (1,E+T) and pose (1,12) → the frame with its head opacity and depth (the frame renderer,
+        or every ray as in training when ``reference``)."""
         dirs, uv, bg = self._rays(width, height)
         if not self.reference:
-            img = render_frame(self.model, dirs, uv, bg, height, width, expr, pos, self.fast)
-            return img.clamp(0, 1).reshape(height, width, 3)
-        out = []
-        for i in range(0, dirs.shape[0], self.chunk):
-            n = min(self.chunk, dirs.shape[0] - i)
-            o = self.model.render_rays(
-                dirs[i : i + n], uv[i : i + n], expr, pos, bg[i : i + n], samples=self.samples
+            return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, self.fast)
+        outs = [
+            self.model.render_rays(
+                dirs[i : i + self.chunk],
+                uv[i : i + self.chunk],
+                expr,
+                pos,
+                bg[i : i + self.chunk],
+                samples=self.samples,
             )
-            out.append(o["rgb"])
-        return torch.cat(out).clamp(0, 1).reshape(height, width, 3)
+            for i in range(0, dirs.shape[0], self.chunk)
+        ]
+        return FrameRender(*(torch.cat([o[k] for o in outs]) for k in ("rgb", "head_alpha", "head_depth")))
+
+    def _with_references(
+        self,
+        img: torch.Tensor,
+        frame: FrameRender,
+        expr: torch.Tensor,
+        pos: torch.Tensor,
+        width: int,
+        height: int,
+    ) -> torch.Tensor:
+        """``img`` (H,W,3) with the nearest reference frames' texture blended into its head."""
+        key = reference_key(self.model, expr, pos)  # (1,D)
+        nearest = ((self._reference_keys - key) ** 2).sum(1).argsort()[:NEAREST_REFERENCES].tolist()
+        sigma = max(width, height) / 256  # the agreement's low-pass: 1 px at 256², 2 at 512²
+        refs = [self._prepared_reference(k, width, height, sigma) for k in nearest]
+        dirs = self._rays(width, height)[0]  # (H·W,3), z = 1: the surface point is dirs · depth
+        points = (dirs * frame.head_depth[:, None]).view(height, width, 3)
+        cam = self.camera.scaled(width, height)
+        alpha = frame.head_alpha.view(height, width)
+        out = blend_references(img, alpha, points, pos[0], refs, (cam.fx, cam.fy, cam.cx, cam.cy), sigma)
+        return out.clamp(0, 1)
+
+    def _prepared_reference(self, k: int, width: int, height: int, sigma: float) -> PreparedReference:
+        """Reference ``k`` at this size with its head depth as this model renders it (once per size)."""
+        prepared = self._prepared.setdefault((width, height), {})
+        if k not in prepared:
+            assert self.references is not None
+            inputs = self.model.within_training_range(self.references.inputs[k : k + 1].to(self.device))
+            pose = self.references.poses[k : k + 1].to(self.device)
+            depth = self._render_layers(inputs, pose, width, height).head_depth.view(height, width)
+            image = float_image(self.references.images[k].numpy(), width, height, self.device)
+            prepared[k] = prepare_reference(image, depth, pose[0], sigma)
+        return prepared[k]
 
     @torch.inference_mode()
     def render(

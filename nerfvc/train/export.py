@@ -27,6 +27,7 @@ from nerfvc.features import model_input
 from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
 from nerfvc.modeldir import finalize_model_dir
 from nerfvc.render.model import PortraitNeRF
+from nerfvc.render.references import REFERENCE_COUNT, REFERENCES_FILE, ReferenceFrames
 from nerfvc.render.renderer import NERF_FORMAT, NERF_VERSION
 
 
@@ -36,10 +37,12 @@ def write_model_dir(
     dataset_root: str | Path,
     info: dict[str, Any] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    references: int = REFERENCE_COUNT,
 ) -> str:
-    """Write nerf.safetensors/json, camera.json, background.png, face_model.*, ``extra_files`` and the feature
-    codec's tables (``codec.json``, fitted on the training frames) into ``path``, then finalize
-    ``model.json``; returns the fingerprint.
+    """Write nerf.safetensors/json, camera.json, background.png, face_model.*, ``extra_files``, the feature
+    codec's tables (``codec.json``, fitted on the training frames) and ``references`` real training frames
+    (``references.safetensors``; 0: none) into ``path``, then finalize ``model.json``; returns the
+    fingerprint.
 
     Camera and background are the dataset's own (full size): the renderer scales them to any output size.
     """
@@ -67,6 +70,10 @@ def write_model_dir(
     for name, data in (extra_files or {}).items():
         write_bytes_atomic(path / name, data)
     write_dataset_codec_tables(path, root, manifest, model.cfg.torso_dims)
+    if references > 0:
+        ReferenceFrames.from_dataset(root, model, references).save(path)
+    else:
+        (path / REFERENCES_FILE).unlink(missing_ok=True)  # a rerun with 0 leaves none from before
     from nerfvc.guard.modelfiles import write_guard_stats
 
     write_guard_stats(path, root, model.cfg.torso_dims)  # the sender's quality guard (docs/guard.md)

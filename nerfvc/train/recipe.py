@@ -19,6 +19,7 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("iters", type=int_in(1), metavar="N"),
     Opt("batch_rays", type=int_in(1), metavar="N"),
     Opt("eval_frames", type=int_in(-1), metavar="N"),
+    Opt("references", type=int_in(0, 4096), metavar="K"),
     Opt(
         "torso_motion",
         "--no-torso",

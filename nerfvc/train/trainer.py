@@ -42,6 +42,7 @@ from nerfvc.machine import PRECISIONS, LoopTrial
 from nerfvc.metrics import psnr, psnr_from_mse, ssim
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import intersect_box, pixel_dirs, to_canonical
+from nerfvc.render.references import REFERENCE_COUNT
 from nerfvc.render.renderer import Renderer
 from nerfvc.render.threads import configure_threads
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
@@ -86,6 +87,8 @@ class TrainConfig:
     occupancy_every: int = 16
     settings_trial_at: int = 128  # steps timed for the MLP precision and density kernel start here
     checkpoint_seconds: float = 60.0
+    # real training frames kept in MODEL for the receiver's head texture (nerfvc.render.references; 0 = none)
+    references: int = REFERENCE_COUNT
     eval_frames: int = 25  # held-out frames scored at the end (evenly spaced; 0 = none, -1 = all)
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
     score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
@@ -534,7 +537,7 @@ def train(
             "step_settings": trial.current,
         }
     }
-    fp = write_model_dir(out, model, ds.root, info)
+    fp = write_model_dir(out, model, ds.root, info, references=cfg.references)
     metrics: dict[str, Any] = {}
     if cfg.eval_frames and len(ds.test_idx):
         metrics = generalisation_scores(model, ds, cfg.eval_frames, cfg.score_size, deadline=t_call + total)

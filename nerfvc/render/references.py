@@ -1,0 +1,258 @@
+"""Enrollment reference frames: real texture for the rendered head.
+
+The NeRF draws held-out expressions and poses with a softer, noisier texture than the camera shows (skin,
+hair, glasses: what LPIPS, DISTS and the identity metric punish). A MODEL directory can carry ``count`` real
+training frames chosen to cover the enrollment clip's poses and major expressions (``references.safetensors``,
+JPEG-coded, with each frame's inputs and pose). For every rendered frame the renderer
+
+1. takes the 3 references nearest to the frame's pose and major expression coefficients
+   (:func:`reference_key`),
+2. maps each head pixel's surface point (the fine pass's expected depth) through canonical head space into
+   each reference's camera and samples the reference image there; a sample counts where the reference's own
+   depth at that pixel agrees (the point is not hidden there),
+3. blends the samples into the render where their low frequencies agree with the render's (so a mouth the
+   reference holds open or shut, shading and misregistered edges keep the render): ``blend_references``.
+
+The bitstream does not change: the references are part of the person's model, like its weights.
+Measured in docs/nerf.md "Reference texture".
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
+from nerfvc.errors import ModelMismatchError
+from nerfvc.features import model_input
+from nerfvc.fsutil import atomic_path
+from nerfvc.render.model import PortraitNeRF
+
+REFERENCES_FILE = "references.safetensors"
+REFERENCE_COUNT = (
+    64  # frames kept (8 held-out 512² frames of 4 clips: LPIPS 16 < 32 < 64 ≈ all training frames)
+)
+REFERENCE_JPEG_QUALITY = 95  # with full-resolution colour (4:4:4)
+NEAREST_REFERENCES = 3  # references blended per frame
+MAJOR_EXPRESSION_DIMS = 8  # expression coefficients in the selection key (the PCA's major ones)
+# low-frequency colour distance (RGB, [0,1]) at which a reference sample's weight falls to e^-1/2
+AGREEMENT_SIGMA = 0.06
+DEPTH_TOLERANCE = 0.02  # a sample is visible in its reference within this share of its depth
+HEAD_ALPHA_MIN = 0.5  # pixels whose head opacity is below this keep the render
+
+
+def reference_key(model: PortraitNeRF, inputs: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """Selection key of frames: raw inputs (N,E+T) and poses (N,12) → (N,9+3+8): the rotation matrix (×3,
+    so ~3× radians), the translation in training stds (×0.3) and the major expression coefficients in
+    training stds (×0.3)."""
+    expr_n, _ = model.split_input(inputs)
+    rot = pose[:, :9] * 3.0
+    trans = pose[:, 9:12] / model.pose_std[9:12].clamp(min=1e-6) * 0.3
+    return torch.cat([rot, trans, expr_n[:, :MAJOR_EXPRESSION_DIMS] * 0.3], 1)
+
+
+def farthest_points(keys: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (≤ count,) of ``keys`` (N,D) chosen greedily, each the farthest from those chosen before,
+    starting from the one nearest the mean."""
+    first = int(((keys - keys.mean(0)) ** 2).sum(1).argmin())
+    chosen = [first]
+    dist = ((keys - keys[first]) ** 2).sum(1)  # (N,)
+    while len(chosen) < min(count, keys.shape[0]):
+        j = int(dist.argmax())
+        chosen.append(j)
+        dist = torch.minimum(dist, ((keys - keys[j]) ** 2).sum(1))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+@dataclass
+class ReferenceFrames:
+    """``images`` (K,H,W,3) uint8 at the dataset's size, ``inputs`` (K,E+T) raw model inputs and ``poses``
+    (K,12) of real training frames."""
+
+    images: torch.Tensor
+    inputs: torch.Tensor
+    poses: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @classmethod
+    def from_dataset(
+        cls, dataset_root: str | Path, model: PortraitNeRF, count: int = REFERENCE_COUNT
+    ) -> ReferenceFrames:
+        """``count`` valid training frames of a DATASET spread over its poses and major expressions
+        (:func:`farthest_points` of :func:`reference_key`), as ``model`` (normalisation set) reads them."""
+        manifest = read_manifest(dataset_root)
+        feats = read_features(dataset_root, manifest)
+        (a, b), _ = dataset_split(manifest)
+        torso = feats["torso"] if model.cfg.torso_dims else None
+        inputs = torch.from_numpy(model_input(feats["expression"], torso, model.cfg.torso_dims)[a:b])
+        poses = torch.from_numpy(feats["pose"][a:b].astype(np.float32))
+        frames = torch.arange(a, b)
+        if "valid" in feats:
+            ok = torch.from_numpy(feats["valid"][a:b].astype(bool))
+            inputs, poses, frames = inputs[ok], poses[ok], frames[ok]
+        with torch.no_grad():
+            pick = farthest_points(reference_key(model, inputs, poses), count)
+        images = [
+            np.asarray(Image.open(frame_path(dataset_root, int(frames[i]))).convert("RGB")) for i in pick
+        ]
+        return cls(torch.from_numpy(np.stack(images)), inputs[pick].float(), poses[pick].float())
+
+    def save(self, path: str | Path) -> None:
+        """Write ``REFERENCES_FILE`` into the MODEL directory ``path`` (JPEG-coded images)."""
+        blobs = []
+        for img in self.images.numpy():
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=REFERENCE_JPEG_QUALITY, subsampling=0)
+            blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        offsets = np.cumsum([0] + [b.size for b in blobs]).astype(np.int64)
+        tensors = {
+            "jpeg": torch.from_numpy(np.concatenate(blobs)),
+            "jpeg_offsets": torch.from_numpy(offsets),
+            "inputs": self.inputs.float().contiguous(),
+            "poses": self.poses.float().contiguous(),
+        }
+        with atomic_path(Path(path) / REFERENCES_FILE) as tmp:
+            save_file(tensors, str(tmp))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceFrames | None:
+        """The MODEL directory's references, or None when it has none (models trained before them)."""
+        file = Path(path) / REFERENCES_FILE
+        if not file.exists():
+            return None
+        try:
+            t = load_file(str(file))
+            blob, off = t["jpeg"].numpy(), t["jpeg_offsets"].tolist()
+            imgs = [
+                np.asarray(Image.open(io.BytesIO(blob[a:b].tobytes())).convert("RGB"))
+                for a, b in itertools.pairwise(off)
+            ]
+            refs = cls(torch.from_numpy(np.stack(imgs)), t["inputs"], t["poses"])
+        except Exception as e:  # a damaged or foreign file: say which
+            raise ModelMismatchError(f"{file}: not a nerfvc reference file ({e})") from e
+        if not len(refs) == refs.inputs.shape[0] == refs.poses.shape[0]:
+            raise ModelMismatchError(f"{file}: images, inputs and poses differ in count")
+        return refs
+
+
+def low_pass(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Images (B,H,W,C) blurred about as a Gaussian of ``sigma`` px: two box filters of odd width
+    k ≈ √(6σ² + 1) (variance (k² − 1)/6), edges replicated; shifted adds, several times faster here than a
+    convolution or a pooling of the same size."""
+    k = max(3, round((6 * sigma * sigma + 1) ** 0.5) // 2 * 2 + 1)
+    r = k // 2
+    im = image.permute(0, 3, 1, 2)  # (B,C,H,W)
+    h, w = im.shape[2], im.shape[3]
+    for _ in range(2):
+        p = F.pad(im, (r, r, r, r), mode="replicate")
+        rows = p[:, :, :, :w].clone()  # (B,C,H+2r,W): sums of k neighbours along each row
+        for i in range(1, k):
+            rows += p[:, :, :, i : i + w]
+        im = rows[:, :, :h].clone()
+        for i in range(1, k):
+            im += rows[:, :, i : i + h]
+        im = im / (k * k)
+    return im.permute(0, 2, 3, 1)
+
+
+def project_to_reference(
+    points_cam: torch.Tensor,
+    pose: torch.Tensor,
+    ref_pose: torch.Tensor,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Camera-space points (P,3) of a frame with head pose ``pose`` (12,) → the same head points in a
+    reference frame with pose ``ref_pose`` (12,): pixel coords u, v (P,) and camera depth z (P,).
+    ``X_cam = R X_can + t`` for both (nerfvc.render.rays.to_canonical)."""
+    rot, t = pose[:9].view(3, 3), pose[9:12]
+    rot_r, t_r = ref_pose[:9].view(3, 3), ref_pose[9:12]
+    canonical = (points_cam - t) @ rot  # Rᵀ(X − t), row-wise
+    x = canonical @ rot_r.T + t_r  # (P,3)
+    z = x[:, 2].clamp(min=1e-6)
+    return fx * x[:, 0] / z + cx, fy * x[:, 1] / z + cy, x[:, 2]
+
+
+class PreparedReference(NamedTuple):
+    """A reference at one output size, cropped to its head: ``data`` (h,w,7) colour, low-passed colour and
+    head depth (0 where there is no head) of the pixels from column ``x0``, row ``y0``; ``pose`` (12,)."""
+
+    data: torch.Tensor
+    x0: int
+    y0: int
+    pose: torch.Tensor
+
+
+def prepare_reference(
+    image: torch.Tensor, head_depth: torch.Tensor, pose: torch.Tensor, blur_sigma: float
+) -> PreparedReference:
+    """A reference image (H,W,3) in [0,1] at the output size, its head depth (H,W) and pose (12,) → what
+    :func:`blend_references` samples, cropped to the head's box (a margin of 2 px; the rest is never
+    visible)."""
+    data = torch.cat([image, low_pass(image[None], blur_sigma)[0], head_depth[..., None]], -1)
+    ys, xs = (head_depth > 0).nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        return PreparedReference(data[:1, :1] * 0, 0, 0, pose)
+    y0, x0 = max(0, int(ys.min()) - 2), max(0, int(xs.min()) - 2)
+    y1, x1 = int(ys.max()) + 3, int(xs.max()) + 3
+    return PreparedReference(data[y0:y1, x0:x1].contiguous(), x0, y0, pose)
+
+
+def blend_references(
+    image: torch.Tensor,
+    head_alpha: torch.Tensor,
+    points_cam: torch.Tensor,
+    pose: torch.Tensor,
+    refs: list[PreparedReference],
+    intrinsics: tuple[float, float, float, float],
+    blur_sigma: float,
+) -> torch.Tensor:
+    """The render ``image`` (H,W,3) in [0,1] with reference texture blended into its head.
+
+    ``head_alpha`` (H,W) is the head's opacity, ``points_cam`` (H,W,3) each pixel's head surface point in
+    camera space (expected depth along its ray), ``pose`` (12,) the frame's head pose; ``refs`` the
+    references prepared at this frame's size; ``intrinsics`` = (fx, fy, cx, cy) at this size. Each
+    reference's sample weighs ``visible · exp(−|low(render) − low(sample)|² / 2σ²)``; the samples are
+    averaged by weight and replace the render by ``m ·`` their largest weight, m = head_alpha where it is
+    ≥ ``HEAD_ALPHA_MIN``.
+    """
+    h, w, _ = image.shape
+    m = (head_alpha * (head_alpha >= HEAD_ALPHA_MIN)).reshape(-1)  # (H·W,)
+    sel = m.nonzero(as_tuple=True)[0]  # head pixels (P,)
+    if sel.numel() == 0 or not refs:
+        return image
+    pts = points_cam.reshape(-1, 3).index_select(0, sel)  # (P,3)
+    low = low_pass(image[None], blur_sigma)[0].reshape(-1, 3).index_select(0, sel)  # (P,3)
+    acc = torch.zeros(sel.numel(), 3, dtype=image.dtype, device=image.device)
+    wsum = torch.zeros(sel.numel(), dtype=image.dtype, device=image.device)
+    wmax = torch.zeros_like(wsum)
+    for ref in refs:
+        u, v, z = project_to_reference(pts, pose, ref.pose, *intrinsics)
+        ch, cw = ref.data.shape[:2]
+        grid = torch.stack([(u - ref.x0) / cw * 2 - 1, (v - ref.y0) / ch * 2 - 1], -1).view(1, -1, 1, 2)
+        s = F.grid_sample(ref.data.permute(2, 0, 1)[None], grid, align_corners=False)  # zeros outside
+        s = s[0, :, :, 0].T  # (P,7): colour, low-passed colour, depth (bilinear)
+        visible = (z - s[:, 6]).abs() < DEPTH_TOLERANCE * z
+        wt = torch.exp(-((low - s[:, 3:6]) ** 2).sum(1) / (2 * AGREEMENT_SIGMA**2)) * visible
+        acc += wt[:, None] * s[:, :3]
+        wsum += wt
+        wmax = torch.maximum(wmax, wt)
+    mix = acc / wsum.clamp(min=1e-6)[:, None]  # (P,3)
+    weight = (wmax * m.index_select(0, sel))[:, None]  # (P,1)
+    out = image.reshape(-1, 3).clone()
+    cur = out.index_select(0, sel)
+    out.index_copy_(0, sel, cur + weight * (mix - cur))
+    return out.reshape(h, w, 3)
