@@ -11,7 +11,8 @@ JPEG-coded, with each frame's inputs and pose). For every rendered frame the ren
    each reference's camera and samples the reference image there; a sample counts where the reference's own
    depth at that pixel agrees (the point is not hidden there),
 3. blends the samples into the render where their low frequencies agree with the render's (so a mouth the
-   reference holds open or shut, shading and misregistered edges keep the render): ``blend_references``.
+   reference holds open or shut, and other light, keep the render), their fine detail only as far as the
+   render lacks it (a sharp render keeps its own): :func:`blend_references`.
 
 The bitstream does not change: the references are part of the person's model, like its weights.
 Measured in docs/nerf.md "Reference texture".
@@ -187,13 +188,20 @@ def project_to_reference(
 
 
 class PreparedReference(NamedTuple):
-    """A reference at one output size, cropped to its head: ``data`` (h,w,7) colour, low-passed colour and
-    head depth (0 where there is no head) of the pixels from column ``x0``, row ``y0``; ``pose`` (12,)."""
+    """A reference at one output size, cropped to its head: ``data`` (h,w,8) colour, low-passed colour, head
+    depth (0 where there is no head) and detail energy (:func:`detail_energy`) of the pixels from column
+    ``x0``, row ``y0``; ``pose`` (12,)."""
 
     data: torch.Tensor
     x0: int
     y0: int
     pose: torch.Tensor
+
+
+def detail_energy(image: torch.Tensor, low: torch.Tensor, blur_sigma: float) -> torch.Tensor:
+    """Local energy of an image's fine detail: |image − low|² (H,W,3) summed over colours, low-passed →
+    (H,W)."""
+    return low_pass(((image - low) ** 2).sum(-1, keepdim=True)[None], blur_sigma)[0, ..., 0]
 
 
 def prepare_reference(
@@ -202,13 +210,28 @@ def prepare_reference(
     """A reference image (H,W,3) in [0,1] at the output size, its head depth (H,W) and pose (12,) → what
     :func:`blend_references` samples, cropped to the head's box (a margin of 2 px; the rest is never
     visible)."""
-    data = torch.cat([image, low_pass(image[None], blur_sigma)[0], head_depth[..., None]], -1)
+    low = low_pass(image[None], blur_sigma)[0]  # (H,W,3)
+    energy = detail_energy(image, low, blur_sigma)  # (H,W)
+    data = torch.cat([image, low, head_depth[..., None], energy[..., None]], -1)  # (H,W,8)
     ys, xs = (head_depth > 0).nonzero(as_tuple=True)
     if ys.numel() == 0:
         return PreparedReference(data[:1, :1] * 0, 0, 0, pose)
     y0, x0 = max(0, int(ys.min()) - 2), max(0, int(xs.min()) - 2)
     y1, x1 = int(ys.max()) + 3, int(xs.max()) + 3
     return PreparedReference(data[y0:y1, x0:x1].contiguous(), x0, y0, pose)
+
+
+def _sample(ref: PreparedReference, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``ref.data`` at reference pixel positions u, v (P,) (bilinear; zeros outside the crop) → (P,8)."""
+    ch, cw = ref.data.shape[:2]
+    grid = torch.stack([(u - ref.x0) / cw * 2 - 1, (v - ref.y0) / ch * 2 - 1], -1).view(1, -1, 1, 2)
+    return F.grid_sample(ref.data.permute(2, 0, 1)[None], grid, align_corners=False)[0, :, :, 0].T
+
+
+def visible(sample: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """1 where a point at reference depth ``z`` (P,) is the surface the reference shows (its sampled head
+    depth, channel 6 of ``sample`` (P,8), within ``DEPTH_TOLERANCE``), else 0."""
+    return ((z - sample[:, 6]).abs() < DEPTH_TOLERANCE * z).to(z.dtype)
 
 
 def blend_references(
@@ -224,9 +247,14 @@ def blend_references(
 
     ``head_alpha`` (H,W) is the head's opacity, ``points_cam`` (H,W,3) each pixel's head surface point in
     camera space (expected depth along its ray), ``pose`` (12,) the frame's head pose; ``refs`` the
-    references prepared at this frame's size; ``intrinsics`` = (fx, fy, cx, cy) at this size. Each
-    reference's sample weighs ``visible · exp(−|low(render) − low(sample)|² / 2σ²)``; the samples are
-    averaged by weight and replace the render by ``m ·`` their largest weight, m = head_alpha where it is
+    references prepared at this frame's size; ``intrinsics`` = (fx, fy, cx, cy) at this size.
+
+    Two bands: each reference's low-passed colour weighs
+    ``visible · exp(−|low(render) − low(sample)|² / 2σ²)`` (it agrees with the render: same expression,
+    same light); its fine detail (colour − low-pass) weighs
+    that times ``1 − E_render / E_sample`` (clamped to [0, 1]; E = :func:`detail_energy`), so detail is added
+    only where the render lacks it (a sharp render keeps its own). Each band is the weighted mean over the
+    references and replaces the render's band by ``m ·`` its largest weight, m = head_alpha where it is
     ≥ ``HEAD_ALPHA_MIN``.
     """
     h, w, _ = image.shape
@@ -235,24 +263,35 @@ def blend_references(
     if sel.numel() == 0 or not refs:
         return image
     pts = points_cam.reshape(-1, 3).index_select(0, sel)  # (P,3)
-    low = low_pass(image[None], blur_sigma)[0].reshape(-1, 3).index_select(0, sel)  # (P,3)
-    acc = torch.zeros(sel.numel(), 3, dtype=image.dtype, device=image.device)
-    wsum = torch.zeros(sel.numel(), dtype=image.dtype, device=image.device)
-    wmax = torch.zeros_like(wsum)
+    low_img = low_pass(image[None], blur_sigma)[0]  # (H,W,3)
+    low = low_img.reshape(-1, 3).index_select(0, sel)  # (P,3)
+    own_energy = detail_energy(image, low_img, blur_sigma).reshape(-1).index_select(0, sel)  # (P,)
+    acc_low = torch.zeros(sel.numel(), 3, dtype=image.dtype, device=image.device)
+    acc_detail = torch.zeros_like(acc_low)
+    sum_low = torch.zeros(sel.numel(), dtype=image.dtype, device=image.device)
+    sum_detail, max_low, max_detail = (torch.zeros_like(sum_low) for _ in range(3))
+    m_sel = m.index_select(0, sel)
     for ref in refs:
         u, v, z = project_to_reference(pts, pose, ref.pose, *intrinsics)
-        ch, cw = ref.data.shape[:2]
-        grid = torch.stack([(u - ref.x0) / cw * 2 - 1, (v - ref.y0) / ch * 2 - 1], -1).view(1, -1, 1, 2)
-        s = F.grid_sample(ref.data.permute(2, 0, 1)[None], grid, align_corners=False)  # zeros outside
-        s = s[0, :, :, 0].T  # (P,7): colour, low-passed colour, depth (bilinear)
-        visible = (z - s[:, 6]).abs() < DEPTH_TOLERANCE * z
-        wt = torch.exp(-((low - s[:, 3:6]) ** 2).sum(1) / (2 * AGREEMENT_SIGMA**2)) * visible
-        acc += wt[:, None] * s[:, :3]
-        wsum += wt
-        wmax = torch.maximum(wmax, wt)
-    mix = acc / wsum.clamp(min=1e-6)[:, None]  # (P,3)
-    weight = (wmax * m.index_select(0, sel))[:, None]  # (P,1)
+        s = _sample(ref, u, v)
+        dist2 = ((low - s[:, 3:6]) ** 2).sum(1)
+        vis = visible(s, z)
+        w_low = torch.exp(-dist2 / (2 * AGREEMENT_SIGMA**2)) * vis
+        # fine detail only as far as the render lacks it: none where it is as sharp as the reference
+        w_detail = w_low * (1 - own_energy / s[:, 7].clamp(min=1e-8)).clamp(0, 1)
+        acc_low += w_low[:, None] * s[:, 3:6]
+        acc_detail += w_detail[:, None] * (s[:, :3] - s[:, 3:6])
+        sum_low += w_low
+        sum_detail += w_detail
+        max_low, max_detail = torch.maximum(max_low, w_low), torch.maximum(max_detail, w_detail)
+    cur = image.reshape(-1, 3).index_select(0, sel)  # (P,3)
+    low_mix = acc_low / sum_low.clamp(min=1e-6)[:, None]
+    detail_mix = acc_detail / sum_detail.clamp(min=1e-6)[:, None]
+    new = (
+        cur
+        + (max_low * m_sel)[:, None] * (low_mix - low)
+        + (max_detail * m_sel)[:, None] * (detail_mix - (cur - low))
+    )
     out = image.reshape(-1, 3).clone()
-    cur = out.index_select(0, sel)
-    out.index_copy_(0, sel, cur + weight * (mix - cur))
+    out.index_copy_(0, sel, new)
     return out.reshape(h, w, 3)
