@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from nerfvc.render.renderer import Renderer
 
 
-def make_renderer(model: str | Path, threads: int | None = None) -> Renderer:
-    """The person's NeRF renderer (``threads``: torch threads for it; default as configured), warmed up by
-    one small frame, so that building a kernel or the first call's set-up happens before a call, not in its
-    first frames. Top-level, so that a render worker process can build it (``ProcessRenderer(make_renderer,
-    MODEL)``)."""
-    r = ReceiverPipeline.from_model_dir(model).renderer()
+def make_renderer(model: str | Path, threads: int | None = None, references: bool = True) -> Renderer:
+    """The person's NeRF renderer (``threads``: torch threads for it; default as configured; ``references``:
+    with the model's reference texture), warmed up by one small frame, so that building a kernel or the
+    first call's set-up happens before a call, not in its first frames. Top-level, so that a render worker
+    process can build it (``ProcessRenderer(make_renderer, MODEL)``)."""
+    r = ReceiverPipeline.from_model_dir(model, references=references).renderer()
     if threads:
         import torch
 

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "camera frames between them, interpolated, which shows them up to (m - 1) / fps later)",
     )
     p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="render the NeRF alone, without the model's reference frames' texture",
+    )
+    p.add_argument(
         "--fixed-size",
         action="store_true",
         help="always render at the display size (default: render down to 3/4 of it and upscale when the "
@@ -107,7 +112,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
         raise InputError("--token (sender) and --view-token (viewers) must differ")
     if host in LOOPBACK_HOSTS:
         use_loopback_only()
-    pipeline = ReceiverPipeline.from_model_dir(args.model)
+    references = not args.no_references
+    pipeline = ReceiverPipeline.from_model_dir(args.model, references=references)
     workers = 1
     renderer: FrameRenderer
     if args.render_in == "process":
@@ -115,9 +121,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
         workers = max(1, args.render_workers)
         if workers == 1:
-            renderer = ProcessRenderer(adapters.make_renderer, args.model)
+            renderer = ProcessRenderer(adapters.make_renderer, args.model, None, references)
         else:
-            renderer = RendererPool(workers, adapters.make_renderer, args.model, 1)
+            renderer = RendererPool(workers, adapters.make_renderer, args.model, 1, references)
     else:
         renderer = pipeline.renderer()
     receiver = Receiver(
