@@ -86,8 +86,11 @@ def _pieces(
     workers: int = 1,
     kbps: float | None = None,
     pretracked: bool = False,
+    size: int | None = None,
 ):
-    """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``)."""
+    """(source, encoder, decoder factory, renderer, labels) for one run (stand-ins without ``model``); the
+    model's render workers prepare its references for ``size`` × ``size`` before the call, as ``nerfvc
+    receive`` does for its ``--size``."""
     if model:
         from nerfvc.live import adapters
         from nerfvc.live.workers import ProcessRenderer, RendererPool
@@ -101,9 +104,9 @@ def _pieces(
         encoder = sender.stream_encoder(source.fps, kbps=kbps)
         source.frame_step = encoder.frame_step  # as `nerfvc send` does
         if workers > 1:  # as `nerfvc receive` does by default on 2+ cores
-            renderer = RendererPool(workers, adapters.make_renderer, model, 1)
+            renderer = RendererPool(workers, adapters.make_renderer, model, 1, True, size)
         else:
-            renderer = ProcessRenderer(adapters.make_renderer, model)
+            renderer = ProcessRenderer(adapters.make_renderer, model, None, True, size)
         label = f"model, {workers} render worker(s)" + (", tracked before the call" if pretracked else "")
         return source, encoder, ReceiverPipeline.from_model_dir(model).packet_decoder, renderer, label
     frames, code, pose, fps = clip_data  # type: ignore[misc]
@@ -124,7 +127,13 @@ async def run_size(
     """One call at render size ``size``; ``delay`` (s) emulates a slow renderer (stand-ins only)."""
     workers = args.render_workers if args.model else 1
     source, encoder, factory, renderer, pieces = _pieces(
-        args.model, str(args.clip), clip_data, workers, args.kbps if args.model else None, args.pretracked
+        args.model,
+        str(args.clip),
+        clip_data,
+        workers,
+        args.kbps if args.model else None,
+        args.pretracked,
+        size,
     )
     if delay and isinstance(renderer, DebugDiscRenderer):
         renderer.delay = delay

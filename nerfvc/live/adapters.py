@@ -27,11 +27,14 @@ if TYPE_CHECKING:
     from nerfvc.render.renderer import Renderer
 
 
-def make_renderer(model: str | Path, threads: int | None = None, references: bool = True) -> Renderer:
+def make_renderer(
+    model: str | Path, threads: int | None = None, references: bool = True, size: int | None = None
+) -> Renderer:
     """The person's NeRF renderer (``threads``: torch threads for it; default as configured; ``references``:
-    with the model's reference texture), warmed up by one small frame, so that building a kernel or the
-    first call's set-up happens before a call, not in its first frames. Top-level, so that a render worker
-    process can build it (``ProcessRenderer(make_renderer, MODEL)``)."""
+    with the model's reference texture), warmed up by one small frame and with its references prepared for
+    ``size`` × ``size`` (the call's frames), so that building a kernel or the first call's set-up happens
+    before a call, not in its first frames. Top-level, so that a render worker process can build it
+    (``ProcessRenderer(make_renderer, MODEL)``)."""
     r = ReceiverPipeline.from_model_dir(model, references=references).renderer()
     if threads:
         import torch
@@ -41,6 +44,8 @@ def make_renderer(model: str | Path, threads: int | None = None, references: boo
     r.render(
         model_input(m.expr_mean.cpu().numpy(), None, m.cfg.torso_dims), m.pose_mean.cpu().numpy(), 32, 32
     )
+    if size:
+        r.prepare_references(size, size)
     return r
 
 

@@ -121,9 +121,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
         workers = max(1, args.render_workers)
         if workers == 1:
-            renderer = ProcessRenderer(adapters.make_renderer, args.model, None, references)
+            renderer = ProcessRenderer(adapters.make_renderer, args.model, None, references, args.size)
         else:
-            renderer = RendererPool(workers, adapters.make_renderer, args.model, 1, references)
+            renderer = RendererPool(workers, adapters.make_renderer, args.model, 1, references, args.size)
     else:
         renderer = pipeline.renderer()
     receiver = Receiver(

@@ -147,12 +147,18 @@ class ReferenceFrames:
         return refs
 
 
+def low_pass_radius(sigma: float) -> int:
+    """Half-width r of :func:`low_pass`'s box filters (width 2r + 1 ≈ √(6σ² + 1), at least 3): its output
+    at a pixel depends on the input within 2r pixels."""
+    return max(3, round((6 * sigma * sigma + 1) ** 0.5) // 2 * 2 + 1) // 2
+
+
 def low_pass(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Images (B,H,W,C) blurred about as a Gaussian of ``sigma`` px: two box filters of odd width
     k ≈ √(6σ² + 1) (variance (k² − 1)/6), edges replicated; shifted adds, several times faster here than a
     convolution or a pooling of the same size."""
-    k = max(3, round((6 * sigma * sigma + 1) ** 0.5) // 2 * 2 + 1)
-    r = k // 2
+    r = low_pass_radius(sigma)
+    k = 2 * r + 1
     im = image.permute(0, 3, 1, 2)  # (B,C,H,W)
     h, w = im.shape[2], im.shape[3]
     for _ in range(2):
@@ -263,9 +269,16 @@ def blend_references(
     if sel.numel() == 0 or not refs:
         return image
     pts = points_cam.reshape(-1, 3).index_select(0, sel)  # (P,3)
-    low_img = low_pass(image[None], blur_sigma)[0]  # (H,W,3)
-    low = low_img.reshape(-1, 3).index_select(0, sel)  # (P,3)
-    own_energy = detail_energy(image, low_img, blur_sigma).reshape(-1).index_select(0, sel)  # (P,)
+    # the render's low band and detail energy on the head's box only: they reach 4r pixels (low-passed
+    # twice), so a box that much larger gives the head pixels exactly what the whole frame would
+    ys, xs = sel // w, sel % w
+    pad = 4 * low_pass_radius(blur_sigma) + 1
+    y0, x0 = max(0, int(ys.min()) - pad), max(0, int(xs.min()) - pad)
+    crop = image[y0 : int(ys.max()) + pad + 1, x0 : int(xs.max()) + pad + 1]  # (h',w',3)
+    in_crop = (ys - y0) * crop.shape[1] + (xs - x0)  # (P,) the head pixels' rows in the crop
+    low_img = low_pass(crop[None], blur_sigma)[0]
+    low = low_img.reshape(-1, 3).index_select(0, in_crop)  # (P,3)
+    own_energy = detail_energy(crop, low_img, blur_sigma).reshape(-1).index_select(0, in_crop)  # (P,)
     acc_low = torch.zeros(sel.numel(), 3, dtype=image.dtype, device=image.device)
     acc_detail = torch.zeros_like(acc_low)
     sum_low = torch.zeros(sel.numel(), dtype=image.dtype, device=image.device)

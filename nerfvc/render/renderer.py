@@ -214,6 +214,13 @@ class Renderer:
         out = blend_references(img, alpha, points, pos[0], refs, (cam.fx, cam.fy, cam.cx, cam.cy), sigma)
         return out.clamp(0, 1)
 
+    @torch.inference_mode()
+    def prepare_references(self, width: int, height: int) -> None:
+        """Prepare every reference for frames of this size now (each otherwise costs one render the first
+        time a frame of this size uses it: a live receiver does this before its call)."""
+        for k in range(len(self.references or ())):
+            self._prepared_reference(k, width, height, max(width, height) / 256)
+
     def _prepared_reference(self, k: int, width: int, height: int, sigma: float) -> PreparedReference:
         """Reference ``k`` at this size with its head depth as this model renders it (once per size)."""
         prepared = self._prepared.setdefault((width, height), {})
