@@ -39,9 +39,9 @@ from nerfvc.fsutil import atomic_path
 from nerfvc.render.model import PortraitNeRF
 
 REFERENCES_FILE = "references.safetensors"
-REFERENCE_COUNT = (
-    64  # frames kept (8 held-out 512² frames of 4 clips: LPIPS 16 < 32 < 64 ≈ all training frames)
-)
+# frames kept: on held-out 512² frames of d9 and bob, LPIPS improves from 16 to 32 to 64 frames and by at most
+# 0.002 more with 128 or 256 (docs/nerf.md "Reference texture")
+REFERENCE_COUNT = 64
 REFERENCE_JPEG_QUALITY = 95  # with full-resolution colour (4:4:4)
 NEAREST_REFERENCES = 3  # references blended per frame
 MAJOR_EXPRESSION_DIMS = 8  # expression coefficients in the selection key (the PCA's major ones)

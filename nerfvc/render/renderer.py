@@ -120,6 +120,11 @@ class Renderer:
         self.references = references
         self._reference_keys = torch.zeros(0)  # (K,D) reference_key of each reference
         if references is not None:
+            if references.inputs.shape[1] != model.input_dim:
+                raise ModelMismatchError(
+                    f"the reference frames have {references.inputs.shape[1]} inputs, the model takes "
+                    f"{model.input_dim}"
+                )
             inputs = model.within_training_range(references.inputs.to(self.device))
             with torch.no_grad():
                 self._reference_keys = reference_key(model, inputs, references.poses.to(self.device))

@@ -169,6 +169,16 @@ def test_the_renderer_uses_references_only_when_asked_and_present(tiny_model):
     assert (a - truth).abs().mean() <= (b - truth).abs().mean() + 1e-6
 
 
+def test_references_for_another_model_are_refused(tiny_model):
+    _, model_dir = tiny_model
+    model, camera, bg = load_nerf(model_dir)
+    refs = ReferenceFrames.load(model_dir)
+    assert refs is not None
+    wrong = ReferenceFrames(refs.images, refs.inputs[:, :-1], refs.poses)
+    with pytest.raises(ModelMismatchError, match="inputs"):
+        Renderer(model, camera, bg, references=wrong)
+
+
 def _dense_model() -> PortraitNeRF:
     """A random model whose head is opaque within a few samples."""
     torch.manual_seed(0)
