@@ -147,6 +147,12 @@ class ReferenceFrames:
         return refs
 
 
+def agreement_sigma_px(width: int, height: int) -> float:
+    """The low-pass (px) that separates a ``width`` × ``height`` frame's low band from its detail: 1 px at
+    256², 2 at 512² (the same share of the picture at every size)."""
+    return max(width, height) / 256
+
+
 def low_pass_radius(sigma: float) -> int:
     """Half-width r of :func:`low_pass`'s box filters (width 2r + 1 ≈ √(6σ² + 1), at least 3): its output
     at a pixel depends on the input within 2r pixels."""

@@ -31,6 +31,7 @@ from nerfvc.render.references import (
     NEAREST_REFERENCES,
     PreparedReference,
     ReferenceFrames,
+    agreement_sigma_px,
     blend_references,
     prepare_reference,
     reference_key,
@@ -210,13 +211,15 @@ class Renderer:
         """``img`` (H,W,3) with the nearest reference frames' texture blended into its head."""
         key = reference_key(self.model, expr, pos)  # (1,D)
         nearest = ((self._reference_keys - key) ** 2).sum(1).argsort()[:NEAREST_REFERENCES].tolist()
-        sigma = max(width, height) / 256  # the agreement's low-pass: 1 px at 256², 2 at 512²
-        refs = [self._prepared_reference(k, width, height, sigma) for k in nearest]
+        refs = [self._prepared_reference(k, width, height) for k in nearest]
         dirs = self._rays(width, height)[0]  # (H·W,3), z = 1: the surface point is dirs · depth
         points = (dirs * frame.head_depth[:, None]).view(height, width, 3)
         cam = self.camera.scaled(width, height)
         alpha = frame.head_alpha.view(height, width)
-        out = blend_references(img, alpha, points, pos[0], refs, (cam.fx, cam.fy, cam.cx, cam.cy), sigma)
+        intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
+        out = blend_references(
+            img, alpha, points, pos[0], refs, intrinsics, agreement_sigma_px(width, height)
+        )
         return out.clamp(0, 1)
 
     @torch.inference_mode()
@@ -224,9 +227,9 @@ class Renderer:
         """Prepare every reference for frames of this size now (each otherwise costs one render the first
         time a frame of this size uses it: a live receiver does this before its call)."""
         for k in range(len(self.references or ())):
-            self._prepared_reference(k, width, height, max(width, height) / 256)
+            self._prepared_reference(k, width, height)
 
-    def _prepared_reference(self, k: int, width: int, height: int, sigma: float) -> PreparedReference:
+    def _prepared_reference(self, k: int, width: int, height: int) -> PreparedReference:
         """Reference ``k`` at this size with its head depth as this model renders it (once per size)."""
         prepared = self._prepared.setdefault((width, height), {})
         if k not in prepared:
@@ -235,7 +238,7 @@ class Renderer:
             pose = self.references.poses[k : k + 1].to(self.device)
             depth = self._render_layers(inputs, pose, width, height).head_depth.view(height, width)
             image = float_image(self.references.images[k].numpy(), width, height, self.device)
-            prepared[k] = prepare_reference(image, depth, pose[0], sigma)
+            prepared[k] = prepare_reference(image, depth, pose[0], agreement_sigma_px(width, height))
         return prepared[k]
 
     @torch.inference_mode()
