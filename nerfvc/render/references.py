@@ -24,6 +24,7 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
 from nerfvc.errors import ModelMismatchError
 from nerfvc.features import model_input
+from nerfvc.field.cpp import load_kernel
 from nerfvc.fsutil import atomic_path
 from nerfvc.render.model import PortraitNeRF
 
@@ -247,6 +249,43 @@ def visible(sample: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def blend_references(
+    image: torch.Tensor,
+    head_alpha: torch.Tensor,
+    points_cam: torch.Tensor,
+    pose: torch.Tensor,
+    refs: list[PreparedReference],
+    intrinsics: tuple[float, float, float, float],
+    blur_sigma: float,
+) -> torch.Tensor:
+    """:func:`blend_references_torch` by the fused C++ kernel (``nerfvc/field/references.cpp``, one pass over
+    the head's pixels) where it is built and the tensors are float32 on the CPU, else by torch."""
+    ext = load_references_extension()
+    if ext is None or image.device.type != "cpu" or image.dtype != torch.float32:
+        return blend_references_torch(image, head_alpha, points_cam, pose, refs, intrinsics, blur_sigma)
+    return ext.blend_references_fused(
+        image.contiguous(),
+        head_alpha.float().contiguous(),
+        points_cam.float().contiguous(),
+        pose.float(),
+        [r.data.float().contiguous() for r in refs],
+        [r.x0 for r in refs],
+        [r.y0 for r in refs],
+        [r.pose.float() for r in refs],
+        *intrinsics,
+        low_pass_radius(blur_sigma),
+        HEAD_ALPHA_MIN,
+        AGREEMENT_SIGMA,
+        DEPTH_TOLERANCE,
+        torch.get_num_threads(),
+    )
+
+
+def load_references_extension() -> ModuleType | None:
+    """The blend's C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
+    return load_kernel("references", ["blend_references_fused"])
+
+
+def blend_references_torch(
     image: torch.Tensor,
     head_alpha: torch.Tensor,
     points_cam: torch.Tensor,

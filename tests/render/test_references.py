@@ -20,7 +20,9 @@ from nerfvc.render.references import (
     REFERENCES_FILE,
     ReferenceFrames,
     blend_references,
+    blend_references_torch,
     farthest_points,
+    load_references_extension,
     low_pass,
     prepare_reference,
     project_to_reference,
@@ -87,7 +89,15 @@ def _plane_view(
     return image, soft, depth * inside, points
 
 
-def test_the_blend_restores_texture_seen_from_another_pose_and_keeps_the_render_elsewhere():
+BLENDS = {"torch": blend_references_torch, "fused": blend_references}
+needs_kernel = pytest.mark.skipif(
+    load_references_extension() is None, reason="no C++ compiler for the kernel"
+)
+
+
+@pytest.mark.parametrize("kernel", ["torch", pytest.param("fused", marks=needs_kernel)])
+def test_the_blend_restores_texture_seen_from_another_pose_and_keeps_the_render_elsewhere(kernel):
+    blend_references = BLENDS[kernel]
     cam = Camera(120.0, 120.0, 32.0, 32.0, 64, 64)
     pose, ref_pose = _pose(0.0), _pose(15.0, tx=0.015)
     truth, soft, depth, points = _plane_view(pose, cam)
@@ -115,6 +125,39 @@ def test_the_blend_restores_texture_seen_from_another_pose_and_keeps_the_render_
     hidden = prepare_reference(ref_image, ref_depth * 0.8, ref_pose, 1.0)
     kept = blend_references(render, alpha, points, pose, [hidden], (cam.fx, cam.fy, cam.cx, cam.cy), 1.0)
     assert torch.equal(kept, render)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_fused_blend_matches_the_torch_blend(threads):
+    """Several references, samples inside, at the edge of and outside their crops, hidden and visible points,
+    partial head opacity, a head touching the frame's edge: the kernel gives the torch op's frame."""
+    cam = Camera(120.0, 120.0, 32.0, 32.0, 64, 64)
+    pose = _pose(0.0)
+    _, soft, depth, points = _plane_view(pose, cam)
+    gen = torch.Generator().manual_seed(0)
+    render = (soft + 0.05 * torch.rand(soft.shape, generator=gen)).clamp(0, 1)
+    alpha = (depth > 0).float() * torch.rand(depth.shape, generator=gen).add(0.3).clamp(max=1)
+    alpha[:, :3] = 1.0  # a head reaching the left edge: the low band's box is cut by the frame
+    points[:, :3] = points[:, 3:4]
+    refs = []
+    for yaw, tx, depth_scale in ((15.0, 0.015, 1.0), (-10.0, -0.01, 1.0), (25.0, 0.04, 1.0), (5.0, 0.0, 0.9)):
+        ref_pose = _pose(yaw, tx=tx)
+        ref_image, _, ref_depth, _ = _plane_view(ref_pose, cam)
+        ref_image = ref_image + 0.03 * torch.rand(ref_image.shape, generator=gen)
+        refs.append(prepare_reference(ref_image, ref_depth * depth_scale, ref_pose, 1.5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for k in (1, 4):
+            intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
+            want = blend_references_torch(render, alpha, points, pose, refs[:k], intrinsics, 1.5)
+            got = blend_references(render, alpha, points, pose, refs[:k], intrinsics, 1.5)
+            assert (want - render).abs().max() > 0.01  # the references changed the frame
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+        assert torch.equal(blend_references(render, alpha * 0, points, pose, refs, intrinsics, 1.5), render)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_farthest_points_spread_over_the_keys():

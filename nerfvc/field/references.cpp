@@ -1,0 +1,213 @@
+// Reference-texture blend for CPU (nerfvc/render/references.py, blend_references_torch is the reference): one
+// pass over the head's pixels instead of ~60 full-size tensor operations. The render's low band and detail
+// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass), then every head
+// pixel projects its surface point into each prepared reference, samples its 8 channels bilinearly (zeros
+// outside the crop, as grid_sample with align_corners=False) and accumulates the two bands' weights in
+// registers. Rows and pixels are split over `threads` OpenMP threads; the result does not depend on their count.
+#include <torch/extension.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// in (h,w,c) → out (h,w,c): the mean over a (2r+1)² box, indices clamped to the image (replicated edges)
+static void box_filter(const float* in, float* out, int h, int w, int c, int r, int threads) {
+  std::vector<float> rows((size_t)h * w * c);
+  const float inv = 1.0f / (float)(2 * r + 1);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int y = 0; y < h; ++y) {
+    const float* src = in + (size_t)y * w * c;
+    float* dst = rows.data() + (size_t)y * w * c;
+    for (int ch = 0; ch < c; ++ch) {
+      float s = 0.f;
+      for (int i = -r; i <= r; ++i) s += src[std::clamp(i, 0, w - 1) * c + ch];
+      dst[ch] = s;
+      for (int x = 1; x < w; ++x) {
+        s += src[std::min(x + r, w - 1) * c + ch] - src[std::max(x - r - 1, 0) * c + ch];
+        dst[x * c + ch] = s;
+      }
+    }
+  }
+  // columns: running sums of whole rows (contiguous, vectorised), rows split over threads in bands
+  const size_t n = (size_t)w * c;
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int t = 0, nt = 1;
+#endif
+    const int ya = (int)((int64_t)h * t / nt), yb = (int)((int64_t)h * (t + 1) / nt);
+    if (ya < yb) {
+      std::vector<float> s(n, 0.f);
+      for (int i = ya - r; i <= ya + r; ++i) {
+        const float* row = rows.data() + std::clamp(i, 0, h - 1) * n;
+        for (size_t j = 0; j < n; ++j) s[j] += row[j];
+      }
+      for (int y = ya; y < yb; ++y) {
+        if (y > ya) {
+          const float* add = rows.data() + std::min(y + r, h - 1) * n;
+          const float* sub = rows.data() + std::max(y - r - 1, 0) * n;
+          for (size_t j = 0; j < n; ++j) s[j] += add[j] - sub[j];
+        }
+        float* o = out + (size_t)y * n;
+        for (size_t j = 0; j < n; ++j) o[j] = s[j] * inv * inv;
+      }
+    }
+  }
+}
+
+// low_pass: two box filters
+static void low_pass(const float* in, float* out, int h, int w, int c, int r, int threads) {
+  std::vector<float> once((size_t)h * w * c);
+  box_filter(in, once.data(), h, w, c, r, threads);
+  box_filter(once.data(), out, h, w, c, r, threads);
+}
+
+struct Reference {
+  const float* data;  // (ch,cw,8): colour, low-passed colour, head depth, detail energy
+  int ch, cw, x0, y0;
+  float rot[9], t[3];
+};
+
+// ref's 8 channels at pixel position (u, v), bilinear, zero outside its crop
+static inline void sample(const Reference& ref, float u, float v, float out[8]) {
+  for (int k = 0; k < 8; ++k) out[k] = 0.f;
+  const float ix = u - (float)ref.x0 - 0.5f, iy = v - (float)ref.y0 - 0.5f;
+  if (!(ix > -1.f && iy > -1.f && ix < (float)ref.cw && iy < (float)ref.ch)) return;  // also NaN
+  const int xa = (int)std::floor(ix), ya = (int)std::floor(iy);
+  const float fx = ix - (float)xa, fy = iy - (float)ya;
+  const float wts[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  const int xs[4] = {xa, xa + 1, xa, xa + 1}, ys[4] = {ya, ya, ya + 1, ya + 1};
+  if (xa >= 0 && ya >= 0 && xa + 1 < ref.cw && ya + 1 < ref.ch) {  // all four corners inside
+    const float* p = ref.data + ((size_t)ya * ref.cw + xa) * 8;
+    const float* q = p + (size_t)ref.cw * 8;
+    for (int k = 0; k < 8; ++k) out[k] = wts[0] * p[k] + wts[1] * p[8 + k] + wts[2] * q[k] + wts[3] * q[8 + k];
+    return;
+  }
+  for (int q = 0; q < 4; ++q) {
+    if (xs[q] < 0 || ys[q] < 0 || xs[q] >= ref.cw || ys[q] >= ref.ch) continue;
+    const float* p = ref.data + ((size_t)ys[q] * ref.cw + xs[q]) * 8;
+    for (int k = 0; k < 8; ++k) out[k] += wts[q] * p[k];
+  }
+}
+
+// See blend_references_torch for the arguments and the blend; `radius` = low_pass_radius(blur_sigma).
+torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alpha, torch::Tensor points,
+                                     torch::Tensor pose, std::vector<torch::Tensor> ref_data,
+                                     std::vector<int64_t> ref_x0, std::vector<int64_t> ref_y0,
+                                     std::vector<torch::Tensor> ref_poses, double fx, double fy, double cx,
+                                     double cy, int64_t radius, double alpha_min, double agreement_sigma,
+                                     double depth_tolerance, int64_t threads) {
+  TORCH_CHECK(image.dtype() == torch::kFloat32 && image.is_contiguous() && image.dim() == 3 &&
+                  image.size(2) == 3,
+              "image must be contiguous float32 (H,W,3)");
+  const int H = image.size(0), W = image.size(1);
+  TORCH_CHECK(head_alpha.dtype() == torch::kFloat32 && head_alpha.is_contiguous() &&
+                  head_alpha.numel() == (int64_t)H * W,
+              "head_alpha must be contiguous float32 (H,W)");
+  TORCH_CHECK(points.dtype() == torch::kFloat32 && points.is_contiguous() &&
+                  points.numel() == (int64_t)H * W * 3,
+              "points must be contiguous float32 (H,W,3)");
+  const size_t K = ref_data.size();
+  TORCH_CHECK(ref_x0.size() == K && ref_y0.size() == K && ref_poses.size() == K, "reference lists differ");
+  auto out = image.clone();
+  const float* img = image.data_ptr<float>();
+  const float* alpha = head_alpha.data_ptr<float>();
+  const float* pts = points.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const float amin = (float)alpha_min;
+
+  int ymin = H, ymax = -1, xmin = W, xmax = -1;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x)
+      if (alpha[(size_t)y * W + x] >= amin && alpha[(size_t)y * W + x] > 0.f) {
+        ymin = std::min(ymin, y), ymax = std::max(ymax, y);
+        xmin = std::min(xmin, x), xmax = std::max(xmax, x);
+      }
+  if (ymax < 0 || K == 0) return out;
+
+  std::vector<Reference> refs(K);
+  for (size_t k = 0; k < K; ++k) {
+    auto d = ref_data[k];
+    TORCH_CHECK(d.dtype() == torch::kFloat32 && d.is_contiguous() && d.dim() == 3 && d.size(2) == 8,
+                "reference data must be contiguous float32 (h,w,8)");
+    auto p = ref_poses[k].to(torch::kFloat32).contiguous();
+    TORCH_CHECK(p.numel() == 12, "reference pose must have 12 values");
+    refs[k].data = d.data_ptr<float>();
+    refs[k].ch = d.size(0), refs[k].cw = d.size(1);
+    refs[k].x0 = ref_x0[k], refs[k].y0 = ref_y0[k];
+    for (int i = 0; i < 9; ++i) refs[k].rot[i] = p.data_ptr<float>()[i];
+    for (int i = 0; i < 3; ++i) refs[k].t[i] = p.data_ptr<float>()[9 + i];
+  }
+  auto pose_f = pose.to(torch::kFloat32).contiguous();
+  TORCH_CHECK(pose_f.numel() == 12, "pose must have 12 values");
+  const float* P = pose_f.data_ptr<float>();
+
+  // the render's low band and detail energy on the head's box grown by what they reach (4r)
+  const int r = radius, pad = 4 * r + 1;
+  const int cy0 = std::max(0, ymin - pad), cx0 = std::max(0, xmin - pad);
+  const int cy1 = std::min(H, ymax + pad + 1), cx1 = std::min(W, xmax + pad + 1);
+  const int ch = cy1 - cy0, cw = cx1 - cx0;
+  std::vector<float> crop((size_t)ch * cw * 3), low(crop.size()), diff2((size_t)ch * cw), energy(diff2.size());
+  for (int y = 0; y < ch; ++y)
+    std::copy(img + ((size_t)(cy0 + y) * W + cx0) * 3, img + ((size_t)(cy0 + y) * W + cx1) * 3,
+              crop.data() + (size_t)y * cw * 3);
+  low_pass(crop.data(), low.data(), ch, cw, 3, r, threads);
+  for (size_t i = 0; i < diff2.size(); ++i) {
+    float s = 0.f;
+    for (int c = 0; c < 3; ++c) s += (crop[i * 3 + c] - low[i * 3 + c]) * (crop[i * 3 + c] - low[i * 3 + c]);
+    diff2[i] = s;
+  }
+  low_pass(diff2.data(), energy.data(), ch, cw, 1, r, threads);
+
+  const float fxf = fx, fyf = fy, cxf = cx, cyf = cy;
+  const float inv2s2 = 1.0f / (2.0f * (float)agreement_sigma * (float)agreement_sigma);
+  const float tol = depth_tolerance;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int y = ymin; y <= ymax; ++y) {
+    for (int x = xmin; x <= xmax; ++x) {
+      const size_t i = (size_t)y * W + x;
+      const float a = alpha[i];
+      if (!(a >= amin && a > 0.f)) continue;
+      const size_t ci = (size_t)(y - cy0) * cw + (x - cx0);
+      const float* lo = low.data() + ci * 3;
+      const float own = energy[ci];
+      // Rᵀ(X − t): the point in canonical head space
+      const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
+      float can[3];
+      for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
+      float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
+      float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f;
+      for (size_t k = 0; k < K; ++k) {
+        const Reference& ref = refs[k];
+        float xr[3];
+        for (int j = 0; j < 3; ++j)
+          xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
+        const float z = std::max(xr[2], 1e-6f);
+        float s[8];
+        sample(ref, fxf * xr[0] / z + cxf, fyf * xr[1] / z + cyf, s);
+        const float vis = std::fabs(xr[2] - s[6]) < tol * xr[2] ? 1.f : 0.f;
+        const float e0 = lo[0] - s[3], e1 = lo[1] - s[4], e2 = lo[2] - s[5];
+        const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
+        const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);
+        for (int c = 0; c < 3; ++c) {
+          acc_low[c] += w_low * s[3 + c];
+          acc_det[c] += w_det * (s[c] - s[3 + c]);
+        }
+        sum_low += w_low, sum_det += w_det;
+        max_low = std::max(max_low, w_low), max_det = std::max(max_det, w_det);
+      }
+      const float gl = max_low * a / std::max(sum_low, 1e-6f), gd = max_det * a / std::max(sum_det, 1e-6f);
+      for (int c = 0; c < 3; ++c) {
+        const float cur = img[i * 3 + c];
+        const float low_mix = acc_low[c], det_mix = acc_det[c];
+        dst[i * 3 + c] = cur + gl * low_mix - max_low * a * lo[c] + gd * det_mix - max_det * a * (cur - lo[c]);
+      }
+    }
+  }
+  return out;
+}
