@@ -362,8 +362,10 @@ def clip_kbps(
     keyframe_interval: int | None = None,
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
+    header: bool = False,
 ) -> float:
-    """Actual kbps (packets incl. framing, header excluded) of the clip at a step index."""
+    """Actual kbps of the clip coded at a step index: its packets with their framing, and with ``header`` the
+    stream header too (what a file holds; a live call sends the header once per call)."""
     data = encode_stream(
         tables,
         fingerprint,
@@ -375,7 +377,7 @@ def clip_kbps(
         rdoq=rdoq,
         frames_per_packet=frames_per_packet,
     )
-    return (len(data) - HEADER_SIZE) * 8 / max(len(code), 1) * fps / 1000
+    return (len(data) - (0 if header else HEADER_SIZE)) * 8 / max(len(code), 1) * fps / 1000
 
 
 def expected_kbps(
@@ -536,13 +538,14 @@ def choose_step_index(
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
 ) -> int:
-    """Smallest step index (finest quality) whose coded clip fits ``kbps`` (bisection on real coded sizes).
+    """Smallest step index (finest quality) whose coded clip, header included, fits ``kbps`` (bisection on
+    real coded sizes): the target caps the whole stream.
 
     Returns the coarsest index if even that does not fit.
     """
     return _finest_fitting_index(
         lambda k: clip_kbps(
-            tables, fingerprint, code, pose, k, fps, keyframe_interval, rdoq, frames_per_packet
+            tables, fingerprint, code, pose, k, fps, keyframe_interval, rdoq, frames_per_packet, header=True
         ),
         kbps,
     )

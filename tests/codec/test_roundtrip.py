@@ -367,13 +367,13 @@ def test_frame_step_codes_every_mth_frame_and_interpolates_the_rest(feats, table
 def test_rate_control_steps_frames_only_when_every_frame_would_be_flattened(feats, tables):
     code, pose = feats
     code, pose = code[200:], pose[200:]
-    full = clip_kbps(tables, FP, code, pose, 0)
+    full = clip_kbps(tables, FP, code, pose, 0, header=True)
     assert choose_rate(tables, FP, code, pose, 2 * full)[0] == 1  # plenty of rate: every frame
     m, k = choose_rate(tables, FP, code, pose, 0.4 * full)
     assert m > 1 and step_from_index(k) <= 2.0
     data = encode_stream(tables, FP, code, pose, kbps=0.4 * full)
     assert StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step == m
-    assert (len(data) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 <= 0.4 * full
+    assert len(data) * 8 / len(code) * 25 / 1000 <= 0.4 * full
     one = encode_stream(tables, FP, code, pose, kbps=0.4 * full, frame_step=1)
     assert StreamHeader.from_bytes(one[:HEADER_SIZE]).frame_step == 1
 
@@ -396,7 +396,7 @@ def test_rate_control_keeps_the_head_pose_before_the_frame_step(feats, tables, m
     expression) whose decoded head rotation stays within the jitter bound, and still fits the rate."""
     code, pose = feats
     code, pose = code[200:], nodding(pose[200:], 3.0, 12)
-    kbps = 0.4 * clip_kbps(tables, FP, code, pose, 0)
+    kbps = 0.45 * clip_kbps(tables, FP, code, pose, 0, header=True)
     bound = pose_error_bound(tables)
     m, k = choose_rate(tables, FP, code, pose, kbps)
     with monkeypatch.context() as mp:  # the same choice without the pose rule
@@ -407,12 +407,12 @@ def test_rate_control_keeps_the_head_pose_before_the_frame_step(feats, tables, m
     assert step_from_index(k_rate) < step_from_index(k) <= FRAME_STEP_POSE_MAX_Q  # the expression paid
     data = encode_stream(tables, FP, code, pose, kbps=kbps)
     assert StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step == m
-    assert (len(data) - HEADER_SIZE) * 8 / len(code) * 25 / 1000 <= kbps
+    assert len(data) * 8 / len(code) * 25 / 1000 <= kbps
     _, dec_pose, _ = decode_stream(data, tables, FP)
     assert np.sqrt(np.mean(rotation_angle_deg(pose, dec_pose) ** 2)) <= bound
     # A still head keeps the rate-only choice.
     still = feats[1][200:]
-    kbps = 0.4 * clip_kbps(tables, FP, code, still, 0)
+    kbps = 0.4 * clip_kbps(tables, FP, code, still, 0, header=True)
     m_still, _ = choose_rate(tables, FP, code, still, kbps)
     with monkeypatch.context() as mp:
         mp.setattr(encoder_module, "POSE_JITTER_FACTOR", np.inf)
