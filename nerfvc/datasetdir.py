@@ -10,13 +10,14 @@ module owns those names, the manifest check and the one train/test split rule (:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nerfvc.errors import InputError
-from nerfvc.features import load_features
+from nerfvc.features import load_features, model_input
 from nerfvc.fsutil import read_json, sha256_file
 
 DATASET_FORMAT = "nerfvc-dataset"
@@ -101,6 +102,39 @@ def read_features(root: str | Path, manifest: dict[str, Any] | None = None) -> d
             f"manifest says {manifest['num_frames']}"
         )
     return feats
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """A dataset's training frames as a MODEL reads them: ``inputs`` (n,E+T) float32 (expression, then the
+    torso shift when the model takes one), ``pose`` (n,12), ``valid`` (n,) bool (None when the features do
+    not say), ``frames`` (n,) their indices, ``expression_dim`` E and the clip's ``fps``."""
+
+    inputs: np.ndarray
+    pose: np.ndarray
+    valid: np.ndarray | None
+    frames: np.ndarray
+    expression_dim: int
+    fps: float
+
+
+def training_split(root: str | Path, torso_dims: int) -> TrainingSplit:
+    """The training split of the DATASET at ``root`` for a model with ``torso_dims`` torso inputs (what the
+    codec tables, the quality guard and the reference frames are fitted on)."""
+    manifest = read_manifest(root)
+    feats = read_features(root, manifest)
+    (a, b), _ = dataset_split(manifest)
+    if torso_dims and "torso" not in feats:
+        raise InputError(f"{root}: the model takes a torso shift, but the dataset's features have none")
+    torso = feats["torso"][a:b] if torso_dims else None
+    return TrainingSplit(
+        inputs=model_input(feats["expression"][a:b], torso, torso_dims),
+        pose=feats["pose"][a:b].astype(np.float32),
+        valid=feats["valid"][a:b].astype(bool) if "valid" in feats else None,
+        frames=np.arange(a, b),
+        expression_dim=int(feats["expression"].shape[1]),
+        fps=float(manifest.get("fps") or 25.0),
+    )
 
 
 def features_fingerprint(root: str | Path) -> str:

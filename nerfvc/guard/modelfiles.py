@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.datasetdir import training_split
 from nerfvc.errors import InputError
 from nerfvc.guard.stats import GuardStats
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
@@ -20,29 +20,17 @@ def fit_from_dataset(
 ) -> GuardStats:
     """Fit the guard on the dataset's training split (the model inputs the MODEL takes)."""
     from nerfvc.codec.weights import load_face_model
-    from nerfvc.features import model_input
     from nerfvc.modeldir import model_torso_dims
 
-    manifest = read_manifest(dataset_root)
-    feats = read_features(dataset_root, manifest)
-    (a, b), _ = dataset_split(manifest)
-    if torso_dims is None:
-        torso_dims = model_torso_dims(model_dir)
-    if torso_dims and "torso" not in feats:
-        raise InputError(
-            f"{dataset_root}: the model takes a torso shift, but the dataset's features have none"
-        )
-    torso = feats["torso"] if torso_dims else None
-    x = model_input(feats["expression"], torso, torso_dims)[a:b]
+    split = training_split(dataset_root, model_torso_dims(model_dir) if torso_dims is None else torso_dims)
     face = load_face_model(model_dir) or load_face_model(dataset_root)
-    valid = feats["valid"][a:b] if "valid" in feats else None
     kw: dict[str, Any] = {} if threshold is None else {"threshold": threshold}
     return GuardStats.fit(
-        x,
-        feats["pose"][a:b],
-        expression_dim=feats["expression"].shape[1],
-        fps=float(manifest.get("fps") or 25.0),
-        valid=valid,
+        split.inputs,
+        split.pose,
+        expression_dim=split.expression_dim,
+        fps=split.fps,
+        valid=split.valid,
         face_basis=None if face is None else face[1],
         **kw,
     )

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from nerfvc.datasetdir import dataset_split, frame_path, read_features, read_manifest
+from nerfvc.datasetdir import frame_path, training_split
 from nerfvc.errors import ModelMismatchError
-from nerfvc.features import model_input
 from nerfvc.field.cpp import load_kernel
 from nerfvc.fsutil import atomic_path
 from nerfvc.render.model import PortraitNeRF
@@ -94,16 +93,11 @@ class ReferenceFrames:
     ) -> ReferenceFrames:
         """``count`` valid training frames of a DATASET spread over its poses and major expressions
         (:func:`farthest_points` of :func:`reference_key`), as ``model`` (normalisation set) reads them."""
-        manifest = read_manifest(dataset_root)
-        feats = read_features(dataset_root, manifest)
-        (a, b), _ = dataset_split(manifest)
-        torso = feats["torso"] if model.cfg.torso_dims else None
-        inputs = torch.from_numpy(model_input(feats["expression"], torso, model.cfg.torso_dims)[a:b])
-        poses = torch.from_numpy(feats["pose"][a:b].astype(np.float32))
-        frames = torch.arange(a, b)
-        if "valid" in feats:
-            ok = torch.from_numpy(feats["valid"][a:b].astype(bool))
-            inputs, poses, frames = inputs[ok], poses[ok], frames[ok]
+        split = training_split(dataset_root, model.cfg.torso_dims)
+        keep = split.valid if split.valid is not None else np.ones(len(split.frames), bool)
+        inputs = torch.from_numpy(split.inputs[keep])
+        poses = torch.from_numpy(split.pose[keep])
+        frames = split.frames[keep]
         with torch.no_grad():
             pick = farthest_points(reference_key(model, inputs, poses), count)
         images = [

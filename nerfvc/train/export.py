@@ -18,12 +18,10 @@ from nerfvc.datasetdir import (
     BACKGROUND_FILE,
     FACE_MODEL_FILE,
     FACE_MODEL_JSON,
-    dataset_split,
-    read_features,
     read_manifest,
+    training_split,
 )
 from nerfvc.face.torso import TORSO_FILE, TORSO_REFERENCE
-from nerfvc.features import model_input
 from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
 from nerfvc.modeldir import finalize_model_dir
 from nerfvc.render.model import PortraitNeRF
@@ -69,7 +67,7 @@ def write_model_dir(
                 shutil.copyfile(root / name, tmp)
     for name, data in (extra_files or {}).items():
         write_bytes_atomic(path / name, data)
-    write_dataset_codec_tables(path, root, manifest, model.cfg.torso_dims)
+    write_dataset_codec_tables(path, root, model.cfg.torso_dims)
     if references > 0:
         ReferenceFrames.from_dataset(root, model, references).save(path)
     else:
@@ -80,17 +78,13 @@ def write_model_dir(
     return finalize_model_dir(path)
 
 
-def dataset_codec_tables(root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> CodecTables:
+def dataset_codec_tables(root: Path, torso_dims: int = 0) -> CodecTables:
     """The feature codec fitted on the dataset's training frames (expression, then the torso shift if
     ``torso_dims``), as the MODEL directory's ``codec.json`` holds it."""
-    n = dataset_split(manifest)[0][1]
-    f = read_features(root)
-    torso = f["torso"][:n] if torso_dims else None
-    expression, pose = model_input(f["expression"][:n], torso, torso_dims), f["pose"][:n]
-    valid = f["valid"][:n] if "valid" in f else None
-    return fit_codec(expression, pose, valid=valid, face_model=load_face_model(root))
+    split = training_split(root, torso_dims)
+    return fit_codec(split.inputs, split.pose, valid=split.valid, face_model=load_face_model(root))
 
 
-def write_dataset_codec_tables(path: Path, root: Path, manifest: dict[str, Any], torso_dims: int = 0) -> None:
+def write_dataset_codec_tables(path: Path, root: Path, torso_dims: int = 0) -> None:
     """Fit the feature codec on the dataset's training frames and write ``codec.json`` into ``path``."""
-    dataset_codec_tables(root, manifest, torso_dims).save(path / CODEC_FILE)
+    dataset_codec_tables(root, torso_dims).save(path / CODEC_FILE)

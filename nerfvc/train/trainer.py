@@ -577,7 +577,7 @@ def coded_inputs(ds: PortraitDataset, kbps: list[float]) -> torch.Tensor:
     rate in ``kbps`` with the model's own codec (the tables ``codec.json`` will hold) → (K,F,D); frames past
     the training split keep their raw inputs (no ray is drawn from them)."""
     manifest = read_manifest(ds.root)
-    tables = dataset_codec_tables(ds.root, manifest, ds.torso_dims)
+    tables = dataset_codec_tables(ds.root, ds.torso_dims)
     n = dataset_split(manifest)[0][1]
     code, pose = ds.expression[:n].numpy(), ds.pose[:n].numpy()
     fps = float(manifest.get("fps") or 25.0)
