@@ -137,6 +137,19 @@ class PortraitNeRF(nn.Module):
         per_field = [f.grid.table.square().mean(dim=(1, 2)).sum() for f in (self.coarse, self.fine)]
         return torch.stack(per_field).sum()
 
+    def blend_roughness(self) -> torch.Tensor:
+        """Mean squared difference between neighbouring vertices of the head fields' expression blend shapes
+        (each grid B (side³,C,F) along its three axes), summed over the fields that have them → scalar. A
+        held-out code mixes the grids as no training code did, and their per-cell detail shows as squares
+        (docs/nerf.md "What the reference texture leaves")."""
+        total = self.head_lo.new_zeros(())
+        for f in (self.coarse, self.fine):
+            if f.blend_dim:
+                side = f.cfg.blend_res + 1
+                grid = f.blend.view(side, side, side, -1)  # (s,s,s,C·F)
+                total = total + sum(grid.diff(dim=d).square().mean() for d in range(3))
+        return total
+
     @property
     def scale(self) -> torch.Tensor:
         """Length of the box's longest side: distances are measured in these units."""

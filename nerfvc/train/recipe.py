@@ -30,6 +30,7 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("error_frac", type=number_in(0, 1), metavar="F"),
     Opt("distortion_weight", type=non_negative, metavar="W"),
     Opt("grid_decay", type=non_negative, metavar="W"),
+    Opt("blend_smoothness", type=non_negative, metavar="W"),
     Opt("level_anneal", type=number_in(0, 1), metavar="F"),
     Opt("expression_noise", type=non_negative, metavar="S"),
     Opt("expression_noise_decay"),

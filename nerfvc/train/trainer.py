@@ -80,6 +80,9 @@ class TrainConfig:
     # Zip-NeRF's normalised weight decay on the head fields' hash tables (PortraitNeRF.grid_decay; 0 = off).
     # 0.1 on 3 clips: LPIPS worse on 6 of 6 points; 0.01 on 8: LPIPS worse on 14 of 16 (docs/nerf.md)
     grid_decay: float = 0.0
+    # weight of the blend shapes' roughness (PortraitNeRF.blend_roughness: squared neighbour differences of
+    # the dense expression grids; 0 = off), against the squares held-out expressions draw at 512²
+    blend_smoothness: float = 0.0
     # share of the schedule over which the fine head's hash levels open coarse to fine, from the coarser
     # half to all of them (0 = all from the start; HeadField.set_level_window)
     level_anneal: float = 0.0
@@ -491,6 +494,8 @@ def train(
                     loss, mse = compute_loss(out_r, batch, cfg)
                     if cfg.grid_decay > 0:
                         loss = loss + cfg.grid_decay * model.grid_decay()
+                    if cfg.blend_smoothness > 0:
+                        loss = loss + cfg.blend_smoothness * model.blend_roughness()
                     if offsets is not None:
                         loss = loss + cfg.frame_code_weight * offsets.square().sum(-1).mean()
                     if sampler.error is not None and not patch:

@@ -644,6 +644,26 @@ def test_grid_decay_is_the_per_level_mean_square_and_shrinks_the_tables(dataset,
     assert decays[1] < 0.5 * decays[0], decays
 
 
+def test_blend_smoothness_is_the_grids_neighbour_difference_and_smooths_them(dataset, tmp_path):
+    """``PortraitNeRF.blend_roughness`` is the mean squared difference of neighbouring blend-shape vertices
+    along each axis (a ramp of slope 1 along one axis: 1); a model trained alike with ``--blend-smoothness``
+    ends with smoother blend shapes than one trained without."""
+    cfg = tiny_model()
+    cfg = replace(cfg, fine=replace(cfg.fine, blend_res=7))
+    model = PortraitNeRF(cfg)
+    assert float(model.blend_roughness().detach()) == 0.0  # the grids start at zero
+    with torch.no_grad():
+        ramp = torch.arange(8.0).view(8, 1, 1, 1, 1).expand(8, 8, 8, *model.fine.blend.shape[1:])
+        model.fine.blend.copy_(ramp.reshape(model.fine.blend.shape))
+    assert float(model.blend_roughness().detach()) == pytest.approx(1.0)
+    rough = []
+    for weight in (0.0, 10.0):
+        out = tmp_path / f"m{weight}"
+        train(dataset, out, replace(tiny_train(12), blend_smoothness=weight, eval_frames=0), cfg)
+        rough.append(float(Renderer.from_model_dir(out).model.blend_roughness().detach()))
+    assert 0 < rough[1] < 0.5 * rough[0], rough
+
+
 def test_level_anneal_holds_the_finest_hash_levels_back_and_ends_with_all_open(dataset, tmp_path):
     """``--level-anneal 1``: the fine head's finest level moves less from its initial values than without it
     (it opens only at the end), its coarsest alike; the exported model reads every level."""
