@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nerfvc.field.blend import grid_roughness
 from nerfvc.field.encodings import HashGridConfig, PlaneGridConfig
 from nerfvc.field.fields import (
     HeadField,
@@ -146,8 +147,7 @@ class PortraitNeRF(nn.Module):
         for f in (self.coarse, self.fine):
             if f.blend_dim:
                 side = f.cfg.blend_res + 1
-                grid = f.blend.view(side, side, side, -1)  # (s,s,s,C·F)
-                total = total + sum(grid.diff(dim=d).square().mean() for d in range(3))
+                total = total + grid_roughness(f.blend.view(side, side, side, -1))  # (s,s,s,C·F)
         return total
 
     @property

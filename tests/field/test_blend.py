@@ -5,7 +5,7 @@ field's own blend-shape term."""
 import pytest
 import torch
 
-from nerfvc.field.blend import blend_lookup, blend_lookup_torch
+from nerfvc.field.blend import blend_lookup, blend_lookup_torch, grid_roughness, grid_roughness_torch
 from nerfvc.field.encodings import HashGridConfig
 from nerfvc.field.fields import HeadField, HeadFieldConfig, field_settings, linears, trunc_exp
 from nerfvc.field.frame import FrameHead
@@ -171,3 +171,18 @@ def test_a_head_built_under_inference_mode_is_copied_every_frame():
             torch.testing.assert_close(
                 FrameHead(head, code, cons).density(x)[0], head.density(x, code)[0], rtol=1e-4, atol=1e-5
             )
+
+
+def test_grid_roughness_matches_its_autograd_reference_in_value_and_gradient():
+    """The written-out gradient of the neighbour-difference penalty (``--blend-smoothness``) is autograd's,
+    on a grid with a different size per axis (an axis mixed up would differ), scaled by an upstream weight."""
+    torch.manual_seed(0)
+    base = torch.randn(5, 6, 7, 3, dtype=torch.float64)
+    grids = [base.clone().requires_grad_(True) for _ in range(2)]
+    values = [fn(g) for fn, g in zip((grid_roughness, grid_roughness_torch), grids)]
+    for v in values:
+        (0.3 * v).backward()
+    assert float(values[0]) == pytest.approx(float(values[1]), rel=1e-12)
+    torch.testing.assert_close(grids[0].grad, grids[1].grad, rtol=1e-10, atol=1e-12)
+    ramp = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 4, 4, 2).contiguous()
+    assert float(grid_roughness(ramp)) == pytest.approx(1.0)  # steps of 1 along x, none along y and z
