@@ -334,13 +334,20 @@ def test_cli_train_then_render_an_mp4_at_another_size(dataset, tmp_path):
     save_features(tmp_path / "f.npz", expression=expr, pose=pose, torso=torso_shifts(4))
     video = tmp_path / "out.mp4"
     feats = str(tmp_path / "f.npz")
-    args = parser.parse_args(
-        ["render", str(model), "--features", feats, "--size", "64x40", "--samples", "8,8", "-o", str(video)]
-    )
-    assert args.func(args) == 0
-    with av.open(str(video)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    def render(samples: str) -> list[np.ndarray]:
+        argv = ["render", str(model), "--features", feats, "--size", "64x40", "--samples", samples]
+        args = parser.parse_args([*argv, "-o", str(video)])
+        assert args.func(args) == 0
+        with av.open(str(video)) as c:
+            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    frames = render("8,8")
     assert len(frames) == 4 and frames[0].shape == (40, 64, 3)
+    assert not np.array_equal(render("2,2")[0], frames[0])  # --samples reaches the renderer
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["render", str(model), "--features", feats, "--samples", "8", "-o", str(video)])
+    assert exc.value.code == 2
 
 
 def test_the_head_mask_hull_prunes_empty_space_and_keeps_the_head(dataset):
