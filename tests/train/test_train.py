@@ -14,8 +14,9 @@ from nerfvc.camera import Camera
 from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.features import model_input, save_features
 from nerfvc.field.encodings import HashGridConfig
-from nerfvc.field.fields import HeadFieldConfig, field_settings
+from nerfvc.field.fields import HeadFieldConfig, field_settings, linears
 from nerfvc.metrics import psnr
+from nerfvc.render.fast import FastRenderConfig
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.renderer import Renderer, frame_rays
 from nerfvc.train.checkpoint import load_checkpoint, save_checkpoint
@@ -141,6 +142,35 @@ def test_frame_renderer_draws_the_same_frame_by_either_density_kernel(trained, m
         monkeypatch.setenv("NERFVC_PRECISION", "fp32")
         frames[kernel] = torch.from_numpy(r.render(x[26], pose[26], SIZE, SIZE)).float() / 255
     assert psnr(frames["fused"], frames["torch"]) > 45.0
+
+
+def test_frame_renderer_places_fine_samples_by_the_proposal_fields(trained):
+    """``FastRenderConfig.proposal``: "fine" marches the fine field in the coarse pass (the frame's own
+    geometry), so a coarse field that sees nothing changes no pixel; "both" still finds the head through the
+    fine field; "coarse" loses it. "auto" is "coarse" up to 256 px and "both" above."""
+    out, _ = trained
+    x, pose, _ = frame_inputs(30)
+    intact, broken = Renderer.from_model_dir(out), Renderer.from_model_dir(out)
+    with torch.no_grad():
+        linears(broken.model.coarse.sigma_net)[-1].bias[0] = -30.0  # coarse density exp(-31): empty
+
+    def frames(proposal: str) -> tuple[torch.Tensor, torch.Tensor]:
+        intact.fast.proposal = broken.fast.proposal = proposal
+        a, b = (r.render(x[26], pose[26], SIZE, SIZE) for r in (intact, broken))
+        return torch.from_numpy(a).float() / 255, torch.from_numpy(b).float() / 255
+
+    fine, fine_broken = frames("fine")
+    assert torch.equal(fine_broken, fine)
+    both, both_broken = frames("both")
+    coarse, coarse_broken = frames("coarse")
+    assert not torch.equal(both, coarse) and not torch.equal(both_broken, both)
+    for a in (both, both_broken, coarse):
+        assert psnr(a, fine) > 30.0  # every proposal with a field that sees the head draws it
+    assert psnr(coarse_broken, coarse) < 25.0  # the head is gone
+    cfg = FastRenderConfig()
+    assert [cfg.proposal_for(s, s) for s in (128, 256, 257, 512)] == ["coarse", "coarse", "both", "both"]
+    with pytest.raises(ValueError, match="proposal"):
+        FastRenderConfig(proposal="none")
 
 
 def test_frame_renderer_coarse_grid_and_torso_grid_follow_their_sizes(trained):
