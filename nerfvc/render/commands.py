@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="C,F",
         help="coarse,fine samples per head ray (default: the frame renderer's, the trained coarse count and "
-        "at most 12 fine; as trained, e.g. 24,24, is slower and sharper at 512² and above)",
+        "at most 12 fine; as trained, e.g. 24,24, is slower and closer to the training renderer)",
     )
     p.add_argument(
         "--no-references",

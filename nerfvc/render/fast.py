@@ -78,7 +78,7 @@ class FastRenderConfig:
     # surface moved, and the 12 fine samples every pixel of a coarse cell shares then draw the cell as a
     # square; "fine", the frame's own geometry; "both", the bin-wise maximum of the two; "auto": "coarse" up
     # to ``proposal_size`` px (longer side), "both" above (docs/nerf.md "The mosaic is the frame renderer's":
-    # 512², 8 clips, LPIPS -0.0026, DISTS -0.0020 against "coarse", frames 10-29% slower on AVX2)
+    # 512², 8 clips, LPIPS -0.0026, DISTS -0.0020 against "coarse", frames 8-29% slower on AVX2)
     proposal: str = "auto"
     proposal_size: int = 256
 
