@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nerfvc.argtypes import int_in
 from nerfvc.features import load_features, model_inputs
 from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import parse_size
@@ -36,9 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def sample_counts(text: str) -> tuple[int, int]:
     """``"24,12"`` → (24, 12): coarse and fine samples per head ray, each 2…256."""
     parts = text.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() and 2 <= int(p) <= 256 for p in parts):
+    if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected COARSE,FINE, two integers in 2..256, got {text!r}")
-    return int(parts[0]), int(parts[1])
+    count = int_in(2, 256)
+    return count(parts[0]), count(parts[1])
 
 
 def run(args: argparse.Namespace) -> int:

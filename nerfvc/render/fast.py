@@ -253,7 +253,8 @@ def render_frame(
     half = cfg.half_tables if cfg.half_tables is not None else grid_storage(dev) == "fp16"
     proposal = cfg.proposal_for(height, width)
     fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=half)
-    coarse = (
+    # the head the coarse pass marches first (with "both", the fine head's weights are maxed in after it)
+    proposer = (
         fine
         if proposal == "fine"
         else FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=half)
@@ -261,7 +262,7 @@ def render_frame(
 
     origin, direction = to_canonical(dirs, pose)  # (P,3) each
     box = (origin, direction, model.head_lo, model.head_hi)
-    t_near, t_far, hit = ray_box(*box) if coarse.fused is not None else intersect_box(*box)  # (P,) each
+    t_near, t_far, hit = ray_box(*box) if fine.fused is not None else intersect_box(*box)  # (P,) each
 
     # coarse pass (density only) on the strided pixel grid
     cpix, corners, cell, ny, nx = _coarse_grid(height, width, cfg.coarse_stride(height, width), dev)
@@ -275,7 +276,7 @@ def render_frame(
         ns = near_span.index_select(0, rays)  # (Rc,2)
         edges = torch.addcmul(ns[:, :1], ns[:, 1:], base)  # (Rc,S+1)
         o, d = origin.index_select(0, rays), direction.index_select(0, rays)  # (Rc,3) each
-        w = _march(model, coarse, o, d, edges, cfg, False)[0]
+        w = _march(model, proposer, o, d, edges, cfg, False)[0]
         if proposal == "both":
             w = torch.maximum(w, _march(model, fine, o, d, edges, cfg, False)[0])
         coarse_w.index_copy_(0, ch, w)

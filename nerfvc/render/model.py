@@ -140,9 +140,9 @@ class PortraitNeRF(nn.Module):
 
     def blend_roughness(self) -> torch.Tensor:
         """Mean squared difference between neighbouring vertices of the head fields' expression blend shapes
-        (each grid B (side³,C,F) along its three axes), summed over the fields that have them → scalar. A
-        held-out code mixes the grids as no training code did, and their per-cell detail is one source of the
-        squares such frames show at 512² (docs/nerf.md "What the reference texture leaves")."""
+        (each grid B (side³,C,F) along its three axes), summed over the fields that have them → scalar: how
+        much per-cell detail a held-out code, mixing the grids as no training code did, can bring out
+        (``--blend-smoothness``; docs/nerf.md "The mosaic is the frame renderer's")."""
         total = self.head_lo.new_zeros(())
         for f in (self.coarse, self.fine):
             if f.blend_dim:

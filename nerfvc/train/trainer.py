@@ -81,7 +81,7 @@ class TrainConfig:
     # 0.1 on 3 clips: LPIPS worse on 6 of 6 points; 0.01 on 8: LPIPS worse on 14 of 16 (docs/nerf.md)
     grid_decay: float = 0.0
     # weight of the blend shapes' roughness (PortraitNeRF.blend_roughness: squared neighbour differences of
-    # the dense expression grids; 0 = off), against the squares held-out expressions draw at 512²
+    # the dense expression grids; 0 = off). 0.01 on 8 clips at 512²: mixed (docs/nerf.md)
     blend_smoothness: float = 0.0
     # share of the schedule over which the fine head's hash levels open coarse to fine, from the coarser
     # half to all of them (0 = all from the start; HeadField.set_level_window)
