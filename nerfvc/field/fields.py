@@ -90,11 +90,6 @@ class HeadFieldConfig:
     # expression blend shapes: one dense grid of grid.features channels per code channel at this resolution,
     # weighted by the code (0: none; (blend_res+1)³ must fit one level of the hash table)
     blend_res: int = 0
-    # the blend shapes add to the density MLP's output (density and geometry feature) through one linear
-    # layer, h = MLP(grid, code) + blend·W, instead of entering its hidden layer with the grid features:
-    # a held-out expression then shifts the output linearly rather than switching the hidden units that
-    # read the hash levels
-    blend_bypass: bool = False
 
 
 def blend_table_log2(blend_res: int) -> int:
@@ -255,14 +250,7 @@ class HeadField(nn.Module):
             # (side³, C, F), vertex-major as the kernel reads it (a corner's C·F values in one row): zero at
             # first, so a new model starts as one without blend shapes
             self.blend = nn.Parameter(torch.zeros(side**3, cfg.code_dim, cfg.grid.features))
-        # (blend_dim, 1+geo) the bypass's output layer (cfg.blend_bypass; random, as the blend shapes start
-        # at zero and each needs the other nonzero for a gradient); None: the blend shapes enter the MLP
-        self.blend_out: nn.Parameter | None = None
-        if cfg.blend_bypass and self.blend_dim:
-            bound = 1 / math.sqrt(self.blend_dim)
-            out = torch.empty(self.blend_dim, 1 + cfg.geo_dim).uniform_(-bound, bound)
-            self.blend_out = nn.Parameter(out)
-        n_sigma = cfg.grid.out_dim + self.blend_inputs + self.density_code_dim
+        n_sigma = cfg.grid.out_dim + self.blend_dim + self.density_code_dim
         self.sigma_net = mlp(n_sigma, cfg.hidden, 1 + cfg.geo_dim, cfg.sigma_layers)
         n_color = cfg.geo_dim + self.color_code_dim + consistency_dim + (3 if cfg.use_view_dir else 0)
         self.color_net = mlp(n_color, cfg.hidden, 3, cfg.color_layers)
@@ -279,11 +267,6 @@ class HeadField(nn.Module):
         lvl = torch.arange(self.cfg.grid.levels, dtype=torch.float32)
         w = (1 - torch.cos(math.pi * (alpha - lvl).clamp(0, 1))) / 2  # (L,)
         self.level_weights = w.repeat_interleave(self.cfg.grid.features).to(self.expr_proj.weight.device)
-
-    @property
-    def blend_inputs(self) -> int:
-        """How many density-MLP inputs the blend shapes take (0 without them or with ``cfg.blend_bypass``)."""
-        return 0 if self.blend_out is not None else self.blend_dim
 
     @property
     def density_code_dim(self) -> int:
@@ -326,7 +309,7 @@ class HeadField(nn.Module):
         first, second = layers[0], layers[-1]
         blend = self.blend_features(x, code)  # (N,blend_dim)
         if kernel == "fused":
-            g, nb = self.cfg.grid.out_dim, self.blend_inputs
+            g, nb = self.cfg.grid.out_dim, self.blend_dim
             dc = self.density_code_dim
             b1 = torch.addmm(first.bias.view(1, -1), code[:, :dc], first.weight[:, g + nb :].t())  # (1|N,H)
             if nb:
@@ -343,10 +326,8 @@ class HeadField(nn.Module):
                 feats = feats * self.level_weights
             dtype = dtype or mlp_dtype(x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                parts = [feats, blend[:, : self.blend_inputs], code[:, : self.density_code_dim]]
+                parts = [feats, blend, code[:, : self.density_code_dim]]
                 h = self.sigma_net[1:](split_linear(first, parts)).float()
-        if self.blend_out is not None:
-            h = torch.addmm(h, blend, self.blend_out)  # (N,1+geo)
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def forward(

@@ -183,7 +183,7 @@ class FrameHead:
         kernel: str | None = None,
     ):
         cfg = head.cfg
-        g, k, geo = cfg.grid.out_dim + head.blend_inputs, consistency.shape[-1], cfg.geo_dim
+        g, k, geo = cfg.grid.out_dim + head.blend_dim, consistency.shape[-1], cfg.geo_dim
         self.grid = head.grid
         self.table: torch.Tensor = head.grid.table  # (L,T,F)
         self.res: torch.Tensor = head.grid.res  # (L,)
@@ -205,8 +205,6 @@ class FrameHead:
         dc = head.density_code_dim
         b1 = s0.bias.view(1, -1) + code[:, :dc] @ s0.weight[:, g : g + dc].t()  # (1,H)
         w2, b2 = s1.weight.t().contiguous(), s1.bias  # (H,1+geo), (1+geo,)
-        if head.blend_out is not None:
-            w1, b1, w2 = bypass_units(w1, b1, w2, head.blend_out)
         cc = head.color_code_dim  # colour-MLP inputs: geo, code (cc of them), consistency (k), view (3)
         b = c0.bias + code[:, :cc] @ c0.weight[:, geo : geo + cc].t()
         if k:
@@ -288,22 +286,6 @@ class FrameTorso:
         if self.shift is not None:
             uv = uv - self.shift
         return fused_torso(uv.contiguous(), *self.fused)  # (N,4)
-
-
-def bypass_units(
-    w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, blend_out: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A density MLP (w1 (G,H), b1 (1,H), w2 (H,O)) and a blend bypass ``blend_out`` (F,O) as one MLP of
-    H + 2F hidden units over the grid features and then the F blend-level features (G+F inputs): the new
-    units are relu(b) and relu(−b), whose difference b reaches the output through ±blend_out, exactly."""
-    n_blend, n_hidden = blend_out.shape[0], w1.shape[1]
-    eye = torch.eye(n_blend, dtype=w1.dtype, device=w1.device)
-    top = torch.cat([w1, w1.new_zeros(w1.shape[0], 2 * n_blend)], 1)  # (G,H+2F)
-    bottom = torch.cat([w1.new_zeros(n_blend, n_hidden), eye, -eye], 1)  # (F,H+2F)
-    w1 = torch.cat([top, bottom]).contiguous()  # (G+F,H+2F)
-    b1 = torch.cat([b1, b1.new_zeros(1, 2 * n_blend)], 1)  # (1,H+2F)
-    w2 = torch.cat([w2, blend_out, -blend_out]).contiguous()  # (H+2F,O)
-    return w1, b1, w2
 
 
 def split_bias(layer: nn.Linear, n_rows: int, shared: list[torch.Tensor]) -> torch.Tensor:

@@ -14,11 +14,10 @@ from nerfvc.field.fused import fused_density, fused_density_available
 SMALL_GRID = HashGridConfig(levels=4, features=2, log2_table=12, base_res=4, max_res=32)
 
 
-def _head(blend_res: int, implementation: str = "auto", seed: int = 0, bypass: bool = False) -> HeadField:
+def _head(blend_res: int, implementation: str = "auto", seed: int = 0) -> HeadField:
     torch.manual_seed(seed)
     grid = HashGridConfig(**{**SMALL_GRID.__dict__, "implementation": implementation})
-    cfg = HeadFieldConfig(grid=grid, blend_res=blend_res, blend_bypass=bypass)
-    head = HeadField(cfg, consistency_dim=4)
+    head = HeadField(HeadFieldConfig(grid=grid, blend_res=blend_res), consistency_dim=4)
     with torch.no_grad():
         head.grid.table.uniform_(-0.5, 0.5)
         if blend_res:
@@ -112,9 +111,8 @@ def test_frame_head_reads_the_blend_shapes_as_one_more_hash_level():
 
 
 @pytest.mark.skipif(not fused_density_available(), reason="no C++ compiler for the fused kernel")
-@pytest.mark.parametrize("bypass", [False, True])
-def test_the_fused_frame_head_includes_the_blend_level(bypass):
-    head = _head(7, bypass=bypass)
+def test_the_fused_frame_head_includes_the_blend_level():
+    head = _head(7)
     code, cons = torch.randn(1, head.cfg.code_dim), torch.randn(1, 4)
     x = torch.rand(500, 3)
     with torch.no_grad(), field_settings(torch.float32, "fused"):
@@ -124,23 +122,6 @@ def test_the_fused_frame_head_includes_the_blend_level(bypass):
         assert frame.half_table.shape == (head.cfg.grid.levels + 1, 2**SMALL_GRID.log2_table)
         h = fused_density(x, *frame.fused)
     torch.testing.assert_close(trunc_exp(h[:, 0] - 1.0), sigma, rtol=1e-4, atol=1e-5)
-    # the bypass reaches the kernel as 2 more hidden units per blend feature
-    assert frame.fused[2].shape[1] == head.cfg.hidden + 2 * head.blend_dim * bypass
-
-
-def test_bypassing_blend_shapes_shift_the_density_mlp_output_linearly():
-    """With ``blend_bypass`` the blend shapes never enter the MLP: the output moves by exactly blend·W."""
-    head = _head(7, bypass=True)
-    assert head.blend_out is not None
-    assert head.sigma_net[0].in_features == head.cfg.grid.out_dim + head.density_code_dim
-    code, x = torch.randn(1, head.cfg.code_dim), torch.rand(200, 3)
-    with torch.no_grad(), field_settings(torch.float32, "torch"):
-        sigma, geo = head.density(x, code)
-        shift = head.blend_features(x, code) @ head.blend_out  # (N,1+geo)
-        head.blend.zero_()
-        plain_sigma, plain_geo = head.density(x, code)
-    torch.testing.assert_close(geo, plain_geo + shift[:, 1:], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sigma.log(), plain_sigma.log() + shift[:, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_a_blend_grid_larger_than_a_hash_level_is_refused():

@@ -103,21 +103,17 @@ def test_bad_shapes_are_refused():
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-@pytest.mark.parametrize(
-    "blend_res,density_code,hidden,bypass",
-    [(0, True, 64, False), (15, True, 64, False), (15, False, 32, False), (15, False, 32, True)],
-)
+@pytest.mark.parametrize("blend_res,density_code,hidden", [(0, True, 64), (15, True, 64), (15, False, 32)])
 def test_head_field_density_is_the_same_by_either_kernel(
-    monkeypatch, per_row, blend_res, density_code, hidden, bypass
+    monkeypatch, per_row, blend_res, density_code, hidden
 ):
     """HeadField.density through the fused pass equals the C++ grid + float32 torch MLP, values and grads
-    (with expression blend shapes too, with the code reaching density through them alone, and with them
-    bypassing the MLP)."""
+    (with expression blend shapes too, and with the code reaching density through them alone)."""
     from nerfvc.field.fields import HeadField, HeadFieldConfig
 
     monkeypatch.setenv("NERFVC_PRECISION", "fp32")
     torch.manual_seed(0)
-    cfg = HeadFieldConfig(blend_res=blend_res, density_code=density_code, hidden=hidden, blend_bypass=bypass)
+    cfg = HeadFieldConfig(blend_res=blend_res, density_code=density_code, hidden=hidden)
     head = HeadField(cfg, consistency_dim=8)
     head.grid.table.data.uniform_(-0.5, 0.5)
     if blend_res:
@@ -132,7 +128,7 @@ def test_head_field_density_is_the_same_by_either_kernel(
         sigma, geo = head.density(x, code)
         (sigma.sum() + geo.square().sum()).backward()
         grads = [p.grad.clone() for p in head.parameters() if p.grad is not None]
-        assert len(grads) == 2 + len(list(head.sigma_net.parameters())) - (not blend_res) + bypass
+        assert len(grads) == 2 + len(list(head.sigma_net.parameters())) - (not blend_res)
         out[kernel] = (sigma.detach(), geo.detach(), code.grad.clone(), grads)
     for a, b in zip(out["fused"][:3], out["torch"][:3]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
