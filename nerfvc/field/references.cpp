@@ -3,7 +3,9 @@
 // energy are box-filtered on the head's box with running sums (edges replicated, as low_pass), then every head
 // pixel projects its surface point into each prepared reference, samples its 8 channels bilinearly (zeros
 // outside the crop, as grid_sample with align_corners=False) and accumulates the two bands' weights in
-// registers. Rows and pixels are split over `threads` OpenMP threads; the result does not depend on their count.
+// registers; a second pass scales the references' mean detail by the low-passed ratio of their mean detail
+// energy to the mean detail's. Rows and pixels are split over `threads` OpenMP threads; the result does not
+// depend on their count.
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>
@@ -101,7 +103,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
                                      std::vector<int64_t> ref_x0, std::vector<int64_t> ref_y0,
                                      std::vector<torch::Tensor> ref_poses, double fx, double fy, double cx,
                                      double cy, int64_t radius, double alpha_min, double agreement_sigma,
-                                     double depth_tolerance, int64_t threads) {
+                                     double depth_tolerance, double detail_gain_max, int64_t threads) {
   TORCH_CHECK(image.dtype() == torch::kFloat32 && image.is_contiguous() && image.dim() == 3 &&
                   image.size(2) == 3,
               "image must be contiguous float32 (H,W,3)");
@@ -167,6 +169,10 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   const float fxf = fx, fyf = fy, cxf = cx, cyf = cy;
   const float inv2s2 = 1.0f / (2.0f * (float)agreement_sigma * (float)agreement_sigma);
   const float tol = depth_tolerance;
+  // pass 1, per head pixel: the low band's new value, the references' mean detail, the detail's weight and
+  // the two detail energies (the references' weighted mean, the mean detail's) on the crop's grid
+  std::vector<float> low_new((size_t)ch * cw * 3), det_mix((size_t)ch * cw * 3), det_weight((size_t)ch * cw);
+  std::vector<float> energies((size_t)ch * cw * 2, 0.f), energies_low(energies.size());
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
   for (int y = ymin; y <= ymax; ++y) {
     for (int x = xmin; x <= xmax; ++x) {
@@ -181,7 +187,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
       float can[3];
       for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
       float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
-      float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f;
+      float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f, acc_energy = 0.f;
       for (size_t k = 0; k < K; ++k) {
         const Reference& ref = refs[k];
         float xr[3];
@@ -195,17 +201,44 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
         const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
         const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);
         for (int c = 0; c < 3; ++c) {
+          const float d = s[c] - s[3 + c];
           acc_low[c] += w_low * s[3 + c];
-          acc_det[c] += w_det * (s[c] - s[3 + c]);
+          acc_det[c] += w_det * d;
+          acc_energy += w_det * d * d;
         }
         sum_low += w_low, sum_det += w_det;
         max_low = std::max(max_low, w_low), max_det = std::max(max_det, w_det);
       }
-      const float gl = max_low * a / std::max(sum_low, 1e-6f), gd = max_det * a / std::max(sum_det, 1e-6f);
+      const float gl = max_low * a / std::max(sum_low, 1e-6f), inv_det = 1.f / std::max(sum_det, 1e-6f);
+      float mix_energy = 0.f;
+      for (int c = 0; c < 3; ++c) {
+        low_new[ci * 3 + c] = gl * acc_low[c] - max_low * a * lo[c];
+        det_mix[ci * 3 + c] = acc_det[c] * inv_det;
+        mix_energy += det_mix[ci * 3 + c] * det_mix[ci * 3 + c];
+      }
+      det_weight[ci] = max_det * a;
+      energies[ci * 2] = acc_energy * inv_det;
+      energies[ci * 2 + 1] = mix_energy;
+    }
+  }
+  // the mean detail scaled toward the references' mean detail energy, both low-passed (capped): details that
+  // do not align cancel in a mean
+  low_pass(energies.data(), energies_low.data(), ch, cw, 2, r, threads);
+  const float gain_max = detail_gain_max;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int y = ymin; y <= ymax; ++y) {
+    for (int x = xmin; x <= xmax; ++x) {
+      const size_t i = (size_t)y * W + x;
+      const float a = alpha[i];
+      if (!(a >= amin && a > 0.f)) continue;
+      const size_t ci = (size_t)(y - cy0) * cw + (x - cx0);
+      // (running sums can leave a zero energy a rounding error below zero)
+      const float gain = std::min(
+          std::sqrt(std::max(energies_low[ci * 2], 0.f) / std::max(energies_low[ci * 2 + 1], 1e-8f)), gain_max);
       for (int c = 0; c < 3; ++c) {
         const float cur = img[i * 3 + c];
-        const float low_mix = acc_low[c], det_mix = acc_det[c];
-        dst[i * 3 + c] = cur + gl * low_mix - max_low * a * lo[c] + gd * det_mix - max_det * a * (cur - lo[c]);
+        dst[i * 3 + c] = cur + low_new[ci * 3 + c] +
+                         det_weight[ci] * (gain * det_mix[ci * 3 + c] - (cur - low[ci * 3 + c]));
       }
     }
   }

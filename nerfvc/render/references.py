@@ -50,6 +50,9 @@ MAJOR_EXPRESSION_DIMS = 8  # expression coefficients in the selection key (the P
 AGREEMENT_SIGMA = 0.06
 DEPTH_TOLERANCE = 0.02  # a sample is visible in its reference within this share of its depth
 HEAD_ALPHA_MIN = 0.5  # pixels whose head opacity is below this keep the render
+# the references' mean detail is scaled toward their mean detail energy by at most this gain (details that do
+# not align cancel in a mean; docs/nerf.md "Detail energy kept")
+DETAIL_GAIN_MAX = 1.7
 
 
 def reference_key(model: PortraitNeRF, inputs: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
@@ -270,6 +273,7 @@ def blend_references(
         HEAD_ALPHA_MIN,
         AGREEMENT_SIGMA,
         DEPTH_TOLERANCE,
+        DETAIL_GAIN_MAX,
         torch.get_num_threads(),
     )
 
@@ -300,7 +304,9 @@ def blend_references_torch(
     that times ``1 − E_render / E_sample`` (clamped to [0, 1]; E = :func:`detail_energy`), so detail is added
     only where the render lacks it (a sharp render keeps its own). Each band is the weighted mean over the
     references and replaces the render's band by ``m ·`` its largest weight, m = head_alpha where it is
-    ≥ ``HEAD_ALPHA_MIN``.
+    ≥ ``HEAD_ALPHA_MIN``. Details that do not align cancel in a mean, so the mean detail is scaled by
+    √(low-passed mean energy of the references' details / low-passed energy of their mean), at most
+    ``DETAIL_GAIN_MAX``.
     """
     h, w, _ = image.shape
     m = (head_alpha * (head_alpha >= HEAD_ALPHA_MIN)).reshape(-1)  # (H·W,)
@@ -321,7 +327,7 @@ def blend_references_torch(
     acc_low = torch.zeros(sel.numel(), 3, dtype=image.dtype, device=image.device)
     acc_detail = torch.zeros_like(acc_low)
     sum_low = torch.zeros(sel.numel(), dtype=image.dtype, device=image.device)
-    sum_detail, max_low, max_detail = (torch.zeros_like(sum_low) for _ in range(3))
+    sum_detail, max_low, max_detail, acc_energy = (torch.zeros_like(sum_low) for _ in range(4))
     m_sel = m.index_select(0, sel)
     for ref in refs:
         u, v, z = project_to_reference(pts, pose, ref.pose, *intrinsics)
@@ -331,14 +337,24 @@ def blend_references_torch(
         w_low = torch.exp(-dist2 / (2 * AGREEMENT_SIGMA**2)) * vis
         # fine detail only as far as the render lacks it: none where it is as sharp as the reference
         w_detail = w_low * (1 - own_energy / s[:, 7].clamp(min=1e-8)).clamp(0, 1)
+        detail = s[:, :3] - s[:, 3:6]  # (P,3)
         acc_low += w_low[:, None] * s[:, 3:6]
-        acc_detail += w_detail[:, None] * (s[:, :3] - s[:, 3:6])
+        acc_detail += w_detail[:, None] * detail
+        acc_energy += w_detail * (detail**2).sum(1)
         sum_low += w_low
         sum_detail += w_detail
         max_low, max_detail = torch.maximum(max_low, w_low), torch.maximum(max_detail, w_detail)
     cur = image.reshape(-1, 3).index_select(0, sel)  # (P,3)
     low_mix = acc_low / sum_low.clamp(min=1e-6)[:, None]
     detail_mix = acc_detail / sum_detail.clamp(min=1e-6)[:, None]
+    # the references' mean detail energy and the mean detail's, low-passed on the crop (zero off the head)
+    energies = torch.zeros(2, crop.shape[0] * crop.shape[1], dtype=image.dtype, device=image.device)
+    energies[0].index_copy_(0, in_crop, acc_energy / sum_detail.clamp(min=1e-6))
+    energies[1].index_copy_(0, in_crop, (detail_mix**2).sum(1))
+    energies = low_pass(energies.view(2, crop.shape[0], crop.shape[1], 1), blur_sigma).view(2, -1)
+    energies = energies.index_select(1, in_crop)  # (2,P)
+    gain = (energies[0] / energies[1].clamp(min=1e-8)).sqrt().clamp(max=DETAIL_GAIN_MAX)  # (P,)
+    detail_mix = detail_mix * gain[:, None]
     new = (
         cur
         + (max_low * m_sel)[:, None] * (low_mix - low)
