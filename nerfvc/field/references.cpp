@@ -69,6 +69,20 @@ static void low_pass(const float* in, float* out, int h, int w, int c, int r, in
   box_filter(once.data(), out, h, w, c, r, threads);
 }
 
+// f(i, ci, a) for every head pixel (opacity a ≥ amin and > 0) in rows ymin..ymax, columns xmin..xmax: i its
+// index in the (·,W) frame, ci in the crop of width cw from row cy0, column cx0; rows split over threads
+template <class F>
+static void for_head_pixels(const float* alpha, int W, int ymin, int ymax, int xmin, int xmax, float amin, int cy0,
+                            int cx0, int cw, int threads, F&& f) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int y = ymin; y <= ymax; ++y)
+    for (int x = xmin; x <= xmax; ++x) {
+      const size_t i = (size_t)y * W + x;
+      const float a = alpha[i];
+      if (a >= amin && a > 0.f) f(i, (size_t)(y - cy0) * cw + (x - cx0), a);
+    }
+}
+
 struct Reference {
   const float* data;  // (ch,cw,8): colour, low-passed colour, head depth, detail energy
   int ch, cw, x0, y0;
@@ -169,78 +183,62 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   const float fxf = fx, fyf = fy, cxf = cx, cyf = cy;
   const float inv2s2 = 1.0f / (2.0f * (float)agreement_sigma * (float)agreement_sigma);
   const float tol = depth_tolerance;
-  // pass 1, per head pixel: the low band's new value, the references' mean detail, the detail's weight and
-  // the two detail energies (the references' weighted mean, the mean detail's) on the crop's grid
-  std::vector<float> low_new((size_t)ch * cw * 3), det_mix((size_t)ch * cw * 3), det_weight((size_t)ch * cw);
+  // pass 1, per head pixel: the frame with its new low band (into dst), the references' mean detail, the
+  // detail's weight and the two detail energies (the references' weighted mean, the mean detail's) on the
+  // crop's grid
+  std::vector<float> det_mix((size_t)ch * cw * 3), det_weight((size_t)ch * cw);
   std::vector<float> energies((size_t)ch * cw * 2, 0.f), energies_low(energies.size());
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-  for (int y = ymin; y <= ymax; ++y) {
-    for (int x = xmin; x <= xmax; ++x) {
-      const size_t i = (size_t)y * W + x;
-      const float a = alpha[i];
-      if (!(a >= amin && a > 0.f)) continue;
-      const size_t ci = (size_t)(y - cy0) * cw + (x - cx0);
-      const float* lo = low.data() + ci * 3;
-      const float own = energy[ci];
-      // Rᵀ(X − t): the point in canonical head space
-      const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
-      float can[3];
-      for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
-      float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
-      float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f, acc_energy = 0.f;
-      for (size_t k = 0; k < K; ++k) {
-        const Reference& ref = refs[k];
-        float xr[3];
-        for (int j = 0; j < 3; ++j)
-          xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
-        const float z = std::max(xr[2], 1e-6f);
-        float s[8];
-        sample(ref, fxf * xr[0] / z + cxf, fyf * xr[1] / z + cyf, s);
-        const float vis = std::fabs(xr[2] - s[6]) < tol * xr[2] ? 1.f : 0.f;
-        const float e0 = lo[0] - s[3], e1 = lo[1] - s[4], e2 = lo[2] - s[5];
-        const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
-        const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);
-        for (int c = 0; c < 3; ++c) {
-          const float d = s[c] - s[3 + c];
-          acc_low[c] += w_low * s[3 + c];
-          acc_det[c] += w_det * d;
-          acc_energy += w_det * d * d;
-        }
-        sum_low += w_low, sum_det += w_det;
-        max_low = std::max(max_low, w_low), max_det = std::max(max_det, w_det);
-      }
-      const float gl = max_low * a / std::max(sum_low, 1e-6f), inv_det = 1.f / std::max(sum_det, 1e-6f);
-      float mix_energy = 0.f;
+  for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float a) {
+    const float* lo = low.data() + ci * 3;
+    const float own = energy[ci];
+    // Rᵀ(X − t): the point in canonical head space
+    const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
+    float can[3];
+    for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
+    float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
+    float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f, acc_energy = 0.f;
+    for (size_t k = 0; k < K; ++k) {
+      const Reference& ref = refs[k];
+      float xr[3];
+      for (int j = 0; j < 3; ++j)
+        xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
+      const float z = std::max(xr[2], 1e-6f);
+      float s[8];
+      sample(ref, fxf * xr[0] / z + cxf, fyf * xr[1] / z + cyf, s);
+      const float vis = std::fabs(xr[2] - s[6]) < tol * xr[2] ? 1.f : 0.f;
+      const float e0 = lo[0] - s[3], e1 = lo[1] - s[4], e2 = lo[2] - s[5];
+      const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
+      const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);
       for (int c = 0; c < 3; ++c) {
-        low_new[ci * 3 + c] = gl * acc_low[c] - max_low * a * lo[c];
-        det_mix[ci * 3 + c] = acc_det[c] * inv_det;
-        mix_energy += det_mix[ci * 3 + c] * det_mix[ci * 3 + c];
+        const float d = s[c] - s[3 + c];
+        acc_low[c] += w_low * s[3 + c];
+        acc_det[c] += w_det * d;
+        acc_energy += w_det * d * d;
       }
-      det_weight[ci] = max_det * a;
-      energies[ci * 2] = acc_energy * inv_det;
-      energies[ci * 2 + 1] = mix_energy;
+      sum_low += w_low, sum_det += w_det;
+      max_low = std::max(max_low, w_low), max_det = std::max(max_det, w_det);
     }
-  }
-  // the mean detail scaled toward the references' mean detail energy, both low-passed (capped): details that
-  // do not align cancel in a mean
+    const float gl = max_low * a / std::max(sum_low, 1e-6f), inv_det = 1.f / std::max(sum_det, 1e-6f);
+    float mix_energy = 0.f;
+    for (int c = 0; c < 3; ++c) {
+      dst[i * 3 + c] = img[i * 3 + c] + (gl * acc_low[c] - max_low * a * lo[c]);
+      det_mix[ci * 3 + c] = acc_det[c] * inv_det;
+      mix_energy += det_mix[ci * 3 + c] * det_mix[ci * 3 + c];
+    }
+    det_weight[ci] = max_det * a;
+    energies[ci * 2] = acc_energy * inv_det;
+    energies[ci * 2 + 1] = mix_energy;
+  });
+  // pass 2: the mean detail scaled toward the references' mean detail energy, both low-passed (capped):
+  // details that do not align cancel in a mean
   low_pass(energies.data(), energies_low.data(), ch, cw, 2, r, threads);
   const float gain_max = detail_gain_max;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int y = ymin; y <= ymax; ++y) {
-    for (int x = xmin; x <= xmax; ++x) {
-      const size_t i = (size_t)y * W + x;
-      const float a = alpha[i];
-      if (!(a >= amin && a > 0.f)) continue;
-      const size_t ci = (size_t)(y - cy0) * cw + (x - cx0);
-      // (running sums can leave a zero energy a rounding error below zero)
-      const float gain = std::min(
-          std::sqrt(std::max(energies_low[ci * 2], 0.f) / std::max(energies_low[ci * 2 + 1], 1e-8f)), gain_max);
-      for (int c = 0; c < 3; ++c) {
-        const float cur = img[i * 3 + c];
-        dst[i * 3 + c] = cur + low_new[ci * 3 + c] +
-                         det_weight[ci] * (gain * det_mix[ci * 3 + c] - (cur - low[ci * 3 + c]));
-      }
-    }
-  }
+  for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
+    // (running sums can leave a zero energy a rounding error below zero)
+    const float gain = std::min(
+        std::sqrt(std::max(energies_low[ci * 2], 0.f) / std::max(energies_low[ci * 2 + 1], 1e-8f)), gain_max);
+    for (int c = 0; c < 3; ++c)
+      dst[i * 3 + c] += det_weight[ci] * (gain * det_mix[ci * 3 + c] - (img[i * 3 + c] - low[ci * 3 + c]));
+  });
   return out;
 }
