@@ -1,9 +1,10 @@
 // Reference-texture blend for CPU (nerfvc/render/references.py, blend_references_torch is the reference): one
 // pass over the head's pixels instead of ~60 full-size tensor operations. The render's low band and detail
-// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass), then every head
-// pixel projects its surface point into each prepared reference, samples its 8 channels bilinearly (zeros
-// outside the crop, as grid_sample with align_corners=False) and accumulates the two bands' weights in
-// registers; a second pass scales the references' mean detail by the low-passed ratio of their mean detail
+// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass), every head
+// pixel projects its surface point into each prepared reference, each reference is aligned to the render by the
+// shift whose low band matches best (searched on a coarser grid, smoothed), then every head pixel samples the
+// references' 8 channels bilinearly at the shifted points (zeros outside the crop, as grid_sample with
+// align_corners=False) and accumulates the two bands' weights in registers; a second pass scales the references' mean detail by the low-passed ratio of their mean detail
 // energy to the mean detail's. Rows and pixels are split over `threads` OpenMP threads; the result does not
 // depend on their count.
 #include <torch/extension.h>
@@ -89,9 +90,10 @@ struct Reference {
   float rot[9], t[3];
 };
 
-// ref's 8 channels at pixel position (u, v), bilinear, zero outside its crop
-static inline void sample(const Reference& ref, float u, float v, float out[8]) {
-  for (int k = 0; k < 8; ++k) out[k] = 0.f;
+// ref's channels C0..C0+NC-1 (of 8) at pixel position (u, v) into out[0..NC), bilinear, zero outside its crop
+template <int C0 = 0, int NC = 8>
+static inline void sample(const Reference& ref, float u, float v, float* out) {
+  for (int k = 0; k < NC; ++k) out[k] = 0.f;
   const float ix = u - (float)ref.x0 - 0.5f, iy = v - (float)ref.y0 - 0.5f;
   if (!(ix > -1.f && iy > -1.f && ix < (float)ref.cw && iy < (float)ref.ch)) return;  // also NaN
   const int xa = (int)std::floor(ix), ya = (int)std::floor(iy);
@@ -99,16 +101,73 @@ static inline void sample(const Reference& ref, float u, float v, float out[8]) 
   const float wts[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
   const int xs[4] = {xa, xa + 1, xa, xa + 1}, ys[4] = {ya, ya, ya + 1, ya + 1};
   if (xa >= 0 && ya >= 0 && xa + 1 < ref.cw && ya + 1 < ref.ch) {  // all four corners inside
-    const float* p = ref.data + ((size_t)ya * ref.cw + xa) * 8;
+    const float* p = ref.data + ((size_t)ya * ref.cw + xa) * 8 + C0;
     const float* q = p + (size_t)ref.cw * 8;
-    for (int k = 0; k < 8; ++k) out[k] = wts[0] * p[k] + wts[1] * p[8 + k] + wts[2] * q[k] + wts[3] * q[8 + k];
+    for (int k = 0; k < NC; ++k) out[k] = wts[0] * p[k] + wts[1] * p[8 + k] + wts[2] * q[k] + wts[3] * q[8 + k];
     return;
   }
   for (int q = 0; q < 4; ++q) {
     if (xs[q] < 0 || ys[q] < 0 || xs[q] >= ref.cw || ys[q] >= ref.ch) continue;
-    const float* p = ref.data + ((size_t)ys[q] * ref.cw + xs[q]) * 8;
-    for (int k = 0; k < 8; ++k) out[k] += wts[q] * p[k];
+    const float* p = ref.data + ((size_t)ys[q] * ref.cw + xs[q]) * 8 + C0;
+    for (int k = 0; k < NC; ++k) out[k] += wts[q] * p[k];
   }
+}
+
+// The shift (du, dv) aligning reference `ref` to the render at each head pixel of the crop (align_offsets in
+// nerfvc/render/references.py): `proj` (ch·cw,3) the head pixels' u, v, z in the reference, `low` (ch·cw,3)
+// the render's low band, `head` the crop's head pixels. Shifts of a (2·steps + 1)² grid of `step` px are
+// costed on every `stride`-th pixel by the variance of the low bands' difference over a window (box-filtered
+// there, radius `rw`, the head indicator as the normaliser); each head pixel takes its grid pixel's cheapest
+// shift, averaged over the head (radius `rs`). `du`, `dv` are written at the head pixels.
+static void align_reference(const Reference& ref, const float* proj, const float* low, const uint8_t* head,
+                            int ch, int cw, int steps, float step, int stride, int rw, int rs, float hidden_cost,
+                            float tol, float* du, float* dv, int threads) {
+  const int n1 = 2 * steps + 1, O = n1 * n1, hc = (ch + stride - 1) / stride, wc = (cw + stride - 1) / stride;
+  const int C = 4 * O + 1;  // per shift |e|² (+ the hidden cost) and e (3), then the head indicator
+  std::vector<float> cost((size_t)hc * wc * C, 0.f), cost_low(cost.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int cy = 0; cy < hc; ++cy)
+    for (int cx = 0; cx < wc; ++cx) {
+      const size_t ci = (size_t)cy * stride * cw + (size_t)cx * stride;
+      if (!head[ci]) continue;
+      const float *p = proj + ci * 3, *lo = low + ci * 3;
+      float* c = cost.data() + ((size_t)cy * wc + cx) * C;
+      for (int o = 0; o < O; ++o) {
+        float s[4];  // low-passed colour, head depth
+        sample<3, 4>(ref, p[0] + (float)(o % n1 - steps) * step, p[1] + (float)(o / n1 - steps) * step, s);
+        const float e0 = lo[0] - s[0], e1 = lo[1] - s[1], e2 = lo[2] - s[2];
+        const float vis = std::fabs(p[2] - s[3]) < tol * p[2] ? 1.f : 0.f;
+        c[4 * o] = e0 * e0 + e1 * e1 + e2 * e2 + hidden_cost * (1.f - vis);
+        c[4 * o + 1] = e0, c[4 * o + 2] = e1, c[4 * o + 3] = e2;
+      }
+      c[C - 1] = 1.f;
+    }
+  low_pass(cost.data(), cost_low.data(), hc, wc, C, rw, threads);
+  std::vector<float> shift((size_t)ch * cw * 3, 0.f), shift_low(shift.size());
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int y = 0; y < ch; ++y)
+    for (int x = 0; x < cw; ++x) {
+      const size_t ci = (size_t)y * cw + x;
+      if (!head[ci]) continue;
+      const float* c = cost_low.data() + ((size_t)(y / stride) * wc + x / stride) * C;
+      const float norm = std::max(c[C - 1], 1e-6f);
+      int best = 0;
+      float best_cost = 0.f;
+      for (int o = 0; o < O; ++o) {  // the windowed variance of e: mean |e|² − |mean e|²
+        const float m0 = c[4 * o + 1] / norm, m1 = c[4 * o + 2] / norm, m2 = c[4 * o + 3] / norm;
+        const float v = c[4 * o] / norm - (m0 * m0 + m1 * m1 + m2 * m2);
+        if (o == 0 || v < best_cost) best_cost = v, best = o;
+      }
+      shift[ci * 3] = (float)(best % n1 - steps) * step;
+      shift[ci * 3 + 1] = (float)(best / n1 - steps) * step;
+      shift[ci * 3 + 2] = 1.f;
+    }
+  low_pass(shift.data(), shift_low.data(), ch, cw, 3, rs, threads);
+  for (size_t ci = 0; ci < (size_t)ch * cw; ++ci)
+    if (head[ci]) {
+      const float norm = std::max(shift_low[ci * 3 + 2], 1e-6f);
+      du[ci] = shift_low[ci * 3] / norm, dv[ci] = shift_low[ci * 3 + 1] / norm;
+    }
 }
 
 // See blend_references_torch for the arguments and the blend; `radius` = low_pass_radius(blur_sigma).
@@ -117,7 +176,9 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
                                      std::vector<int64_t> ref_x0, std::vector<int64_t> ref_y0,
                                      std::vector<torch::Tensor> ref_poses, double fx, double fy, double cx,
                                      double cy, int64_t radius, double alpha_min, double agreement_sigma,
-                                     double depth_tolerance, double detail_gain_max, int64_t threads) {
+                                     double depth_tolerance, double detail_gain_max, int64_t align_steps,
+                                     double align_step, int64_t align_stride, int64_t align_window_radius,
+                                     int64_t align_smooth_radius, double hidden_cost, int64_t threads) {
   TORCH_CHECK(image.dtype() == torch::kFloat32 && image.is_contiguous() && image.dim() == 3 &&
                   image.size(2) == 3,
               "image must be contiguous float32 (H,W,3)");
@@ -183,6 +244,31 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   const float fxf = fx, fyf = fy, cxf = cx, cyf = cy;
   const float inv2s2 = 1.0f / (2.0f * (float)agreement_sigma * (float)agreement_sigma);
   const float tol = depth_tolerance;
+  // pass 0, per head pixel: its surface point's projection into each reference (u, v, z on the crop's grid),
+  // then each reference's alignment shift
+  const size_t n_crop = (size_t)ch * cw;
+  std::vector<float> proj(K * n_crop * 3), du(K * n_crop), dv(K * n_crop);
+  std::vector<uint8_t> head(n_crop, 0);
+  for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
+    // Rᵀ(X − t): the point in canonical head space
+    const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
+    float can[3];
+    for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
+    for (size_t k = 0; k < K; ++k) {
+      const Reference& ref = refs[k];
+      float xr[3];
+      for (int j = 0; j < 3; ++j)
+        xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
+      const float z = std::max(xr[2], 1e-6f);
+      float* p = proj.data() + (k * n_crop + ci) * 3;
+      p[0] = fxf * xr[0] / z + cxf, p[1] = fyf * xr[1] / z + cyf, p[2] = xr[2];
+    }
+    head[ci] = 1;
+  });
+  for (size_t k = 0; k < K; ++k)
+    align_reference(refs[k], proj.data() + k * n_crop * 3, low.data(), head.data(), ch, cw, align_steps,
+                    (float)align_step, align_stride, align_window_radius, align_smooth_radius, hidden_cost, tol,
+                    du.data() + k * n_crop, dv.data() + k * n_crop, threads);
   // pass 1, per head pixel: the frame with its new low band (into dst), the references' mean detail, the
   // detail's weight and the two detail energies (the references' weighted mean, the mean detail's) on the
   // crop's grid
@@ -191,21 +277,13 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float a) {
     const float* lo = low.data() + ci * 3;
     const float own = energy[ci];
-    // Rᵀ(X − t): the point in canonical head space
-    const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
-    float can[3];
-    for (int j = 0; j < 3; ++j) can[j] = d0 * P[j] + d1 * P[3 + j] + d2 * P[6 + j];
     float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
     float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f, acc_energy = 0.f;
     for (size_t k = 0; k < K; ++k) {
-      const Reference& ref = refs[k];
-      float xr[3];
-      for (int j = 0; j < 3; ++j)
-        xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
-      const float z = std::max(xr[2], 1e-6f);
+      const float* p = proj.data() + (k * n_crop + ci) * 3;
       float s[8];
-      sample(ref, fxf * xr[0] / z + cxf, fyf * xr[1] / z + cyf, s);
-      const float vis = std::fabs(xr[2] - s[6]) < tol * xr[2] ? 1.f : 0.f;
+      sample(refs[k], p[0] + du[k * n_crop + ci], p[1] + dv[k * n_crop + ci], s);
+      const float vis = std::fabs(p[2] - s[6]) < tol * p[2] ? 1.f : 0.f;
       const float e0 = lo[0] - s[3], e1 = lo[1] - s[4], e2 = lo[2] - s[5];
       const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
       const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);

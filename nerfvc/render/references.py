@@ -8,8 +8,10 @@ JPEG-coded, with each frame's inputs and pose). For every rendered frame the ren
 1. takes the 3 references nearest to the frame's pose and major expression coefficients
    (:func:`reference_key`),
 2. maps each head pixel's surface point (the fine pass's expected depth) through canonical head space into
-   each reference's camera and samples the reference image there; a sample counts where the reference's own
-   depth at that pixel agrees (the point is not hidden there),
+   each reference's camera, shifts it by up to ~1 px (σ) where the reference's low band matches the render's
+   better (:func:`align_offsets`: expression and tracking leave references a pixel or two off, and details
+   that do not register blur) and samples the reference image there; a sample counts where the reference's
+   own depth at that pixel agrees (the point is not hidden there),
 3. blends the samples into the render where their low frequencies agree with the render's (so a mouth the
    reference holds open or shut, and other light, keep the render), their fine detail only as far as the
    render lacks it (a sharp render keeps its own): :func:`blend_references`.
@@ -53,6 +55,15 @@ HEAD_ALPHA_MIN = 0.5  # pixels whose head opacity is below this keep the render
 # the references' mean detail is scaled toward their mean detail energy by at most this gain (details that do
 # not align cancel in a mean; docs/nerf.md "Detail energy kept")
 DETAIL_GAIN_MAX = 1.7
+# each reference is aligned to the render before it is blended (expression and tracking leave it a pixel or
+# two off): shifts of up to ALIGN_STEPS steps of σ/2 each way (σ = agreement_sigma_px), the one whose low band
+# matches the render's best over a window of ALIGN_WINDOW·σ, searched on every ALIGN_STRIDE-th pixel and
+# smoothed over ALIGN_SMOOTH·σ (docs/nerf.md "References aligned to the render")
+ALIGN_STEPS = 2
+ALIGN_WINDOW = 2.0
+ALIGN_SMOOTH = 2.0
+ALIGN_STRIDE = 2
+HIDDEN_COST = 0.05  # the match cost of a shift where the point is hidden in the reference
 
 
 def reference_key(model: PortraitNeRF, inputs: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
@@ -245,6 +256,59 @@ def visible(sample: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return ((z - sample[:, 6]).abs() < DEPTH_TOLERANCE * z).to(z.dtype)
 
 
+def align_offsets(
+    ref: PreparedReference,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    z: torch.Tensor,
+    low: torch.Tensor,
+    crop_yx: tuple[torch.Tensor, torch.Tensor],
+    crop_hw: tuple[int, int],
+    blur_sigma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shift (du, dv) (P,) in reference pixels that aligns ``ref`` to the render at each head pixel.
+
+    ``u, v, z`` (P,) are the head pixels' projections into the reference, ``low`` (P,3) the render's low band
+    there, ``crop_yx`` their rows and columns in the render's crop of ``crop_hw``. On every
+    ``ALIGN_STRIDE``-th pixel of the crop each shift of a (2·ALIGN_STEPS + 1)² grid of step σ/2 costs the
+    variance of e = low(render) − low(reference) over the head pixels of a window of ``ALIGN_WINDOW``·σ
+    (mean |e|² − |mean e|², plus ``HIDDEN_COST`` where the point is hidden there: a colour offset does not
+    pull the shift); the cheapest shift, taken by each pixel from its grid pixel, is averaged over the head's
+    pixels within ``ALIGN_SMOOTH``·σ.
+    """
+    ys, xs = crop_yx
+    h, w = crop_hw
+    st = ALIGN_STRIDE
+    hc, wc = (h + st - 1) // st, (w + st - 1) // st  # the search grid
+    on_grid = ((ys % st) == 0) & ((xs % st) == 0)
+    cell = (ys // st) * wc + xs // st  # (P,) each head pixel's grid pixel
+    gi = on_grid.nonzero(as_tuple=True)[0]
+    steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype) * (blur_sigma / 2)
+    oy, ox = (t.reshape(-1) for t in torch.meshgrid(steps, steps, indexing="ij"))  # (O,) row-major: dy, dx
+    ug, vg, zg, lowg = u[gi], v[gi], z[gi], low[gi]
+    n_off = ox.numel()
+    # per shift: the squared difference and the difference (3), then the head indicator
+    costs = torch.zeros(n_off, 4, hc * wc, dtype=u.dtype)
+    ind = torch.zeros(1, hc * wc, dtype=u.dtype)
+    for o in range(n_off):
+        s = _sample(ref, ug + ox[o], vg + oy[o])
+        e = lowg - s[:, 3:6]
+        costs[o, 0, cell[gi]] = (e**2).sum(1) + HIDDEN_COST * (1 - visible(s, zg))
+        costs[o, 1:, cell[gi]] = e.T
+    ind[0, cell[gi]] = 1.0
+    r = ALIGN_WINDOW * blur_sigma / st
+    costs = low_pass(costs.view(-1, hc, wc, 1), r).view(n_off, 4, hc * wc)
+    norm = low_pass(ind.view(1, hc, wc, 1), r).view(hc * wc).clamp(min=1e-6)
+    # the windowed variance of the difference: a colour offset between render and reference moves no shift
+    best = (costs[:, 0] / norm - ((costs[:, 1:] / norm) ** 2).sum(1)).argmin(0)  # (hc·wc,)
+    shift = torch.zeros(3, h * w, dtype=u.dtype)
+    at = ys * w + xs
+    shift[0, at], shift[1, at], shift[2, at] = ox[best[cell]], oy[best[cell]], 1.0
+    shift = low_pass(shift.view(3, h, w, 1), ALIGN_SMOOTH * blur_sigma).view(3, -1)[:, at]
+    norm = shift[2].clamp(min=1e-6)
+    return shift[0] / norm, shift[1] / norm
+
+
 def blend_references(
     image: torch.Tensor,
     head_alpha: torch.Tensor,
@@ -254,8 +318,9 @@ def blend_references(
     intrinsics: tuple[float, float, float, float],
     blur_sigma: float,
 ) -> torch.Tensor:
-    """:func:`blend_references_torch` by the fused C++ kernel (``nerfvc/field/references.cpp``, one pass over
-    the head's pixels) where it is built and the tensors are float32 on the CPU, else by torch."""
+    """:func:`blend_references_torch` by the fused C++ kernel (``nerfvc/field/references.cpp``: the alignment
+    search, then two passes over the head's pixels) where it is built and the tensors are float32 on the CPU,
+    else by torch."""
     ext = load_references_extension()
     if ext is None or image.device.type != "cpu" or image.dtype != torch.float32:
         return blend_references_torch(image, head_alpha, points_cam, pose, refs, intrinsics, blur_sigma)
@@ -274,6 +339,12 @@ def blend_references(
         AGREEMENT_SIGMA,
         DEPTH_TOLERANCE,
         DETAIL_GAIN_MAX,
+        ALIGN_STEPS,
+        blur_sigma / 2,
+        ALIGN_STRIDE,
+        low_pass_radius(ALIGN_WINDOW * blur_sigma / ALIGN_STRIDE),
+        low_pass_radius(ALIGN_SMOOTH * blur_sigma),
+        HIDDEN_COST,
         torch.get_num_threads(),
     )
 
@@ -298,7 +369,8 @@ def blend_references_torch(
     camera space (expected depth along its ray), ``pose`` (12,) the frame's head pose; ``refs`` the
     references prepared at this frame's size; ``intrinsics`` = (fx, fy, cx, cy) at this size.
 
-    Two bands: each reference's low-passed colour weighs
+    Each reference is sampled at the head pixels' projections shifted by :func:`align_offsets`. Two bands:
+    each reference's low-passed colour weighs
     ``visible · exp(−|low(render) − low(sample)|² / 2σ²)`` (it agrees with the render: same expression,
     same light); its fine detail (colour − low-pass) weighs
     that times ``1 − E_render / E_sample`` (clamped to [0, 1]; E = :func:`detail_energy`), so detail is added
@@ -331,7 +403,8 @@ def blend_references_torch(
     m_sel = m.index_select(0, sel)
     for ref in refs:
         u, v, z = project_to_reference(pts, pose, ref.pose, *intrinsics)
-        s = _sample(ref, u, v)
+        du, dv = align_offsets(ref, u, v, z, low, (ys - y0, xs - x0), crop.shape[:2], blur_sigma)
+        s = _sample(ref, u + du, v + dv)
         dist2 = ((low - s[:, 3:6]) ** 2).sum(1)
         vis = visible(s, z)
         w_low = torch.exp(-dist2 / (2 * AGREEMENT_SIGMA**2)) * vis
