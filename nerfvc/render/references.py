@@ -283,13 +283,13 @@ def align_offsets(
     on_grid = ((ys % st) == 0) & ((xs % st) == 0)
     cell = (ys // st) * wc + xs // st  # (P,) each head pixel's grid pixel
     gi = on_grid.nonzero(as_tuple=True)[0]
-    steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype) * (blur_sigma / 2)
+    steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype, device=u.device) * (blur_sigma / 2)
     oy, ox = (t.reshape(-1) for t in torch.meshgrid(steps, steps, indexing="ij"))  # (O,) row-major: dy, dx
     ug, vg, zg, lowg = u[gi], v[gi], z[gi], low[gi]
     n_off = ox.numel()
     # per shift: the squared difference and the difference (3), then the head indicator
-    costs = torch.zeros(n_off, 4, hc * wc, dtype=u.dtype)
-    ind = torch.zeros(1, hc * wc, dtype=u.dtype)
+    costs = torch.zeros(n_off, 4, hc * wc, dtype=u.dtype, device=u.device)
+    ind = torch.zeros(1, hc * wc, dtype=u.dtype, device=u.device)
     for o in range(n_off):
         s = _sample(ref, ug + ox[o], vg + oy[o])
         e = lowg - s[:, 3:6]
@@ -301,7 +301,7 @@ def align_offsets(
     norm = low_pass(ind.view(1, hc, wc, 1), r).view(hc * wc).clamp(min=1e-6)
     # the windowed variance of the difference: a colour offset between render and reference moves no shift
     best = (costs[:, 0] / norm - ((costs[:, 1:] / norm) ** 2).sum(1)).argmin(0)  # (hc·wc,)
-    shift = torch.zeros(3, h * w, dtype=u.dtype)
+    shift = torch.zeros(3, h * w, dtype=u.dtype, device=u.device)
     at = ys * w + xs
     shift[0, at], shift[1, at], shift[2, at] = ox[best[cell]], oy[best[cell]], 1.0
     shift = low_pass(shift.view(3, h, w, 1), ALIGN_SMOOTH * blur_sigma).view(3, -1)[:, at]
@@ -403,7 +403,9 @@ def blend_references_torch(
     m_sel = m.index_select(0, sel)
     for ref in refs:
         u, v, z = project_to_reference(pts, pose, ref.pose, *intrinsics)
-        du, dv = align_offsets(ref, u, v, z, low, (ys - y0, xs - x0), crop.shape[:2], blur_sigma)
+        du, dv = align_offsets(
+            ref, u, v, z, low, (ys - y0, xs - x0), (crop.shape[0], crop.shape[1]), blur_sigma
+        )
         s = _sample(ref, u + du, v + dv)
         dist2 = ((low - s[:, 3:6]) ** 2).sum(1)
         vis = visible(s, z)
