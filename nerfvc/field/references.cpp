@@ -1,12 +1,12 @@
-// Reference-texture blend for CPU (nerfvc/render/references.py, blend_references_torch is the reference): one
-// pass over the head's pixels instead of ~60 full-size tensor operations. The render's low band and detail
-// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass), every head
-// pixel projects its surface point into each prepared reference, each reference is aligned to the render by the
-// shift whose low band matches best (searched on a coarser grid, smoothed), then every head pixel samples the
+// Reference-texture blend for CPU (nerfvc/render/references.py, blend_references_torch is the reference): a few
+// passes over the head's pixels instead of ~60 full-size tensor operations. The render's low band and detail
+// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass); every head
+// pixel projects its surface point into each prepared reference; each reference is aligned to the render by the
+// shift whose low band matches best (searched on a coarser grid, smoothed); then every head pixel samples the
 // references' 8 channels bilinearly at the shifted points (zeros outside the crop, as grid_sample with
-// align_corners=False) and accumulates the two bands' weights in registers; a second pass scales the references' mean detail by the low-passed ratio of their mean detail
-// energy to the mean detail's. Rows and pixels are split over `threads` OpenMP threads; the result does not
-// depend on their count.
+// align_corners=False) and accumulates the two bands' weights in registers; a last pass scales the references'
+// mean detail by the low-passed ratio of their mean detail energy to the mean detail's. Rows and pixels are
+// split over `threads` OpenMP threads; the result does not depend on their count.
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>
@@ -113,6 +113,12 @@ static inline void sample(const Reference& ref, float u, float v, float* out) {
   }
 }
 
+// 1 where a point at reference depth z is the surface the reference shows there (its sampled head depth within
+// the tolerance `tol` of z), else 0: visible() in nerfvc/render/references.py
+static inline float visible(float z, float depth, float tol) {
+  return std::fabs(z - depth) < tol * z ? 1.f : 0.f;
+}
+
 // The shift (du, dv) aligning reference `ref` to the render at each head pixel of the crop (align_offsets in
 // nerfvc/render/references.py): `proj` (ch·cw,3) the head pixels' u, v, z in the reference, `low` (ch·cw,3)
 // the render's low band, `head` the crop's head pixels. Shifts of a (2·steps + 1)² grid of `step` px are
@@ -136,7 +142,7 @@ static void align_reference(const Reference& ref, const float* proj, const float
         float s[4];  // low-passed colour, head depth
         sample<3, 4>(ref, p[0] + (float)(o % n1 - steps) * step, p[1] + (float)(o / n1 - steps) * step, s);
         const float e0 = lo[0] - s[0], e1 = lo[1] - s[1], e2 = lo[2] - s[2];
-        const float vis = std::fabs(p[2] - s[3]) < tol * p[2] ? 1.f : 0.f;
+        const float vis = visible(p[2], s[3], tol);
         c[4 * o] = e0 * e0 + e1 * e1 + e2 * e2 + hidden_cost * (1.f - vis);
         c[4 * o + 1] = e0, c[4 * o + 2] = e1, c[4 * o + 3] = e2;
       }
@@ -283,7 +289,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
       const float* p = proj.data() + (k * n_crop + ci) * 3;
       float s[8];
       sample(refs[k], p[0] + du[k * n_crop + ci], p[1] + dv[k * n_crop + ci], s);
-      const float vis = std::fabs(p[2] - s[6]) < tol * p[2] ? 1.f : 0.f;
+      const float vis = visible(p[2], s[6], tol);
       const float e0 = lo[0] - s[3], e1 = lo[1] - s[4], e2 = lo[2] - s[5];
       const float w_low = std::exp(-(e0 * e0 + e1 * e1 + e2 * e2) * inv2s2) * vis;
       const float w_det = w_low * std::clamp(1.f - own / std::max(s[7], 1e-8f), 0.f, 1.f);

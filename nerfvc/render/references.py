@@ -283,6 +283,7 @@ def align_offsets(
     on_grid = ((ys % st) == 0) & ((xs % st) == 0)
     cell = (ys // st) * wc + xs // st  # (P,) each head pixel's grid pixel
     gi = on_grid.nonzero(as_tuple=True)[0]
+    grid_cell = cell[gi]  # (G,) the grid pixels searched
     steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype, device=u.device) * (blur_sigma / 2)
     oy, ox = (t.reshape(-1) for t in torch.meshgrid(steps, steps, indexing="ij"))  # (O,) row-major: dy, dx
     ug, vg, zg, lowg = u[gi], v[gi], z[gi], low[gi]
@@ -293,9 +294,9 @@ def align_offsets(
     for o in range(n_off):
         s = _sample(ref, ug + ox[o], vg + oy[o])
         e = lowg - s[:, 3:6]
-        costs[o, 0, cell[gi]] = (e**2).sum(1) + HIDDEN_COST * (1 - visible(s, zg))
-        costs[o, 1:, cell[gi]] = e.T
-    ind[0, cell[gi]] = 1.0
+        costs[o, 0, grid_cell] = (e**2).sum(1) + HIDDEN_COST * (1 - visible(s, zg))
+        costs[o, 1:, grid_cell] = e.T
+    ind[0, grid_cell] = 1.0
     r = ALIGN_WINDOW * blur_sigma / st
     costs = low_pass(costs.view(-1, hc, wc, 1), r).view(n_off, 4, hc * wc)
     norm = low_pass(ind.view(1, hc, wc, 1), r).view(hc * wc).clamp(min=1e-6)
