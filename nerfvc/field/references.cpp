@@ -16,22 +16,35 @@
 #include <omp.h>
 #endif
 
+// A buffer of at least n floats reused across calls on this thread (the blend's scratch: fresh pages for
+// tens of MB per frame cost more than the arithmetic); its contents are left from the last use.
+template <class T>
+static T* scratch(std::vector<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // in (h,w,c) → out (h,w,c): the mean over a (2r+1)² box, indices clamped to the image (replicated edges)
 static void box_filter(const float* in, float* out, int h, int w, int c, int r, int threads) {
-  std::vector<float> rows((size_t)h * w * c);
+  static thread_local std::vector<float> rows_buffer;
+  float* rows = scratch(rows_buffer, (size_t)h * w * c);
   const float inv = 1.0f / (float)(2 * r + 1);
+  // rows: a running sum of whole pixels (the c channels contiguous, vectorised), rows split over threads
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int y = 0; y < h; ++y) {
     const float* src = in + (size_t)y * w * c;
-    float* dst = rows.data() + (size_t)y * w * c;
-    for (int ch = 0; ch < c; ++ch) {
-      float s = 0.f;
-      for (int i = -r; i <= r; ++i) s += src[std::clamp(i, 0, w - 1) * c + ch];
-      dst[ch] = s;
-      for (int x = 1; x < w; ++x) {
-        s += src[std::min(x + r, w - 1) * c + ch] - src[std::max(x - r - 1, 0) * c + ch];
-        dst[x * c + ch] = s;
-      }
+    float* dst = rows + (size_t)y * w * c;
+    for (int ch = 0; ch < c; ++ch) dst[ch] = 0.f;
+    for (int i = -r; i <= r; ++i) {
+      const float* p = src + (size_t)std::clamp(i, 0, w - 1) * c;
+      for (int ch = 0; ch < c; ++ch) dst[ch] += p[ch];
+    }
+    for (int x = 1; x < w; ++x) {
+      const float* add = src + (size_t)std::min(x + r, w - 1) * c;
+      const float* sub = src + (size_t)std::max(x - r - 1, 0) * c;
+      const float* prev = dst + (size_t)(x - 1) * c;
+      float* cur = dst + (size_t)x * c;
+      for (int ch = 0; ch < c; ++ch) cur[ch] = prev[ch] + (add[ch] - sub[ch]);
     }
   }
   // columns: running sums of whole rows (contiguous, vectorised), rows split over threads in bands
@@ -47,13 +60,13 @@ static void box_filter(const float* in, float* out, int h, int w, int c, int r, 
     if (ya < yb) {
       std::vector<float> s(n, 0.f);
       for (int i = ya - r; i <= ya + r; ++i) {
-        const float* row = rows.data() + std::clamp(i, 0, h - 1) * n;
+        const float* row = rows + std::clamp(i, 0, h - 1) * n;
         for (size_t j = 0; j < n; ++j) s[j] += row[j];
       }
       for (int y = ya; y < yb; ++y) {
         if (y > ya) {
-          const float* add = rows.data() + std::min(y + r, h - 1) * n;
-          const float* sub = rows.data() + std::max(y - r - 1, 0) * n;
+          const float* add = rows + std::min(y + r, h - 1) * n;
+          const float* sub = rows + std::max(y - r - 1, 0) * n;
           for (size_t j = 0; j < n; ++j) s[j] += add[j] - sub[j];
         }
         float* o = out + (size_t)y * n;
@@ -65,9 +78,10 @@ static void box_filter(const float* in, float* out, int h, int w, int c, int r, 
 
 // low_pass: two box filters
 static void low_pass(const float* in, float* out, int h, int w, int c, int r, int threads) {
-  std::vector<float> once((size_t)h * w * c);
-  box_filter(in, once.data(), h, w, c, r, threads);
-  box_filter(once.data(), out, h, w, c, r, threads);
+  static thread_local std::vector<float> once_buffer;
+  float* once = scratch(once_buffer, (size_t)h * w * c);
+  box_filter(in, once, h, w, c, r, threads);
+  box_filter(once, out, h, w, c, r, threads);
 }
 
 // f(i, ci, a) for every head pixel (opacity a ≥ amin and > 0) in rows ymin..ymax, columns xmin..xmax: i its
@@ -119,61 +133,133 @@ static inline float visible(float z, float depth, float tol) {
   return std::fabs(z - depth) < tol * z ? 1.f : 0.f;
 }
 
+// ref's low-passed colour and head depth (channels 3..6) at the n1 × n1 points (u + (i − s)·step, v + (j − s)·step),
+// s = (n1 − 1)/2, into out[(j·n1 + i)·4 + k]: sample<3, 4> at each point, by rows: each reference row the
+// points reach is interpolated once at the n1 columns, then the n1 rows from those
+constexpr int MAX_SHIFTS = 9, MAX_ROWS = 64;
+static bool sample_shifts(const Reference& ref, float u, float v, int n1, float step, float* out) {
+  const int s = (n1 - 1) / 2;
+  int xa[MAX_SHIFTS], ya[MAX_SHIFTS];
+  float fx[MAX_SHIFTS], fy[MAX_SHIFTS];
+  for (int i = 0; i < n1; ++i) {
+    // clamped to just outside the crop: the taps there are zeros either way
+    const float ix = std::clamp(u + (float)(i - s) * step - (float)ref.x0 - 0.5f, -2.f, (float)ref.cw + 1.f);
+    const float iy = std::clamp(v + (float)(i - s) * step - (float)ref.y0 - 0.5f, -2.f, (float)ref.ch + 1.f);
+    if (!(ix == ix && iy == iy)) return false;  // NaN
+    xa[i] = (int)std::floor(ix), ya[i] = (int)std::floor(iy);
+    fx[i] = ix - (float)xa[i], fy[i] = iy - (float)ya[i];
+  }
+  const int y_first = ya[0], n_rows = ya[n1 - 1] + 2 - y_first;
+  if (n_rows > MAX_ROWS) return false;
+  float rows[MAX_ROWS][MAX_SHIFTS][4];
+  for (int r = 0; r < n_rows; ++r) {
+    const int y = y_first + r;
+    if (y < 0 || y >= ref.ch) {
+      for (int i = 0; i < n1; ++i)
+        for (int k = 0; k < 4; ++k) rows[r][i][k] = 0.f;
+      continue;
+    }
+    const float* row = ref.data + (size_t)y * ref.cw * 8 + 3;
+    for (int i = 0; i < n1; ++i) {
+      const int x = xa[i];
+      const bool left = x >= 0 && x < ref.cw, right = x + 1 >= 0 && x + 1 < ref.cw;
+      for (int k = 0; k < 4; ++k)
+        rows[r][i][k] = (left ? (1 - fx[i]) * row[(size_t)x * 8 + k] : 0.f) +
+                        (right ? fx[i] * row[(size_t)(x + 1) * 8 + k] : 0.f);
+    }
+  }
+  for (int j = 0; j < n1; ++j) {
+    const float(*top)[4] = rows[ya[j] - y_first], (*bottom)[4] = rows[ya[j] + 1 - y_first];
+    for (int i = 0; i < n1; ++i)
+      for (int k = 0; k < 4; ++k) out[(j * n1 + i) * 4 + k] = (1 - fy[j]) * top[i][k] + fy[j] * bottom[i][k];
+  }
+  return true;
+}
+
 // The shift (du, dv) aligning reference `ref` to the render at each head pixel of the crop (align_offsets in
 // nerfvc/render/references.py): `proj` (ch·cw,3) the head pixels' u, v, z in the reference, `low` (ch·cw,3)
-// the render's low band, `head` the crop's head pixels. Shifts of a (2·steps + 1)² grid of `step` px are
-// costed on every `stride`-th pixel by the variance of the low bands' difference over a window (box-filtered
-// there, radius `rw`, the head indicator as the normaliser); each head pixel takes its grid pixel's cheapest
-// shift, averaged over the head (radius `rs`). `du`, `dv` are written at the head pixels.
+// the render's low band, `head` the crop's head pixels. On the grid of every `stride`-th pixel, shifts of a
+// (2·steps + 1)² grid of `step` px are costed by the variance of the low bands' difference over a window
+// (box-filtered there, radius `rw`, the head indicator as the normaliser); the cheapest are smoothed on the
+// grid (radius `rs`) and interpolated bilinearly to the head pixels. `du`, `dv` are written at the head pixels.
 static void align_reference(const Reference& ref, const float* proj, const float* low, const uint8_t* head,
                             int ch, int cw, int steps, float step, int stride, int rw, int rs, float hidden_cost,
                             float tol, float* du, float* dv, int threads) {
   const int n1 = 2 * steps + 1, O = n1 * n1, hc = (ch + stride - 1) / stride, wc = (cw + stride - 1) / stride;
   const int C = 4 * O + 1;  // per shift |e|² (+ the hidden cost) and e (3), then the head indicator
-  std::vector<float> cost((size_t)hc * wc * C, 0.f), cost_low(cost.size());
+  static thread_local std::vector<float> cost_buffer, cost_low_buffer, shift_buffer, shift_low_buffer;
+  float* cost = scratch(cost_buffer, (size_t)hc * wc * C);
+  float* cost_low = scratch(cost_low_buffer, (size_t)hc * wc * C);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
   for (int cy = 0; cy < hc; ++cy)
     for (int cx = 0; cx < wc; ++cx) {
       const size_t ci = (size_t)cy * stride * cw + (size_t)cx * stride;
-      if (!head[ci]) continue;
+      float* c = cost + ((size_t)cy * wc + cx) * C;
+      if (!head[ci]) {
+        std::fill(c, c + C, 0.f);
+        continue;
+      }
       const float *p = proj + ci * 3, *lo = low + ci * 3;
-      float* c = cost.data() + ((size_t)cy * wc + cx) * C;
+      float samples[MAX_SHIFTS * MAX_SHIFTS * 4];  // low-passed colour, head depth
+      const bool fast = n1 <= MAX_SHIFTS && sample_shifts(ref, p[0], p[1], n1, step, samples);
       for (int o = 0; o < O; ++o) {
-        float s[4];  // low-passed colour, head depth
-        sample<3, 4>(ref, p[0] + (float)(o % n1 - steps) * step, p[1] + (float)(o / n1 - steps) * step, s);
-        const float e0 = lo[0] - s[0], e1 = lo[1] - s[1], e2 = lo[2] - s[2];
-        const float vis = visible(p[2], s[3], tol);
+        float one[4];
+        if (!fast)
+          sample<3, 4>(ref, p[0] + (float)(o % n1 - steps) * step, p[1] + (float)(o / n1 - steps) * step, one);
+        const float* sm = fast ? samples + o * 4 : one;
+        const float e0 = lo[0] - sm[0], e1 = lo[1] - sm[1], e2 = lo[2] - sm[2];
+        const float vis = visible(p[2], sm[3], tol);
         c[4 * o] = e0 * e0 + e1 * e1 + e2 * e2 + hidden_cost * (1.f - vis);
         c[4 * o + 1] = e0, c[4 * o + 2] = e1, c[4 * o + 3] = e2;
       }
       c[C - 1] = 1.f;
     }
-  low_pass(cost.data(), cost_low.data(), hc, wc, C, rw, threads);
-  std::vector<float> shift((size_t)ch * cw * 3, 0.f), shift_low(shift.size());
+  low_pass(cost, cost_low, hc, wc, C, rw, threads);
+  // each head grid pixel's cheapest shift (the windowed variance of e, mean |e|² − |mean e|²) and indicator
+  float* shift = scratch(shift_buffer, (size_t)hc * wc * 3);
+  float* shift_low = scratch(shift_low_buffer, (size_t)hc * wc * 3);
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int y = 0; y < ch; ++y)
+  for (int g = 0; g < hc * wc; ++g) {
+    const float* c = cost_low + (size_t)g * C;
+    float* sh = shift + (size_t)g * 3;
+    if (cost[(size_t)g * C + C - 1] == 0.f) {
+      sh[0] = sh[1] = sh[2] = 0.f;
+      continue;
+    }
+    const float norm = std::max(c[C - 1], 1e-6f);
+    int best = 0;
+    float best_cost = 0.f;
+    for (int o = 0; o < O; ++o) {
+      const float m0 = c[4 * o + 1] / norm, m1 = c[4 * o + 2] / norm, m2 = c[4 * o + 3] / norm;
+      const float v = c[4 * o] / norm - (m0 * m0 + m1 * m1 + m2 * m2);
+      if (o == 0 || v < best_cost) best_cost = v, best = o;
+    }
+    sh[0] = (float)(best % n1 - steps) * step, sh[1] = (float)(best / n1 - steps) * step, sh[2] = 1.f;
+  }
+  low_pass(shift, shift_low, hc, wc, 3, rs, threads);
+  // bilinear at each head pixel, the smoothed indicator as the normaliser
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int y = 0; y < ch; ++y) {
+    const float gy = (float)y / (float)stride;
+    const int y0 = (int)gy, y1 = std::min(y0 + 1, hc - 1);
+    const float fy = gy - (float)y0;
     for (int x = 0; x < cw; ++x) {
       const size_t ci = (size_t)y * cw + x;
       if (!head[ci]) continue;
-      const float* c = cost_low.data() + ((size_t)(y / stride) * wc + x / stride) * C;
-      const float norm = std::max(c[C - 1], 1e-6f);
-      int best = 0;
-      float best_cost = 0.f;
-      for (int o = 0; o < O; ++o) {  // the windowed variance of e: mean |e|² − |mean e|²
-        const float m0 = c[4 * o + 1] / norm, m1 = c[4 * o + 2] / norm, m2 = c[4 * o + 3] / norm;
-        const float v = c[4 * o] / norm - (m0 * m0 + m1 * m1 + m2 * m2);
-        if (o == 0 || v < best_cost) best_cost = v, best = o;
+      const float gx = (float)x / (float)stride;
+      const int x0 = (int)gx, x1 = std::min(x0 + 1, wc - 1);
+      const float fx = gx - (float)x0;
+      float at[3];
+      for (int k = 0; k < 3; ++k) {
+        const float* a = shift_low + (size_t)y0 * wc * 3 + k;
+        const float* b = shift_low + (size_t)y1 * wc * 3 + k;
+        const float top = a[x0 * 3] * (1 - fx) + a[x1 * 3] * fx, bottom = b[x0 * 3] * (1 - fx) + b[x1 * 3] * fx;
+        at[k] = top * (1 - fy) + bottom * fy;
       }
-      shift[ci * 3] = (float)(best % n1 - steps) * step;
-      shift[ci * 3 + 1] = (float)(best / n1 - steps) * step;
-      shift[ci * 3 + 2] = 1.f;
+      const float norm = std::max(at[2], 1e-6f);
+      du[ci] = at[0] / norm, dv[ci] = at[1] / norm;
     }
-  low_pass(shift.data(), shift_low.data(), ch, cw, 3, rs, threads);
-  for (size_t ci = 0; ci < (size_t)ch * cw; ++ci)
-    if (head[ci]) {
-      const float norm = std::max(shift_low[ci * 3 + 2], 1e-6f);
-      du[ci] = shift_low[ci * 3] / norm, dv[ci] = shift_low[ci * 3 + 1] / norm;
-    }
+  }
 }
 
 // See blend_references_torch for the arguments and the blend; `radius` = low_pass_radius(blur_sigma).
@@ -235,17 +321,23 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   const int cy0 = std::max(0, ymin - pad), cx0 = std::max(0, xmin - pad);
   const int cy1 = std::min(H, ymax + pad + 1), cx1 = std::min(W, xmax + pad + 1);
   const int ch = cy1 - cy0, cw = cx1 - cx0;
-  std::vector<float> crop((size_t)ch * cw * 3), low(crop.size()), diff2((size_t)ch * cw), energy(diff2.size());
+  static thread_local std::vector<float> crop_buffer, low_buffer, diff2_buffer, energy_buffer, proj_buffer,
+      du_buffer, dv_buffer, det_mix_buffer, det_weight_buffer, energies_buffer, energies_low_buffer;
+  static thread_local std::vector<uint8_t> head_buffer;
+  float* crop = scratch(crop_buffer, (size_t)ch * cw * 3);
+  float* low = scratch(low_buffer, (size_t)ch * cw * 3);
+  float* diff2 = scratch(diff2_buffer, (size_t)ch * cw);
+  float* energy = scratch(energy_buffer, (size_t)ch * cw);
   for (int y = 0; y < ch; ++y)
     std::copy(img + ((size_t)(cy0 + y) * W + cx0) * 3, img + ((size_t)(cy0 + y) * W + cx1) * 3,
-              crop.data() + (size_t)y * cw * 3);
-  low_pass(crop.data(), low.data(), ch, cw, 3, r, threads);
-  for (size_t i = 0; i < diff2.size(); ++i) {
+              crop + (size_t)y * cw * 3);
+  low_pass(crop, low, ch, cw, 3, r, threads);
+  for (size_t i = 0; i < (size_t)ch * cw; ++i) {
     float s = 0.f;
     for (int c = 0; c < 3; ++c) s += (crop[i * 3 + c] - low[i * 3 + c]) * (crop[i * 3 + c] - low[i * 3 + c]);
     diff2[i] = s;
   }
-  low_pass(diff2.data(), energy.data(), ch, cw, 1, r, threads);
+  low_pass(diff2, energy, ch, cw, 1, r, threads);
 
   const float fxf = fx, fyf = fy, cxf = cx, cyf = cy;
   const float inv2s2 = 1.0f / (2.0f * (float)agreement_sigma * (float)agreement_sigma);
@@ -253,8 +345,11 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   // pass 0, per head pixel: its surface point's projection into each reference (u, v, z on the crop's grid),
   // then each reference's alignment shift
   const size_t n_crop = (size_t)ch * cw;
-  std::vector<float> proj(K * n_crop * 3), du(K * n_crop), dv(K * n_crop);
-  std::vector<uint8_t> head(n_crop, 0);
+  float* proj = scratch(proj_buffer, K * n_crop * 3);  // read at head pixels only, as du, dv
+  float* du = scratch(du_buffer, K * n_crop);
+  float* dv = scratch(dv_buffer, K * n_crop);
+  uint8_t* head = scratch(head_buffer, n_crop);
+  std::fill(head, head + n_crop, 0);
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
     // Rᵀ(X − t): the point in canonical head space
     const float d0 = pts[i * 3] - P[9], d1 = pts[i * 3 + 1] - P[10], d2 = pts[i * 3 + 2] - P[11];
@@ -266,27 +361,30 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
       for (int j = 0; j < 3; ++j)
         xr[j] = can[0] * ref.rot[3 * j] + can[1] * ref.rot[3 * j + 1] + can[2] * ref.rot[3 * j + 2] + ref.t[j];
       const float z = std::max(xr[2], 1e-6f);
-      float* p = proj.data() + (k * n_crop + ci) * 3;
+      float* p = proj + (k * n_crop + ci) * 3;
       p[0] = fxf * xr[0] / z + cxf, p[1] = fyf * xr[1] / z + cyf, p[2] = xr[2];
     }
     head[ci] = 1;
   });
   for (size_t k = 0; k < K; ++k)
-    align_reference(refs[k], proj.data() + k * n_crop * 3, low.data(), head.data(), ch, cw, align_steps,
+    align_reference(refs[k], proj + k * n_crop * 3, low, head, ch, cw, align_steps,
                     (float)align_step, align_stride, align_window_radius, align_smooth_radius, hidden_cost, tol,
-                    du.data() + k * n_crop, dv.data() + k * n_crop, threads);
+                    du + k * n_crop, dv + k * n_crop, threads);
   // pass 1, per head pixel: the frame with its new low band (into dst), the references' mean detail, the
   // detail's weight and the two detail energies (the references' weighted mean, the mean detail's) on the
   // crop's grid
-  std::vector<float> det_mix((size_t)ch * cw * 3), det_weight((size_t)ch * cw);
-  std::vector<float> energies((size_t)ch * cw * 2, 0.f), energies_low(energies.size());
+  float* det_mix = scratch(det_mix_buffer, n_crop * 3);
+  float* det_weight = scratch(det_weight_buffer, n_crop);
+  float* energies = scratch(energies_buffer, n_crop * 2);
+  float* energies_low = scratch(energies_low_buffer, n_crop * 2);
+  std::fill(energies, energies + n_crop * 2, 0.f);
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float a) {
-    const float* lo = low.data() + ci * 3;
+    const float* lo = low + ci * 3;
     const float own = energy[ci];
     float acc_low[3] = {0, 0, 0}, acc_det[3] = {0, 0, 0};
     float sum_low = 0.f, sum_det = 0.f, max_low = 0.f, max_det = 0.f, acc_energy = 0.f;
     for (size_t k = 0; k < K; ++k) {
-      const float* p = proj.data() + (k * n_crop + ci) * 3;
+      const float* p = proj + (k * n_crop + ci) * 3;
       float s[8];
       sample(refs[k], p[0] + du[k * n_crop + ci], p[1] + dv[k * n_crop + ci], s);
       const float vis = visible(p[2], s[6], tol);
@@ -315,7 +413,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   });
   // pass 2: the mean detail scaled toward the references' mean detail energy, both low-passed (capped):
   // details that do not align cancel in a mean
-  low_pass(energies.data(), energies_low.data(), ch, cw, 2, r, threads);
+  low_pass(energies, energies_low, ch, cw, 2, r, threads);
   const float gain_max = detail_gain_max;
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
     // (running sums can leave a zero energy a rounding error below zero)

@@ -57,12 +57,13 @@ HEAD_ALPHA_MIN = 0.5  # pixels whose head opacity is below this keep the render
 DETAIL_GAIN_MAX = 1.7
 # each reference is aligned to the render before it is blended (expression and tracking leave it a pixel or
 # two off): shifts of up to ALIGN_STEPS steps of σ/2 each way (σ = agreement_sigma_px), the one whose low band
-# matches the render's best over a window of ALIGN_WINDOW·σ, searched on every ALIGN_STRIDE-th pixel and
-# smoothed over ALIGN_SMOOTH·σ (docs/nerf.md "References aligned to the render")
+# matches the render's best over a window of ALIGN_WINDOW·σ, searched on a grid of every ALIGN_STRIDE·σ-th
+# pixel, smoothed there over ALIGN_SMOOTH·σ and interpolated to the head's pixels (docs/nerf.md "References
+# aligned to the render")
 ALIGN_STEPS = 2
 ALIGN_WINDOW = 2.0
 ALIGN_SMOOTH = 2.0
-ALIGN_STRIDE = 2
+ALIGN_STRIDE = 2.0
 HIDDEN_COST = 0.05  # the match cost of a shift where the point is hidden in the reference
 
 
@@ -256,6 +257,11 @@ def visible(sample: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return ((z - sample[:, 6]).abs() < DEPTH_TOLERANCE * z).to(z.dtype)
 
 
+def align_stride(blur_sigma: float) -> int:
+    """The alignment search grid's spacing in pixels: ``ALIGN_STRIDE``·σ (2 px at 256², 4 at 512²), at least 1."""
+    return max(1, round(ALIGN_STRIDE * blur_sigma))
+
+
 def align_offsets(
     ref: PreparedReference,
     u: torch.Tensor,
@@ -269,45 +275,50 @@ def align_offsets(
     """The shift (du, dv) (P,) in reference pixels that aligns ``ref`` to the render at each head pixel.
 
     ``u, v, z`` (P,) are the head pixels' projections into the reference, ``low`` (P,3) the render's low band
-    there, ``crop_yx`` their rows and columns in the render's crop of ``crop_hw``. On every
-    ``ALIGN_STRIDE``-th pixel of the crop each shift of a (2·ALIGN_STEPS + 1)² grid of step σ/2 costs the
+    there, ``crop_yx`` their rows and columns in the render's crop of ``crop_hw``. On a grid of every
+    :func:`align_stride`-th pixel of the crop each shift of a (2·ALIGN_STEPS + 1)² grid of step σ/2 costs the
     variance of e = low(render) − low(reference) over the head pixels of a window of ``ALIGN_WINDOW``·σ
     (mean |e|² − |mean e|², plus ``HIDDEN_COST`` where the point is hidden there: a colour offset does not
-    pull the shift); the cheapest shift, taken by each pixel from its grid pixel, is averaged over the head's
-    pixels within ``ALIGN_SMOOTH``·σ.
+    pull the shift); the cheapest shifts are averaged over the grid's head pixels within ``ALIGN_SMOOTH``·σ
+    and interpolated bilinearly to every head pixel.
     """
     ys, xs = crop_yx
     h, w = crop_hw
-    st = ALIGN_STRIDE
+    st = align_stride(blur_sigma)
     hc, wc = (h + st - 1) // st, (w + st - 1) // st  # the search grid
     on_grid = ((ys % st) == 0) & ((xs % st) == 0)
-    cell = (ys // st) * wc + xs // st  # (P,) each head pixel's grid pixel
     gi = on_grid.nonzero(as_tuple=True)[0]
-    grid_cell = cell[gi]  # (G,) the grid pixels searched
+    grid_cell = (ys[gi] // st) * wc + xs[gi] // st  # (G,) the grid pixels searched
     steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype, device=u.device) * (blur_sigma / 2)
     oy, ox = (t.reshape(-1) for t in torch.meshgrid(steps, steps, indexing="ij"))  # (O,) row-major: dy, dx
     ug, vg, zg, lowg = u[gi], v[gi], z[gi], low[gi]
     n_off = ox.numel()
     # per shift: the squared difference and the difference (3), then the head indicator
     costs = torch.zeros(n_off, 4, hc * wc, dtype=u.dtype, device=u.device)
-    ind = torch.zeros(1, hc * wc, dtype=u.dtype, device=u.device)
     for o in range(n_off):
         s = _sample(ref, ug + ox[o], vg + oy[o])
         e = lowg - s[:, 3:6]
         costs[o, 0, grid_cell] = (e**2).sum(1) + HIDDEN_COST * (1 - visible(s, zg))
         costs[o, 1:, grid_cell] = e.T
-    ind[0, grid_cell] = 1.0
+    ind = torch.zeros(hc * wc, dtype=u.dtype, device=u.device)
+    ind[grid_cell] = 1.0
     r = ALIGN_WINDOW * blur_sigma / st
     costs = low_pass(costs.view(-1, hc, wc, 1), r).view(n_off, 4, hc * wc)
     norm = low_pass(ind.view(1, hc, wc, 1), r).view(hc * wc).clamp(min=1e-6)
     # the windowed variance of the difference: a colour offset between render and reference moves no shift
     best = (costs[:, 0] / norm - ((costs[:, 1:] / norm) ** 2).sum(1)).argmin(0)  # (hc·wc,)
-    shift = torch.zeros(3, h * w, dtype=u.dtype, device=u.device)
-    at = ys * w + xs
-    shift[0, at], shift[1, at], shift[2, at] = ox[best[cell]], oy[best[cell]], 1.0
-    shift = low_pass(shift.view(3, h, w, 1), ALIGN_SMOOTH * blur_sigma).view(3, -1)[:, at]
-    norm = shift[2].clamp(min=1e-6)
-    return shift[0] / norm, shift[1] / norm
+    # the head grid pixels' shifts (and the indicator) smoothed on the grid, then bilinear at the head pixels
+    shift = torch.stack([ox[best] * ind, oy[best] * ind, ind])  # (3,hc·wc)
+    shift = low_pass(shift.view(3, hc, wc, 1), ALIGN_SMOOTH * blur_sigma / st).view(3, hc, wc)
+    gy, gx = ys.to(u.dtype) / st, xs.to(u.dtype) / st
+    y0, x0 = gy.floor().long(), gx.floor().long()
+    fy, fx = gy - y0, gx - x0
+    y1, x1 = (y0 + 1).clamp(max=hc - 1), (x0 + 1).clamp(max=wc - 1)
+    top = shift[:, y0, x0] * (1 - fx) + shift[:, y0, x1] * fx
+    bottom = shift[:, y1, x0] * (1 - fx) + shift[:, y1, x1] * fx
+    at = top * (1 - fy) + bottom * fy  # (3,P)
+    norm = at[2].clamp(min=1e-6)
+    return at[0] / norm, at[1] / norm
 
 
 def blend_references(
@@ -342,9 +353,9 @@ def blend_references(
         DETAIL_GAIN_MAX,
         ALIGN_STEPS,
         blur_sigma / 2,
-        ALIGN_STRIDE,
-        low_pass_radius(ALIGN_WINDOW * blur_sigma / ALIGN_STRIDE),
-        low_pass_radius(ALIGN_SMOOTH * blur_sigma),
+        align_stride(blur_sigma),
+        low_pass_radius(ALIGN_WINDOW * blur_sigma / align_stride(blur_sigma)),
+        low_pass_radius(ALIGN_SMOOTH * blur_sigma / align_stride(blur_sigma)),
         HIDDEN_COST,
         torch.get_num_threads(),
     )
