@@ -47,32 +47,18 @@ static void box_filter(const float* in, float* out, int h, int w, int c, int r, 
       for (int ch = 0; ch < c; ++ch) cur[ch] = prev[ch] + (add[ch] - sub[ch]);
     }
   }
-  // columns: running sums of whole rows (contiguous, vectorised), rows split over threads in bands
+  // columns: each output row the sum of its 2r + 1 rows (contiguous, vectorised; not a running sum, so the
+  // result does not depend on how the rows are split over threads)
   const size_t n = (size_t)w * c;
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const int t = 0, nt = 1;
-#endif
-    const int ya = (int)((int64_t)h * t / nt), yb = (int)((int64_t)h * (t + 1) / nt);
-    if (ya < yb) {
-      std::vector<float> s(n, 0.f);
-      for (int i = ya - r; i <= ya + r; ++i) {
-        const float* row = rows + std::clamp(i, 0, h - 1) * n;
-        for (size_t j = 0; j < n; ++j) s[j] += row[j];
-      }
-      for (int y = ya; y < yb; ++y) {
-        if (y > ya) {
-          const float* add = rows + std::min(y + r, h - 1) * n;
-          const float* sub = rows + std::max(y - r - 1, 0) * n;
-          for (size_t j = 0; j < n; ++j) s[j] += add[j] - sub[j];
-        }
-        float* o = out + (size_t)y * n;
-        for (size_t j = 0; j < n; ++j) o[j] = s[j] * inv * inv;
-      }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int y = 0; y < h; ++y) {
+    float* o = out + (size_t)y * n;
+    std::fill(o, o + n, 0.f);
+    for (int i = -r; i <= r; ++i) {
+      const float* row = rows + (size_t)std::clamp(y + i, 0, h - 1) * n;
+      for (size_t j = 0; j < n; ++j) o[j] += row[j];
     }
+    for (size_t j = 0; j < n; ++j) o[j] *= inv * inv;
   }
 }
 
@@ -82,6 +68,66 @@ static void low_pass(const float* in, float* out, int h, int w, int c, int r, in
   float* once = scratch(once_buffer, (size_t)h * w * c);
   box_filter(in, once, h, w, c, r, threads);
   box_filter(once, out, h, w, c, r, threads);
+}
+
+// out (n,c) = the mean of in (n,c) over 2r + 1 neighbours, indices clamped (one box of box_filter, along a line)
+static void box_1d(const float* __restrict in, float* __restrict out, int n, int c, int r) {
+  const float inv = 1.0f / (float)(2 * r + 1);
+  for (int x = 0; x < n; ++x) {
+    float* __restrict o = out + (size_t)x * c;
+    const float* __restrict first = in + (size_t)std::clamp(x - r, 0, n - 1) * c;
+    for (int ch = 0; ch < c; ++ch) o[ch] = first[ch];
+    for (int i = -r + 1; i <= r; ++i) {
+      const float* __restrict p = in + (size_t)std::clamp(x + i, 0, n - 1) * c;
+      for (int ch = 0; ch < c; ++ch) o[ch] += p[ch];
+    }
+    for (int ch = 0; ch < c; ++ch) o[ch] *= inv;
+  }
+}
+
+// low_pass of the (h,w,c) image `in` made row by row, without the whole image: f(y, row) is handed each output
+// row y (w·c) in [y_begin, y_end) in turn. Rows are low-passed along x (two boxes) as they are first needed and
+// kept with the first vertical box's rows in rings of 2r + 2: the image's bytes are read once, in cache.
+template <class F>
+static void low_pass_rows(const float* in, int h, int w, int c, int r, int y_begin, int y_end, F&& f) {
+  const int R = 2 * r + 2;
+  const size_t n = (size_t)w * c;
+  std::vector<float> ring_x((size_t)R * n), ring_y((size_t)R * n), half(n), sum(n), out(n);
+  std::vector<int> at_x(R, -1), at_y(R, -1);  // the row each slot holds
+  const float inv = 1.0f / (float)(2 * r + 1);
+  auto along_x = [&](int k) -> const float* {  // input row k, low-passed along x
+    float* slot = ring_x.data() + (size_t)(k % R) * n;
+    if (at_x[k % R] != k) {
+      box_1d(in + (size_t)k * n, half.data(), w, c, r);
+      box_1d(half.data(), slot, w, c, r);
+      at_x[k % R] = k;
+    }
+    return slot;
+  };
+  auto box_y = [&](int k) -> const float* {  // the first vertical box at row k
+    float* slot = ring_y.data() + (size_t)(k % R) * n;
+    if (at_y[k % R] != k) {
+      std::fill(sum.begin(), sum.end(), 0.f);
+      float* __restrict acc = sum.data();
+      for (int i = -r; i <= r; ++i) {
+        const float* __restrict row = along_x(std::clamp(k + i, 0, h - 1));
+        for (size_t j = 0; j < n; ++j) acc[j] += row[j];
+      }
+      for (size_t j = 0; j < n; ++j) slot[j] = acc[j] * inv;
+      at_y[k % R] = k;
+    }
+    return slot;
+  };
+  for (int y = y_begin; y < y_end; ++y) {
+    std::fill(out.begin(), out.end(), 0.f);
+    float* __restrict acc = out.data();
+    for (int i = -r; i <= r; ++i) {
+      const float* __restrict row = box_y(std::clamp(y + i, 0, h - 1));
+      for (size_t j = 0; j < n; ++j) acc[j] += row[j];
+    }
+    for (size_t j = 0; j < n; ++j) acc[j] *= inv;
+    f(y, out.data());
+  }
 }
 
 // f(i, ci, a) for every head pixel (opacity a ≥ amin and > 0) in rows ymin..ymax, columns xmin..xmax: i its
@@ -187,9 +233,8 @@ static void align_reference(const Reference& ref, const float* proj, const float
                             float tol, float* du, float* dv, int threads) {
   const int n1 = 2 * steps + 1, O = n1 * n1, hc = (ch + stride - 1) / stride, wc = (cw + stride - 1) / stride;
   const int C = 4 * O + 1;  // per shift |e|² (+ the hidden cost) and e (3), then the head indicator
-  static thread_local std::vector<float> cost_buffer, cost_low_buffer, shift_buffer, shift_low_buffer;
+  static thread_local std::vector<float> cost_buffer, shift_buffer, shift_low_buffer;
   float* cost = scratch(cost_buffer, (size_t)hc * wc * C);
-  float* cost_low = scratch(cost_low_buffer, (size_t)hc * wc * C);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
   for (int cy = 0; cy < hc; ++cy)
     for (int cx = 0; cx < wc; ++cx) {
@@ -214,27 +259,39 @@ static void align_reference(const Reference& ref, const float* proj, const float
       }
       c[C - 1] = 1.f;
     }
-  low_pass(cost, cost_low, hc, wc, C, rw, threads);
-  // each head grid pixel's cheapest shift (the windowed variance of e, mean |e|² − |mean e|²) and indicator
+  // each head grid pixel's cheapest shift (the windowed variance of e, mean |e|² − |mean e|², here times the
+  // window's weight² to spare the divisions) and the head indicator; the windowed sums made row by row
   float* shift = scratch(shift_buffer, (size_t)hc * wc * 3);
   float* shift_low = scratch(shift_low_buffer, (size_t)hc * wc * 3);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int g = 0; g < hc * wc; ++g) {
-    const float* c = cost_low + (size_t)g * C;
-    float* sh = shift + (size_t)g * 3;
-    if (cost[(size_t)g * C + C - 1] == 0.f) {
-      sh[0] = sh[1] = sh[2] = 0.f;
-      continue;
-    }
-    const float norm = std::max(c[C - 1], 1e-6f);
-    int best = 0;
-    float best_cost = 0.f;
-    for (int o = 0; o < O; ++o) {
-      const float m0 = c[4 * o + 1] / norm, m1 = c[4 * o + 2] / norm, m2 = c[4 * o + 3] / norm;
-      const float v = c[4 * o] / norm - (m0 * m0 + m1 * m1 + m2 * m2);
-      if (o == 0 || v < best_cost) best_cost = v, best = o;
-    }
-    sh[0] = (float)(best % n1 - steps) * step, sh[1] = (float)(best / n1 - steps) * step, sh[2] = 1.f;
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int t = 0, nt = 1;
+#endif
+    low_pass_rows(cost, hc, wc, C, rw, (int)((int64_t)hc * t / nt), (int)((int64_t)hc * (t + 1) / nt),
+                  [&](int gy, const float* window) {
+                    for (int gx = 0; gx < wc; ++gx) {
+                      const size_t g = (size_t)gy * wc + gx;
+                      float* sh = shift + g * 3;
+                      if (cost[g * C + C - 1] == 0.f) {
+                        sh[0] = sh[1] = sh[2] = 0.f;
+                        continue;
+                      }
+                      const float* c = window + (size_t)gx * C;
+                      const float norm = std::max(c[C - 1], 1e-6f);
+                      int best = 0;
+                      float best_cost = 0.f;
+                      for (int o = 0; o < O; ++o) {
+                        const float* co = c + 4 * o;
+                        const float v = co[0] * norm - (co[1] * co[1] + co[2] * co[2] + co[3] * co[3]);
+                        if (o == 0 || v < best_cost) best_cost = v, best = o;
+                      }
+                      sh[0] = (float)(best % n1 - steps) * step, sh[1] = (float)(best / n1 - steps) * step;
+                      sh[2] = 1.f;
+                    }
+                  });
   }
   low_pass(shift, shift_low, hc, wc, 3, rs, threads);
   // bilinear at each head pixel, the smoothed indicator as the normaliser
