@@ -1,12 +1,13 @@
 // Reference-texture blend for CPU (nerfvc/render/references.py, blend_references_torch is the reference): a few
 // passes over the head's pixels instead of ~60 full-size tensor operations. The render's low band and detail
-// energy are box-filtered on the head's box with running sums (edges replicated, as low_pass); every head
-// pixel projects its surface point into each prepared reference; each reference is aligned to the render by the
-// shift whose low band matches best (searched on a coarser grid, smoothed); then every head pixel samples the
+// energy are box-filtered on the head's box (edges replicated, as low_pass); every head pixel projects its
+// surface point into each prepared reference; each reference is aligned to the render by the shift whose low
+// band matches best (searched on a grid of every 2σ-th pixel, smoothed there); then every head pixel samples the
 // references' 8 channels bilinearly at the shifted points (zeros outside the crop, as grid_sample with
 // align_corners=False) and accumulates the two bands' weights in registers; a last pass scales the references'
 // mean detail by the low-passed ratio of their mean detail energy to the mean detail's. Rows and pixels are
-// split over `threads` OpenMP threads; the result does not depend on their count.
+// split over `threads` OpenMP threads; the result does not depend on their count. Scratch buffers are kept per
+// thread across calls (fresh pages cost more than the arithmetic).
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>

@@ -56,12 +56,12 @@ HEAD_ALPHA_MIN = 0.5  # pixels whose head opacity is below this keep the render
 # not align cancel in a mean; docs/nerf.md "Detail energy kept")
 DETAIL_GAIN_MAX = 1.7
 # each reference is aligned to the render before it is blended (expression and tracking leave it a pixel or
-# two off): shifts of up to ALIGN_STEPS steps of ALIGN_STEP·σ each way (σ = agreement_sigma_px), the one whose
-# low band matches the render's best over a window of ALIGN_WINDOW·σ, searched on a grid of every ALIGN_STRIDE·σ-th
-# pixel, smoothed there over ALIGN_SMOOTH·σ and interpolated to the head's pixels (docs/nerf.md "References
-# aligned to the render")
-ALIGN_STEPS = 2
-ALIGN_STEP = 0.5
+# two off): shifts of up to ALIGN_STEPS steps of ALIGN_STEP·σ each way (σ = agreement_sigma_px), the one
+# whose low band matches the render's best over a window of ALIGN_WINDOW·σ, searched on a grid of every
+# ALIGN_STRIDE·σ-th pixel, smoothed there over ALIGN_SMOOTH·σ and interpolated to the head's pixels
+# (docs/nerf.md "References aligned to the render")
+ALIGN_STEPS = 1
+ALIGN_STEP = 1.0
 ALIGN_WINDOW = 2.0
 ALIGN_SMOOTH = 2.0
 ALIGN_STRIDE = 2.0
@@ -259,7 +259,7 @@ def visible(sample: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def align_stride(blur_sigma: float) -> int:
-    """The alignment search grid's spacing in pixels: ``ALIGN_STRIDE``·σ (2 px at 256², 4 at 512²), at least 1."""
+    """The alignment search grid's spacing in pixels: ``ALIGN_STRIDE``·σ (2 px at 256², 4 at 512²), ≥ 1."""
     return max(1, round(ALIGN_STRIDE * blur_sigma))
 
 
@@ -277,11 +277,11 @@ def align_offsets(
 
     ``u, v, z`` (P,) are the head pixels' projections into the reference, ``low`` (P,3) the render's low band
     there, ``crop_yx`` their rows and columns in the render's crop of ``crop_hw``. On a grid of every
-    :func:`align_stride`-th pixel of the crop each shift of a (2·ALIGN_STEPS + 1)² grid of step ``ALIGN_STEP``·σ
-    costs the variance of e = low(render) − low(reference) over the head pixels of a window of
-    ``ALIGN_WINDOW``·σ (mean |e|² − |mean e|², plus ``HIDDEN_COST`` where the point is hidden there: a colour offset does not
-    pull the shift); the cheapest shifts are averaged over the grid's head pixels within ``ALIGN_SMOOTH``·σ
-    and interpolated bilinearly to every head pixel.
+    :func:`align_stride`-th pixel of the crop each shift of a (2·ALIGN_STEPS + 1)² grid of step
+    ``ALIGN_STEP``·σ costs the variance of e = low(render) − low(reference) over the head pixels of a window
+    of ``ALIGN_WINDOW``·σ (mean |e|² − |mean e|², plus ``HIDDEN_COST`` where the point is hidden there: a
+    colour offset does not pull the shift); the cheapest shifts are averaged over the grid's head pixels
+    within ``ALIGN_SMOOTH``·σ and interpolated bilinearly to every head pixel.
     """
     ys, xs = crop_yx
     h, w = crop_hw
@@ -290,7 +290,8 @@ def align_offsets(
     on_grid = ((ys % st) == 0) & ((xs % st) == 0)
     gi = on_grid.nonzero(as_tuple=True)[0]
     grid_cell = (ys[gi] // st) * wc + xs[gi] // st  # (G,) the grid pixels searched
-    steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype, device=u.device) * (ALIGN_STEP * blur_sigma)
+    step = ALIGN_STEP * blur_sigma
+    steps = torch.arange(-ALIGN_STEPS, ALIGN_STEPS + 1, dtype=u.dtype, device=u.device) * step
     oy, ox = (t.reshape(-1) for t in torch.meshgrid(steps, steps, indexing="ij"))  # (O,) row-major: dy, dx
     ug, vg, zg, lowg = u[gi], v[gi], z[gi], low[gi]
     n_off = ox.numel()
