@@ -59,7 +59,7 @@ DETAIL_GAIN_MAX = 1.7
 # two off): shifts of up to ALIGN_STEPS steps of ALIGN_STEP·σ each way (σ = agreement_sigma_px), the one
 # whose low band matches the render's best over a window of ALIGN_WINDOW·σ, searched on a grid of every
 # ALIGN_STRIDE·σ-th pixel, smoothed there over ALIGN_SMOOTH·σ and interpolated to the head's pixels
-# (docs/nerf.md "References aligned to the render")
+# (docs/nerf.md "References aligned to the render", "The alignment made cheap")
 ALIGN_STEPS = 1
 ALIGN_STEP = 1.0
 ALIGN_WINDOW = 2.0
