@@ -25,110 +25,88 @@ static T* scratch(std::vector<T>& buffer, size_t n) {
   return buffer.data();
 }
 
-// in (h,w,c) → out (h,w,c): the mean over a (2r+1)² box, indices clamped to the image (replicated edges)
-static void box_filter(const float* in, float* out, int h, int w, int c, int r, int threads) {
-  static thread_local std::vector<float> rows_buffer;
-  float* rows = scratch(rows_buffer, (size_t)h * w * c);
-  const float inv = 1.0f / (float)(2 * r + 1);
-  // rows: a running sum of whole pixels (the c channels contiguous, vectorised), rows split over threads
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int y = 0; y < h; ++y) {
-    const float* src = in + (size_t)y * w * c;
-    float* dst = rows + (size_t)y * w * c;
-    for (int ch = 0; ch < c; ++ch) dst[ch] = 0.f;
-    for (int i = -r; i <= r; ++i) {
-      const float* p = src + (size_t)std::clamp(i, 0, w - 1) * c;
-      for (int ch = 0; ch < c; ++ch) dst[ch] += p[ch];
-    }
-    for (int x = 1; x < w; ++x) {
-      const float* add = src + (size_t)std::min(x + r, w - 1) * c;
-      const float* sub = src + (size_t)std::max(x - r - 1, 0) * c;
-      const float* prev = dst + (size_t)(x - 1) * c;
-      float* cur = dst + (size_t)x * c;
-      for (int ch = 0; ch < c; ++ch) cur[ch] = prev[ch] + (add[ch] - sub[ch]);
-    }
-  }
-  // columns: each output row the sum of its 2r + 1 rows (contiguous, vectorised; not a running sum, so the
-  // result does not depend on how the rows are split over threads)
-  const size_t n = (size_t)w * c;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int y = 0; y < h; ++y) {
-    float* o = out + (size_t)y * n;
-    std::fill(o, o + n, 0.f);
-    for (int i = -r; i <= r; ++i) {
-      const float* row = rows + (size_t)std::clamp(y + i, 0, h - 1) * n;
-      for (size_t j = 0; j < n; ++j) o[j] += row[j];
-    }
-    for (size_t j = 0; j < n; ++j) o[j] *= inv * inv;
-  }
-}
-
-// low_pass: two box filters
-static void low_pass(const float* in, float* out, int h, int w, int c, int r, int threads) {
-  static thread_local std::vector<float> once_buffer;
-  float* once = scratch(once_buffer, (size_t)h * w * c);
-  box_filter(in, once, h, w, c, r, threads);
-  box_filter(once, out, h, w, c, r, threads);
-}
-
-// out (n,c) = the mean of in (n,c) over 2r + 1 neighbours, indices clamped (one box of box_filter, along a line)
+// out (n,c) = the mean of in (n,c) over 2r + 1 neighbours, indices clamped (one box of low_pass, along a line):
+// a running sum of whole points (the c channels contiguous, vectorised)
 static void box_1d(const float* __restrict in, float* __restrict out, int n, int c, int r) {
   const float inv = 1.0f / (float)(2 * r + 1);
-  for (int x = 0; x < n; ++x) {
-    float* __restrict o = out + (size_t)x * c;
-    const float* __restrict first = in + (size_t)std::clamp(x - r, 0, n - 1) * c;
-    for (int ch = 0; ch < c; ++ch) o[ch] = first[ch];
-    for (int i = -r + 1; i <= r; ++i) {
-      const float* __restrict p = in + (size_t)std::clamp(x + i, 0, n - 1) * c;
-      for (int ch = 0; ch < c; ++ch) o[ch] += p[ch];
+  float* __restrict sum = out;  // the running sum, scaled in place once the next point has used it
+  for (int ch = 0; ch < c; ++ch) sum[ch] = 0.f;
+  for (int i = -r; i <= r; ++i) {
+    const float* p = in + (size_t)std::clamp(i, 0, n - 1) * c;
+    for (int ch = 0; ch < c; ++ch) sum[ch] += p[ch];
+  }
+  for (int x = 1; x < n; ++x) {
+    const float* add = in + (size_t)std::min(x + r, n - 1) * c;
+    const float* sub = in + (size_t)std::max(x - r - 1, 0) * c;
+    float* prev = out + (size_t)(x - 1) * c;
+    float* cur = out + (size_t)x * c;
+    for (int ch = 0; ch < c; ++ch) cur[ch] = prev[ch] + (add[ch] - sub[ch]);
+    for (int ch = 0; ch < c; ++ch) prev[ch] *= inv;
+  }
+  for (int ch = 0; ch < c; ++ch) out[(size_t)(n - 1) * c + ch] *= inv;
+}
+
+// low_pass of the (h,w,c) image `in` (two box filters of radius r, edges replicated, as low_pass in
+// nerfvc/render/references.py) made row by row, without the whole image: f(y, row) is handed each output row y
+// (w·c), rows split over `threads` OpenMP threads in bands (f runs on them). Input rows are low-passed along x
+// as they are first needed and kept with the first vertical box's rows in rings of 2r + 2: the image's bytes
+// are read about once, in cache. Every row is summed the same way whatever the bands: the result does not
+// depend on the thread count.
+template <class F>
+static void low_pass_rows(const float* in, int h, int w, int c, int r, int threads, F&& f) {
+  const int R = 2 * r + 2;
+  const size_t n = (size_t)w * c;
+  const float inv = 1.0f / (float)(2 * r + 1);
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int t = 0, nt = 1;
+#endif
+    std::vector<float> ring_x((size_t)R * n), ring_y((size_t)R * n), half(n), sum(n), out(n);
+    std::vector<int> at_x(R, -1), at_y(R, -1);  // the row each slot holds
+    auto along_x = [&](int k) -> const float* {  // input row k, low-passed along x
+      float* slot = ring_x.data() + (size_t)(k % R) * n;
+      if (at_x[k % R] != k) {
+        box_1d(in + (size_t)k * n, half.data(), w, c, r);
+        box_1d(half.data(), slot, w, c, r);
+        at_x[k % R] = k;
+      }
+      return slot;
+    };
+    auto box_y = [&](int k) -> const float* {  // the first vertical box at row k
+      float* slot = ring_y.data() + (size_t)(k % R) * n;
+      if (at_y[k % R] != k) {
+        std::fill(sum.begin(), sum.end(), 0.f);
+        float* __restrict acc = sum.data();
+        for (int i = -r; i <= r; ++i) {
+          const float* __restrict row = along_x(std::clamp(k + i, 0, h - 1));
+          for (size_t j = 0; j < n; ++j) acc[j] += row[j];
+        }
+        for (size_t j = 0; j < n; ++j) slot[j] = acc[j] * inv;
+        at_y[k % R] = k;
+      }
+      return slot;
+    };
+    const int y_end = (int)((int64_t)h * (t + 1) / nt);
+    for (int y = (int)((int64_t)h * t / nt); y < y_end; ++y) {
+      std::fill(out.begin(), out.end(), 0.f);
+      float* __restrict acc = out.data();
+      for (int i = -r; i <= r; ++i) {
+        const float* __restrict row = box_y(std::clamp(y + i, 0, h - 1));
+        for (size_t j = 0; j < n; ++j) acc[j] += row[j];
+      }
+      for (size_t j = 0; j < n; ++j) acc[j] *= inv;
+      f(y, out.data());
     }
-    for (int ch = 0; ch < c; ++ch) o[ch] *= inv;
   }
 }
 
-// low_pass of the (h,w,c) image `in` made row by row, without the whole image: f(y, row) is handed each output
-// row y (w·c) in [y_begin, y_end) in turn. Rows are low-passed along x (two boxes) as they are first needed and
-// kept with the first vertical box's rows in rings of 2r + 2: the image's bytes are read once, in cache.
-template <class F>
-static void low_pass_rows(const float* in, int h, int w, int c, int r, int y_begin, int y_end, F&& f) {
-  const int R = 2 * r + 2;
+// in (h,w,c) → out (h,w,c): low_pass_rows written out
+static void low_pass(const float* in, float* out, int h, int w, int c, int r, int threads) {
   const size_t n = (size_t)w * c;
-  std::vector<float> ring_x((size_t)R * n), ring_y((size_t)R * n), half(n), sum(n), out(n);
-  std::vector<int> at_x(R, -1), at_y(R, -1);  // the row each slot holds
-  const float inv = 1.0f / (float)(2 * r + 1);
-  auto along_x = [&](int k) -> const float* {  // input row k, low-passed along x
-    float* slot = ring_x.data() + (size_t)(k % R) * n;
-    if (at_x[k % R] != k) {
-      box_1d(in + (size_t)k * n, half.data(), w, c, r);
-      box_1d(half.data(), slot, w, c, r);
-      at_x[k % R] = k;
-    }
-    return slot;
-  };
-  auto box_y = [&](int k) -> const float* {  // the first vertical box at row k
-    float* slot = ring_y.data() + (size_t)(k % R) * n;
-    if (at_y[k % R] != k) {
-      std::fill(sum.begin(), sum.end(), 0.f);
-      float* __restrict acc = sum.data();
-      for (int i = -r; i <= r; ++i) {
-        const float* __restrict row = along_x(std::clamp(k + i, 0, h - 1));
-        for (size_t j = 0; j < n; ++j) acc[j] += row[j];
-      }
-      for (size_t j = 0; j < n; ++j) slot[j] = acc[j] * inv;
-      at_y[k % R] = k;
-    }
-    return slot;
-  };
-  for (int y = y_begin; y < y_end; ++y) {
-    std::fill(out.begin(), out.end(), 0.f);
-    float* __restrict acc = out.data();
-    for (int i = -r; i <= r; ++i) {
-      const float* __restrict row = box_y(std::clamp(y + i, 0, h - 1));
-      for (size_t j = 0; j < n; ++j) acc[j] += row[j];
-    }
-    for (size_t j = 0; j < n; ++j) acc[j] *= inv;
-    f(y, out.data());
-  }
+  low_pass_rows(in, h, w, c, r, threads, [&](int y, const float* row) { std::copy(row, row + n, out + y * n); });
 }
 
 // f(i, ci, a) for every head pixel (opacity a ≥ amin and > 0) in rows ymin..ymax, columns xmin..xmax: i its
@@ -261,39 +239,30 @@ static void align_reference(const Reference& ref, const float* proj, const float
       c[C - 1] = 1.f;
     }
   // each head grid pixel's cheapest shift (the windowed variance of e, mean |e|² − |mean e|², here times the
-  // window's weight² to spare the divisions) and the head indicator; the windowed sums made row by row
+  // window's weight² to spare the divisions) and the head indicator, from the windowed sums row by row
   float* shift = scratch(shift_buffer, (size_t)hc * wc * 3);
   float* shift_low = scratch(shift_low_buffer, (size_t)hc * wc * 3);
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const int t = 0, nt = 1;
-#endif
-    low_pass_rows(cost, hc, wc, C, rw, (int)((int64_t)hc * t / nt), (int)((int64_t)hc * (t + 1) / nt),
-                  [&](int gy, const float* window) {
-                    for (int gx = 0; gx < wc; ++gx) {
-                      const size_t g = (size_t)gy * wc + gx;
-                      float* sh = shift + g * 3;
-                      if (cost[g * C + C - 1] == 0.f) {
-                        sh[0] = sh[1] = sh[2] = 0.f;
-                        continue;
-                      }
-                      const float* c = window + (size_t)gx * C;
-                      const float norm = std::max(c[C - 1], 1e-6f);
-                      int best = 0;
-                      float best_cost = 0.f;
-                      for (int o = 0; o < O; ++o) {
-                        const float* co = c + 4 * o;
-                        const float v = co[0] * norm - (co[1] * co[1] + co[2] * co[2] + co[3] * co[3]);
-                        if (o == 0 || v < best_cost) best_cost = v, best = o;
-                      }
-                      sh[0] = (float)(best % n1 - steps) * step, sh[1] = (float)(best / n1 - steps) * step;
-                      sh[2] = 1.f;
-                    }
-                  });
-  }
+  low_pass_rows(cost, hc, wc, C, rw, threads, [&](int gy, const float* window) {
+    for (int gx = 0; gx < wc; ++gx) {
+      const size_t g = (size_t)gy * wc + gx;
+      float* sh = shift + g * 3;
+      if (cost[g * C + C - 1] == 0.f) {
+        sh[0] = sh[1] = sh[2] = 0.f;
+        continue;
+      }
+      const float* c = window + (size_t)gx * C;
+      const float norm = std::max(c[C - 1], 1e-6f);
+      int best = 0;
+      float best_cost = 0.f;
+      for (int o = 0; o < O; ++o) {
+        const float* co = c + 4 * o;
+        const float v = co[0] * norm - (co[1] * co[1] + co[2] * co[2] + co[3] * co[3]);
+        if (o == 0 || v < best_cost) best_cost = v, best = o;
+      }
+      sh[0] = (float)(best % n1 - steps) * step, sh[1] = (float)(best / n1 - steps) * step;
+      sh[2] = 1.f;
+    }
+  });
   low_pass(shift, shift_low, hc, wc, 3, rs, threads);
   // bilinear at each head pixel, the smoothed indicator as the normaliser
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -474,7 +443,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   low_pass(energies, energies_low, ch, cw, 2, r, threads);
   const float gain_max = detail_gain_max;
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
-    // (running sums can leave a zero energy a rounding error below zero)
+    // (energies are sums of squares: the max only guards the ratio)
     const float gain = std::min(
         std::sqrt(std::max(energies_low[ci * 2], 0.f) / std::max(energies_low[ci * 2 + 1], 1e-8f)), gain_max);
     for (int c = 0; c < 3; ++c)

@@ -338,6 +338,7 @@ def blend_references(
     ext = load_references_extension()
     if ext is None or image.device.type != "cpu" or image.dtype != torch.float32:
         return blend_references_torch(image, head_alpha, points_cam, pose, refs, intrinsics, blur_sigma)
+    stride = align_stride(blur_sigma)
     return ext.blend_references_fused(
         image.contiguous(),
         head_alpha.float().contiguous(),
@@ -355,9 +356,9 @@ def blend_references(
         DETAIL_GAIN_MAX,
         ALIGN_STEPS,
         ALIGN_STEP * blur_sigma,
-        align_stride(blur_sigma),
-        low_pass_radius(ALIGN_WINDOW * blur_sigma / align_stride(blur_sigma)),
-        low_pass_radius(ALIGN_SMOOTH * blur_sigma / align_stride(blur_sigma)),
+        stride,
+        low_pass_radius(ALIGN_WINDOW * blur_sigma / stride),
+        low_pass_radius(ALIGN_SMOOTH * blur_sigma / stride),
         HIDDEN_COST,
         torch.get_num_threads(),
     )
