@@ -66,6 +66,40 @@ static inline vf gather(const float* base, vi j) {
 }
 static inline int64_t pad8(int64_t n) { return (n + KB - 1) / KB * KB; }
 
+// e^x in every lane (Cephes' expf: x = n·ln2 + r, |r| ≤ ln2/2, e^r by a degree-7 polynomial, 2^n by exponent
+// bits; relative error < 2e-7), x clamped to [-87.3, 88] so the result stays a normal float. The scalar
+// std::exp per sample, colour and torso pixel was ~4% of a 512² frame.
+static inline vf vexp(vf x) {
+  const vf lo = vf{} - 87.33654f, hi = vf{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const vf fx = x * 1.44269504088896341f + 0.5f;
+  vi n = __builtin_convertvector(fx, vi);  // truncation, then floor
+  n += (vi)(__builtin_convertvector(n, vf) > fx);  // a true lane compares as -1
+  const vf fn = __builtin_convertvector(n, vf);
+  const vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+  vf y = vf{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.f;
+  const vi bits = (n + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+// rows[k][p] = sigmoid(rows[k][p]) for `n_rows` rows of a tile
+static inline void sigmoid_rows(float* rows, int n_rows) {
+  for (int k = 0; k < n_rows; ++k)
+    for (int v = 0; v < NV; ++v) {
+      float* at = rows + k * TP + v * VW;
+      st(at, 1.f / (1.f + vexp(-ld(at))));
+    }
+}
+
 // Trilinear corners of a tile's points at one level: idx[c][p] (table rows), wc[c][p] (weights).
 // xs[d][p] are the clamped coordinates. Loops over p so the compiler vectorises the index arithmetic.
 static void corners(const float* __restrict__ xs, int64_t r, bool dense, int64_t T, int32_t* __restrict__ idx,
@@ -511,13 +545,14 @@ struct MarchColor {
 
 // origin, direction (R,3); edges (R,S+1); box (7,) = lo(3), span(3), 1/scale; occupancy (r,r,r) bool;
 // table, res, w1 (G,H), b1 (1,H), w2 (H,1+geo), b2 as fused_forward; colour MLP wc1 (geo[+3],Hc), bc1 (1,Hc),
-// wc2 (Hc,3), bc2 (3,) or all empty (density only) -> [weights (R,S), premultiplied rgb (R,3), opacity (R,)]
+// wc2 (Hc,3), bc2 (3,) or all empty (density only) -> [weights (R,S) (with_weights, else (0,S)), premultiplied
+// rgb (R,3), opacity (R,), expected depth (R,): sum of weight x bin middle / max(sum of weights, 1e-8)]
 std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direction, torch::Tensor edges,
                                        torch::Tensor box, torch::Tensor occupancy, torch::Tensor table,
                                        torch::Tensor res, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
                                        torch::Tensor b2, torch::Tensor wc1, torch::Tensor bc1, torch::Tensor wc2,
                                        torch::Tensor bc2, torch::Tensor half_table, int64_t chunk, double stop,
-                                       double min_weight, int64_t threads) {
+                                       double min_weight, bool with_weights, int64_t threads) {
   const int64_t R = edges.size(0), S = edges.size(1) - 1;
   for (const auto* t : {&origin, &direction, &edges, &box, &wc1, &bc1, &wc2, &bc2})
     TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->device().is_cpu(),
@@ -547,10 +582,11 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
     mc.w1 = padded(wc1, mc.Kc, mc.Hcp, false), mc.b1 = padded(bc1.view({1, -1}), 1, mc.Hcp, false);
     mc.w2 = padded(wc2, mc.Hcp, KB, false), mc.b2 = padded(bc2.view({1, -1}), 1, KB, false);
   }
-  auto weights = torch::zeros({R, S}, edges.options());
+  auto weights = torch::zeros({with_weights ? R : 0, S}, edges.options());
   auto rgb = torch::zeros({R, 3}, edges.options());
   auto opacity = torch::zeros({R}, edges.options());
-  if (R == 0) return {weights, rgb, opacity};
+  auto depth = torch::zeros({R}, edges.options());
+  if (R == 0) return {weights, rgb, opacity, depth};
   const std::vector<float> w1p = padded(w1, s.Gp, s.Hp, false), w2p = padded(w2, s.Hp, s.Op, false);
   const std::vector<float> b1p = padded(b1, 1, s.Hp, false), b2p = padded(b2.view({1, -1}), 1, s.Op, false);
   const float *op = origin.data_ptr<float>(), *dp = direction.data_ptr<float>(), *ep = edges.data_ptr<float>();
@@ -559,7 +595,8 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   const int64_t ores = occupancy.size(0);
   const float *tp = table.data_ptr<float>();
   const int64_t* rp = res.data_ptr<int64_t>();
-  float *wp = weights.data_ptr<float>(), *cp = rgb.data_ptr<float>(), *ap = opacity.data_ptr<float>();
+  float *wp = with_weights ? weights.data_ptr<float>() : nullptr, *cp = rgb.data_ptr<float>();
+  float *ap = opacity.data_ptr<float>(), *zp = depth.data_ptr<float>();
   const int64_t maxpts = RB * std::min<int64_t>(chunk, S), maxtiles = (maxpts + TP - 1) / TP;
   const int64_t blocks = (R + RB - 1) / RB;
   const int nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
@@ -571,17 +608,18 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
   std::vector<std::vector<vf>> scratch(nthreads);
   for (auto& v : scratch)
     v.assign((size_t)(maxtiles * (3 + s.Gp + geo) + s.Hp + s.Op + mc.Kc + mc.Hcp + KB) * NV, vf{});
-  std::vector<std::vector<float>> results(nthreads, std::vector<float>((size_t)(2 * maxpts)));
+  std::vector<std::vector<float>> results(nthreads, std::vector<float>((size_t)(3 * maxtiles * TP)));
   std::vector<std::vector<int>> points(nthreads, std::vector<int>((size_t)(3 * maxpts)));
   const float wmin = (float)min_weight;
   auto march_block = [&](int64_t blk, int tid) {
     float* xs = (float*)scratch[tid].data();
     float *feat = xs + 3 * TP * maxtiles, *geoT = feat + s.Gp * TP * maxtiles, *hT = geoT + geo * TP * maxtiles;
     float *outT = hT + s.Hp * TP, *cinT = outT + s.Op * TP, *hcT = cinT + mc.Kc * TP, *colT = hcT + mc.Hcp * TP;
-    float *raw = results[tid].data(), *wpt = raw + maxpts;
+    // per point: the sample's opacity (the raw density first), its length in distance units, its weight
+    float *alpha = results[tid].data(), *len = alpha + maxtiles * TP, *wpt = len + maxtiles * TP;
     int *pt_sample = points[tid].data(), *pt_ray = pt_sample + maxpts, *shaded = pt_ray + maxpts;
     const int64_t r0 = blk * RB, nr = std::min<int64_t>(RB, R - r0);
-    float trans[RB], acc[RB][3] = {}, view[RB][3];
+    float trans[RB], acc[RB][3] = {}, view[RB][3], wsum[RB] = {}, wmid[RB] = {};
     int64_t next[RB];
     int n_active = (int)nr;
     bool active[RB];
@@ -611,6 +649,7 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
           if (!occ[(cell[0] * ores + cell[1]) * ores + cell[2]]) continue;
           const int64_t t = n / TP, p = n % TP;
           for (int k = 0; k < 3; ++k) xs[3 * TP * t + k * TP + p] = x[k];
+          len[n] = (e[si + 1] - e[si]) * bx[6];
           pt_sample[n] = (int)si, pt_ray[n] = j;
           ++pt_count[j], ++n;
         }
@@ -618,15 +657,21 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
       // 2. the field at those points, tile by tile
       if (n > 0) {
         const int64_t nt = (n + TP - 1) / TP;
-        for (int64_t p = n; p < nt * TP; ++p)
+        for (int64_t p = n; p < nt * TP; ++p) {
           for (int k = 0; k < 3; ++k) xs[3 * TP * (nt - 1) + k * TP + p % TP] = 0.f;
+          len[p] = 0.f;
+        }
         if (half) grid_block_h2(xs, nt, hp, rp, s.L, s.T, s.Gp, feat);
         else DISPATCH_F(s.F, grid_block<FF>(xs, nt, tp, rp, s.L, s.T, s.Gp, feat));
         for (int64_t t = 0; t < nt; ++t) {
           const int m = (int)std::min<int64_t>(TP, n - t * TP);
           matmul_tile<kRelu>(w1p.data(), s.G, s.Hp, feat + s.Gp * TP * t, b1p.data(), nullptr, nullptr, hT);
           matmul_tile<kNone>(w2p.data(), s.H, s.Op, hT, b2p.data(), nullptr, nullptr, outT);
-          for (int p = 0; p < m; ++p) raw[t * TP + p] = outT[p];
+          for (int v = 0; v < NV; ++v) {  // opacity 1 - exp(-sigma * length), sigma = exp(min(raw - 1, 15))
+            const vf raw = ld(outT + v * VW) - 1.f, cap = vf{} + 15.f;
+            const vf sigma = vexp(raw < cap ? raw : cap);
+            st(alpha + t * TP + v * VW, 1.f - vexp(-sigma * ld(len + t * TP + v * VW)));
+          }
           if (with_color) std::memcpy(geoT + geo * TP * t, outT + TP, sizeof(float) * geo * TP);  // rows 1..geo
         }
       }
@@ -635,18 +680,17 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
       for (int j = 0; j < nr; ++j) {
         if (!active[j]) continue;
         const float* e = ep + (r0 + j) * (S + 1);
-        float* wrow = wp + (r0 + j) * S;
+        float* wrow = wp ? wp + (r0 + j) * S : nullptr;
         const int q1 = q + pt_count[j];
         float tr = trans[j];
         for (int64_t si = next[j]; si < std::min<int64_t>(next[j] + chunk, S); ++si) {
           if (q >= q1 || pt_sample[q] != si) continue;  // unoccupied: no density, nothing changes
-          const float sigma = std::exp(std::fmin(raw[q] - 1.f, 15.f));
-          const float alpha = 1.f - std::exp(-sigma * ((e[si + 1] - e[si]) * bx[6]));
-          const float w = tr * alpha;
-          wrow[si] = w;
+          const float w = tr * alpha[q];
+          if (wrow) wrow[si] = w;
+          wsum[j] += w, wmid[j] += w * (0.5f * (e[si + 1] + e[si]));
           wpt[q] = w;
           if (with_color && w > wmin) shaded[n_shaded++] = q;
-          tr *= 1.f - alpha;
+          tr *= 1.f - alpha[q];
           ++q;
         }
         trans[j] = tr;
@@ -667,15 +711,17 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
         }
         matmul_tile<kRelu>(mc.w1.data(), geo + mc.view, mc.Hcp, cinT, mc.b1.data(), nullptr, nullptr, hcT);
         matmul_tile<kNone>(mc.w2.data(), mc.Hc, KB, hcT, mc.b2.data(), nullptr, nullptr, colT);
+        sigmoid_rows(colT, 3);
         for (int p = 0; p < m; ++p) {
           const int pt = shaded[t0 + p];
-          for (int k = 0; k < 3; ++k) acc[pt_ray[pt]][k] += wpt[pt] / (1.f + std::exp(-colT[k * TP + p]));
+          for (int k = 0; k < 3; ++k) acc[pt_ray[pt]][k] += wpt[pt] * colT[k * TP + p];
         }
       }
     }
     for (int j = 0; j < nr; ++j) {
       for (int k = 0; k < 3; ++k) cp[(r0 + j) * 3 + k] = acc[j][k];
       ap[r0 + j] = 1.f - trans[j];
+      zp[r0 + j] = wmid[j] / std::max(wsum[j], 1e-8f);
     }
   };
   if (nthreads <= 1) {
@@ -691,7 +737,7 @@ std::vector<torch::Tensor> fused_march(torch::Tensor origin, torch::Tensor direc
       for (int64_t b = 0; b < blocks; ++b) march_block(b, tid);
     }
   }
-  return {weights, rgb, opacity};
+  return {weights, rgb, opacity, depth};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -724,18 +770,20 @@ static TileMLP tile_mlp(const std::vector<torch::Tensor>& ws, const std::vector<
   return mlp;
 }
 
-// Runs `mlp` on a tile inT (k[0] rows); a and b are scratch tiles of `widest` rows. Returns the output tile.
-static const float* run_mlp(const TileMLP& mlp, const float* inT, float* a, float* b) {
+// Runs `mlp` (at least one layer) on a tile inT (k[0] rows); a and b are scratch tiles of `widest` rows. Returns
+// the output tile (a or b).
+static float* run_mlp(const TileMLP& mlp, const float* inT, float* a, float* b) {
   const float* x = inT;
+  float* y = a;
   for (size_t i = 0; i < mlp.w.size(); ++i) {
-    float* y = (i % 2 == 0) ? a : b;
+    y = (i % 2 == 0) ? a : b;
     if (i + 1 < mlp.w.size())
       matmul_tile<kRelu>(mlp.w[i].data(), mlp.kin[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
     else
       matmul_tile<kNone>(mlp.w[i].data(), mlp.kin[i], mlp.m[i], x, mlp.b[i].data(), nullptr, nullptr, y);
     x = y;
   }
-  return x;
+  return y;
 }
 
 // uv (N,2); planes: (C,h,w) each; deform / net: weights (in,out) and biases of each layer (ReLU between) with
@@ -800,9 +848,10 @@ torch::Tensor fused_torso(torch::Tensor uv, std::vector<torch::Tensor> planes, s
       }
       row += C;
     }
-    const float* rgba = run_mlp(net, featT, a, b);
+    float* rgba = run_mlp(net, featT, a, b);
+    sigmoid_rows(rgba, 4);
     for (int p = 0; p < n; ++p)
-      for (int k = 0; k < 4; ++k) outp[(n0 + p) * 4 + k] = 1.f / (1.f + std::exp(-rgba[k * TP + p]));
+      for (int k = 0; k < 4; ++k) outp[(n0 + p) * 4 + k] = rgba[k * TP + p];
   });
   return out;
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -82,6 +83,17 @@ def fused_density(
     return ext.fused_forward(x, table, res, w1, b1, w2, b2, torch.get_num_threads())
 
 
+class Marched(NamedTuple):
+    """Rays volume-rendered through their bins: weights (R,S) (an empty (0,S) unless asked for), premultiplied
+    rgb (R,3), opacity (R,) and expected depth (R,) (Σ weight · bin middle / Σ weight, in the bins' units; 0
+    where nothing weighs)."""
+
+    weights: torch.Tensor
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+
+
 def fused_march(
     origin: torch.Tensor,
     direction: torch.Tensor,
@@ -94,7 +106,8 @@ def fused_march(
     stop: float,
     half_table: torch.Tensor | None = None,
     min_weight: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with_weights: bool = True,
+) -> Marched:
     """Volume-render rays ``origin``, ``direction`` (R,3) through bins ``edges`` (R,S+1) in one C++ pass:
     ``box`` (7,) = head box low corner (3), its size (3) and 1 / the distance unit; ``occupancy`` (r,r,r)
     bool; ``density`` = (table, res, w1, b1 (1,H), w2, b2) as :func:`fused_density`; ``color`` = (wc1
@@ -102,14 +115,14 @@ def fused_march(
     direction), or None for density only. Samples are marched ``chunk`` at a time and a ray stops once its
     transmittance is ≤ ``stop``; only samples whose weight is above ``min_weight`` are coloured (the others
     add nothing to the rgb). ``half_table`` (:func:`pack_half_pairs` of the table) makes the grid read
-    float16 features instead. → weights (R,S), premultiplied rgb (R,3) (zeros without colour), opacity
-    (R,). Same result as ``nerfvc.render.fast.march_torch``."""
+    float16 features instead. The per-sample weights are returned only ``with_weights``. Same result as
+    ``nerfvc.render.fast.march_torch``."""
     ext = load_fused_extension()
     if ext is None:
         raise RuntimeError("fused march: the C++ kernel is unavailable")
     none = torch.empty(0)
     wc1, bc1, wc2, bc2 = color if color is not None else (none, none, none, none)
-    w, rgb, opacity = ext.fused_march(
+    w, rgb, opacity, depth = ext.fused_march(
         origin.contiguous(),
         direction.contiguous(),
         edges.contiguous(),
@@ -124,9 +137,10 @@ def fused_march(
         chunk,
         stop,
         min_weight,
+        with_weights,
         torch.get_num_threads(),
     )
-    return w, rgb, opacity
+    return Marched(w, rgb, opacity, depth)
 
 
 HALF_MIN_NORMAL = 2.0**-14  # smallest normal float16

@@ -76,10 +76,19 @@ def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, 
                     head = FrameHead(head_field, c, cons, half_table=half)
                     assert head.fused is not None and (head.half_table is not None) == half
                     out = _march(model, head, origin, direction, edges, cfg, with_color)
+                    lean = _march(model, head, origin, direction, edges, cfg, with_color, with_weights=False)
                 for a, b in zip(out, ref):
                     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-                weights, rgb, opacity = ref
+                assert lean.weights.shape == (0, edges.shape[1] - 1)  # the rest as with the weights
+                for a, b in zip(lean[1:], out[1:]):
+                    assert torch.equal(a, b)
+                weights, rgb, opacity, depth = ref
                 assert 0.1 < opacity.mean() < 1.0  # some rays are opaque, some are not
+                # the expected depth lies inside each weighing ray's bins (0 where nothing weighs)
+                weighs = weights.sum(1) > 1e-6
+                assert (depth[weighs] >= edges[weighs, 0] - 1e-5).all()
+                assert (depth[weighs] <= edges[weighs, -1] + 1e-5).all()
+                assert (depth[weights.sum(1) == 0] == 0).all()
                 if stop > 0:
                     assert (weights[:, -1] == 0).any()  # early termination left samples unevaluated
                 assert rgb.abs().sum() > 0 if with_color else rgb.abs().sum() == 0
@@ -95,13 +104,39 @@ def test_fused_march_matches_the_torch_march(view_dir, half, color_code, chunk, 
         torch.set_num_threads(prev)
 
 
+@pytest.mark.parametrize("colour_bias", [-200.0, 200.0])
+def test_fused_march_saturates_like_the_torch_march(colour_bias):
+    """Densities past the cap and colours far beyond the sigmoid's range (the kernel's vectorised exp clamps
+    its argument): every occupied ray is opaque at its first occupied sample, its colour 0 or its weight."""
+    model = _model(1, True)
+    with torch.no_grad():
+        model.fine.sigma_net[2].bias[0] += 60.0  # raw density far above the cap of exp(15)
+        model.fine.color_net[-1].bias += colour_bias
+    cfg = FastRenderConfig()
+    code, cons = torch.randn(1, model.fine.cfg.code_dim), torch.randn(1, model.cfg.consistency_dim)
+    origin, direction, edges = _rays(model, 200, 12)
+    with torch.inference_mode():
+        with field_settings(torch.float32, "torch"):
+            ref = march_torch(model, FrameHead(model.fine, code, cons), origin, direction, edges, cfg, True)
+        with field_settings(torch.float32, "fused"):
+            out = _march(model, FrameHead(model.fine, code, cons), origin, direction, edges, cfg, True)
+    for a, b in zip(out, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    hit = ref.opacity > 0
+    assert hit.float().mean() > 0.5 and (ref.opacity[hit] == 1).all()
+    assert ((ref.weights[hit] > 0).sum(1) == 1).all()  # all of the weight on one sample
+    expected = torch.zeros_like(ref.rgb) if colour_bias < 0 else ref.opacity[:, None].expand(-1, 3)
+    torch.testing.assert_close(out.rgb, expected, rtol=0, atol=1e-6)
+
+
 def test_fused_march_of_no_rays_is_empty():
     model = _model(0, True)
     with torch.inference_mode(), field_settings(torch.float32, "fused"):
         head = FrameHead(model.fine, torch.zeros(1, 16), torch.zeros(1, 8))
         e = torch.zeros(0, 13)
-        w, rgb, a = _march(model, head, torch.zeros(0, 3), torch.zeros(0, 3), e, FastRenderConfig(), True)
-    assert w.shape == (0, 12) and rgb.shape == (0, 3) and a.shape == (0,)
+        w, rgb, a, z = _march(model, head, torch.zeros(0, 3), torch.zeros(0, 3), e, FastRenderConfig(), True)
+    assert w.shape == (0, 12) and rgb.shape == (0, 3) and a.shape == (0,) and z.shape == (0,)
 
 
 @pytest.mark.parametrize("shift", [None, (0.03, -0.02)])
