@@ -50,6 +50,7 @@ SETTINGS: dict[str, tuple[dict, str] | None] = {
     "fine16": ({"n_fine": 16}, "auto"),
     "fine8": ({"n_fine": 8}, "auto"),
     "torso_tail_1e-3": ({"torso_tail": 1e-3}, "auto"),  # the torso's skip threshold before 2026-12-02
+    "tail_1e-3": ({"tail": 1e-3}, "auto"),  # the head's skip threshold before 2026-12-05
     "coarse_proposal": ({"proposal": "coarse"}, "auto"),  # the coarse field alone places the fine samples
     "both_proposal": ({"proposal": "both"}, "auto"),
 }
