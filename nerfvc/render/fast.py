@@ -59,7 +59,8 @@ class FastRenderConfig:
     chunk: int = 2  # samples marched per step before dropping finished rays
     # coarse opacity below which a pixel has no head: above 256 px the fine field's faint haze around the head
     # (opacity 1e-3 to 1e-2) sent a halo of pixels to the fine march for nothing (8 clips, 512²: 6-21% faster
-    # frames than at 1e-3, PSNR −0.0005 dB, LPIPS, DISTS, CSIM within 1e-4; docs/nerf.md "The haze skipped")
+    # frames than at 1e-3, PSNR −0.0005 dB, LPIPS, DISTS, CSIM within 1e-4: benchmarks/results/
+    # ab_render_tail.md)
     tail: float = 0.01
     # coarse torso alpha below which a pixel shows the background: one 8-bit level, so a torso this thin
     # changes no pixel by more than a level (german: 43% fewer torso rows at 256² and 512² than at 1e-3, the
