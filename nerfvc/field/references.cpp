@@ -443,7 +443,7 @@ torch::Tensor blend_references_fused(torch::Tensor image, torch::Tensor head_alp
   low_pass(energies, energies_low, ch, cw, 2, r, threads);
   const float gain_max = detail_gain_max;
   for_head_pixels(alpha, W, ymin, ymax, xmin, xmax, amin, cy0, cx0, cw, threads, [&](size_t i, size_t ci, float) {
-    // (energies are sums of squares: the max only guards the ratio)
+    // (box_1d's running sums can leave a zero energy a rounding error below zero)
     const float gain = std::min(
         std::sqrt(std::max(energies_low[ci * 2], 0.f) / std::max(energies_low[ci * 2 + 1], 1e-8f)), gain_max);
     for (int c = 0; c < 3; ++c)
