@@ -93,7 +93,8 @@ def _time_march(half: bool, repeat: int = 5, kernel: str = "fused") -> float:
         if frame.fused is None:
             raise RuntimeError("the fused C++ kernel did not build")
         args = (origin, direction, edges, box, occupancy, frame.fused, frame.fused_color, 2, 0.0)
-        return best_seconds(lambda: fused_march(*args, frame.half_table), repeat)
+        # as the frame's fine pass runs it: no per-sample weights written
+        return best_seconds(lambda: fused_march(*args, frame.half_table, with_weights=False), repeat)
 
 
 _Packed = tuple[torch.Tensor, int, torch.Tensor]  # a head's table, its version when packed, the packed table

@@ -4,11 +4,14 @@ r = Renderer.from_model_dir("work/model")
 frame = r.render(expression, pose, 512, 512)  # uint8 (H,W,3)
 
 Frames are rendered by :func:`nerfvc.render.fast.render_frame` (the same model, evaluated at far fewer
-points); ``reference=True`` renders every ray with ``PortraitNeRF.render_rays`` exactly as in training.
+points); ``reference=True`` renders every ray with ``PortraitNeRF.render_rays`` exactly as in training. A wink
+is drawn by halves (:mod:`nerfvc.render.halves`), then the reference texture is blended into the head
+(:mod:`nerfvc.render.references`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from nerfvc.fsutil import read_json
 from nerfvc.io.video import write_video
 from nerfvc.modeldir import read_model_manifest
 from nerfvc.render.fast import FastRenderConfig, FrameRender, render_frame, supports
+from nerfvc.render.halves import FaceHalves, load_face_halves
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import pixel_rays
 from nerfvc.render.references import (
@@ -102,6 +106,7 @@ class Renderer:
         reference: bool = False,
         expression_range: bool = True,
         references: ReferenceFrames | None = None,
+        halves: FaceHalves | None = None,
     ):
         self.model = model.to(device).eval()
         # clamp each frame's expression into the model's training range (PortraitNeRF.within_training_range)
@@ -131,6 +136,13 @@ class Renderer:
                 self._reference_keys = reference_key(model, inputs, references.poses.to(self.device))
         # per output size: each reference used so far, prepared (prepare_reference) at that size
         self._prepared: dict[tuple[int, int], dict[int, PreparedReference]] = {}
+        # the person's face model's mirror geometry: a wink is drawn by halves (None: as the model draws it)
+        if halves is not None and halves.basis.shape[1] != model.cfg.expression_dim:
+            raise ModelMismatchError(
+                f"the face model has {halves.basis.shape[1]} expression coefficients, the NeRF takes "
+                f"{model.cfg.expression_dim}"
+            )
+        self.halves = halves
 
     @classmethod
     def from_model_dir(
@@ -141,13 +153,18 @@ class Renderer:
         samples: tuple[int, int] | None = None,
         reference: bool = False,
         references: bool = True,
+        halves: bool = True,
     ) -> Renderer:
         """Load a MODEL directory (checking its fingerprint when ``verify``); ``references``: blend its
-        reference frames into the head when it has them."""
+        reference frames into the head when it has them; ``halves``: draw winks by halves when it has a
+        face-mesh model."""
         configure_threads()
         model, camera, bg = load_nerf(path, verify=verify)
         refs = ReferenceFrames.load(path) if references else None
-        return cls(model, camera, bg, device, samples=samples, reference=reference, references=refs)
+        mirror = load_face_halves(path) if halves else None
+        return cls(
+            model, camera, bg, device, samples=samples, reference=reference, references=refs, halves=mirror
+        )
 
     @property
     def expression_dim(self) -> int:
@@ -172,20 +189,40 @@ class Renderer:
             raise InputError(
                 f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
             )
+        raw = expr
         if self.expression_range:
             expr = self.model.within_training_range(expr)
         frame = self._render_layers(expr, pos, width, height)
+        if self.halves is not None:
+            frame = self._with_halves(frame, raw, pos, width, height)
         img = frame.rgb.clamp(0, 1).reshape(height, width, 3)
         if self.references is None:
             return img
         return self._with_references(img, frame, expr, pos, width, height)
 
-    def _render_layers(self, expr: torch.Tensor, pos: torch.Tensor, width: int, height: int) -> FrameRender:
+    def _render_layers(
+        self,
+        expr: torch.Tensor,
+        pos: torch.Tensor,
+        width: int,
+        height: int,
+        box: tuple[int, int, int, int] | None = None,
+    ) -> FrameRender:
         """Inputs (1,E+T) and pose (1,12) → the frame with its head opacity and depth (the frame renderer,
-        or every ray as in training when ``reference``)."""
+        or every ray as in training when ``reference``); ``box`` (y0, y1, x0, x1): only those pixels of it,
+        rendered as the whole frame would be (row-major, (y1−y0)·(x1−x0) of each)."""
         dirs, uv, bg = self._rays(width, height)
+        cfg = self.fast
+        if box is not None:
+            y0, y1, x0, x1 = box
+            dirs, uv, bg = (
+                t.view(height, width, -1)[y0:y1, x0:x1].reshape(-1, t.shape[-1]) for t in (dirs, uv, bg)
+            )
+            # the whole frame's choice of proposal fields, not the box's
+            cfg = dataclasses.replace(cfg, proposal=cfg.proposal_for(height, width))
+            height, width = y1 - y0, x1 - x0
         if not self.reference:
-            return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, self.fast)
+            return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, cfg)
         outs = [
             self.model.render_rays(
                 dirs[i : i + self.chunk],
@@ -198,6 +235,42 @@ class Renderer:
             for i in range(0, dirs.shape[0], self.chunk)
         ]
         return FrameRender(*(torch.cat([o[k] for o in outs]) for k in ("rgb", "head_alpha", "head_depth")))
+
+    def _with_halves(
+        self, frame: FrameRender, raw: torch.Tensor, pos: torch.Tensor, width: int, height: int
+    ) -> FrameRender:
+        """``frame`` with each eye region drawn from its symmetric code, feathered in, when the raw inputs
+        (1,E+T) wink (:class:`FaceHalves`); else ``frame`` itself."""
+        assert self.halves is not None
+        e = self.model.cfg.expression_dim
+        expression = raw[0, :e].cpu().numpy()
+        codes = self.halves.symmetric_codes(expression)
+        if codes is None:
+            return frame
+        cam = self.camera.scaled(width, height)
+        regions = self.halves.region_boxes(expression, pos[0].cpu().numpy(), cam)
+        boxes = {s: b for s, r in regions.items() if (b := r.pixels(height, width)) is not None}
+        weights = {
+            s: torch.from_numpy(r.weights(height, width)).float().to(self.device) for s, r in regions.items()
+        }
+        total = torch.zeros(
+            height, width, device=self.device
+        )  # (H,W) both regions' weights (they may overlap)
+        for side, (y0, y1, x0, x1) in boxes.items():
+            total[y0:y1, x0:x1] += weights[side]
+        base = [t.view(height, width, -1) for t in frame]  # rgb (H,W,3), opacity and depth (H,W,1)
+        out = [t.clone() for t in base]
+        for side, (y0, y1, x0, x1) in boxes.items():
+            inputs = raw.clone()
+            inputs[0, :e] = torch.from_numpy(codes[side]).to(raw)
+            if self.expression_range:
+                inputs = self.model.within_training_range(inputs)
+            part = self._render_layers(inputs, pos, width, height, (y0, y1, x0, x1))
+            w = (weights[side] / total[y0:y1, x0:x1].clamp(min=1.0))[..., None]  # (h,w,1)
+            for o, old, new in zip(out, base, part, strict=True):
+                o[y0:y1, x0:x1] += w * (new.view(y1 - y0, x1 - x0, -1) - old[y0:y1, x0:x1])
+        rgb, alpha, depth = out
+        return FrameRender(rgb.reshape(-1, 3), alpha.reshape(-1), depth.reshape(-1))
 
     def _with_references(
         self,
