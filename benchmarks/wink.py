@@ -2,7 +2,7 @@
 draws them, with and without drawing the eye regions by halves (``nerfvc.render.halves``).
 
     PYTHONPATH=. .venv/bin/python benchmarks/wink.py --work work/bench36 [--model model_10min] \
-        [--sizes 256,512] [-o benchmarks/results/wink]
+        [--kbps 1,2,4] [--sizes 256,512] [-o benchmarks/results/wink]
 
 For every ``WORK/<clip>/{dataset,MODEL}``: the training frames' blinks (how far they close, how the two eyes'
 apertures correlate), the eye-aperture asymmetry (``FaceHalves.asymmetry``, the left eye's aperture minus the
@@ -11,7 +11,7 @@ right's in mean apertures) of every tracked frame and of every frame as the rece
 from the clip's deepest blink: its closed-eye landmarks around the subject's left eye over those of the
 nearest frame with open eyes, projected onto the face model. For that wink: its asymmetry as tracked, with the
 face model cut to its first 16 / 32 components, and as decoded when it is held for half a second inside the
-clip and coded at 1 and 2 kbps; then rendered at the open frame's pose, with and without halves, and tracked
+clip and coded at each rate; then rendered at the open frame's pose, with and without halves, and tracked
 again by the sender's face tracker (what a viewer sees: the re-tracked asymmetry; a wink is about -1, both
 eyes alike 0). Writes ``OUTPUT.json`` and ``OUTPUT.md``.
 """
@@ -176,7 +176,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True, help="directory of <clip>/{dataset,MODEL}")
     ap.add_argument("--model", default="model_10min", help="MODEL directory name inside each clip")
     ap.add_argument("--sizes", default="256,512")
-    ap.add_argument("--kbps", default="1,2")
+    ap.add_argument("--kbps", default="1,2,4")
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "wink")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -189,9 +189,11 @@ def main() -> int:
         rows.append(clip_row(args.work, clip, args.model, sizes, kbps))
         print(rows[-1], flush=True)
     machine = machine_record()
+    output = args.output.resolve()
+    shown = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
     command = (
         f"python benchmarks/wink.py --work {args.work} --model {args.model} --sizes {args.sizes} "
-        f"--kbps {args.kbps} -o {args.output}"
+        f"--kbps {args.kbps} -o {shown}"
     )
     out = {"benchmark": "winks", "command": command, "machine": machine, "kbps": kbps, "clips": rows}
     write_json_atomic(args.output.with_suffix(".json"), out)

@@ -218,8 +218,13 @@ class Renderer:
             dirs, uv, bg = (
                 t.view(height, width, -1)[y0:y1, x0:x1].reshape(-1, t.shape[-1]) for t in (dirs, uv, bg)
             )
-            # the whole frame's choice of proposal fields, not the box's
-            cfg = dataclasses.replace(cfg, proposal=cfg.proposal_for(height, width))
+            # the whole frame's proposal fields and coarse pixel stride, not the box's (a small box would take
+            # a denser coarse pass than the frame's)
+            side = max(y1 - y0, x1 - x0)
+            stride = cfg.coarse_stride(height, width)
+            cfg = dataclasses.replace(
+                cfg, proposal=cfg.proposal_for(height, width), coarse_size=max(1, round(side / stride))
+            )
             height, width = y1 - y0, x1 - x0
         if not self.reference:
             return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, cfg)
