@@ -117,7 +117,9 @@ class FaceHalves:
         px = camera.project(points)  # (L,2)
         boxes = {}
         for side in SIDES:
-            q = px[self.region[side] >= 0.5]
+            q = px[self.region[side] >= 0.5]  # (n,2) the region's landmarks
+            if not len(q):
+                continue
             (x0, y0), (x1, y1) = q.min(0), q.max(0)
             pad = FEATHER * max(x1 - x0, y1 - y0, 1.0)
             box = Region(y0 - pad, y1 + pad, x0 - pad, x1 + pad, pad)

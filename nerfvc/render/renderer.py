@@ -258,9 +258,8 @@ class Renderer:
         weights = {
             s: torch.from_numpy(r.weights(height, width)).float().to(self.device) for s, r in regions.items()
         }
-        total = torch.zeros(
-            height, width, device=self.device
-        )  # (H,W) both regions' weights (they may overlap)
+        # (H,W) both regions' weights, to share the pixels where they overlap
+        total = torch.zeros(height, width, device=self.device)
         for side, (y0, y1, x0, x1) in boxes.items():
             total[y0:y1, x0:x1] += weights[side]
         base = [t.view(height, width, -1) for t in frame]  # rgb (H,W,3), opacity and depth (H,W,1)
