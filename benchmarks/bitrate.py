@@ -27,9 +27,9 @@ from nerfvc.codec.encoder import choose_step_index
 from nerfvc.codec.framing import HEADER_SIZE
 from nerfvc.codec.synthetic import synthetic_features
 from nerfvc.codec.tables import step_from_index
-from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
 from nerfvc.errors import InputError
+from nerfvc.face.model import load_face_model
 from nerfvc.features import rotation_angle_deg
 from nerfvc.record import machine_record
 

@@ -47,9 +47,9 @@ from nerfvc.codec.framing import (  # noqa: E402
     parse_packet,
 )
 from nerfvc.codec.synthetic import synthetic_features  # noqa: E402
-from nerfvc.codec.weights import load_face_model  # noqa: E402
 from nerfvc.datasetdir import features_path, read_features  # noqa: E402
 from nerfvc.errors import NerfvcError  # noqa: E402
+from nerfvc.face.model import load_face_model  # noqa: E402
 from nerfvc.fsutil import write_json_atomic  # noqa: E402
 from nerfvc.record import machine_record  # noqa: E402
 

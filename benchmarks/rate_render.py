@@ -33,8 +33,8 @@ from heldout import heldout_ground_truth, pixel_scores, render_frames
 from nerfvc.codec import decode_stream, encode_stream, fit_codec
 from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.codec.tables import step_from_index
-from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.face.model import load_face_model
 from nerfvc.features import model_inputs, rotation_angle_deg
 from nerfvc.record import machine_record
 from nerfvc.render.renderer import Renderer

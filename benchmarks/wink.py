@@ -4,16 +4,18 @@ draws them, with and without drawing the eye regions by halves (``nerfvc.render.
     PYTHONPATH=. .venv/bin/python benchmarks/wink.py --work work/bench36 [--model model_10min] \
         [--kbps 1,2,4] [--sizes 256,512] [-o benchmarks/results/wink]
 
-For every ``WORK/<clip>/{dataset,MODEL}``: the training frames' blinks (how far they close, how the two eyes'
-apertures correlate), the eye-aperture asymmetry (``FaceHalves.asymmetry``, the left eye's aperture minus the
-right's in mean apertures) of every tracked frame and of every frame as the receiver decodes it at 1 and
-2 kbps (no frame of a clip should be drawn by halves). None of the shared clips holds a wink, so one is made
-from the clip's deepest blink: its closed-eye landmarks around the subject's left eye over those of the
-nearest frame with open eyes, projected onto the face model. For that wink: its asymmetry as tracked, with the
-face model cut to its first 16 / 32 components, and as decoded when it is held for half a second inside the
-clip and coded at each rate; then rendered at the open frame's pose, with and without halves, and tracked
-again by the sender's face tracker (what a viewer sees: the re-tracked asymmetry; a wink is about -1, both
-eyes alike 0). Writes ``OUTPUT.json`` and ``OUTPUT.md``.
+For every ``WORK/<clip>/{dataset,MODEL}``: the training frames' blinks (how far they close, how the two
+eyes' apertures correlate), the eye-aperture asymmetry (``EyeApertures.asymmetry``, the left eye's aperture
+minus the right's in mean apertures) of every tracked frame and of every frame as the receiver decodes it at
+each rate (no frame of a clip should wink). None of the shared clips holds a wink, so one is made from the
+clip's deepest blink: its closed-eye landmarks around the subject's left eye over those of the nearest frame
+with open eyes, projected onto the face model. For that wink: its asymmetry as tracked, with the face model
+cut to its first 16 / 32 components, and as decoded when it is held for half a second inside the clip and
+coded at each rate, by the plain quantizer and by the sender's (which keeps a wink: ``nerfvc.codec.wink``);
+then rendered at the open frame's pose, with and without halves, and tracked again by the sender's face
+tracker (what a viewer sees: the re-tracked asymmetry; a wink is about -1, both eyes alike 0); and end to
+end, the wink as decoded at the first rate, rendered with halves at each size and re-tracked. Writes
+``OUTPUT.json`` and ``OUTPUT.md``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import numpy as np
 from nerfvc.codec.roundtrip import coded_features
 from nerfvc.codec.tables import load_model_tables
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.face.eyes import APERTURE_ASYMMETRY, EYE_LIDS
 from nerfvc.face.model import FaceModel
 from nerfvc.face.tracker import FaceTracker
 from nerfvc.features import model_inputs
 from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
 from nerfvc.record import machine_record
-from nerfvc.render.halves import APERTURE_ASYMMETRY, EYE_LIDS, FaceHalves
+from nerfvc.render.halves import FaceHalves
 from nerfvc.render.renderer import Renderer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +59,12 @@ def synthetic_wink(face: FaceModel, halves: FaceHalves, expression: np.ndarray, 
     return {"code": wink.reshape(-1) @ face.basis, "closed": closed, "open": open_}
 
 
-def retracked_asymmetry(tracker: FaceTracker, halves: FaceHalves, image: np.ndarray) -> float | None:
-    """The eye asymmetry the sender's tracker reads from ``image`` (None: no face found)."""
-    tracker.reset()
-    f = tracker.track(image)
-    return float(halves.asymmetry(f.expression[None])[0]) if f.ok else None
+def retracked_asymmetry(model: Path, halves: FaceHalves, image: np.ndarray) -> float | None:
+    """The eye asymmetry the sender's tracker reads from ``image`` (None: no face found); a fresh tracker
+    each time (the face mesh tracks from the image before, so a reused one depends on what it saw last)."""
+    with FaceTracker.from_dir(model, smoothing=False) as tracker:
+        f = tracker.track(image)
+    return float(halves.eyes.asymmetry(f.expression[None])[0]) if f.ok else None
 
 
 def clip_row(work: Path, clip: str, model_name: str, sizes: list[int], kbps: list[float]) -> dict:
@@ -78,38 +82,39 @@ def clip_row(work: Path, clip: str, model_name: str, sizes: list[int], kbps: lis
     train = np.flatnonzero(valid[:n_train])
     expression = inputs[:, :e].astype(np.float64)
     ap = apertures(face, expression[train])
-    asym = halves.asymmetry(expression[valid])
+    asym = halves.eyes.asymmetry(expression[valid])
     row: dict = {
         "clip": clip,
         "blink_depth": round(float(1 - ap.mean(1).min() / np.median(ap.mean(1))), 3),
         "eyes_correlation": round(float(np.corrcoef(ap[:, 0], ap[:, 1])[0, 1]), 3),
         "tracked_max_asymmetry": round(float(np.abs(asym).max()), 3),
-        "tracked_frames_by_halves": int((np.abs(asym) > halves.threshold).sum()),
+        "tracked_frames_by_halves": int((np.abs(asym) > halves.eyes.threshold).sum()),
     }
     wink = synthetic_wink(face, halves, expression, train)
     code = wink["code"]
     row["wink_frames"] = [wink["closed"], wink["open"]]
-    row["wink_asymmetry"] = round(float(halves.asymmetry(code[None])[0]), 3)
+    row["wink_asymmetry"] = round(float(halves.eyes.asymmetry(code[None])[0]), 3)
     for k in (16, 32):
         cut = code.copy()
         cut[k:] = 0
-        row[f"wink_asymmetry_first_{k}"] = round(float(halves.asymmetry(cut[None])[0]), 3)
+        row[f"wink_asymmetry_first_{k}"] = round(float(halves.eyes.asymmetry(cut[None])[0]), 3)
     tables, _ = load_model_tables(model)
     fps = float(manifest.get("fps") or 25.0)
     held = inputs.copy()
     held[wink["open"] : wink["open"] + WINK_FRAMES, :e] = code  # the wink held inside the clip, then coded
     at = slice(wink["open"], min(wink["open"] + WINK_FRAMES, len(held)))
+    sent = {}  # rate → the decoded held wink (kept)
     for rate in kbps:
-        decoded, _ = coded_features(tables, inputs, pose, rate, fps)
-        a = halves.asymmetry(decoded[:, :e][valid])
+        decoded, _ = coded_features(tables, inputs, pose, rate, fps, eyes=halves.eyes)
+        a = halves.eyes.asymmetry(decoded[:, :e][valid])
         row[f"decoded_{rate:g}kbps_max_asymmetry"] = round(float(np.abs(a).max()), 3)
-        row[f"decoded_{rate:g}kbps_frames_by_halves"] = int((np.abs(a) > halves.threshold).sum())
-        decoded, _ = coded_features(tables, held, pose, rate, fps)
-        row[f"wink_decoded_{rate:g}kbps_asymmetry"] = round(
-            float(halves.asymmetry(decoded[at, :e]).mean()), 3
-        )
+        row[f"decoded_{rate:g}kbps_frames_by_halves"] = int((np.abs(a) > halves.eyes.threshold).sum())
+        for label, eyes in (("plain", None), ("kept", halves.eyes)):
+            decoded, _ = coded_features(tables, held, pose, rate, fps, eyes=eyes)
+            a = halves.eyes.asymmetry(decoded[at, :e])
+            row[f"wink_decoded_{rate:g}kbps_{label}_asymmetry"] = round(float(a.mean()), 3)
+        sent[rate] = decoded[at][len(decoded[at]) // 2]
     renderer = Renderer.from_model_dir(model)
-    tracker = FaceTracker.from_dir(model, smoothing=False)
     x = inputs[wink["open"]].copy()
     x[:e] = code
     p = pose[wink["open"]]
@@ -118,12 +123,13 @@ def clip_row(work: Path, clip: str, model_name: str, sizes: list[int], kbps: lis
             r_halves, renderer.halves = renderer.halves, mirror
             img = renderer.render(x, p, size, size)
             renderer.halves = r_halves
-            a = retracked_asymmetry(tracker, halves, img)
+            a = retracked_asymmetry(model, halves, img)
             row[f"render_{size}_{label}_retracked_asymmetry"] = None if a is None else round(a, 3)
         open_img = renderer.render(inputs[wink["open"]], p, size, size)
-        a = retracked_asymmetry(tracker, halves, open_img)
+        a = retracked_asymmetry(model, halves, open_img)
         row[f"render_{size}_open_retracked_asymmetry"] = None if a is None else round(a, 3)
-    tracker.close()
+        a = retracked_asymmetry(model, halves, renderer.render(sent[kbps[0]], p, size, size))
+        row[f"end_to_end_{size}_retracked_asymmetry"] = None if a is None else round(a, 3)
     return row
 
 
@@ -137,16 +143,20 @@ def markdown(rows: list[dict], kbps: list[float], sizes: list[int], command: str
         "Asymmetry = the subject's left eye's aperture minus the right's, in mean apertures of the person's"
         " mean shape (a wink of the left eye ≈ −1; the renderer draws the eye regions by halves above"
         f" {APERTURE_ASYMMETRY:g} in magnitude). The wink is made from each clip's deepest training blink"
-        " (*blink depth*: how far it closes).",
+        " (*blink depth*: how far it closes). *plain*: the codec's plain quantizer; *kept*: the sender's,"
+        " which keeps a wink (`nerfvc.codec.wink`). *End to end*: the kept wink as decoded at the first rate,"
+        " rendered with halves and re-tracked.",
         "",
         "| clip | blink depth | eyes corr. | max \\|asym.\\| tracked | "
         + " | ".join(f"max \\|asym.\\| {r:g} kbps" for r in kbps)
         + " | wink asym. | first 16 | first 32 | "
-        + " | ".join(f"wink at {r:g} kbps" for r in kbps)
+        + " | ".join(f"wink at {r:g} kbps: plain / kept" for r in kbps)
         + " | "
         + " | ".join(f"re-tracked {s}²: open / plain / halves" for s in sizes)
+        + " | "
+        + " | ".join(f"end to end {kbps[0]:g} kbps, {s}²" for s in sizes)
         + " |",
-        "|" + "---|" * (8 + 2 * len(kbps) + len(sizes)),
+        "|" + "---|" * (8 + 2 * len(kbps) + 2 * len(sizes)),
     ]
     for r in rows:
         cells = [
@@ -158,11 +168,15 @@ def markdown(rows: list[dict], kbps: list[float], sizes: list[int], command: str
             r["wink_asymmetry"],
             r["wink_asymmetry_first_16"],
             r["wink_asymmetry_first_32"],
-            *(r[f"wink_decoded_{k:g}kbps_asymmetry"] for k in kbps),
+            *(
+                " / ".join(str(r[f"wink_decoded_{k:g}kbps_{v}_asymmetry"]) for v in ("plain", "kept"))
+                for k in kbps
+            ),
             *(
                 " / ".join(str(r[f"render_{s}_{v}_retracked_asymmetry"]) for v in ("open", "plain", "halves"))
                 for s in sizes
             ),
+            *(r[f"end_to_end_{s}_retracked_asymmetry"] for s in sizes),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     frames = sum(r["tracked_frames_by_halves"] for r in rows)

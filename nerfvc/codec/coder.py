@@ -64,10 +64,11 @@ class FrameModel:
 
 
 def reconstruct_steps(model: FrameModel, q: np.ndarray, hist: list[np.ndarray] | None) -> np.ndarray:
-    """Minimum-MSE values ``(K,)`` in step units (from the training mean) of decoded indices ``q (K,)``:
-    each index moved within its bin towards the prediction the range coder used, by the mean of the
-    coded Laplace over the bin (:func:`laplace_bin_mean`). Output only: predictions use ``q``."""
-    mu = (model.base_mu(hist) + model.V @ q) / float(1 << FRAC_BITS)  # (K,) prediction in step units
+    """Minimum-MSE values ``(..., K)`` in step units (from the training mean) of decoded indices
+    ``q (..., K)`` (several candidates for one frame at once share ``hist``): each index moved within its bin
+    towards the prediction the range coder used, by the mean of the coded Laplace over the bin
+    (:func:`laplace_bin_mean`). Output only: predictions use ``q``."""
+    mu = (model.base_mu(hist) + q @ model.V.T) / float(1 << FRAC_BITS)  # (..., K) prediction in step units
     return q + laplace_bin_mean(mu - q, model.b)
 
 
@@ -79,8 +80,8 @@ def reconstruct(
     step_index: int,
     rule: str = "mmse",
 ) -> np.ndarray:
-    """The decoder's output ``(K,)`` float64 feature vector for indices ``q (K,)`` decoded with ``model``
-    after ``hist``, by a rule of :data:`RECONSTRUCTIONS` (encoder and decoder both call this)."""
+    """The decoder's output ``(..., K)`` float64 feature vectors for indices ``q (..., K)`` decoded with
+    ``model`` after ``hist``, by a rule of :data:`RECONSTRUCTIONS` (encoder and decoder both call this)."""
     return tables.dequantize(reconstruct_steps(model, q, hist) if rule == "mmse" else q, step_index)
 
 

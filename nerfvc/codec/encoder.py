@@ -48,7 +48,9 @@ from nerfvc.codec.tables import (
     index_from_step,
     step_from_index,
 )
+from nerfvc.codec.wink import keep_wink
 from nerfvc.errors import InputError
+from nerfvc.face.eyes import EyeApertures
 from nerfvc.features import interpolated_rotation_rms
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ class StreamEncoder:
     ``frame_step`` m > 1 declares that the caller codes every m-th camera frame (``fps`` stays the camera
     rate; ``tail``: camera frames after the last coded one, for a file); rates and the default keyframe
     interval (2 s) then count coded frames at ``fps / m``.
+    ``eyes`` (the person's face model's, when the code starts with its expression): a frame that winks keeps
+    its wink through the quantizer (:func:`nerfvc.codec.wink.keep_wink`; encoder only).
     """
 
     def __init__(
@@ -110,8 +114,12 @@ class StreamEncoder:
         frame_step: int = 1,
         tail: int = 0,
         reconstruction: str = "mmse",
+        eyes: EyeApertures | None = None,
     ) -> None:
         self.reconstruction = check_reconstruction(reconstruction)
+        if eyes is not None and eyes.expression_dim > tables.code_dim:
+            raise InputError(f"the face model's {eyes.expression_dim} expression dims exceed the code's")
+        self.eyes = eyes
         if not MIN_FPS <= fps <= MAX_FPS:
             raise InputError(f"fps must be in {MIN_FPS:g}..{MAX_FPS:g}, got {fps}")
         if not 1 <= frame_step <= MAX_FRAME_STEP or not 0 <= tail < frame_step:
@@ -249,6 +257,9 @@ class StreamEncoder:
                 q = rdo_quantize(m, xs, None if key else self._q_prev, self.rdoq)
             else:
                 q = self.tables.quantize(vec, self.step_index)
+            if self.eyes is not None:
+                m, hist = (self._models[0], None) if key else (self._models[1], self._q_prev)
+                q = keep_wink(self.eyes, self.tables, m, hist, self.step_index, self.reconstruction, code, q)
             if self.frames_per_packet > 1:
                 if not self._group:
                     self._group_key, self._group_ref = key, self._q_prev
@@ -292,12 +303,13 @@ def encode_stream(
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
     frame_step: int | None = None,
+    eyes: EyeApertures | None = None,
 ) -> bytes:
     """Code a clip ``code (N,D)``, ``pose (N,12)`` at camera rate ``fps`` → stream bytes.
 
     ``kbps`` picks the step by bisection and, unless ``frame_step`` is given, the frame step too
     (:func:`choose_rate`); ``frame_step`` m codes camera frames ``0, m, 2m, …`` (default 1 without ``kbps``).
-    ``keyframe_interval`` counts coded frames.
+    ``keyframe_interval`` counts coded frames. ``eyes``: winks kept (:class:`StreamEncoder`).
     """
     code = np.asarray(code)
     pose = np.asarray(pose)
@@ -306,7 +318,17 @@ def encode_stream(
     if kbps is not None and mode == "nerfvc" and step_index is None:
         steps = AUTO_FRAME_STEPS if frame_step is None else (frame_step,)
         frame_step, step_index = choose_rate(
-            tables, fingerprint, code, pose, kbps, fps, keyframe_interval, rdoq, frames_per_packet, steps
+            tables,
+            fingerprint,
+            code,
+            pose,
+            kbps,
+            fps,
+            keyframe_interval,
+            rdoq,
+            frames_per_packet,
+            steps,
+            eyes,
         )
     m = frame_step or 1
     enc = StreamEncoder(
@@ -322,6 +344,7 @@ def encode_stream(
         frames_per_packet=frames_per_packet,
         frame_step=m,
         tail=(len(code) - 1) % m if len(code) else 0,
+        eyes=eyes,
     )
     parts = [enc.header()]
     parts += [enc.encode(c, p) for c, p in zip(code[::m], pose[::m])]
@@ -363,6 +386,7 @@ def clip_kbps(
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
     header: bool = False,
+    eyes: EyeApertures | None = None,
 ) -> float:
     """Actual kbps of the clip coded at a step index: its packets with their framing, and with ``header`` the
     stream header too (what a file holds; a live call sends the header once per call)."""
@@ -376,6 +400,7 @@ def clip_kbps(
         step_index=step_index,
         rdoq=rdoq,
         frames_per_packet=frames_per_packet,
+        eyes=eyes,
     )
     return (len(data) - (0 if header else HEADER_SIZE)) * 8 / max(len(code), 1) * fps / 1000
 
@@ -456,6 +481,7 @@ def choose_rate(
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
     frame_steps: tuple[int, ...] = AUTO_FRAME_STEPS,
+    eyes: EyeApertures | None = None,
 ) -> tuple[int, int]:
     """``(frame step, step index)`` for a clip at camera rate ``fps`` and a target ``kbps``: the smallest
     frame step whose finest fitting quality multiplier is at most :data:`FRAME_STEP_ABOVE_Q`; else the
@@ -480,6 +506,7 @@ def choose_rate(
             keyframe_interval,
             rdoq,
             frames_per_packet,
+            eyes,
         )
     assert fits, "no frame step to try"
     fine = [m for m in frame_steps if step_from_index(fits[m]) <= FRAME_STEP_ABOVE_Q]
@@ -537,15 +564,26 @@ def choose_step_index(
     keyframe_interval: int | None = None,
     rdoq: float = 0.0,
     frames_per_packet: int = 1,
+    eyes: EyeApertures | None = None,
 ) -> int:
     """Smallest step index (finest quality) whose coded clip, header included, fits ``kbps`` (bisection on
-    real coded sizes): the target caps the whole stream.
+    real coded sizes, winks kept with ``eyes``): the target caps the whole stream.
 
     Returns the coarsest index if even that does not fit.
     """
     return _finest_fitting_index(
         lambda k: clip_kbps(
-            tables, fingerprint, code, pose, k, fps, keyframe_interval, rdoq, frames_per_packet, header=True
+            tables,
+            fingerprint,
+            code,
+            pose,
+            k,
+            fps,
+            keyframe_interval,
+            rdoq,
+            frames_per_packet,
+            header=True,
+            eyes=eyes,
         ),
         kbps,
     )

@@ -25,8 +25,9 @@ from nerfvc.codec.tables import (
     RateCurve,
     nearest_rotation,
 )
-from nerfvc.codec.weights import landmark_weights, load_face_model
+from nerfvc.codec.weights import landmark_weights
 from nerfvc.errors import InputError
+from nerfvc.face.model import load_face_model
 from nerfvc.features import interpolated_rotation_rms
 
 # base step / tracker jitter, both in landmark space. 0.3: at Q = 1 the landmark error is 0.6-1.1× the

@@ -7,25 +7,9 @@ for expression coefficients this is a uniform step (reverse water-filling: low-v
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from nerfvc.codec.tables import POSE_DIM
-from nerfvc.datasetdir import FACE_MODEL_FILE
-
-
-def load_face_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(mean (L,3), basis (3L,E))`` from ``face_model.safetensors`` in a DATASET/MODEL dir, or None."""
-    path = Path(directory) / FACE_MODEL_FILE
-    if not path.exists():
-        return None
-    from safetensors.numpy import load_file
-
-    m = load_file(str(path))
-    if "mean" not in m or "basis" not in m:
-        return None
-    return m["mean"].astype(np.float64), m["basis"].astype(np.float64)
 
 
 def landmark_weights(

@@ -216,8 +216,8 @@ class DatasetGeometry:
 
 def load_dataset_geometry(path: str | Path) -> DatasetGeometry:
     """Read ``features.npz``, ``face_model.safetensors`` and ``manifest.json`` of a DATASET directory."""
-    from nerfvc.codec.weights import load_face_model
     from nerfvc.datasetdir import FACE_MODEL_FILE, dataset_split, read_features, read_manifest
+    from nerfvc.face.model import load_face_model
 
     d = Path(path)
     man = read_manifest(d)

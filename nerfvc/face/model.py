@@ -294,6 +294,21 @@ class FaceModel:
         )
 
 
+def load_face_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mean (L,3), basis (3L,E))`` from ``face_model.safetensors`` in a DATASET/MODEL dir, or None when
+    it has none or lacks them (a synthetic dataset's holds only its head box): the codec's weights and the
+    eyes need no more of the model than these (:meth:`FaceModel.load` reads the whole of it)."""
+    path = Path(directory) / FACE_MODEL_FILE
+    if not path.exists():
+        return None
+    from safetensors.numpy import load_file
+
+    m = load_file(str(path))
+    if "mean" not in m or "basis" not in m:
+        return None
+    return m["mean"].astype(np.float64), m["basis"].astype(np.float64)
+
+
 def box_corners(bounds: np.ndarray) -> np.ndarray:
     """The 8 corners ``(8, 3)`` of an AABB ``(2, 3)``."""
     lo, hi = bounds

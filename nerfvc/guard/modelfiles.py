@@ -19,7 +19,7 @@ def fit_from_dataset(
     threshold: float | None = None,
 ) -> GuardStats:
     """Fit the guard on the dataset's training split (the model inputs the MODEL takes)."""
-    from nerfvc.codec.weights import load_face_model
+    from nerfvc.face.model import load_face_model
     from nerfvc.modeldir import model_torso_dims
 
     split = training_split(dataset_root, model_torso_dims(model_dir) if torso_dims is None else torso_dims)

@@ -12,8 +12,8 @@ from nerfvc.argtypes import int_in, non_negative, number_in, positive
 from nerfvc.codec.fit import fit_codec
 from nerfvc.codec.framing import HEADER_SIZE, MAX_FPS, MAX_FRAME_STEP, MAX_KEYINT, MIN_FPS, StreamHeader
 from nerfvc.codec.tables import CODEC_FILE, index_from_step, step_from_index
-from nerfvc.codec.weights import load_face_model
 from nerfvc.errors import EXIT_PARTIAL, BitstreamError, InputError
+from nerfvc.face.model import load_face_model
 from nerfvc.features import load_features, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.guard.fallback import GuardConfig

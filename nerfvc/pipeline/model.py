@@ -1,5 +1,5 @@
-"""What both ends of a call share from a MODEL directory: codec tables, fingerprint and the optional
-expression embedding, with the one place each direction of the embedding is applied."""
+"""What both ends of a call share from a MODEL directory: codec tables, fingerprint, the optional expression
+embedding (with the one place each direction of it is applied) and the face model's eyes (a wink kept)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from nerfvc.codec.tables import CodecTables, load_model_tables
 from nerfvc.errors import ModelMismatchError
+from nerfvc.face.eyes import EyeApertures, load_eyes
 from nerfvc.modeldir import model_torso_dims
 
 if TYPE_CHECKING:
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 @dataclass
 class ModelCodec:
     """A MODEL's codec tables and fingerprint, and its expression embedding when it has one (the tables then
-    code the embedding's code, not the NeRF's expression)."""
+    code the embedding's code, not the NeRF's expression); without one, the face model's eyes, with which
+    the encoder keeps a wink (:func:`nerfvc.codec.wink.keep_wink`)."""
 
     tables: CodecTables
     fingerprint: str
     embedding: ExpressionEmbedding | None = None
+    eyes: EyeApertures | None = None
 
     @classmethod
     def from_model_dir(cls, model: str | Path) -> ModelCodec:
@@ -39,7 +42,13 @@ class ModelCodec:
                 f"{model}: its expression embedding does not code the torso shift the NeRF takes "
                 "(train the embedding for a model without torso motion)"
             )
-        return cls(tables, fingerprint, embedding)
+        eyes = load_eyes(model) if embedding is None else None
+        if eyes is not None and eyes.expression_dim > tables.code_dim:
+            raise ModelMismatchError(
+                f"{model}: the face model has {eyes.expression_dim} expression dims, the codec codes "
+                f"{tables.code_dim} values"
+            )
+        return cls(tables, fingerprint, embedding, eyes)
 
     def to_code(self, features: np.ndarray) -> np.ndarray:
         """A clip's model features ``(N, D)`` → the codes the codec sends ``(N, C)``: the embedding's code

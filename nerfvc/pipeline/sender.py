@@ -209,10 +209,12 @@ class SenderPipeline:
         return self.codec.to_code(features)
 
     def encode_stream(self, features: np.ndarray, pose: np.ndarray, fps: float, **options: Any) -> bytes:
-        """Code a clip's features ``(N, D)`` and poses ``(N, 12)`` into a whole ``.nvc`` stream; ``options``
-        are :func:`nerfvc.codec.encode_stream`'s (``kbps``, ``step_index``, ``frames_per_packet``, ...)."""
+        """Code a clip's features ``(N, D)`` and poses ``(N, 12)`` into a whole ``.nvc`` stream (a wink kept
+        through the quantizer); ``options`` are :func:`nerfvc.codec.encode_stream`'s (``kbps``,
+        ``step_index``, ``frames_per_packet``, ...)."""
         c = self.codec
-        return encode_stream(c.tables, c.fingerprint, self.to_code(features), pose, fps=fps, **options)
+        code = self.to_code(features)
+        return encode_stream(c.tables, c.fingerprint, code, pose, fps=fps, eyes=c.eyes, **options)
 
     def guard_stream(
         self, data: bytes, camera: np.ndarray, config: GuardConfig | None = None
@@ -244,7 +246,9 @@ class SenderPipeline:
         kbps = options.get("kbps")
         if kbps and "step_index" not in options and "step" not in options:
             frame_step, options["step_index"] = live_rate(c.tables, kbps, fps, frame_step)
-        encoder = StreamEncoder(c.tables, c.fingerprint, fps=fps, frame_step=frame_step or 1, **options)
+        encoder = StreamEncoder(
+            c.tables, c.fingerprint, fps=fps, frame_step=frame_step or 1, eyes=c.eyes, **options
+        )
         return FeatureEncoder(encoder, c)
 
 

@@ -5,8 +5,9 @@ together (a blink closes both: their apertures correlate 0.61-0.97 over the trai
 clips). A wink's expression code is as easy to send (the person's 79-d face model holds it to a fraction of a
 millimetre), but the components that carry the difference between the eyes lie 5-16 training stds out, and
 the model draws it as a half-blink of both eyes (``benchmarks/wink.py``). Each half of a wink is ordinary,
-though: one eye shut as in a blink, the other open. So when a frame's two eye apertures differ by more than
-:data:`APERTURE_ASYMMETRY`, the renderer draws each eye region (the eye with its brow) from a symmetric code,
+though: one eye shut as in a blink, the other open. So when a frame winks (:mod:`nerfvc.face.eyes`: its eye
+apertures differ by more than ``APERTURE_ASYMMETRY``), the renderer draws each eye region (the eye with its
+brow) from a symmetric code,
 the frame's face with the other region replaced by this one's mirror image, and feathers the two regions into
 the frame (:meth:`nerfvc.render.renderer.Renderer.render_float`, before the reference texture). The bitstream
 does not change: the receiver derives both codes from the decoded expression through the person's face
@@ -22,21 +23,14 @@ from typing import NamedTuple
 import numpy as np
 
 from nerfvc.camera import Camera
-from nerfvc.codec.weights import load_face_model
+from nerfvc.face.eyes import APERTURE_ASYMMETRY, EYE_CORNERS, EYE_LIDS, SIDES, EyeApertures
 from nerfvc.face.mesh import NUM_LANDMARKS
+from nerfvc.face.model import load_face_model
 
-SIDES = ("left", "right")  # the subject's left (image right) and right eye
-EYE_LIDS = {"left": (386, 374), "right": (159, 145)}  # face-mesh landmarks: each eye's upper and lower lid
-EYE_CORNERS = {"left": (263, 362), "right": (33, 133)}  # ... its outer and inner corner
 # an eye region: the landmarks within REGION_INNER_M of the eye's centre (its lids and corners), fading to
 # nothing at REGION_OUTER_M; 25-35 mm around the eye takes in its brow and stops short of the nose's midline
 REGION_INNER_M = 0.025
 REGION_OUTER_M = 0.035
-# the two eyes' apertures differ by more than this many mean apertures (of the person's mean shape): draw the
-# eye regions by halves. Every frame of the 8 shared clips differs by at most 0.51, a wink by ~0.9 (an open
-# eye ~1, a shut one 0.1-0.3; benchmarks/results/wink.md). Brows alone do not trigger it: the clips' frames
-# differ between their two brows by up to half the brow's height above the eye, as much as one raised brow.
-APERTURE_ASYMMETRY = 0.6
 FEATHER = 0.25  # each region's pixel box is widened by this share of its width and faded in over it
 
 
@@ -48,8 +42,7 @@ class FaceHalves:
     mean: np.ndarray  # (L, 3) its mean shape, canonical head space (x to the subject's left)
     mirror: np.ndarray  # (L,) the landmark at each landmark's mirror position
     region: dict[str, np.ndarray]  # side → (L,) weight of each landmark in that eye region, 0..1
-    aperture: float  # the mean shape's eye aperture (metres, mean of both eyes)
-    threshold: float = APERTURE_ASYMMETRY
+    eyes: EyeApertures  # when a frame winks
 
     @classmethod
     def from_shape(
@@ -73,8 +66,8 @@ class FaceHalves:
             )
             for s in SIDES
         }
-        aperture = float(np.mean([np.linalg.norm(mean[a] - mean[b]) for a, b in EYE_LIDS.values()]))
-        return cls(np.asarray(basis, np.float64), mean, mirror, region, aperture, threshold)
+        eyes = EyeApertures.from_shape(mean, basis, threshold)
+        return cls(np.asarray(basis, np.float64), mean, mirror, region, eyes)
 
     def _displacement(self, expression: np.ndarray) -> np.ndarray:
         """Expressions (N,E) → landmark displacements from the mean shape (N,L,3)."""
@@ -85,18 +78,10 @@ class FaceHalves:
         """Displacements (N,L,3) → each landmark given its mirror landmark's displacement, reflected."""
         return d[:, self.mirror] * np.array([-1.0, 1.0, 1.0])
 
-    def asymmetry(self, expression: np.ndarray) -> np.ndarray:
-        """Expressions (N,E) → (N,) the subject's left eye's aperture minus the right's, in mean apertures."""
-        shape = self.mean + self._displacement(expression)  # (N,L,3)
-        (lu, ll), (ru, rl) = EYE_LIDS["left"], EYE_LIDS["right"]
-        left = np.linalg.norm(shape[:, lu] - shape[:, ll], axis=-1)
-        right = np.linalg.norm(shape[:, ru] - shape[:, rl], axis=-1)
-        return (left - right) / self.aperture
-
     def symmetric_codes(self, expression: np.ndarray) -> dict[str, np.ndarray] | None:
         """Expression (E,) → per side the code (E,) of the face with the other eye region replaced by this
         side's mirror image, or None when the frame is not asymmetric enough to need them."""
-        if abs(self.asymmetry(expression)[0]) <= self.threshold:
+        if not self.eyes.winks(np.asarray(expression).reshape(-1)):
             return None
         d = self._displacement(expression)[0]  # (L,3)
         r = self._reflected(d[None])[0]

@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 
 from nerfvc.camera import Camera
 from nerfvc.codec import CODEC_FILE, CodecTables, fit_codec
-from nerfvc.codec.weights import load_face_model
 from nerfvc.datasetdir import (
     BACKGROUND_FILE,
     FACE_MODEL_FILE,
@@ -21,6 +20,7 @@ from nerfvc.datasetdir import (
     read_manifest,
     training_split,
 )
+from nerfvc.face.model import load_face_model
 from nerfvc.face.torso import TORSO_FILE, TORSO_REFERENCE
 from nerfvc.fsutil import atomic_path, write_bytes_atomic, write_json_atomic
 from nerfvc.modeldir import finalize_model_dir

@@ -9,57 +9,16 @@ import pytest
 import torch
 
 from nerfvc.camera import Camera
+from nerfvc.face.eyes import APERTURE_ASYMMETRY, EYE_CORNERS, EYE_LIDS
 from nerfvc.face.mesh import NUM_LANDMARKS
-from nerfvc.render.halves import APERTURE_ASYMMETRY, EYE_CORNERS, EYE_LIDS, FaceHalves, load_face_halves
+from nerfvc.face.synthetic import LID, closing, symmetric_face
+from nerfvc.render.halves import FaceHalves, load_face_halves
 from nerfvc.render.renderer import Renderer
-
-LID = 0.004  # half an eye's aperture (m)
-
-
-def symmetric_face(expr_dims: int = 79, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A mirror-symmetric mean shape (478,3) whose eye landmarks sit where a face's do (the subject's left eye
-    at +x), and an orthonormal basis (1434,E) whose first two columns close both eyes and close the left one
-    while opening the right one (a blink and the difference between the eyes)."""
-    rng = np.random.default_rng(seed)
-    eyes = [i for s in ("left", "right") for i in EYE_LIDS[s] + EYE_CORNERS[s]]
-    pairs = [(EYE_LIDS["left"][k], EYE_LIDS["right"][k]) for k in range(2)]
-    pairs += [(EYE_CORNERS["left"][k], EYE_CORNERS["right"][k]) for k in range(2)]
-    rest = rng.permutation([i for i in range(NUM_LANDMARKS) if i not in eyes])
-    pairs += list(zip(rest[0::2].tolist(), rest[1::2].tolist(), strict=True))
-    mean = np.zeros((NUM_LANDMARKS, 3))
-    eye = {  # the subject's left eye: upper lid, lower lid, outer corner, inner corner
-        0: (0.032, -LID, 0.0),
-        1: (0.032, LID, 0.0),
-        2: (0.047, 0.0, 0.005),
-        3: (0.017, 0.0, 0.005),
-    }
-    for k, (a, b) in enumerate(pairs):
-        p = np.array(eye[k]) if k < 4 else np.array([0.05, 0.0, 0.0]) + rng.uniform(-0.03, 0.03, 3)
-        p[0] = abs(p[0]) + 0.003  # left of the midline; its mirror right of it
-        mean[a], mean[b] = p, p * np.array([-1.0, 1.0, 1.0])
-    blink = np.zeros((NUM_LANDMARKS, 3))
-    wink = np.zeros((NUM_LANDMARKS, 3))
-    for side, sign in (("left", 1.0), ("right", -1.0)):
-        up, low = EYE_LIDS[side]
-        blink[up, 1], blink[low, 1] = LID, -LID  # both lids meet
-        wink[up, 1], wink[low, 1] = sign * LID, -sign * LID  # the left closes, the right opens as much
-    noise = [rng.normal(size=3 * NUM_LANDMARKS) for _ in range(expr_dims - 2)]
-    basis = np.linalg.qr(np.column_stack([blink.reshape(-1), wink.reshape(-1), *noise]))[0]  # (1434,E)
-    return mean, basis
 
 
 def code(basis: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """The expression (E,) of a landmark displacement (478,3) the basis spans."""
     return displacement.reshape(-1) @ basis
-
-
-def closing(sides: tuple[str, ...], amount: float = 1.0) -> np.ndarray:
-    """The displacement (478,3) that closes the eyes of ``sides`` by ``amount`` of their aperture."""
-    d = np.zeros((NUM_LANDMARKS, 3))
-    for side in sides:
-        up, low = EYE_LIDS[side]
-        d[up, 1], d[low, 1] = amount * LID, -amount * LID
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +37,16 @@ def test_the_mirror_map_pairs_the_eyes_and_is_an_involution(face):
         assert halves.region[side][list(EYE_LIDS[side])].min() == 1.0
         other = "right" if side == "left" else "left"
         assert halves.region[side][list(EYE_LIDS[other])].max() == 0.0
-    assert halves.aperture == pytest.approx(2 * LID)
+    assert halves.eyes.aperture == pytest.approx(2 * LID)
 
 
 def test_a_blink_is_symmetric_and_a_wink_is_about_minus_one(face):
     halves, _, basis = face
     e = np.stack([code(basis, closing(s)) for s in [(), ("left", "right"), ("left",), ("right",)]])
-    a = halves.asymmetry(e)
+    a = halves.eyes.asymmetry(e)
     np.testing.assert_allclose(a, [0.0, 0.0, -1.0, 1.0], atol=1e-9)
     half_wink = code(basis, closing(("left",), 0.5))  # one eye half shut: below the threshold
-    assert abs(halves.asymmetry(half_wink[None])[0]) < APERTURE_ASYMMETRY
+    assert abs(halves.eyes.asymmetry(half_wink[None])[0]) < APERTURE_ASYMMETRY
     assert halves.symmetric_codes(half_wink) is None
     assert halves.symmetric_codes(e[1]) is None  # a blink is drawn as it is
 
