@@ -3,7 +3,7 @@
 A wink is the one expression every enrollment misses: blinks close both eyes (their apertures correlate
 0.61-0.97 over the training frames of the shared clips), so the NeRF draws a wink as a half-blink of both, and
 at 1-2 kbps the codec flattens the small, minor components that tell the eyes apart (``benchmarks/wink.py``).
-The sender's encoder keeps the difference through its quantizer (:class:`nerfvc.codec.StreamEncoder`'s
+The sender's encoder keeps both eyes' openings through its quantizer (:class:`nerfvc.codec.StreamEncoder`'s
 ``eyes``) and the receiver draws such a frame's eye regions by halves (:mod:`nerfvc.render.halves`); both
 measure it here, on the face model's lid landmarks.
 """
@@ -53,13 +53,17 @@ class EyeApertures:
     def expression_dim(self) -> int:
         return self.lid_basis.shape[2]
 
+    def openings(self, expression: np.ndarray) -> np.ndarray:
+        """Expressions (..., E) → (..., 2) the subject's left and right eye's aperture, in mean apertures."""
+        e = np.asarray(expression, np.float64)
+        lids = self.lids + np.einsum("lde,...e->...ld", self.lid_basis, e)  # (...,4,3)
+        return np.linalg.norm(lids[..., 0::2, :] - lids[..., 1::2, :], axis=-1) / self.aperture
+
     def asymmetry(self, expression: np.ndarray) -> np.ndarray:
         """Expressions (..., E) → (...) the subject's left eye's aperture minus the right's, in mean
         apertures (a wink of the left eye ≈ −1)."""
-        e = np.asarray(expression, np.float64)
-        lids = self.lids + np.einsum("lde,...e->...ld", self.lid_basis, e)  # (...,4,3)
-        open_ = np.linalg.norm(lids[..., 0::2, :] - lids[..., 1::2, :], axis=-1)  # (...,2) left, right
-        return (open_[..., 0] - open_[..., 1]) / self.aperture
+        both = self.openings(expression)
+        return both[..., 0] - both[..., 1]
 
     def winks(self, expression: np.ndarray) -> bool:
         """Whether one expression (E,) is a wink (its eyes differ by more than the threshold)."""
