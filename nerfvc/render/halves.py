@@ -54,18 +54,9 @@ class FaceHalves:
         reflected = mean * np.array([-1.0, 1.0, 1.0]) + np.array([2 * np.median(mean[:, 0]), 0.0, 0.0])
         mirror = np.argmin(((reflected[:, None] - mean[None]) ** 2).sum(-1), 1)  # (L,)
         span = REGION_OUTER_M - REGION_INNER_M
-        region = {
-            s: np.clip(
-                (
-                    REGION_OUTER_M
-                    - np.linalg.norm(mean - mean[list(EYE_LIDS[s] + EYE_CORNERS[s])].mean(0), axis=1)
-                )
-                / span,
-                0,
-                1,
-            )
-            for s in SIDES
-        }
+        centre = {s: mean[list(EYE_LIDS[s] + EYE_CORNERS[s])].mean(0) for s in SIDES}  # (3,) each
+        distance = {s: np.linalg.norm(mean - centre[s], axis=1) for s in SIDES}  # (L,) each
+        region = {s: np.clip((REGION_OUTER_M - distance[s]) / span, 0, 1) for s in SIDES}
         eyes = EyeApertures.from_shape(mean, basis, threshold)
         return cls(np.asarray(basis, np.float64), mean, mirror, region, eyes)
 
