@@ -28,7 +28,7 @@ import numpy as np
 from nerfvc.codec.roundtrip import coded_features
 from nerfvc.codec.tables import load_model_tables
 from nerfvc.datasetdir import dataset_split, read_features, read_manifest
-from nerfvc.face.eyes import APERTURE_ASYMMETRY, EYE_LIDS
+from nerfvc.face.eyes import APERTURE_ASYMMETRY
 from nerfvc.face.model import FaceModel
 from nerfvc.face.tracker import FaceTracker
 from nerfvc.features import model_inputs
@@ -41,15 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WINK_FRAMES = 12  # a wink held for half a second at 25 fps
 
 
-def apertures(face: FaceModel, expression: np.ndarray) -> np.ndarray:
-    """Expressions (N,E) → (N,2) the subject's left and right eye apertures (metres, canonical)."""
-    s = face.shape(np.asarray(expression, np.float64))
-    return np.stack([np.linalg.norm(s[:, a] - s[:, b], axis=-1) for a, b in EYE_LIDS.values()], 1)
-
-
 def synthetic_wink(face: FaceModel, halves: FaceHalves, expression: np.ndarray, train: np.ndarray) -> dict:
     """The clip's deepest training blink made a wink of the subject's left eye → its code and frames."""
-    ap = apertures(face, expression[train]).mean(1)
+    ap = halves.eyes.openings(expression[train]).mean(1)
     closed = int(train[np.argmin(ap)])
     opens = train[ap >= np.median(ap)]
     open_ = int(opens[np.argmin(np.abs(opens - closed))])
@@ -81,7 +75,7 @@ def clip_row(work: Path, clip: str, model_name: str, sizes: list[int], kbps: lis
     n_train = dataset_split(manifest)[0][1]
     train = np.flatnonzero(valid[:n_train])
     expression = inputs[:, :e].astype(np.float64)
-    ap = apertures(face, expression[train])
+    ap = halves.eyes.openings(expression[train])
     asym = halves.eyes.asymmetry(expression[valid])
     row: dict = {
         "clip": clip,

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfvc.face.mesh import NUM_LANDMARKS
-from nerfvc.face.model import load_face_model
+from nerfvc.face.model import load_face_mesh_model
 
 SIDES = ("left", "right")  # the subject's left (image right) and right eye
 EYE_LIDS = {"left": (386, 374), "right": (159, 145)}  # face-mesh landmarks: each eye's upper and lower lid
@@ -73,7 +72,5 @@ class EyeApertures:
 def load_eyes(directory: str | Path) -> EyeApertures | None:
     """The eyes of a MODEL (or DATASET) directory's face model, or None when it has no face-mesh model with a
     mean shape and basis (a synthetic one)."""
-    face = load_face_model(directory)
-    if face is None or face[0].shape != (NUM_LANDMARKS, 3):
-        return None
-    return EyeApertures.from_shape(*face)
+    face = load_face_mesh_model(directory)
+    return None if face is None else EyeApertures.from_shape(*face)

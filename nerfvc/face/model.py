@@ -309,6 +309,13 @@ def load_face_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | No
     return m["mean"].astype(np.float64), m["basis"].astype(np.float64)
 
 
+def load_face_mesh_model(directory: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`load_face_model`'s mean and basis when they are a face mesh's (478 landmarks, whose eyes and
+    mirror pairs the receiver and sender use), else None (none, or a synthetic dataset's)."""
+    face = load_face_model(directory)
+    return face if face is not None and face[0].shape == (NUM_LANDMARKS, 3) else None
+
+
 def box_corners(bounds: np.ndarray) -> np.ndarray:
     """The 8 corners ``(8, 3)`` of an AABB ``(2, 3)``."""
     lo, hi = bounds

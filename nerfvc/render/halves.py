@@ -7,11 +7,10 @@ millimetre), but the components that carry the difference between the eyes lie 5
 the model draws it as a half-blink of both eyes (``benchmarks/wink.py``). Each half of a wink is ordinary,
 though: one eye shut as in a blink, the other open. So when a frame winks (:mod:`nerfvc.face.eyes`: its eye
 apertures differ by more than ``APERTURE_ASYMMETRY``), the renderer draws each eye region (the eye with its
-brow) from a symmetric code,
-the frame's face with the other region replaced by this one's mirror image, and feathers the two regions into
-the frame (:meth:`nerfvc.render.renderer.Renderer.render_float`, before the reference texture). The bitstream
-does not change: the receiver derives both codes from the decoded expression through the person's face
-model (``face_model.safetensors`` in the MODEL directory).
+brow) from a symmetric code, the frame's face with the other region replaced by this one's mirror image, and
+feathers the two regions into the frame (:meth:`nerfvc.render.renderer.Renderer.render_float`, before the
+reference texture). The bitstream does not change: the receiver derives both codes from the decoded
+expression through the person's face model (``face_model.safetensors`` in the MODEL directory).
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ import numpy as np
 
 from nerfvc.camera import Camera
 from nerfvc.face.eyes import APERTURE_ASYMMETRY, EYE_CORNERS, EYE_LIDS, SIDES, EyeApertures
-from nerfvc.face.mesh import NUM_LANDMARKS
-from nerfvc.face.model import load_face_model
+from nerfvc.face.model import load_face_mesh_model
 
 # an eye region: the landmarks within REGION_INNER_M of the eye's centre (its lids and corners), fading to
 # nothing at REGION_OUTER_M; 25-35 mm around the eye takes in its brow and stops short of the nose's midline
@@ -107,10 +105,8 @@ class FaceHalves:
 def load_face_halves(directory: str | Path) -> FaceHalves | None:
     """The mirror geometry of a MODEL (or DATASET) directory's face model, or None when it has no face-mesh
     model with a mean shape and basis (a synthetic one)."""
-    face = load_face_model(directory)
-    if face is None or face[0].shape != (NUM_LANDMARKS, 3):
-        return None
-    return FaceHalves.from_shape(*face)
+    face = load_face_mesh_model(directory)
+    return None if face is None else FaceHalves.from_shape(*face)
 
 
 class Region(NamedTuple):
