@@ -27,10 +27,11 @@ TORSO_FILE = "torso.json"
 TORSO_REFERENCE = "torso_reference.png"
 WORK_WIDTH = 256
 CHIN = 152  # mediapipe face-mesh index of the chin's lowest point
-# the thinnest band measured, in rows at the working width: d9's 20-row band (a close-up) tracks a sideways
-# drift of 11 px with 0.13 px frame-to-frame jitter, may's 28 rows gain its held-out frames ~1 dB; obama's
-# 12 rows return shifts of half the frame (docs/nerf.md "Torso motion from thinner bands")
-MIN_ROWS = 20
+# the thinnest band used, in rows at the working width: may's 28-row band gains its held-out frames 1.0-1.25
+# dB, d9's 20-row band loses 0.1-0.4 dB (its shifts are smooth, 0.13 px frame-to-frame jitter, but add
+# nothing the head pose does not), obama's 12 rows return shifts of half the frame (docs/nerf.md "Torso
+# motion from thinner bands")
+MIN_ROWS = 24
 
 
 @dataclass

@@ -55,7 +55,7 @@ def test_the_thinnest_band_built_still_measures_known_shifts():
         for dx, dy in [(3.5, -2.0), (-7.25, 1.5), (1.0, 0.5), (0.3, -0.7)]:
             errors.append(np.abs(thin.shift(_shifted(frame, dx, dy)) * frame.shape[0] - [dx, dy]))
     # pixels of the 320² frame; a thin band measures the vertical shift less well than a tall one (0.25 px)
-    assert np.all(np.median(errors, 0) <= [0.15, 0.35]) and np.max(errors) < 1.0
+    assert np.all(np.median(errors, 0) <= [0.2, 0.3]) and np.max(errors) < 1.0
     assert build_torso_tracker(frame, np.array([chin + 4 / WORK_WIDTH])) is None  # 4 rows fewer: none
 
 
