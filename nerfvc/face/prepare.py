@@ -42,7 +42,7 @@ from nerfvc.face.mesh import NUM_LANDMARKS, FaceMesh, PersonSegmenter
 from nerfvc.face.model import DEFAULT_FOV_DEG, FaceModel, box_corners
 from nerfvc.face.segment import HEAD, estimate_background, label_mask
 from nerfvc.face.smoothing import SmoothingParams, smooth_sequence
-from nerfvc.face.torso import CHIN, TORSO_DIMS, build_torso_tracker, save_no_torso, torso_measured
+from nerfvc.face.torso import CHIN, TORSO_DIMS, TORSO_FILE, build_torso_tracker, save_no_torso
 from nerfvc.features import save_features
 from nerfvc.fsutil import atomic_path, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from nerfvc.io.video import VideoInfo, probe, read_frames
@@ -188,7 +188,7 @@ def prepare(
                 "use --overwrite or a new -o"
             )
         if old.get("complete"):
-            if not torso_measured(out):  # made before torso motion (or its present band rule): measure it
+            if not (out / TORSO_FILE).exists():  # made before torso motion existed: add it
                 measure_torso(out, progress)
             log.warning("%s: already complete", out)
             return out

@@ -6,8 +6,8 @@ truth gained up to 4.5 dB PSNR there. So the sender measures that shift per fram
 band below the chin against the same band of a reference frame — and sends it as two extra values; the torso
 field looks its image coordinates up at ``uv - shift`` (see ``nerfvc.field.fields.TorsoField``).
 
-Files (in the DATASET and MODEL directories): ``torso.json`` (band, working width, the rule's ``min_rows``)
-and ``torso_reference.png`` (the reference band, 8-bit grey).
+Files (in the DATASET and MODEL directories): ``torso.json`` (band, working width) and
+``torso_reference.png`` (the reference band, 8-bit grey).
 """
 
 from __future__ import annotations
@@ -27,11 +27,7 @@ TORSO_FILE = "torso.json"
 TORSO_REFERENCE = "torso_reference.png"
 WORK_WIDTH = 256
 CHIN = 152  # mediapipe face-mesh index of the chin's lowest point
-# the thinnest band used, in rows at the working width: may's 28-row band gains its held-out frames 1.0-1.25
-# dB, d9's 20-row band loses 0.1-0.4 dB (its shifts are smooth, 0.13 px frame-to-frame jitter, but add
-# nothing the head pose does not), obama's 12 rows return shifts of half the frame (docs/nerf.md "Torso
-# motion from thinner bands")
-MIN_ROWS = 24
+MIN_BAND = 0.12  # a band shorter than this fraction of the frame height is too small to measure
 
 
 @dataclass
@@ -40,17 +36,13 @@ class TorsoBand:
 
     top: float
 
-    def rows(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        """A frame of ``shape`` (H,W,...) at the working width: its height and the band's rows in it."""
-        height = max(8, round(WORK_WIDTH * shape[0] / shape[1]))
-        # a multiple of 4: odd heights bias phaseCorrelate by 0.5 px
-        return height, (height - round(self.top * height)) // 4 * 4
-
     def extract(self, frame: np.ndarray) -> np.ndarray:
         """uint8 RGB frame (H,W,3) → grey band (h, WORK_WIDTH) float64, at the working width."""
-        height, rows = self.rows(frame.shape)
+        h, w = frame.shape[:2]
+        height = max(8, round(WORK_WIDTH * h / w))
         grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         grey = cv2.resize(grey, (WORK_WIDTH, height), interpolation=cv2.INTER_AREA)
+        rows = (height - round(self.top * height)) // 4 * 4  # odd heights bias phaseCorrelate by 0.5 px
         return grey[height - rows :].astype(np.float64)
 
 
@@ -83,8 +75,7 @@ class TorsoTracker:
         d = Path(path)
         with atomic_path(d / TORSO_REFERENCE) as tmp:
             Image.fromarray(np.clip(self.reference, 0, 255).round().astype(np.uint8)).save(tmp, format="PNG")
-        meta = {"top": self.band.top, "work_width": WORK_WIDTH, "min_rows": MIN_ROWS}
-        write_json_atomic(d / TORSO_FILE, meta)
+        write_json_atomic(d / TORSO_FILE, {"top": self.band.top, "work_width": WORK_WIDTH})
 
     def shift(self, frame: np.ndarray) -> np.ndarray:
         """uint8 RGB frame (camera aspect) → torso shift (2,) float32 in fractions of width and height."""
@@ -102,23 +93,14 @@ class TorsoTracker:
 
 def save_no_torso(path: str | Path) -> None:
     """Record in ``path`` that this person's frames have no torso band to track."""
-    write_json_atomic(Path(path) / TORSO_FILE, {"top": None, "work_width": WORK_WIDTH, "min_rows": MIN_ROWS})
-
-
-def torso_measured(path: str | Path) -> bool:
-    """Whether the DATASET ``path`` holds a torso measurement under today's rule (a dataset found to have no
-    band when the rule asked for more rows may have one now)."""
-    f = Path(path) / TORSO_FILE
-    if not f.exists():
-        return False
-    meta = read_json(f)
-    return meta.get("top") is not None or meta.get("min_rows") == MIN_ROWS
+    write_json_atomic(Path(path) / TORSO_FILE, {"top": None, "work_width": WORK_WIDTH})
 
 
 def build_torso_tracker(reference: np.ndarray, chin_y: np.ndarray) -> TorsoTracker | None:
     """A tracker against the ``reference`` frame from the chin's image row (fraction of the height) in the
-    training frames; None when the band below the lowest chin has fewer than ``MIN_ROWS`` rows."""
-    band = TorsoBand(float(np.clip(np.max(chin_y) + 0.04, 0.5, 1.0)))
-    if band.rows(reference.shape)[1] < MIN_ROWS:
+    training frames; None when the band below the lowest chin is too small to measure."""
+    top = float(np.clip(np.max(chin_y) + 0.04, 0.5, 1.0))
+    if 1.0 - top < MIN_BAND:
         return None
+    band = TorsoBand(top)
     return TorsoTracker(band, band.extract(reference))
