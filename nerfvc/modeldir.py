@@ -111,13 +111,14 @@ def read_model_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]
 
 
 def model_torso_dims(path: str | Path) -> int:
-    """How many torso-shift values follow the expression in the MODEL's per-frame input (0 or 2)."""
+    """How many torso-shift values follow the expression in the MODEL's per-frame input (0, 2, or 4 with
+    the band's halves: ``nerfvc.face.torso``)."""
     nerf = Path(path) / "nerf.json"
     if not nerf.exists():
         return 0
     config = read_json(nerf)
     config = config.get("model") if isinstance(config, dict) else None
     dims = config.get("torso_dims", 0) if isinstance(config, dict) else None
-    if dims not in (0, 2) or isinstance(dims, bool):
-        raise InputError(f"{nerf}: malformed (no 'model' object with torso_dims 0 or 2)")
+    if dims not in (0, 2, 4) or isinstance(dims, bool):
+        raise InputError(f"{nerf}: malformed (no 'model' object with torso_dims 0, 2 or 4)")
     return int(dims)

@@ -373,9 +373,10 @@ def _build(
     shutil.rmtree(work, ignore_errors=True)
 
 
-def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) -> None:
+def measure_torso(out: Path, progress: bool = True, n_train: int | None = None, halves: bool = True) -> None:
     """Build the person's torso tracker from the DATASET ``out``'s training frames and add every frame's torso
-    shift (``torso`` (N,2)) to its ``features.npz`` (zeros, and no tracker, if the chin leaves no band)."""
+    shift (``torso`` (N,4) with the band's ``halves``, else (N,2)) to its ``features.npz`` ((N,2) zeros, and
+    no tracker, if the chin leaves no band)."""
     feats = read_features(out)
     n = len(feats["pose"])
     if n_train is None:
@@ -384,8 +385,8 @@ def measure_torso(out: Path, progress: bool = True, n_train: int | None = None) 
     train = np.flatnonzero(valid[:n_train])
     ref = read_png(frame_path(out, int(train[0]) if len(train) else 0))  # the reference
     chin = feats["landmarks"][train if len(train) else slice(None), CHIN, 1] / ref.shape[0]
-    tracker = build_torso_tracker(ref, chin)
-    torso = np.zeros((n, TORSO_DIMS), np.float32)
+    tracker = build_torso_tracker(ref, chin, halves)
+    torso = np.zeros((n, tracker.dims if tracker else TORSO_DIMS), np.float32)  # no band: two zeros, as ever
     if tracker is None:
         save_no_torso(out)
     else:

@@ -363,22 +363,32 @@ class TorsoFieldConfig:
     hidden: int = 64
     deform_hidden: int = 32
     max_offset: float = 0.1  # largest deformation, in normalised image units
+    # the sender's torso shift (T,) also enters both MLPs, times shift_scale (0: it only moves the lookup)
+    shift_inputs: int = 0
+    shift_scale: float = 50.0  # a shift of 2% of the frame reads as 1
 
 
 class TorsoField(nn.Module):
     """Image coordinates ``uv`` (N,2) in [0,1]^2 + normalised head pose (N,12) (+ the torso shift, if the
     sender measures one) → rgb (N,3), alpha (N,)."""
 
+    shift_lo: torch.Tensor  # buffers (see __init__)
+    shift_hi: torch.Tensor
+
     def __init__(self, cfg: TorsoFieldConfig, consistency_dim: int):
         super().__init__()
         self.cfg = cfg
         self.code = nn.Parameter(torch.zeros(cfg.code_dim))
-        self.deform = mlp(2 + cfg.pose_dim + cfg.code_dim, cfg.deform_hidden, 2, 2)
+        self.deform = mlp(2 + cfg.pose_dim + cfg.code_dim + cfg.shift_inputs, cfg.deform_hidden, 2, 2)
         nn.init.zeros_(linears(self.deform)[-1].weight)
         nn.init.zeros_(linears(self.deform)[-1].bias)
         self.planes = PlaneGrid(cfg.planes)
-        n_in = cfg.planes.out_dim + cfg.pose_dim + cfg.code_dim + consistency_dim
+        n_in = cfg.planes.out_dim + cfg.pose_dim + cfg.code_dim + consistency_dim + cfg.shift_inputs
         self.net = mlp(n_in, cfg.hidden, 4, 2)
+        # (T,) the training range of the shift the MLPs take (set_shift_range); a measurement past it (a
+        # half of the band locking onto the wrong peak) is clamped, as the expression is
+        self.register_buffer("shift_lo", torch.full((cfg.shift_inputs,), -torch.inf))
+        self.register_buffer("shift_hi", torch.full((cfg.shift_inputs,), torch.inf))
 
     def forward(
         self,
@@ -391,11 +401,27 @@ class TorsoField(nn.Module):
         or (1,2) (the body's image motion: the canonical torso is looked up at ``uv - shift``) → rgb (N,3),
         alpha (N,)."""
         if shift is not None:
-            uv = uv - shift
+            uv = uv - shift[:, :2]
         code = self.code.view(1, -1)
+        moved = self.shift_input(shift)  # (N,T), (1,T) or (1,0)
         # inputs shared by all rows ((1,d): one frame) enter the first layers once, not once per pixel
-        h = self.deform[1:](split_linear(linears(self.deform)[0], [uv, pose, code]))
+        h = self.deform[1:](split_linear(linears(self.deform)[0], [uv, pose, code, moved]))
         offset = torch.tanh(h) * self.cfg.max_offset  # (N,2)
         feat = self.planes((uv + offset).clamp(0, 1))  # (N,P)
-        out = self.net[1:](split_linear(linears(self.net)[0], [feat, pose, code, consistency]))  # (N,4)
+        parts = [feat, pose, code, consistency, moved]
+        out = self.net[1:](split_linear(linears(self.net)[0], parts))  # (N,4)
         return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3])
+
+    def shift_input(self, shift: torch.Tensor | None) -> torch.Tensor:
+        """The torso shift (N,T) or (1,T) as the MLPs take it: clamped into the training range and scaled,
+        or (1,0) when they take none."""
+        if not self.cfg.shift_inputs:
+            return self.code.new_zeros(1, 0)
+        if shift is None or shift.shape[-1] != self.cfg.shift_inputs:
+            raise ValueError(f"this torso field takes a torso shift of {self.cfg.shift_inputs} values")
+        return torch.maximum(torch.minimum(shift, self.shift_hi), self.shift_lo) * self.cfg.shift_scale
+
+    def set_shift_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """The range (T,), (T,) the MLPs' shift input is clamped into (the training frames')."""
+        self.shift_lo.copy_(lo)
+        self.shift_hi.copy_(hi)

@@ -263,8 +263,9 @@ class FrameTorso:
         deform = [m for m in torso.deform if isinstance(m, nn.Linear)]
         net = [m for m in torso.net if isinstance(m, nn.Linear)]
         n_feat = torso.cfg.planes.out_dim
-        d0 = split_bias(deform[0], 2, [pose, code])
-        n0 = split_bias(net[0], n_feat, [pose, code, consistency])
+        moved = torso.shift_input(shift)  # (1,T) or (1,0)
+        d0 = split_bias(deform[0], 2, [pose, code, moved])
+        n0 = split_bias(net[0], n_feat, [pose, code, consistency, moved])
         self.fused = (
             [p[0].contiguous() for p in torso.planes.planes],  # (C,r,r) each
             [deform[0].weight[:, :2].t().contiguous()] + [m.weight.t().contiguous() for m in deform[1:]],
@@ -285,7 +286,7 @@ class FrameTorso:
             rgb, alpha = self.field(uv, self.pose, self.consistency, self.shift)
             return torch.cat([rgb, alpha[:, None]], 1)
         if self.shift is not None:
-            uv = uv - self.shift
+            uv = uv - self.shift[:, :2]
         return fused_torso(uv.contiguous(), *self.fused)  # (N,4)
 
 

@@ -81,7 +81,7 @@ class GuardStats:
     """What the guard knows about a model's training features (see the module docstring)."""
 
     expression_dim: int  # E (the torso shift follows in the model input)
-    torso_dim: int  # 0 or 2
+    torso_dim: int  # 0, 2 or 4
     expr_weight: np.ndarray  # (E,) metres of RMS landmark displacement per unit (or 1/std)
     r0: np.ndarray  # (3, 3) training mean head rotation
     sample: dict[str, np.ndarray]  # group → (M, k) training features of the sampled frames
@@ -163,8 +163,8 @@ class GuardStats:
             raise InputError(f"guard fit: {len(times)} usable training frames (need at least 4)")
         x, pose = x[times], pose[times]
         torso_dim = x.shape[1] - expression_dim
-        if torso_dim not in (0, 2):
-            raise InputError(f"guard fit: {torso_dim} values after the expression (expected 0 or 2)")
+        if torso_dim not in (0, 2, 4):
+            raise InputError(f"guard fit: {torso_dim} values after the expression (expected 0, 2 or 4)")
         if face_basis is not None and face_basis.shape[1] >= expression_dim:
             L = face_basis.shape[0] // 3
             w = np.linalg.norm(face_basis[:, :expression_dim], axis=0) / np.sqrt(L)

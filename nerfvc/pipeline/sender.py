@@ -102,7 +102,7 @@ class SenderPipeline:
     sends (the embedding's code when the model has one) → packets.
 
     ``codec`` holds the tables, fingerprint and embedding; ``torso_dims`` is how many torso-shift values
-    follow the expression in the model's features (0 or 2).
+    follow the expression in the model's features (0, 2 or 4).
     """
 
     def __init__(self, model_dir: str | Path, codec: ModelCodec, torso_dims: int = 0) -> None:

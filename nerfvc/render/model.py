@@ -88,8 +88,9 @@ class PortraitNeRF(nn.Module):
     expr_hi: torch.Tensor
     pose_mean: torch.Tensor
     pose_std: torch.Tensor
-    # buffers a model saved before they existed may lack (loaded as their defaults: no expression range)
-    OPTIONAL_BUFFERS = frozenset({"expr_lo", "expr_hi"})
+    # buffers a model saved before they existed may lack (loaded as their defaults: no expression range, no
+    # torso-shift range)
+    OPTIONAL_BUFFERS = frozenset({"expr_lo", "expr_hi", "torso.shift_lo", "torso.shift_hi"})
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -166,12 +167,15 @@ class PortraitNeRF(nn.Module):
         ``expression_scale="global"`` every expression dimension is divided by the largest per-dimension std
         instead, so the PCA's minor components (std below 5e-4 on the shared clips, the major ones 1e-2 to
         5e-2) stay as small as they are rather than being blown up to the major ones' spread. The rendered
-        expression range is the ``range_quantile`` … 1 − ``range_quantile`` quantiles per dimension."""
-        expression = expression[:, : self.cfg.expression_dim]
-        self.expr_mean.copy_(expression.mean(0))
+        expression range is the ``range_quantile`` … 1 − ``range_quantile`` quantiles per dimension, and so is
+        the torso shift's that the torso field's MLPs take, if they take it."""
         q = torch.tensor(
             [range_quantile, 1 - range_quantile], dtype=expression.dtype, device=expression.device
         )
+        if self.cfg.torso.shift_inputs:
+            self.torso.set_shift_range(*torch.quantile(expression[:, self.cfg.expression_dim :], q, dim=0))
+        expression = expression[:, : self.cfg.expression_dim]
+        self.expr_mean.copy_(expression.mean(0))
         lo, hi = torch.quantile(expression, q, dim=0)  # (E,), (E,)
         self.expr_lo.copy_(lo)
         self.expr_hi.copy_(hi)

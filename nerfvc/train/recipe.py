@@ -25,6 +25,12 @@ TRAIN_OPTIONS = ConfigArgs(
         "--no-torso",
         help="ignore the dataset's torso shifts (the torso follows the head pose only, as in the paper)",
     ),
+    Opt(
+        "torso_inputs",
+        "--no-torso-inputs",
+        help="the torso shift only moves the torso's lookup and stays out of its MLPs (the recipe before "
+        "the thirty-seventh session; the band's halves, if measured, are then sent but unused)",
+    ),
     Opt("seed", metavar="N"),
     Opt("perceptual_weight", type=non_negative, metavar="W"),
     Opt("error_frac", type=number_in(0, 1), metavar="F"),

@@ -96,6 +96,9 @@ class TrainConfig:
     score_size: int = 256  # longer side (px) the held-out frames are scored at (at most the dataset's)
     score_share: float = 0.1  # share of a ``minutes`` budget kept for writing the model and scoring
     torso_motion: bool = True  # drive the torso by the sender's torso shift when the dataset has one
+    # ... and let that shift (with the band's halves, when measured) enter the torso field's MLPs, not only
+    # move its lookup (docs/nerf.md "The torso's turn")
+    torso_inputs: bool = True
     perceptual_weight: float = 0.0  # LPIPS (AlexNet) on square head patches, late in training (0 = off)
     perceptual_from: float = 0.5  # share of the schedule after which every 2nd step is a patch step
     patch_size: int = 64  # side (px, at the training size) of a perceptual patch: patch_size² rays
@@ -407,6 +410,7 @@ def train(
     lo, hi, pad = fit_head_box(ds, ds.head_lo, ds.head_hi)
     mcfg.head_lo, mcfg.head_hi = lo, hi
     mcfg.torso_dims = ds.torso_dims
+    mcfg.torso.shift_inputs = ds.torso_dims if cfg.torso_inputs else 0
     mcfg.expression_dim = int(ds.expression.shape[1]) - ds.torso_dims
     model = PortraitNeRF(mcfg)
     hull = head_hull(ds, lo, hi, mcfg.occupancy_res)

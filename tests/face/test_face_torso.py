@@ -38,6 +38,27 @@ def test_tracker_measures_a_known_shift_and_survives_a_save(dx, dy, tmp_path):
     np.testing.assert_array_equal(again.shift(_shifted(frame, dx, dy)), got)  # the 8-bit reference is exact
 
 
+@pytest.mark.parametrize(
+    "left,right", [((0.0, 0.0), (0.0, 0.0)), ((2.0, -1.5), (2.0, -1.5)), ((3.0, 2.0), (-1.0, -2.0))]
+)
+def test_halves_measure_how_the_band_turns_and_survive_a_save(left, right, tmp_path):
+    frame = _textured_frame()
+    band = TorsoBand(0.7)
+    tracker = TorsoTracker(band, band.extract(frame), halves=True)
+    assert tracker.dims == 4
+    moved = _shifted(frame, *left)
+    moved[:, 160:] = _shifted(frame, *right)[:, 160:]  # the right half of the body moves its own way
+    got = tracker.shift(moved) * frame.shape[0]  # pixels of the 320² frame
+    turn = (np.subtract(left, right) / 2).tolist()
+    np.testing.assert_allclose(got[2:], turn, atol=0.3)
+    whole = TorsoTracker(band, band.extract(frame)).shift(moved)
+    np.testing.assert_array_equal(got[:2] / frame.shape[0], whole)  # the first two are the plain shift
+    tracker.save(tmp_path)
+    again = TorsoTracker.from_dir(tmp_path)
+    assert again.halves
+    np.testing.assert_array_equal(again.shift(moved) * frame.shape[0], got)
+
+
 def test_band_starts_below_the_lowest_chin_or_not_at_all():
     frame = _textured_frame()
     t = build_torso_tracker(frame, np.array([0.55, 0.62, 0.6]))
@@ -53,7 +74,7 @@ def test_the_thinnest_band_built_still_measures_known_shifts():
         thin = build_torso_tracker(frame, np.array([chin]))
         assert thin is not None and thin.reference.shape == (28, 256)
         for dx, dy in [(3.5, -2.0), (-7.25, 1.5), (1.0, 0.5), (0.3, -0.7)]:
-            errors.append(np.abs(thin.shift(_shifted(frame, dx, dy)) * frame.shape[0] - [dx, dy]))
+            errors.append(np.abs(thin.shift(_shifted(frame, dx, dy))[:2] * frame.shape[0] - [dx, dy]))
     # pixels of the 320² frame; a thin band measures the vertical shift less well than a tall one (0.25 px)
     assert np.all(np.median(errors, 0) <= [0.15, 0.25]) and np.max(errors) < 1.0
     assert build_torso_tracker(frame, np.array([chin + 0.01])) is None  # a little lower: no band
@@ -81,9 +102,11 @@ def test_prepared_dataset_has_torso_shifts_the_tracker_reproduces(german_dataset
 
     f = load_features(german_dataset / "features.npz")
     meta = json.loads((german_dataset / TORSO_FILE).read_text())
-    assert f["torso"].shape == (24, 2) and f["torso"].dtype == np.float32
+    assert f["torso"].shape == (24, 4) and f["torso"].dtype == np.float32  # the shift, then the halves
     assert 0.5 <= meta["top"] < 0.9
-    np.testing.assert_array_equal(f["torso"][0], 0)  # frame 0 is the reference
+    np.testing.assert_array_equal(f["torso"][0, :2], 0)  # frame 0 is the reference
+    np.testing.assert_allclose(f["torso"][0, 2:], 0, atol=2e-4)  # its halves' peaks: within 0.05 px
+    assert np.abs(f["torso"][:, 2:]).max() > 1e-3  # the halves do measure something on a real clip
     tracker = FaceTracker.from_dir(german_dataset)
     assert tracker.torso is not None
     i = 20

@@ -57,3 +57,26 @@ def test_a_model_saved_before_the_range_loads_without_it_and_other_missing_state
     save_file({k: v for k, v in state.items() if k != "expr_mean"}, str(old / "nerf.safetensors"))
     with pytest.raises(ModelMismatchError, match="missing expr_mean"):
         load_nerf(old, verify=False)
+
+
+def test_the_torso_mlps_take_the_shift_clamped_into_its_training_range_and_the_lookup_takes_it_as_it_is():
+    cfg = ModelConfig(expression_dim=3, torso_dims=4)
+    cfg.torso.shift_inputs = 4
+    model = PortraitNeRF(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.torso.parameters():
+            p.normal_(0, 0.5)
+    inputs = torch.cat([torch.randn(2000, 3) * 0.02, torch.randn(2000, 4) * 0.005], 1)
+    model.set_normalisation(inputs, torch.randn(2000, 12))
+    q = np.quantile(inputs[:, 3:].numpy(), [EXPRESSION_RANGE_QUANTILE, 1 - EXPRESSION_RANGE_QUANTILE], axis=0)
+    np.testing.assert_allclose(model.torso.shift_lo.numpy(), q[0], rtol=1e-5)
+    np.testing.assert_allclose(model.torso.shift_hi.numpy(), q[1], rtol=1e-5)
+    uv, pose, cons = torch.rand(500, 2), torch.randn(1, 12), torch.randn(1, cfg.consistency_dim)
+    glitch = torch.tensor([[0.0, 0.0, 0.5, 0.0]])  # one half of the band locked onto a wrong peak
+    at_bound = torch.cat([glitch[:, :2], model.torso.shift_hi[None, 2:3], torch.zeros(1, 1)], 1)
+    with torch.no_grad():
+        a, b = model.torso(uv, pose, cons, glitch), model.torso(uv, pose, cons, at_bound)
+        torch.testing.assert_close(a, b)  # the MLPs saw the bound
+        moved = model.torso(uv, pose, cons, glitch + torch.tensor([[0.05, 0.0, 0.0, 0.0]]))
+    assert (moved[0] - a[0]).abs().max() > 1e-3  # a shift past the range still moves the lookup

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from nerfvc.field.fields import field_settings
+from nerfvc.field.fields import TorsoField, field_settings
 from nerfvc.field.frame import FrameHead, FrameTorso
 from nerfvc.field.fused import fused_density_available, half_rounded, pack_half_pairs, ray_box
 from nerfvc.render.fast import FastRenderConfig, _march, _unit_fine_edges, march_torch
@@ -139,10 +139,14 @@ def test_fused_march_of_no_rays_is_empty():
     assert w.shape == (0, 12) and rgb.shape == (0, 3) and a.shape == (0,) and z.shape == (0,)
 
 
-@pytest.mark.parametrize("shift", [None, (0.03, -0.02)])
+@pytest.mark.parametrize("shift", [None, (0.03, -0.02), (0.03, -0.02, 0.01, 0.004)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_torso_matches_the_torso_field(shift, threads):
     model = _model(0, True)
+    if shift is not None and len(shift) == 4:  # a torso that takes the shift into its MLPs, halves and all
+        model.torso = TorsoField(
+            dataclasses.replace(model.cfg.torso, shift_inputs=4), model.cfg.consistency_dim
+        )
     torch.manual_seed(2)
     with torch.no_grad():
         for p in model.torso.parameters():
@@ -165,6 +169,10 @@ def test_fused_torso_matches_the_torso_field(shift, threads):
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # weights ~N(0, 0.5): large activations
     assert ref[1].std() > 0.05 and ref[0].std() > 0.05  # not a constant output
+    if sh is not None and sh.shape[1] == 4:  # the halves' turn reaches the MLPs, and not the lookup alone
+        with torch.inference_mode():
+            still = model.torso(uv, pose, cons, torch.cat([sh[:, :2], torch.zeros(1, 2)], 1))
+        assert (still[0] - ref[0]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("n", [1, 8, 12])
