@@ -8,7 +8,7 @@ field looks its image coordinates up at ``uv - shift`` (see ``nerfvc.field.field
 built with ``halves`` also measures the band's left and right halves and sends half their difference (two
 more values: the body turning or one shoulder rising), which only the torso field's MLPs take.
 
-Files (in the DATASET and MODEL directories): ``torso.json`` (band, working width) and
+Files (in the DATASET and MODEL directories): ``torso.json`` (band, working width, halves) and
 ``torso_reference.png`` (the reference band, 8-bit grey).
 """
 

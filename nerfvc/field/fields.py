@@ -398,8 +398,8 @@ class TorsoField(nn.Module):
         shift: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``uv`` (N,2), normalised pose (N,12) or (1,12), consistency (N,K) or (1,K), torso ``shift`` (N,2)
-        or (1,2) (the body's image motion: the canonical torso is looked up at ``uv - shift``) → rgb (N,3),
-        alpha (N,)."""
+        or (1,2) (the body's image motion: the canonical torso is looked up at ``uv - shift``; (N,4) or (1,4)
+        with the band's halves, whose last two only the MLPs take) → rgb (N,3), alpha (N,)."""
         if shift is not None:
             uv = uv - shift[:, :2]
         code = self.code.view(1, -1)
