@@ -172,13 +172,14 @@ class PortraitNeRF(nn.Module):
         q = torch.tensor(
             [range_quantile, 1 - range_quantile], dtype=expression.dtype, device=expression.device
         )
+        e = self.cfg.expression_dim
+        lo, hi = torch.quantile(expression, q, dim=0)  # (E+T,), (E+T,)
+        self.expr_lo.copy_(lo[:e])
+        self.expr_hi.copy_(hi[:e])
         if self.cfg.torso.shift_inputs:
-            self.torso.set_shift_range(*torch.quantile(expression[:, self.cfg.expression_dim :], q, dim=0))
-        expression = expression[:, : self.cfg.expression_dim]
+            self.torso.set_shift_range(lo[e:], hi[e:])
+        expression = expression[:, :e]
         self.expr_mean.copy_(expression.mean(0))
-        lo, hi = torch.quantile(expression, q, dim=0)  # (E,), (E,)
-        self.expr_lo.copy_(lo)
-        self.expr_hi.copy_(hi)
         std = expression.std(0)
         if expression_scale == "global":
             std = std.max().expand_as(std)
