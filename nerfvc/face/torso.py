@@ -102,6 +102,10 @@ class TorsoTracker:
         full_h = WORK_WIDTH * frame.shape[0] / frame.shape[1]
         if not self.halves:
             return np.array([dx / WORK_WIDTH, dy / full_h], np.float32)
+        # the call above windowed ``band`` in place, so the halves below correlate a windowed band against an
+        # unwindowed reference. Every model of the thirty-seventh session was trained on this measurement;
+        # with copies the turn's jitter halves in x (0.31 -> 0.15 px on german) and its one outlier (6 px) is
+        # gone, but that changes the features and wants a retrained A/B (docs/face.md)
         half = WORK_WIDTH // 2
         (lx, ly), _ = cv2.phaseCorrelate(
             self.reference[:, :half].copy(), band[:, :half].copy(), self._half_window
