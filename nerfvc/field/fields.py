@@ -386,7 +386,7 @@ class TorsoField(nn.Module):
         n_in = cfg.planes.out_dim + cfg.pose_dim + cfg.code_dim + consistency_dim + cfg.shift_inputs
         self.net = mlp(n_in, cfg.hidden, 4, 2)
         # (T,) the training range of the shift the MLPs take (set_shift_range); a measurement past it (a
-        # half of the band locking onto the wrong peak) is clamped, as the expression is
+        # turn of 6 px on one of german's held-out frames) is clamped, as the expression is
         self.register_buffer("shift_lo", torch.full((cfg.shift_inputs,), -torch.inf))
         self.register_buffer("shift_hi", torch.full((cfg.shift_inputs,), torch.inf))
 
