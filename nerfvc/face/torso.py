@@ -97,15 +97,11 @@ class TorsoTracker:
                 f"torso band {band.shape} does not match the reference {self.reference.shape} "
                 "(frame aspect ratio differs from the model's camera)"
             )
-        # phaseCorrelate windows its inputs in place: give it a copy of the reference
-        (dx, dy), _ = cv2.phaseCorrelate(self.reference.copy(), band, self._window)
+        # phaseCorrelate windows both inputs in place: give it copies, so the halves below see the raw band
+        (dx, dy), _ = cv2.phaseCorrelate(self.reference.copy(), band.copy(), self._window)
         full_h = WORK_WIDTH * frame.shape[0] / frame.shape[1]
         if not self.halves:
             return np.array([dx / WORK_WIDTH, dy / full_h], np.float32)
-        # the call above windowed ``band`` in place, so the halves below correlate a windowed band against an
-        # unwindowed reference. Every model of the thirty-seventh session was trained on this measurement;
-        # with copies the turn's jitter halves in x (0.31 -> 0.15 px on german) and its one outlier (6 px) is
-        # gone, but that changes the features and wants a retrained A/B (docs/face.md)
         half = WORK_WIDTH // 2
         (lx, ly), _ = cv2.phaseCorrelate(
             self.reference[:, :half].copy(), band[:, :half].copy(), self._half_window

@@ -59,6 +59,25 @@ def test_halves_measure_how_the_band_turns_and_survive_a_save(left, right, tmp_p
     np.testing.assert_array_equal(again.shift(moved) * frame.shape[0], got)
 
 
+def test_halves_are_measured_on_the_raw_band_like_a_plain_correlation_of_each_half():
+    """cv2.phaseCorrelate windows its inputs in place when their size needs no padding (64 rows here; 32 on
+    german): the halves must not see the whole-band call's window."""
+    frame = _textured_frame(seed=1)
+    band = TorsoBand(0.75)
+    tracker = TorsoTracker(band, band.extract(frame), halves=True)
+    moved = _shifted(frame, 1.5, -0.5)
+    moved[:, 160:] = _shifted(frame, -0.75, 1.0)[:, 160:]
+    raw, ref = band.extract(moved), tracker.reference
+    assert cv2.getOptimalDFTSize(len(raw)) == len(raw)  # the size at which the window lands in place
+    h, w = ref.shape[:2]
+    window = np.outer(np.hanning(h), np.hanning(w // 2))
+    (lx, ly), _ = cv2.phaseCorrelate(ref[:, : w // 2].copy(), raw[:, : w // 2].copy(), window)
+    (rx, ry), _ = cv2.phaseCorrelate(ref[:, w // 2 :].copy(), raw[:, w // 2 :].copy(), window)
+    full_h = w * moved.shape[0] / moved.shape[1]
+    expected = [(lx - rx) / 2 / w, (ly - ry) / 2 / full_h]
+    np.testing.assert_allclose(tracker.shift(moved)[2:], expected, rtol=0, atol=1e-6)
+
+
 def test_band_starts_below_the_lowest_chin_or_not_at_all():
     frame = _textured_frame()
     t = build_torso_tracker(frame, np.array([0.55, 0.62, 0.6]))
