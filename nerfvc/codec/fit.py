@@ -36,6 +36,9 @@ LANDMARK_STEP_FACTOR = 0.3
 POSE_CAP_Q = 4.0  # pose steps stop at 4x their Q = 1 size (measured: benchmarks/rate_render.py)
 # the step indices the rate curve is measured at: Q = 1/4 … 64 in steps of 2**(1/2)
 RATE_CURVE_INDICES = np.arange(-32, 97, 8)
+# the step indices the predictor is chosen at (Q = 1, 2, 4, 8: where 0.5-4 kbps code the development clips);
+# conditioning on coarse dims can win at Q = 1 and cost 30-45% more bits at Q = 4 (docs/bitstream.md)
+SELECTION_INDICES = (0, 16, 32, 48)
 
 
 def _jitter(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -124,7 +127,8 @@ def fit_codec(
     """Fit codec tables from training features ``code (N,D)``, ``pose (N,12)`` (``valid (N,)`` optional).
 
     ``predictor``: "diag" (per-dim AR(1)), "full" (ridge VAR(1) over all dims) or "auto" (the one that codes
-    the last 20% of the given frames in fewer bits when fitted on the first 80%). ``intra`` conditions each
+    the last 20% of the given frames in fewer bits when fitted on the first 80%, over the step indices
+    ``SELECTION_INDICES``). ``intra`` conditions each
     dim on the already-coded dims of the same frame (True), only within the pose ("pose"), or not (False);
     None: chosen like "auto". ``order``: temporal predictor from the last frame (1) or the last two frames
     (2: per-dim AR(2), whose lag-2 term averages out part of the tracker noise); None: chosen like "auto".
@@ -167,9 +171,14 @@ def fit_codec(
                 for ci in intras:
                     for co in orders:
                         t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights, co)
-                        bits = estimate_stream_bits(t, x[ntr:], 0)
-                        if best is None or bits < best[0]:
-                            best = (bits, cand, ci, co)
+                        if pose_cap is not None:
+                            t.pose_max_step = t.base_step[:POSE_DIM] * pose_cap
+                        # geometric mean over the operating range: each rate's relative saving counts alike
+                        cost = sum(
+                            np.log(max(estimate_stream_bits(t, x[ntr:], s), 1e-9)) for s in SELECTION_INDICES
+                        )
+                        if best is None or cost < best[0]:
+                            best = (cost, cand, ci, co)
             assert best is not None  # at least one candidate
             predictor, intra, order = best[1], best[2], best[3]
     tables = _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
