@@ -37,7 +37,7 @@ POSE_CAP_Q = 4.0  # pose steps stop at 4x their Q = 1 size (measured: benchmarks
 # the step indices the rate curve is measured at: Q = 1/4 … 64 in steps of 2**(1/2)
 RATE_CURVE_INDICES = np.arange(-32, 97, 8)
 # the step indices the predictor is chosen at (Q = 1, 2, 4, 8: where 0.5-4 kbps code the development clips);
-# conditioning on coarse dims can win at Q = 1 and cost 30-45% more bits at Q = 4 (docs/bitstream.md)
+# conditioning on coarse dims can win at Q = 1 and cost 10-50% more bits at Q = 2-8 (docs/bitstream.md)
 SELECTION_INDICES = (0, 16, 32, 48)
 
 
@@ -128,10 +128,10 @@ def fit_codec(
 
     ``predictor``: "diag" (per-dim AR(1)), "full" (ridge VAR(1) over all dims) or "auto" (the one that codes
     the last 20% of the given frames in fewer bits when fitted on the first 80%, over the step indices
-    ``SELECTION_INDICES``). ``intra`` conditions each
-    dim on the already-coded dims of the same frame (True), only within the pose ("pose"), or not (False);
-    None: chosen like "auto". ``order``: temporal predictor from the last frame (1) or the last two frames
-    (2: per-dim AR(2), whose lag-2 term averages out part of the tracker noise); None: chosen like "auto".
+    ``SELECTION_INDICES``). ``intra`` conditions each dim on the already-coded dims of the same frame (True),
+    only within the pose ("pose"), or not (False); None: chosen like "auto". ``order``: temporal predictor
+    from the last frame (1) or the last two frames (2: per-dim AR(2), whose lag-2 term averages out part of
+    the tracker noise); None: chosen like "auto".
 
     Base steps (× ``step_scale``): with ``face_model`` ``(mean (L,3), basis (3L,E))`` they are uniform in
     landmark space (:mod:`nerfvc.codec.weights`; for an embedding code pass the receiver's linear
