@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nerfvc.codec import fit_codec
 from nerfvc.codec.coder import frame_bits
-from nerfvc.datasetdir import dataset_split, read_features, read_manifest
+from nerfvc.datasetdir import MANIFEST, dataset_split, read_features, read_manifest
 from nerfvc.face.model import load_face_model
 from nerfvc.features import model_input
 from nerfvc.record import machine_record
@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("datasets", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/predictor_choice"))
     args = ap.parse_args()
+    for root in args.datasets:
+        if not (root / MANIFEST).is_file():
+            ap.error(f"{root}: not a prepared dataset (no manifest.json; run `nerfvc prepare` first)")
     rows = [r for root in args.datasets for r in choices(root)]
     record: dict[str, Any] = {"machine": machine_record(), "indices": INDICES, "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
