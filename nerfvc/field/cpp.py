@@ -1,9 +1,13 @@
-"""Building the C++ CPU kernels (``hashgrid.cpp``, ``fused.cpp``) once per source, ``-march`` and process.
+"""Building the C++ CPU kernels (``hashgrid.cpp``, ``fused.cpp``, ``references.cpp``) once per source set,
+``-march`` and process.
 
-``torch.utils.cpp_extension.load_inline`` compiles on first use (~30-40 s, needs gcc and ninja) and caches the
-build; the extension name carries a hash of the source and the ``-march`` value, so two checkouts with other
-sources, or an emulated-ISA build (``NERFVC_CPP_MARCH=haswell`` beside the default ``native``), never rebuild
-each other's. ``NERFVC_NO_CPP`` switches every kernel off (callers then use their pure-torch paths).
+``torch.utils.cpp_extension.load_inline`` compiles on first use (needs gcc and ninja) and caches the build.
+The three sources build as one extension: each compile spends most of its time in torch's headers (~45 s
+of the ~50 s each took on its own), so one translation unit, each source in its own namespace, costs one
+header parse instead of three. The extension name carries a hash of the sources and the ``-march`` value,
+so two checkouts with other sources, or an emulated-ISA build (``NERFVC_CPP_MARCH=haswell`` beside the
+default ``native``), never rebuild each other's. ``NERFVC_NO_CPP`` switches every kernel off (callers then
+use their pure-torch paths).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_LOADED: dict[tuple[str, str], ModuleType | None] = {}
+_LOADED: dict[str, ModuleType | None] = {}  # by -march
 
 
 def cpp_march() -> str:
@@ -41,35 +45,74 @@ def _signature(march: str) -> str:  # read once per process and -march: it is as
     return digest.hexdigest()[:10]
 
 
-def load_kernel(stem: str, functions: list[str]) -> ModuleType | None:
-    """The compiled ``<stem>.cpp`` beside this file exposing ``functions``, or None (``NERFVC_NO_CPP`` set, no
-    compiler, build error — logged once)."""
+# what each source exports to Python (the bundle's bindings)
+KERNEL_FUNCTIONS: dict[str, list[str]] = {
+    "fused": [
+        "fused_forward",
+        "fused_backward",
+        "fused_march",
+        "fused_torso",
+        "unit_fine_edges",
+        "ray_box",
+        "blend_forward",
+        "blend_backward",
+        "flush_denormals",
+    ],
+    "hashgrid": ["hashgrid_forward", "hashgrid_backward"],
+    "references": ["blend_references_fused"],
+}
+_INCLUDE = re.compile(r"^\s*#\s*include\b.*$", re.M)
+_DEFINE = re.compile(r"^\s*#\s*define\s+(\w+)", re.M)
+
+
+def bundle_source() -> str:
+    """One C++ source holding every kernel: the includes first, then each file in its own namespace (their
+    static helpers share names), its macros undefined after it, its exported functions brought to the
+    global namespace for the bindings."""
+    includes: list[str] = []
+    bodies = []
+    for stem, functions in sorted(KERNEL_FUNCTIONS.items()):
+        source = Path(__file__).with_name(f"{stem}.cpp").read_text()
+        found = _INCLUDE.findall(source)
+        includes += [line for line in found if line not in includes and "omp.h" not in line]
+        body = _INCLUDE.sub("", source)  # an ``#ifdef _OPENMP`` around omp.h is left empty
+        undef = "".join(f"#undef {m}\n" for m in sorted(set(_DEFINE.findall(source))))
+        using = "".join(f"using nerfvc_{stem}::{f};\n" for f in functions)
+        bodies.append(f"namespace nerfvc_{stem} {{\n{body}\n}}  // namespace nerfvc_{stem}\n{undef}{using}")
+    prelude = "\n".join(includes) + "\n#ifdef _OPENMP\n#include <omp.h>\n#endif\n"
+    return prelude + "\n".join(bodies)
+
+
+def load_kernel(stem: str) -> ModuleType | None:
+    """The compiled kernels (one extension for every source; see the module docstring) if ``<stem>.cpp``'s
+    functions are among them, or None (``NERFVC_NO_CPP`` set, no compiler, build error — logged once)."""
+    if stem not in KERNEL_FUNCTIONS:
+        raise ValueError(f"unknown kernel source {stem!r} (known: {sorted(KERNEL_FUNCTIONS)})")
     if os.environ.get("NERFVC_NO_CPP"):  # checked on every call: it switches loaded kernels off too
         return None
     march = cpp_march()
-    key = (stem, march)
-    if key in _LOADED:
-        return _LOADED[key]
+    if march in _LOADED:
+        return _LOADED[march]
     ext: ModuleType | None = None
     try:
         from torch.utils.cpp_extension import load_inline
 
-        source = Path(__file__).with_name(f"{stem}.cpp").read_text()
+        source = bundle_source()
         digest = hashlib.sha1(source.encode()).hexdigest()[:10]
         tag = re.sub(r"\W", "_", march)
-        name = f"nerfvc_{stem}_{digest}_{tag}"
+        name = f"nerfvc_kernels_{digest}_{tag}"
         _clear_stale_lock(name)
         ext = load_inline(
             name=name,
             cpp_sources=[source],
-            functions=functions,
+            functions=[f for _, fs in sorted(KERNEL_FUNCTIONS.items()) for f in fs],
             extra_cflags=["-O3", f"-march={march}", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
-    except Exception as e:  # no compiler, no ninja, build error: the caller falls back to torch
-        log.warning("%s: C++ kernel unavailable (%s); using the pure-torch path", stem, e)
-    _LOADED[key] = ext
+    except Exception as e:  # no compiler, no ninja, build error: the callers fall back to torch
+        log.warning("C++ kernels unavailable (%s); using the pure-torch paths", e)
+    _LOADED[march] = ext
     return ext
 
 

@@ -26,7 +26,7 @@ _PRIMES = (1, 2654435761, 805459861)
 
 def load_cpp_extension() -> ModuleType | None:
     """The C++ hash-grid kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("hashgrid", ["hashgrid_forward", "hashgrid_backward"])
+    return load_kernel("hashgrid")
 
 
 class _HashGridFn(torch.autograd.Function):

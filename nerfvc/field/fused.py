@@ -23,20 +23,7 @@ from nerfvc.field.encodings import hashgrid_torch
 
 def load_fused_extension() -> ModuleType | None:
     """The fused C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel(
-        "fused",
-        [
-            "fused_forward",
-            "fused_backward",
-            "fused_march",
-            "fused_torso",
-            "unit_fine_edges",
-            "ray_box",
-            "blend_forward",
-            "blend_backward",
-            "flush_denormals",
-        ],
-    )
+    return load_kernel("fused")
 
 
 @contextmanager

@@ -366,7 +366,7 @@ def blend_references(
 
 def load_references_extension() -> ModuleType | None:
     """The blend's C++ kernel (built on first use, see :mod:`nerfvc.field.cpp`), or None."""
-    return load_kernel("references", ["blend_references_fused"])
+    return load_kernel("references")
 
 
 def blend_references_torch(
