@@ -204,3 +204,14 @@ def test_closed_hash_levels_neither_reach_the_density_nor_learn(monkeypatch, ker
         other = head.density(x, code)[0]
         monkeypatch.setenv("NERFVC_KERNEL", kernel)
         torch.testing.assert_close(head.density(x, code)[0], other, rtol=1e-4, atol=1e-5)
+
+
+def test_the_three_kernel_sources_build_as_one_extension_exporting_each_ones_functions():
+    from nerfvc.field.cpp import KERNEL_FUNCTIONS, load_kernel
+
+    loaded = {stem: load_kernel(stem) for stem in KERNEL_FUNCTIONS}
+    assert len({id(m) for m in loaded.values()}) == 1 and None not in loaded.values()
+    for stem, functions in KERNEL_FUNCTIONS.items():
+        assert all(callable(getattr(loaded[stem], f, None)) for f in functions), stem
+    with pytest.raises(ValueError, match="unknown kernel source"):
+        load_kernel("no_such_source")
