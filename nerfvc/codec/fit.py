@@ -170,9 +170,9 @@ def fit_codec(
             for cand in preds:
                 for ci in intras:
                     for co in orders:
-                        t = _fit(x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights, co)
-                        if pose_cap is not None:
-                            t.pose_max_step = t.base_step[:POSE_DIM] * pose_cap
+                        t = _fit(
+                            x[:ntr], valid[:ntr], pose_ref, cand, ci, ridge, step_scale, weights, co, pose_cap
+                        )
                         # geometric mean over the operating range: each rate's relative saving counts alike
                         cost = sum(
                             np.log(max(estimate_stream_bits(t, x[ntr:], s), 1e-9)) for s in SELECTION_INDICES
@@ -181,10 +181,7 @@ def fit_codec(
                             best = (cost, cand, ci, co)
             assert best is not None  # at least one candidate
             predictor, intra, order = best[1], best[2], best[3]
-    tables = _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order)
-    if pose_cap is not None:
-        tables.pose_max_step = tables.base_step[:POSE_DIM] * pose_cap
-        tables.info["pose_cap"] = pose_cap
+    tables = _fit(x, valid, pose_ref, predictor, intra, ridge, step_scale, weights, order, pose_cap)
     tables.frame_step_rotation_error = frame_step_rotation_error(pose, valid, max(AUTO_FRAME_STEPS))
     tables.rate_curve = rate_curve(tables, x[valid], max(AUTO_FRAME_STEPS))
     return tables
@@ -233,6 +230,7 @@ def _fit(
     step_scale: float,
     weights: np.ndarray | None = None,
     order: int = 1,
+    pose_cap: float | None = None,
 ) -> CodecTables:
     n, k = x.shape
     xv = x[valid]
@@ -294,7 +292,11 @@ def _fit(
         "ridge": ridge,
         "steps": "landmark" if weights is not None else "jitter",
     }
-    return CodecTables(k - POSE_DIM, mean, std, jit, base, ar, pose_ref, key, delta, predictor, info)
+    tables = CodecTables(k - POSE_DIM, mean, std, jit, base, ar, pose_ref, key, delta, predictor, info)
+    if pose_cap is not None:
+        tables.pose_max_step = base[:POSE_DIM] * pose_cap
+        tables.info["pose_cap"] = pose_cap
+    return tables
 
 
 def write_codec_tables(
