@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+from typing import Literal
 
 import av
 import numpy as np
@@ -19,6 +20,14 @@ log = logging.getLogger(__name__)
 CLASSIC_CODECS = {"x265": ("libx265", "hevc"), "svtav1": ("libsvtav1", "libdav1d")}
 
 
+def _video_context(name: str, mode: Literal["r", "w"]) -> av.VideoCodecContext:
+    """PyAV's codec context for ``name``, which must be a video codec."""
+    ctx = av.CodecContext.create(name, mode)
+    if not isinstance(ctx, av.VideoCodecContext):
+        raise InputError(f"{name} is not a video codec")
+    return ctx
+
+
 class ClassicEncoder:
     """RGB frames → codec packets (bytes) at ``kbps``, frames scaled to ``size``×``size``."""
 
@@ -27,7 +36,7 @@ class ClassicEncoder:
             raise InputError(f"unknown classic codec {codec!r} (choose from {', '.join(CLASSIC_CODECS)})")
         self.codec, self.size = codec, int(size)
         keyint = max(1, round(2 * fps))
-        ctx = av.CodecContext.create(CLASSIC_CODECS[codec][0], "w")
+        ctx = _video_context(CLASSIC_CODECS[codec][0], "w")
         ctx.width = ctx.height = self.size
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = fractions.Fraction(1, 1000)
@@ -73,7 +82,7 @@ class ClassicDecoder:
     def __init__(self, codec: str) -> None:
         if codec not in CLASSIC_CODECS:
             raise InputError(f"unknown classic codec {codec!r}")
-        self._ctx = av.CodecContext.create(CLASSIC_CODECS[codec][1], "r")
+        self._ctx = _video_context(CLASSIC_CODECS[codec][1], "r")
 
     def decode(self, packet: bytes) -> list[np.ndarray]:
         """Decode one packet → the frames it completes (uint8 RGB)."""

@@ -71,7 +71,7 @@ def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
         return rgb
     from PIL import Image
 
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
 
 
 MAX_CONTROL_BYTES = 1 << 16
@@ -300,8 +300,8 @@ class Receiver:
             self._cond.notify_all()
         with self._classic_cond:
             self._classic_cond.notify_all()
-        for t in self._tasks:
-            t.cancel()
+        for task in self._tasks:
+            task.cancel()
         for pc in list(self.pcs):
             await pc.close()
         self.pcs.clear()

@@ -32,7 +32,10 @@ def use_loopback_only() -> None:
     """Make aioice gather only 127.0.0.1 host candidates (offline / loopback operation, no STUN)."""
     import aioice.ice
 
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
+    def loopback(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
+        return ["127.0.0.1"]
+
+    aioice.ice.get_host_addresses = loopback
 
 
 def rtc_configuration() -> Any:
