@@ -14,6 +14,8 @@ first frame's, and which of them lose to it. The checks:
   size, and its mean rate over the clips is ≤ 2 kbps.
 
 Missing reports are listed, not guessed. The training steps come from each clip's MODEL/nerf.json.
+``--against OLD.json`` (an earlier run of this script) adds each point's metrics there → here and, per
+metric, the mean change and the points that improved: runs trained at other times, not side by side.
 """
 
 from __future__ import annotations
@@ -131,6 +133,67 @@ def checks(rows: list[dict], complete: bool) -> dict:
     }
 
 
+def against(rows: list[dict], old_rows: list[dict]) -> dict:
+    """``rows`` matched to ``old_rows`` by (clip, size, point): per metric the mean change (new − old) and the
+    points where it improved."""
+    old = {(r["clip"], r["size"], r["label"]): r for r in old_rows}
+    pairs = [(old[k], r) for r in rows if (k := (r["clip"], r["size"], r["label"])) in old]
+    per_metric = {}
+    for m in ISSUE16:
+        d = [
+            (b["nerfvc"][m], a["nerfvc"][m])
+            for a, b in pairs
+            if None not in (a["nerfvc"].get(m), b["nerfvc"].get(m))
+        ]
+        higher = METRICS[m][1]
+        per_metric[m] = {
+            "mean_change": sum(b - a for b, a in d) / len(d) if d else None,
+            "improved": sum((b > a) if higher else (b < a) for b, a in d),
+            "points": len(d),
+        }
+    return {
+        "points": [
+            {
+                "clip": b["clip"],
+                "size": b["size"],
+                "label": b["label"],
+                "old": a["nerfvc"],
+                "new": b["nerfvc"],
+                "old_steps": a.get("train_steps"),
+                "new_steps": b.get("train_steps"),
+            }
+            for a, b in pairs
+        ],
+        "metrics": per_metric,
+        "old_points_beating_freeze": sum(not a["loses_to_freeze"] for a, _ in pairs),
+        "new_points_beating_freeze": sum(not b["loses_to_freeze"] for _, b in pairs),
+    }
+
+
+def against_markdown(cmp: dict, path: str) -> list[str]:
+    """The ``--against`` section: one row per matched point (old → new), then the per-metric summary."""
+    lines = [
+        f"## Against `{path}` (trained at another time: not side by side)",
+        "",
+        "| clip | size | point | " + " | ".join(METRICS[m][0] for m in ISSUE16) + " | steps |",
+        "|---" * (len(ISSUE16) + 4) + "|",
+    ]
+    for p in cmp["points"]:
+        cells = [f"{_f(p['old'].get(m))} → {_f(p['new'].get(m))}" for m in ISSUE16]
+        steps = f"{p['old_steps'] or '–'} → {p['new_steps'] or '–'}"
+        lines.append(f"| {p['clip']} | {p['size']}² | {p['label']} | " + " | ".join(cells) + f" | {steps} |")
+    lines += ["", "| metric | mean change | improved on |", "|---|---|---|"]
+    for m, v in cmp["metrics"].items():
+        lines.append(f"| {METRICS[m][0]} | {_f(v['mean_change'])} | {v['improved']} of {v['points']} |")
+    lines += [
+        "",
+        f"Points better than the freeze on all seven metrics: {cmp['old_points_beating_freeze']} → "
+        f"{cmp['new_points_beating_freeze']} of {len(cmp['points'])}.",
+        "",
+    ]
+    return lines
+
+
 def write_results(out: Path, doc: dict, text: str) -> None:
     """``doc`` as ``out``.json and ``text`` as ``out``.md, and ``text`` on stdout."""
     write_json_atomic(out.with_suffix(".json"), doc)
@@ -208,6 +271,8 @@ def markdown(summary: dict) -> str:
         f"{c['issue17_guard_points']} points fail; mean {_f(c['issue17_mean_guard_kbps'])} kbps).",
         "",
     ]
+    if summary.get("against"):
+        lines += against_markdown(summary["against"], summary["against_path"])
     return "\n".join(lines)
 
 
@@ -218,10 +283,17 @@ def main() -> int:
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--train", default="", help="the recipe's `nerfvc train` options, as given to clips.py")
     ap.add_argument("--refine", type=int, default=0, help="the reports of clips.py --refine N")
+    ap.add_argument("--against", type=Path, help="an earlier targets JSON: each point's change since then")
     ap.add_argument("-o", "--out", type=Path, default=Path("benchmarks/results/targets_10min"))
     args = ap.parse_args()
     if not args.work.is_dir():
         sys.exit(f"targets.py: error: --work {args.work} is not a directory")
+    old_rows = None
+    if args.against is not None:
+        try:
+            old_rows = read_json(args.against)["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sys.exit(f"targets.py: error: --against {args.against} is not a targets JSON ({e})")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows, missing, machine = [], {}, None
     for size in sizes:
@@ -240,6 +312,8 @@ def main() -> int:
         "rows": rows,
         "missing": missing,
         "checks": checks(rows, complete=not any(missing.values())),
+        "against_path": str(args.against) if args.against else None,
+        "against": against(rows, old_rows) if old_rows is not None else None,
     }
     write_results(args.out, summary, markdown(summary))
     return 0
