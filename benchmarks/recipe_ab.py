@@ -22,10 +22,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from targets import ISSUE16, clip_rows, write_results
+from targets import ISSUE16, clip_rows, metric_changes, write_results
 
 from nerfvc.batch import run_tag
-from nerfvc.eval.metrics import METRICS
 from nerfvc.fsutil import read_json, write_json_atomic
 
 
@@ -71,17 +70,7 @@ def pair_rows(a: list[dict], b: list[dict]) -> list[dict]:
 def summary_of(pairs: list[dict], clips: list[dict]) -> dict:
     """Per metric: mean of B − A and the number of pairs where B is better; per recipe: pairs that beat the
     freeze on all seven metrics."""
-    per_metric = {}
-    for m in ISSUE16:
-        diffs = [
-            (p["b"]["nerfvc"][m], p["a"]["nerfvc"][m])
-            for p in pairs
-            if p["a"]["nerfvc"].get(m) is not None and p["b"]["nerfvc"].get(m) is not None
-        ]
-        higher = METRICS[m][1]
-        better = sum((b > a) if higher else (b < a) for b, a in diffs)
-        mean = sum(b - a for b, a in diffs) / len(diffs) if diffs else None
-        per_metric[m] = {"mean_b_minus_a": mean, "b_better": better, "pairs": len(diffs)}
+    per_metric = metric_changes([(p["a"]["nerfvc"], p["b"]["nerfvc"]) for p in pairs])
     gaps = [(c["a"]["generalisation_gap_db"], c["b"]["generalisation_gap_db"]) for c in clips]
     return {
         "metrics": per_metric,

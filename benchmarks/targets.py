@@ -133,24 +133,26 @@ def checks(rows: list[dict], complete: bool) -> dict:
     }
 
 
-def against(rows: list[dict], old_rows: list[dict]) -> dict:
-    """``rows`` matched to ``old_rows`` by (clip, size, point): per metric the mean change (new − old) and the
-    points where it improved."""
-    old = {(r["clip"], r["size"], r["label"]): r for r in old_rows}
-    pairs = [(old[k], r) for r in rows if (k := (r["clip"], r["size"], r["label"])) in old]
+def metric_changes(pairs: list[tuple[dict, dict]]) -> dict[str, dict]:
+    """Per metric of the seven, over ``(A, B)`` pairs of nerfvc metric dicts: the mean of B − A, the pairs
+    where B is better (in the metric's own direction) and how many pairs have both values."""
     per_metric = {}
     for m in ISSUE16:
-        d = [
-            (b["nerfvc"][m], a["nerfvc"][m])
-            for a, b in pairs
-            if None not in (a["nerfvc"].get(m), b["nerfvc"].get(m))
-        ]
+        d = [(b[m], a[m]) for a, b in pairs if a.get(m) is not None and b.get(m) is not None]
         higher = METRICS[m][1]
         per_metric[m] = {
-            "mean_change": sum(b - a for b, a in d) / len(d) if d else None,
-            "improved": sum((b > a) if higher else (b < a) for b, a in d),
-            "points": len(d),
+            "mean_b_minus_a": sum(b - a for b, a in d) / len(d) if d else None,
+            "b_better": sum((b > a) if higher else (b < a) for b, a in d),
+            "pairs": len(d),
         }
+    return per_metric
+
+
+def against(rows: list[dict], old_rows: list[dict]) -> dict:
+    """``rows`` (B) matched to ``old_rows`` (A) by (clip, size, point): per metric the mean change and the
+    points where it improved (:func:`metric_changes`)."""
+    old = {(r["clip"], r["size"], r["label"]): r for r in old_rows}
+    pairs = [(old[k], r) for r in rows if (k := (r["clip"], r["size"], r["label"])) in old]
     return {
         "points": [
             {
@@ -164,7 +166,7 @@ def against(rows: list[dict], old_rows: list[dict]) -> dict:
             }
             for a, b in pairs
         ],
-        "metrics": per_metric,
+        "metrics": metric_changes([(a["nerfvc"], b["nerfvc"]) for a, b in pairs]),
         "old_points_beating_freeze": sum(not a["loses_to_freeze"] for a, _ in pairs),
         "new_points_beating_freeze": sum(not b["loses_to_freeze"] for _, b in pairs),
     }
@@ -184,7 +186,7 @@ def against_markdown(cmp: dict, path: str) -> list[str]:
         lines.append(f"| {p['clip']} | {p['size']}² | {p['label']} | " + " | ".join(cells) + f" | {steps} |")
     lines += ["", "| metric | mean change | improved on |", "|---|---|---|"]
     for m, v in cmp["metrics"].items():
-        lines.append(f"| {METRICS[m][0]} | {_f(v['mean_change'])} | {v['improved']} of {v['points']} |")
+        lines.append(f"| {METRICS[m][0]} | {_f(v['mean_b_minus_a'])} | {v['b_better']} of {v['pairs']} |")
     lines += [
         "",
         f"Points better than the freeze on all seven metrics: {cmp['old_points_beating_freeze']} → "

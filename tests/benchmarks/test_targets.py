@@ -28,10 +28,10 @@ def test_against_matches_points_and_counts_improvements_in_each_metrics_directio
     ]
     cmp = targets.against(new, old)
     assert [(p["clip"], p["size"]) for p in cmp["points"]] == [("a", 256), ("a", 512)]
-    assert cmp["metrics"]["psnr"] == {"mean_change": 0.0, "improved": 1, "points": 2}
-    assert cmp["metrics"]["lpips"]["improved"] == 1
-    assert abs(cmp["metrics"]["lpips"]["mean_change"] - (-0.015)) < 1e-12
-    assert cmp["metrics"]["ssim"]["improved"] == 0  # unchanged is not improved
+    assert cmp["metrics"]["psnr"] == {"mean_b_minus_a": 0.0, "b_better": 1, "pairs": 2}
+    assert cmp["metrics"]["lpips"]["b_better"] == 1
+    assert abs(cmp["metrics"]["lpips"]["mean_b_minus_a"] - (-0.015)) < 1e-12
+    assert cmp["metrics"]["ssim"]["b_better"] == 0  # unchanged is not improved
     assert (cmp["old_points_beating_freeze"], cmp["new_points_beating_freeze"]) == (1, 2)
     text = "\n".join(targets.against_markdown(cmp, "old.json"))
     assert "25 → 26" in text and "1 → 2 of 2" in text
