@@ -178,11 +178,18 @@ class Renderer:
             self._cache = {key: rays} | dict(list(self._cache.items())[-3:])
         return self._cache[key]
 
-    @torch.inference_mode()
     def render_float(
         self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
     ) -> torch.Tensor:
         """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1]."""
+        return self.render_with_opacity(expression, pose, width, height)[0]
+
+    @torch.inference_mode()
+    def render_with_opacity(
+        self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1] and the head layer's opacity (H,W)
+        (the frame renderer's, before the references are blended in)."""
         expr = torch.as_tensor(np.asarray(expression, np.float32), device=self.device).reshape(1, -1)
         pos = torch.as_tensor(np.asarray(pose, np.float32), device=self.device).reshape(1, 12)
         if expr.shape[1] != self.expression_dim:
@@ -196,9 +203,10 @@ class Renderer:
         if self.halves is not None:
             frame = self._with_halves(frame, raw, pos, width, height)
         img = frame.rgb.clamp(0, 1).reshape(height, width, 3)
+        alpha = frame.head_alpha.view(height, width)
         if self.references is None:
-            return img
-        return self._with_references(img, frame, expr, pos, width, height)
+            return img, alpha
+        return self._with_references(img, frame, expr, pos, width, height), alpha
 
     def _render_layers(
         self,
