@@ -7,7 +7,8 @@ frames' head masks, so empty space is skipped from the first step; SIGTERM check
 
 Loss (paper Eq. 4-5 plus mask supervision): ``|C_f − I|² + |C_c − I|²`` over a batch of rays, plus
 ``mask_weight`` × the squared error of the head opacity (coarse and fine) against the head mask and of the
-torso alpha against the torso mask (outside the head). Rays are drawn from random training frames, a
+torso alpha against the torso mask (outside the head); with ``seam_band`` the head opacity is left free
+near the masks' head/torso boundary (:func:`head_torso_band`). Rays are drawn from random training frames, a
 ``person_frac`` share of them inside each frame's (dilated) person box.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,7 @@ from nerfvc.argtypes import rate_list
 from nerfvc.codec.roundtrip import coded_features
 from nerfvc.datasetdir import dataset_split, read_manifest
 from nerfvc.errors import InputError
+from nerfvc.face.segment import HEAD, TORSO
 from nerfvc.field.fields import density_kernel, field_settings, mlp_dtype
 from nerfvc.field.fused import denormals_flushed, fused_density_available
 from nerfvc.machine import PRECISIONS, LoopTrial
@@ -70,6 +73,11 @@ class TrainConfig:
     person_frac: float = 0.7
     error_frac: float = 0.0  # share of each batch drawn from the error map (RaySampler; 0 = off)
     mask_weight: float = 0.1
+    # half-width, as a share of the frame's longer side, of the band along the masks' head/torso boundary
+    # where the head opacity is not held to the mask (0 = held everywhere): that boundary is the masks' rule
+    # (the jaw line, docs/face.md), not an edge in the frame, so the photometric loss places the layers' seam
+    # there (benchmarks/seam.py)
+    seam_band: float = 0.0
     coarse_weight: float = 1.0
     # mip-NeRF 360's distortion loss on both head passes' weights (0 = off): concentrates each ray's weight
     # on a sharp surface, so the frame renderer's rays turn opaque within fewer of their samples. 0.01 on the
@@ -220,9 +228,16 @@ class RaySampler:
     batch is drawn, cells in proportion to their error (instant-ngp's error-map sampling)."""
 
     def __init__(
-        self, ds: PortraitDataset, person_frac: float, error_frac: float = 0.0, error_cells: int = 32
+        self,
+        ds: PortraitDataset,
+        person_frac: float,
+        error_frac: float = 0.0,
+        error_cells: int = 32,
+        seam_band: float = 0.0,
     ):
         self.ds = ds
+        # (N,H,W) bool: the pixels near each training frame's head/torso boundary (None: no band)
+        self.seam = head_torso_band(ds, seam_band) if seam_band > 0 else None
         self.person_frac = person_frac
         self.error_frac = error_frac
         self.error_cells = error_cells
@@ -262,8 +277,16 @@ class RaySampler:
         cx = x0 + int(torch.randint(0, max(x1 - x0, 1), ()))
         top, left = min(max(cy - size // 2, 0), h - size), min(max(cx - size // 2, 0), w - size)
         yy, xx = torch.meshgrid(torch.arange(top, top + size), torch.arange(left, left + size), indexing="ij")
-        f = self.train_idx[k].repeat(size * size)
-        return ray_batch(self.ds, f, yy.reshape(-1), xx.reshape(-1))
+        f, y, x = self.train_idx[k].repeat(size * size), yy.reshape(-1), xx.reshape(-1)
+        return self._with_band(ray_batch(self.ds, f, y, x), f, y, x)
+
+    def _with_band(
+        self, batch: dict[str, torch.Tensor], f: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``batch`` with ``seam`` (R,) bool when there is a band: its rays near the head/torso boundary."""
+        if self.seam is not None:
+            batch["seam"] = self.seam[f, y, x]
+        return batch
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` training rays (:func:`ray_batch`), plus ``cell`` (R,): each ray's error-map cell."""
@@ -289,7 +312,7 @@ class RaySampler:
             k = torch.cat([k, cell // (c * c)])
             y = torch.cat([y, ((cy + torch.rand(n_err)) * h / c).long().clamp(0, h - 1)])
             x = torch.cat([x, ((cx + torch.rand(n_err)) * w / c).long().clamp(0, w - 1)])
-        batch = ray_batch(ds, self.train_idx[k], y, x)
+        batch = self._with_band(ray_batch(ds, self.train_idx[k], y, x), self.train_idx[k], y, x)
         batch["cell"] = (k * c + y * c // h) * c + x * c // w
         return batch
 
@@ -328,14 +351,33 @@ def perceptual_loss(rgb: torch.Tensor, target: torch.Tensor, size: int) -> torch
     return get_model()(a, b).mean()
 
 
+def head_torso_band(ds: PortraitDataset, share: float) -> torch.Tensor:
+    """(N,H,W) bool: in each training frame, the head pixels within ``share`` of the longer side of a torso
+    pixel and the torso pixels as near a head pixel (other frames: none)."""
+    n, h, w = ds.masks.shape
+    radius = max(1, round(share * max(h, w)))
+    offsets = np.arange(-radius, radius + 1)
+    disc = (offsets[:, None] ** 2 + offsets[None] ** 2 <= radius**2).astype(np.uint8)  # Euclidean, symmetric
+    band = torch.zeros(n, h, w, dtype=torch.bool)
+    for f in ds.train_idx:
+        m = ds.masks[f].numpy()
+        head, torso = (m == HEAD).astype(np.uint8), (m == TORSO).astype(np.uint8)
+        near = (head & cv2.dilate(torso, disc)) | (torso & cv2.dilate(head, disc))
+        band[f] = torch.from_numpy(near.astype(bool))
+    return band
+
+
 def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple:
     """Total loss and the fine photometric MSE (for PSNR)."""
     mse_f = ((out["rgb"] - batch["rgb"]) ** 2).mean()
     mse_c = ((out["rgb_coarse"] - batch["rgb"]) ** 2).mean()
-    head_t = (batch["label"] == 2).float()
+    head_t = (batch["label"] == HEAD).float()
     not_head = 1 - head_t
-    torso_t = (batch["label"] == 1).float()
-    mask = ((out["head_alpha"] - head_t) ** 2).mean() + ((out["head_alpha_coarse"] - head_t) ** 2).mean()
+    torso_t = (batch["label"] == TORSO).float()
+    held = 1 - batch["seam"].float() if "seam" in batch else 1.0  # (R,): the head opacity held to the mask
+    mask = (held * (out["head_alpha"] - head_t) ** 2).mean() + (
+        held * (out["head_alpha_coarse"] - head_t) ** 2
+    ).mean()
     mask = mask + (not_head * (out["torso_alpha"] - torso_t) ** 2).sum() / not_head.sum().clamp(min=1)
     loss = mse_f + cfg.coarse_weight * mse_c + cfg.mask_weight * mask
     if cfg.distortion_weight > 0 and "distortion" in out:
@@ -430,7 +472,7 @@ def train(
         state = load_checkpoint(ckpt_dir, model, optim, ds.fingerprint, frame_codes=codes)
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log.info("resuming at step %d (%.0f s trained)", step, elapsed)
-    sampler = RaySampler(ds, cfg.person_frac, cfg.error_frac)
+    sampler = RaySampler(ds, cfg.person_frac, cfg.error_frac, seam_band=cfg.seam_band)
     total = cfg.minutes * 60 if cfg.minutes else math.inf
     budget = max(total * (1 - cfg.score_share) - (time.perf_counter() - t_call), 1e-3)  # loop, all runs
     train_expr = ds.expression[train_t]

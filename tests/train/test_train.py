@@ -717,3 +717,47 @@ def test_level_anneal_holds_the_finest_hash_levels_back_and_ends_with_all_open(d
         moved.append((model.fine.grid.table.detach() - init).abs().mean(dim=(1, 2)))  # (L,)
     assert moved[1][-1] < 0.5 * moved[0][-1], moved
     assert moved[1][0] > 0.5 * moved[0][0], moved
+
+
+def test_the_seam_band_lies_along_the_head_torso_boundary_of_training_frames(dataset):
+    from scipy.ndimage import distance_transform_edt
+
+    from nerfvc.train.trainer import RaySampler, head_torso_band
+
+    ds = load_dataset(dataset)
+    band = head_torso_band(ds, 2 / SIZE)  # 2 px
+    assert not band[torch.from_numpy(ds.test_idx)].any()  # held-out frames are never trained on
+    for f in ds.train_idx[:5]:
+        m, b = ds.masks[f].numpy(), band[f].numpy()
+        head, torso = m == 2, m == 1
+        assert b.any() and not (b & (m == 0)).any()
+        # exactly the head pixels within 2 px of a torso pixel, and the torso pixels as near the head
+        near_torso, near_head = distance_transform_edt(~torso) <= 2, distance_transform_edt(~head) <= 2
+        np.testing.assert_array_equal(b, (head & near_torso) | (torso & near_head))
+    batch = RaySampler(ds, 0.7, seam_band=2 / SIZE).sample(4096)
+    assert batch["seam"].any() and not batch["seam"].all()
+    assert "seam" not in RaySampler(ds, 0.7).sample(8)
+
+
+def test_the_head_opacity_is_free_inside_the_seam_band_and_held_to_the_mask_outside():
+    from nerfvc.train.trainer import compute_loss
+
+    n = 6
+    label = torch.tensor([2, 2, 1, 1, 0, 0])
+    out = {
+        "rgb": torch.zeros(n, 3),
+        "rgb_coarse": torch.zeros(n, 3),
+        "head_alpha": torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0]),  # wrong on rays 0 and 2
+        "head_alpha_coarse": torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0]),
+        "torso_alpha": torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+    }
+    base = {"rgb": torch.zeros(n, 3), "label": label}
+    cfg = TrainConfig(mask_weight=1.0)
+    held, _ = compute_loss(out, base, cfg)
+    assert held.item() == pytest.approx(2 * 2 / n)  # two wrong rays, fine and coarse
+    free, _ = compute_loss(out, {**base, "seam": torch.tensor([True, False, True, False, False, False])}, cfg)
+    assert free.item() == pytest.approx(0.0)
+    half, _ = compute_loss(
+        out, {**base, "seam": torch.tensor([True, False, False, False, False, False])}, cfg
+    )
+    assert half.item() == pytest.approx(held.item() / 2)
