@@ -1,9 +1,8 @@
 """Seams where the head layer ends (issue 16): does a render draw edges the camera frame does not have?
 
-    PYTHONPATH=. .venv/bin/python benchmarks/seam.py --work work/bench43 --minutes 10 --size 512 \\
-        -o benchmarks/results/seam
+    PYTHONPATH=. .venv/bin/python benchmarks/seam.py --work work/bench43 --size 512 -o benchmarks/results/seam
 
-For each clip under ``--work`` (``benchmarks/clips.py``'s layout: ``CLIP/dataset``, ``CLIP/model_<M>min``)
+For each clip under ``--work`` (``benchmarks/clips.py``'s layout: ``CLIP/dataset``, ``CLIP/<--model>``)
 renders ``--frames`` training and ``--frames`` held-out frames from their tracked features (not coded) with
 the receiver's renderer and references, and measures the steps between neighbouring pixels
 (:mod:`nerfvc.eval.seam`) where the head layer's opacity crosses 0.5 over what the truth labels torso
@@ -61,10 +60,10 @@ def measure_split(renderer: Renderer, ds: PortraitDataset, frames: np.ndarray, s
     }
 
 
-def clip_entry(clip_dir: Path, minutes: str, size: int, n_frames: int) -> dict:
+def clip_entry(clip_dir: Path, model: str, size: int, n_frames: int) -> dict:
     """Both splits of one clip."""
     ds = load_dataset(clip_dir / "dataset", size)
-    renderer = Renderer.from_model_dir(clip_dir / f"model_{minutes}min")
+    renderer = Renderer.from_model_dir(clip_dir / model)
     out = {"clip": clip_dir.name}
     for split, idx in (("train", ds.train_idx), ("held-out", ds.test_idx)):
         picks = idx[np.linspace(0, len(idx) - 1, min(n_frames, len(idx))).astype(int)]
@@ -112,7 +111,7 @@ def markdown(entry: dict, command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--minutes", default="10", help="the models' training minutes (MODEL = model_<M>min)")
+    ap.add_argument("--model", default="model_10min", help="each clip's MODEL directory name")
     ap.add_argument(
         "--clips", default="", help="comma-separated clip names (default: every clip under --work)"
     )
@@ -123,17 +122,16 @@ def main() -> None:
     torch.set_num_threads(1)
     names = [c for c in args.clips.split(",") if c]
     dirs = [args.work / c for c in names] if names else sorted(p.parent for p in args.work.glob("*/dataset"))
-    missing = [d for d in dirs if not (d / f"model_{args.minutes}min" / "nerf.json").is_file()]
+    missing = [d for d in dirs if not (d / args.model / "nerf.json").is_file()]
     if not dirs or missing:
-        raise SystemExit(
-            f"error: no model_{args.minutes}min under {', '.join(map(str, missing or [args.work]))}"
-        )
+        raise SystemExit(f"error: no {args.model} under {', '.join(map(str, missing or [args.work]))}")
     entry = {
         "benchmark": "seams where the head layer ends",
         "size": args.size,
         "frames": args.frames,
         "machine": machine_record(threads=1),
-        "clips": [clip_entry(d, args.minutes, args.size, args.frames) for d in dirs],
+        "model": args.model,
+        "clips": [clip_entry(d, args.model, args.size, args.frames) for d in dirs],
     }
     command = "python benchmarks/seam.py " + " ".join(sys.argv[1:])
     write_json_atomic(args.output.with_suffix(".json"), entry)
