@@ -32,7 +32,9 @@ def _neighbours(a: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
     return (a[:, :-1], a[:, 1:]), (a[:-1], a[1:])
 
 
-def seam_pairs(head_alpha: np.ndarray, labels: np.ndarray, box: np.ndarray | None = None) -> list[dict]:
+def seam_pairs(
+    head_alpha: np.ndarray, labels: np.ndarray, box: np.ndarray | None = None
+) -> list[dict[str, np.ndarray]]:
     """The pair sets of one frame, as ``[{name: (H,W-1) bool}, {name: (H-1,W) bool}]`` for the horizontal
     and the vertical pairs. ``head_alpha`` (H,W) the render's head opacity, ``labels`` (H,W) the truth's
     labels (0 background, 1 torso, 2 head), ``box`` (H,W) bool: pixels whose rays hit the head box."""
