@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from targets import ISSUE16, clip_rows, metric_changes, write_results
+from targets import ISSUE16, clip_rows, metric_change_table, metric_changes, write_results
 
 from nerfvc.batch import run_tag
 from nerfvc.fsutil import read_json, write_json_atomic
@@ -116,9 +116,7 @@ def markdown(doc: dict) -> str:
             + f" | {_f(p['cpu_a'], 4)} → {_f(p['cpu_b'], 4)} |"
         )
     s = doc["summary"]
-    lines += ["", "| metric | mean B − A | B better on |", "|---|---|---|"]
-    for k, v in s["metrics"].items():
-        lines.append(f"| {k} | {_f(v['mean_b_minus_a'])} | {v['b_better']} of {v['pairs']} |")
+    lines += ["", *metric_change_table(s["metrics"], ("mean B − A", "B better on"))]
     lines += [
         "",
         f"Points better than the freeze on all seven metrics: A {s['a_beats_freeze_everywhere']}, "

@@ -27,15 +27,14 @@ from nerfvc.eval.seam import PAIR_SETS, edge_jumps, pooled
 from nerfvc.face.segment import HEAD
 from nerfvc.fsutil import write_bytes_atomic, write_json_atomic
 from nerfvc.record import machine_record
-from nerfvc.render.rays import intersect_box, to_canonical
-from nerfvc.render.renderer import Renderer, frame_rays
+from nerfvc.render.rays import intersect_box, pixel_rays, to_canonical
+from nerfvc.render.renderer import Renderer
 from nerfvc.train.dataset import PortraitDataset, load_dataset
 
 
-def box_footprint(renderer: Renderer, pose: torch.Tensor, size: int) -> np.ndarray:
-    """(size,size) bool: the pixels whose rays hit the model's head box at ``pose`` (12,)."""
+def box_footprint(renderer: Renderer, dirs: torch.Tensor, pose: torch.Tensor, size: int) -> np.ndarray:
+    """(size,size) bool: which rays ``dirs`` (size²,3) hit the model's head box at ``pose`` (12,)."""
     model = renderer.model
-    dirs, _, _ = frame_rays(renderer.camera, renderer.background, size, size)
     origin, direction = to_canonical(dirs, pose.reshape(1, 12))
     _, _, hit = intersect_box(origin, direction, model.head_lo, model.head_hi)
     return hit.view(size, size).numpy()
@@ -44,11 +43,12 @@ def box_footprint(renderer: Renderer, pose: torch.Tensor, size: int) -> np.ndarr
 def measure_split(renderer: Renderer, ds: PortraitDataset, frames: np.ndarray, size: int) -> dict:
     """The pooled steps and the head pixels outside the box over ``frames`` of ``ds`` (loaded at ``size``)."""
     per_frame, outside, head = [], 0, 0
+    dirs, _ = pixel_rays(renderer.camera.scaled(size, size))  # (size²,3), the same for every frame
     for f in frames:
         img, alpha = renderer.render_with_opacity(ds.expression[f].numpy(), ds.pose[f].numpy(), size, size)
         render = img.mul(255).add_(0.5).byte().numpy()
         labels = ds.masks[f].numpy()
-        box = box_footprint(renderer, ds.pose[f], size)
+        box = box_footprint(renderer, dirs, ds.pose[f], size)
         per_frame.append(edge_jumps(render, ds.frames[f].numpy(), alpha.numpy(), labels, box))
         is_head = labels == HEAD
         outside += int((is_head & ~box).sum())

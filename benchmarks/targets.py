@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -148,6 +149,17 @@ def metric_changes(pairs: list[tuple[dict, dict]]) -> dict[str, dict]:
     return per_metric
 
 
+def metric_change_table(
+    metrics: dict[str, dict], headers: tuple[str, str], name: Callable[[str], str] = str
+) -> list[str]:
+    """:func:`metric_changes` as a markdown table: one row per metric (``name(metric)``), the mean change
+    and the pairs where B is better under ``headers``."""
+    lines = [f"| metric | {headers[0]} | {headers[1]} |", "|---|---|---|"]
+    for m, v in metrics.items():
+        lines.append(f"| {name(m)} | {_f(v['mean_b_minus_a'])} | {v['b_better']} of {v['pairs']} |")
+    return lines
+
+
 def against(rows: list[dict], old_rows: list[dict]) -> dict:
     """``rows`` (B) matched to ``old_rows`` (A) by (clip, size, point): per metric the mean change and the
     points where it improved (:func:`metric_changes`)."""
@@ -184,9 +196,10 @@ def against_markdown(cmp: dict, path: str) -> list[str]:
         cells = [f"{_f(p['old'].get(m))} → {_f(p['new'].get(m))}" for m in ISSUE16]
         steps = f"{p['old_steps'] or '–'} → {p['new_steps'] or '–'}"
         lines.append(f"| {p['clip']} | {p['size']}² | {p['label']} | " + " | ".join(cells) + f" | {steps} |")
-    lines += ["", "| metric | mean change | improved on |", "|---|---|---|"]
-    for m, v in cmp["metrics"].items():
-        lines.append(f"| {METRICS[m][0]} | {_f(v['mean_b_minus_a'])} | {v['b_better']} of {v['pairs']} |")
+    lines += [
+        "",
+        *metric_change_table(cmp["metrics"], ("mean change", "improved on"), lambda m: METRICS[m][0]),
+    ]
     lines += [
         "",
         f"Points better than the freeze on all seven metrics: {cmp['old_points_beating_freeze']} → "

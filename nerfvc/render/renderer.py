@@ -189,7 +189,7 @@ class Renderer:
         self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1] and the head layer's opacity (H,W)
-        (the frame renderer's, before the references are blended in)."""
+        it was composited with (the references change only colour)."""
         expr = torch.as_tensor(np.asarray(expression, np.float32), device=self.device).reshape(1, -1)
         pos = torch.as_tensor(np.asarray(pose, np.float32), device=self.device).reshape(1, 12)
         if expr.shape[1] != self.expression_dim:
