@@ -86,6 +86,10 @@ def test_recipe_options_set_nested_model_fields():
     assert mcfg == ModelConfig()
     _, mcfg = recipe.parse_recipe("--expression-dims 24")
     assert mcfg.expression_used == 24 and mcfg.expression_dim == 79
+    # the seam band is on by default; 0 restores the recipe without it, a band wider than a quarter is refused
+    assert TrainConfig().seam_band > 0 and recipe.parse_recipe("--seam-band 0")[0].seam_band == 0
+    with pytest.raises(InputError, match="seam-band"):
+        recipe.parse_recipe("--seam-band 0.3")
     _, mcfg = recipe.parse_recipe("--fine-samples 12")
     assert mcfg.n_fine == 12 and ModelConfig().n_fine == 24 and mcfg.n_coarse == ModelConfig().n_coarse
     with pytest.raises(InputError, match="fine-samples"):
