@@ -84,6 +84,8 @@ class PortraitDataset:
         str  # of features.npz (identifies the dataset in checkpoints; datasetdir.features_fingerprint)
     )
     torso_dims: int = 0  # T: 2 when the dataset has torso shifts and they were asked for
+    # (N,4) y0,y1,x0,x1 of each frame's face-mesh landmarks at the loaded size (None: features without them)
+    face_boxes: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -116,6 +118,12 @@ def load_dataset(
     lo, hi = head_bounds(root)
     torso_dims = feats["torso"].shape[1] if torso and "torso" in feats else 0
     inputs = model_input(feats["expression"], feats.get("torso"), torso_dims)
+    face_boxes = None
+    if "landmarks" in feats:
+        uv = feats["landmarks"][..., :2] * np.array([w / cam_full.width, h / cam_full.height])  # (N,478,2)
+        face_boxes = torch.from_numpy(
+            np.stack([uv[..., 1].min(1), uv[..., 1].max(1), uv[..., 0].min(1), uv[..., 0].max(1)], 1)
+        ).float()
     return PortraitDataset(
         root=root,
         camera=camera,
@@ -130,6 +138,7 @@ def load_dataset(
         head_hi=hi,
         fingerprint=features_fingerprint(root),
         torso_dims=torso_dims,
+        face_boxes=face_boxes,
     )
 
 

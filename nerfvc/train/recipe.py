@@ -35,6 +35,7 @@ TRAIN_OPTIONS = ConfigArgs(
     Opt("perceptual_weight", type=non_negative, metavar="W"),
     Opt("error_frac", type=number_in(0, 1), metavar="F"),
     Opt("seam_band", type=number_in(0, 0.25), metavar="F"),
+    Opt("face_frac", type=number_in(0, 1), metavar="F"),
     Opt("distortion_weight", type=non_negative, metavar="W"),
     Opt("grid_decay", type=non_negative, metavar="W"),
     Opt("blend_smoothness", type=non_negative, metavar="W"),

@@ -585,6 +585,54 @@ def test_error_map_sampling_follows_the_recorded_error(dataset):
     assert RaySampler(ds, 0.7).error is None and "cell" in RaySampler(ds, 0.7).sample(8)
 
 
+def test_face_boxes_are_the_landmarks_bounding_boxes_at_the_loaded_size(dataset, tmp_path):
+    import shutil
+
+    from nerfvc.datasetdir import features_path, read_features
+
+    root = tmp_path / "ds"
+    shutil.copytree(dataset, root)
+    feats = read_features(root)
+    n = len(feats["pose"])
+    lm = np.zeros((n, 478, 3), np.float32)
+    lm[:, :, 0] = np.linspace(10, 30, 478)  # u (x) from 10 to 30 px
+    lm[:, :, 1] = np.linspace(8, 40, 478)[::-1] + np.arange(n)[:, None] % 2  # v (y) from 8 (9) to 40 (41)
+    save_features(features_path(root), **{**feats, "landmarks": lm})
+    full, half = load_dataset(root), load_dataset(root, SIZE // 2)
+    assert full.face_boxes is not None and half.face_boxes is not None
+    np.testing.assert_allclose(full.face_boxes[0], [8, 40, 10, 30])  # y0, y1, x0, x1
+    np.testing.assert_allclose(full.face_boxes[1], [9, 41, 10, 30])
+    np.testing.assert_allclose(half.face_boxes, full.face_boxes / 2, rtol=1e-6)
+
+
+def test_face_share_of_a_batch_falls_inside_each_frames_face_box(dataset):
+    """With ``face_frac``, that share of the rays is drawn inside the ray's own frame's face box (the rest as
+    before); a dataset without face boxes is refused."""
+    from nerfvc.train.trainer import RaySampler
+
+    ds = load_dataset(dataset)
+    n, h, w = ds.masks.shape
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    frames = (
+        torch.stack([yy, xx, torch.zeros_like(yy)], -1).to(torch.uint8).expand(n, h, w, 3)
+    )  # colour = y, x
+    boxes = torch.tensor([4.0, 12.0, 20.0, 30.0]).repeat(n, 1) + (torch.arange(n) % 3)[:, None] * 5  # (N,4)
+    ds = replace(ds, frames=frames, face_boxes=boxes)
+
+    def inside(face_frac: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        b = RaySampler(ds, 0.7, face_frac=face_frac).sample(4000)
+        y, x, box = (b["rgb"][:, 0] * 255).round(), (b["rgb"][:, 1] * 255).round(), boxes[b["frame"]]
+        return (y >= box[:, 0]) & (y < box[:, 1]) & (x >= box[:, 2]) & (x < box[:, 3])
+
+    assert inside(1.0).all()
+    area = (8 * 10) / (h * w)  # the box's share of the frame
+    assert inside(0.0).float().mean() < 3 * area  # about its area's share (more: the person box)
+    assert 0.45 < inside(0.5).float().mean() < 0.5 + 3 * area
+    with pytest.raises(InputError, match="no landmarks"):
+        RaySampler(replace(ds, face_boxes=None), 0.7, face_frac=0.3)
+
+
 def test_skipping_the_background_leaves_the_frame_unchanged(trained, monkeypatch):
     """The frame renderer evaluates the torso only where its coarse grid saw it: fewer torso rows, the same
     frame (to within rounding) as evaluating it at every pixel the head lets through."""
