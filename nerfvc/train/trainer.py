@@ -268,6 +268,10 @@ class RaySampler:
             boxes.append([max(y0 - my, 0), min(y1 + my, h), max(x0 - mx, 0), min(x1 + mx, w)])
         self.boxes = torch.tensor(boxes, dtype=torch.float32)  # (n_train,4) y0,y1,x0,x1
         self.train_idx = torch.from_numpy(ds.train_idx)
+        # (n_train,4) y0,y1,x0,x1 of each training frame's face (None: no face share)
+        self.face_boxes = (
+            ds.face_boxes[self.train_idx] if face_frac > 0 and ds.face_boxes is not None else None
+        )
 
     @functools.cached_property
     def head_boxes(self) -> torch.Tensor:
@@ -313,10 +317,8 @@ class RaySampler:
         # each ray's box: the face's (a face_frac share), else the person's (person_frac), else the frame
         frame = torch.tensor([0.0, h, 0.0, w]).expand(n, 4)
         b = torch.where((torch.rand(n) < self.person_frac)[:, None], b, frame)
-        if self.face_frac > 0:
-            assert self.ds.face_boxes is not None
-            face = self.ds.face_boxes[self.train_idx[k]]
-            b = torch.where((torch.rand(n) < self.face_frac)[:, None], face, b)
+        if self.face_boxes is not None:
+            b = torch.where((torch.rand(n) < self.face_frac)[:, None], self.face_boxes[k], b)
         y0, y1, x0, x1 = b.unbind(1)
         y = (y0 + torch.rand(n) * (y1 - y0)).long().clamp(0, h - 1)
         x = (x0 + torch.rand(n) * (x1 - x0)).long().clamp(0, w - 1)

@@ -613,9 +613,8 @@ def test_face_share_of_a_batch_falls_inside_each_frames_face_box(dataset):
     ds = load_dataset(dataset)
     n, h, w = ds.masks.shape
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    frames = (
-        torch.stack([yy, xx, torch.zeros_like(yy)], -1).to(torch.uint8).expand(n, h, w, 3)
-    )  # colour = y, x
+    # each pixel's colour is its (y, x)
+    frames = torch.stack([yy, xx, torch.zeros_like(yy)], -1).to(torch.uint8).expand(n, h, w, 3)
     boxes = torch.tensor([4.0, 12.0, 20.0, 30.0]).repeat(n, 1) + (torch.arange(n) % 3)[:, None] * 5  # (N,4)
     ds = replace(ds, frames=frames, face_boxes=boxes)
 
