@@ -299,11 +299,13 @@ class PortraitNeRF(nn.Module):
         cells = None if prior is None else prior.reshape(-1).nonzero(as_tuple=True)[0]  # only these can hold
         xs = x if cells is None else x[cells]
         pick = torch.randint(0, expressions.shape[0], (xs.shape[0],), device=x.device)
-        expr_n, _ = self.split_input(expressions[pick])
+        # each frame's code once (N,code_dim), then one row per cell: gathering the (N,E+T) inputs per cell
+        # cost as much as the densities themselves
+        codes = self.fine.expression_code(self.split_input(expressions)[0])[pick]  # (C',code_dim)
         sigma = torch.zeros(x.shape[0], device=x.device)
         sigma_xs = torch.cat(
             [
-                self.fine.density(xs[i : i + 65536], self.fine.expression_code(expr_n[i : i + 65536]))[0]
+                self.fine.density(xs[i : i + 65536], codes[i : i + 65536])[0]
                 for i in range(0, xs.shape[0], 65536)
             ]
             or [sigma[:0]]
