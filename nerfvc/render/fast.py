@@ -69,6 +69,10 @@ class FastRenderConfig:
     # a ray whose transmittance falls below this is finished (german 256²: 0.03 with chunks of 2 evaluates 13%
     # fewer points than 0.01 with chunks of 4, same PSNR to 3 decimals)
     stop_transmittance: float = 0.03
+    # a ray stopped that way is drawn opaque, its colour the mean of what it marched through (the samples it
+    # skipped lie behind the skin): left as it stopped, up to 3% of the torso or background showed through
+    # the face
+    fill_stopped: bool = True
     # fine samples weighing at most this skip the colour MLP (german 256²: 21% of the fine samples; they
     # carried 3e-6 of the weight each on average)
     color_min_weight: float = 1e-4
@@ -304,8 +308,13 @@ def render_frame(
         edges = torch.addcmul(ns[:, :1], ns[:, 1:], unit)
         o, d = origin.index_select(0, fine_pix), direction.index_select(0, fine_pix)  # (F,3) each
         marched = _march(model, fine, o, d, edges, cfg, True, with_weights=False)
-        head_rgb.index_copy_(0, fine_pix, marched.rgb)
-        head_alpha.index_copy_(0, fine_pix, marched.opacity)
+        rgb, opacity = marched.rgb, marched.opacity  # (F,3) premultiplied, (F,)
+        if cfg.fill_stopped:
+            stopped = opacity >= 1 - cfg.stop_transmittance  # (F,)
+            rgb = torch.where(stopped[:, None], rgb / opacity.clamp(min=1e-6)[:, None], rgb)
+            opacity = torch.where(stopped, torch.ones_like(opacity), opacity)
+        head_rgb.index_copy_(0, fine_pix, rgb)
+        head_alpha.index_copy_(0, fine_pix, opacity)
         head_depth.index_copy_(0, fine_pix, marched.depth)
 
     # torso and background only where the head lets them through, and the torso only where the coarse grid

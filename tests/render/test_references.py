@@ -321,3 +321,33 @@ def test_the_frame_renderer_depth_matches_the_training_renderer():
     assert (fast.head_depth[fast.head_alpha == 0] == 0).all()
     torch.testing.assert_close(fast.head_alpha, ref["head_alpha"], atol=0.15, rtol=0)
     assert F.mse_loss(fast.rgb, ref["rgb"]).item() < 1e-2
+
+
+def test_a_ray_stopped_in_the_head_shows_no_background():
+    """A frame-renderer ray whose transmittance is spent stops early; filled (the default), the head hides
+    what lies behind it, as the training renderer's full march does; left as stopped, a few percent of the
+    background showed through the face."""
+    from nerfvc.render.fast import FastRenderConfig, render_frame
+    from nerfvc.render.renderer import frame_rays
+
+    model = _dense_model()
+    cam = Camera(60.0, 60.0, 16.0, 16.0, 32, 32)
+    dirs, uv, _ = frame_rays(cam, np.zeros((32, 32, 3), np.uint8), 32, 32)
+    inputs, pose = torch.zeros(1, model.input_dim), _pose(10.0)[None]
+    black, white = torch.zeros(32 * 32, 3), torch.ones(32 * 32, 3)
+    with torch.inference_mode():
+        ref = model.render_rays(dirs, uv, inputs, pose, white)["rgb"]
+        frames = {
+            fill: [
+                render_frame(model, dirs, uv, bg, 32, 32, inputs, pose, FastRenderConfig(fill_stopped=fill))
+                for bg in (black, white)
+            ]
+            for fill in (True, False)
+        }
+    on_black, on_white = frames[True]
+    stopped = on_white.head_alpha == 1.0
+    assert stopped.sum() > 100
+    torch.testing.assert_close(on_black.rgb[stopped], on_white.rgb[stopped], atol=1e-6, rtol=0)
+    loose_black, loose_white = frames[False]
+    assert (loose_white.rgb[stopped] - loose_black.rgb[stopped]).abs().amax().item() > 0.005
+    assert F.mse_loss(on_white.rgb, ref).item() < F.mse_loss(loose_white.rgb, ref).item()
