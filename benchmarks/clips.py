@@ -62,6 +62,12 @@ def main() -> int:
         help="the sender's expression refinement in eval, L-BFGS iterations per frame (0: off)",
     )
     ap.add_argument(
+        "--frame-step-by",
+        choices=["render", "rule"],
+        default="render",
+        help="how eval's sender picks the frame step at each rate (nerfvc eval --frame-step-by)",
+    )
+    ap.add_argument(
         "--step-timeout",
         type=float,
         default=120.0,
@@ -85,6 +91,7 @@ def main() -> int:
         max_frames=args.max_frames,
         dists_frames=args.dists_frames,
         refine=args.refine,
+        frame_step_by=args.frame_step_by,
         step_timeout_minutes=args.step_timeout,
         train=args.train,
         retry_failed=args.retry_failed,

@@ -71,6 +71,7 @@ class BatchConfig:
     max_frames: int = 0
     dists_frames: int = DISTS_FRAMES
     refine: int = 0  # the sender's expression refinement, L-BFGS iterations per frame (0: off)
+    frame_step_by: str = EvalOptions.frame_step_by  # "render" or "rule" (nerfvc eval --frame-step-by)
     # minutes before a step is stopped and counted as failed (train: on top of its budget)
     step_timeout_minutes: float = 120.0
     # `nerfvc train` recipe options for every clip (`--train`, e.g. "--fine-hidden 32"); they name the model
@@ -89,6 +90,8 @@ class BatchConfig:
             "dists_frames": self.dists_frames,
             "minutes": self.minutes,
             **({"refine": self.refine} if self.refine else {}),  # reports from before the option stay valid
+            # reports from before the frame step was chosen by rendering chose it by the rule
+            **({"frame_step_by": self.frame_step_by} if self.frame_step_by != "rule" else {}),
         }
 
     def timeout_s(self, step: str) -> float:
@@ -107,6 +110,7 @@ def parse_eval_options(text: str) -> dict[str, Any]:
     p.add_argument("--max-frames", type=int)
     p.add_argument("--dists-frames", type=int)
     p.add_argument("--refine", type=int)
+    p.add_argument("--frame-step-by", choices=["render", "rule"])
     try:
         ns, rest = p.parse_known_args(shlex.split(text))
     except (argparse.ArgumentError, ValueError) as e:
@@ -114,7 +118,8 @@ def parse_eval_options(text: str) -> dict[str, Any]:
     if rest:
         raise InputError(
             f"--eval: unsupported option(s) {' '.join(rest)}; "
-            "use --sizes S --kbps K,.. --codecs C,.. --max-frames N --dists-frames N --refine N"
+            "use --sizes S --kbps K,.. --codecs C,.. --max-frames N --dists-frames N --refine N "
+            "--frame-step-by render|rule"
         )
     opts = {k: v for k, v in vars(ns).items() if v is not None}
     if opts.get("refine", 0) < 0:
@@ -277,6 +282,7 @@ def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
             dists_frames=int(cfg.dists_frames),
             max_frames=int(cfg.max_frames),
             refine=int(cfg.refine),
+            frame_step_by=cfg.frame_step_by,
         )
     )
 
@@ -662,6 +668,7 @@ def markdown(summary: dict) -> str:
         + (f" {cfg['train']}" if cfg.get("train") else "")
         + "`, `nerfvc eval"
         + (f" --refine {cfg['refine']}" if cfg.get("refine") else "")
+        + (f" --frame-step-by {cfg['frame_step_by']}" if cfg.get("frame_step_by", "rule") != "render" else "")
         + "` at "
         f"{cfg['size']}² (nerfvc targets {cfg['kbps']} kbps; codecs {cfg['codecs']}; "
         f"{'all' if not cfg['max_frames'] else cfg['max_frames']} test frames of the last 20%). "

@@ -32,6 +32,7 @@ OPTIONS = ConfigArgs(
     Opt("max_frames", type=int_in(0), metavar="N"),
     Opt("frames_per_packet", type=int_in(1), metavar="N"),
     Opt("refine", type=int_in(0), metavar="N"),
+    Opt("frame_step_by", choices=("render", "rule")),
     "no_references",
 )
 COMMON = ("sizes", "floor_sizes", "codecs", "points", "no_face", "dists_frames", "keep_videos")

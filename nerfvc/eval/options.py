@@ -33,6 +33,10 @@ class EvalOptions:
     # L-BFGS iterations of the sender's expression refinement per frame (0: the tracker's fits sent as they
     # are; nerfvc.pipeline.refine)
     refine: int = 0
+    # how the sender picks the frame step at each rate: "render" (it codes, decodes and renders each one the
+    # rate allows and keeps the closest to its frames, as `nerfvc encode VIDEO` does) or "rule" (the step
+    # size alone, as for a features file); docs/bitstream.md "Frame step chosen by rendering"
+    frame_step_by: str = "render"
     keep_videos: bool = False  # keep every scored sequence as a lossless video (REPORT/videos/)
     # render the NeRF alone, without the model's reference frames' texture (the ablation)
     no_references: bool = False

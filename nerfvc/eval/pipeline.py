@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from nerfvc.codec.framing import HEADER_SIZE, StreamHeader
 from nerfvc.pipeline import FeatureClip, ReceiverPipeline, SenderPipeline
 
 
@@ -22,6 +23,7 @@ class DecodedPoint:
     expression: np.ndarray  # (N, E) decoded, in the NeRF's expression space
     pose: np.ndarray  # (N, 12)
     label: str
+    frame_step: int  # every frame_step-th camera frame coded, the others interpolated
 
 
 def track_frames(sender: SenderPipeline, frames: np.ndarray, fps: float) -> tuple[np.ndarray, FeatureClip]:
@@ -42,10 +44,13 @@ def code_rate_points(
     fps: float,
     kbps_targets: Sequence[float],
     frames_per_packet: int = 1,
+    camera: np.ndarray | None = None,
 ) -> list[DecodedPoint]:
     """Encode the features ``(N, D)`` at each target rate with the real codec, decode them, count the real
     bytes. ``frames_per_packet`` > 1 shares packet framing between frames as ``nerfvc encode`` does for
-    files (a live call would wait that many frames before sending).
+    files (a live call would wait that many frames before sending). ``camera`` (N,H,W,3): the frames the
+    sender saw, for the frame step chosen by rendering as ``nerfvc encode VIDEO`` chooses it (None: by the
+    rule alone, as for a features file).
 
     With an expression embedding in the model, its code is what is sent and the decoded code is expanded
     back to the NeRF's expression (by the pipelines), as ``nerfvc encode`` / ``nerfvc decode`` do.
@@ -53,7 +58,9 @@ def code_rate_points(
     points = []
     n = len(expression)
     for target in kbps_targets:
-        data = sender.encode_stream(expression, pose, fps, kbps=target, frames_per_packet=frames_per_packet)
+        data = sender.encode_stream(
+            expression, pose, fps, camera, receiver, kbps=target, frames_per_packet=frames_per_packet
+        )
         decoded = receiver.decode_stream(data)
         if len(decoded.pose) != n:
             raise RuntimeError(f"decoded {len(decoded.pose)} frames of {n}")
@@ -61,7 +68,8 @@ def code_rate_points(
         label = f"target {target:g} kbps" + (
             f", {frames_per_packet} fr/packet" if frames_per_packet > 1 else ""
         )
-        points.append(DecodedPoint(bits * fps / 1000, bits, decoded.expression, decoded.pose, label))
+        step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
+        points.append(DecodedPoint(bits * fps / 1000, bits, decoded.expression, decoded.pose, label, step))
     return points
 
 

@@ -247,13 +247,18 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     prev_src, gt_src, expr, pose = frames[0], frames[1:], clip.features[1:], clip.pose[1:]
     if not 1 <= args.frames_per_packet <= 8:
         raise InputError("--frames-per-packet must be 1..8")
-    points = code_rate_points(sender, receiver, expr, pose, fps, targets, args.frames_per_packet)
+    camera = gt_src if args.frame_step_by == "render" else None
+    points = code_rate_points(sender, receiver, expr, pose, fps, targets, args.frames_per_packet, camera)
     for p in points:
-        say(f"nerfvc {p.label}: {p.kbps:.3f} kbps, {p.bits_per_frame:.1f} bits/frame")
+        say(f"nerfvc {p.label}: {p.kbps:.3f} kbps, {p.bits_per_frame:.1f} bits/frame, step {p.frame_step}")
     nerfvc_info = {
         "fps": fps,
         "frames": len(gt_src),
-        "rates": [{"label": p.label, "kbps": p.kbps, "bits_per_frame": p.bits_per_frame} for p in points],
+        "rates": [
+            {"label": p.label, "kbps": p.kbps, "bits_per_frame": p.bits_per_frame, "frame_step": p.frame_step}
+            for p in points
+        ],
+        "frame_step_by": args.frame_step_by,
         "render_ms": {},
         "refine": {"iterations": args.refine, "s_per_frame": refine_s},
     }

@@ -18,6 +18,7 @@ from nerfvc.features import load_features, model_inputs, save_features
 from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.guard.fallback import GuardConfig
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
+from nerfvc.pipeline.judge import JUDGE_SIZE
 from nerfvc.pipeline.receiver import ReceiverPipeline
 from nerfvc.pipeline.sender import SenderPipeline
 
@@ -41,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frame-step",
         type=int_in(1, MAX_FRAME_STEP),
         help="code every m-th frame (the receiver interpolates); default: chosen with --kbps, else 1",
+    )
+    p.add_argument(
+        "--frame-step-by",
+        choices=["render", "rule"],
+        default="render",
+        help="with --kbps and a VIDEO: choose the frame step by rendering each one the rate allows and "
+        "keeping the closest to the video's frames (render, default), or by the step size alone (rule; "
+        "always so for --features); docs/bitstream.md",
     )
     p.add_argument(
         "--fps",
@@ -123,10 +132,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     guard = GuardConfig() if args.guard else None
     refine = RefineConfig(iterations=args.refine)
     sender = SenderPipeline.from_model_dir(args.model)
+    # the frame step chosen by rendering against the video's frames (pipeline/judge.py)
+    judged = args.video is not None and args.kbps is not None and args.frame_step is None
+    judged = judged and args.mode == "nerfvc" and args.frame_step_by == "render"
     if args.features:
         clip = sender.read_features(args.features)
     else:
-        keep = max(guard.picture_size if guard else 0, refine.size if args.refine else 0)
+        keep = max(
+            guard.picture_size if guard else 0, refine.size if args.refine else 0, JUDGE_SIZE if judged else 0
+        )
         clip = sender.track_video(args.video, keep_size=keep or None)
         if warning := clip.warning():
             print(f"warning: {warning}", file=sys.stderr)
@@ -137,10 +151,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")
     step_index = index_from_step(args.step) if args.step is not None else None
     t0 = time.perf_counter()
+    camera = clip.frames if judged else None
     data = sender.encode_stream(
         clip.features,
         clip.pose,
         fps,
+        camera,
         kbps=args.kbps,
         keyframe_interval=args.keyint,
         mode=args.mode,
@@ -165,6 +181,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     how = f"step x{step_from_index(k):.3f}" if args.mode == "nerfvc" else "paper mode"
     frame_step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
     how += f", 1 frame in {frame_step} coded" if frame_step > 1 else ""
+    how += " (frame step chosen by rendering)" if judged else ""
     if guard is not None:  # --kbps is the features' rate; the fallback pictures come on top
         assert clip.frames is not None
         data, g = sender.guard_stream(data, clip.frames, guard)

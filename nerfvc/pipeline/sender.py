@@ -25,6 +25,7 @@ from nerfvc.pipeline.model import ModelCodec
 
 if TYPE_CHECKING:
     from nerfvc.face.tracker import FaceTracker
+    from nerfvc.pipeline.receiver import ReceiverPipeline
     from nerfvc.pipeline.refine import RefineConfig
     from nerfvc.render.renderer import Renderer
 
@@ -208,13 +209,46 @@ class SenderPipeline:
         """A clip's features ``(N, D)`` → the codes sent ``(N, C)`` (the embedding applied, if any)."""
         return self.codec.to_code(features)
 
-    def encode_stream(self, features: np.ndarray, pose: np.ndarray, fps: float, **options: Any) -> bytes:
+    def encode_stream(
+        self,
+        features: np.ndarray,
+        pose: np.ndarray,
+        fps: float,
+        camera: np.ndarray | None = None,
+        receiver: ReceiverPipeline | None = None,
+        **options: Any,
+    ) -> bytes:
         """Code a clip's features ``(N, D)`` and poses ``(N, 12)`` into a whole ``.nvc`` stream (a wink kept
         through the quantizer); ``options`` are :func:`nerfvc.codec.encode_stream`'s (``kbps``,
-        ``step_index``, ``frames_per_packet``, ...)."""
+        ``step_index``, ``frames_per_packet``, ...). With ``camera`` (N,H,W,3) uint8, the clip's frames as
+        the model camera crops them, a ``kbps`` target and no ``frame_step``, the frame step is chosen by
+        rendering (:class:`~nerfvc.pipeline.judge.RenderJudge`, with ``receiver`` if given)."""
         c = self.codec
         code = self.to_code(features)
-        return encode_stream(c.tables, c.fingerprint, code, pose, fps=fps, eyes=c.eyes, **options)
+        judge = None
+        if (
+            camera is not None
+            and options.get("kbps") is not None
+            and options.get("frame_step") is None
+            and options.get("mode", "nerfvc") == "nerfvc"
+        ):
+            if len(camera) != len(pose):
+                raise InputError(f"{len(camera)} camera frames for {len(pose)} frames of features")
+            from nerfvc.pipeline.judge import RenderJudge
+            from nerfvc.pipeline.receiver import ReceiverPipeline
+
+            fixed = {k: v for k, v in options.items() if k not in ("kbps", "frame_step", "step_index")}
+
+            def encode(frame_step: int, step_index: int) -> bytes:
+                return encode_stream(
+                    c.tables, c.fingerprint, code, pose, fps=fps, eyes=c.eyes,
+                    frame_step=frame_step, step_index=step_index, **fixed,
+                )  # fmt: skip
+
+            judge = RenderJudge(receiver or ReceiverPipeline(self.model_dir, self.codec), camera, encode)
+        return encode_stream(
+            c.tables, c.fingerprint, code, pose, fps=fps, eyes=c.eyes, judge=judge, **options
+        )
 
     def guard_stream(
         self, data: bytes, camera: np.ndarray, config: GuardConfig | None = None

@@ -324,3 +324,27 @@ def test_refine_reaches_eval_in_its_own_report_and_old_reports_stay_valid(tmp_pa
             "clips": [],
         }
     )
+
+
+def test_the_frame_step_choice_reaches_eval_and_reports_of_the_rule_are_redone(tmp_path, monkeypatch):
+    """``--eval "--frame-step-by rule"`` reaches ``nerfvc eval``; a report made before the frame step was
+    chosen by rendering (stamped without the option) counts for a ``rule`` batch, not for the default."""
+    from nerfvc.eval import run as eval_run
+
+    assert B.parse_eval_options("--frame-step-by rule") == {"frame_step_by": "rule"}
+    with pytest.raises(B.InputError):
+        B.parse_eval_options("--frame-step-by guess")
+    default = B.BatchConfig(work=tmp_path, minutes=1, size=128)
+    rule = dataclasses.replace(default, frame_step_by="rule")
+    assert default.frame_step_by == "render" and default.eval_params()["frame_step_by"] == "render"
+    p = B.ClipPaths.of(default, "alice")
+    write_json_atomic(p.report / "results.json", {"systems": {}})
+    old_stamp = rule.eval_params()  # what a report of the rule's time was stamped with
+    assert "frame_step_by" not in old_stamp
+    write_json_atomic(p.report / "bench.json", {"params": old_stamp})
+    assert B.report_done(p.report, rule.eval_params()) and not B.report_done(p.report, default.eval_params())
+    seen = []
+    monkeypatch.setattr(eval_run, "run_eval", seen.append)
+    B.eval_step(rule, tmp_path / "alice.mp4", p)
+    B.eval_step(default, tmp_path / "alice.mp4", p)
+    assert [o.frame_step_by for o in seen] == ["rule", "render"]

@@ -419,6 +419,45 @@ def test_rate_control_keeps_the_head_pose_before_the_frame_step(feats, tables, m
         assert choose_rate(tables, FP, code, still, kbps)[0] == m_still > 1
 
 
+def test_a_judge_picks_the_frame_step_within_the_pose_bound(feats, tables, monkeypatch):
+    """With a judge (the sender's render against its frames), the frame step is the judge's best among the
+    rule's own choice and the frame steps that fit the rate with the head rotation within the bound; a quick
+    nod puts the larger frame steps out of bounds, and then no judge can pick them."""
+    code, pose = feats
+    code, pose = code[200:], pose[200:]
+    kbps = 0.4 * clip_kbps(tables, FP, code, pose, 0, header=True)
+    m_rule, _ = choose_rate(tables, FP, code, pose, kbps)
+    bound = pose_error_bound(tables)
+    asked: list[tuple[int, int]] = []
+    for best in (1, 2, 3, 4):
+
+        def judge(m: int, k: int, best: int = best) -> float:
+            asked.append((m, k))
+            return -abs(m - best)  # the judge likes frame step `best`
+
+        asked.clear()
+        m, k = choose_rate(tables, FP, code, pose, kbps, judge=judge)
+        fits = dict(asked)  # the (frame step, step index) pairs the judge scored
+        assert m_rule in fits and m in fits and fits[m] == k
+        for mm, kk in fits.items():  # every candidate fits the rate and keeps the pose (but the rule's own)
+            data = encode_stream(tables, FP, code, pose, step_index=kk, frame_step=mm)
+            assert len(data) * 8 / len(code) * 25 / 1000 <= kbps
+            assert mm == m_rule or frame_step_pose_error(tables, code, pose, mm, kk) <= bound
+        assert m == min(fits, key=lambda mm: abs(mm - best))
+    assert len({m for m, _ in asked}) > 1  # there was a choice to make
+    # encode_stream passes the judge on; a fixed frame step is not judged
+    data = encode_stream(tables, FP, code, pose, kbps=kbps, judge=lambda m, k: float(m == 2))
+    assert StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step == (2 if 2 in fits else m_rule)
+    encode_stream(tables, FP, code, pose, kbps=kbps, frame_step=3, judge=lambda m, k: pytest.fail("judged"))
+    # A quick nod: the frame steps whose interpolation misses it are out of the judge's reach.
+    nod = nodding(pose, 3.0, 12)
+    kbps = 0.45 * clip_kbps(tables, FP, code, nod, 0, header=True)
+    m_rule, _ = choose_rate(tables, FP, code, nod, kbps)
+    m, k = choose_rate(tables, FP, code, nod, kbps, judge=lambda m, k: float(m))  # likes the largest
+    assert m == m_rule or frame_step_pose_error(tables, code, nod, m, k) <= pose_error_bound(tables)
+    assert m < max(encoder_module.AUTO_FRAME_STEPS)
+
+
 def test_tables_know_what_each_frame_step_costs_the_training_poses(feats, tables):
     """``frame_step_rotation_error[m-1]`` is the training poses' RMS rotation error when interpolated from
     every m-th frame (0 at m = 1, growing with m, larger for a quicker head); it survives the JSON round

@@ -29,6 +29,94 @@ def test_features_file_codes_exactly_the_codec_stream(tiny_model):
     assert data == encode_stream(tables, fp, clip.features, clip.pose, fps=25.0, frames_per_packet=4)
 
 
+class _StripeReceiver(ReceiverPipeline):
+    """Draws a frame's features and pose as grey stripes, one per value, standardised by ``stats`` (the tiny
+    model's NeRF is untrained): the closer the decoded features, the closer the picture."""
+
+    stats: tuple[np.ndarray, np.ndarray]
+
+    def render(self, expression: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:
+        mean, std = self.stats
+        z = (np.concatenate([expression, pose]) - mean) / std  # (D+12,)
+        row = np.clip(128 + 30 * z[np.arange(width) % len(z)], 0, 255)  # (W,)
+        return np.repeat(np.broadcast_to(row, (height, width))[..., None], 3, axis=2).astype(np.uint8)
+
+
+def test_the_sender_chooses_the_frame_step_by_rendering(tiny_model, monkeypatch):
+    """With the camera frames and a rate, ``encode_stream`` codes the clip at each frame step the rate
+    allows, renders what the receiver would decode, and keeps the frame step whose render is closest to the
+    camera (the rule's own choice among the candidates); without them, the rule alone decides."""
+    import nerfvc.pipeline.judge as judge_module
+    from nerfvc.codec.encoder import clip_kbps
+    from nerfvc.metrics import psnr
+
+    ds, model = tiny_model
+    sender = SenderPipeline.from_model_dir(model)
+    receiver = _StripeReceiver(model, sender.codec)
+    clip = sender.read_features(ds / "features.npz")
+    values = np.concatenate([clip.features, clip.pose], 1)
+    receiver.stats = values.mean(0), values.std(0) + 1e-6
+    camera = np.stack([receiver.render(f, p, 32, 32) for f, p in zip(clip.features, clip.pose)])
+    judges: list[judge_module.RenderJudge] = []
+
+    class Recorded(judge_module.RenderJudge):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            judges.append(self)
+
+    monkeypatch.setattr(judge_module, "RenderJudge", Recorded)
+    tables = sender.codec.tables
+    kbps = 0.8 * clip_kbps(tables, sender.codec.fingerprint, clip.features, clip.pose, 0, header=True)
+    ruled = sender.encode_stream(clip.features, clip.pose, 25.0, kbps=kbps)
+    assert not judges
+    data = sender.encode_stream(clip.features, clip.pose, 25.0, camera, receiver, kbps=kbps)
+    (judge,) = judges
+    m_rule = StreamHeader.from_bytes(ruled[:HEADER_SIZE]).frame_step
+    m = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
+    assert m_rule in judge.scores and len(judge.scores) > 1
+    assert judge.scores[m] == max(judge.scores.values())
+    assert len(data) * 8 / 24 * 25 / 1000 <= kbps
+    decoded = receiver.decode_stream(data)  # the score is the decoded render's mean PSNR to the camera
+    size = judge_module.JUDGE_SIZE
+    shown = [receiver.render(e, p, size, size) for e, p in zip(decoded.expression, decoded.pose)]
+    cam = [judge_module.shrink(c, size) for c in camera]
+    assert judge.scores[m] == pytest.approx(np.mean([psnr(a, b) for a, b in zip(shown, cam)]))
+    with pytest.raises(InputError, match="camera frames"):
+        sender.encode_stream(clip.features, clip.pose, 25.0, camera[:-1], receiver, kbps=kbps)
+
+
+def test_encode_video_with_a_rate_chooses_the_frame_step_by_rendering(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
+    """``nerfvc encode VIDEO --kbps K`` judges the frame steps by rendering (and says so); ``--frame-step-by
+    rule``, a fixed ``--frame-step`` or a features file do not; every stream fits the rate."""
+    import nerfvc.pipeline.judge as judge_module
+    from nerfvc.cli import main
+    from nerfvc.datasetdir import frame_path
+    from nerfvc.io.video import write_video
+    from nerfvc.train.dataset import load_rgb
+
+    ds, model = tiny_model
+    feats = load_features(ds / "features.npz")
+    video = tmp_path / "in.mp4"
+    write_video(video, iter([load_rgb(frame_path(ds, i)) for i in range(24)]), 25.0)
+    judged: list[int] = []
+    monkeypatch.setattr(judge_module.RenderJudge, "__call__", lambda self, m, k: judged.append(m) or -m)
+    runs = {"render": [], "rule": ["--frame-step-by", "rule"], "fixed": ["--frame-step", "2"]}
+    for name, extra in runs.items():
+        fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
+        out = tmp_path / f"{name}.nvc"
+        args = ["encode", str(video), "--model", str(model), "-o", str(out), "--kbps", "3", *extra]
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert ("chosen by rendering" in printed) == (name == "render"), printed
+        assert (out.stat().st_size - HEADER_SIZE) * 8 / 24 * 25 / 1000 <= 3
+        if name == "render":
+            assert len(judged) > 1  # scored each candidate
+            assert StreamHeader.from_bytes(out.read_bytes()[:HEADER_SIZE]).frame_step == min(judged)
+    assert len(judged) == len(set(judged))  # only the first run judged
+
+
 def _frames(n: int) -> list[tuple[np.ndarray, float]]:
     """``n`` distinct 24×32 frames at 25 fps."""
     return [(np.full((24, 32, 3), i, np.uint8), i / 25) for i in range(n)]
