@@ -538,9 +538,10 @@ def judged_frame_step(
     index) with a decoded head rotation within :func:`pose_error_bound` — pose before rate still holds.
 
     Why: the rule trades the expression's quantization against interpolation by the step size alone, but
-    which costs the render more depends on the clip's motion; rendered, the best frame step differs from
-    the rule's on 9 of 16 points of the 8 shared clips (1 and 2 kbps), +0.10 dB PSNR on the mean
-    (docs/bitstream.md "Frame step chosen by rendering").
+    which costs the render more depends on the clip's motion: with every frame step rendered, the best one
+    is not the rule's on 12 of 16 points of the 8 shared clips at 1 and 2 kbps; within the pose bound, in
+    ``nerfvc eval`` at 512², the choice changed on 8 of 16, +0.15 dB PSNR on those (docs/bitstream.md
+    "Frame step chosen by rendering").
     """
     bound = pose_error_bound(tables)
 
