@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from nerfvc.pipeline.receiver import ReceiverPipeline
 
 # Longer side (px) of the judge's renders: the quality guard's check size. Rendered at 64, 96 and 128 px,
-# the 8 shared clips' held-out ends at 1 and 2 kbps pick the frame step that renders best at 256² on 13, 13
-# and 14 of 15 points, for the same mean gain (docs/bitstream.md "Frame step chosen by rendering").
+# the 8 shared clips' held-out ends at 1 and 2 kbps pick the frame step that renders best at 256² on 14, 14
+# and 15 of 16 points, for the same mean gain (docs/bitstream.md "Frame step chosen by rendering").
 JUDGE_SIZE = 64
 JUDGE_MAX_FRAMES = 250  # frames rendered per candidate, evenly spaced over the clip (a long clip's cost)
 
