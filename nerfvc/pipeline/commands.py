@@ -20,7 +20,7 @@ from nerfvc.guard.fallback import GuardConfig
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
 from nerfvc.pipeline.judge import JUDGE_SIZE
 from nerfvc.pipeline.receiver import ReceiverPipeline
-from nerfvc.pipeline.sender import SenderPipeline
+from nerfvc.pipeline.sender import SenderPipeline, judges_frame_step
 
 FILE_FRAMES_PER_PACKET = 4  # files are not latency-bound: 4 frames share one packet's framing
 
@@ -132,9 +132,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
     guard = GuardConfig() if args.guard else None
     refine = RefineConfig(iterations=args.refine)
     sender = SenderPipeline.from_model_dir(args.model)
+    options = {
+        "kbps": args.kbps,
+        "keyframe_interval": args.keyint,
+        "mode": args.mode,
+        "step_index": index_from_step(args.step) if args.step is not None else None,
+        "rdoq": args.rdoq,
+        "frames_per_packet": args.frames_per_packet
+        or (1 if args.mode == "paper" else FILE_FRAMES_PER_PACKET),
+        "frame_step": args.frame_step,
+    }
     # the frame step chosen by rendering against the video's frames (pipeline/judge.py)
-    judged = args.video is not None and args.kbps is not None and args.frame_step is None
-    judged = judged and args.mode == "nerfvc" and args.frame_step_by == "render"
+    judged = args.video is not None and args.frame_step_by == "render" and judges_frame_step(options)
     if args.features:
         clip = sender.read_features(args.features)
     else:
@@ -149,22 +158,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     fps = round(args.fps or clip.fps or 25.0, 3)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")
-    step_index = index_from_step(args.step) if args.step is not None else None
     t0 = time.perf_counter()
-    camera = clip.frames if judged else None
-    data = sender.encode_stream(
-        clip.features,
-        clip.pose,
-        fps,
-        camera,
-        kbps=args.kbps,
-        keyframe_interval=args.keyint,
-        mode=args.mode,
-        step_index=step_index,
-        rdoq=args.rdoq,
-        frames_per_packet=args.frames_per_packet or (1 if args.mode == "paper" else FILE_FRAMES_PER_PACKET),
-        frame_step=args.frame_step,
-    )
+    data = sender.encode_stream(clip.features, clip.pose, fps, clip.frames if judged else None, **options)
     n = len(clip.pose)
     bits = (len(data) - HEADER_SIZE) * 8 / max(n, 1)  # packets (framing, keyframes) without the header
     if args.kbps is not None and bits * fps / 1000 > args.kbps:

@@ -98,6 +98,16 @@ def _fps(timestamps: np.ndarray | list[float] | None) -> float | None:
     return 1 / step if step > 0 else None
 
 
+def judges_frame_step(options: dict[str, Any]) -> bool:
+    """Whether :meth:`SenderPipeline.encode_stream` with these ``options`` (and the camera frames) chooses
+    the frame step by rendering: a ``kbps`` target, no fixed ``frame_step``, the nerfvc mode."""
+    return (
+        options.get("kbps") is not None
+        and options.get("frame_step") is None
+        and options.get("mode", "nerfvc") == "nerfvc"
+    )
+
+
 class SenderPipeline:
     """A MODEL's sender: frames (or a video, or a features file) → model features → the code the codec
     sends (the embedding's code when the model has one) → packets.
@@ -226,12 +236,7 @@ class SenderPipeline:
         c = self.codec
         code = self.to_code(features)
         judge = None
-        if (
-            camera is not None
-            and options.get("kbps") is not None
-            and options.get("frame_step") is None
-            and options.get("mode", "nerfvc") == "nerfvc"
-        ):
+        if camera is not None and judges_frame_step(options):
             if len(camera) != len(pose):
                 raise InputError(f"{len(camera)} camera frames for {len(pose)} frames of features")
             from nerfvc.pipeline.judge import RenderJudge
