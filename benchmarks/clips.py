@@ -23,6 +23,7 @@ from pathlib import Path
 from nerfvc.batch import BatchConfig, parse_train_options, run_batch
 from nerfvc.batch_commands import report
 from nerfvc.errors import NerfvcError
+from nerfvc.eval.options import EvalOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT / ".." / "shared" / "data" / "clips"
@@ -68,6 +69,12 @@ def main() -> int:
         help="how eval's sender picks the frame step at each rate (nerfvc eval --frame-step-by)",
     )
     ap.add_argument(
+        "--refine-pose",
+        type=int,
+        default=EvalOptions.refine_pose,
+        help="the sender's head-pose refinement in eval, steps per frame (nerfvc eval --refine-pose; 0: off)",
+    )
+    ap.add_argument(
         "--step-timeout",
         type=float,
         default=120.0,
@@ -92,6 +99,7 @@ def main() -> int:
         dists_frames=args.dists_frames,
         refine=args.refine,
         frame_step_by=args.frame_step_by,
+        refine_pose=args.refine_pose,
         step_timeout_minutes=args.step_timeout,
         train=args.train,
         retry_failed=args.retry_failed,

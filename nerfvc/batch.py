@@ -72,6 +72,7 @@ class BatchConfig:
     dists_frames: int = DISTS_FRAMES
     refine: int = 0  # the sender's expression refinement, L-BFGS iterations per frame (0: off)
     frame_step_by: str = EvalOptions.frame_step_by  # "render" or "rule" (nerfvc eval --frame-step-by)
+    refine_pose: int = EvalOptions.refine_pose  # the sender's head-pose refinement steps (0: off)
     # minutes before a step is stopped and counted as failed (train: on top of its budget)
     step_timeout_minutes: float = 120.0
     # `nerfvc train` recipe options for every clip (`--train`, e.g. "--fine-hidden 32"); they name the model
@@ -92,6 +93,8 @@ class BatchConfig:
             **({"refine": self.refine} if self.refine else {}),  # reports from before the option stay valid
             # reports from before the frame step was chosen by rendering chose it by the rule
             **({"frame_step_by": self.frame_step_by} if self.frame_step_by != "rule" else {}),
+            # reports from before the sender refined the head pose sent the tracker's
+            **({"refine_pose": self.refine_pose} if self.refine_pose else {}),
         }
 
     def timeout_s(self, step: str) -> float:
@@ -111,6 +114,7 @@ def parse_eval_options(text: str) -> dict[str, Any]:
     p.add_argument("--dists-frames", type=int)
     p.add_argument("--refine", type=int)
     p.add_argument("--frame-step-by", choices=["render", "rule"])
+    p.add_argument("--refine-pose", type=int)
     try:
         ns, rest = p.parse_known_args(shlex.split(text))
     except (argparse.ArgumentError, ValueError) as e:
@@ -119,11 +123,12 @@ def parse_eval_options(text: str) -> dict[str, Any]:
         raise InputError(
             f"--eval: unsupported option(s) {' '.join(rest)}; "
             "use --sizes S --kbps K,.. --codecs C,.. --max-frames N --dists-frames N --refine N "
-            "--frame-step-by render|rule"
+            "--frame-step-by render|rule --refine-pose N"
         )
     opts = {k: v for k, v in vars(ns).items() if v is not None}
-    if opts.get("refine", 0) < 0:
-        raise InputError(f"--eval: --refine needs N >= 0, got {opts['refine']}")
+    for key in ("refine", "refine_pose"):
+        if opts.get(key, 0) < 0:
+            raise InputError(f"--eval: --{key.replace('_', '-')} needs N >= 0, got {opts[key]}")
     from nerfvc.eval.baselines import CODECS
 
     bad = [c for c in opts.get("codecs", "").split(",") if c and c not in CODECS]
@@ -283,6 +288,7 @@ def eval_step(cfg: BatchConfig, video: Path, p: ClipPaths) -> None:
             max_frames=int(cfg.max_frames),
             refine=int(cfg.refine),
             frame_step_by=cfg.frame_step_by,
+            refine_pose=int(cfg.refine_pose),
         )
     )
 
@@ -661,6 +667,7 @@ def _machine_line(machine: dict | None) -> str:
 def markdown(summary: dict) -> str:
     """The summary table: one row per clip; each metric cell is ``nerfvc / x265 lowest rate / freeze``."""
     cfg = summary["config"]
+    pose_steps = cfg.get("refine_pose", 0)  # summaries from before the option: the tracker's poses
     lines = [
         f"# {summary['title']}",
         "",
@@ -669,6 +676,7 @@ def markdown(summary: dict) -> str:
         + "`, `nerfvc eval"
         + (f" --refine {cfg['refine']}" if cfg.get("refine") else "")
         + (f" --frame-step-by {cfg['frame_step_by']}" if cfg.get("frame_step_by", "rule") != "render" else "")
+        + (f" --refine-pose {pose_steps}" if pose_steps != EvalOptions.refine_pose else "")
         + "` at "
         f"{cfg['size']}² (nerfvc targets {cfg['kbps']} kbps; codecs {cfg['codecs']}; "
         f"{'all' if not cfg['max_frames'] else cfg['max_frames']} test frames of the last 20%). "

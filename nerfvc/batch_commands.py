@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="",
         metavar="OPTIONS",
         help="`nerfvc eval` options for every clip, quoted: --sizes S --kbps K --codecs C --max-frames N "
-        f"--dists-frames N --refine N --frame-step-by render|rule (default: --sizes {d.size} --kbps {d.kbps} "
-        f"--codecs {d.codecs} --max-frames {d.max_frames} --dists-frames {d.dists_frames} "
-        f"--refine {d.refine} --frame-step-by {d.frame_step_by}; with --refine the reports are "
+        f"--dists-frames N --refine N --frame-step-by render|rule --refine-pose N (default: --sizes {d.size} "
+        f"--kbps {d.kbps} --codecs {d.codecs} --max-frames {d.max_frames} --dists-frames {d.dists_frames} "
+        f"--refine {d.refine} --frame-step-by {d.frame_step_by} --refine-pose {d.refine_pose}; with --refine "
+        "the reports are "
         "report_TAG_SIZE_refineN)",
     )
     p.add_argument(

@@ -32,6 +32,7 @@ OPTIONS = ConfigArgs(
     Opt("max_frames", type=int_in(0), metavar="N"),
     Opt("frames_per_packet", type=int_in(1), metavar="N"),
     Opt("refine", type=int_in(0), metavar="N"),
+    Opt("refine_pose", type=int_in(0), metavar="N"),
     Opt("frame_step_by", choices=("render", "rule")),
     "no_references",
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nerfvc.eval.baselines import CODECS
+from nerfvc.pipeline.pose_refine import PoseRefineConfig
 
 # DISTS costs ~1 s per 256² frame, ~5 s per 512² frame on one CPU core: score this many frames per sequence.
 DISTS_FRAMES = 8
@@ -33,6 +34,9 @@ class EvalOptions:
     # L-BFGS iterations of the sender's expression refinement per frame (0: the tracker's fits sent as they
     # are; nerfvc.pipeline.refine)
     refine: int = 0
+    # Levenberg-Marquardt steps of the sender's head-pose refinement per frame (0: the tracker's poses sent as
+    # they are; nerfvc.pipeline.refine.PoseRefiner, as `nerfvc encode VIDEO` does by default)
+    refine_pose: int = PoseRefineConfig.iterations
     # how the sender picks the frame step at each rate: "render" (it codes, decodes and renders each one the
     # rate allows and keeps the closest to its frames, as `nerfvc encode VIDEO` does) or "rule" (the step
     # size alone, as for a features file); docs/bitstream.md "Frame step chosen by rendering"

@@ -236,7 +236,15 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
     frames, clip = track_frames(sender, np.concatenate([prev_src[None], gt_src]), fps)
     if warning := clip.warning():
         say(f"warning: {warning}")
-    refine_s = 0.0
+    refine_s = refine_pose_s = 0.0
+    if args.refine_pose:
+        from nerfvc.pipeline.pose_refine import PoseRefineConfig
+
+        t = time.perf_counter()
+        pose_config = PoseRefineConfig(iterations=args.refine_pose)
+        clip = sender.refine_clip(clip, renderer=receiver.renderer(), pose=pose_config)
+        refine_pose_s = (time.perf_counter() - t) / len(clip.pose)
+        say(f"refined the head poses ({args.refine_pose} iterations, {refine_pose_s:.2f} s/frame)")
     if args.refine:
         from nerfvc.pipeline.refine import RefineConfig
 
@@ -261,6 +269,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
         "frame_step_by": args.frame_step_by,
         "render_ms": {},
         "refine": {"iterations": args.refine, "s_per_frame": refine_s},
+        "refine_pose": {"iterations": args.refine_pose, "s_per_frame": refine_pose_s},
     }
     return gt_src, prev_src, points, receiver, nerfvc_info
 

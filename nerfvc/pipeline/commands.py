@@ -19,6 +19,7 @@ from nerfvc.fsutil import write_bytes_atomic
 from nerfvc.guard.fallback import GuardConfig
 from nerfvc.modeldir import MANIFEST, finalize_model_dir, read_model_manifest
 from nerfvc.pipeline.judge import JUDGE_SIZE
+from nerfvc.pipeline.pose_refine import PoseRefineConfig
 from nerfvc.pipeline.receiver import ReceiverPipeline
 from nerfvc.pipeline.sender import SenderPipeline, judges_frame_step
 
@@ -70,6 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refine each frame's expression against the video frame with N L-BFGS iterations through the "
         "model's NeRF (analysis by synthesis, docs/face.md; 10 iterations took 1.6–4.2 s per frame on one "
         "core of a Sapphire Rapids Xeon with bf16; 0 = send the tracker's fits, default)",
+    )
+    p.add_argument(
+        "--refine-pose",
+        type=int_in(0),
+        default=None,
+        metavar="N",
+        help="refine each frame's head pose against the video frame with N Levenberg-Marquardt steps on the "
+        'model\'s own 96-px render (analysis by synthesis, docs/face.md "Refining the pose"; default '
+        f"{PoseRefineConfig.iterations} with a VIDEO; 0 = send the tracker's poses)",
     )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
     p.add_argument(
@@ -127,10 +137,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise InputError("--guard needs --mode nerfvc (paper streams have no fallback packets)")
     if args.refine and args.video is None:
         raise InputError("--refine compares renders with the video's frames: give a VIDEO, not --features")
+    if args.refine_pose and args.video is None:
+        raise InputError(
+            "--refine-pose compares renders with the video's frames: give a VIDEO, not --features"
+        )
     from nerfvc.pipeline.refine import RefineConfig  # torch: only when encoding
 
     guard = GuardConfig() if args.guard else None
     refine = RefineConfig(iterations=args.refine)
+    steps = PoseRefineConfig.iterations if args.refine_pose is None else args.refine_pose
+    refine_pose = PoseRefineConfig(iterations=steps if args.video is not None else 0)
     sender = SenderPipeline.from_model_dir(args.model)
     options = {
         "kbps": args.kbps,
@@ -148,13 +164,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
         clip = sender.read_features(args.features)
     else:
         keep = max(
-            guard.picture_size if guard else 0, refine.size if args.refine else 0, JUDGE_SIZE if judged else 0
+            guard.picture_size if guard else 0,
+            refine.size if args.refine else 0,
+            refine_pose.size if refine_pose.iterations else 0,
+            JUDGE_SIZE if judged else 0,
         )
         clip = sender.track_video(args.video, keep_size=keep or None)
         if warning := clip.warning():
             print(f"warning: {warning}", file=sys.stderr)
-        if args.refine:
-            clip = sender.refine_clip(clip, refine)
+        if args.refine or refine_pose.iterations:
+            clip = sender.refine_clip(clip, refine, pose=refine_pose)
     fps = round(args.fps or clip.fps or 25.0, 3)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")

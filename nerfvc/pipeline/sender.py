@@ -25,6 +25,7 @@ from nerfvc.pipeline.model import ModelCodec
 
 if TYPE_CHECKING:
     from nerfvc.face.tracker import FaceTracker
+    from nerfvc.pipeline.pose_refine import PoseRefineConfig
     from nerfvc.pipeline.receiver import ReceiverPipeline
     from nerfvc.pipeline.refine import RefineConfig
     from nerfvc.render.renderer import Renderer
@@ -200,19 +201,30 @@ class SenderPipeline:
     def refine_clip(
         self,
         clip: FeatureClip,
-        config: RefineConfig,
+        config: RefineConfig | None = None,
         renderer: Renderer | None = None,
         progress: Callable[[int, int], None] | None = None,
+        pose: PoseRefineConfig | None = None,
     ) -> FeatureClip:
-        """The clip with each frame's expression refined against its kept frame by analysis by synthesis
-        (:mod:`nerfvc.pipeline.refine`; ``renderer``: the model's, when the caller has it loaded)."""
+        """The clip with each frame's head pose (``pose``), then its expression (``config``) refined against
+        its kept frame by analysis by synthesis (:mod:`nerfvc.pipeline.refine`; a stage runs when its config
+        is given with iterations; ``renderer``: the model's, when the caller has it loaded)."""
         if clip.frames is None:
             raise InputError(f"{clip.source}: refining the features needs the frames (track a video)")
+        from nerfvc.pipeline.pose_refine import PoseRefiner
         from nerfvc.pipeline.refine import FeatureRefiner
         from nerfvc.render.renderer import Renderer
 
-        refiner = FeatureRefiner(renderer or Renderer.from_model_dir(self.model_dir), config)
-        return replace(clip, features=refiner.refine_clip(clip.frames, clip.features, clip.pose, progress))
+        renderer = renderer or Renderer.from_model_dir(self.model_dir)
+        if pose is not None and pose.iterations:
+            refined = PoseRefiner(renderer, pose).refine_clip(clip.frames, clip.features, clip.pose, progress)
+            clip = replace(clip, pose=refined)
+        if config is not None and config.iterations:
+            features = FeatureRefiner(renderer, config).refine_clip(
+                clip.frames, clip.features, clip.pose, progress
+            )
+            clip = replace(clip, features=features)
+        return clip
 
     # -- features → code → packets -----------------------------------------------------------------------
     def to_code(self, features: np.ndarray) -> np.ndarray:

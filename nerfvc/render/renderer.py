@@ -196,6 +196,8 @@ class Renderer:
             raise InputError(
                 f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
             )
+        if not (torch.isfinite(expr).all() and torch.isfinite(pos).all()):  # the kernels index by them
+            raise InputError("the expression and the pose must be finite numbers")
         raw = expr
         if self.expression_range:
             expr = self.model.within_training_range(expr)

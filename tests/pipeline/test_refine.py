@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from nerfvc.camera import Camera
 from nerfvc.cli import main
 from nerfvc.codec.tables import index_from_step
 from nerfvc.datasetdir import frame_path
@@ -18,35 +17,13 @@ from nerfvc.features import load_features
 from nerfvc.io.video import write_video
 from nerfvc.pipeline import SenderPipeline
 from nerfvc.pipeline.commands import FILE_FRAMES_PER_PACKET
+from nerfvc.pipeline.pose_refine import PoseRefineConfig
 from nerfvc.pipeline.refine import FeatureRefiner, RefineConfig
-from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.renderer import Renderer, frame_rays
 from nerfvc.train.dataset import load_rgb
 from tests.pipeline.fakes import fake_tracker
-
-SIZE = 24
-
-
-def _renderer(seed: int = 0) -> Renderer:
-    """A random head in front of a 24 px camera, dense enough to be seen, whose colour and shape follow the
-    expression (random blend shapes and MLPs), over a black background."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(head_lo=[-0.2, -0.25, -0.2], head_hi=[0.2, 0.2, 0.2], torso_dims=2)
-    cfg.fine.blend_res = 7
-    cfg.n_coarse = cfg.n_fine = 8
-    model = PortraitNeRF(cfg).eval()
-    with torch.no_grad():
-        for head in (model.coarse, model.fine):
-            head.grid.table.normal_(0, 1.0)
-            head.sigma_net[2].bias[0] += 2.0
-            head.color_net[2].weight.mul_(8.0)  # colours spread over [0, 1], not all near grey
-        model.fine.blend.normal_(0, 0.5)
-        model.occupancy.mask.fill_(True)
-    camera = Camera.from_fov(SIZE, SIZE, 40.0)
-    return Renderer(model, camera, np.zeros((SIZE, SIZE, 3), np.uint8))
-
-
-POSE = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1.0], np.float32)  # the head 1 unit in front
+from tests.pipeline.scenes import POSE, SIZE
+from tests.pipeline.scenes import random_head as _renderer
 
 
 def _frame(renderer: Renderer, features: np.ndarray) -> np.ndarray:
@@ -112,7 +89,9 @@ def test_an_unknown_loss_is_refused():
         FeatureRefiner(_renderer(), RefineConfig(loss="l2"))
 
 
-def test_encode_refines_the_tracked_features_against_the_videos_frames(tiny_model, tmp_path, monkeypatch):
+def test_encode_refines_the_tracked_poses_and_features_against_the_videos_frames(
+    tiny_model, tmp_path, monkeypatch
+):
     ds, model = tiny_model
     feats = load_features(ds / "features.npz")
     frames = np.stack([load_rgb(frame_path(ds, i)) for i in range(len(feats["pose"]))])  # (24,32,32,3)
@@ -120,34 +99,46 @@ def test_encode_refines_the_tracked_features_against_the_videos_frames(tiny_mode
     write_video(video, iter(frames), 25.0)
     seen = []
 
-    def refine_clip(self, clip, config, renderer=None, progress=None):  # records what the CLI hands over
-        seen.append((clip.frames.shape, config.iterations))
-        return dataclasses.replace(clip, features=clip.features + 0.05)
+    def refine_clip(
+        self, clip, config=None, renderer=None, progress=None, pose=None
+    ):  # what the CLI hands over
+        seen.append((clip.frames.shape, config.iterations, pose.iterations))
+        moved = clip.pose.copy()
+        moved[:, 9] += 0.01 * pose.iterations  # a sideways shift per pose step, 0.05 per expression one
+        return dataclasses.replace(clip, features=clip.features + 0.05 * config.iterations, pose=moved)
 
     monkeypatch.setattr(SenderPipeline, "refine_clip", refine_clip)
     streams = {}
-    for name, extra in [("plain", []), ("refined", ["--refine", "3"])]:
+    runs = [("plain", []), ("refined", ["--refine", "3"]), ("tracked", ["--refine-pose", "0"])]
+    for name, extra in runs:
         fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
         out = tmp_path / f"{name}.nvc"
         assert (
             main(["encode", str(video), "--model", str(model), "-o", str(out), "--step", "0.5", *extra]) == 0
         )
         streams[name] = out.read_bytes()
-    assert seen == [((24, 96, 96, 3), 3)]  # every frame, cropped and kept at the fit's size (96 px)
+    # every frame, cropped and kept at the fits' size (96 px); the pose refined by default
+    steps = PoseRefineConfig.iterations
+    assert steps > 0 and seen == [((24, 96, 96, 3), 0, steps), ((24, 96, 96, 3), 3, steps)]
     # what the refinement returned is what was coded
     fake_tracker(monkeypatch, feats["expression"], feats["pose"], torso=feats["torso"])
     sender = SenderPipeline.from_model_dir(model)
     clip = sender.track_video(video)
     options = {"step_index": index_from_step(0.5), "frames_per_packet": FILE_FRAMES_PER_PACKET}
-    assert streams["refined"] == sender.encode_stream(clip.features + 0.05, clip.pose, 25.0, **options)
-    assert streams["plain"] == sender.encode_stream(clip.features, clip.pose, 25.0, **options)
-    assert streams["plain"] != streams["refined"]
+    moved = clip.pose.copy()
+    moved[:, 9] += 0.01 * steps
+    assert streams["refined"] == sender.encode_stream(clip.features + 0.15, moved, 25.0, **options)
+    assert streams["plain"] == sender.encode_stream(clip.features, moved, 25.0, **options)
+    assert streams["tracked"] == sender.encode_stream(clip.features, clip.pose, 25.0, **options)
+    assert len({streams["plain"], streams["refined"], streams["tracked"]}) == 3
 
 
 def test_refining_needs_the_video(tiny_model, tmp_path, capsys):
     ds, model = tiny_model
     out = tmp_path / "s.nvc"
     args = ["encode", "--features", str(ds / "features.npz"), "--model", str(model), "-o", str(out)]
-    assert main([*args, "--refine", "2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--refine" in err and "VIDEO" in err and len(err.splitlines()) == 1 and not out.exists()
+    for option in ("--refine", "--refine-pose"):
+        assert main([*args, option, "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert option in err and "VIDEO" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert main(args) == 0 and out.exists()  # a features file keeps its poses (no frames to refine with)

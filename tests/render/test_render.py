@@ -3,13 +3,16 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from nerfvc.camera import Camera
+from nerfvc.errors import InputError
 from nerfvc.render.rays import intersect_box, pixel_rays, to_canonical
 from nerfvc.render.samplers import OccupancyGrid, importance, stratified
 from nerfvc.render.volume import accumulate, composite, distortion, render_weights
 from nerfvc.train.synthetic import rotation
+from tests.pipeline.scenes import POSE, SIZE, random_head
 
 
 def test_pixel_rays_project_back_to_their_pixels():
@@ -141,3 +144,12 @@ def test_distortion_equals_its_pairwise_definition_and_prefers_one_sharp_surface
     spread[:] = 1 / 8
     d = distortion(torch.stack([sharp, split, spread]), e)
     assert d[0] < d[2] < d[1], d
+
+
+@pytest.mark.parametrize("bad", ["expression", "pose"])
+def test_a_non_finite_expression_or_pose_is_refused_before_the_kernels_see_it(bad):
+    renderer = random_head()
+    expression, pose = np.zeros(81, np.float32), POSE.copy()
+    (expression if bad == "expression" else pose)[0] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        renderer.render(expression, pose, SIZE, SIZE)
