@@ -209,7 +209,8 @@ class SenderPipeline:
         """The clip with each frame's head pose (``pose``), then its expression (``config``) refined against
         its kept frame by analysis by synthesis (:mod:`nerfvc.pipeline.refine`; a stage runs when its config
         is given with iterations; ``renderer``: the model's, when the caller has it loaded)."""
-        if clip.frames is None:
+        frames = clip.frames
+        if frames is None:
             raise InputError(f"{clip.source}: refining the features needs the frames (track a video)")
         from nerfvc.pipeline.pose_refine import PoseRefiner
         from nerfvc.pipeline.refine import FeatureRefiner
@@ -217,13 +218,11 @@ class SenderPipeline:
 
         renderer = renderer or Renderer.from_model_dir(self.model_dir)
         if pose is not None and pose.iterations:
-            refined = PoseRefiner(renderer, pose).refine_clip(clip.frames, clip.features, clip.pose, progress)
+            refined = PoseRefiner(renderer, pose).refine_clip(frames, clip.features, clip.pose, progress)
             clip = replace(clip, pose=refined)
         if config is not None and config.iterations:
-            features = FeatureRefiner(renderer, config).refine_clip(
-                clip.frames, clip.features, clip.pose, progress
-            )
-            clip = replace(clip, features=features)
+            refiner = FeatureRefiner(renderer, config)
+            clip = replace(clip, features=refiner.refine_clip(frames, clip.features, clip.pose, progress))
         return clip
 
     # -- features → code → packets -----------------------------------------------------------------------
