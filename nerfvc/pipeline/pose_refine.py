@@ -41,6 +41,10 @@ class PoseRefineConfig:
 
     iterations: int = 2  # Levenberg-Marquardt steps per frame (0 = send the tracker's pose)
     size: int = 96  # longer side of the picture the fit renders and compares, px
+    # what turning the head 1° away from the tracker's rotation costs, in mean squared colour error per pixel
+    # channel (translation is free): fitting the outline and the hair can turn the face off the orientation
+    # its landmarks show; 3e-4 kept 85% of the PSNR gain and the landmark head-pose error (docs/face.md)
+    rotation_prior: float = 3e-4
 
 
 def corrected_pose(pose: np.ndarray, correction: np.ndarray) -> np.ndarray:
@@ -60,18 +64,24 @@ class PoseRefiner:
 
     def __init__(self, renderer: Renderer, config: PoseRefineConfig | None = None) -> None:
         self.config = config or PoseRefineConfig()
-        if self.config.iterations < 0:
-            raise InputError(f"pose refinement: need iterations >= 0, got {self.config.iterations}")
+        if self.config.iterations < 0 or self.config.rotation_prior < 0:
+            raise InputError(
+                f"pose refinement: need iterations >= 0 and rotation_prior >= 0, got {self.config}"
+            )
         from nerfvc.train.dataset import parse_size
 
         self.renderer = renderer
         cam = renderer.camera
         self.width, self.height = parse_size(self.config.size, cam.width, cam.height)
 
-    def _residual(self, features: np.ndarray, pose: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Render minus target, flattened (H·W·3,) float64."""
-        img = self.renderer.render_float(features, pose, self.width, self.height)  # (H,W,3)
-        return img.cpu().numpy().astype(np.float64).ravel() - target
+    def _residual(
+        self, features: np.ndarray, pose: np.ndarray, x: np.ndarray, target: np.ndarray
+    ) -> np.ndarray:
+        """(H·W·3 + 3,): the render at ``pose`` corrected by ``x`` (6,) minus ``target``, flattened, then the
+        rotation prior's terms (their squares sum to H·W·3 · prior · the turn in degrees squared)."""
+        img = self.renderer.render_float(features, corrected_pose(pose, x), self.width, self.height)
+        prior = np.sqrt(self.config.rotation_prior * target.size) * np.degrees(x[:3])
+        return np.concatenate([img.cpu().numpy().astype(np.float64).ravel() - target, prior])
 
     def refine(
         self, frame: np.ndarray, features: np.ndarray, pose: np.ndarray, start: np.ndarray | None = None
@@ -93,23 +103,24 @@ class PoseRefiner:
         target = small.astype(np.float64).ravel() / 255  # (H·W·3,)
         depth = max(abs(float(pose[11])), 1e-3)
         h = np.array([POSE_ROTATION_STEP] * 3 + [POSE_TRANSLATION_STEP * depth] * 3)  # (6,)
-        res = self._residual(features, pose, target)
+        res = self._residual(features, pose, x, target)
         err, damping = float(res @ res), 1e-3
         if start is not None and np.any(start):
-            warm = self._residual(features, corrected_pose(pose, start), target)
+            start = np.asarray(start, np.float64)
+            warm = self._residual(features, pose, start, target)
             if float(warm @ warm) < err:
-                x, res, err = np.asarray(start, np.float64).copy(), warm, float(warm @ warm)
+                x, res, err = start.copy(), warm, float(warm @ warm)
         for _ in range(self.config.iterations):
-            jac = np.empty((len(res), 6))  # (P,6) central differences
+            jac = np.empty((len(res), 6))  # (H·W·3 + 3, 6) central differences
             for j in range(6):
                 dx = np.zeros(6)
                 dx[j] = h[j]
-                plus = self._residual(features, corrected_pose(pose, x + dx), target)
-                minus = self._residual(features, corrected_pose(pose, x - dx), target)
+                plus = self._residual(features, pose, x + dx, target)
+                minus = self._residual(features, pose, x - dx, target)
                 jac[:, j] = (plus - minus) / (2 * h[j])
             a, g = jac.T @ jac, jac.T @ res
             step = -np.linalg.solve(a + damping * np.diag(np.diag(a)) + 1e-12 * np.eye(6), g)
-            trial = self._residual(features, corrected_pose(pose, x + step), target)
+            trial = self._residual(features, pose, x + step, target)
             if float(trial @ trial) < err:
                 x, res, err, damping = x + step, trial, float(trial @ trial), damping / 3
             else:

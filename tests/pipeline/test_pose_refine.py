@@ -38,11 +38,26 @@ def test_a_correction_turns_the_head_about_its_origin_and_moves_it():
 def test_refinement_finds_a_pose_that_draws_the_frame_better():
     renderer = random_head()
     frame = _frame(renderer, corrected_pose(POSE, OFFSET))
-    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=4, size=SIZE))
+    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=4, size=SIZE, rotation_prior=0.0))
     x = refiner.refine(frame, FEATURES, POSE)
     assert x.shape == (6,)
     assert _error(renderer, corrected_pose(POSE, x), frame) < 0.5 * _error(renderer, POSE, frame)
     assert np.linalg.norm(x - OFFSET) < 0.5 * np.linalg.norm(OFFSET)
+
+
+def test_the_rotation_prior_holds_the_turn_near_the_trackers_and_leaves_the_shift_free():
+    renderer = random_head()
+    frame = _frame(renderer, corrected_pose(POSE, OFFSET))
+    free, held = (
+        PoseRefiner(renderer, PoseRefineConfig(iterations=4, size=SIZE, rotation_prior=p)).refine(
+            frame, FEATURES, POSE
+        )
+        for p in (0.0, 0.01)
+    )
+    assert np.linalg.norm(held[:3]) < 0.5 * np.linalg.norm(free[:3])
+    assert np.linalg.norm(held[3:] - OFFSET[3:]) < 0.5 * np.linalg.norm(OFFSET[3:])  # the shift still found
+    with pytest.raises(InputError, match="rotation_prior"):
+        PoseRefiner(renderer, PoseRefineConfig(rotation_prior=-1.0))
 
 
 def test_a_fit_beyond_the_limits_keeps_the_tracked_pose_and_zero_steps_send_it(monkeypatch):
@@ -51,7 +66,7 @@ def test_a_fit_beyond_the_limits_keeps_the_tracked_pose_and_zero_steps_send_it(m
     assert not np.any(
         PoseRefiner(renderer, PoseRefineConfig(iterations=0, size=SIZE)).refine(frame, FEATURES, POSE)
     )
-    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=4, size=SIZE))
+    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=4, size=SIZE, rotation_prior=0.0))
     assert np.any(refiner.refine(frame, FEATURES, POSE))
     monkeypatch.setattr(pose_refine, "POSE_MAX_ROTATION_DEG", 0.5)  # the fit turns the head ~2.9°
     assert not np.any(refiner.refine(frame, FEATURES, POSE))
@@ -63,7 +78,7 @@ def test_a_fit_beyond_the_limits_keeps_the_tracked_pose_and_zero_steps_send_it(m
 def test_a_clip_starts_each_frame_from_its_predecessors_correction():
     renderer = random_head()
     frame = _frame(renderer, corrected_pose(POSE, OFFSET))
-    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=1, size=SIZE))
+    refiner = PoseRefiner(renderer, PoseRefineConfig(iterations=1, size=SIZE, rotation_prior=0.0))
     seen = []
     poses = refiner.refine_clip(
         np.stack([frame, frame]),
