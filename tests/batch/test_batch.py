@@ -348,3 +348,45 @@ def test_the_frame_step_choice_reaches_eval_and_reports_of_the_rule_are_redone(t
     B.eval_step(rule, tmp_path / "alice.mp4", p)
     B.eval_step(default, tmp_path / "alice.mp4", p)
     assert [o.frame_step_by for o in seen] == ["rule", "render"]
+
+
+def test_the_pose_refinement_reaches_eval_and_reports_with_the_trackers_poses_are_redone(
+    tmp_path, monkeypatch
+):
+    """``--eval "--refine-pose N"`` reaches ``nerfvc eval`` (default: the eval's own default); a report made
+    before the sender refined the pose (stamped without the option) counts for ``--refine-pose 0`` only."""
+    from nerfvc.eval import run as eval_run
+    from nerfvc.eval.options import EvalOptions
+
+    assert B.parse_eval_options("--refine-pose 0") == {"refine_pose": 0}
+    with pytest.raises(B.InputError, match="--refine-pose"):
+        B.parse_eval_options("--refine-pose -1")
+    default = B.BatchConfig(work=tmp_path, minutes=1, size=128)
+    tracked = dataclasses.replace(default, refine_pose=0)
+    assert default.refine_pose == EvalOptions.refine_pose > 0
+    assert (
+        default.eval_params()["refine_pose"] == default.refine_pose
+        and "refine_pose" not in tracked.eval_params()
+    )
+    p = B.ClipPaths.of(default, "alice")
+    write_json_atomic(p.report / "results.json", {"systems": {}})
+    write_json_atomic(p.report / "bench.json", {"params": tracked.eval_params()})  # an older report's stamp
+    assert B.report_done(p.report, tracked.eval_params()) and not B.report_done(
+        p.report, default.eval_params()
+    )
+    seen = []
+    monkeypatch.setattr(eval_run, "run_eval", seen.append)
+    B.eval_step(tracked, tmp_path / "alice.mp4", p)
+    B.eval_step(default, tmp_path / "alice.mp4", p)
+    assert [o.refine_pose for o in seen] == [0, default.refine_pose]
+    shell = {
+        "title": "t",
+        "command": "c",
+        "executor": "e",
+        "wall_minutes": 0.0,
+        "step_minutes": 0.0,
+        "clips": [],
+    }
+    for cfg, shown in ((tracked, True), (default, False)):  # the summary names a non-default choice
+        text = B.markdown({**shell, "config": {**dataclasses.asdict(cfg), "work": str(tmp_path)}})
+        assert ("--refine-pose 0" in text) == shown and ("--refine-pose" in text) == shown
