@@ -69,6 +69,10 @@ def test_fully_concealed_stream_exits_non_zero(tmp_path, cli, model_dir, feature
     assert not out.exists()
 
 
+# these tests are about tracking: the tracker's poses are sent (no renders against the stub's frames)
+TRACKED_POSES = ["--refine-pose", "0"]
+
+
 def _fake_video(monkeypatch, model, code, pose, ok):
     """Stub the tracker (``ok[i]``: frame i has a single face) and the video reader."""
 
@@ -109,12 +113,18 @@ def test_encode_video_without_a_face_fails(tmp_path, cli, model_dir, feats, monk
     model = model_dir[0]
     _fake_video(monkeypatch, model, feats[0], feats[1], [False] * 20)
     out = tmp_path / "v.nvc"
-    assert cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out)]) == 2
+    assert (
+        cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out), *TRACKED_POSES])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "no single face found in any of 20 frames" in err and "\n" not in err
     assert not out.exists()
     _fake_video(monkeypatch, model, feats[0], feats[1], [True] * 5 + [False] * 15)
-    assert cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out)]) == 2
+    assert (
+        cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out), *TRACKED_POSES])
+        == 2
+    )
     assert "only 5 of 20 frames" in capsys.readouterr().err
     assert not out.exists()
 
@@ -125,7 +135,10 @@ def test_encode_video_reports_tracking_failures(tmp_path, cli, model_dir, feats,
     ok = [i not in (0, 1, 9) for i in range(20)]
     _fake_video(monkeypatch, model, code, pose, ok)
     out = tmp_path / "v.nvc"
-    assert cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out)]) == 0
+    assert (
+        cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out), *TRACKED_POSES])
+        == 0
+    )
     assert "no single face in 3 of 20 frames (0, 1, 9)" in capsys.readouterr().err
     assert cli(["decode", str(out), "--model", str(model), "-o", str(tmp_path / "d.npz")]) == 0
     dec = load_features(tmp_path / "d.npz")

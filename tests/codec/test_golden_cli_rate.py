@@ -198,6 +198,10 @@ def test_estimate_bits_matches_coded_size():
             )
 
 
+# this test is about tracking: the tracker's poses are sent (no renders against the stub's frames)
+TRACKED_POSES = ["--refine-pose", "0"]
+
+
 def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, monkeypatch, capsys):
     """The VIDEO branch tracks frames with nerfvc.face (stubbed here: it lives on another branch)."""
     import sys
@@ -238,7 +242,10 @@ def test_cli_encode_video_uses_face_tracker(tmp_path, cli, model_dir, feats, mon
     monkeypatch.setitem(sys.modules, "nerfvc.face.tracker", tracker_mod)
     monkeypatch.setitem(sys.modules, "nerfvc.io.video", video_mod)
     out = tmp_path / "v.nvc"
-    assert cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out)]) == 0
+    assert (
+        cli(["encode", str(tmp_path / "clip.mp4"), "--model", str(model), "-o", str(out), *TRACKED_POSES])
+        == 0
+    )
     assert "30 frames" in capsys.readouterr().out
     assert cli(["decode", str(out), "--model", str(model), "-o", str(tmp_path / "d.npz")]) == 0
     dec = load_features(tmp_path / "d.npz")
