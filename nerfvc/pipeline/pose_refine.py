@@ -40,7 +40,7 @@ class PoseRefineConfig:
     """How hard the sender searches for each frame's head pose (docs/face.md "Refining the pose")."""
 
     iterations: int = 2  # Levenberg-Marquardt steps per frame (0 = send the tracker's pose)
-    size: int = 96  # longer side of the picture the fit renders and compares, px
+    size: int = 96  # longer side of the picture the fit renders and compares (at most the camera's), px
     # what turning the head 1° away from the tracker's rotation costs, in mean squared colour error per pixel
     # channel (translation is free): fitting the outline and the hair can turn the face off the orientation
     # its landmarks show; 3e-4 kept 85% of the PSNR gain and the landmark head-pose error (docs/face.md)
@@ -72,7 +72,9 @@ class PoseRefiner:
 
         self.renderer = renderer
         cam = renderer.camera
-        self.width, self.height = parse_size(self.config.size, cam.width, cam.height)
+        # the picture at most the model camera's size (a finer one only repeats pixels)
+        size = min(self.config.size, max(cam.width, cam.height))
+        self.width, self.height = parse_size(size, cam.width, cam.height)
 
     def _residual(
         self, features: np.ndarray, pose: np.ndarray, x: np.ndarray, target: np.ndarray

@@ -69,3 +69,6 @@ def test_nerfvc_eval_with_a_model_writes_its_rate_points(tiny_model, tmp_path, m
     res = json.loads(run_eval(opts)["results"].read_text())
     assert [p["label"] for p in res["systems"]["nerfvc"]] == ["target 2 kbps"]
     assert len(res["systems"]["nerfvc+guard"]) == 1 and "x265" in res["systems"]
+    # the sender refined the tracked head poses against the clip's frames, as `nerfvc encode VIDEO` does
+    assert res["nerfvc"]["refine_pose"]["iterations"] == EvalOptions.refine_pose > 0
+    assert res["nerfvc"]["refine_pose"]["s_per_frame"] > 0

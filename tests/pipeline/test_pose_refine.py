@@ -111,3 +111,9 @@ def test_bad_input_is_refused(frames, pose, message):
         refiner.refine_clip(frames, np.zeros((len(pose), 81), np.float32), pose)
     with pytest.raises(InputError, match="iterations"):
         PoseRefiner(random_head(), PoseRefineConfig(iterations=-1))
+
+
+def test_the_fit_renders_at_most_at_the_model_cameras_size():
+    renderer = random_head()  # a 24 px camera
+    assert (PoseRefiner(renderer).width, PoseRefiner(renderer).height) == (SIZE, SIZE)
+    assert PoseRefiner(renderer, PoseRefineConfig(size=16)).width == 16
