@@ -160,6 +160,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     }
     # the frame step chosen by rendering against the video's frames (pipeline/judge.py)
     judged = args.video is not None and args.frame_step_by == "render" and judges_frame_step(options)
+    refine_s = 0.0  # seconds a frame spent refining the features by rendering
     if args.features:
         clip = sender.read_features(args.features)
     else:
@@ -173,7 +174,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if warning := clip.warning():
             print(f"warning: {warning}", file=sys.stderr)
         if args.refine or refine_pose.iterations:
+            t = time.perf_counter()
             clip = sender.refine_clip(clip, refine, pose=refine_pose)
+            refine_s = (time.perf_counter() - t) / max(len(clip.pose), 1)
     fps = round(args.fps or clip.fps or 25.0, 3)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InputError(f"frame rate {fps:g} fps is outside {MIN_FPS:g}..{MAX_FPS:g} (give --fps)")
@@ -196,6 +199,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     frame_step = StreamHeader.from_bytes(data[:HEADER_SIZE]).frame_step
     how += f", 1 frame in {frame_step} coded" if frame_step > 1 else ""
     how += " (frame step chosen by rendering)" if judged else ""
+    how += f", features refined by rendering at {refine_s:.2f} s/frame" if refine_s else ""
     if guard is not None:  # --kbps is the features' rate; the fallback pictures come on top
         assert clip.frames is not None
         data, g = sender.guard_stream(data, clip.frames, guard)
