@@ -78,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="refine each frame's head pose against the video frame with N Levenberg-Marquardt steps on the "
-        'model\'s own 96-px render (analysis by synthesis, docs/face.md "Refining the pose"; default '
-        f"{PoseRefineConfig.iterations} with a VIDEO; 0 = send the tracker's poses)",
+        'model\'s own 96-px render (analysis by synthesis, docs/face.md "Refining the pose at the sender"; '
+        f"default {PoseRefineConfig.iterations} with a VIDEO; 0 = send the tracker's poses)",
     )
     p.add_argument("--mode", choices=["nerfvc", "paper"], default="nerfvc", help="paper = fp16 + zstd")
     p.add_argument(

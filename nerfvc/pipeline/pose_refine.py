@@ -3,10 +3,10 @@ NeRF, rendered small as the receiver renders it, matches the camera frame.
 
 The tracker fits the pose to 478 landmarks; the NeRF draws the head where it learned those fits put it on the
 training frames. On held-out frames the outline of the head, the hair and the shoulders lands a pixel or two
-off the camera's — the largest error on most clips (docs/face.md "Refining the pose"). The sender holds the
-receiver's model, so it searches for the pose that draws the frame best. Nothing changes at the receiver or
-in the bitstream; the refined pose is coded like the tracker's. Light to import (no torch): the CLI reads
-:class:`PoseRefineConfig`'s defaults.
+off the camera's — the largest error on most clips (docs/face.md "Refining the pose at the sender"). The
+sender holds the receiver's model, so it searches for the pose that draws the frame best. Nothing changes at
+the receiver or in the bitstream; the refined pose is coded like the tracker's. Light to import (no torch):
+the CLI reads :class:`PoseRefineConfig`'s defaults.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ POSE_MAX_TRANSLATION = 0.05
 
 @dataclass(frozen=True)
 class PoseRefineConfig:
-    """How hard the sender searches for each frame's head pose (docs/face.md "Refining the pose")."""
+    """How hard the sender searches for each frame's head pose (docs/face.md "Refining the pose at the
+    sender")."""
 
     iterations: int = 2  # Levenberg-Marquardt steps per frame (0 = send the tracker's pose)
     size: int = 96  # longer side of the picture the fit renders and compares (at most the camera's), px
@@ -60,7 +61,7 @@ class PoseRefiner:
     the 6 pose parameters (13 renders a step), each frame searched from its predecessor's correction. The
     tracker fits the pose to landmarks; the NeRF draws the head where it learned those fits put it, and a
     held-out frame's outline lands a pixel or two off — the largest error on most clips (docs/face.md
-    "Refining the pose"). The expression and the torso shift stay as given."""
+    "Refining the pose at the sender"). The expression and the torso shift stay as given."""
 
     def __init__(self, renderer: Renderer, config: PoseRefineConfig | None = None) -> None:
         self.config = config or PoseRefineConfig()
