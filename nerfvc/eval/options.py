@@ -35,7 +35,7 @@ class EvalOptions:
     # are; nerfvc.pipeline.refine)
     refine: int = 0
     # Levenberg-Marquardt steps of the sender's head-pose refinement per frame (0: the tracker's poses sent as
-    # they are; nerfvc.pipeline.refine.PoseRefiner, as `nerfvc encode VIDEO` does by default)
+    # they are; nerfvc.pipeline.pose_refine.PoseRefiner, as `nerfvc encode VIDEO` does by default)
     refine_pose: int = PoseRefineConfig.iterations
     # how the sender picks the frame step at each rate: "render" (it codes, decodes and renders each one the
     # rate allows and keeps the closest to its frames, as `nerfvc encode VIDEO` does) or "rule" (the step
