@@ -244,7 +244,7 @@ def _nerfvc_points(args, gt_src, prev_src, info, say):
         pose_config = PoseRefineConfig(iterations=args.refine_pose)
         clip = sender.refine_clip(clip, renderer=receiver.renderer(), pose=pose_config)
         refine_pose_s = (time.perf_counter() - t) / len(clip.pose)
-        say(f"refined the head poses ({args.refine_pose} iterations, {refine_pose_s:.2f} s/frame)")
+        say(f"refined the head poses ({args.refine_pose} steps, {refine_pose_s:.2f} s/frame)")
     if args.refine:
         from nerfvc.pipeline.refine import RefineConfig
 
