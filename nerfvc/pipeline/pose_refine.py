@@ -48,6 +48,20 @@ class PoseRefineConfig:
     rotation_prior: float = 3e-4
 
 
+def check_clip(who: str, frames: np.ndarray, features: np.ndarray, pose: np.ndarray) -> None:
+    """:class:`InputError` (``who: ...``) unless a clip's frames, features and poses are as many."""
+    if not len(frames) == len(features) == len(pose):
+        raise InputError(f"{who}: {len(frames)} frames, {len(features)} features, {len(pose)} poses")
+
+
+def camera_target(who: str, frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A camera frame (H,W,3) uint8, cropped to the model camera's aspect → the picture a refiner fits,
+    (height, width, 3) uint8 (area-averaged); :class:`InputError` (``who: ...``) if it is not RGB."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise InputError(f"{who}: a frame must be (H, W, 3) RGB, got shape {frame.shape}")
+    return cv2.resize(np.ascontiguousarray(frame), (width, height), interpolation=cv2.INTER_AREA)
+
+
 def corrected_pose(pose: np.ndarray, correction: np.ndarray) -> np.ndarray:
     """Pose (12,) = [R (row-major) | t] and a correction (6,) = [rotation vector in camera axes (rad),
     translation] → (12,): ``R' = exp(ω) R`` (a turn about the head's origin), ``t' = t + δt``."""
@@ -95,14 +109,10 @@ class PoseRefiner:
         pose = np.asarray(pose, np.float64)
         if pose.shape != (12,) or not np.all(np.isfinite(pose)):
             raise InputError(f"pose refinement: a pose must be 12 finite values, got shape {pose.shape}")
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise InputError(f"pose refinement: a frame must be (H, W, 3) RGB, got shape {frame.shape}")
+        small = camera_target("pose refinement", frame, self.width, self.height)
         x = np.zeros(6)
         if self.config.iterations == 0:
             return x
-        small = cv2.resize(
-            np.ascontiguousarray(frame), (self.width, self.height), interpolation=cv2.INTER_AREA
-        )
         target = small.astype(np.float64).ravel() / 255  # (H·W·3,)
         depth = max(abs(float(pose[11])), 1e-3)
         h = np.array([POSE_ROTATION_STEP] * 3 + [POSE_TRANSLATION_STEP * depth] * 3)  # (6,)
@@ -141,10 +151,7 @@ class PoseRefiner:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Every frame of a clip: frames (N,H,W,3) uint8, features (N,D), poses (N,12) → poses (N,12)."""
-        if not len(frames) == len(features) == len(pose):
-            raise InputError(
-                f"pose refinement: {len(frames)} frames, {len(features)} features, {len(pose)} poses"
-            )
+        check_clip("pose refinement", frames, features, pose)
         out = np.empty((len(pose), 12), np.float32)
         x = None
         for i in range(len(frames)):

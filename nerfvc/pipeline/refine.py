@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from nerfvc.errors import InputError
+from nerfvc.pipeline.pose_refine import camera_target, check_clip
 from nerfvc.render.rays import intersect_box, to_canonical
 from nerfvc.render.renderer import Renderer, frame_rays
 from nerfvc.train.dataset import parse_size
@@ -62,11 +62,7 @@ class FeatureRefiner:
 
     def _target(self, frame: np.ndarray) -> torch.Tensor:
         """A camera frame (H,W,3) uint8 cropped to the camera's aspect → colours (P,3) in [0,1]."""
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise InputError(f"refine: a frame must be (H, W, 3) RGB, got shape {frame.shape}")
-        small = cv2.resize(
-            np.ascontiguousarray(frame), (self.width, self.height), interpolation=cv2.INTER_AREA
-        )
+        small = camera_target("refine", frame, self.width, self.height)
         return torch.from_numpy(small).to(self.dirs.device).float().reshape(-1, 3) / 255
 
     def refine(self, frame: np.ndarray, features: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -126,8 +122,7 @@ class FeatureRefiner:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Every frame of a clip: frames (N,H,W,3) uint8, features (N,D), poses (N,12) → features (N,D)."""
-        if not len(frames) == len(features) == len(pose):
-            raise InputError(f"refine: {len(frames)} frames, {len(features)} features, {len(pose)} poses")
+        check_clip("refine", frames, features, pose)
         out = np.empty((len(features), np.shape(features)[1]), np.float32)
         for i in range(len(frames)):
             out[i] = self.refine(frames[i], features[i], pose[i])

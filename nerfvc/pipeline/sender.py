@@ -207,8 +207,9 @@ class SenderPipeline:
         pose: PoseRefineConfig | None = None,
     ) -> FeatureClip:
         """The clip with each frame's head pose (``pose``), then its expression (``config``) refined against
-        its kept frame by analysis by synthesis (:mod:`nerfvc.pipeline.refine`; a stage runs when its config
-        is given with iterations; ``renderer``: the model's, when the caller has it loaded)."""
+        its kept frame by analysis by synthesis (:mod:`nerfvc.pipeline.pose_refine`,
+        :mod:`nerfvc.pipeline.refine`; a stage runs when its config is given with iterations; ``renderer``:
+        the model's, when the caller has it loaded)."""
         frames = clip.frames
         if frames is None:
             raise InputError(f"{clip.source}: refining the features needs the frames (track a video)")
