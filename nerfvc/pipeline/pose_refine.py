@@ -91,14 +91,19 @@ class PoseRefiner:
         size = min(self.config.size, max(cam.width, cam.height))
         self.width, self.height = parse_size(size, cam.width, cam.height)
 
-    def _residual(
-        self, features: np.ndarray, pose: np.ndarray, x: np.ndarray, target: np.ndarray
-    ) -> np.ndarray:
-        """(H·W·3 + 3,): the render at ``pose`` corrected by ``x`` (6,) minus ``target``, flattened, then the
-        rotation prior's terms (their squares sum to H·W·3 · prior · the turn in degrees squared)."""
-        img = self.renderer.render_float(features, corrected_pose(pose, x), self.width, self.height)
-        prior = np.sqrt(self.config.rotation_prior * target.size) * np.degrees(x[:3])
-        return np.concatenate([img.cpu().numpy().astype(np.float64).ravel() - target, prior])
+    def _residuals(
+        self, features: np.ndarray, pose: np.ndarray, xs: list[np.ndarray], target: np.ndarray
+    ) -> list[np.ndarray]:
+        """Per correction ``x`` (6,) of ``xs``, (H·W·3 + 3,): the render at ``pose`` corrected by ``x`` minus
+        ``target``, flattened, then the rotation prior's terms (their squares sum to H·W·3 · prior · the
+        turn in degrees squared). The renders share the frame's head fields (``Renderer.render_poses``)."""
+        poses = np.stack([corrected_pose(pose, x) for x in xs])  # (K,12)
+        views = self.renderer.render_poses(features, poses, self.width, self.height)
+        weight = np.sqrt(self.config.rotation_prior * target.size)
+        return [
+            np.concatenate([v.image.cpu().numpy().ravel() - target, weight * np.degrees(x[:3])])
+            for v, x in zip(views, xs, strict=True)
+        ]
 
     def refine(
         self, frame: np.ndarray, features: np.ndarray, pose: np.ndarray, start: np.ndarray | None = None
@@ -116,24 +121,19 @@ class PoseRefiner:
         target = small.astype(np.float64).ravel() / 255  # (H·W·3,)
         depth = max(abs(float(pose[11])), 1e-3)
         h = np.array([POSE_ROTATION_STEP] * 3 + [POSE_TRANSLATION_STEP * depth] * 3)  # (6,)
-        res = self._residual(features, pose, x, target)
-        err, damping = float(res @ res), 1e-3
-        if start is not None and np.any(start):
-            start = np.asarray(start, np.float64)
-            warm = self._residual(features, pose, start, target)
-            if float(warm @ warm) < err:
-                x, res, err = start.copy(), warm, float(warm @ warm)
+        warm = start is not None and bool(np.any(start))
+        xs = [x, np.asarray(start, np.float64).copy()] if warm else [x]
+        residuals = self._residuals(features, pose, xs, target)
+        best = int(np.argmin([r @ r for r in residuals]))  # the tracked pose unless the start draws closer
+        x, res, damping = xs[best], residuals[best], 1e-3
+        err = float(res @ res)
+        steps = np.diag(h)  # (6,6) one parameter's step per row
         for _ in range(self.config.iterations):
-            jac = np.empty((len(res), 6))  # (H·W·3 + 3, 6) central differences
-            for j in range(6):
-                dx = np.zeros(6)
-                dx[j] = h[j]
-                plus = self._residual(features, pose, x + dx, target)
-                minus = self._residual(features, pose, x - dx, target)
-                jac[:, j] = (plus - minus) / (2 * h[j])
+            both = self._residuals(features, pose, [*(x + steps), *(x - steps)], target)
+            jac = (np.stack(both[:6], 1) - np.stack(both[6:], 1)) / (2 * h)  # (H·W·3 + 3, 6) central
             a, g = jac.T @ jac, jac.T @ res
             step = -np.linalg.solve(a + damping * np.diag(np.diag(a)) + 1e-12 * np.eye(6), g)
-            trial = self._residual(features, pose, x + step, target)
+            (trial,) = self._residuals(features, pose, [x + step], target)
             if float(trial @ trial) < err:
                 x, res, err, damping = x + step, trial, float(trial @ trial), damping / 3
             else:

@@ -243,6 +243,34 @@ def _strided(n: int, stride: int, device: torch.device) -> torch.Tensor:
     return idx if idx[-1] == n - 1 else torch.cat([idx, idx.new_tensor([n - 1])])
 
 
+class FrameHeads(NamedTuple):
+    """The head fields of one expression as a frame of one size marches them (:func:`frame_heads`)."""
+
+    fine: FrameHead
+    proposer: FrameHead  # the head the coarse pass marches first (with "both", the fine head is maxed in)
+
+
+@torch.inference_mode()
+def frame_heads(
+    model: PortraitNeRF,
+    expression: torch.Tensor,
+    height: int,
+    width: int,
+    cfg: FastRenderConfig | None = None,
+) -> FrameHeads:
+    """Raw inputs (1,E+T) → the head fields a ``height`` × ``width`` frame of them marches: built once per
+    expression (the pose does not enter them), so renders of one expression from several poses share them."""
+    cfg = cfg or FastRenderConfig()
+    expr_n, _ = model.split_input(expression)
+    cons = model.consistency.view(1, -1)
+    half = cfg.half_tables if cfg.half_tables is not None else grid_storage(expression.device) == "fp16"
+    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=half)
+    if cfg.proposal_for(height, width) == "fine":
+        return FrameHeads(fine, fine)
+    coarse = FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=half)
+    return FrameHeads(fine, coarse)
+
+
 @torch.inference_mode()
 def render_frame(
     model: PortraitNeRF,
@@ -254,24 +282,19 @@ def render_frame(
     expression: torch.Tensor,
     pose: torch.Tensor,
     cfg: FastRenderConfig | None = None,
+    heads: FrameHeads | None = None,
 ) -> FrameRender:
     """One frame: pixel directions (H·W,3) and uv (H·W,2) row-major, background (H·W,3) in [0,1], raw
     inputs (1,E+T) (expression, then the torso shift if the model has one) and pose (1,12) → the image
-    (H·W,3) in [0,1] with its head's opacity and depth."""
+    (H·W,3) in [0,1] with its head's opacity and depth. ``heads``: :func:`frame_heads` of these inputs at
+    this size, when the caller built them already."""
     cfg = cfg or FastRenderConfig()
     dev = dirs.device
-    expr_n, shift = model.split_input(expression)
+    _, shift = model.split_input(expression)
     pose_n = (pose - model.pose_mean) / model.pose_std
     cons = model.consistency.view(1, -1)
-    half = cfg.half_tables if cfg.half_tables is not None else grid_storage(dev) == "fp16"
     proposal = cfg.proposal_for(height, width)
-    fine = FrameHead(model.fine, model.fine.expression_code(expr_n), cons, half_table=half)
-    # the head the coarse pass marches first (with "both", the fine head's weights are maxed in after it)
-    proposer = (
-        fine
-        if proposal == "fine"
-        else FrameHead(model.coarse, model.coarse.expression_code(expr_n), cons, half_table=half)
-    )
+    fine, proposer = heads or frame_heads(model, expression, height, width, cfg)
 
     origin, direction = to_canonical(dirs, pose)  # (P,3) each
     box = (origin, direction, model.head_lo, model.head_hi)

@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from nerfvc.errors import InputError, ModelMismatchError
 from nerfvc.fsutil import read_json
 from nerfvc.io.video import write_video
 from nerfvc.modeldir import read_model_manifest
-from nerfvc.render.fast import FastRenderConfig, FrameRender, render_frame, supports
+from nerfvc.render.fast import FastRenderConfig, FrameHeads, FrameRender, frame_heads, render_frame, supports
 from nerfvc.render.halves import FaceHalves, load_face_halves
 from nerfvc.render.model import ModelConfig, PortraitNeRF
 from nerfvc.render.rays import pixel_rays
@@ -90,6 +91,16 @@ def float_image(
             (width, height), Image.Resampling.BOX if width < im.size[0] else Image.Resampling.BICUBIC
         )
     return torch.from_numpy(np.asarray(im).copy()).to(device).float() / 255
+
+
+class RenderedView(NamedTuple):
+    """A rendered frame: colour (H,W,3) float in [0,1], the head layer's opacity (H,W) it was composited
+    with (the references change only colour) and the head's expected depth along each pixel's ray (H,W)
+    (camera z; 0 where the head is not drawn)."""
+
+    image: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
 
 
 class Renderer:
@@ -185,30 +196,61 @@ class Renderer:
         return self.render_with_opacity(expression, pose, width, height)[0]
 
     @torch.inference_mode()
+    def render_poses(
+        self, expression: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor, width: int, height: int
+    ) -> list[RenderedView]:
+        """Expression (E,) and poses (K,12) → K views, each image as :meth:`render_float` draws it; the
+        expression's head fields are built once for all of them (a sender searching a frame's pose renders
+        one expression many times)."""
+        raw, expr = self._inputs(expression)
+        heads = None if self.reference else frame_heads(self.model, expr, height, width, self.fast)
+        return [self._render_pose(raw, expr, self._pose(p), width, height, heads) for p in poses]
+
+    @torch.inference_mode()
     def render_with_opacity(
         self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1] and the head layer's opacity (H,W)
         it was composited with (the references change only colour)."""
-        expr = torch.as_tensor(np.asarray(expression, np.float32), device=self.device).reshape(1, -1)
-        pos = torch.as_tensor(np.asarray(pose, np.float32), device=self.device).reshape(1, 12)
-        if expr.shape[1] != self.expression_dim:
-            raise InputError(
-                f"expression has {expr.shape[1]} values, the model expects {self.expression_dim}"
-            )
-        if not (torch.isfinite(expr).all() and torch.isfinite(pos).all()):  # the kernels index by them
+        raw, expr = self._inputs(expression)
+        view = self._render_pose(raw, expr, self._pose(pose), width, height)
+        return view.image, view.opacity
+
+    def _inputs(self, expression: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame's inputs (E,) → as given (1,E) and within the training range when the renderer clamps
+        them (1,E); :class:`InputError` if they are not the model's length or not finite."""
+        raw = torch.as_tensor(np.asarray(expression, np.float32), device=self.device).reshape(1, -1)
+        if raw.shape[1] != self.expression_dim:
+            raise InputError(f"expression has {raw.shape[1]} values, the model expects {self.expression_dim}")
+        if not torch.isfinite(raw).all():  # the kernels index by them
             raise InputError("the expression and the pose must be finite numbers")
-        raw = expr
-        if self.expression_range:
-            expr = self.model.within_training_range(expr)
-        frame = self._render_layers(expr, pos, width, height)
+        return raw, self.model.within_training_range(raw) if self.expression_range else raw
+
+    def _pose(self, pose: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A pose (12,) → (1,12) on the device; :class:`InputError` if it is not finite."""
+        pos = torch.as_tensor(np.asarray(pose, np.float32), device=self.device).reshape(1, 12)
+        if not torch.isfinite(pos).all():  # the kernels index by it
+            raise InputError("the expression and the pose must be finite numbers")
+        return pos
+
+    def _render_pose(
+        self,
+        raw: torch.Tensor,
+        expr: torch.Tensor,
+        pos: torch.Tensor,
+        width: int,
+        height: int,
+        heads: FrameHeads | None = None,
+    ) -> RenderedView:
+        """Inputs as given and clamped (1,E) each, pose (1,12) → the view (``heads``: :func:`frame_heads` of
+        ``expr`` at this size, when built already)."""
+        frame = self._render_layers(expr, pos, width, height, heads=heads)
         if self.halves is not None:
             frame = self._with_halves(frame, raw, pos, width, height)
         img = frame.rgb.clamp(0, 1).reshape(height, width, 3)
-        alpha = frame.head_alpha.view(height, width)
-        if self.references is None:
-            return img, alpha
-        return self._with_references(img, frame, expr, pos, width, height), alpha
+        if self.references is not None:
+            img = self._with_references(img, frame, expr, pos, width, height)
+        return RenderedView(img, frame.head_alpha.view(height, width), frame.head_depth.view(height, width))
 
     def _render_layers(
         self,
@@ -217,10 +259,12 @@ class Renderer:
         width: int,
         height: int,
         box: tuple[int, int, int, int] | None = None,
+        heads: FrameHeads | None = None,
     ) -> FrameRender:
         """Inputs (1,E+T) and pose (1,12) → the frame with its head opacity and depth (the frame renderer,
         or every ray as in training when ``reference``); ``box`` (y0, y1, x0, x1): only those pixels of it,
-        rendered as the whole frame would be (row-major, (y1−y0)·(x1−x0) of each)."""
+        rendered as the whole frame would be (row-major, (y1−y0)·(x1−x0) of each); ``heads``: the frame
+        renderer's :func:`frame_heads` of these inputs at this size, when built already."""
         dirs, uv, bg = self._rays(width, height)
         cfg = self.fast
         if box is not None:
@@ -237,7 +281,7 @@ class Renderer:
             )
             height, width = y1 - y0, x1 - x0
         if not self.reference:
-            return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, cfg)
+            return render_frame(self.model, dirs, uv, bg, height, width, expr, pos, cfg, heads)
         outs = [
             self.model.render_rays(
                 dirs[i : i + self.chunk],

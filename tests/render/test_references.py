@@ -278,6 +278,25 @@ def test_the_renderer_uses_references_only_when_asked_and_present(tiny_model):
     assert (a - truth).abs().mean() <= (b - truth).abs().mean() + 1e-6
 
 
+@pytest.mark.parametrize("every_ray", [False, True])
+def test_renders_of_one_expression_from_several_poses_are_each_the_single_render(tiny_model, every_ray):
+    """``render_poses`` shares the expression's head fields between the poses: each of its images is the
+    one ``render_float`` draws (reference texture on; the frame renderer and the training renderer)."""
+    _, model_dir = tiny_model
+    r = Renderer.from_model_dir(model_dir, reference=every_ray)
+    assert r.references is not None
+    refs = r.references
+    e = refs.inputs[5].numpy()
+    poses = refs.poses[[5, 0, 11]].numpy()  # (3,12): the frame's own and two others
+    poses[2, 9] += 0.02  # and one moved sideways
+    many = [v.image for v in r.render_poses(e, poses, 32, 24)]
+    singles = [r.render_float(e, p, 32, 24) for p in poses]
+    assert len(many) == 3
+    for a, b in zip(many, singles, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert (many[0] - many[2]).abs().max() > 0.01  # the poses drew different pictures
+
+
 def test_references_for_another_model_are_refused(tiny_model):
     _, model_dir = tiny_model
     model, camera, bg = load_nerf(model_dir)
