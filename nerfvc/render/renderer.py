@@ -94,13 +94,11 @@ def float_image(
 
 
 class RenderedView(NamedTuple):
-    """A rendered frame: colour (H,W,3) float in [0,1], the head layer's opacity (H,W) it was composited
-    with (the references change only colour) and the head's expected depth along each pixel's ray (H,W)
-    (camera z; 0 where the head is not drawn)."""
+    """A rendered frame: colour (H,W,3) float in [0,1] and the head layer's opacity (H,W) it was composited
+    with (the references change only colour)."""
 
     image: torch.Tensor
     opacity: torch.Tensor
-    depth: torch.Tensor
 
 
 class Renderer:
@@ -209,12 +207,11 @@ class Renderer:
     @torch.inference_mode()
     def render_with_opacity(
         self, expression: np.ndarray | torch.Tensor, pose: np.ndarray | torch.Tensor, width: int, height: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> RenderedView:
         """Expression (E,) and pose (12,) → image (H,W,3) float in [0,1] and the head layer's opacity (H,W)
         it was composited with (the references change only colour)."""
         raw, expr = self._inputs(expression)
-        view = self._render_pose(raw, expr, self._pose(pose), width, height)
-        return view.image, view.opacity
+        return self._render_pose(raw, expr, self._pose(pose), width, height)
 
     def _inputs(self, expression: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A frame's inputs (E,) → as given (1,E) and within the training range when the renderer clamps
@@ -250,7 +247,7 @@ class Renderer:
         img = frame.rgb.clamp(0, 1).reshape(height, width, 3)
         if self.references is not None:
             img = self._with_references(img, frame, expr, pos, width, height)
-        return RenderedView(img, frame.head_alpha.view(height, width), frame.head_depth.view(height, width))
+        return RenderedView(img, frame.head_alpha.view(height, width))
 
     def _render_layers(
         self,
